@@ -1,0 +1,3 @@
+from babyllama.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""`babyllama <command>`: one subcommand per stage of the pipeline.
+
+Each command lives in its own module, which provides `add_arguments(parser)` and
+`run(args) -> int`. Modules are imported only when their command runs, so `--help`
+and light commands never pay for MindSpore or transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from babyllama import __version__
+from babyllama.errors import UserError
+
+# command -> (module, one-line help)
+COMMANDS = {
+    "sample": ("babyllama.sample", "download the sample corpus (三国演义) into data/sample/"),
+    "tokenizer": ("babyllama.tokenizer", "train or inspect a tokenizer"),
+    "prepare": ("babyllama.prepare", "tokenize corpora into a token file (.bin + manifest)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="babyllama",
+        description="Pretrain a small Chinese Llama2 on MindSpore: corpora -> token files -> "
+        "training -> checkpoints -> generation.",
+    )
+    parser.add_argument("--version", action="version", version=f"babyllama {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args._run(args) or 0
+    except UserError as e:
+        print(f"babyllama {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"babyllama {args.command}: interrupted", file=sys.stderr)
+        return 130

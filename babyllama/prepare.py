@@ -1,0 +1,752 @@
+"""`babyllama prepare`: corpora -> a token file, NAME.bin plus its manifest NAME.bin.json.
+
+NAME.bin holds the ids of each kept document followed by the tokenizer's eos id, back to
+back, as uint16 while the vocabulary has at most 65,536 ids and uint32 beyond. A document
+whose ids (eos included) number fewer than `min_tokens` is dropped, as the seed drops those
+of 5 or fewer, so with the ChatGLM2 tokenizer the file is byte for byte what the seed's
+data_process.py writes.
+
+How it runs
+    The main process reads records in input order and cuts them into chunks of about
+    `chunk_bytes` of raw input; worker processes (one per core) encode whole chunks, and
+    the main process writes the results strictly in chunk order, so the bytes never depend
+    on the number of workers. Only a few chunks per worker are in flight at a time, so
+    memory stays bounded whatever the size of the corpus.
+
+Interrupted runs
+    NAME.bin.partial grows chunk by chunk. Beside it the journal NAME.bin.partial.json says
+    how many of its bytes are good and where in the inputs the next chunk starts; it is
+    rewritten atomically after each chunk is on disk. Running the same command again
+    resumes there (changed inputs, tokenizer or options start over instead). At the end
+    the manifest is written first, then NAME.bin.partial is renamed to NAME.bin, then the
+    journal is removed: a NAME.bin without its manifest, which would be read as the seed's
+    corpus, never appears.
+
+Progress events (`--progress jsonl`): one JSON object a line on stdout
+    {"event": "start", "out", "files", "total_bytes", "resumed_bytes", "workers", "dtype",
+     "tokenizer"}
+    {"event": "note", "message"}      resuming, or starting over, and why
+    {"event": "progress", "bytes", "total_bytes", "documents", "tokens", "skipped",
+     "mb_per_s", "eta_s", "elapsed_s"}   at most about 5 a second, and always one at the end
+    {"event": "done", "out", "manifest", "documents", "tokens", "skipped", "elapsed_s",
+     "mb_per_s"}
+    {"event": "error", "message"}     a failure or an interruption; nothing follows it
+"bytes" counts raw input (compressed bytes for .gz) up to the last record written, so it
+only grows; "skipped" is {"too_short": n, "malformed": n}; "mb_per_s" is the rate of this
+run (MB = 10**6 bytes); "eta_s" is null until a rate is known.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from contextlib import closing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import chain
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from babyllama import __version__
+from babyllama.errors import UserError
+from babyllama.files import atomic_write_json
+
+DEFAULT_CHUNK_BYTES = 4 << 20
+# Raw text waiting for or inside the workers, whatever the number of cores.
+IN_FLIGHT_BYTES = 256 << 20
+MAX_EXAMPLES = 20
+PROGRESS_INTERVAL_S = 0.2
+UINT16_VOCAB_LIMIT = 65536
+JOURNAL_KIND = "babyllama-prepare-journal"
+
+ProgressCallback = Callable[[dict], None]
+
+
+@dataclass
+class Counts:
+    documents: int = 0
+    tokens: int = 0
+    too_short: int = 0
+    malformed: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def skipped(self) -> dict:
+        return {"too_short": self.too_short, "malformed": self.malformed}
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where reading continues: the index of a source, how many of its records were read,
+    and the byte offset in it after them."""
+
+    file: int = 0
+    records: int = 0
+    end: int = 0
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    format: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ChunkInfo:
+    """What the main process keeps of a chunk while its documents are being encoded."""
+
+    malformed: list[str]
+    next_position: Position
+
+
+@dataclass
+class EncodedChunk:
+    ids: np.ndarray
+    documents: int
+    too_short: int
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    out: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.out.with_name(self.out.name + ".json")
+
+    @property
+    def partial(self) -> Path:
+        return self.out.with_name(self.out.name + ".partial")
+
+    @property
+    def journal(self) -> Path:
+        return self.out.with_name(self.out.name + ".partial.json")
+
+
+class ChunkEncoder:
+    """Turns the documents of a chunk into the ids the token file holds for them."""
+
+    def __init__(self, tokenizer, min_tokens: int, dtype: str):
+        self.tokenizer = tokenizer
+        self.eos_id = tokenizer.eos_id
+        self.min_tokens = min_tokens
+        self.dtype = np.dtype(dtype)
+
+    def __call__(self, documents: Sequence[tuple[str, ...]]) -> EncodedChunk:
+        # One encode a segment: SentencePiece's batch call measured slower than this loop, and
+        # the chunks already keep every core busy, so a tokenizer's own threads would only contend.
+        encode = self.tokenizer.encode
+        kept: list[list[int]] = []
+        too_short = 0
+        for document in documents:
+            ids = encode(document[0])
+            for segment in document[1:]:
+                ids += encode(segment)
+            ids.append(self.eos_id)
+            if len(ids) < self.min_tokens:
+                too_short += 1
+            else:
+                kept.append(ids)
+        count = sum(map(len, kept))
+        return EncodedChunk(np.fromiter(chain.from_iterable(kept), self.dtype, count), len(kept), too_short)
+
+
+_worker_encoder: ChunkEncoder | None = None
+
+
+def _start_worker(tokenizer_path: str, min_tokens: int, dtype: str, parent_pid: int) -> None:
+    global _worker_encoder
+    # Ctrl-C reaches the whole process group; only the main process decides what to keep.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
+    from babyllama.tokenizer import load_tokenizer
+
+    _worker_encoder = ChunkEncoder(load_tokenizer(tokenizer_path), min_tokens, dtype)
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    # A main process killed with SIGKILL cannot stop its workers, and they would wait forever.
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _encode_in_worker(documents: list[tuple[str, ...]]) -> EncodedChunk:
+    return _worker_encoder(documents)
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def read_chunks(
+    sources: Sequence[Source], start: Position, chunk_bytes: int
+) -> Iterator[tuple[list[tuple[str, ...]], ChunkInfo]]:
+    """The documents from `start` on, cut into chunks of about `chunk_bytes` of raw input."""
+    from babyllama.corpora import BadRecord, iter_records
+
+    documents: list[tuple[str, ...]] = []
+    malformed: list[str] = []
+    raw_bytes = 0
+    for index in range(start.file, len(sources)):
+        source = sources[index]
+        records, previous_end = (start.records, start.end) if index == start.file else (0, 0)
+        for record in iter_records(source.path, source.format, skip=records):
+            records += 1
+            if isinstance(record, BadRecord):
+                malformed.append(str(record))
+            else:
+                documents.append(record.segments)
+            raw_bytes += record.end - previous_end
+            previous_end = record.end
+            if raw_bytes >= chunk_bytes:
+                yield documents, ChunkInfo(malformed, Position(index, records, previous_end))
+                documents, malformed, raw_bytes = [], [], 0
+    if documents or malformed:
+        yield documents, ChunkInfo(malformed, Position(len(sources)))
+
+
+def encode_in_order(
+    chunks: Iterable[tuple[list[tuple[str, ...]], ChunkInfo]], tokenizer, tokenizer_path, min_tokens, dtype,
+    workers: int, chunk_bytes: int,
+) -> Iterator[tuple[ChunkInfo, EncodedChunk]]:
+    """Encoded chunks in input order; with several workers, a bounded window of them in flight."""
+    if workers <= 1:
+        encode = ChunkEncoder(tokenizer, min_tokens, dtype)
+        for documents, info in chunks:
+            yield info, encode(documents)
+        return
+
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    window = max(2, min(2 * workers, IN_FLIGHT_BYTES // max(chunk_bytes, 1)))
+    # fork: workers start in milliseconds, and `python -m babyllama` cannot be re-imported
+    # as the __main__ of a spawned child.
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(str(tokenizer_path), min_tokens, dtype, os.getpid()),
+    )
+    pending: deque = deque()
+    try:
+        for documents, info in chunks:
+            pending.append((info, pool.submit(_encode_in_worker, documents)))
+            del documents
+            if len(pending) >= window:
+                info, future = pending.popleft()
+                yield info, future.result()
+        while pending:
+            info, future = pending.popleft()
+            yield info, future.result()
+    except BrokenProcessPool as e:
+        raise UserError(
+            "a worker process died (out of memory?); run the same command again to resume, "
+            "perhaps with fewer --workers"
+        ) from e
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ProgressTracker:
+    """Emits progress events, at most about 5 a second."""
+
+    def __init__(self, emit: ProgressCallback, total_bytes: int, resumed_bytes: int):
+        self.emit = emit
+        self.total_bytes = total_bytes
+        self.resumed_bytes = resumed_bytes
+        self.started = time.monotonic()
+        self.last_emitted = float("-inf")
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def rate(self, done_bytes: int) -> float:
+        elapsed = self.elapsed()
+        return (done_bytes - self.resumed_bytes) / elapsed if elapsed > 0 else 0.0
+
+    def update(self, done_bytes: int, counts: Counts, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last_emitted < PROGRESS_INTERVAL_S:
+            return
+        self.last_emitted = now
+        rate = self.rate(done_bytes)
+        self.emit(
+            {
+                "event": "progress",
+                "bytes": done_bytes,
+                "total_bytes": self.total_bytes,
+                "documents": counts.documents,
+                "tokens": counts.tokens,
+                "skipped": counts.skipped(),
+                "mb_per_s": round(rate / 1e6, 3),
+                "eta_s": round((self.total_bytes - done_bytes) / rate, 1) if rate > 0 else None,
+                "elapsed_s": round(self.elapsed(), 3),
+            }
+        )
+
+
+def resolve_sources(inputs: Sequence[str | Path], fmt: str, paths: OutputPaths) -> list[Source]:
+    from babyllama.corpora import check_format, expand_inputs, sniff_format
+
+    check_format(fmt)
+    own_files = {p.resolve() for p in (paths.out, paths.manifest, paths.partial, paths.journal)}
+    sources = []
+    for path in expand_inputs(inputs):
+        if path.resolve() in own_files:
+            raise UserError(f"{path} is an output of this command, not a corpus; leave it out of the inputs")
+        try:
+            stat = path.stat()
+        except OSError as e:
+            raise UserError(f"cannot read {path}: {e.strerror}") from e
+        sources.append(Source(path, sniff_format(path) if fmt == "auto" else fmt, stat.st_size, stat.st_mtime_ns))
+    return sources
+
+
+def open_tokenizer(path: str | Path):
+    from babyllama.tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer(path)
+    except UserError:
+        raise
+    except Exception as e:  # sentencepiece and tokenizers raise many kinds on a bad file
+        raise UserError(f"cannot read the tokenizer {path}: {e}; give a tokenizer.model or tokenizer folder") from e
+
+
+def read_journal(path: Path) -> dict | None:
+    try:
+        journal = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return journal if isinstance(journal, dict) and journal.get("kind") == JOURNAL_KIND else None
+
+
+def why_not_resumable(journal: dict, options: dict, paths: OutputPaths) -> str | None:
+    """None when the journal's run can be continued, else the reason it cannot."""
+    previous = journal.get("options", {})
+    for key, what in [
+        ("inputs", "the inputs changed"),
+        ("format", "--format changed"),
+        ("tokenizer", "the tokenizer changed"),
+        ("min_tokens", "--min-tokens changed"),
+        ("dtype", "the token type changed"),
+    ]:
+        if previous.get(key) != options[key]:
+            return what
+    if not paths.partial.exists() or paths.partial.stat().st_size < journal.get("bytes", 0):
+        return f"{paths.partial} is missing or shorter than its journal says"
+    return None
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_manifest(tokenizer, dtype: str, counts: Counts, min_tokens: int, sources, created: str) -> dict:
+    return {
+        "kind": "babyllama-token-file",
+        "version": 1,
+        "dtype": dtype,
+        "tokens": counts.tokens,
+        "documents": counts.documents,
+        "eos_id": tokenizer.eos_id,
+        "vocab_size": tokenizer.vocab_size,
+        "tokenizer": tokenizer.describe(),
+        "skipped": {"too_short": counts.too_short, "malformed": counts.malformed, "examples": counts.examples},
+        "min_tokens": min_tokens,
+        "sources": [{"path": str(s.path), "size": s.size, "format": s.format} for s in sources],
+        "created": created,
+        "babyllama_version": __version__,
+    }
+
+
+class PartialTokenFile:
+    """NAME.bin.partial with its journal: chunks are appended, and after each the journal
+    records how many bytes are good, where reading continues and the counts so far."""
+
+    def __init__(self, paths: OutputPaths, journal: dict):
+        self.paths = paths
+        self.journal = journal
+        self.counts = Counts(**journal["counts"])
+        self.position = Position(**journal["position"])
+        self.chunks_this_run = 0
+        self.file = None
+
+    @classmethod
+    def start(cls, paths: OutputPaths, options: dict) -> "PartialTokenFile":
+        journal = {
+            "kind": JOURNAL_KIND,
+            "version": 1,
+            "options": options,
+            "chunks": 0,
+            "bytes": 0,
+            "position": asdict(Position()),
+            "counts": asdict(Counts()),
+            "finished": None,
+        }
+        partial = cls(paths, journal)
+        try:
+            paths.out.parent.mkdir(parents=True, exist_ok=True)
+            partial.file = open(paths.partial, "wb")
+            try:
+                partial.write_journal()
+            except OSError:
+                partial.discard()
+                raise
+        except OSError as e:
+            raise UserError(
+                f"cannot write {paths.partial}: {e.strerror}; choose an --out in a folder you can write"
+            ) from e
+        return partial
+
+    @classmethod
+    def resume(cls, paths: OutputPaths, journal: dict) -> "PartialTokenFile":
+        partial = cls(paths, journal)
+        try:
+            partial.file = open(paths.partial, "r+b")
+            partial.file.truncate(journal["bytes"])
+            partial.file.seek(journal["bytes"])
+        except OSError as e:
+            raise UserError(f"cannot write {paths.partial}: {e.strerror}") from e
+        return partial
+
+    @property
+    def finished(self) -> str | None:
+        return self.journal["finished"]
+
+    def append(self, encoded: EncodedChunk, info: ChunkInfo) -> None:
+        counts = self.counts
+        counts.documents += encoded.documents
+        counts.tokens += len(encoded.ids)
+        counts.too_short += encoded.too_short
+        counts.malformed += len(info.malformed)
+        counts.examples += info.malformed[: MAX_EXAMPLES - len(counts.examples)]
+        self.position = info.next_position
+        self.journal.update(
+            chunks=self.journal["chunks"] + 1,
+            bytes=self.journal["bytes"] + encoded.ids.nbytes,
+            position=asdict(self.position),
+            counts=asdict(counts),
+        )
+        try:
+            self.file.write(memoryview(encoded.ids).cast("B"))
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.write_journal()
+        except OSError as e:
+            raise UserError(
+                f"cannot write {self.paths.partial}: {e.strerror}; fix that and run the same command again"
+            ) from e
+        self.chunks_this_run += 1
+
+    def finish(self) -> None:
+        if not self.finished:
+            self.journal["finished"] = utc_now()
+            self.write_journal()
+        self.file.close()
+
+    def write_journal(self) -> None:
+        atomic_write_json(self.paths.journal, self.journal)
+
+    def discard(self) -> None:
+        if self.file:
+            self.file.close()
+        self.paths.partial.unlink(missing_ok=True)
+        self.paths.journal.unlink(missing_ok=True)
+
+
+def prepare(
+    inputs: Sequence[str | Path],
+    fmt: str,
+    tokenizer_path: str | Path,
+    out: Path,
+    *,
+    min_tokens: int = 6,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    resume: bool = True,
+    force: bool = False,
+) -> dict:
+    """Tokenize `inputs` into `out` (NAME.bin) and its manifest; returns the manifest.
+
+    `workers`: encoding processes (None: one per core; 0 or 1: encode in this process).
+    `resume`: continue an interrupted run of the same command; False starts over.
+    `force`: replace an existing `out` (removed once the inputs and tokenizer check out).
+    """
+    emit = progress or (lambda event: None)
+    paths = OutputPaths(Path(out))
+    if paths.out.suffix != ".bin":
+        raise UserError(f"--out {paths.out} must name a .bin file, e.g. data/NAME.bin")
+    sources = resolve_sources(inputs, fmt, paths)
+    tokenizer = open_tokenizer(tokenizer_path)
+    dtype = "uint16" if tokenizer.vocab_size <= UINT16_VOCAB_LIMIT else "uint32"
+    workers = default_workers() if workers is None else workers
+    options = {
+        "inputs": [
+            {"path": str(s.path.resolve()), "size": s.size, "mtime_ns": s.mtime_ns, "format": s.format}
+            for s in sources
+        ],
+        "format": fmt,
+        "tokenizer": tokenizer.fingerprint,
+        "min_tokens": min_tokens,
+        "dtype": dtype,
+    }
+
+    journal = read_journal(paths.journal)
+    if journal and journal.get("finished") and paths.out.exists() and not paths.partial.exists():
+        # The run that wrote it stopped between renaming NAME.bin into place and removing the journal.
+        paths.journal.unlink()
+        journal = None
+    if paths.out.exists() and not force:
+        raise UserError(f"{paths.out} already exists; pass --force to replace it, or choose another --out")
+    if journal and not resume:
+        emit({"event": "note", "message": "starting over (--restart): the unfinished run's progress is dropped"})
+        journal = None
+    elif journal and (reason := why_not_resumable(journal, options, paths)):
+        emit({"event": "note", "message": f"starting over: {reason} since the unfinished run"})
+        journal = None
+
+    partial = PartialTokenFile.resume(paths, journal) if journal else PartialTokenFile.start(paths, options)
+    offsets = np.cumsum([0] + [s.size for s in sources]).tolist()
+
+    def done_bytes(position: Position) -> int:
+        return offsets[position.file] + position.end
+
+    tracker = ProgressTracker(emit, offsets[-1], done_bytes(partial.position))
+    try:
+        if force and paths.out.exists():
+            paths.manifest.unlink(missing_ok=True)
+            paths.out.unlink()
+        if journal:
+            emit({"event": "note", "message": f"resuming after {journal['chunks']:,} chunks "
+                  f"({partial.counts.documents:,} documents, {partial.counts.tokens:,} tokens already written)"})
+        emit(
+            {
+                "event": "start",
+                "out": str(paths.out),
+                "files": len(sources),
+                "total_bytes": offsets[-1],
+                "resumed_bytes": done_bytes(partial.position),
+                "workers": workers,
+                "dtype": dtype,
+                "tokenizer": tokenizer.name,
+            }
+        )
+        if not partial.finished:
+            # Closed explicitly: an exception's traceback would otherwise keep the pool and
+            # the open input alive for as long as someone holds on to it.
+            with closing(read_chunks(sources, partial.position, chunk_bytes)) as chunks, closing(
+                encode_in_order(chunks, tokenizer, tokenizer_path, min_tokens, dtype, workers, chunk_bytes)
+            ) as encoded_chunks:
+                for info, encoded in encoded_chunks:
+                    partial.append(encoded, info)
+                    tracker.update(done_bytes(partial.position), partial.counts)
+        partial.finish()
+    except BaseException:
+        if journal is None and partial.chunks_this_run == 0:
+            partial.discard()
+        raise
+    tracker.update(offsets[-1], partial.counts, final=True)
+
+    counts = partial.counts
+    manifest = build_manifest(tokenizer, dtype, counts, min_tokens, sources, partial.finished)
+    atomic_write_json(paths.manifest, manifest)
+    os.replace(paths.partial, paths.out)
+    paths.journal.unlink()
+    emit(
+        {
+            "event": "done",
+            "out": str(paths.out),
+            "manifest": str(paths.manifest),
+            "documents": counts.documents,
+            "tokens": counts.tokens,
+            "skipped": counts.skipped(),
+            "elapsed_s": round(tracker.elapsed(), 3),
+            "mb_per_s": round(tracker.rate(offsets[-1]) / 1e6, 3),
+        }
+    )
+    return manifest
+
+
+def format_count(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def describe_progress(event: dict) -> str:
+    total = event["total_bytes"]
+    bad = event["skipped"]["malformed"]
+    return (
+        f"{event['bytes'] / 1e6:,.0f}/{total / 1e6:,.0f} MB  "
+        f"{event['documents']:,} docs  {format_count(event['tokens'])} tokens  "
+        f"{event['mb_per_s']:.1f} MB/s  ETA {format_duration(event['eta_s'])}" + (f"  {bad:,} bad" if bad else "")
+    )
+
+
+def describe_done(event: dict) -> str:
+    skipped = event["skipped"]
+    return (
+        f"wrote {event['out']} and {event['manifest']}: {event['documents']:,} documents, "
+        f"{event['tokens']:,} tokens; skipped {skipped['too_short']:,} too short, "
+        f"{skipped['malformed']:,} malformed; {event['elapsed_s']:.1f} s at {event['mb_per_s']:.1f} MB/s"
+    )
+
+
+class BarReport:
+    """A one-line live bar on a terminal."""
+
+    def __init__(self, stream=sys.stderr, width: int = 24):
+        self.stream = stream
+        self.width = width
+        self.drawn = False
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "progress":
+            total = event["total_bytes"]
+            fraction = event["bytes"] / total if total else 1.0
+            filled = int(fraction * self.width)
+            bar = "█" * filled + "░" * (self.width - filled)
+            self.stream.write(f"\r{bar} {fraction:4.0%}  {describe_progress(event)}\x1b[K")
+            self.drawn = True
+        elif kind in ("note", "done", "error"):
+            self.end_line()
+            if kind == "note":
+                self.stream.write(f"babyllama prepare: {event['message']}\n")
+            elif kind == "done":
+                self.stream.write(describe_done(event) + "\n")
+        self.stream.flush()
+
+    def end_line(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.drawn = False
+
+
+class LinesReport:
+    """A line every few seconds, for logs and pipes."""
+
+    def __init__(self, stream=sys.stderr, interval_s: float = 5.0):
+        self.stream = stream
+        self.interval_s = interval_s
+        self.last = time.monotonic()
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "progress" and time.monotonic() - self.last >= self.interval_s:
+            self.last = time.monotonic()
+            self.stream.write(f"babyllama prepare: {describe_progress(event)}\n")
+        elif kind == "note":
+            self.stream.write(f"babyllama prepare: {event['message']}\n")
+        elif kind == "done":
+            self.stream.write(describe_done(event) + "\n")
+        self.stream.flush()
+
+
+class JsonlReport:
+    """One JSON object a line on stdout, for programs. A reader that goes away does not stop
+    the work: the rest of the events are dropped."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+        self.reader_gone = False
+
+    def __call__(self, event: dict) -> None:
+        if self.reader_gone:
+            return
+        try:
+            self.stream.write(json.dumps(event, ensure_ascii=False) + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            self.reader_gone = True
+            # Python flushes stdout again at exit; point it at /dev/null so that is quiet too.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+
+
+def make_report(kind: str) -> ProgressCallback | None:
+    if kind == "auto":
+        kind = "bar" if sys.stderr.isatty() else "lines"
+    return {"bar": BarReport, "lines": LinesReport, "jsonl": JsonlReport, "none": lambda: None}[kind]()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus files, folders or globs")
+    parser.add_argument("--tokenizer", required=True, metavar="PATH", help="tokenizer.model file or tokenizer folder")
+    parser.add_argument(
+        "--format", default="auto", metavar="FMT",
+        help="wiki, baike, c4, wudao, medical, medical-sft, text, jsonl:FIELD or auto (default: sniffed per file)",
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="data/NAME.bin", help="the token file to write")
+    parser.add_argument(
+        "--min-tokens", type=int, default=6, metavar="N",
+        help="drop documents with fewer ids than this, eos included (default: 6, the seed's rule)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="encoding processes (default: one per core; 1 encodes in the main process)",
+    )
+    parser.add_argument(
+        "--chunk-mb", type=float, default=DEFAULT_CHUNK_BYTES / 2**20, metavar="MB",
+        help="raw input per unit of work and of resumption (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--progress", choices=["auto", "bar", "lines", "jsonl", "none"], default="auto",
+        help="auto: a live bar on a terminal, else a line every few seconds; jsonl: JSON events on stdout",
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    parser.add_argument("--restart", action="store_true", help="ignore an unfinished run's progress and start over")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.chunk_mb <= 0:
+        raise UserError("--chunk-mb must be positive")
+    report = make_report(args.progress)
+    try:
+        prepare(
+            args.inputs,
+            args.format,
+            args.tokenizer,
+            args.out,
+            min_tokens=args.min_tokens,
+            workers=args.workers,
+            progress=report,
+            chunk_bytes=max(1, int(args.chunk_mb * 2**20)),
+            resume=not args.restart,
+            force=args.force,
+        )
+    except KeyboardInterrupt:
+        if report:
+            report({"event": "error", "message": "interrupted"})
+        if OutputPaths(args.out).journal.exists():
+            print("babyllama prepare: progress is kept; run the same command again to resume", file=sys.stderr)
+        raise
+    except UserError as e:
+        if report:
+            report({"event": "error", "message": str(e)})
+        raise
+    return 0

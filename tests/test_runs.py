@@ -1,0 +1,682 @@
+"""Run directories: status, metrics, checkpoints, liveness, listing, and detached launches that
+survive their parent. Launch tests use a stand-in trainer (a real Python program written here)
+in place of `python -m babyllama train`, through launch_detached's `program` parameter."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from babyllama.errors import UserError
+from babyllama.runs import (
+    CREATED,
+    STALE_AFTER_S,
+    LineFollower,
+    MetricsReader,
+    RunDir,
+    effective_state,
+    format_duration,
+    kill_run,
+    latest_rows,
+    launch_detached,
+    list_runs,
+    process_identity,
+    resolve_run,
+    run_info,
+    stop_run,
+    tail_lines,
+)
+
+STAND_IN_TRAINER = """\
+import signal, sys, time
+from babyllama.runs import RunDir
+
+run = RunDir(sys.argv[sys.argv.index("--run") + 1])
+mode = sys.argv[sys.argv.index("--mode") + 1]
+stop_requested = False
+
+def request_stop(signum, frame):
+    global stop_requested
+    stop_requested = True
+
+if mode == "graceful":
+    signal.signal(signal.SIGTERM, request_stop)
+elif mode == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+elif mode == "slow-start":
+    time.sleep(600)  # like a trainer still importing MindSpore: SIGTERM's default action ends it
+
+run.mark_running(step=0, max_steps=10**9)
+print("stand-in trainer running", flush=True)
+step = 0
+while not stop_requested:
+    step += 1
+    run.append_metrics({"kind": "train", "step": step, "loss": 10.0 / step, "tokens": 64 * step,
+                        "tokens_per_s": 1000.0})
+    run.write_status(step=step)
+    time.sleep(0.05)
+run.write_status(state="stopped", step=step)
+print("stand-in trainer stopped at step", step, flush=True)
+"""
+
+
+def wait_until(condition, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def stand_in(tmp_path) -> Path:
+    script = tmp_path / "stand_in_trainer.py"
+    script.write_text(STAND_IN_TRAINER)
+    return script
+
+
+def finished_process_pid() -> tuple[int, float]:
+    """The pid and create time of a process that has exited and been reaped."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    create_time = psutil.Process(process.pid).create_time()
+    process.wait()
+    return process.pid, create_time
+
+
+def rows_so_far(reader: MetricsReader, seen: list) -> int:
+    seen += reader.poll()
+    return len(seen)
+
+
+# status.json
+
+
+def test_create_refuses_a_taken_run_dir_and_overwrite_starts_over(tmp_path):
+    run = RunDir(tmp_path / "r1")
+    run.create({"dim": 64})
+    assert run.read_config() == {"dim": 64}
+    assert run.checkpoints_dir.is_dir()
+    with pytest.raises(UserError, match="config.json already exists"):
+        RunDir(tmp_path / "r1").create({"dim": 128})
+
+    run.append_metrics({"kind": "train", "step": 1, "loss": 3.0})
+    temp = run.checkpoint_temp_path(1)
+    temp.mkdir()
+    run.publish_checkpoint(temp, 1)
+    run.create({"dim": 128}, overwrite=True)
+    assert run.read_config() == {"dim": 128}
+    assert not run.metrics_path.exists()
+    assert run.checkpoints() == []
+
+
+def test_create_overwrite_refuses_a_run_that_another_process_is_running(tmp_path):
+    run = RunDir(tmp_path / "busy")
+    run.create({})
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run.write_status(state="running", host=socket.gethostname(), pid=sleeper.pid,
+                         pid_create_time=psutil.Process(sleeper.pid).create_time())
+        with pytest.raises(UserError, match="stop it first"):
+            run.create({}, overwrite=True)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_write_status_merges_fields_and_rejects_unknown_states(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert run.read_status() == {}
+    run.write_status(state="starting", step=0, max_steps=100)
+    status = run.write_status(step=5)
+    assert status["state"] == "starting" and status["step"] == 5 and status["max_steps"] == 100
+    assert run.read_status() == status
+    assert isinstance(status["updated"], float)
+    with pytest.raises(ValueError, match="unknown run state 'paused'"):
+        run.write_status(state="paused")
+    assert run.read_status()["state"] == "starting"
+    leftovers = [p.name for p in run.path.iterdir() if ".tmp" in p.name]
+    assert leftovers == []
+
+
+def test_mark_running_records_this_process_and_clears_a_strangers_launcher(tmp_path):
+    run = RunDir(tmp_path / "r")
+    dead_pid, dead_created = finished_process_pid()
+    run.write_status(state="starting", launcher="python", launcher_pid=dead_pid, launcher_create_time=dead_created)
+    status = run.mark_running(step=3, max_steps=10, world_size=2)
+    assert status["state"] == "running"
+    assert status["pid"] == os.getpid() and status["host"] == socket.gethostname()
+    assert status["pid_create_time"] == psutil.Process().create_time()
+    assert (status["step"], status["max_steps"], status["world_size"]) == (3, 10, 2)
+    assert status["launcher_pid"] is None and status["launcher"] is None
+    assert run.state() == ("running", None)
+
+
+def test_heartbeat_refreshes_updated_while_running(tmp_path):
+    run = RunDir(tmp_path / "r")
+    first = run.mark_running(step=0, max_steps=1)["updated"]
+    with run.heartbeat(interval=0.01):
+        wait_until(lambda: run.read_status()["updated"] > first, "a heartbeat")
+    run.write_status(state="finished")
+    ended = run.read_status()
+    with run.heartbeat(interval=0.01):
+        time.sleep(0.1)
+    assert run.read_status() == ended
+
+
+# Liveness
+
+
+def test_a_running_status_whose_process_is_gone_shows_failed(tmp_path):
+    pid, created = finished_process_pid()
+    status = {"state": "running", "host": socket.gethostname(), "pid": pid, "pid_create_time": created,
+              "updated": time.time()}
+    assert effective_state(status) == ("failed", f"process {pid} is gone")
+
+    run = RunDir(tmp_path / "dead")
+    run.create({})
+    run.write_status(**status)
+    info = run_info(run)
+    assert info.state == "failed" and info.reason == f"process {pid} is gone"
+
+
+def test_a_reused_pid_does_not_count_as_the_trainer():
+    me = process_identity()
+    assert effective_state({"state": "running", **me}) == ("running", None)
+    reused = {"state": "running", **me, "pid_create_time": me["pid_create_time"] - 3600}
+    assert effective_state(reused) == ("failed", f"process {me['pid']} is gone (the pid now belongs to another process)")
+
+
+def test_a_run_on_another_host_is_judged_by_its_updated_time():
+    now = time.time()
+    remote = {"state": "running", "host": "some-other-node", "pid": 1, "updated": now - 60}
+    assert effective_state(remote, now=now) == ("running", None)
+    silent = {**remote, "updated": now - STALE_AFTER_S - 1}
+    state, reason = effective_state(silent, now=now)
+    assert state == "failed" and reason.startswith("no update from some-other-node for 10m01s")
+
+
+def test_ended_and_never_started_states_are_shown_as_written():
+    assert effective_state({}) == (CREATED, None)
+    assert effective_state({"state": "failed", "error": "CUDA out of memory"}) == ("failed", "CUDA out of memory")
+    assert effective_state({"state": "finished", "pid": 999999999}) == ("finished", None)
+
+
+# metrics.jsonl
+
+
+def test_metrics_reader_holds_a_half_written_line_until_its_newline(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    reader = MetricsReader(path)
+    assert reader.poll() == []
+    with open(path, "ab") as f:
+        f.write(b'{"kind":"train","step":1}\n{"kind":"tr')
+    assert reader.poll() == [{"kind": "train", "step": 1}]
+    assert reader.poll() == []
+    with open(path, "ab") as f:
+        f.write(b'ain","step":2,"text":"\xe4\xb8')  # cut inside a UTF-8 character too
+    assert reader.poll() == []
+    with open(path, "ab") as f:
+        f.write(b'\x89"}\n')
+    assert reader.poll() == [{"kind": "train", "step": 2, "text": "三"}]
+    assert reader.offset == path.stat().st_size
+
+
+def test_metrics_reader_starts_over_when_the_file_is_truncated_or_replaced(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step":1}\n{"step":2}\n{"step":3}\n')
+    reader = MetricsReader(path)
+    assert [r["step"] for r in reader.poll()] == [1, 2, 3]
+    assert not reader.restarted
+
+    path.write_text('{"step":1}\n')  # truncated (same file, shorter)
+    assert [r["step"] for r in reader.poll()] == [1]
+    assert reader.restarted
+
+    replacement = tmp_path / "new.jsonl"
+    replacement.write_text('{"step":10}\n{"step":11}\n{"step":12}\n{"step":13}\n')
+    os.replace(replacement, path)  # replaced by a longer file
+    assert [r["step"] for r in reader.poll()] == [10, 11, 12, 13]
+    assert reader.restarted
+
+    with open(path, "r+") as f:  # truncated and regrown past our offset before we looked
+        f.truncate(0)
+        f.write('{"step":20}\n' * 6)
+    assert [r["step"] for r in reader.poll()] == [20] * 6
+    assert reader.restarted
+    assert reader.poll() == [] and not reader.restarted
+
+
+def test_metrics_reader_skips_lines_that_are_not_json_objects(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step":1}\n{"kind":"tra{"step":2}\n[1,2]\n\n{"step":3}\n')
+    reader = MetricsReader(path)
+    assert reader.poll() == [{"step": 1}, {"step": 3}]
+    assert reader.bad_lines == 2
+
+
+def test_metrics_reader_reads_only_new_bytes_of_a_million_row_file(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = 1_000_000
+    with open(path, "w") as f:
+        f.write("".join(f'{{"step":{i}}}\n' for i in range(rows)))
+    size = path.stat().st_size
+    reader = MetricsReader(path)
+    chunks = 0
+    total = 0
+    while True:
+        got = reader.poll(max_bytes=8 * 1024 * 1024)
+        if not got:
+            break
+        chunks += 1
+        total += len(got)
+    assert total == rows and chunks > 1
+    assert reader.offset == size and reader.bytes_read == size
+
+    appended = b'{"kind":"eval","step":1000000,"val_loss":2.4}\n{"kind":"train","step":1000001,"loss":2.4}\n'
+    with open(path, "ab") as f:
+        f.write(appended)
+    new = reader.poll()
+    assert [r["step"] for r in new] == [1_000_000, 1_000_001]
+    assert reader.bytes_read == size + len(appended)
+    assert reader.poll() == [] and reader.bytes_read == size + len(appended)
+
+
+def test_append_metrics_writes_one_line_per_row_and_recovers_from_a_cut_line(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.metrics_path.write_bytes(b'{"kind":"train","step":1}\n{"kind":"train","st')  # killed mid-write
+    reader = MetricsReader(run.metrics_path)
+    assert reader.poll() == [{"kind": "train", "step": 1}]
+    run.append_metrics({"kind": "sample", "step": 2, "text": "话说天下大势"})
+    run.append_metrics({"kind": "train", "step": 3, "time": 12.5})
+    rows = reader.poll()
+    assert [r["step"] for r in rows] == [2, 3]
+    assert rows[0]["text"] == "话说天下大势" and isinstance(rows[0]["time"], float)
+    assert rows[1]["time"] == 12.5
+    assert reader.bad_lines == 1
+
+
+def test_line_follower_can_start_at_the_last_lines(tmp_path):
+    path = tmp_path / "train.log"
+    path.write_text("".join(f"line {i}\n" for i in range(50_000)) + "partial")
+    follower = LineFollower(path, last_lines=3)
+    assert follower.poll() == ["line 49997", "line 49998", "line 49999"]
+    assert follower.bytes_read < 100
+    with open(path, "a") as f:
+        f.write(" done\nnext\n")
+    assert follower.poll() == ["partial done", "next"]
+
+
+def test_tail_lines_reads_from_the_end_of_a_big_log(tmp_path):
+    path = tmp_path / "train.log"
+    with open(path, "w") as f:
+        f.write("".join(f"step {i} loss 1.0\n" for i in range(300_000)))
+        f.write("compiling 10%\rcompiling 50%\rcompiling 100%\n")
+        f.write("still writ")
+    assert path.stat().st_size > 5_000_000
+    assert tail_lines(path, 3, max_bytes=4096) == ["step 299999 loss 1.0", "compiling 100%", "still writ"]
+    assert tail_lines(path, 1) == ["still writ"]
+    assert tail_lines(path, 0) == []
+    assert tail_lines(tmp_path / "missing.log", 5) == []
+    short = tmp_path / "short.log"
+    short.write_text("a\nb\n")
+    assert tail_lines(short, 10) == ["a", "b"]
+
+
+def test_latest_rows_finds_the_newest_row_of_each_kind(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"kind": "train", "step": i, "loss": 5 - i / 1000} for i in range(1, 3000)]
+    lines.insert(100, {"kind": "eval", "step": 100, "val_loss": 4.5})
+    lines.append({"kind": "sample", "step": 2999, "text": "却说"})
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in lines) + '{"kind":"eval"')
+    newest = latest_rows(path, max_bytes=4096)
+    assert newest["train"]["step"] == 2999 and newest["sample"]["text"] == "却说"
+    assert "eval" not in newest  # beyond the bytes it looks at
+    assert latest_rows(path)["eval"]["val_loss"] == 4.5
+
+
+# checkpoints/
+
+
+def make_checkpoint(run: RunDir, step: int):
+    temp = run.checkpoint_temp_path(step)
+    temp.mkdir(parents=True)
+    (temp / "weights.safetensors").write_bytes(b"w" * step)
+    return run.publish_checkpoint(temp, step)
+
+
+def test_checkpoints_publish_list_latest_and_prune(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.create({})
+    assert run.checkpoints() == [] and run.latest_checkpoint() is None
+    for step in (100, 200, 300, 400):
+        make_checkpoint(run, step)
+    (run.checkpoints_dir / ".step_0000500.tmp-1").mkdir()  # an interrupted save by another process
+    mine = run.checkpoint_temp_path(500)
+    mine.mkdir()
+    assert [c.step for c in run.checkpoints()] == [100, 200, 300, 400]
+    assert run.latest_path.read_text() == "step_0000400\n"
+    assert run.latest_checkpoint() == (400, run.checkpoints_dir / "step_0000400")
+
+    removed = run.prune_checkpoints(keep=2)
+    assert sorted(p.name for p in removed) == [".step_0000500.tmp-1", "step_0000100", "step_0000200"]
+    assert [c.step for c in run.checkpoints()] == [300, 400]
+    assert mine.is_dir()
+    with pytest.raises(ValueError):
+        run.prune_checkpoints(keep=0)
+
+
+def test_latest_checkpoint_falls_back_to_the_newest_complete_one(tmp_path):
+    run = RunDir(tmp_path / "r")
+    make_checkpoint(run, 10)
+    make_checkpoint(run, 20)
+    run.latest_path.write_text("step_0000030\n")  # names a folder that never got renamed into place
+    assert run.latest_checkpoint().step == 20
+    run.latest_path.unlink()
+    assert run.latest_checkpoint().step == 20
+
+
+def test_publishing_a_step_again_replaces_the_old_folder(tmp_path):
+    run = RunDir(tmp_path / "r")
+    make_checkpoint(run, 7)
+    again = run.checkpoint_temp_path(7)
+    again.mkdir()
+    (again / "marker").write_text("second save")
+    run.publish_checkpoint(again, 7)
+    assert (run.checkpoint_path(7) / "marker").read_text() == "second save"
+    assert [p.name for p in run.checkpoints_dir.iterdir() if p.name.startswith(".")] == []
+
+
+def test_latest_checkpoint_is_not_pruned_even_when_older(tmp_path):
+    run = RunDir(tmp_path / "r")
+    for step in (1, 2, 3):
+        make_checkpoint(run, step)
+    run.latest_path.write_text("step_0000001\n")
+    run.prune_checkpoints(keep=1)
+    assert [c.step for c in run.checkpoints()] == [1, 3]
+
+
+# Listing
+
+
+def test_list_runs_sorts_newest_first_with_status_and_metrics_fields(tmp_path):
+    root = tmp_path / "runs"
+    now = time.time()
+    old = RunDir(root / "old")
+    old.create({})
+    old.write_status(state="finished", step=1000, max_steps=1000, started=now - 7200, host="h", pid=1)
+    for step in (990, 1000):
+        old.append_metrics({"kind": "train", "step": step, "loss": 2.0, "tokens": 64000, "tokens_per_s": 5000.0})
+    old.append_metrics({"kind": "eval", "step": 1000, "val_loss": 2.2})
+    make_checkpoint(old, 1000)
+
+    dead = RunDir(root / "dead")
+    dead.create({})
+    pid, created = finished_process_pid()
+    dead.write_status(state="running", step=5, max_steps=50, started=now - 60, host=socket.gethostname(),
+                      pid=pid, pid_create_time=created)
+
+    fresh = RunDir(root / "fresh")
+    fresh.create({})
+    (root / "not-a-run").mkdir()
+    (root / "stray.txt").write_text("x")
+
+    infos = list_runs(root)
+    assert [i.name for i in infos] == ["fresh", "dead", "old"]
+    fresh_info, dead_info, old_info = infos
+    assert fresh_info.state == CREATED and fresh_info.step is None
+    assert dead_info.state == "failed" and dead_info.reason == f"process {pid} is gone"
+    assert (dead_info.step, dead_info.max_steps) == (5, 50)
+    assert old_info.state == "finished"
+    assert (old_info.loss, old_info.val_loss, old_info.tokens, old_info.tokens_per_s) == (2.0, 2.2, 64000, 5000.0)
+    assert old_info.latest_checkpoint == 1000
+    assert 7100 < old_info.age_s(now + 1) < 7300
+    assert json.loads(json.dumps(old_info.to_dict()))["path"] == str(root / "old")
+    assert list_runs(tmp_path / "nowhere") == []
+
+
+def test_resolve_run_by_name_or_path(tmp_path):
+    root = tmp_path / "runs"
+    RunDir(root / "a").create({})
+    assert resolve_run("a", root).path == root / "a"
+    assert resolve_run(str(root / "a"), tmp_path / "elsewhere").path == root / "a"
+    with pytest.raises(UserError, match="no run named 'b'"):
+        resolve_run("b", root)
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (None, 5, 125, 3 * 3600 + 720, 2 * 86400 + 4 * 3600)] == [
+        "-", "5s", "2m05s", "3h12m", "2d04h"]
+
+
+# Launching and stopping (real processes)
+
+
+def test_launch_refuses_a_run_that_is_already_active(tmp_path, stand_in):
+    run = RunDir(tmp_path / "r")
+    run.mark_running(step=0, max_steps=1)  # this test process plays the trainer
+    with pytest.raises(UserError, match="already running"):
+        launch_detached(run, ["--mode", "graceful"], program=[str(stand_in)])
+
+
+def test_a_launched_run_survives_its_parent_exiting_and_stops_on_request(tmp_path, stand_in):
+    run = RunDir(tmp_path / "runs" / "detached")
+    parent = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from babyllama.runs import launch_detached;"
+         "print(launch_detached(sys.argv[1], ['--mode', 'graceful'], program=[sys.argv[2]]))",
+         str(run.path), str(stand_in)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )
+    pid = int(parent.stdout)
+    assert os.getsid(pid) == pid  # a session of its own
+
+    reader, seen = MetricsReader(run.metrics_path), []
+    wait_until(lambda: rows_so_far(reader, seen) >= 3, "rows from the detached trainer")
+    count_after_parent_exit = len(seen)
+    wait_until(lambda: rows_so_far(reader, seen) > count_after_parent_exit + 3, "more rows")
+    assert run.state() == ("running", None)
+    assert [info.state for info in list_runs(run.path.parent)] == ["running"]
+
+    report = stop_run(run, wait=True, timeout=60)
+    assert report.state == "stopped" and report.signalled == [pid]
+    status = run.read_status()
+    assert status["state"] == "stopped" and status["pid"] == pid
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    log = run.log_path.read_text()
+    assert "launching:" in log and "stand-in trainer stopped at step" in log
+    assert stop_run(run).message == "detached is not running (stopped)."
+
+
+def start_in_terminal(argv: list[str]) -> tuple[subprocess.Popen, int]:
+    """Run argv as the session leader of a new pseudo-terminal, as a login shell over SSH is."""
+    master, terminal = os.openpty()
+
+    def take_terminal():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(argv, stdin=terminal, stdout=terminal, stderr=terminal,
+                               start_new_session=True, preexec_fn=take_terminal)
+    os.close(terminal)
+    return process, master
+
+
+def read_terminal_until(master: int, marker: bytes) -> bytes:
+    output = b""
+    deadline = time.monotonic() + 60
+    while marker not in output:
+        assert time.monotonic() < deadline, f"no {marker!r} on the terminal; got {output!r}"
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            output += os.read(master, 4096)
+    return output
+
+
+def test_a_launched_run_survives_its_terminal_hanging_up(tmp_path, stand_in):
+    run = RunDir(tmp_path / "runs" / "hangup")
+    parent, master = start_in_terminal([
+        sys.executable, "-c",
+        "import sys, time; from babyllama.runs import launch_detached;"
+        "pid = launch_detached(sys.argv[1], ['--mode', 'graceful'], program=[sys.argv[2]]);"
+        "print('launched', pid, 'done', flush=True); time.sleep(600)",
+        str(run.path), str(stand_in),
+    ])
+    output = read_terminal_until(master, b"done")
+    pid = int(output.split(b"launched")[1].split()[0])
+    reader, seen = MetricsReader(run.metrics_path), []
+    wait_until(lambda: rows_so_far(reader, seen) >= 1, "the first row")
+
+    os.close(master)  # the terminal goes away: the kernel sends SIGHUP to its session
+    assert parent.wait(timeout=60) == -signal.SIGHUP
+    count_after_hangup = rows_so_far(reader, seen)
+    wait_until(lambda: rows_so_far(reader, seen) > count_after_hangup + 3, "rows after the hangup")
+    assert psutil.Process(pid).is_running()
+
+    report = stop_run(run, wait=True, timeout=60)
+    assert report.state == "stopped"
+    assert run.read_status()["state"] == "stopped"
+
+
+def test_stop_during_startup_records_stopped(tmp_path, stand_in):
+    run = RunDir(tmp_path / "r")
+    pid = launch_detached(run, ["--mode", "slow-start"], program=[str(stand_in)])
+    status = run.read_status()
+    assert status["state"] == "starting" and status["pid"] == pid and status["launcher_pid"] == pid
+    report = stop_run(run, wait=True, timeout=60)
+    assert report.state == "stopped"
+    assert run.read_status()["error"] == "process ended on SIGTERM before the trainer recorded its state"
+
+
+def test_kill_ends_a_run_that_ignores_sigterm(tmp_path, stand_in):
+    run = RunDir(tmp_path / "r")
+    pid = launch_detached(run, ["--mode", "stubborn"], program=[str(stand_in)])
+    wait_until(lambda: run.read_status().get("state") == "running", "the stand-in to start")
+    make_checkpoint(run, 3)
+    report = stop_run(run, wait=True, timeout=0.5)
+    assert report.state == "running" and "babyllama runs kill" in report.message
+    report = kill_run(run)
+    assert report.state == "stopped" and pid in report.signalled
+    assert run.read_status()["error"] == "killed with SIGKILL; resume continues from step_0000003"
+    assert run.state().state == "stopped"
+
+
+def test_stopping_a_run_on_another_host_is_refused(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.write_status(state="running", host="node-7", pid=1234)
+    with pytest.raises(UserError, match="runs on host node-7"):
+        stop_run(run)
+
+
+# CLI
+
+
+def babyllama(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "babyllama", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_cli_runs_table_json_show_and_stop(tmp_path, stand_in):
+    root = tmp_path / "out" / "runs"
+    done = RunDir(root / "done")
+    done.create({})
+    done.write_status(state="finished", step=50, max_steps=50, started=time.time() - 90, host="h", pid=1)
+    done.append_metrics({"kind": "train", "step": 50, "loss": 3.25, "tokens_per_s": 1234.0})
+    done.log_path.write_text("hello from the trainer\n")
+
+    table = babyllama("runs", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    header, line = table.stdout.splitlines()
+    assert header.split() == ["NAME", "STATE", "STEP", "LOSS", "VAL", "TOK/S", "AGE", "NOTE"]
+    assert line.split()[:6] == ["done", "finished", "50/50", "3.2500", "-", "1,234"]
+
+    listed = json.loads(babyllama("runs", "--json", "--root", str(root), cwd=tmp_path / "..").stdout)
+    assert [(r["name"], r["state"], r["loss"]) for r in listed] == [("done", "finished", 3.25)]
+
+    show = babyllama("runs", "show", "done", cwd=tmp_path)
+    assert "state       finished" in show.stdout and "hello from the trainer" in show.stdout
+    shown = json.loads(babyllama("runs", "show", str(done.path), "--json", cwd=tmp_path / "..").stdout)
+    assert shown["status"]["state"] == "finished" and shown["log"] == ["hello from the trainer"]
+
+    missing = babyllama("runs", "stop", "nope", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"babyllama runs: error: no run named 'nope' under {Path('out/runs')} (and no run directory at that path); "
+        "`babyllama runs` lists them."]
+
+    live = RunDir(root / "live")
+    launch_detached(live, ["--mode", "graceful"], program=[str(stand_in)])
+    wait_until(lambda: live.read_status().get("state") == "running", "the stand-in to start")
+    stop = babyllama("runs", "stop", "live", "--wait", "--root", str(root), cwd=tmp_path / "..")
+    assert stop.returncode == 0, stop.stderr
+    assert stop.stdout.strip() == "live is stopped."
+    assert live.read_status()["state"] == "stopped"
+
+
+# msrun
+
+
+MSRUN_STAND_IN = """\
+import signal, sys, time
+from mindspore.communication import get_rank, init
+from babyllama.runs import RunDir
+
+init()
+rank = get_rank()
+run = RunDir(sys.argv[sys.argv.index("--run") + 1])
+stop_requested = False
+
+def request_stop(signum, frame):
+    global stop_requested
+    stop_requested = True
+
+signal.signal(signal.SIGTERM, request_stop)
+if rank == 0:
+    run.mark_running(step=0, max_steps=10**9, world_size=2)
+step = 0
+while not stop_requested:
+    step += 1
+    if rank == 0:
+        run.append_metrics({"kind": "train", "step": step, "loss": 1.0})
+        run.write_status(step=step)
+    time.sleep(0.1)
+if rank == 0:
+    run.write_status(state="stopped", step=step)
+print("rank", rank, "stopped", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_two_worker_msrun_launch_stops_every_worker(tmp_path):
+    script = tmp_path / "msrun_stand_in.py"
+    script.write_text(MSRUN_STAND_IN)
+    run = RunDir(tmp_path / "runs" / "dp")
+    launcher = launch_detached(run, workers=2, program=[str(script)], env={"GLOG_v": "3"})
+    assert run.read_status()["launcher"] == "msrun"
+    wait_until(lambda: run.read_status().get("state") == "running", "rank 0 to start", timeout=180)
+    status = run.read_status()
+    assert status["pid"] != launcher and status["launcher_pid"] == launcher and status["world_size"] == 2
+    workers = [p for p in psutil.Process(launcher).children(recursive=True) if os.getsid(p.pid) == p.pid]
+    assert len(workers) == 2
+
+    report = stop_run(run, wait=True, timeout=180)
+    assert report.state == "stopped"
+    assert sorted(report.signalled) == sorted(p.pid for p in workers)
+    assert run.read_status()["error"] is None  # recorded by rank 0 itself, not by stop_run
+    assert not psutil.pid_exists(launcher) or psutil.Process(launcher).status() == psutil.STATUS_ZOMBIE
+    for rank in (0, 1):
+        assert f"rank {rank} stopped" in (run.msrun_log_dir / f"worker_{rank}.log").read_text()

@@ -19,6 +19,7 @@ COMMANDS = {
     "sample": ("babyllama.sample", "download the sample corpus (三国演义) into data/sample/"),
     "tokenizer": ("babyllama.tokenizer", "train or inspect a tokenizer"),
     "prepare": ("babyllama.prepare", "tokenize corpora into a token file (.bin + manifest)"),
+    "runs": ("babyllama.runs", "list, inspect and stop training runs"),
 }
 
 

@@ -18,7 +18,7 @@ status.json fields: state, pid and pid_create_time (the trainer, or the launcher
 trainer claims the run with `RunDir.mark_running`), host, world_size, step, max_steps,
 started and updated (epoch seconds), error (the last error, or a note on how the run
 ended), and for detached launches launcher ("python" or "msrun"), launcher_pid,
-launcher_create_time and command. Writers merge fields (`RunDir.write_status`).
+launcher_create_time, launch_id and command. Writers merge fields (`RunDir.write_status`).
 
 A trainer's part: `mark_running(step=, max_steps=, world_size=)` once started, inside
 `with run.heartbeat():`; `write_status(step=)` as it goes; `append_metrics(row)`; on SIGTERM
@@ -46,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -65,6 +66,9 @@ HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0
 
 TRAIN_PROGRAM = ("-m", "babyllama", "train")
+# Set in a launched trainer's environment and recorded in status.json as launch_id, so the
+# trainer (any msrun rank included) knows the "starting" status it finds is its own.
+LAUNCH_ID_ENV = "BABYLLAMA_LAUNCH_ID"
 DEFAULT_ROOT = Path("out/runs")
 
 CHECKPOINT_NAME = re.compile(r"step_(\d{7,})")
@@ -195,12 +199,18 @@ class RunDir:
     def mark_running(self, *, step: int, max_steps: int, world_size: int = 1, **fields) -> dict:
         """Claim the run for this process: state running, with the pid, host and create time.
 
-        Launcher fields left by an earlier detached launch are cleared unless that launcher
-        is this process or one of its ancestors, so `stop_run` never signals a stranger.
+        Refused while another live process holds the run. Launcher fields are kept only when
+        `launch_detached` started this process, so `stop_run` never signals a stranger.
         """
-        lineage = _lineage()
 
         def claim(status: dict) -> dict:
+            owned = _owned_by_this_process(status)
+            current = effective_state(status)
+            if current.state in ACTIVE_STATES and not owned:
+                raise UserError(
+                    f"{self.path} is already {current.state} (pid {status.get('pid')} on {status.get('host')}): "
+                    f"two trainers cannot share a run directory. Stop it with `babyllama runs stop {self.path}`."
+                )
             claimed = {
                 "state": "running",
                 **process_identity(),
@@ -210,8 +220,9 @@ class RunDir:
                 "error": None,
                 **fields,
             }
-            if status.get("launcher_pid") not in lineage:
-                claimed.update(launcher=None, launcher_pid=None, launcher_create_time=None, started=time.time())
+            if not owned:
+                claimed.update(launcher=None, launcher_pid=None, launcher_create_time=None, launch_id=None,
+                               started=time.time())
             return claimed
 
         return self._update_status(claim)
@@ -430,17 +441,12 @@ def effective_state(status: dict, *, now: float | None = None, stale_after: floa
     return RunState(state, None)
 
 
-def _lineage() -> set[int]:
-    """This process and its ancestors."""
-    me = psutil.Process()
-    return {me.pid} | {p.pid for p in me.parents()}
-
-
 def _owned_by_this_process(status: dict) -> bool:
-    lineage = _lineage()
-    return status.get("host") == this_host() and (
-        status.get("pid") in lineage or status.get("launcher_pid") in lineage
-    )
+    """Whether the status belongs to this process: it launched us, or names us."""
+    launch_id = status.get("launch_id")
+    if launch_id is not None and launch_id == os.environ.get(LAUNCH_ID_ENV):
+        return True
+    return status.get("host") == this_host() and status.get("pid") == os.getpid()
 
 
 # Incremental readers
@@ -807,7 +813,8 @@ def launch_detached(
     _reap_launched()
 
     trainer = [*program, "--run", str(run.path.resolve()), *args]
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    launch_id = uuid.uuid4().hex
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), LAUNCH_ID_ENV: launch_id}
     if workers > 1:
         launcher = "msrun"
         argv = [
@@ -826,7 +833,7 @@ def launch_detached(
     run.write_status(
         state="starting", host=this_host(), pid=None, pid_create_time=None,
         launcher=launcher, launcher_pid=None, launcher_create_time=None,
-        world_size=workers, started=time.time(), error=None, command=argv,
+        world_size=workers, started=time.time(), error=None, command=argv, launch_id=launch_id,
     )
     with open(run.log_path, "ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

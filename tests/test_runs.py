@@ -156,14 +156,29 @@ def test_write_status_merges_fields_and_rejects_unknown_states(tmp_path):
 def test_mark_running_records_this_process_and_clears_a_strangers_launcher(tmp_path):
     run = RunDir(tmp_path / "r")
     dead_pid, dead_created = finished_process_pid()
-    run.write_status(state="starting", launcher="python", launcher_pid=dead_pid, launcher_create_time=dead_created)
+    run.write_status(state="starting", host=socket.gethostname(), pid=dead_pid, pid_create_time=dead_created,
+                     launcher="python", launcher_pid=dead_pid, launcher_create_time=dead_created, launch_id="abc")
     status = run.mark_running(step=3, max_steps=10, world_size=2)
     assert status["state"] == "running"
     assert status["pid"] == os.getpid() and status["host"] == socket.gethostname()
     assert status["pid_create_time"] == psutil.Process().create_time()
     assert (status["step"], status["max_steps"], status["world_size"]) == (3, 10, 2)
-    assert status["launcher_pid"] is None and status["launcher"] is None
+    assert status["launcher_pid"] is None and status["launcher"] is None and status["launch_id"] is None
     assert run.state() == ("running", None)
+
+
+def test_mark_running_refuses_a_run_another_live_process_holds(tmp_path):
+    run = RunDir(tmp_path / "r")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run.write_status(state="running", host=socket.gethostname(), pid=sleeper.pid,
+                         pid_create_time=psutil.Process(sleeper.pid).create_time(), step=7)
+        with pytest.raises(UserError, match="two trainers cannot share a run directory"):
+            run.mark_running(step=0, max_steps=10)
+        assert run.read_status()["pid"] == sleeper.pid
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_heartbeat_refreshes_updated_while_running(tmp_path):
@@ -632,19 +647,23 @@ def test_cli_runs_table_json_show_and_stop(tmp_path, stand_in):
 
 MSRUN_STAND_IN = """\
 import signal, sys, time
-from mindspore.communication import get_rank, init
-from babyllama.runs import RunDir
 
-init()
-rank = get_rank()
-run = RunDir(sys.argv[sys.argv.index("--run") + 1])
 stop_requested = False
 
 def request_stop(signum, frame):
     global stop_requested
     stop_requested = True
 
+# First thing, as a trainer must: a rank still inside init() when SIGTERM comes would
+# otherwise die of it, and msrun answers a worker's failure by SIGKILLing the others.
 signal.signal(signal.SIGTERM, request_stop)
+
+from mindspore.communication import get_rank, init
+from babyllama.runs import RunDir
+
+init()
+rank = get_rank()
+run = RunDir(sys.argv[sys.argv.index("--run") + 1])
 if rank == 0:
     run.mark_running(step=0, max_steps=10**9, world_size=2)
 step = 0

@@ -1,49 +1,71 @@
-"""BabyLlamaApp: the terminal app. It reads and starts babyllama's files and processes."""
+"""BabyLlamaApp: the terminal app. It reads and starts babyllama's files and processes.
+
+Four screens, one a mode, switched with the number keys or the command palette:
+corpora (data/ and tokenization), train (new runs and the runs table), monitor (one run,
+live) and playground (continue prompts with a checkpoint). Long work happens in child
+processes that outlive the app; the app only reads their files and streams.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from textual.app import App, ComposeResult
-from textual.widgets import Footer, Header, Static
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
 
 from babyllama import __version__
-
-WELCOME = """\
-[b]babyllama[/b] — pretrain a small Chinese Llama2 and watch it learn.
-
-Working folder: [b]{root}[/b]
-
-The screens for corpora, training runs, the live monitor and the playground
-arrive in the next releases. Until then, the pipeline runs from the shell:
-
-  babyllama sample                      三国演义 into data/sample/
-  babyllama tokenizer train ...         a SentencePiece tokenizer
-  babyllama prepare ...                 corpora -> token files
-"""
+from babyllama_tui.screens.corpora import CorporaScreen
+from babyllama_tui.screens.monitor import MonitorScreen
+from babyllama_tui.screens.playground import PlaygroundScreen
+from babyllama_tui.screens.train import TrainScreen
 
 
 class BabyLlamaApp(App):
-    """The app's root: a home screen for now."""
+    """The app's root: owns the project folder and which run is being watched."""
 
     CSS_PATH = "app.tcss"
     TITLE = "babyllama"
     SUB_TITLE = f"v{__version__}"
-    BINDINGS = [("q", "quit", "Quit")]
+    MODES = {
+        "corpora": CorporaScreen,
+        "train": TrainScreen,
+        "monitor": MonitorScreen,
+        "playground": PlaygroundScreen,
+    }
+    DEFAULT_MODE = "train"
+    BINDINGS = [
+        Binding("1", "switch_mode('corpora')", "Corpora"),
+        Binding("2", "switch_mode('train')", "Train"),
+        Binding("3", "switch_mode('monitor')", "Monitor"),
+        Binding("4", "switch_mode('playground')", "Playground"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    # The run the monitor follows: a run directory, or None until one is chosen.
+    current_run: reactive[Path | None] = reactive(None)
 
     def __init__(self, root: Path) -> None:
         super().__init__()
         self.root = root
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static(WELCOME.format(root=self.root), id="welcome")
-        yield Footer()
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "out" / "runs"
+
+    def monitor_run(self, run: Path) -> None:
+        """Follow `run` on the monitor screen and show it."""
+        self.current_run = run
+        self.switch_mode("monitor")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="babyllama-tui", description=__doc__)
+    parser = argparse.ArgumentParser(prog="babyllama-tui", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--root", type=Path, default=Path.cwd(), help="project folder holding data/ and out/ (default: .)"
     )

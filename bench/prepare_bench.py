@@ -132,31 +132,39 @@ def timed(command: list[str]) -> dict:
     return {"seconds": seconds, "peak_tree": peak_tree, "peak_single": peak_single}
 
 
-def compare(label: str, tokenizer: Path, corpus: Path, work: Path, workers: int | None) -> bool:
+def compare(label: str, tokenizer: Path, corpus: Path, work: Path, workers: int | None, rounds: int) -> bool:
     size = corpus.stat().st_size
     baseline_out = work / f"{label}-seed-style.bin"
     ours_out = work / f"{label}-babyllama.bin"
-    baseline = timed([sys.executable, __file__, "seed-style", str(tokenizer), str(corpus), str(baseline_out)])
-    command = [
+    baseline_command = [sys.executable, __file__, "seed-style", str(tokenizer), str(corpus), str(baseline_out)]
+    ours_command = [
         sys.executable, "-m", "babyllama", "prepare", "--tokenizer", str(tokenizer), "--format", "c4",
         "--out", str(ours_out), "--progress", "none", "--force", "--restart", str(corpus),
     ]
     if workers is not None:
-        command += ["--workers", str(workers)]
-    ours = timed(command)
+        ours_command += ["--workers", str(workers)]
+    print(f"\n== {label}: {size / 1e6:,.1f} MB corpus, tokenizer {tokenizer}, {len(os.sched_getaffinity(0))} cores")
+    print(f"{'':22}{'seconds':>9}{'MB/s':>9}{'peak RSS (all procs)':>22}{'largest proc':>15}")
+    # In turns, so that load from elsewhere on the machine falls on both alike; the best of
+    # each is compared.
+    results: dict[str, list[dict]] = {"seed-style loop": [], "babyllama prepare": []}
+    for _ in range(rounds):
+        for name, command in [("seed-style loop", baseline_command), ("babyllama prepare", ours_command)]:
+            result = timed(command)
+            results[name].append(result)
+            print(
+                f"{name:22}{result['seconds']:9.2f}{size / 1e6 / result['seconds']:9.1f}"
+                f"{result['peak_tree'] / 2**20:19,.0f} MB{result['peak_single'] / 2**20:12,.0f} MB"
+            )
+    baseline = min(results["seed-style loop"], key=lambda r: r["seconds"])
+    ours = min(results["babyllama prepare"], key=lambda r: r["seconds"])
+    peak = max(r["peak_tree"] for r in results["babyllama prepare"])
     identical = baseline_out.read_bytes() == ours_out.read_bytes()
     ratio = baseline["seconds"] / ours["seconds"]
-
-    print(f"\n== {label}: {size / 1e6:,.1f} MB corpus, tokenizer {tokenizer}")
-    print(f"{'':22}{'seconds':>9}{'MB/s':>9}{'peak RSS (all procs)':>22}{'largest proc':>15}")
-    for name, result in [("seed-style loop", baseline), ("babyllama prepare", ours)]:
-        print(
-            f"{name:22}{result['seconds']:9.1f}{size / 1e6 / result['seconds']:9.1f}"
-            f"{result['peak_tree'] / 2**20:19,.0f} MB{result['peak_single'] / 2**20:12,.0f} MB"
-        )
-    print(f"speed ratio: {ratio:.2f}x   identical bytes: {identical}   "
-          f"output: {ours_out.stat().st_size / 1e6:,.1f} MB   cores: {len(os.sched_getaffinity(0))}")
-    met = ratio >= 1.8 and identical and ours["peak_tree"] < GiB
+    print(f"best of {rounds}: seed-style {baseline['seconds']:.2f} s, babyllama {ours['seconds']:.2f} s")
+    print(f"speed ratio: {ratio:.2f}x   identical bytes: {identical}   peak memory of ours: "
+          f"{peak / 2**20:,.0f} MB   output: {ours_out.stat().st_size / 1e6:,.1f} MB")
+    met = ratio >= 1.8 and identical and peak < GiB
     print(f"target (>= 1.8x, identical, < 1 GiB): {'met' if met else 'NOT met'}")
     baseline_out.unlink()
     return met
@@ -169,15 +177,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=110, help="corpus size in MB (default: 110)")
     parser.add_argument("--workers", type=int, default=None, help="passed to babyllama prepare")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each, in turns; the best counts (default: 3)")
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "bench" / "prepare")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
     corpus = make_corpus(args.work, args.mb)
-    met = compare("sentencepiece-8000", make_tokenizer(args.work), corpus, args.work, args.workers)
+    met = compare("sentencepiece-8000", make_tokenizer(args.work), corpus, args.work, args.workers, args.rounds)
     chatglm = os.environ.get("BABYLLAMA_CHATGLM_TOKENIZER")
     if chatglm:
-        met = compare("chatglm2", Path(chatglm), corpus, args.work, args.workers) and met
+        met = compare("chatglm2", Path(chatglm), corpus, args.work, args.workers, args.rounds) and met
     return 0 if met else 1
 
 

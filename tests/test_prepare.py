@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from babyllama.data import open_token_file
 from babyllama.errors import UserError
 from babyllama.prepare import BarReport, OutputPaths, prepare
 
@@ -180,6 +181,8 @@ def test_a_vocabulary_past_uint16_is_written_as_uint32(tmp_path, paragraphs, lar
     assert data == seed_bytes(tokenizer, [[t] for t in texts], dtype=np.uint32)
     assert np.frombuffer(data, dtype=np.uint32).max() > 65535
     assert len(data) == 4 * manifest["tokens"]
+    token_file = open_token_file(tmp_path / "big.bin")
+    assert (token_file.dtype, token_file.n_tokens, token_file.vocab_size) == (np.uint32, manifest["tokens"], 70000)
 
 
 def test_manifest_follows_the_agreed_schema(tmp_path, paragraphs, sp_tokenizer_dir, sp_tokenizer):
@@ -208,6 +211,9 @@ def test_manifest_follows_the_agreed_schema(tmp_path, paragraphs, sp_tokenizer_d
     assert manifest["sources"] == [{"path": str(corpus), "size": corpus.stat().st_size, "format": "c4"}]
     assert manifest["created"].endswith("Z")
     assert out.read_bytes() == seed_bytes(sp_tokenizer, [[r["text"]] for r in good])
+    token_file = open_token_file(out)
+    assert (token_file.dtype, token_file.n_tokens, token_file.eos_id) == (np.uint16, manifest["tokens"], 2)
+    assert token_file.open()[-1] == sp_tokenizer.eos_id
 
 
 def test_gzip_input_gives_the_same_bytes(tmp_path, paragraphs, sp_tokenizer_dir):

@@ -1,0 +1,239 @@
+"""A run's metrics in memory: compact numpy columns filled from metrics.jsonl rows as they arrive.
+
+A run can log a million `train` rows; a list of dicts for them would take gigabytes, these
+columns take 28 bytes a row. Charts never draw every row: `envelope` and `bucket_means`
+reduce a column to a few points per screen cell first.
+
+A run resumed after a hard kill logs again the steps it had logged after its last
+checkpoint. The rows that come later are the ones the model now continues from, so a row
+whose step is at or below one already held replaces the held rows from that step on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+NAN = float("nan")
+# Weight of the past in the smoothed loss: each row moves it a tenth of the way.
+EMA_WEIGHT = 0.9
+# Train rows remembered for the speed estimate behind ETAs.
+RATE_POINTS = 20
+
+TRAIN_SERIES = ("loss", "ema", "lr", "tokens_per_s", "rss_mb", "device_mb")
+
+
+class Column:
+    """A growable 1-D numpy array: amortised O(1) appends, O(1) truncation."""
+
+    def __init__(self, dtype, capacity: int = 1024):
+        self._data = np.empty(capacity, dtype=dtype)
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._data[: self.size]
+
+    def extend(self, values: Sequence[float]) -> None:
+        needed = self.size + len(values)
+        if needed > len(self._data):
+            grown = np.empty(max(needed, 2 * len(self._data)), dtype=self._data.dtype)
+            grown[: self.size] = self._data[: self.size]
+            self._data = grown
+        self._data[self.size : needed] = values
+        self.size = needed
+
+    def truncate(self, size: int) -> None:
+        self.size = min(self.size, size)
+
+    def last(self):
+        return self._data[self.size - 1].item() if self.size else None
+
+
+def _number(value) -> float:
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    return NAN
+
+
+class MetricsHistory:
+    """Everything the monitor draws from one run's metrics rows."""
+
+    def __init__(self) -> None:
+        self.steps = Column(np.int64)
+        self.series = {name: Column(np.float32) for name in TRAIN_SERIES}
+        self.val_steps = Column(np.int64)
+        self.val_loss = Column(np.float32)
+        self.last_train: dict | None = None
+        self.last_eval: dict | None = None
+        self.last_sample: dict | None = None
+        self.recent: deque[tuple[int, float]] = deque(maxlen=RATE_POINTS)
+        # Bumped on every change, so a chart redraws only when there is something new.
+        self.version = 0
+
+    def clear(self) -> None:
+        self.__init__()
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def add(self, rows: Iterable[dict]) -> bool:
+        """Take rows in file order; returns whether anything changed."""
+        train: list[dict] = []
+        evals: list[dict] = []
+        sampled = False
+        for row in rows:
+            kind = row.get("kind")
+            if kind == "train" and type(row.get("step")) is int:
+                train.append(row)
+            elif kind == "eval" and type(row.get("step")) is int:
+                evals.append(row)
+            elif kind == "sample" and isinstance(row.get("text"), str):
+                self.last_sample = row
+                sampled = True
+        for segment in _increasing_runs(train):
+            self._add_train(segment)
+        for segment in _increasing_runs(evals):
+            self._add_eval(segment)
+        changed = bool(train or evals) or sampled
+        if changed:
+            self.version += 1
+        return changed
+
+    def _add_train(self, rows: list[dict]) -> None:
+        first = rows[0]["step"]
+        if self.steps.size and first <= self.steps.last():
+            self._truncate_train(int(np.searchsorted(self.steps.values, first)))
+        losses = [_number(row.get("loss")) for row in rows]
+        memories = [row.get("mem") if isinstance(row.get("mem"), dict) else {} for row in rows]
+        self.steps.extend([row["step"] for row in rows])
+        self.series["loss"].extend(losses)
+        self.series["ema"].extend(self._smooth(losses))
+        self.series["lr"].extend([_number(row.get("lr")) for row in rows])
+        self.series["tokens_per_s"].extend([_number(row.get("tokens_per_s")) for row in rows])
+        self.series["rss_mb"].extend([_number(mem.get("rss_mb")) for mem in memories])
+        self.series["device_mb"].extend([_number(mem.get("device_alloc_mb")) for mem in memories])
+        self.recent.extend((row["step"], row["time"]) for row in rows[-RATE_POINTS:] if _is_time(row.get("time")))
+        self.last_train = rows[-1]
+
+    def _smooth(self, losses: list[float]) -> list[float]:
+        smoothed = []
+        current = self.series["ema"].last()
+        for loss in losses:
+            if math.isfinite(loss):
+                current = loss if current is None else EMA_WEIGHT * current + (1 - EMA_WEIGHT) * loss
+            smoothed.append(NAN if current is None else current)
+        return smoothed
+
+    def _truncate_train(self, size: int) -> None:
+        self.steps.truncate(size)
+        for column in self.series.values():
+            column.truncate(size)
+        # The rate of the attempt that died says nothing about the resumed one.
+        self.recent.clear()
+
+    def _add_eval(self, rows: list[dict]) -> None:
+        first = rows[0]["step"]
+        if self.val_steps.size and first <= self.val_steps.last():
+            size = int(np.searchsorted(self.val_steps.values, first))
+            self.val_steps.truncate(size)
+            self.val_loss.truncate(size)
+        self.val_steps.extend([row["step"] for row in rows])
+        self.val_loss.extend([_number(row.get("val_loss")) for row in rows])
+        self.last_eval = rows[-1]
+
+    def start_index(self, last_steps: int | None) -> int:
+        """Index of the first train row within the last `last_steps` steps (0 for all)."""
+        if last_steps is None or not self.steps.size:
+            return 0
+        return int(np.searchsorted(self.steps.values, self.steps.last() - last_steps, side="right"))
+
+
+def _is_time(value) -> bool:
+    return type(value) in (int, float)
+
+
+def _increasing_runs(rows: list[dict]) -> Iterable[list[dict]]:
+    """Split rows where the step stops increasing: each piece starts a (re)logged stretch."""
+    start = 0
+    for i in range(1, len(rows)):
+        if rows[i]["step"] <= rows[i - 1]["step"]:
+            yield rows[start:i]
+            start = i
+    if rows:
+        yield rows[start:]
+
+
+# Reducing a series to what a chart can show
+
+
+def _bucket_edges(n: int, buckets: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n, min(buckets, n) + 1).astype(np.int64))
+
+
+def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def envelope(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each bucket's minimum and maximum, in the order they occur: a line through these
+    points covers the same cells as a line through every point."""
+    x, y = _finite(x, y)
+    if len(y) <= 2 * buckets:
+        return x.astype(np.float64), y.astype(np.float64)
+    edges = _bucket_edges(len(y), buckets)
+    bounds = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+    lows = np.array([start + int(np.argmin(y[start:end])) for start, end in bounds])
+    highs = np.array([start + int(np.argmax(y[start:end])) for start, end in bounds])
+    order = np.empty(2 * len(bounds), dtype=np.int64)
+    order[0::2] = np.minimum(lows, highs)
+    order[1::2] = np.maximum(lows, highs)
+    return x[order].astype(np.float64), y[order].astype(np.float64)
+
+
+def bucket_means(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each bucket's mean at its mean position: for smooth curves and sparklines."""
+    x, y = _finite(x, y)
+    if len(y) <= buckets:
+        return x.astype(np.float64), y.astype(np.float64)
+    edges = _bucket_edges(len(y), buckets)
+    counts = np.diff(edges)
+    xs = np.add.reduceat(x.astype(np.float64), edges[:-1]) / counts
+    ys = np.add.reduceat(y.astype(np.float64), edges[:-1]) / counts
+    return xs, ys
+
+
+# Speed and time to finish
+
+
+def steps_per_second(points: Sequence[tuple[int, float]], since: float | None = None) -> float | None:
+    """Steps a second over (step, time) points, counting only those logged at or after `since`
+    (the current attempt's start: the gap before a resume is not training time)."""
+    if since is not None:
+        points = [p for p in points if p[1] >= since]
+    if len(points) < 2:
+        return None
+    (first_step, first_time), (last_step, last_time) = points[0], points[-1]
+    if last_time <= first_time or last_step <= first_step:
+        return None
+    return (last_step - first_step) / (last_time - first_time)
+
+
+def eta_seconds(
+    points: Sequence[tuple[int, float]], max_steps: int | None, now: float, since: float | None = None
+) -> float | None:
+    """Seconds until `max_steps` at the recent speed, counted from `now`."""
+    rate = steps_per_second(points, since)
+    if rate is None or not max_steps:
+        return None
+    last_step, last_time = points[-1]
+    return max(0.0, (max_steps - last_step) / rate - max(0.0, now - last_time))

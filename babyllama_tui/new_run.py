@@ -1,0 +1,302 @@
+"""What the Train screen's form means: its fields, their checks, and the trainer command they become.
+
+The form holds text as typed. `check_form` turns it into a `RunPlan` (the configs, the run
+directory and the `babyllama train` arguments) or into messages keyed by the field they are
+about ("model.n_heads", "train.max_steps", "data", "tokenizer", "name", "workers"), so the
+screen can show each one next to its field. Everything here is plain Python, tested
+without a terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from babyllama import config as cfg
+from babyllama.data import TokenFile, check_same_tokenizer, open_token_file
+from babyllama.errors import UserError
+from babyllama.runs import RunDir
+
+SECTIONS = {"model": cfg.ModelConfig, "train": cfg.TrainConfig}
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Folders under data/ searched for token files: data/*.bin and data/*/*.bin.
+TOKEN_FILE_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One ModelConfig or TrainConfig field as the form shows it."""
+
+    section: str
+    name: str
+    kind: type
+    optional: bool
+    help: str
+    choices: tuple[str, ...] | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    def parse(self, text: str):
+        """The typed text as the field's value; ValueError with a short reason when it is not one."""
+        text = text.strip()
+        if self.optional and text.lower() in ("", "none"):
+            return None
+        if self.kind is int:
+            try:
+                return int(text.replace("_", ""))
+            except ValueError:
+                hint = " (or empty for none)" if self.optional else ""
+                raise ValueError(f"{self.name} must be a whole number{hint}") from None
+        if self.kind is float:
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError(f"{self.name} must be a number, e.g. 3e-4") from None
+        if self.kind is bool:
+            raise TypeError("booleans come from a switch, not text")
+        if self.choices is not None and text not in self.choices:
+            raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}")
+        return text
+
+    def format(self, value) -> str:
+        """A value as the form (and the trainer's `--field=value` flag) spells it."""
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return f"{value:g}" if float(f"{value:g}") == value else repr(value)
+        return str(value)
+
+
+def field_specs(section: str) -> list[FieldSpec]:
+    cls = SECTIONS[section]
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        kind = args[0] if optional else hint
+        choices = f.metadata.get("choices")
+        specs.append(FieldSpec(section, f.name, kind, optional, f.metadata["help"], tuple(choices) if choices else None))
+    return specs
+
+
+FIELDS: dict[str, FieldSpec] = {spec.key: spec for section in SECTIONS for spec in field_specs(section)}
+
+
+def preset_values(name: str) -> dict[str, object]:
+    """Every field's value in a preset, keyed "model.dim" etc."""
+    model, train = cfg.preset(name)
+    return {
+        **{f"model.{k}": v for k, v in dataclasses.asdict(model).items()},
+        **{f"train.{k}": v for k, v in dataclasses.asdict(train).items()},
+    }
+
+
+# Token files
+
+
+@dataclass(frozen=True)
+class TokenFileEntry:
+    """A .bin under data/, readable or not (then `problem` says why)."""
+
+    path: Path
+    token_file: TokenFile | None
+    problem: str | None
+
+    @property
+    def tokenizer_path(self) -> str | None:
+        tokenizer = self.token_file.tokenizer if self.token_file else None
+        path = tokenizer.get("path") if tokenizer else None
+        return path if isinstance(path, str) else None
+
+
+def find_token_files(data_dir: Path) -> list[TokenFileEntry]:
+    """Token files in data/ and its subfolders (hidden ones skipped), sorted by path."""
+    found = []
+    for folder, dirs, files in os.walk(data_dir):
+        depth = len(Path(folder).relative_to(data_dir).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth + 1 < TOKEN_FILE_DEPTH else []
+        found += [Path(folder) / name for name in files if name.endswith(".bin") and not name.startswith(".")]
+    entries = []
+    for path in sorted(found):
+        try:
+            entries.append(TokenFileEntry(path, open_token_file(path), None))
+        except UserError as e:
+            entries.append(TokenFileEntry(path, None, str(e)))
+    return entries
+
+
+# The form and its checks
+
+
+@dataclass
+class RunForm:
+    """The form's contents as typed: text for text fields, bools for switches."""
+
+    token_files: list[TokenFile]
+    tokenizer: str
+    preset: str
+    fields: dict[str, str | bool]
+    name: str
+    workers: str
+
+
+@dataclass
+class RunPlan:
+    """A checked form: where the run goes and what the trainer is told."""
+
+    run: RunDir
+    args: list[str]
+    workers: int
+    model: cfg.ModelConfig
+    train: cfg.TrainConfig
+
+
+@dataclass
+class FormCheck:
+    plan: RunPlan | None
+    errors: dict[str, str] = field(default_factory=dict)
+    # Either config on its own when it is valid, for the live numbers beside the form.
+    model: cfg.ModelConfig | None = None
+    train: cfg.TrainConfig | None = None
+    workers: int = 1
+
+
+def _field_of(message: str, section: str) -> str:
+    """The first field a config error names ("model.n_heads (5) must divide ..." -> "model.n_heads"),
+    else the section itself."""
+    named = re.search(r"\b(model|train)\.([a-z_0-9]+)", message)
+    return f"{named.group(1)}.{named.group(2)}" if named else section
+
+
+def _build(section: str, form: RunForm, errors: dict[str, str]):
+    values = {}
+    for spec in (s for s in FIELDS.values() if s.section == section):
+        raw = form.fields.get(spec.key, "")
+        if isinstance(raw, bool):
+            values[spec.name] = raw
+            continue
+        try:
+            values[spec.name] = spec.parse(raw)
+        except ValueError as e:
+            errors[spec.key] = str(e)
+    if any(key.startswith(f"{section}.") for key in errors):
+        return None
+    config = SECTIONS[section](**values)
+    try:
+        config.validate()
+    except UserError as e:
+        message = str(e)
+        errors[_field_of(message, section)] = message
+        return None
+    return config
+
+
+def check_form(form: RunForm, runs_dir: Path, root: Path) -> FormCheck:
+    """Every problem of the form, each keyed by its field, and the plan when there is none."""
+    errors: dict[str, str] = {}
+    model = _build("model", form, errors)
+    train = _build("train", form, errors)
+    check = FormCheck(None, errors, model, train)
+
+    files = form.token_files
+    if not files:
+        errors["data"] = "choose at least one token file (make them on the Corpora screen)"
+    else:
+        try:
+            check_same_tokenizer(files)
+        except UserError as e:
+            errors["data"] = str(e)
+    files_vocab = max((f.vocab_size for f in files), default=0)
+    if model is not None and model.vocab_size < files_vocab:
+        errors["model.vocab_size"] = (
+            f"vocab_size {model.vocab_size:,} does not cover the token files' ids (their tokenizer has "
+            f"{files_vocab:,}); use at least {files_vocab:,}"
+        )
+    if model is not None and files and max(f.n_tokens for f in files) <= model.max_seq_len:
+        errors["model.max_seq_len"] = (
+            f"max_seq_len {model.max_seq_len:,} needs files of more than {model.max_seq_len:,} tokens; "
+            f"the largest has {max(f.n_tokens for f in files):,}"
+        )
+
+    tokenizer = form.tokenizer.strip()
+    tokenizer_path = (root / tokenizer) if tokenizer else None
+    if not tokenizer:
+        errors["tokenizer"] = "give the tokenizer the token files were made with (a file or folder)"
+    elif not tokenizer_path.exists():
+        errors["tokenizer"] = f"{tokenizer}: no such file or folder"
+
+    name = form.name.strip()
+    if not RUN_NAME.fullmatch(name):
+        errors["name"] = "a run name is letters, digits, '.', '_' and '-', starting with a letter or digit"
+    elif RunDir(runs_dir / name).exists():
+        errors["name"] = f"{name} is taken: {runs_dir / name} already holds a run"
+
+    try:
+        check.workers = int(form.workers.strip())
+        if check.workers < 1:
+            raise ValueError
+    except ValueError:
+        errors["workers"] = "workers must be a whole number, at least 1 (1 runs without msrun)"
+
+    if errors:
+        return check
+    assert model is not None and train is not None and tokenizer_path is not None
+    args = train_arguments([f.path for f in files], tokenizer_path, form.preset, model, train)
+    check.plan = RunPlan(RunDir(runs_dir / name), args, check.workers, model, train)
+    return check
+
+
+def train_arguments(
+    data: list[Path], tokenizer: Path, preset: str, model: cfg.ModelConfig, train: cfg.TrainConfig
+) -> list[str]:
+    """`babyllama train` arguments after `--run`: the data, tokenizer, preset, then a
+    `--field=value` flag for each field that differs from the preset (the `=` keeps a value
+    that starts with '-' from reading as an option)."""
+    args = ["--data", *(str(p.resolve()) for p in data), "--tokenizer", str(tokenizer.resolve()), "--preset", preset]
+    base = preset_values(preset)
+    chosen = {
+        **{f"model.{k}": v for k, v in dataclasses.asdict(model).items()},
+        **{f"train.{k}": v for k, v in dataclasses.asdict(train).items()},
+    }
+    for key, value in chosen.items():
+        if value != base[key]:
+            spec = FIELDS[key]
+            args.append(f"--{spec.name}={'none' if value is None else spec.format(value)}")
+    return args
+
+
+def default_run_name(preset: str, now: float, runs_dir: Path) -> str:
+    """preset-YYYYmmdd-HHMM, with -2, -3 ... when a run of that name exists."""
+    stem = f"{preset}-{time.strftime('%Y%m%d-%H%M', time.localtime(now))}"
+    name, n = stem, 1
+    while RunDir(runs_dir / name).exists():
+        n += 1
+        name = f"{stem}-{n}"
+    return name
+
+
+# Numbers shown beside the form
+
+
+def training_dtype(train: cfg.TrainConfig) -> str:
+    """The dtype the memory estimate assumes: "auto" is float32 on a CPU host like this app's."""
+    return "float32" if train.dtype == "auto" else train.dtype
+
+
+def epochs_of(model: cfg.ModelConfig, train: cfg.TrainConfig, files: list[TokenFile], workers: int) -> float | None:
+    """How many passes over the training share of `files` max_steps makes."""
+    tokens = sum(f.n_tokens for f in files) * (1 - train.val_fraction)
+    if tokens <= 0 or not train.max_steps:
+        return None
+    return train.max_steps * cfg.tokens_per_step(model, train, workers) / tokens

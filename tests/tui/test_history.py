@@ -1,0 +1,114 @@
+"""The monitor's in-memory metrics: resumed runs, smoothing, reduction for drawing, ETAs; and the
+incremental readers behind the runs table and the monitor, on real run directories."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from babyllama.runs import RunDir
+from babyllama_tui.follow import RunFollower, RunsWatcher
+from babyllama_tui.history import EMA_WEIGHT, MetricsHistory, bucket_means, envelope, eta_seconds
+
+
+def train_row(step: int, loss: float, time: float | None = None, **extra) -> dict:
+    row = {"kind": "train", "step": step, "loss": loss, "lr": 1e-3, "tokens_per_s": 1000.0,
+           "mem": {"rss_mb": 500.0, "device": "cpu"}, **extra}
+    if time is not None:
+        row["time"] = time
+    return row
+
+
+def test_rows_logged_again_after_a_resume_replace_the_old_ones():
+    history = MetricsHistory()
+    history.add([train_row(s, 10.0 - s / 100) for s in range(10, 110, 10)])
+    history.add([{"kind": "eval", "step": 50, "val_loss": 9.0}, {"kind": "eval", "step": 100, "val_loss": 8.0}])
+    # Killed after step 100, resumed from the checkpoint at step 60: steps 70.. are logged again.
+    history.add([train_row(70, 1.0), train_row(80, 0.9), {"kind": "eval", "step": 80, "val_loss": 0.5}])
+    assert history.steps.values.tolist() == [10, 20, 30, 40, 50, 60, 70, 80]
+    assert history.series["loss"].values[-2:].tolist() == np.float32([1.0, 0.9]).tolist()
+    assert history.val_steps.values.tolist() == [50, 80]
+    assert history.last_train["step"] == 80
+
+
+def test_a_repeat_inside_one_batch_is_handled_like_one_across_polls():
+    history = MetricsHistory()
+    history.add([train_row(10, 5.0), train_row(20, 4.0), train_row(30, 3.0), train_row(20, 2.0), train_row(30, 1.0)])
+    assert history.steps.values.tolist() == [10, 20, 30]
+    assert history.series["loss"].values.tolist() == [5.0, 2.0, 1.0]
+
+
+def test_the_smoothed_loss_continues_from_the_row_before_a_resume():
+    history = MetricsHistory()
+    history.add([train_row(10, 4.0), train_row(20, 2.0), train_row(30, 100.0)])
+    history.add([train_row(30, 2.0)])
+    expected = EMA_WEIGHT * (EMA_WEIGHT * 4.0 + (1 - EMA_WEIGHT) * 2.0) + (1 - EMA_WEIGHT) * 2.0
+    assert history.series["ema"].values[-1] == np.float32(expected)
+
+
+def test_rows_without_a_number_are_kept_as_gaps_not_crashes():
+    history = MetricsHistory()
+    changed = history.add([train_row(10, None), {"kind": "train", "step": "x"}, {"kind": "sample", "step": 10, "text": "话"}])
+    assert changed
+    assert len(history) == 1 and np.isnan(history.series["loss"].values[0])
+    assert history.last_sample["text"] == "话"
+
+
+def test_a_million_points_reduce_to_a_few_per_cell_keeping_the_extremes():
+    x = np.arange(1_000_000, dtype=np.int64)
+    y = np.sin(x / 5000.0).astype(np.float32)
+    y[123_456] = 7.0
+    xs, ys = envelope(x, y, 100)
+    assert len(xs) <= 200
+    assert ys.max() == 7.0 and xs[ys.argmax()] == 123_456
+    assert np.all(np.diff(xs) >= 0)
+    mx, my = bucket_means(x, y, 100)
+    assert len(mx) == 100 and abs(my.mean() - y.astype(np.float64).mean()) < 1e-3
+
+
+def test_eta_counts_the_current_attempt_only():
+    points = [(100, 1000.0), (200, 1100.0), (210, 5000.0), (310, 5100.0)]
+    assert eta_seconds(points, 1310, now=5100.0, since=4990.0) == 1000.0
+    # Seen 50 s after the last row, the same speed leaves 50 s less.
+    assert eta_seconds(points, 1310, now=5150.0, since=4990.0) == 950.0
+    assert eta_seconds(points[:1], 1310, now=5100.0) is None
+
+
+def test_the_runs_watcher_reads_a_run_again_only_when_its_files_change(tmp_path):
+    runs = tmp_path / "runs"
+    run = RunDir(runs / "a")
+    run.create({"model": {}, "train": {}})
+    run.write_status(state="finished", step=20, max_steps=20, started=1000.0, host="elsewhere")
+    run.append_metrics(train_row(10, 3.0, time=1010.0))
+    run.append_metrics(train_row(20, 2.5, time=1020.0))
+    watcher = RunsWatcher(runs)
+    [row] = watcher.poll(now=2000.0)
+    assert (row.name, row.state, row.step, row.loss, row.age_s(2000.0)) == ("a", "finished", 20, 2.5, 1000.0)
+    with open(run.metrics_path, "ab") as f:
+        f.write(b'{"kind": "train", "step": 30, "loss": 2.0}\n')
+    [row] = watcher.poll(now=2000.0)
+    assert row.loss == 2.0
+    RunDir(runs / "b").create({"model": {}, "train": {}})
+    # Never launched, b is placed by its config's time: newer than a's start.
+    assert [(r.name, r.state) for r in watcher.poll(now=2000.0)] == [("b", "created"), ("a", "finished")]
+
+
+def test_the_follower_takes_only_complete_lines_and_notices_a_rewritten_file(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.create({"model": {}, "train": {"max_steps": 50}})
+    run.append_metrics(train_row(10, 3.0))
+    follower = RunFollower(run.path)
+    assert follower.poll_metrics() is True
+    with open(run.metrics_path, "ab") as f:
+        f.write(b'{"kind": "train", "step": 20, "lo')
+    assert follower.poll_metrics() is False
+    assert follower.history.steps.values.tolist() == [10]
+    with open(run.metrics_path, "ab") as f:
+        f.write(b'ss": 2.0}\n')
+    assert follower.poll_metrics() is True
+    assert follower.history.steps.values.tolist() == [10, 20]
+    run.metrics_path.write_text('{"kind": "train", "step": 5, "loss": 9.0}\n')
+    follower.poll_metrics()
+    assert follower.history.steps.values.tolist() == [5]
+    assert follower.max_steps is None
+    follower.poll_status()
+    assert follower.max_steps == 50

@@ -333,24 +333,47 @@ def read_journal(path: Path) -> dict | None:
         journal = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return journal if isinstance(journal, dict) and journal.get("kind") == JOURNAL_KIND else None
+    if isinstance(journal, dict) and journal.get("kind") == JOURNAL_KIND and journal.get("version") == 1:
+        return journal
+    return None
 
 
 def why_not_resumable(journal: dict, options: dict, paths: OutputPaths) -> str | None:
     """None when the journal's run can be continued, else the reason it cannot."""
-    previous = journal.get("options", {})
+    previous = journal["options"]
     for key, what in [
-        ("inputs", "the inputs changed"),
-        ("format", "--format changed"),
-        ("tokenizer", "the tokenizer changed"),
-        ("min_tokens", "--min-tokens changed"),
-        ("dtype", "the token type changed"),
+        ("inputs", "other inputs (or they changed since)"),
+        ("format", "another --format"),
+        ("tokenizer", "another tokenizer"),
+        ("min_tokens", "another --min-tokens"),
+        ("dtype", "another token type"),
     ]:
         if previous.get(key) != options[key]:
-            return what
-    if not paths.partial.exists() or paths.partial.stat().st_size < journal.get("bytes", 0):
+            return f"the interrupted run had {what}"
+    if not paths.partial.exists() or paths.partial.stat().st_size < journal["bytes"]:
         return f"{paths.partial} is missing or shorter than its journal says"
     return None
+
+
+def journal_to_resume(
+    paths: OutputPaths, options: dict, resume: bool, force: bool, emit: ProgressCallback
+) -> dict | None:
+    """The journal of an interrupted run to continue, or None to start afresh; refuses to
+    overwrite a finished token file without `force`."""
+    journal = read_journal(paths.journal)
+    if journal and journal["finished"] and paths.out.exists() and not paths.partial.exists():
+        # The run that wrote it stopped between renaming NAME.bin into place and removing the journal.
+        paths.journal.unlink()
+        journal = None
+    if paths.out.exists() and not force:
+        raise UserError(f"{paths.out} already exists; pass --force to replace it, or choose another --out")
+    if journal and not resume:
+        emit({"event": "note", "message": "starting over (--restart): the unfinished run's progress is dropped"})
+        return None
+    if journal and (reason := why_not_resumable(journal, options, paths)):
+        emit({"event": "note", "message": f"starting over: {reason}"})
+        return None
+    return journal
 
 
 def utc_now() -> str:
@@ -508,20 +531,7 @@ def prepare(
         "dtype": dtype,
     }
 
-    journal = read_journal(paths.journal)
-    if journal and journal.get("finished") and paths.out.exists() and not paths.partial.exists():
-        # The run that wrote it stopped between renaming NAME.bin into place and removing the journal.
-        paths.journal.unlink()
-        journal = None
-    if paths.out.exists() and not force:
-        raise UserError(f"{paths.out} already exists; pass --force to replace it, or choose another --out")
-    if journal and not resume:
-        emit({"event": "note", "message": "starting over (--restart): the unfinished run's progress is dropped"})
-        journal = None
-    elif journal and (reason := why_not_resumable(journal, options, paths)):
-        emit({"event": "note", "message": f"starting over: {reason} since the unfinished run"})
-        journal = None
-
+    journal = journal_to_resume(paths, options, resume, force, emit)
     partial = PartialTokenFile.resume(paths, journal) if journal else PartialTokenFile.start(paths, options)
     offsets = np.cumsum([0] + [s.size for s in sources]).tolist()
 
@@ -549,10 +559,10 @@ def prepare(
             }
         )
         if not partial.finished:
-            # Closed explicitly: an exception's traceback would otherwise keep the pool and
-            # the open input alive for as long as someone holds on to it.
             encoder = ChunkEncoder(tokenizer, min_tokens, dtype)
             window = max(2, min(2 * workers, IN_FLIGHT_BYTES // max(chunk_bytes, 1)))
+            # Closed explicitly: an exception's traceback would otherwise keep the pool and
+            # the open input alive for as long as someone holds on to it.
             with closing(read_chunks(sources, partial.position, chunk_bytes)) as chunks, closing(
                 encode_in_order(chunks, encoder, tokenizer_path, workers, window)
             ) as encoded_chunks:
@@ -568,6 +578,7 @@ def prepare(
 
     counts = partial.counts
     manifest = build_manifest(tokenizer, dtype, counts, min_tokens, sources, partial.finished)
+    # In this order, so that NAME.bin never exists without its manifest.
     atomic_write_json(paths.manifest, manifest)
     os.replace(paths.partial, paths.out)
     paths.journal.unlink()

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import re
 import subprocess
 import sys
@@ -108,7 +109,9 @@ def seed_style(tokenizer_path: str, corpus: str, out: str) -> None:
 
 
 def timed(command: list[str]) -> dict:
-    """Wall time and peak memory of a command and all its child processes (RSS sampled every 20 ms)."""
+    """Wall time, CPU time and peak memory of a command with all its child processes
+    (memory: resident sizes summed over the process tree, sampled every 20 ms)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = psutil.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
     peak_tree = peak_single = 0
@@ -127,9 +130,11 @@ def timed(command: list[str]) -> dict:
             pass
         time.sleep(0.02)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed with exit code {process.returncode}")
-    return {"seconds": seconds, "peak_tree": peak_tree, "peak_single": peak_single}
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"seconds": seconds, "cpu": cpu, "peak_tree": peak_tree, "peak_single": peak_single}
 
 
 def compare(label: str, tokenizer: Path, corpus: Path, work: Path, workers: int | None, rounds: int) -> bool:
@@ -144,7 +149,9 @@ def compare(label: str, tokenizer: Path, corpus: Path, work: Path, workers: int 
     if workers is not None:
         ours_command += ["--workers", str(workers)]
     print(f"\n== {label}: {size / 1e6:,.1f} MB corpus, tokenizer {tokenizer}, {len(os.sched_getaffinity(0))} cores")
-    print(f"{'':22}{'seconds':>9}{'MB/s':>9}{'peak RSS (all procs)':>22}{'largest proc':>15}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (other work on the machine "
+          "slows the parallel run more than the serial one)")
+    print(f"{'':22}{'seconds':>9}{'MB/s':>9}{'CPU s':>8}{'peak RSS (all procs)':>22}{'largest proc':>15}")
     # In turns, so that load from elsewhere on the machine falls on both alike; the best of
     # each is compared.
     results: dict[str, list[dict]] = {"seed-style loop": [], "babyllama prepare": []}
@@ -153,7 +160,7 @@ def compare(label: str, tokenizer: Path, corpus: Path, work: Path, workers: int 
             result = timed(command)
             results[name].append(result)
             print(
-                f"{name:22}{result['seconds']:9.2f}{size / 1e6 / result['seconds']:9.1f}"
+                f"{name:22}{result['seconds']:9.2f}{size / 1e6 / result['seconds']:9.1f}{result['cpu']:8.1f}"
                 f"{result['peak_tree'] / 2**20:19,.0f} MB{result['peak_single'] / 2**20:12,.0f} MB"
             )
     baseline = min(results["seed-style loop"], key=lambda r: r["seconds"])
@@ -165,7 +172,8 @@ def compare(label: str, tokenizer: Path, corpus: Path, work: Path, workers: int 
     print(f"speed ratio: {ratio:.2f}x   identical bytes: {identical}   peak memory of ours: "
           f"{peak / 2**20:,.0f} MB   output: {ours_out.stat().st_size / 1e6:,.1f} MB")
     met = ratio >= 1.8 and identical and peak < GiB
-    print(f"target (>= 1.8x, identical, < 1 GiB): {'met' if met else 'NOT met'}")
+    print(f"target (>= 1.8x, identical, < 1 GiB): {'met' if met else 'NOT met'}; "
+          f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     baseline_out.unlink()
     return met
 

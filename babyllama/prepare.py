@@ -22,6 +22,15 @@ Interrupted runs
     journal is removed: a NAME.bin without its manifest, which would be read as the seed's
     corpus, never appears.
 
+The journal (read_journal; the app reads it to show and resume unfinished runs)
+    {"kind": "babyllama-prepare-journal", "version": 1,
+     "options": {"inputs": [{"path" (resolved), "size", "mtime_ns", "format"}], "format",
+                 "tokenizer" (fingerprint), "min_tokens", "dtype"},   equal options resume
+     "tokenizer": Tokenizer.describe(), "chunks", "bytes" (good bytes of NAME.bin.partial),
+     "position": {"file" (index into inputs), "records" (read in it), "end" (byte offset)},
+     "counts": {"documents", "tokens", "too_short", "malformed", "examples"},
+     "finished": null or the UTC time the last chunk was written}
+
 Progress events (`--progress jsonl`): one JSON object a line on stdout
     {"event": "start", "out", "files", "total_bytes", "resumed_bytes", "workers", "dtype",
      "tokenizer"}
@@ -63,7 +72,9 @@ from babyllama.files import atomic_write_json
 from babyllama.tokenizer import load_tokenizer
 
 DEFAULT_CHUNK_BYTES = 4 << 20
-# Raw text waiting for or inside the workers, whatever the number of cores.
+# Chunks in flight: enough queued per worker that a slow fsync in the main process does not
+# leave a worker idle, and never more raw text than IN_FLIGHT_BYTES, whatever the core count.
+WINDOW_PER_WORKER = 2
 IN_FLIGHT_BYTES = 256 << 20
 MAX_EXAMPLES = 20
 # Ids are packed into arrays this many at a time, so the Python ints of one pack are freed
@@ -411,11 +422,14 @@ class PartialTokenFile:
         self.file = None
 
     @classmethod
-    def start(cls, paths: OutputPaths, options: dict) -> "PartialTokenFile":
+    def start(cls, paths: OutputPaths, options: dict, tokenizer: dict) -> "PartialTokenFile":
+        """A new partial file; `options` decide whether a later run may resume it, `tokenizer`
+        (Tokenizer.describe()) tells the app which tokenizer to resume it with."""
         journal = {
             "kind": JOURNAL_KIND,
             "version": 1,
             "options": options,
+            "tokenizer": tokenizer,
             "chunks": 0,
             "bytes": 0,
             "position": asdict(Position()),
@@ -532,7 +546,10 @@ def prepare(
     }
 
     journal = journal_to_resume(paths, options, resume, force, emit)
-    partial = PartialTokenFile.resume(paths, journal) if journal else PartialTokenFile.start(paths, options)
+    if journal:
+        partial = PartialTokenFile.resume(paths, journal)
+    else:
+        partial = PartialTokenFile.start(paths, options, tokenizer.describe())
     offsets = np.cumsum([0] + [s.size for s in sources]).tolist()
 
     def done_bytes(position: Position) -> int:
@@ -560,7 +577,7 @@ def prepare(
         )
         if not partial.finished:
             encoder = ChunkEncoder(tokenizer, min_tokens, dtype)
-            window = max(2, min(2 * workers, IN_FLIGHT_BYTES // max(chunk_bytes, 1)))
+            window = max(2, min(WINDOW_PER_WORKER * workers, IN_FLIGHT_BYTES // max(chunk_bytes, 1)))
             # Closed explicitly: an exception's traceback would otherwise keep the pool and
             # the open input alive for as long as someone holds on to it.
             with closing(read_chunks(sources, partial.position, chunk_bytes)) as chunks, closing(

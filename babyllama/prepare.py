@@ -71,7 +71,9 @@ from babyllama.errors import UserError
 from babyllama.files import atomic_write_json
 from babyllama.tokenizer import load_tokenizer
 
-DEFAULT_CHUNK_BYTES = 4 << 20
+# Small enough that the last chunks leave no worker idle for long, large enough that the
+# journal's fsyncs (two a chunk) cost nothing next to encoding a chunk.
+DEFAULT_CHUNK_BYTES = 2 << 20
 # Chunks in flight: enough queued per worker that a slow fsync in the main process does not
 # leave a worker idle, and never more raw text than IN_FLIGHT_BYTES, whatever the core count.
 WINDOW_PER_WORKER = 2

@@ -1,0 +1,612 @@
+"""`babyllama generate`: continue prompts with a checkpoint, streaming the text as it comes.
+
+    babyllama generate --ckpt out/runs/NAME[/checkpoints/step_N] [--prompt TEXT | --prompt-file F]
+                       [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]
+                       [--repetition-penalty R] [--seed S] [--num-samples N] [--tokenizer PATH]
+                       [--out FILE] [--backend numpy|mindspore]
+
+`--ckpt` is a run directory (its latest checkpoint) or one checkpoint folder
+(`model.safetensors` + `config.json`, as `babyllama train` writes them). The tokenizer is
+the one the checkpoint's config names unless `--tokenizer` gives another.
+
+Generation, one prompt at a time: the whole prompt goes through the model in one pass
+(prefill) filling a key/value cache, then one token at a time, each step reading the
+cache. It stops at the tokenizer's end-of-text token, at `max_new_tokens`, or when the
+context (max_seq_len) is full. A prompt too long to leave room for new tokens is cut from
+the left, with a warning, to `max_seq_len - min(max_new_tokens, max_seq_len // 2)` tokens.
+An empty prompt starts from the end-of-text token, which is how the token files separate
+documents. Text is given out through the tokenizer's incremental decoder, so a streamed
+piece never ends inside a character.
+
+Sampling (`choose_token`, pure numpy on one row of logits), in the usual order:
+repetition penalty (CTRL's: over every token id in the prompt and the continuation so far,
+a positive logit is divided by the penalty and a negative one multiplied) -> temperature
+(0 means greedy: the arg max, and nothing else applies) -> top-k (keep the k largest) ->
+top-p (keep the smallest set of most likely tokens whose probabilities reach p) -> one
+draw from a numpy Generator. Sample k of each prompt draws from `default_rng(seed + k)`,
+so the same seed gives the same text, and the server's request with seed S gives sample 0's.
+
+The decoder. On the CPU a small model's decoding is bound by per-operation overhead, not
+arithmetic (MINDSPORE-NOTES.md: about 22 tokens/s through MindSpore), so the default
+backend, `NumpyDecoder`, runs the same weights in numpy: float32 matmuls with fused
+projections (q, k and v in one matrix, the gate and up projections in another), a
+fixed-size preallocated cache, rotary angles from precomputed tables and the tied output
+layer as one matrix-vector product. Its logits match babyllama.model.Transformer's to
+within 1e-5 relative (tests/test_generate.py). It never imports MindSpore, so `generate` and
+`serve` start in a fraction of a second. `--backend mindspore` runs model.CachedDecoder
+instead, for Ascend and GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from babyllama.config import ModelConfig, model_config_from_dict
+from babyllama.errors import UserError
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+SEED_PROMPTS = (
+    "床前明月光，疑是地上霜。举头望明月，",
+    "请你讲一个童话故事：",
+    "《小王子》是一本畅销童话书，它讲述了：",
+)
+
+BACKENDS = ("numpy", "mindspore")
+
+
+# ---------------------------------------------------------------------------------------
+# Sampling
+
+
+@dataclass
+class SamplingParams:
+    """How to pick each next token. top_k 0 and top_p 1 switch those filters off."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
+            raise UserError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+            raise UserError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise UserError(f"seed must be an integer >= 0, got {self.seed!r}")
+        for name, low, high in (("temperature", 0.0, math.inf), ("top_p", 0.0, 1.0),
+                                ("repetition_penalty", 0.0, math.inf)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise UserError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+        if self.top_p == 0.0 or self.repetition_penalty == 0.0:
+            raise UserError("top_p and repetition_penalty must be above 0")
+
+
+def apply_repetition_penalty(logits: np.ndarray, seen_ids, penalty: float) -> np.ndarray:
+    """CTRL's penalty: logits of ids in `seen_ids` divided by `penalty` when positive, multiplied when not."""
+    if penalty == 1.0 or len(seen_ids) == 0:
+        return logits
+    ids = np.unique(np.asarray(seen_ids, np.int64))
+    out = logits.copy()
+    values = out[ids]
+    out[ids] = np.where(values > 0, values / penalty, values * penalty)
+    return out
+
+
+def filter_top_k(logits: np.ndarray, k: int) -> np.ndarray:
+    """Logits below the k-th largest become -inf (ties with it are kept)."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = np.partition(logits, -k)[-k]
+    return np.where(logits < kth, -np.inf, logits)
+
+
+def filter_top_p(logits: np.ndarray, p: float) -> np.ndarray:
+    """Keep the most likely tokens until their probabilities sum to at least p; the rest become -inf."""
+    if p >= 1.0:
+        return logits
+    order = np.argsort(-logits, kind="stable")
+    probs = softmax(logits[order])
+    # A token is kept when the tokens before it do not yet reach p: the top one always is.
+    before = np.cumsum(probs) - probs
+    out = np.full_like(logits, -np.inf)
+    kept = order[before < p]
+    out[kept] = logits[kept]
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - np.max(logits))
+    return shifted / shifted.sum()
+
+
+def choose_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator, seen_ids=()) -> int:
+    """The next token from one row of logits: penalty -> temperature -> top-k -> top-p -> draw."""
+    logits = apply_repetition_penalty(np.asarray(logits, np.float64), seen_ids, params.repetition_penalty)
+    if params.temperature == 0.0:
+        return int(np.argmax(logits))
+    logits = filter_top_p(filter_top_k(logits / params.temperature, params.top_k), params.top_p)
+    cumulative = np.cumsum(softmax(logits))
+    return int(min(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"), len(logits) - 1))
+
+
+# ---------------------------------------------------------------------------------------
+# Loading a checkpoint
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's model config and float32 weights under the model's parameter names."""
+
+    cfg: ModelConfig
+    weights: dict[str, np.ndarray]
+    checkpoint: Path
+    config: dict  # the checkpoint's config.json
+
+    @property
+    def tokenizer_path(self) -> str | None:
+        return (self.config.get("tokenizer") or {}).get("path")
+
+    def describe(self) -> dict:
+        return {
+            "checkpoint": str(self.checkpoint),
+            "model": {**vars(self.cfg), "head_dim": self.cfg.head_dim, "hidden_dim": self.cfg.hidden_dim},
+            "parameters": int(sum(w.size for w in self.weights.values())),
+            "preset": self.config.get("preset"),
+            "tokenizer": self.config.get("tokenizer"),
+        }
+
+
+def expected_weight_names(cfg: ModelConfig) -> list[str]:
+    per_layer = ("attention_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
+                 "ffn_norm", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
+    names = ["tok_embeddings.weight", "norm.weight"]
+    for i in range(cfg.n_layers):
+        names += [f"layers.{i}.{part}.weight" for part in per_layer]
+    return names
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder `path` names: itself, or a run directory's latest checkpoint."""
+    from babyllama.runs import RunDir
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder; give a run directory (out/runs/NAME) or a checkpoint folder")
+    if (path / WEIGHTS_FILE).is_file():
+        return path
+    run = RunDir(path)
+    if run.checkpoints_dir.is_dir():
+        latest = run.latest_checkpoint()
+        if latest is None:
+            raise UserError(f"{path}: the run has no complete checkpoint yet; wait for the first save")
+        return latest.path
+    raise UserError(
+        f"{path}: neither a checkpoint folder (no {WEIGHTS_FILE}) nor a run directory (no checkpoints/); "
+        "give out/runs/NAME or out/runs/NAME/checkpoints/step_N"
+    )
+
+
+def load_model_for_inference(path: str | Path) -> LoadedModel:
+    """Config and weights of the checkpoint at `path` (a run directory or a checkpoint folder)."""
+    from safetensors.numpy import load_file
+
+    checkpoint = find_checkpoint(path)
+    config_path = checkpoint / CONFIG_FILE
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{config_path} is missing: {checkpoint} is not a complete babyllama checkpoint") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{config_path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise UserError(f"{config_path}: has no \"model\" section; is this a babyllama checkpoint?")
+    cfg = model_config_from_dict(config["model"], source=str(config_path))
+    weights_path = checkpoint / WEIGHTS_FILE
+    try:
+        stored = load_file(str(weights_path))
+    except Exception as e:  # safetensors reports a damaged file with several exception types
+        raise UserError(f"{weights_path}: cannot be read as safetensors ({e})") from None
+    weights = {}
+    for name in expected_weight_names(cfg):
+        if name not in stored:
+            raise UserError(f"{weights_path}: lacks {name}; the checkpoint does not match its config.json")
+        weights[name] = np.ascontiguousarray(stored[name], dtype=np.float32)
+    embedding = weights["tok_embeddings.weight"]
+    if embedding.shape != (cfg.vocab_size, cfg.dim):
+        raise UserError(f"{weights_path}: tok_embeddings.weight is {embedding.shape}, config.json says "
+                        f"({cfg.vocab_size}, {cfg.dim})")
+    return LoadedModel(cfg, weights, checkpoint, config)
+
+
+# ---------------------------------------------------------------------------------------
+# Decoders: prefill(ids) -> logits at the last prompt position; decode(id) -> logits after it
+
+
+def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    return x * (1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)) * weight
+
+
+def _rotate_pairs(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate pairs (x0, x1), (x2, x3), ... of x (n, heads, head_dim) by cos/sin (n, 1, head_dim / 2)."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = even * cos - odd * sin
+    out[..., 1::2] = odd * cos + even * sin
+    return out
+
+
+@dataclass
+class _Layer:
+    attention_norm: np.ndarray
+    wqkv: np.ndarray  # (q + k + v rows, dim)
+    wo: np.ndarray
+    ffn_norm: np.ndarray
+    w13: np.ndarray  # gate rows then up rows, (2 * hidden, dim)
+    w2: np.ndarray
+
+
+class NumpyDecoder:
+    """The model's forward pass in numpy float32 with a fixed-size key/value cache (batch 1)."""
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):
+        self.cfg = cfg
+        self.embedding = weights["tok_embeddings.weight"]
+        self.final_norm = weights["norm.weight"]
+        self.layers = []
+        for i in range(cfg.n_layers):
+            w = {name[len(f"layers.{i}."):]: value for name, value in weights.items()
+                 if name.startswith(f"layers.{i}.")}
+            self.layers.append(_Layer(
+                attention_norm=w["attention_norm.weight"],
+                wqkv=np.concatenate([w["attention.wq.weight"], w["attention.wk.weight"], w["attention.wv.weight"]]),
+                wo=w["attention.wo.weight"],
+                ffn_norm=w["ffn_norm.weight"],
+                w13=np.concatenate([w["feed_forward.w1.weight"], w["feed_forward.w3.weight"]]),
+                w2=w["feed_forward.w2.weight"],
+            ))
+        half = cfg.head_dim // 2
+        freqs = 1.0 / (cfg.rope_theta ** (np.arange(half, dtype=np.float64) * 2 / cfg.head_dim))
+        angles = np.outer(np.arange(cfg.max_seq_len, dtype=np.float64), freqs)
+        self.cos = np.cos(angles).astype(np.float32)[:, None, :]
+        self.sin = np.sin(angles).astype(np.float32)[:, None, :]
+        shape = (cfg.n_layers, cfg.kv_heads, cfg.max_seq_len, cfg.head_dim)
+        self.keys = np.zeros(shape, np.float32)
+        self.values = np.zeros(shape, np.float32)
+        self.scale = np.float32(1.0 / math.sqrt(cfg.head_dim))
+        self.position = 0
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.cfg.max_seq_len
+
+    def prefill(self, ids) -> np.ndarray:
+        """Start over with the prompt `ids`: logits (vocab,) at its last position."""
+        self.position = 0
+        return self._advance(np.asarray(ids, np.int64).reshape(-1))
+
+    def decode(self, token: int) -> np.ndarray:
+        """Feed one token after what the cache holds: logits (vocab,) for the next."""
+        return self._advance(np.array([token], np.int64))
+
+    def _advance(self, ids: np.ndarray) -> np.ndarray:
+        cfg = self.cfg
+        n, start = len(ids), self.position
+        end = start + n
+        if n == 0 or end > cfg.max_seq_len:
+            raise ValueError(f"the cache holds {cfg.max_seq_len} positions; {start} used, {n} more asked")
+        n_heads, n_kv, head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        rep = n_heads // n_kv
+        q_size, kv_size = n_heads * head_dim, n_kv * head_dim
+        cos, sin = self.cos[start:end], self.sin[start:end]
+        mask = None
+        if n > 1:
+            # Query i (at start + i) sees slots 0 .. start + i.
+            mask = np.where(np.arange(end)[None, :] <= np.arange(start, end)[:, None], 0.0, -np.inf).astype(np.float32)
+        x = self.embedding[ids]
+        for layer, keys, values in zip(self.layers, self.keys, self.values):
+            qkv = _rms_norm(x, layer.attention_norm, cfg.norm_eps) @ layer.wqkv.T
+            q = _rotate_pairs(qkv[:, :q_size].reshape(n, n_heads, head_dim), cos, sin)
+            keys[:, start:end] = _rotate_pairs(qkv[:, q_size:q_size + kv_size].reshape(n, n_kv, head_dim),
+                                               cos, sin).transpose(1, 0, 2)
+            values[:, start:end] = qkv[:, q_size + kv_size:].reshape(n, n_kv, head_dim).transpose(1, 0, 2)
+            # (kv heads, queries per kv head, n, head_dim): the query heads sharing each key/value head.
+            q = q.reshape(n, n_kv, rep, head_dim).transpose(1, 2, 0, 3)
+            scores = (q @ keys[:, None, :end].transpose(0, 1, 3, 2)) * self.scale
+            if mask is not None:
+                scores = scores + mask
+            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            probs = scores / scores.sum(axis=-1, keepdims=True)
+            attended = (probs @ values[:, None, :end]).transpose(2, 0, 1, 3).reshape(n, q_size)
+            h = x + attended @ layer.wo.T
+            gate_up = _rms_norm(h, layer.ffn_norm, cfg.norm_eps) @ layer.w13.T
+            gate, up = gate_up[:, :cfg.hidden_dim], gate_up[:, cfg.hidden_dim:]
+            x = h + (gate / (1.0 + np.exp(-gate)) * up) @ layer.w2.T
+        self.position = end
+        return self.embedding @ _rms_norm(x[-1], self.final_norm, cfg.norm_eps)
+
+
+class MindSporeDecoder:
+    """model.CachedDecoder behind the same prefill/decode interface, for Ascend and GPU."""
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):
+        import mindspore as ms
+
+        from babyllama.model import CachedDecoder, Transformer
+
+        self.model = Transformer(cfg)
+        for param in self.model.trainable_params():
+            param.set_data(ms.Tensor(weights[param.name]))
+        self.model.set_train(False)
+        self.decoder = CachedDecoder(self.model, batch_size=1)
+        self.decoder.set_train(False)
+        self.max_seq_len = cfg.max_seq_len
+
+    def prefill(self, ids) -> np.ndarray:
+        return self.decoder.prefill([list(ids)])[0]
+
+    def decode(self, token: int) -> np.ndarray:
+        return self.decoder.decode([token])[0]
+
+
+def make_decoder(loaded: LoadedModel, backend: str = "numpy"):
+    if backend == "numpy":
+        return NumpyDecoder(loaded.cfg, loaded.weights)
+    if backend == "mindspore":
+        return MindSporeDecoder(loaded.cfg, loaded.weights)
+    raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+# ---------------------------------------------------------------------------------------
+# The generation loop
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    stopped: str  # "eos", "length" or "cancelled"
+    prompt_tokens: int
+    seconds: float
+    ttft_s: float | None  # from the start to the first token chosen
+
+    @property
+    def tokens_per_s(self) -> float:
+        return len(self.token_ids) / self.seconds if self.seconds > 0 else 0.0
+
+
+def prompt_ids(tokenizer, prompt: str, max_seq_len: int, max_new_tokens: int,
+               warn: Callable[[str], None] | None = None) -> list[int]:
+    """The prompt's ids, cut from the left to leave room for new tokens (see the module docstring)."""
+    ids = tokenizer.encode(prompt) or [tokenizer.eos_id]
+    keep = max_seq_len - min(max_new_tokens, max_seq_len // 2)
+    if len(ids) > keep:
+        if warn is not None:
+            warn(f"the prompt has {len(ids)} tokens; the context holds {max_seq_len}: "
+                 f"keeping its last {keep} to leave room for new tokens")
+        ids = ids[-keep:]
+    return ids
+
+
+def generate_pieces(decoder, tokenizer, prompt: str, params: SamplingParams, rng: np.random.Generator | None = None,
+                    should_stop: Callable[[], bool] | None = None,
+                    warn: Callable[[str], None] | None = None) -> Generator[str, None, Generation]:
+    """Yield text pieces as they are generated; the generator's return value is the Generation.
+
+    `should_stop` is checked before each token: True stops with "cancelled".
+    """
+    began = time.perf_counter()
+    rng = rng if rng is not None else np.random.default_rng(params.seed)
+    ids = prompt_ids(tokenizer, prompt, decoder.max_seq_len, params.max_new_tokens, warn)
+    budget = min(params.max_new_tokens, decoder.max_seq_len - len(ids))
+    stream = tokenizer.incremental_decoder()
+    seen = list(ids)
+    generated: list[int] = []
+    pieces: list[str] = []
+    ttft = None
+    stopped = "length"
+    logits = decoder.prefill(ids)
+    while len(generated) < budget:
+        if should_stop is not None and should_stop():
+            stopped = "cancelled"
+            break
+        token = choose_token(logits, params, rng, seen if params.repetition_penalty != 1.0 else ())
+        if ttft is None:
+            ttft = time.perf_counter() - began
+        if token == tokenizer.eos_id:
+            stopped = "eos"
+            break
+        generated.append(token)
+        seen.append(token)
+        piece = stream.push(token)
+        if piece:
+            pieces.append(piece)
+            yield piece
+        if len(generated) < budget:
+            logits = decoder.decode(token)
+    rest = stream.flush()
+    if rest:
+        pieces.append(rest)
+        yield rest
+    return Generation("".join(pieces), generated, stopped, len(ids), time.perf_counter() - began, ttft)
+
+
+def generate(decoder, tokenizer, prompt: str, params: SamplingParams, **kwargs) -> Generation:
+    """The whole continuation at once (generate_pieces without the streaming)."""
+    pieces = generate_pieces(decoder, tokenizer, prompt, params, **kwargs)
+    while True:
+        try:
+            next(pieces)
+        except StopIteration as done:
+            return done.value
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = SamplingParams()
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, metavar="N",
+                        help=f"stop after N new tokens (default {defaults.max_new_tokens})")
+    parser.add_argument("--temperature", type=float, default=defaults.temperature, metavar="T",
+                        help=f"0 = greedy (default {defaults.temperature})")
+    parser.add_argument("--top-k", type=int, default=defaults.top_k, metavar="K",
+                        help="sample among the K most likely tokens (default 0 = all)")
+    parser.add_argument("--top-p", type=float, default=defaults.top_p, metavar="P",
+                        help="sample among the most likely tokens reaching probability P (default 1 = all)")
+    parser.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty, metavar="R",
+                        help="CTRL-style penalty on tokens already seen; 1 = none (default), 1.1-1.3 typical")
+    parser.add_argument("--seed", type=int, default=defaults.seed, metavar="S",
+                        help="sample k draws from seed S + k: the same seed gives the same text (default 0)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, type=Path, metavar="PATH",
+                        help="a run directory (its latest checkpoint) or a checkpoint folder")
+    parser.add_argument("--tokenizer", type=Path, metavar="PATH",
+                        help="tokenizer file or folder (default: the one the checkpoint's config names)")
+    parser.add_argument("--backend", choices=BACKENDS, default="numpy",
+                        help="numpy (default; fastest on the CPU) or mindspore (model.CachedDecoder, for Ascend/GPU)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    given = parser.add_mutually_exclusive_group()
+    given.add_argument("--prompt", metavar="TEXT", help="the text to continue (default: the seed's three prompts)")
+    given.add_argument("--prompt-file", type=Path, metavar="F",
+                       help="one prompt a line, or JSON lines with a \"question\" field; answers are written "
+                       "as JSON lines {\"prompt\", \"answer\"}")
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="with --prompt-file: write the JSON lines here (complete or not at all) instead of stdout")
+    parser.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations per prompt (default 1)")
+    add_sampling_arguments(parser)
+
+
+def sampling_params_from_args(args: argparse.Namespace) -> SamplingParams:
+    params = SamplingParams(args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                            args.repetition_penalty, args.seed)
+    params.validate()
+    return params
+
+
+def load_for_generation(args: argparse.Namespace):
+    """(LoadedModel, tokenizer, decoder) for --ckpt, --tokenizer and --backend."""
+    from babyllama.tokenizer import load_tokenizer
+
+    loaded = load_model_for_inference(args.ckpt)
+    tokenizer_path = args.tokenizer or loaded.tokenizer_path
+    if tokenizer_path is None:
+        raise UserError(f"{loaded.checkpoint / CONFIG_FILE}: names no tokenizer; give one with --tokenizer PATH")
+    try:
+        tokenizer = load_tokenizer(tokenizer_path)
+    except UserError as e:
+        if args.tokenizer is not None:
+            raise
+        raise UserError(f"{e} (the tokenizer named by {loaded.checkpoint / CONFIG_FILE}); "
+                        "give it with --tokenizer PATH") from None
+    if tokenizer.vocab_size > loaded.cfg.vocab_size:
+        raise UserError(f"{tokenizer.path}: vocabulary {tokenizer.vocab_size} is larger than the model's "
+                        f"{loaded.cfg.vocab_size}; give the tokenizer the model was trained with")
+    return loaded, tokenizer, make_decoder(loaded, args.backend)
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    """Prompts of a file: one a line, or JSON objects with a "question" field; blank lines skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; give a file with one prompt a line") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{number}: not valid JSON ({e.msg}); write one prompt or JSON object a line")
+            if not isinstance(record.get("question"), str):
+                raise UserError(f"{path}:{number}: the JSON object has no string \"question\" field")
+            prompts.append(record["question"])
+        else:
+            prompts.append(line)
+    if not prompts:
+        raise UserError(f"{path}: holds no prompt")
+    return prompts
+
+
+def _warn(message: str) -> None:
+    print(f"babyllama generate: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _report(result: Generation) -> None:
+    ttft = f"{result.ttft_s * 1000:.0f} ms" if result.ttft_s is not None else "-"
+    print(f"[{len(result.token_ids)} tokens, {result.tokens_per_s:.1f} tokens/s, first token {ttft}, "
+          f"stopped: {result.stopped}]", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = sampling_params_from_args(args)
+    if args.num_samples < 1:
+        raise UserError(f"--num-samples must be at least 1, got {args.num_samples}")
+    if args.out is not None and args.prompt_file is None:
+        raise UserError("--out goes with --prompt-file (JSON lines of prompt and answer)")
+    if args.prompt_file is not None:
+        prompts = read_prompt_file(args.prompt_file)
+    elif args.prompt is not None:
+        prompts = [args.prompt]
+    else:
+        prompts = list(SEED_PROMPTS)
+    loaded, tokenizer, decoder = load_for_generation(args)
+    print(f"babyllama generate: {loaded.checkpoint} ({args.backend} backend), tokenizer {tokenizer.name}",
+          file=sys.stderr, flush=True)
+    records = []
+    for prompt in prompts:
+        for sample in range(args.num_samples):
+            sample_params = SamplingParams(**{**vars(params), "seed": params.seed + sample})
+            if args.prompt_file:
+                result = generate(decoder, tokenizer, prompt, sample_params, warn=_warn)
+                record = {"prompt": prompt, "answer": result.text}
+                if args.num_samples > 1:
+                    record["sample"] = sample
+                records.append(record)
+                if args.out is None:
+                    print(json.dumps(record, ensure_ascii=False), flush=True)
+            else:
+                sys.stdout.write(prompt)
+                sys.stdout.flush()
+                pieces = generate_pieces(decoder, tokenizer, prompt, sample_params, warn=_warn)
+                while True:
+                    try:
+                        sys.stdout.write(next(pieces))
+                        sys.stdout.flush()
+                    except StopIteration as done:
+                        result = done.value
+                        break
+                sys.stdout.write("\n\n")
+                sys.stdout.flush()
+            _report(result)
+    if args.out is not None:
+        from babyllama.files import atomic_write_bytes
+
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        atomic_write_bytes(args.out, text.encode("utf-8"))
+        print(f"babyllama generate: wrote {len(records)} answers to {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,239 @@
+"""`babyllama serve --stdio`: load a checkpoint once, answer generation requests as JSON lines.
+
+    babyllama serve --stdio --ckpt PATH [--tokenizer PATH] [--backend numpy|mindspore]
+                    [sampling defaults: --max-new-tokens N --temperature T --top-k K --top-p P
+                     --repetition-penalty R --seed S]
+
+The app's playground keeps one such process per loaded checkpoint. Protocol (version 1):
+one JSON object per line, UTF-8, in both directions; stdout carries only protocol lines
+(anything else the process prints goes to stderr).
+
+Requests, on stdin:
+
+    {"op": "generate", "id": ID, "prompt": "...", "max_new_tokens": 64, "temperature": 0.8,
+     "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "seed": 0}
+        Sampling fields are optional (defaults from the command line) and mean what they mean
+        for `babyllama generate`; the same fields and seed give the same text as its sample 0.
+        ID is a string or a number, unique among requests not yet done. Requests queue and
+        run one at a time, in order.
+    {"op": "cancel", "id": ID}
+        Stops that generation before its next token (or drops it from the queue); it still
+        ends with a `done` event, stopped "cancelled".
+    {"op": "info"}
+        Answered at once, even during a generation.
+    {"op": "shutdown"}
+        Cancels what runs and what waits, then exits with status 0. End of input does the same.
+
+Events, on stdout:
+
+    {"event": "ready", "protocol": 1, "checkpoint", "model": {config fields}, "parameters",
+     "preset", "tokenizer": {...}, "backend", "defaults": {sampling fields}}
+        once, after loading; requests sent earlier wait in the pipe.
+    {"event": "info", ...the ready fields..., "running": ID or null, "queued": n}
+    {"event": "token", "id": ID, "text": "..."}
+        a piece of the continuation; pieces never split a character and join to the full text.
+    {"event": "warning", "id": ID, "message": "..."}
+        e.g. the prompt was cut from the left to fit the context.
+    {"event": "done", "id": ID, "tokens": n, "prompt_tokens": n, "tokens_per_s": x,
+     "ttft_ms": x or null, "stopped": "eos" | "length" | "cancelled"}
+    {"event": "error", "id": ID (when the request had one), "message": "..."}
+        a malformed or refused request, or a generation that failed; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import sys
+import threading
+
+from babyllama.errors import UserError
+from babyllama.generate import (
+    SamplingParams,
+    add_model_arguments,
+    add_sampling_arguments,
+    generate_pieces,
+    load_for_generation,
+    sampling_params_from_args,
+)
+
+PROTOCOL_VERSION = 1
+SAMPLING_FIELDS = tuple(SamplingParams.__dataclass_fields__)
+
+
+class Request:
+    def __init__(self, request_id, prompt: str, params: SamplingParams):
+        self.id = request_id
+        self.prompt = prompt
+        self.params = params
+        self.cancelled = threading.Event()
+
+
+class Server:
+    """Reads requests on a thread; generates on the calling thread, one request at a time."""
+
+    def __init__(self, loaded, tokenizer, decoder, backend: str, defaults: SamplingParams, out):
+        self.tokenizer = tokenizer
+        self.decoder = decoder
+        self.defaults = defaults
+        self.out = out
+        self.description = {
+            "protocol": PROTOCOL_VERSION,
+            **loaded.describe(),
+            "backend": backend,
+            "defaults": vars(defaults),
+        }
+        self.lock = threading.Lock()  # guards the fields below and writes to `out`
+        self.queue: queue.Queue[Request | None] = queue.Queue()
+        self.waiting: dict = {}  # id -> Request, queued or running
+        self.running: Request | None = None
+        self.shutting_down = threading.Event()
+
+    def emit(self, event: str, **fields) -> None:
+        line = json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n"
+        with self.lock:
+            self.out.write(line)
+            self.out.flush()
+
+    def serve(self, requests) -> int:
+        self.emit("ready", **self.description)
+        reader = threading.Thread(target=self._read, args=(requests,), name="requests", daemon=True)
+        reader.start()
+        while True:
+            request = self.queue.get()
+            if request is None:
+                return 0
+            self._run(request)
+
+    # -- the reading thread
+
+    def _read(self, requests) -> None:
+        try:
+            for raw in requests:
+                if raw.strip():
+                    self._handle(raw)
+                if self.shutting_down.is_set():
+                    return
+        finally:
+            self._shut_down()
+
+    def _handle(self, raw: bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            self.emit("error", message=f"not a JSON line ({e}); send one JSON object a line")
+            return
+        if not isinstance(message, dict):
+            self.emit("error", message="a request must be a JSON object with an \"op\" field")
+            return
+        op = message.get("op")
+        handlers = {"generate": self._accept, "cancel": self._cancel, "info": self._info,
+                    "shutdown": lambda _: self._shut_down()}
+        if op not in handlers:
+            self.emit("error", **self._id_of(message),
+                      message=f"unknown op {op!r}; expected one of {', '.join(handlers)}")
+            return
+        try:
+            handlers[op](message)
+        except UserError as e:
+            self.emit("error", **self._id_of(message), message=str(e))
+
+    @staticmethod
+    def _id_of(message: dict) -> dict:
+        return {"id": message["id"]} if "id" in message else {}
+
+    @staticmethod
+    def _check_id(message: dict):
+        request_id = message.get("id")
+        if isinstance(request_id, bool) or not isinstance(request_id, (str, int, float)):
+            raise UserError(f"{message.get('op')} needs an \"id\" (a string or a number)")
+        return request_id
+
+    def _accept(self, message: dict) -> None:
+        request_id = self._check_id(message)
+        prompt = message.get("prompt")
+        if not isinstance(prompt, str):
+            raise UserError("generate needs a \"prompt\" string")
+        unknown = sorted(set(message) - {"op", "id", "prompt", *SAMPLING_FIELDS})
+        if unknown:
+            raise UserError(f"unknown field(s) {', '.join(unknown)}; sampling fields are {', '.join(SAMPLING_FIELDS)}")
+        params = SamplingParams(**{**vars(self.defaults), **{k: message[k] for k in SAMPLING_FIELDS if k in message}})
+        params.validate()
+        request = Request(request_id, prompt, params)
+        with self.lock:
+            if request_id in self.waiting:
+                raise UserError(f"id {request_id!r} is already queued or running; use a new id")
+            self.waiting[request_id] = request
+        self.queue.put(request)
+
+    def _cancel(self, message: dict) -> None:
+        request_id = self._check_id(message)
+        with self.lock:
+            request = self.waiting.get(request_id)
+        if request is None:
+            raise UserError(f"no queued or running generation has id {request_id!r}")
+        request.cancelled.set()
+
+    def _info(self, message: dict) -> None:
+        with self.lock:
+            running = self.running.id if self.running is not None else None
+            queued = len(self.waiting) - (running is not None)
+        self.emit("info", **self.description, running=running, queued=queued)
+
+    def _shut_down(self) -> None:
+        if self.shutting_down.is_set():
+            return
+        self.shutting_down.set()
+        self.queue.put(None)
+
+    # -- the generating thread
+
+    def _run(self, request: Request) -> None:
+        with self.lock:
+            self.running = request
+
+        def should_stop() -> bool:
+            return request.cancelled.is_set() or self.shutting_down.is_set()
+
+        def warn(message: str) -> None:
+            self.emit("warning", id=request.id, message=message)
+
+        try:
+            pieces = generate_pieces(self.decoder, self.tokenizer, request.prompt, request.params,
+                                     should_stop=should_stop, warn=warn)
+            while True:
+                try:
+                    self.emit("token", id=request.id, text=next(pieces))
+                except StopIteration as done:
+                    result = done.value
+                    break
+            self.emit("done", id=request.id, tokens=len(result.token_ids), prompt_tokens=result.prompt_tokens,
+                      tokens_per_s=round(result.tokens_per_s, 2),
+                      ttft_ms=round(result.ttft_s * 1000, 2) if result.ttft_s is not None else None,
+                      stopped=result.stopped)
+        except Exception as e:  # a failed generation must not take the server down
+            self.emit("error", id=request.id, message=f"generation failed: {type(e).__name__}: {e}")
+        finally:
+            with self.lock:
+                self.running = None
+                self.waiting.pop(request.id, None)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stdio", action="store_true", required=True,
+                        help="speak the JSON-line protocol on stdin/stdout (the only transport)")
+    add_model_arguments(parser)
+    add_sampling_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    defaults = sampling_params_from_args(args)
+    # The protocol owns the real stdout; whatever else prints (libraries, warnings) goes to stderr.
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    loaded, tokenizer, decoder = load_for_generation(args)
+    server = Server(loaded, tokenizer, decoder, args.backend, defaults, protocol_out)
+    return server.serve(sys.stdin.buffer)

@@ -20,6 +20,8 @@ COMMANDS = {
     "tokenizer": ("babyllama.tokenizer", "train or inspect a tokenizer"),
     "prepare": ("babyllama.prepare", "tokenize corpora into a token file (.bin + manifest)"),
     "runs": ("babyllama.runs", "list, inspect and stop training runs"),
+    "generate": ("babyllama.generate", "continue prompts with a checkpoint, streaming the text"),
+    "serve": ("babyllama.serve", "load a checkpoint once and answer JSON-line generation requests (--stdio)"),
 }
 
 

@@ -1,0 +1,146 @@
+"""`babyllama serve --stdio` end to end: a real server process speaking JSON lines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import subprocess
+import sys
+import threading
+
+import pytest
+from test_generate import TINY, write_checkpoint
+
+# A long context, so a generation runs long enough to be cancelled in the middle.
+LONG = dataclasses.replace(TINY, max_seq_len=1024)
+WAIT_S = 60
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, sp_tokenizer):
+    folder = tmp_path_factory.mktemp("serve") / "step_0000001"
+    write_checkpoint(folder, LONG, sp_tokenizer, seed=1)
+    return folder
+
+
+class ServerProcess:
+    def __init__(self, checkpoint):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "babyllama", "serve", "--stdio", "--ckpt", str(checkpoint)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+        )
+        self.events: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.events.put(json.loads(line))
+        self.events.put(None)
+
+    def send(self, *requests):
+        self.process.stdin.write("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in requests))
+        self.process.stdin.flush()
+
+    def next_event(self):
+        event = self.events.get(timeout=WAIT_S)
+        assert event is not None, f"the server ended: {self.process.stderr.read()}"
+        return event
+
+    def until_done(self, request_id):
+        """(token texts, done event) of one generation."""
+        texts = []
+        while True:
+            event = self.next_event()
+            assert event.get("id") == request_id, event
+            if event["event"] == "token":
+                texts.append(event["text"])
+            else:
+                assert event["event"] == "done", event
+                return texts, event
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=WAIT_S)
+        self.process.stdin.close()
+        self.process.stderr.close()
+
+
+@pytest.fixture
+def server(checkpoint):
+    process = ServerProcess(checkpoint)
+    ready = process.next_event()
+    assert ready["event"] == "ready", ready
+    yield process
+    process.close()
+
+
+def test_ready_and_info_describe_the_loaded_model(server, checkpoint):
+    server.send({"op": "info"})
+    info = server.next_event()
+    assert info["event"] == "info"
+    assert info["protocol"] == 1
+    assert info["checkpoint"] == str(checkpoint)
+    assert info["model"]["max_seq_len"] == 1024 and info["model"]["n_kv_heads"] == 2
+    assert (info["running"], info["queued"]) == (None, 0)
+
+
+def test_streamed_tokens_join_to_what_the_generate_command_writes(server, checkpoint, tmp_path):
+    params = {"max_new_tokens": 24, "temperature": 0.9, "top_k": 50, "top_p": 0.95,
+              "repetition_penalty": 1.1, "seed": 7}
+    server.send({"op": "generate", "id": "a", "prompt": "话说天下大势", **params})
+    texts, done = server.until_done("a")
+    assert done["stopped"] in ("eos", "length")
+    assert done["tokens"] >= 1 and done["tokens_per_s"] > 0 and done["ttft_ms"] is not None
+    assert all(texts) and not any(t.endswith("\ufffd") for t in texts[:-1])
+
+    prompts = tmp_path / "prompt.txt"
+    prompts.write_text("话说天下大势\n", encoding="utf-8")
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in params.items()]
+    cli = subprocess.run([sys.executable, "-m", "babyllama", "generate", "--ckpt", str(checkpoint),
+                          "--prompt-file", str(prompts), *flags], capture_output=True, text=True, timeout=WAIT_S)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["answer"] == "".join(texts)
+
+
+def test_cancel_stops_a_generation_in_the_middle(server):
+    server.send({"op": "generate", "id": 1, "prompt": "话说", "temperature": 0, "max_new_tokens": 1000})
+    first = server.next_event()
+    assert first["event"] == "token" and first["id"] == 1
+    server.send({"op": "cancel", "id": 1})
+    texts, done = server.until_done(1)
+    assert done["stopped"] == "cancelled"
+    assert 1 <= done["tokens"] < 1000
+    server.send({"op": "generate", "id": 2, "prompt": "话说", "temperature": 0, "max_new_tokens": 3})
+    _, done = server.until_done(2)
+    assert (done["stopped"], done["tokens"]) == ("length", 3)
+
+
+def test_malformed_requests_get_errors_and_the_server_keeps_serving(server):
+    server.send("{not json", '["a list"]', {"op": "fly"},
+                {"op": "generate", "id": "t", "prompt": "话说", "temperature": -1},
+                {"op": "generate", "prompt": "话说"},
+                {"op": "generate", "id": "u", "prompt": "话说", "colour": "red"},
+                {"op": "cancel", "id": "nobody"})
+    errors = [server.next_event() for _ in range(7)]
+    assert [e["event"] for e in errors] == ["error"] * 7
+    assert "JSON" in errors[0]["message"]
+    assert "unknown op" in errors[2]["message"]
+    assert errors[3]["id"] == "t" and "temperature" in errors[3]["message"]
+    assert "id" in errors[4]["message"]
+    assert "colour" in errors[5]["message"]
+    assert "nobody" in errors[6]["message"]
+    server.send({"op": "generate", "id": "ok", "prompt": "话说", "max_new_tokens": 2, "temperature": 0})
+    _, done = server.until_done("ok")
+    assert done["tokens"] == 2
+
+
+def test_shutdown_exits_zero_and_end_of_input_does_too(server, checkpoint):
+    server.send({"op": "shutdown"})
+    assert server.process.wait(timeout=WAIT_S) == 0
+    other = ServerProcess(checkpoint)
+    assert other.next_event()["event"] == "ready"
+    other.process.stdin.close()
+    assert other.process.wait(timeout=WAIT_S) == 0
+    other.process.stderr.close()

@@ -1,0 +1,371 @@
+"""babyllama train: real runs of a small Llama on the sample corpus's tokens.
+
+Trainers run as `python -m babyllama train` subprocesses (signals and resume need fresh
+processes). Each pays MindSpore's import and graph compiles, so the runs are few and
+shared: one uninterrupted reference run serves several tests, and the stop/kill runs are
+compared with it or with themselves. The model: dim 64, 2 layers, context 64, vocabulary
+2,000 (the sp_tokenizer fixture).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from babyllama import train
+from babyllama.errors import UserError
+from babyllama.runs import MetricsReader, RunDir, launch_detached
+
+SMALL_MODEL = [
+    "--preset", "tiny", "--dim", "64", "--n_layers", "2", "--n_heads", "2", "--max_seq_len", "64",
+    "--batch_size", "4", "--warmup_iters", "2", "--learning_rate", "3e-3", "--log_interval", "1", "--seed", "7",
+]
+REFERENCE_STEPS = 24
+TRAIN_FIELDS = {"kind", "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "step_ms", "mem", "time"}
+ROW_FIELDS = {
+    "train": TRAIN_FIELDS,
+    "eval": {"kind", "step", "val_loss", "time"},
+    "sample": {"kind", "step", "prompt", "text", "time"},
+    "resume": {"kind", "step", "checkpoint", "time"},
+}
+DIGEST_LINE = re.compile(r"rank (\d+)/(\d+): step (\d+), local loss (\S+), parameters (sha256:[0-9a-f]{64})")
+WAIT_S = 600
+
+
+def trainer_env() -> dict:
+    return {**os.environ, "GLOG_v": "3", "PYTHONUNBUFFERED": "1"}
+
+
+def babyllama_train(run: Path, *flags: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "babyllama", "train", "--run", str(run), *flags],
+        cwd=cwd, env=trainer_env(), capture_output=True, text=True, timeout=WAIT_S,
+    )
+
+
+def rows_of(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+
+
+def train_losses(rows: list[dict]) -> dict[int, float]:
+    """step -> loss of the train rows written after the last `resume` row (or all of them)."""
+    resumed = max((i for i, row in enumerate(rows) if row["kind"] == "resume"), default=-1)
+    return {row["step"]: row["loss"] for row in rows[resumed + 1 :] if row["kind"] == "train"}
+
+
+def digests(text: str) -> list[tuple[int, int, float, str]]:
+    return [(int(r), int(s), float(loss), d) for r, _, s, loss, d in DIGEST_LINE.findall(text)]
+
+
+def wait_for(condition, what: str, timeout: float = WAIT_S, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.fixture(scope="module")
+def token_file(tmp_path_factory, sample_jsonl, sp_tokenizer_dir) -> Path:
+    from babyllama.prepare import prepare
+
+    out = tmp_path_factory.mktemp("tokens") / "sanguo.bin"
+    prepare([sample_jsonl], "c4", sp_tokenizer_dir, out, workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer_dir(tmp_path_factory, sample_jsonl) -> Path:
+    """A second real tokenizer (vocabulary 1,000), for the mismatch tests."""
+    from babyllama.corpora import read_documents
+    from babyllama.tokenizer import train_sentencepiece
+
+    out = tmp_path_factory.mktemp("tokenizers") / "other"
+    texts = ("".join(doc.segments) for doc in read_documents([sample_jsonl], "c4"))
+    train_sentencepiece(texts, out, vocab_size=1000)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, token_file):
+    """An uninterrupted run of REFERENCE_STEPS steps, no dropout, with evaluations and samples."""
+    workdir = tmp_path_factory.mktemp("reference")
+    run = workdir / "runs" / "reference"
+    done = babyllama_train(
+        run, "--data", str(token_file), *SMALL_MODEL, "--max_steps", str(REFERENCE_STEPS),
+        "--eval_interval", "12", "--save_interval", "4", "--keep_checkpoints", "2", "--sample_tokens", "8",
+        cwd=workdir,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return run, done.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# Planning (no MindSpore)
+
+
+def test_child_arguments_repeat_the_command(tmp_path, token_file, sp_tokenizer_dir):
+    args = parse("--run", str(tmp_path / "r"), "--data", str(token_file), "--tokenizer", str(sp_tokenizer_dir),
+                 "--preset", "tiny", "--dim", "64", "--dropout", "0.1", "--decay_lr", "false",
+                 "--n_kv_heads", "none", "--sample_prompt", "-a prompt-", "--detach", "--workers", "2")
+    again = parse("--run", str(tmp_path / "r"), *train.child_arguments(args))
+    for name in ("data", "tokenizer", "preset", "dim", "dropout", "decay_lr", "n_kv_heads", "sample_prompt"):
+        assert getattr(again, name) == getattr(args, name), name
+    assert not again.detach and again.workers == 1
+
+
+def test_a_new_run_takes_its_vocabulary_and_tokenizer_from_the_token_files(tmp_path, token_file, sp_tokenizer):
+    plan = train.plan_training(parse("--run", str(tmp_path / "r"), "--data", str(token_file), *SMALL_MODEL,
+                                     "--max_steps", "0", "--epochs", "2"), world_size=1)
+    assert plan.model.vocab_size == sp_tokenizer.vocab_size == 2000
+    assert plan.tokenizer.fingerprint == sp_tokenizer.fingerprint
+    assert plan.train.max_steps == -(-2 * plan.dataset.train_windows // 4)
+    assert plan.train.lr_decay_iters == plan.train.max_steps
+    assert plan.config()["data"]["files"][0]["tokens"] == json.loads(Path(f"{token_file}.json").read_text())["tokens"]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    ((), "needs token files"),
+    (("--vocab_size", "1500"), "smaller than tokenizer"),
+    (("--tokenizer", "OTHER"), "made with tokenizer"),
+])
+def test_a_new_run_refuses_bad_input(tmp_path, token_file, other_tokenizer_dir, extra, message):
+    extra = tuple(str(other_tokenizer_dir) if e == "OTHER" else e for e in extra)
+    data = () if not extra else ("--data", str(token_file))
+    with pytest.raises(UserError, match=message):
+        train.plan_training(parse("--run", str(tmp_path / "r"), *data, *SMALL_MODEL, *extra), world_size=1)
+
+
+# ---------------------------------------------------------------------------------------
+# Seeded dropout (MindSpore, PyNative, in this process)
+
+
+def test_seeded_dropout_masks_follow_the_stored_counter():
+    import mindspore as ms
+
+    from babyllama.dropout import SeededDropout
+
+    x = ms.Tensor(np.ones((64, 256), np.float32))
+    first = SeededDropout(0.25, stream=12345)
+    first.set_train(True)
+    masks = [first(x).asnumpy() for _ in range(3)]
+    assert int(first.draws.asnumpy()) == 3
+    assert not np.array_equal(masks[0], masks[1])
+    assert abs((masks[0] > 0).mean() - 0.75) < 0.01
+    assert set(np.unique(masks[0])) == {0.0, np.float32(1 / 0.75)}
+
+    restored = SeededDropout(0.25, stream=12345)
+    restored.set_train(True)
+    restored.draws.set_data(ms.Tensor(1, ms.int32))
+    assert np.array_equal(restored(x).asnumpy(), masks[1])
+    other_stream = SeededDropout(0.25, stream=54321)
+    other_stream.set_train(True)
+    assert not np.array_equal(other_stream(x).asnumpy(), masks[0])
+    first.set_train(False)
+    assert np.array_equal(first(x).asnumpy(), x.asnumpy()) and int(first.draws.asnumpy()) == 3
+
+
+# ---------------------------------------------------------------------------------------
+# Whole runs
+
+
+@pytest.mark.slow
+def test_a_run_learns_and_keeps_its_run_directory(reference_run, token_file, sp_tokenizer):
+    run, output = reference_run
+    rows = rows_of(run)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == status["max_steps"] == REFERENCE_STEPS
+
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == list(range(1, REFERENCE_STEPS + 1))
+    for row in rows:
+        assert ROW_FIELDS[row["kind"]] <= set(row), row
+    assert [r["tokens"] for r in train_rows] == [s * 4 * 64 for s in range(1, REFERENCE_STEPS + 1)]
+    assert all(r["tokens_per_s"] > 0 and r["mem"]["rss_mb"] > 0 for r in train_rows[1:])
+    evals = {r["step"]: r["val_loss"] for r in rows if r["kind"] == "eval"}
+    assert sorted(evals) == [0, 12, 24]
+    assert evals[24] < evals[0] - 0.3, evals
+    losses = [r["loss"] for r in train_rows]
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.3, losses
+    samples = [r for r in rows if r["kind"] == "sample"]
+    assert [r["step"] for r in samples] == [0, 12, 24]
+    assert all(r["text"].startswith(r["prompt"]) and len(r["text"]) > len(r["prompt"]) for r in samples)
+
+    run_dir = RunDir(run)
+    assert [c.step for c in run_dir.checkpoints()] == [20, 24] and run_dir.latest_checkpoint().step == 24
+    latest = run_dir.latest_checkpoint().path
+    assert sorted(p.name for p in latest.iterdir()) == ["config.json", "model.safetensors", "optimizer.safetensors",
+                                                        "state.json"]
+    state = json.loads((latest / "state.json").read_text())
+    assert state["step"] == state["data_position"] == 24 and state["tokens"] == 24 * 4 * 64
+    assert state["tokenizer"]["sha256"] == sp_tokenizer.fingerprint
+    assert state["best_val_loss"] == min(evals.values())
+
+    from safetensors.numpy import load_file
+
+    weights = load_file(latest / "model.safetensors")
+    moments = load_file(latest / "optimizer.safetensors")
+    assert weights["tok_embeddings.weight"].shape == (2000, 64) and "layers.1.feed_forward.w3.weight" in weights
+    assert set(moments) == {f"exp_avg.{n}" for n in weights} | {f"exp_avg_sq.{n}" for n in weights} | {"optimizer_step"}
+    assert float(moments["optimizer_step"]) == 24
+
+    config = run_dir.read_config()
+    assert config["model"]["vocab_size"] == 2000 and config["model"]["dim"] == 64
+    assert config["train"]["max_steps"] == config["train"]["lr_decay_iters"] == REFERENCE_STEPS
+    assert config["tokenizer"]["sha256"] == sp_tokenizer.fingerprint and config["world_size"] == 1
+    assert config["data"]["files"][0]["path"] == str(token_file.resolve())
+    log = (run / "train.log").read_text(encoding="utf-8")
+    assert "parameters" in log and "first step took" in log and "finished 24 steps" in log
+    assert digests(output)[0][1] == 24
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_stops_and_the_resumed_run_matches_the_uninterrupted_one(tmp_path, token_file,
+                                                                                   reference_run):
+    reference, reference_output = reference_run
+    run = tmp_path / "runs" / "stopped"
+    # The same run as the reference except for evaluation and sampling, which change no weight.
+    flags = ["--data", str(token_file), *SMALL_MODEL, "--max_steps", "1000", "--lr_decay_iters", str(REFERENCE_STEPS),
+             "--eval_interval", "1000", "--save_interval", "1000", "--sample_tokens", "0"]
+    trainer = subprocess.Popen([sys.executable, "-m", "babyllama", "train", "--run", str(run), *flags],
+                               cwd=tmp_path, env=trainer_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        # Claimed means MindSpore is up and the graphs are compiling: the signal must wait for the step.
+        wait_for(lambda: RunDir(run).read_status().get("state") == "running", "the run to start")
+        trainer.send_signal(signal.SIGTERM)
+        output, _ = trainer.communicate(timeout=WAIT_S)
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 0, output
+    status = RunDir(run).read_status()
+    stopped_at = status["step"]
+    assert status["state"] == "stopped" and "SIGTERM" in status["error"], status
+    assert 1 <= stopped_at < REFERENCE_STEPS
+    assert RunDir(run).latest_checkpoint().step == stopped_at
+    assert max(train_losses(rows_of(run))) == stopped_at
+
+    resumed = babyllama_train(run, "--resume", "--max_steps", str(REFERENCE_STEPS), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    rows = rows_of(run)
+    assert [r["step"] for r in rows if r["kind"] == "resume"] == [stopped_at]
+    expected = {s: loss for s, loss in train_losses(rows_of(reference)).items() if s > stopped_at}
+    assert train_losses(rows) == expected
+    assert digests(resumed.stdout)[-1][3] == digests(reference_output)[-1][3]
+    assert RunDir(run).read_status()["state"] == "finished"
+
+
+@pytest.mark.slow
+def test_a_detached_run_with_dropout_survives_its_parent_and_sigkill_and_resumes_exactly(tmp_path, token_file,
+                                                                                         reference_run):
+    run = tmp_path / "runs" / "killed"
+    flags = ["--data", str(token_file), *SMALL_MODEL, "--dropout", "0.1", "--max_steps", "5000",
+             "--eval_interval", "5000", "--save_interval", "4", "--keep_checkpoints", "2", "--sample_tokens", "0"]
+    parent = textwrap.dedent(f"""
+        from babyllama.runs import launch_detached
+        print(launch_detached({str(run)!r}, {flags!r}, env={{"GLOG_v": "3"}}))
+    """)
+    launched = subprocess.run([sys.executable, "-c", parent], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+    assert launched.returncode == 0, launched.stderr
+
+    reader = MetricsReader(run / "metrics.jsonl")
+    seen: list[dict] = []
+
+    def progressed_past_a_checkpoint() -> bool:
+        for row in reader.poll():
+            assert ROW_FIELDS[row["kind"]] <= set(row), row
+            seen.append(row)
+        latest = RunDir(run).latest_checkpoint()
+        return latest is not None and any(r["kind"] == "train" and r["step"] >= latest.step + 3 for r in seen)
+
+    wait_for(progressed_past_a_checkpoint, "two checkpoints' worth of steps")
+    status = RunDir(run).read_status()
+    # Trained on after its parent exited, in a session of its own.
+    assert status["launcher"] == "python" and os.getsid(status["pid"]) == status["pid"]
+    os.kill(status["pid"], signal.SIGKILL)
+    wait_for(lambda: RunDir(run).state().state == "failed", "the killed run to read as failed")
+    assert reader.bad_lines == 0
+    seen += reader.poll()
+    before_kill = train_losses(seen)
+    killed_at = max(before_kill)
+    checkpoint = RunDir(run).latest_checkpoint().step
+    assert checkpoint < killed_at
+
+    resumed = babyllama_train(run, "--resume", "--max_steps", str(killed_at), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after_resume = train_losses(rows_of(run))
+    assert sorted(after_resume) == list(range(checkpoint + 1, killed_at + 1))
+    assert after_resume == {s: before_kill[s] for s in after_resume}
+    # Dropout was on: the same seed and batches as the reference give other losses.
+    assert before_kill[1] != train_losses(rows_of(reference_run[0]))[1]
+    state = json.loads((RunDir(run).latest_checkpoint().path / "state.json").read_text())
+    assert state["step"] == killed_at
+    # One draw a step at each site: the embedding, and attention, residual and feed-forward per layer.
+    assert list(state["rng"]["dropout_draws"].values()) == [killed_at] * (1 + 2 * 3)
+
+
+@pytest.mark.slow
+def test_resume_refuses_another_model_shape_or_tokenizer_and_changes_nothing(tmp_path, reference_run,
+                                                                            other_tokenizer_dir):
+    run, _ = reference_run
+    before = {name: (run / name).read_bytes() for name in ("status.json", "metrics.jsonl", "config.json")}
+    shape = babyllama_train(run, "--resume", "--n_layers", "3", "--max_steps", "30", cwd=tmp_path)
+    assert shape.returncode == 2 and "n_layers: 2 != 3" in shape.stderr, shape.stderr
+    tokenizer = babyllama_train(run, "--resume", "--tokenizer", str(other_tokenizer_dir), "--max_steps", "30",
+                                cwd=tmp_path)
+    assert tokenizer.returncode == 2 and "tokenizer fingerprint differs" in tokenizer.stderr, tokenizer.stderr
+    finished = babyllama_train(run, "--resume", cwd=tmp_path)
+    assert finished.returncode == 2 and "larger --max_steps" in finished.stderr, finished.stderr
+    again = babyllama_train(run, "--data", "x.bin", cwd=tmp_path)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert "Traceback" not in shape.stderr + tokenizer.stderr + finished.stderr
+
+
+@pytest.mark.slow
+def test_two_msrun_workers_train_in_sync_and_rank_0_alone_writes_the_run(tmp_path, token_file):
+    run = RunDir(tmp_path / "runs" / "pair")
+    flags = ["--data", str(token_file), *SMALL_MODEL, "--max_steps", "6", "--eval_interval", "3",
+             "--save_interval", "3", "--sample_tokens", "4"]
+    launch_detached(run, flags, workers=2, env={"GLOG_v": "3"}, cwd=tmp_path)
+    wait_for(lambda: run.state().state not in ("starting", "running", "stopping"), "the two workers to finish",
+             every=0.5)
+    status = run.read_status()
+    assert status["state"] == "finished" and status["world_size"] == 2, (status, run.log_path.read_text())
+
+    logs = [(run.msrun_log_dir / f"worker_{rank}.log").read_text(encoding="utf-8") for rank in (0, 1)]
+    (rank0, _, loss0, digest0), = digests(logs[0])
+    (rank1, _, loss1, digest1), = digests(logs[1])
+    assert (rank0, rank1) == (0, 1)
+    assert digest0 == digest1
+    assert loss0 != loss1  # each rank read its own share of the batch
+
+    rows = rows_of(run.path)
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4, 5, 6]
+    assert train_rows[-1]["tokens"] == 6 * 2 * 4 * 64
+    assert abs(train_rows[-1]["loss"] - (loss0 + loss1) / 2) < 1e-5
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 3, 6]
+    assert sorted(p.name for p in run.checkpoints_dir.iterdir()) == ["latest", "step_0000003", "step_0000006"]
+    assert run.read_config()["world_size"] == 2

@@ -29,6 +29,7 @@ Events, on stdout:
     {"event": "ready", "protocol": 1, "checkpoint", "model": {config fields}, "parameters",
      "preset", "tokenizer": {...}, "backend", "defaults": {sampling fields}}
         once, after loading; requests sent earlier wait in the pipe.
+        If loading fails, an `error` event (no id) comes instead, and the process exits with status 2.
     {"event": "info", ...the ready fields..., "running": ID or null, "queued": n}
     {"event": "token", "id": ID, "text": "..."}
         a piece of the continuation; pieces never split a character and join to the full text.
@@ -234,6 +235,11 @@ def run(args: argparse.Namespace) -> int:
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    loaded, tokenizer, decoder = load_for_generation(args)
+    try:
+        loaded, tokenizer, decoder = load_for_generation(args)
+    except UserError as e:
+        protocol_out.write(json.dumps({"event": "error", "message": str(e)}, ensure_ascii=False) + "\n")
+        protocol_out.flush()
+        raise
     server = Server(loaded, tokenizer, decoder, args.backend, defaults, protocol_out)
     return server.serve(sys.stdin.buffer)

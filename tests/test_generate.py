@@ -126,6 +126,18 @@ def test_numpy_decoder_matches_the_mindspore_model_at_prefill_and_each_decode_st
     assert relative_error(decoder.prefill(tokens[:5]), reference[4]) < 1e-5
 
 
+@pytest.mark.slow
+def test_mindspore_backend_gives_the_numpy_decoders_logits(run_dir):
+    from babyllama.generate import MindSporeDecoder
+
+    loaded = load_model_for_inference(run_dir[0])
+    ours, theirs = NumpyDecoder(loaded.cfg, loaded.weights), MindSporeDecoder(loaded.cfg, loaded.weights)
+    prompt = [5, 9, 100, 7]
+    assert relative_error(ours.prefill(prompt), theirs.prefill(prompt)) < 1e-5
+    for token in (3, 1999, 42):
+        assert relative_error(ours.decode(token), theirs.decode(token)) < 1e-5
+
+
 def test_checkpoint_folder_and_run_directory_load_the_same_checkpoint(run_dir):
     run, _ = run_dir
     assert load_model_for_inference(run).checkpoint == load_model_for_inference(

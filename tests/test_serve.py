@@ -144,3 +144,11 @@ def test_shutdown_exits_zero_and_end_of_input_does_too(server, checkpoint):
     other.process.stdin.close()
     assert other.process.wait(timeout=WAIT_S) == 0
     other.process.stderr.close()
+
+
+def test_a_checkpoint_that_does_not_load_gives_an_error_event_and_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "babyllama", "serve", "--stdio", "--ckpt", str(tmp_path / "none")],
+                          input="", capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 2
+    event = json.loads(done.stdout)
+    assert event["event"] == "error" and "no such file or folder" in event["message"]

@@ -236,9 +236,7 @@ def test_streamed_pieces_are_whole_characters_joining_to_the_decoded_text(run_di
                 result = done.value
                 break
         assert "".join(streamed) == result.text == sp_tokenizer.decode(result.token_ids)
-        for piece in streamed[:-1]:
-            assert "\ufffd" not in piece[-1:]
-            piece.encode("utf-8")
+        assert not any(piece.endswith("\ufffd") for piece in streamed[:-1])
 
 
 def test_prompt_file_reads_lines_and_question_fields(tmp_path):

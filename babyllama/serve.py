@@ -22,7 +22,8 @@ Requests, on stdin:
     {"op": "info"}
         Answered at once, even during a generation.
     {"op": "shutdown"}
-        Cancels what runs and what waits, then exits with status 0. End of input does the same.
+        Cancels what runs and what waits, then exits with status 0.
+    End of input (stdin closed) lets the queued generations finish, then exits with status 0.
 
 Events, on stdout:
 
@@ -118,7 +119,8 @@ class Server:
                 if self.shutting_down.is_set():
                     return
         finally:
-            self._shut_down()
+            if not self.shutting_down.is_set():
+                self.queue.put(None)  # after everything queued: those still run, then the server stops
 
     def _handle(self, raw: bytes) -> None:
         try:

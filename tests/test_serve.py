@@ -63,7 +63,8 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=WAIT_S)
-        self.process.stdin.close()
+        if not self.process.stdin.closed:
+            self.process.stdin.close()
         self.process.stderr.close()
 
 
@@ -136,14 +137,20 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(server):
     assert done["tokens"] == 2
 
 
-def test_shutdown_exits_zero_and_end_of_input_does_too(server, checkpoint):
-    server.send({"op": "shutdown"})
+def test_shutdown_cancels_and_exits_zero(server):
+    server.send({"op": "generate", "id": "long", "prompt": "话说", "temperature": 0, "max_new_tokens": 1000},
+                {"op": "shutdown"})
+    texts, done = server.until_done("long")
+    assert done["stopped"] == "cancelled" and done["tokens"] < 1000
     assert server.process.wait(timeout=WAIT_S) == 0
-    other = ServerProcess(checkpoint)
-    assert other.next_event()["event"] == "ready"
-    other.process.stdin.close()
-    assert other.process.wait(timeout=WAIT_S) == 0
-    other.process.stderr.close()
+
+
+def test_end_of_input_finishes_the_queued_generations_then_exits_zero(server):
+    server.send({"op": "generate", "id": "a", "prompt": "话说", "temperature": 0, "max_new_tokens": 4},
+                {"op": "generate", "id": "b", "prompt": "曹操", "temperature": 0, "max_new_tokens": 4})
+    server.process.stdin.close()
+    assert [server.until_done(name)[1]["stopped"] for name in ("a", "b")] == ["length", "length"]
+    assert server.process.wait(timeout=WAIT_S) == 0
 
 
 def test_a_checkpoint_that_does_not_load_gives_an_error_event_and_exit_2(tmp_path):

@@ -73,7 +73,7 @@ BLOCK_BYTES = 1 << 20
 # array rather than read on into memory.
 MAX_ELEMENT_CHARS = 1 << 26
 
-_OUTPUT_SUFFIXES = (".bin", ".bin.json", ".partial")
+_OUTPUT_SUFFIXES = (".bin", ".bin.json", ".partial", ".partial.json")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 # An escaped UTF-16 surrogate: either half of a pair (fine once json joins them) or a lone half,
@@ -580,7 +580,7 @@ def _expand_one(given: str | Path) -> list[Path]:
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Files named, files below folders (sorted by path; hidden files and our own outputs
-    *.bin, *.bin.json, *.partial left out) and glob matches (sorted); each file once."""
+    *.bin, *.bin.json, *.partial, *.partial.json left out) and glob matches (sorted); each file once."""
     files: list[Path] = []
     seen: set[Path] = set()
     for given in inputs:

@@ -353,7 +353,7 @@ def test_positions_of_plain_json_lines_are_exact(tmp_path):
 def data_tree(tmp_path) -> Path:
     data = tmp_path / "data"
     for name in ["a.jsonl", "b/2.jsonl", "b/10.jsonl", "b/c/x.jsonl", "z.txt", ".hidden.jsonl",
-                 ".cache/y.jsonl", "wiki.bin", "wiki.bin.json", "wiki.bin.partial"]:
+                 ".cache/y.jsonl", "wiki.bin", "wiki.bin.json", "wiki.bin.partial", "wiki.bin.partial.json"]:
         (data / name).parent.mkdir(parents=True, exist_ok=True)
         (data / name).write_text('{"text": "字"}\n', encoding="utf-8")
     return data

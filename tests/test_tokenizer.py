@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from babyllama.errors import UserError
@@ -197,6 +198,13 @@ def test_encode_batch_equals_encoding_one_by_one(any_tokenizer, sample_texts):
     texts = VARIED_TEXTS + random_slices(sample_texts, 200, seed=1)
     assert any_tokenizer.encode_batch(texts) == [any_tokenizer.encode(t) for t in texts]
     assert any_tokenizer.encode_batch([]) == []
+
+
+def test_encode_arrays_equals_encoding_one_by_one(any_tokenizer, sample_texts):
+    texts = VARIED_TEXTS + random_slices(sample_texts, 200, seed=2)
+    arrays = any_tokenizer.encode_arrays(texts)
+    assert all(a.dtype == np.int32 for a in arrays)
+    assert [a.tolist() for a in arrays] == [any_tokenizer.encode(t) for t in texts]
 
 
 def test_decode_skips_ids_outside_the_vocabulary(any_tokenizer):

@@ -9,6 +9,8 @@ processes that outlive the app; the app only reads their files and streams.
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from textual.app import App
@@ -16,6 +18,7 @@ from textual.binding import Binding
 from textual.reactive import reactive
 
 from babyllama import __version__
+from babyllama.runs import TRAIN_PROGRAM
 from babyllama_tui.screens.corpora import CorporaScreen
 from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.playground import PlaygroundScreen
@@ -46,9 +49,19 @@ class BabyLlamaApp(App):
     # The run the monitor follows: a run directory, or None until one is chosen.
     current_run: reactive[Path | None] = reactive(None)
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        train_program: Sequence[str] = TRAIN_PROGRAM,
+    ) -> None:
+        """`clock` is "now" for ages and ETAs (fixed in snapshot tests); `train_program` is what
+        Launch runs after `python` (a stand-in trainer in tests)."""
         super().__init__()
         self.root = root
+        self.clock = clock
+        self.train_program = tuple(train_program)
 
     @property
     def data_dir(self) -> Path:

@@ -205,6 +205,11 @@ class RunFollower:
     def bad_lines(self) -> int:
         return self._metrics.bad_lines
 
+    @property
+    def metrics_offset(self) -> int:
+        """Bytes of metrics.jsonl read so far, a held-back half line included."""
+        return self._metrics.offset
+
     def poll_metrics(self, progress: Callable[[int, int], None] | None = None) -> bool:
         """Take in every complete row appended since the last poll; returns whether any came.
 

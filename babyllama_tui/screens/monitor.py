@@ -1,14 +1,308 @@
-"""Monitor screen: One run, live: loss, speed, memory, samples and log."""
+"""Monitor screen: one run, live: loss, speed, memory, samples and log.
+
+It follows `app.current_run`; with none chosen, the newest running run; with none running,
+a hint. Twice a second a worker thread reads what was appended to metrics.jsonl and
+train.log since the last look and status.json if it changed; the screen then redraws only
+the parts with something new (the status line every time, for its clock). A run with a
+million metrics rows is read once, in pieces, with progress shown.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from babyllama.runs import ACTIVE_STATES
+from babyllama_tui.follow import RunFollower, RunsWatcher
+from babyllama_tui.run_formatting import format_count, format_lr, format_mib_short
+from babyllama_tui.history import bucket_means, eta_seconds
+from babyllama_tui.run_control import request_stop
+from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen
+from babyllama_tui.widgets.log_tail import LogTail
+from babyllama_tui.widgets.loss_chart import WINDOWS, LossChart
+from babyllama_tui.widgets.metric_card import MetricCard
+from babyllama_tui.widgets.run_status import RunStatus, RunStatusBar
+
+POLL_S = 0.5
+# Points a sparkline is given; it reduces them to its width.
+SPARK_POINTS = 120
+FOLLOWING_ACTIONS = {"compare", "log_scale", "window", "raw"}
+
+NO_RUN_HINT = (
+    "No run is running.\n\n"
+    "Start one on the Train screen (2), or open any run with o."
+)
+
+
+@dataclass
+class Polled:
+    """What one poll found, handed from the worker thread to the screen."""
+
+    follower: RunFollower
+    other: RunFollower | None
+    log_lines: list[str]
+    log_restarted: bool
+
+
+def elapsed_s(status: dict, state: str, now: float) -> float | None:
+    started = status.get("started")
+    if not isinstance(started, (int, float)):
+        return None
+    end = now if state in ACTIVE_STATES else status.get("updated", now)
+    return max(0.0, end - started)
+
 
 class MonitorScreen(Screen):
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
+    BINDINGS = [
+        Binding("o", "open_run", "Open"),
+        Binding("c", "compare", "Compare"),
+        Binding("l", "log_scale", "Log y"),
+        Binding("w", "window", "Window"),
+        Binding("r", "raw", "Raw loss"),
+        Binding("s", "stop_run", "Stop"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.follower: RunFollower | None = None
+        self.other: RunFollower | None = None
+        self._polling = False
+        self._loading: str = ""
+        self._watcher: RunsWatcher | None = None
+        # Kept as attributes: a poll may finish before the nested containers have mounted them.
+        self.status_bar = RunStatusBar(id="run-status")
+        self.chart = LossChart(id="loss-chart")
+        self.cards = {
+            "lr": MetricCard("lr", id="card-lr"),
+            "speed": MetricCard("tok/s", id="card-speed"),
+            "memory": MetricCard("mem", id="card-memory"),
+            "device": MetricCard("device", id="card-device"),
+        }
+        self.sample_view = Static("", id="sample", markup=False)
+        self.sample_view.border_title = "sample"
+        self.log_tail = LogTail(id="log-tail")
+        self.log_tail.border_title = "train.log"
+
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("One run, live: loss, speed, memory, samples and log.", classes="placeholder")
-        yield Footer()
+        yield Static(NO_RUN_HINT, id="monitor-hint")
+        yield self.status_bar
+        with Horizontal(id="monitor-main"):
+            yield self.chart
+            with Vertical(id="metric-cards"):
+                yield from self.cards.values()
+        with Horizontal(id="monitor-bottom"):
+            yield self.sample_view
+            yield self.log_tail
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self._watcher = RunsWatcher(self.app.runs_dir)
+        # Registered before the first _follow, whose tick may itself choose the run to follow.
+        self.watch(self.app, "current_run", self._follow, init=False)
+        self.set_interval(POLL_S, self._tick)
+        self._follow(self.app.current_run)
+
+    def on_screen_resume(self) -> None:
+        self._tick()
+
+    # Which run
+
+    def _follow(self, path: Path | None) -> None:
+        if path is not None and self.follower is not None and self.follower.path == path:
+            return
+        self.follower = RunFollower(path) if path is not None else None
+        if self.other is not None and path is not None and self.other.path == path:
+            self.other = None
+        self.chart.follow(self.follower, self.other)
+        self.log_tail.clear()
+        self.sample_view.update("")
+        self.set_class(self.follower is None, "-no-run")
+        self.sub_title = path.name if path is not None else ""
+        self._loading = ""
+        self._show_status()
+        self.refresh_bindings()
+        self._tick()
+
+    def _newest_active_run(self) -> Path | None:
+        assert self._watcher is not None
+        rows = self._watcher.poll(self.app.clock())
+        return next((row.path for row in rows if row.state in ACTIVE_STATES), None)
+
+    # Polling
+
+    def _tick(self) -> None:
+        if not self.is_current:
+            return
+        if self.follower is None:
+            newest = self._newest_active_run()
+            if newest is not None:
+                self.app.current_run = newest
+            return
+        if not self._polling:
+            self._polling = True
+            self._poll(self.follower, self.other)
+        self._show_status()
+
+    @work(thread=True, group="monitor-poll")
+    def _poll(self, follower: RunFollower, other: RunFollower | None) -> None:
+        follower.poll_status()
+        follower.poll_metrics(progress=lambda done, size: self.app.call_from_thread(self._show_loading, done, size))
+        if other is not None:
+            other.poll_metrics()
+        lines, restarted = follower.poll_log()
+        self.app.call_from_thread(self._show_polled, Polled(follower, other, lines, restarted))
+
+    def _show_loading(self, done: int, size: int) -> None:
+        self._loading = f"reading metrics {done / max(size, 1):.0%}"
+        self._show_status()
+
+    def _show_polled(self, polled: Polled) -> None:
+        self._polling = False
+        if polled.follower is not self.follower:
+            return
+        self._loading = ""
+        self._show_status()
+        self.chart.redraw_if_changed()
+        self._show_cards()
+        self._show_sample()
+        self.log_tail.add(polled.log_lines, polled.log_restarted)
+        self.refresh_bindings()
+
+    # Drawing
+
+    def _show_status(self) -> None:
+        bar = self.status_bar
+        follower = self.follower
+        if follower is None:
+            bar.show(None)
+            return
+        now = self.app.clock()
+        history = follower.history
+        last = history.last_train or {}
+        state = follower.state.state
+        steps = [s for s in (follower.status.get("step"), last.get("step")) if isinstance(s, int)]
+        eta = None
+        if state in ACTIVE_STATES:
+            with follower.lock:
+                points = list(history.recent)
+            eta = eta_seconds(points, follower.max_steps, now, since=follower.status.get("started"))
+        note = self._loading
+        if follower.bad_lines:
+            note = f"{note} {follower.bad_lines} unreadable metrics lines".strip()
+        reason = follower.state.reason or (follower.status.get("error") if state != "finished" else None)
+        bar.show(RunStatus(
+            name=follower.path.name,
+            state=state,
+            reason=reason,
+            step=max(steps) if steps else None,
+            max_steps=follower.max_steps,
+            tokens=last.get("tokens"),
+            elapsed_s=elapsed_s(follower.status, state, now),
+            eta_s=eta,
+            note=note,
+        ))
+
+    def _series(self, name: str) -> list[float]:
+        """A train series over the chart's window, as SPARK_POINTS means (the sparkline reduces further)."""
+        assert self.follower is not None
+        history = self.follower.history
+        with self.follower.lock:
+            start = history.start_index(self.chart.window)
+            _, values = bucket_means(history.steps.values[start:], history.series[name].values[start:], SPARK_POINTS)
+        return values.tolist()
+
+    def _show_cards(self) -> None:
+        follower = self.follower
+        if follower is None or follower.history.last_train is None:
+            return
+        last = follower.history.last_train
+        mem = last.get("mem") if isinstance(last.get("mem"), dict) else {}
+        self.cards["lr"].show(format_lr(last.get("lr")), self._series("lr"))
+        self.cards["speed"].show(format_count(last.get("tokens_per_s")), self._series("tokens_per_s"))
+        used, total = mem.get("host_used_mb"), mem.get("host_total_mb")
+        host = f"host {format_mib_short(used)}/{format_mib_short(total)}" if total else ""
+        self.cards["memory"].show(format_mib_short(mem.get("rss_mb")), self._series("rss_mb"), host)
+        device = str(mem.get("device") or "-")
+        if mem.get("device_alloc_mb") is not None:
+            peak = mem.get("device_peak_mb")
+            note = device + (f" peak {format_mib_short(peak)}" if peak is not None else "")
+            self.cards["device"].show(format_mib_short(mem["device_alloc_mb"]), self._series("device_mb"), note)
+        else:
+            self.cards["device"].show(Text(device, style="bold"), None, "(uses host mem)" if device == "cpu" else "")
+
+    def _show_sample(self) -> None:
+        sample = self.follower.history.last_sample if self.follower else None
+        view = self.sample_view
+        if sample is None:
+            view.border_title = "sample"
+            return
+        view.border_title = f"sample · step {sample.get('step', '?'):,}" if isinstance(sample.get("step"), int) \
+            else "sample"
+        view.update(sample["text"])
+
+    # Actions
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in FOLLOWING_ACTIONS:
+            return self.follower is not None
+        if action == "stop_run":
+            return self.follower is not None and self.follower.state.state in ACTIVE_STATES
+        return True
+
+    def _run_rows(self):
+        assert self._watcher is not None
+        return self._watcher.poll(self.app.clock())
+
+    def action_open_run(self) -> None:
+        current = self.follower.path if self.follower else None
+
+        def picked(choice: PickedRun | None) -> None:
+            if choice is not None and choice.path is not None:
+                self.app.current_run = choice.path
+
+        self.app.push_screen(PickRunScreen("Monitor which run?", self._run_rows(), current=current), picked)
+
+    def action_compare(self) -> None:
+        assert self.follower is not None
+        rows = [row for row in self._run_rows() if row.path != self.follower.path]
+        current = self.other.path if self.other else None
+
+        def picked(choice: PickedRun | None) -> None:
+            if choice is None:
+                return
+            self.other = RunFollower(choice.path, log_lines=0) if choice.path is not None else None
+            self.chart.follow(self.follower, self.other)
+            self._tick()
+
+        self.app.push_screen(
+            PickRunScreen("Compare the loss with which run?", rows, none_label="no comparison", current=current),
+            picked,
+        )
+
+    def action_log_scale(self) -> None:
+        chart = self.chart
+        chart.log_scale = not chart.log_scale
+
+    def action_window(self) -> None:
+        chart = self.chart
+        chart.window = WINDOWS[(WINDOWS.index(chart.window) + 1) % len(WINDOWS)]
+        self._show_cards()
+
+    def action_raw(self) -> None:
+        chart = self.chart
+        chart.show_raw = not chart.show_raw
+
+    def action_stop_run(self) -> None:
+        if self.follower is not None:
+            request_stop(self, self.follower.path)

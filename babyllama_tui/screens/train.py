@@ -1,14 +1,269 @@
-"""Train screen: New training runs, and the table of runs."""
+"""Train screen: the form for a new run, and the table of runs.
+
+Side by side on a wide terminal; below 120 columns one at a time, switched with n (new run)
+and t (runs table) or the tabs. The table is read twice a second through `RunsWatcher`,
+which touches a run's files only when they changed. Launching starts a detached
+`babyllama train` (through msrun for more than one worker) and shows it on the monitor.
+"""
 
 from __future__ import annotations
 
+from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Button, DataTable, Footer, Header, Static, Tab, Tabs
+
+from babyllama.devices import host_memory_mb
+from babyllama.errors import UserError
+from babyllama.runs import ACTIVE_STATES, ENDED_STATES, launch_detached
+from babyllama_tui.follow import RunRow, RunsWatcher
+from babyllama_tui.new_run import FormCheck, check_form, find_token_files
+from babyllama_tui.run_control import request_kill, request_resume, request_stop
+from babyllama_tui.widgets.new_run_form import NewRunForm
+from babyllama_tui.widgets.run_summary import RunSummary
+from babyllama_tui.widgets.runs_table import RunsTable, state_text
+
+REFRESH_S = 0.5
+PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
+RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run"}
+# On a narrow terminal a pane's key is shown only while the other pane is.
+PANE_ACTIONS = {"new_run": "new", "runs": "runs"}
+
+
+def run_detail(row: RunRow) -> Text:
+    text = Text(str(row.path), style="dim")
+    if row.world_size and row.world_size > 1:
+        text.append(f"  {row.world_size} workers", style="dim")
+    if row.reason:
+        text.append("\n")
+        text.append_text(state_text(row.state))
+        text.append(f": {row.reason}")
+    return text
 
 
 class TrainScreen(Screen):
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS = [
+        Binding("n", "new_run", "New run"),
+        Binding("t", "runs", "Runs"),
+        Binding("o", "open_run", "Monitor"),
+        Binding("s", "stop_run", "Stop"),
+        Binding("r", "resume_run", "Resume"),
+        Binding("K", "kill_run", "Kill"),
+        Binding("ctrl+l", "launch", "Launch"),
+        Binding("escape", "runs", "Runs", show=False),
+    ]
+
+    pane: reactive[str] = reactive("runs", init=False)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.form_check: FormCheck | None = None
+        self._host_total_mb: float | None = None
+        self._known_runs: tuple = ()
+        self._detail: Text | None = None
+        self._detail_state: str | None = None
+        self.form: NewRunForm | None = None
+
     def compose(self) -> ComposeResult:
+        self._watcher = RunsWatcher(self.app.runs_dir)
+        # A first-time user starts at the form; someone with runs, at the table.
+        self.set_reactive(TrainScreen.pane, "runs" if self._watcher.poll(self.app.clock()) else "new")
         yield Header()
-        yield Static("New training runs, and the table of runs.", classes="placeholder")
-        yield Footer()
+        yield Tabs(Tab("Runs", id="tab-runs"), Tab("New run", id="tab-new"), id="train-tabs", active=f"tab-{self.pane}")
+        with Horizontal(id="train-panes"):
+            with Vertical(id="new-run-pane", classes="pane") as new_pane:
+                new_pane.border_title = "New run"
+                yield Static("Reading the form's fields…", id="form-loading")
+                yield RunSummary(id="run-summary")
+            with Vertical(id="runs-pane", classes="pane") as runs_pane:
+                runs_pane.border_title = "Runs"
+                yield RunsTable(id="runs-table")
+                yield Static("", id="run-detail")
+                yield Static("No runs yet: fill in the form (n) and launch it (ctrl+l).", id="no-runs")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self._host_total_mb = host_memory_mb()[1]
+        self._refresh_runs()
+        self._show_pane()
+        self.set_interval(REFRESH_S, self._refresh_runs)
+        # The form is a few hundred widgets: the runs table is on screen before they are built.
+        self.call_after_refresh(self._mount_form)
+
+    async def _mount_form(self) -> None:
+        pane = self.query_one("#new-run-pane")
+        if not pane.is_mounted:
+            self.call_after_refresh(self._mount_form)
+            return
+        app = self.app
+        self.form = NewRunForm(data_dir=app.data_dir, runs_dir=app.runs_dir, now=app.clock(),
+                                entries=find_token_files(app.data_dir), id="new-run-form")
+        await self.query_one("#form-loading").remove()
+        await pane.mount(self.form, before="#run-summary")
+        if self.pane == "new" and self.focused is None:
+            self.form.focus_first()
+
+    def on_screen_resume(self) -> None:
+        # Back from the Corpora screen, where new token files may have been made.
+        if self.form is not None:
+            self._rescan_token_files()
+            self._refresh_runs()
+
+    # The runs table
+
+    def _refresh_runs(self) -> list[RunRow]:
+        if not self.is_current and hasattr(self, "_rows"):
+            return self._rows
+        self._rows = self._watcher.poll(self.app.clock())
+        table = self.query_one(RunsTable)
+        table.show(self._rows, self.app.clock())
+        self.query_one("#no-runs").display = not self._rows
+        table.display = bool(self._rows)
+        self._show_detail()
+        names = tuple(row.path for row in self._rows)
+        if names != self._known_runs:
+            self._known_runs = names
+            self._recheck()
+        return self._rows
+
+    def _show_detail(self) -> None:
+        """The highlighted run's folder and why it ended; the footer's keys follow its state."""
+        row = self.query_one(RunsTable).highlighted_run
+        detail = self.query_one("#run-detail", Static)
+        detail.display = row is not None
+        shown = run_detail(row) if row is not None else None
+        if shown != self._detail:
+            self._detail = shown
+            if shown is not None:
+                detail.update(shown)
+        state = row.state if row is not None else None
+        if state != self._detail_state:
+            self._detail_state = state
+            self.refresh_bindings()
+
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def _row_highlighted(self) -> None:
+        self._detail_state = None
+        self._show_detail()
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def _row_selected(self) -> None:
+        self.action_open_run()
+
+    def _highlighted(self) -> RunRow | None:
+        return self.query_one(RunsTable).highlighted_run
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        narrow = self.has_class("-narrow")
+        if narrow and action in PANE_ACTIONS:
+            return self.pane != PANE_ACTIONS[action]
+        if action in RUN_ACTIONS:
+            if narrow and self.pane != "runs":
+                return False
+            row = self._highlighted() if self.is_mounted else None
+            if row is None:
+                return False
+            if action == "stop_run" or action == "kill_run":
+                return row.state in ACTIVE_STATES
+            if action == "resume_run":
+                return row.state in ENDED_STATES
+        if action == "launch":
+            if narrow and self.pane != "new":
+                return False
+            return None if self.form_check is None or self.form_check.plan is None else True
+        return True
+
+    def action_open_run(self) -> None:
+        row = self._highlighted()
+        if row is not None:
+            self.app.monitor_run(row.path)
+
+    def action_stop_run(self) -> None:
+        row = self._highlighted()
+        if row is not None:
+            request_stop(self, row.path)
+
+    def action_kill_run(self) -> None:
+        row = self._highlighted()
+        if row is not None:
+            request_kill(self, row.path)
+
+    def action_resume_run(self) -> None:
+        row = self._highlighted()
+        if row is not None:
+            request_resume(self, row.path)
+
+    # Panes
+
+    def action_new_run(self) -> None:
+        self.pane = "new"
+        if self.form is not None:
+            self.form.focus_first()
+
+    def action_runs(self) -> None:
+        self.pane = "runs"
+        self.query_one(RunsTable).focus()
+
+    def on_resize(self) -> None:
+        # Crossing the 120-column breakpoint shows or hides a pane and changes which keys apply.
+        self._show_pane()
+
+    def watch_pane(self) -> None:
+        self._show_pane()
+
+    def _show_pane(self) -> None:
+        """Both panes when wide, the chosen one when narrow. Set as `display` rather than as a
+        class on the screen, which would restyle the form's few hundred widgets."""
+        narrow = self.has_class("-narrow")
+        for pane, selector in PANES.items():
+            self.query_one(selector).display = not narrow or self.pane == pane
+        tabs = self.query_one(Tabs)
+        if tabs.active != f"tab-{self.pane}":
+            tabs.active = f"tab-{self.pane}"
+        self.refresh_bindings()
+
+    @on(Tabs.TabActivated, "#train-tabs")
+    def _tab_activated(self, event: Tabs.TabActivated) -> None:
+        chosen = event.tab.id.removeprefix("tab-")
+        if chosen != self.pane:
+            self.pane = chosen
+
+    # The form
+
+    def _rescan_token_files(self) -> None:
+        if self.form is not None:
+            self.form.show_token_files(find_token_files(self.app.data_dir))
+
+    @on(NewRunForm.Changed)
+    def _recheck(self) -> None:
+        form = self.form
+        if form is None:
+            return
+        values = form.read()
+        self.form_check = check_form(values, self.app.runs_dir, self.app.root)
+        form.show_check(self.form_check)
+        self.query_one(RunSummary).show(self.form_check, values.token_files, self._host_total_mb)
+        self.refresh_bindings()
+
+    @on(Button.Pressed, "#launch")
+    def action_launch(self) -> None:
+        if self.form_check is None or self.form_check.plan is None:
+            problems = "; ".join(self.form_check.errors.values()) if self.form_check else "the form is not read yet"
+            self.notify(f"cannot launch yet: {problems}", severity="error")
+            return
+        plan = self.form_check.plan
+        try:
+            launch_detached(plan.run, plan.args, workers=plan.workers, program=self.app.train_program,
+                            cwd=self.app.root)
+        except UserError as e:
+            self.notify(str(e), severity="error")
+            return
+        self.notify(f"launched {plan.run.path.name}")
+        self.form.renew_default_name(self.app.clock())
+        self._refresh_runs()
+        self.app.monitor_run(plan.run.path)

@@ -1,0 +1,195 @@
+"""LossChart: training loss (raw and smoothed), validation points, and a second run to compare.
+
+Drawn with plotext. However many rows a run has, each line is first reduced to a few
+points per character cell (`envelope` for the noisy raw loss, `bucket_means` for the
+smooth ones), and the chart redraws only when a history's version, its size or an option
+changed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from rich.text import Text
+from textual.reactive import reactive
+from textual_plotext import PlotextPlot
+
+from babyllama_tui.follow import RunFollower
+from babyllama_tui.run_formatting import format_loss
+from babyllama_tui.history import bucket_means, envelope
+
+RAW_COLOR = (110, 118, 140)
+EMA_COLOR = (80, 170, 255)
+VAL_COLOR = (255, 176, 32)
+OTHER_COLOR = (225, 105, 225)
+# Dots of braille per character cell across: the resolution lines are reduced to.
+POINTS_PER_CELL = 2
+Y_AXIS_CELLS = 7
+
+WINDOWS: tuple[int | None, ...] = (None, 10_000, 1_000, 100)
+
+
+def _hex(color: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*color)
+
+
+def step_label(step: float) -> str:
+    """2000 -> "2k", 1500 -> "1.5k", 250 -> "250": short labels for the step axis."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(step) >= scale:
+            return f"{step / scale:.3g}{suffix}"
+    return f"{step:.0f}"
+
+
+def step_ticks(low: float, high: float, count: int) -> list[float]:
+    """About `count` round step numbers (1, 2 or 5 times a power of ten apart) within [low, high]."""
+    if high <= low:
+        return [low]
+    raw = (high - low) / max(1, count)
+    power = 10 ** math.floor(math.log10(raw))
+    spacing = next((m * power for m in (1, 2, 5, 10) if m * power >= raw), 10 * power)
+    spacing = max(spacing, 1)
+    first = math.ceil(low / spacing) * spacing
+    return [float(v) for v in np.arange(first, high + spacing / 2, spacing) if v <= high]
+
+
+def window_label(window: int | None) -> str:
+    return "all steps" if window is None else f"last {window:,} steps"
+
+
+class LossChart(PlotextPlot):
+    """The loss of the followed run and, optionally, of one more run."""
+
+    log_scale: reactive[bool] = reactive(False)
+    window: reactive[int | None] = reactive(None)
+    show_raw: reactive[bool] = reactive(True)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.main: RunFollower | None = None
+        self.other: RunFollower | None = None
+        self._seen: tuple = ()
+
+    def follow(self, main: RunFollower | None, other: RunFollower | None = None) -> None:
+        self.main, self.other = main, other
+        self.update_titles()
+        self.refresh()
+
+    def watch_log_scale(self) -> None:
+        self.update_titles()
+        self.refresh()
+
+    def watch_window(self) -> None:
+        self.update_titles()
+        self.refresh()
+
+    def watch_show_raw(self) -> None:
+        self.update_titles()
+        self.refresh()
+
+    def redraw_if_changed(self) -> None:
+        """Refresh only when a run logged something since the last drawing."""
+        versions = tuple(f.history.version if f else None for f in (self.main, self.other))
+        if versions != self._seen:
+            self._seen = versions
+            self.update_titles()
+            self.refresh()
+
+    def update_titles(self) -> None:
+        title = Text()
+        history = self.main.history if self.main else None
+        last_train = history.last_train if history else None
+        last_eval = history.last_eval if history else None
+        if self.show_raw:
+            title.append("━ ", style=_hex(RAW_COLOR))
+            title.append(f"loss {format_loss(last_train.get('loss') if last_train else None)}  ")
+        title.append("━ ", style=_hex(EMA_COLOR))
+        ema = history.series["ema"].last() if history and len(history) else None
+        title.append(f"ema {format_loss(ema)}  ")
+        title.append("● ", style=_hex(VAL_COLOR))
+        title.append(f"val {format_loss(last_eval.get('val_loss') if last_eval else None)}")
+        if self.other is not None:
+            title.append("  ━ ", style=_hex(OTHER_COLOR))
+            title.append(self.other.path.name)
+        self.border_title = title
+        scale = "log" if self.log_scale else "linear"
+        self.border_subtitle = f"{window_label(self.window)} · {scale} y"
+
+    def render(self):
+        if self.main is None or len(self.main.history) == 0:
+            return Text("waiting for the first train row…", style="dim", justify="center")
+        buckets = max(8, (self.size.width - Y_AXIS_CELLS) * POINTS_PER_CELL)
+        with self.main.lock:
+            lines, (low, high) = self._run_lines(self.main, buckets, EMA_COLOR, VAL_COLOR, self.show_raw, None)
+        if self.other is not None:
+            with self.other.lock:
+                lines += self._run_lines(self.other, buckets, OTHER_COLOR, OTHER_COLOR, False, (low, high))[0]
+        if self.log_scale:
+            lines = [(xs[ys > 0], ys[ys > 0], color, marker) for xs, ys, color, marker in lines]
+        lines = [line for line in lines if len(line[0])]
+        plt = self.plt
+        plt.clear_figure()
+        for xs, ys, color, marker in lines:
+            if marker == "braille":
+                plt.plot(xs.tolist(), ys.tolist(), marker=marker, color=color)
+            else:
+                plt.scatter(xs.tolist(), ys.tolist(), marker=marker, color=color)
+        x_ticks = step_ticks(low, high, max(2, self.size.width // 12))
+        plt.xticks(x_ticks, [step_label(t) for t in x_ticks])
+        plt.xlim(low, high)
+        if lines:
+            y_low = min(float(ys.min()) for _, ys, _, _ in lines)
+            y_high = max(float(ys.max()) for _, ys, _, _ in lines)
+            y_ticks = loss_ticks(y_low, y_high, max(2, self.size.height // 2), self.log_scale)
+            plt.yticks(y_ticks, [f"{t:g}" for t in y_ticks])
+        if self.log_scale:
+            plt.yscale("log")
+        return super().render()
+
+    def _run_lines(self, follower: RunFollower, buckets: int, line_color, val_color, raw: bool,
+                   clip: tuple[float, float] | None) -> tuple[list[tuple], tuple[float, float]]:
+        """One run's lines as (xs, ys, color, marker), and the step range they cover. With `clip`,
+        only the part within that step range (the main run's) is taken."""
+        history = follower.history
+        steps = history.steps.values
+        if clip is None:
+            start, stop = history.start_index(self.window), len(steps)
+        else:
+            start = int(np.searchsorted(steps, clip[0]))
+            stop = int(np.searchsorted(steps, clip[1], side="right"))
+        x = steps[start:stop].astype(np.float64)
+        if len(x) == 0:
+            return [], clip or (0.0, 1.0)
+        lines = []
+        if raw:
+            lines.append((*envelope(x, history.series["loss"].values[start:stop], buckets), RAW_COLOR, "braille"))
+        lines.append((*bucket_means(x, history.series["ema"].values[start:stop], buckets), line_color, "braille"))
+        val_steps = history.val_steps.values
+        shown = (val_steps >= x[0]) & (val_steps <= x[-1])
+        val_loss = history.val_loss.values[shown].astype(np.float64)
+        finite = np.isfinite(val_loss)
+        lines.append((val_steps[shown][finite].astype(np.float64), val_loss[finite], val_color, "●"))
+        first, last = float(x[0]), float(x[-1])
+        return lines, (first, max(last, first + 1.0))
+
+
+def loss_ticks(low: float, high: float, count: int, log: bool) -> list[float]:
+    """About `count` round values between low and high: 1-2-5 steps apart on a linear axis,
+    1, 1.5, 2, 3, 5, 7 times powers of ten on a log one."""
+    if high <= low:
+        return [low]
+    if not log:
+        raw = (high - low) / max(1, count)
+        power = 10 ** math.floor(math.log10(raw))
+        spacing = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+        first = math.ceil(low / spacing) * spacing
+        return [round(v, 10) for v in np.arange(first, high + spacing / 2, spacing) if v <= high]
+    candidates = [
+        m * 10.0**k
+        for k in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+        for m in (1, 1.5, 2, 3, 5, 7)
+        if low <= m * 10.0**k <= high
+    ]
+    stride = max(1, math.ceil(len(candidates) / max(1, count)))
+    return candidates[::stride] or [low]

@@ -1,0 +1,37 @@
+"""MetricCard: one number of a run (learning rate, speed, memory) with its history as a sparkline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Sparkline, Static
+
+
+class MetricCard(Vertical):
+    """"title  value  note" on one line and the series below it, as tall as the card is given.
+
+    Its parts exist from construction, so it can be filled before it is mounted.
+    """
+
+    def __init__(self, title: str, **kwargs) -> None:
+        super().__init__(classes="metric-card", **kwargs)
+        self.title = title
+        self.value = Static(Text(title, style="dim"), classes="card-value")
+        self.spark = Sparkline([], classes="card-spark")
+
+    def compose(self) -> ComposeResult:
+        yield self.value
+        yield self.spark
+
+    def show(self, value: str | Text, series: Sequence[float] | None = None, note: str = "") -> None:
+        line = Text(f"{self.title} ", style="dim")
+        line.append_text(value if isinstance(value, Text) else Text(value, style="bold"))
+        if note:
+            line.append(f" {note}", style="dim")
+        self.value.update(line)
+        self.spark.display = bool(series)
+        if series:
+            self.spark.data = list(series)

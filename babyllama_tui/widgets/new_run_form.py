@@ -1,0 +1,208 @@
+"""NewRunForm: token files, tokenizer, preset, name, workers and every ModelConfig/TrainConfig field.
+
+The model and training fields are generated from the dataclasses, with each field's help
+beside it. The form only collects text; `babyllama_tui.new_run.check_form` judges it, and
+`show_check` puts each message next to the field it is about.
+
+Every editor is built in the constructor, already holding its starting value (the preset's,
+and the vocabulary and tokenizer of the token files), so the form can be read before its
+few hundred widgets are mounted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Checkbox, Collapsible, Input, Select, SelectionList, Static
+
+from babyllama import config as cfg
+from babyllama_tui.new_run import (
+    FIELDS,
+    SECTIONS,
+    FieldSpec,
+    FormCheck,
+    RunForm,
+    TokenFileEntry,
+    default_run_name,
+    preset_values,
+)
+from babyllama_tui.widgets.field_row import FieldRow
+from babyllama_tui.widgets.token_file_list import TokenFileList
+
+DEFAULT_PRESET = "tiny"
+SECTION_TITLES = {"model": "Model", "train": "Training"}
+
+
+def _editor(spec: FieldSpec, value) -> Widget:
+    widget_id = f"field-{spec.section}-{spec.name}"
+    if spec.kind is bool:
+        return Checkbox("", bool(value), compact=True, id=widget_id, classes="field-editor")
+    if spec.choices:
+        return Select(
+            [(choice, choice) for choice in spec.choices], value=value, allow_blank=False, compact=True,
+            id=widget_id, classes="field-editor",
+        )
+    # Optional fields take text: "integer" would refuse the empty text that means None.
+    kind = "text" if spec.optional else {int: "integer", float: "number"}.get(spec.kind, "text")
+    return Input(spec.format(value), type=kind, compact=True, id=widget_id, classes="field-editor")
+
+
+def files_vocab(entries: list[TokenFileEntry]) -> int | None:
+    vocabs = [e.token_file.vocab_size for e in entries if e.token_file is not None]
+    return max(vocabs) if vocabs else None
+
+
+def suggested_tokenizer(entries: list[TokenFileEntry]) -> str:
+    return next((e.tokenizer_path for e in entries if e.tokenizer_path), "")
+
+
+class NewRunForm(VerticalScroll):
+    """The form for a new run. Posts `NewRunForm.Changed` (at most once a refresh) when anything changes."""
+
+    class Changed(Message):
+        def __init__(self, form: NewRunForm) -> None:
+            super().__init__()
+            self.form = form
+
+    def __init__(self, *, data_dir: Path, runs_dir: Path, now: float, entries: list[TokenFileEntry],
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.runs_dir = runs_dir
+        self._now = now
+        self._change_pending = False
+        usable = [e for e in entries if e.token_file is not None]
+        chosen = usable if len(usable) == 1 else []
+        self.token_file_list = TokenFileList(data_dir, entries, {e.path for e in chosen}, id="token-files")
+        self.token_file_list.border_title = "space chooses"
+        self._default_tokenizer = suggested_tokenizer(chosen)
+        self._default_name = default_run_name(DEFAULT_PRESET, now, runs_dir)
+        values = preset_values(DEFAULT_PRESET)
+        values["model.vocab_size"] = files_vocab(chosen) or values["model.vocab_size"]
+        self.tokenizer = Input(self._default_tokenizer, compact=True, id="tokenizer", classes="field-editor",
+                               placeholder="path of the tokenizer the token files were made with")
+        self.preset = Select([(name, name) for name in cfg.PRESETS], value=DEFAULT_PRESET, allow_blank=False,
+                             compact=True, id="preset", classes="field-editor")
+        self.name_input = Input(self._default_name, compact=True, id="run-name", classes="field-editor")
+        self.workers_input = Input("1", type="integer", compact=True, id="workers", classes="field-editor")
+        self.rows: dict[str, FieldRow] = {
+            row.key: row
+            for row in (
+                FieldRow("data", "token files", self.token_file_list, ""),
+                FieldRow("tokenizer", "tokenizer", self.tokenizer, "its tokenizer.model or folder"),
+                FieldRow("preset", "preset", self.preset, cfg.PRESETS[DEFAULT_PRESET].description),
+                FieldRow("name", "run name", self.name_input, f"its folder under {runs_dir.name}/"),
+                FieldRow("workers", "workers", self.workers_input, "1 = one process; N = N data-parallel workers (msrun)"),
+                *(FieldRow(spec.key, spec.name, _editor(spec, values[spec.key]), spec.help) for spec in FIELDS.values()),
+            )
+        }
+        self.section_errors = {section: Static("", classes="section-error") for section in SECTIONS}
+
+    def compose(self) -> ComposeResult:
+        yield Static("Data and run", classes="form-section")
+        for key in ("data", "tokenizer", "preset", "name", "workers"):
+            yield self.rows[key]
+        for section, title in SECTION_TITLES.items():
+            with Collapsible(title=title, collapsed=False, id=f"section-{section}"):
+                yield self.section_errors[section]
+                for key in (k for k in FIELDS if k.startswith(f"{section}.")):
+                    yield self.rows[key]
+
+    def on_mount(self) -> None:
+        self._changed_soon()
+
+    # Reading
+
+    def read(self) -> RunForm:
+        fields: dict[str, str | bool] = {}
+        for key in FIELDS:
+            editor = self.rows[key].editor
+            fields[key] = str(editor.value) if isinstance(editor, Select) else editor.value
+        return RunForm(
+            token_files=[e.token_file for e in self.token_file_list.chosen if e.token_file is not None],
+            tokenizer=self.tokenizer.value,
+            preset=str(self.preset.value),
+            fields=fields,
+            name=self.name_input.value,
+            workers=self.workers_input.value,
+        )
+
+    # Showing
+
+    def show_token_files(self, entries: list[TokenFileEntry]) -> None:
+        self.token_file_list.show_entries(entries)
+        self._files_changed()
+
+    def show_check(self, check: FormCheck) -> None:
+        for key, row in self.rows.items():
+            row.show_error(check.errors.get(key))
+        for section, error in self.section_errors.items():
+            message = check.errors.get(section)
+            error.update(message or "")
+            error.display = message is not None
+
+    def set_value(self, key: str, value) -> None:
+        editor = self.rows[key].editor
+        if isinstance(editor, (Checkbox, Select)):
+            editor.value = value
+        else:
+            assert isinstance(editor, Input)
+            editor.value = FIELDS[key].format(value)
+
+    def renew_default_name(self, now: float) -> None:
+        """A fresh default run name (after a launch took the last one)."""
+        self._now = now
+        self._default_name = default_run_name(str(self.preset.value), now, self.runs_dir)
+        self.name_input.value = self._default_name
+
+    def focus_first(self) -> None:
+        self.token_file_list.focus()
+
+    # Reacting
+
+    @on(Input.Changed)
+    @on(Checkbox.Changed)
+    @on(Select.Changed)
+    def _edited(self, event: Message) -> None:
+        event.stop()
+        self._changed_soon()
+
+    @on(Select.Changed, "#preset")
+    def _preset_chosen(self, event: Select.Changed) -> None:
+        name = str(event.value)
+        self.rows["preset"].show_help(cfg.PRESETS[name].description)
+        vocab = files_vocab(self.token_file_list.chosen)
+        for key, value in preset_values(name).items():
+            self.set_value(key, vocab if key == "model.vocab_size" and vocab else value)
+        if self.name_input.value == self._default_name:
+            self._default_name = default_run_name(name, self._now, self.runs_dir)
+            self.name_input.value = self._default_name
+
+    @on(SelectionList.SelectedChanged, "#token-files")
+    def _files_chosen(self, event: SelectionList.SelectedChanged) -> None:
+        event.stop()
+        self._files_changed()
+
+    def _files_changed(self) -> None:
+        chosen = self.token_file_list.chosen
+        vocab = files_vocab(chosen)
+        if vocab is not None:
+            self.set_value("model.vocab_size", vocab)
+        suggested = suggested_tokenizer(chosen)
+        if self.tokenizer.value in ("", self._default_tokenizer) and suggested:
+            self.tokenizer.value = suggested
+        self._default_tokenizer = suggested
+        self._changed_soon()
+
+    def _changed_soon(self) -> None:
+        if not self._change_pending:
+            self._change_pending = True
+            self.call_after_refresh(self._post_changed)
+
+    def _post_changed(self) -> None:
+        self._change_pending = False
+        self.post_message(self.Changed(self))

@@ -1,0 +1,86 @@
+"""RunStatusBar: which run, its state, step/max with a bar, tokens seen, elapsed and ETA; the error when it failed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.geometry import Size
+from textual.widget import Widget
+
+from babyllama.runs import format_duration
+from babyllama_tui.run_formatting import format_count, format_steps, progress_bar
+from babyllama_tui.widgets.runs_table import state_text
+
+BAR_CELLS = 10
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    name: str
+    state: str
+    reason: str | None
+    step: int | None
+    max_steps: int | None
+    tokens: int | None
+    elapsed_s: float | None
+    eta_s: float | None
+    note: str = ""
+
+
+def status_items(status: RunStatus) -> list[Text]:
+    items = [Text(status.name, style="bold"), state_text(status.state)]
+    progress = Text(f"step {format_steps(status.step, status.max_steps)}")
+    if status.step is not None and status.max_steps:
+        fraction = status.step / status.max_steps
+        progress.append(f" {progress_bar(fraction, BAR_CELLS)}", style="green")
+        progress.append(f" {fraction:.0%}")
+    items.append(progress)
+    items.append(Text(f"{format_count(status.tokens)} tokens"))
+    items.append(Text(f"elapsed {format_duration(status.elapsed_s)}"))
+    if status.eta_s is not None:
+        items.append(Text(f"ETA {format_duration(status.eta_s)}", style="bold"))
+    if status.note:
+        items.append(Text(status.note, style="dim"))
+    return items
+
+
+def pack(items: list[Text], width: int, gap: str = "   ") -> Text:
+    """Items on as few lines as fit `width`, never breaking one in the middle."""
+    lines: list[Text] = [Text()]
+    for item in items:
+        current = lines[-1]
+        if current.plain and len(current.plain) + len(gap) + len(item.plain) > width:
+            lines.append(Text())
+            current = lines[-1]
+        if current.plain:
+            current.append(gap)
+        current.append_text(item)
+    return Text("\n").join(lines)
+
+
+class RunStatusBar(Widget):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.status: RunStatus | None = None
+
+    def show(self, status: RunStatus | None) -> None:
+        if status != self.status:
+            self.status = status
+            self.refresh(layout=True)
+
+    def _text(self, width: int) -> Text:
+        if self.status is None:
+            return Text("")
+        text = pack(status_items(self.status), max(20, width))
+        if self.status.reason:
+            style = "red" if self.status.state == "failed" else "yellow"
+            text.append(f"\n{self.status.state}: {self.status.reason}", style=style)
+        return text
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        # Packed for the width the layout offers, not the width of the previous layout.
+        return len(self._text(width).wrap(self.app.console, max(1, width)))
+
+    def render(self) -> Text:
+        return self._text(self.size.width)

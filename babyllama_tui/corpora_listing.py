@@ -79,6 +79,7 @@ class TokenFileEntry:
     tokenizer_path: str | None = None
     tokenizer_fingerprint: str | None = None
     skipped: dict = field(default_factory=dict)
+    sources: tuple[dict, ...] = ()  # the manifest's: {"path", "size", "format"}
     problem: str | None = None
     pid: int | None = None  # the prepare process writing it
     done_fraction: float | None = None
@@ -291,6 +292,7 @@ def describe_token_file(path: Path) -> TokenFileEntry:
         tokenizer_path=tokenizer.get("path"),
         tokenizer_fingerprint=tokenizer.get("sha256"),
         skipped=skipped,
+        sources=tuple(source for source in manifest.get("sources") or () if isinstance(source, dict)),
     )
 
 

@@ -380,6 +380,14 @@ class CorporaScreen(Screen):
         text.append(f", {entry.dtype}, vocab {entry.vocab_size:,}, {entry.tokenizer_name}")
         if skipped.get("too_short") or skipped.get("malformed"):
             text.append(f"; skipped {skipped.get('too_short', 0):,} short, {skipped.get('malformed', 0):,} bad")
+        if entry.sources:
+            # A second line, seen where the detail has room (wide terminals).
+            shown = ", ".join(
+                f"{source.get('path')} ({source.get('format')}, {format_bytes(source.get('size'))})"
+                for source in entry.sources[:3]
+            )
+            more = f" and {len(entry.sources) - 3} more" if len(entry.sources) > 3 else ""
+            text.append(f"\nmade from {shown}{more}", "dim")
         return text
 
     # --- actions -------------------------------------------------------------------------

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from textual.command import CommandList, CommandPalette
 
 from babyllama.prepare import prepare
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.corpora_listing import TokenFileState
 from babyllama_tui.screens.corpora import CorporaScreen
 from babyllama_tui.widgets.corpus_list import CorpusList
+from babyllama_tui.widgets.open_folder_dialog import OpenFolderDialog
 from babyllama_tui.widgets.prepare_dialog import PrepareDialog
 from babyllama_tui.widgets.token_file_table import TokenFileTable
 from babyllama_tui.widgets.tokenizer_picker import TokenizerPicker
@@ -229,6 +231,49 @@ async def test_empty_data_offers_the_sample_and_fetches_it(tmp_path, sample_json
         await wait_until(pilot, lambda: corpora.display and listing_done(screen), "the sample in the list")
         assert corpora.marked == [root / "data" / "sample"]
         assert not offer.display
+
+
+async def test_an_opened_folder_is_listed_beside_data_and_every_key_is_in_the_palette(tmp_path):
+    root = tmp_path / "project"
+    (root / "data").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    write_lines(elsewhere / "c4" / "part-0.jsonl", [{"text": "滚滚长江东逝水"}] * 3)
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await pilot.press("o")
+        await modal(pilot, OpenFolderDialog)
+        await pilot.press(*str(elsewhere), "enter")
+        corpora = screen.query_one(CorpusList)
+        await wait_until(pilot, lambda: listing_done(screen), "the opened folder's corpora")
+        key = str(elsewhere / "c4")
+        assert list(corpora.entries) == [key]
+        assert (cell_text(corpora, key, "format"), cell_text(corpora, key, "docs")) == ("c4", "3")
+
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
+        palette = app.screen
+        await pilot.press(*"Tokenizer")
+        options = palette.query_one(CommandList)
+        await wait_until(pilot, lambda: options.option_count, "palette hits")
+        assert "Tokenizer" in str(options.get_option_at_index(0).prompt)
+        await pilot.press("enter")
+        await modal(pilot, TokenizerPicker)
+
+
+async def test_a_failed_prepare_shows_the_engines_message(tmp_path, sp_tokenizer_dir):
+    root = tmp_path / "project"
+    write_lines(root / "data" / "odd.jsonl", [{"body": "滚滚长江东逝水"}])
+    shutil.copytree(sp_tokenizer_dir, root / "out" / "tokenizers" / "sanguo")
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        await start_prepare(pilot, screen)
+        note = screen.query_one("#prepare-note")
+        await wait_until(pilot, lambda: "Failed" in str(note.render()) and not screen.job_running, "the failure")
+        assert "odd.jsonl:1: cannot tell the format" in str(note.render())
+        assert not list((root / "data").glob("odd.bin*"))
 
 
 async def test_a_bad_tokenizer_path_says_what_is_wrong(tmp_path, sample_jsonl, sp_tokenizer_dir):

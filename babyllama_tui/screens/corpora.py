@@ -173,8 +173,9 @@ class CorporaScreen(Screen):
         self.scan(describe=True)
 
     def on_screen_resume(self) -> None:
-        if self.is_mounted:
-            self.scan(describe=True)
+        # Back from another screen or a dialog: corpora are described again only if data/ changed.
+        if self.is_mounted and not self.job_running:
+            self.scan(describe=self.folder_stamps() != self.scanned_stamps)
 
     def on_resize(self) -> None:
         self.set_class(self.size.width >= WIDE_LAYOUT_COLUMNS, "-wide")

@@ -22,6 +22,8 @@ NAN = float("nan")
 EMA_WEIGHT = 0.9
 # Train rows remembered for the speed estimate behind ETAs.
 RATE_POINTS = 20
+# Sample rows kept to show how the model's writing changed.
+SAMPLES_KEPT = 12
 
 TRAIN_SERIES = ("loss", "ema", "lr", "tokens_per_s", "rss_mb", "device_mb")
 
@@ -74,7 +76,7 @@ class MetricsHistory:
         self.val_loss = Column(np.float32)
         self.last_train: dict | None = None
         self.last_eval: dict | None = None
-        self.last_sample: dict | None = None
+        self.samples: deque[dict] = deque(maxlen=SAMPLES_KEPT)
         self.recent: deque[tuple[int, float]] = deque(maxlen=RATE_POINTS)
         # Bumped on every change, so a chart redraws only when there is something new.
         self.version = 0
@@ -96,8 +98,8 @@ class MetricsHistory:
                 train.append(row)
             elif kind == "eval" and type(row.get("step")) is int:
                 evals.append(row)
-            elif kind == "sample" and isinstance(row.get("text"), str):
-                self.last_sample = row
+            elif kind == "sample" and isinstance(row.get("text"), str) and type(row.get("step")) is int:
+                self._add_sample(row)
                 sampled = True
         for segment in _increasing_runs(train):
             self._add_train(segment)
@@ -107,6 +109,11 @@ class MetricsHistory:
         if changed:
             self.version += 1
         return changed
+
+    def _add_sample(self, row: dict) -> None:
+        while self.samples and self.samples[-1]["step"] >= row["step"]:
+            self.samples.pop()
+        self.samples.append(row)
 
     def _add_train(self, rows: list[dict]) -> None:
         first = rows[0]["step"]

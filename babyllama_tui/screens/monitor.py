@@ -9,6 +9,7 @@ million metrics rows is read once, in pieces, with progress shown.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +26,13 @@ from babyllama_tui.follow import RunFollower, RunsWatcher
 from babyllama_tui.run_formatting import format_count, format_lr, format_mib_short
 from babyllama_tui.history import bucket_means, eta_seconds
 from babyllama_tui.run_control import request_stop
+from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen
 from babyllama_tui.widgets.log_tail import LogTail
 from babyllama_tui.widgets.loss_chart import WINDOWS, LossChart
 from babyllama_tui.widgets.metric_card import MetricCard
 from babyllama_tui.widgets.run_status import RunStatus, RunStatusBar
+from babyllama_tui.widgets.text_panel import TextPanel
 
 POLL_S = 0.5
 # Points a sparkline is given; it reduces them to its width.
@@ -61,6 +64,7 @@ def elapsed_s(status: dict, state: str, now: float) -> float | None:
 
 
 class MonitorScreen(Screen):
+    COMMANDS = {ScreenKeysProvider}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
     BINDINGS = [
@@ -79,6 +83,8 @@ class MonitorScreen(Screen):
         self._polling = False
         self._loading: str = ""
         self._watcher: RunsWatcher | None = None
+        self._shown_version = -1
+        self._shown_state: str | None = None
         # Kept as attributes: a poll may finish before the nested containers have mounted them.
         self.status_bar = RunStatusBar(id="run-status")
         self.chart = LossChart(id="loss-chart")
@@ -88,8 +94,8 @@ class MonitorScreen(Screen):
             "memory": MetricCard("mem", id="card-memory"),
             "device": MetricCard("device", id="card-device"),
         }
-        self.sample_view = Static("", id="sample", markup=False)
-        self.sample_view.border_title = "sample"
+        self.sample_view = TextPanel(id="sample")
+        self.sample_view.border_title = "samples"
         self.log_tail = LogTail(id="log-tail")
         self.log_tail.border_title = "train.log"
 
@@ -126,10 +132,12 @@ class MonitorScreen(Screen):
             self.other = None
         self.chart.follow(self.follower, self.other)
         self.log_tail.clear()
-        self.sample_view.update("")
+        self.sample_view.show("")
         self.set_class(self.follower is None, "-no-run")
         self.sub_title = path.name if path is not None else ""
         self._loading = ""
+        self._shown_version = -1
+        self._shown_state = None
         self._show_status()
         self.refresh_bindings()
         self._tick()
@@ -174,10 +182,15 @@ class MonitorScreen(Screen):
         self._loading = ""
         self._show_status()
         self.chart.redraw_if_changed()
-        self._show_cards()
-        self._show_sample()
+        # Redrawn only when a row came: over a slow link every repaint costs.
+        if polled.follower.history.version != self._shown_version:
+            self._shown_version = polled.follower.history.version
+            self._show_cards()
+            self._show_sample()
         self.log_tail.add(polled.log_lines, polled.log_restarted)
-        self.refresh_bindings()
+        if polled.follower.state.state != self._shown_state:
+            self._shown_state = polled.follower.state.state
+            self.refresh_bindings()
 
     # Drawing
 
@@ -188,6 +201,10 @@ class MonitorScreen(Screen):
             bar.show(None)
             return
         now = self.app.clock()
+        started = follower.status.get("started")
+        if isinstance(started, (int, float)) and now > started:
+            # Whole seconds since the start: elapsed and ETA then tick together, one repaint a second.
+            now = started + math.floor(now - started)
         history = follower.history
         last = history.last_train or {}
         state = follower.state.state
@@ -196,7 +213,7 @@ class MonitorScreen(Screen):
         if state in ACTIVE_STATES:
             with follower.lock:
                 points = list(history.recent)
-            eta = eta_seconds(points, follower.max_steps, now, since=follower.status.get("started"))
+            eta = eta_seconds(points, follower.max_steps, now, since=started)
         note = self._loading
         if follower.bad_lines:
             note = f"{note} {follower.bad_lines} unreadable metrics lines".strip()
@@ -239,17 +256,21 @@ class MonitorScreen(Screen):
             note = device + (f" peak {format_mib_short(peak)}" if peak is not None else "")
             self.cards["device"].show(format_mib_short(mem["device_alloc_mb"]), self._series("device_mb"), note)
         else:
-            self.cards["device"].show(Text(device, style="bold"), None, "(uses host mem)" if device == "cpu" else "")
+            self.cards["device"].show(Text(device, style="bold"), None, "(host mem)" if device == "cpu" else "")
 
     def _show_sample(self) -> None:
-        sample = self.follower.history.last_sample if self.follower else None
-        view = self.sample_view
-        if sample is None:
-            view.border_title = "sample"
+        """The newest sample first, then older ones as far as the panel reaches: the model learning to write."""
+        samples = list(self.follower.history.samples) if self.follower else []
+        if not samples:
+            self.sample_view.show(Text("none yet: the trainer writes one at each evaluation", style="dim"))
             return
-        view.border_title = f"sample · step {sample.get('step', '?'):,}" if isinstance(sample.get("step"), int) \
-            else "sample"
-        view.update(sample["text"])
+        text = Text()
+        for sample in reversed(samples):
+            if text:
+                text.append("\n")
+            text.append(f"{sample['step']:>7,}  ", style="dim")
+            text.append(sample["text"].replace("\n", " "))
+        self.sample_view.show(text)
 
     # Actions
 

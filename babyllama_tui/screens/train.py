@@ -23,6 +23,7 @@ from babyllama.runs import ACTIVE_STATES, ENDED_STATES, launch_detached
 from babyllama_tui.follow import RunRow, RunsWatcher
 from babyllama_tui.new_run import FormCheck, check_form, find_token_files
 from babyllama_tui.run_control import request_kill, request_resume, request_stop
+from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.widgets.new_run_form import NewRunForm
 from babyllama_tui.widgets.run_summary import RunSummary
 from babyllama_tui.widgets.runs_table import RunsTable, state_text
@@ -46,6 +47,7 @@ def run_detail(row: RunRow) -> Text:
 
 
 class TrainScreen(Screen):
+    COMMANDS = {ScreenKeysProvider}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
         Binding("n", "new_run", "New run"),

@@ -9,6 +9,7 @@ changed.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 from rich.text import Text
@@ -28,6 +29,8 @@ POINTS_PER_CELL = 2
 Y_AXIS_CELLS = 7
 
 WINDOWS: tuple[int | None, ...] = (None, 10_000, 1_000, 100)
+# New rows redraw the chart at most this often: a redraw is most of what a slow link carries.
+MIN_REDRAW_S = 1.0
 
 
 def _hex(color: tuple[int, int, int]) -> str:
@@ -70,6 +73,8 @@ class LossChart(PlotextPlot):
         self.main: RunFollower | None = None
         self.other: RunFollower | None = None
         self._seen: tuple = ()
+        self._redrawn_at = -math.inf
+        self._title_markup = ""
 
     def follow(self, main: RunFollower | None, other: RunFollower | None = None) -> None:
         self.main, self.other = main, other
@@ -89,10 +94,11 @@ class LossChart(PlotextPlot):
         self.refresh()
 
     def redraw_if_changed(self) -> None:
-        """Refresh only when a run logged something since the last drawing."""
+        """Refresh when a run logged something since the last drawing, and MIN_REDRAW_S has passed."""
         versions = tuple(f.history.version if f else None for f in (self.main, self.other))
-        if versions != self._seen:
+        if versions != self._seen and time.monotonic() - self._redrawn_at >= MIN_REDRAW_S:
             self._seen = versions
+            self._redrawn_at = time.monotonic()
             self.update_titles()
             self.refresh()
 
@@ -112,9 +118,13 @@ class LossChart(PlotextPlot):
         if self.other is not None:
             title.append("  ━ ", style=_hex(OTHER_COLOR))
             title.append(self.other.path.name)
-        self.border_title = title
-        scale = "log" if self.log_scale else "linear"
-        self.border_subtitle = f"{window_label(self.window)} · {scale} y"
+        subtitle = f"{window_label(self.window)} · {'log' if self.log_scale else 'linear'} y"
+        # Setting a title repaints the chart even when it is unchanged.
+        if title.markup != self._title_markup:
+            self._title_markup = title.markup
+            self.border_title = title
+        if subtitle != self.border_subtitle:
+            self.border_subtitle = subtitle
 
     def render(self):
         if self.main is None or len(self.main.history) == 0:

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Sparkline, Static
+
+from babyllama_tui.widgets.spark_bars import SparkBars
+from babyllama_tui.widgets.text_panel import TextPanel
 
 
 class MetricCard(Vertical):
@@ -19,8 +21,8 @@ class MetricCard(Vertical):
     def __init__(self, title: str, **kwargs) -> None:
         super().__init__(classes="metric-card", **kwargs)
         self.title = title
-        self.value = Static(Text(title, style="dim"), classes="card-value")
-        self.spark = Sparkline([], classes="card-spark")
+        self.value = TextPanel(Text(title, style="dim"), classes="card-value")
+        self.spark = SparkBars(classes="card-spark")
 
     def compose(self) -> ComposeResult:
         yield self.value
@@ -31,7 +33,8 @@ class MetricCard(Vertical):
         line.append_text(value if isinstance(value, Text) else Text(value, style="bold"))
         if note:
             line.append(f" {note}", style="dim")
-        self.value.update(line)
-        self.spark.display = bool(series)
+        self.value.show(line)
+        if self.spark.display != bool(series):
+            self.spark.display = bool(series)
         if series:
-            self.spark.data = list(series)
+            self.spark.show(list(series))

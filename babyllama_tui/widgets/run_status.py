@@ -65,9 +65,18 @@ class RunStatusBar(Widget):
         self.status: RunStatus | None = None
 
     def show(self, status: RunStatus | None) -> None:
-        if status != self.status:
-            self.status = status
-            self.refresh(layout=True)
+        """Repaint only when what is shown changes (an ETA moves by the second, not by the poll)."""
+        width = self.size.width
+        before = self._text(width)
+        self.status = status
+        after = self._text(width)
+        if after != before:
+            # A new layout repaints the whole screen: only when the bar's height changes.
+            self.refresh(layout=self._height(width, after) != self._height(width, before))
+
+    def _height(self, width: int, text: Text | None = None) -> int:
+        text = self._text(width) if text is None else text
+        return len(text.wrap(self.app.console, max(1, width)))
 
     def _text(self, width: int) -> Text:
         if self.status is None:
@@ -80,7 +89,7 @@ class RunStatusBar(Widget):
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         # Packed for the width the layout offers, not the width of the previous layout.
-        return len(self._text(width).wrap(self.app.console, max(1, width)))
+        return self._height(width)
 
     def render(self) -> Text:
         return self._text(self.size.width)

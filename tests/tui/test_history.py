@@ -50,7 +50,7 @@ def test_rows_without_a_number_are_kept_as_gaps_not_crashes():
     changed = history.add([train_row(10, None), {"kind": "train", "step": "x"}, {"kind": "sample", "step": 10, "text": "话"}])
     assert changed
     assert len(history) == 1 and np.isnan(history.series["loss"].values[0])
-    assert history.last_sample["text"] == "话"
+    assert history.samples[-1]["text"] == "话"
 
 
 def test_a_million_points_reduce_to_a_few_per_cell_keeping_the_extremes():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from run_fixtures import fill_run, train_row
+from textual.command import CommandList, CommandPalette
 
 from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
@@ -62,7 +63,7 @@ async def test_rows_appended_while_watching_appear(tmp_path):
         run.append_metrics(train_row(110, loss=1.234, time=time.time()))
         run.write_status(step=110)
         await wait_until(pilot, lambda: shown_step(screen) == 110, "the new row")
-        assert "loss 1.234" in str(chart.border_title)
+        await wait_until(pilot, lambda: "loss 1.234" in str(chart.border_title), "the chart to redraw")
         assert "step 110/1,000" in status_text(screen)
         with open(run.log_path, "a") as log:
             log.write("step 110 loss 1.2340\n")
@@ -148,3 +149,23 @@ async def test_chart_toggles_and_a_second_run_to_compare(tmp_path):
         # The picker opens on the run compared now; the entry above it ends the comparison.
         await pilot.press("c", "up", "enter")
         assert chart.other is None
+
+
+def palette_hits(app) -> int:
+    return app.screen.query_one(CommandList).option_count if isinstance(app.screen, CommandPalette) else 0
+
+
+async def test_monitor_keys_are_in_the_command_palette(tmp_path):
+    run = running_run(tmp_path)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_monitor(pilot, run)
+        await wait_until(pilot, lambda: shown_step(screen) == 100, "the run")
+        await pilot.press("ctrl+p", *"Log y")
+        await wait_until(pilot, lambda: palette_hits(app), "the palette's hits")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen is screen and screen.chart.log_scale, "the palette's Log y")
+        await pilot.press("ctrl+p", *"Compare")
+        await wait_until(pilot, lambda: palette_hits(app), "the palette's hits")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickRunScreen), "the palette's Compare")

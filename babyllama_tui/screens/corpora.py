@@ -418,6 +418,15 @@ class CorporaScreen(Screen):
     def default_name(self, sources: list[str]) -> str:
         return "+".join(source_stem(source) for source in sources[:2]) or "corpus"
 
+    def free_token_file_name(self, inputs: list[str]) -> str:
+        """A name for the token file that is not taken: the sources', then with the tokenizer's."""
+        base = self.default_name(inputs)
+        candidates = [base] if self.tokenizer.name == base else [base, f"{base}-{self.tokenizer.name}"]
+        for name in candidates + [f"{candidates[-1]}-{n}" for n in range(2, 100)]:
+            if not any((self.data_dir / f"{name}{suffix}").exists() for suffix in (".bin", ".bin.partial")):
+                return name
+        return base
+
     def action_choose_tokenizer(self, then=None) -> None:
         sources = [self.label(path) for path in self.query_one(CorpusList).marked]
         picker = TokenizerPicker(self.tokenizers, self.root, can_train=bool(sources), default_name=self.default_name(sources))
@@ -443,10 +452,7 @@ class CorporaScreen(Screen):
             self.action_choose_tokenizer(then=self.action_prepare)
             return
         inputs = [shown_path(path, self.root) for path in sources]
-        name = self.default_name(inputs)
-        if (self.data_dir / f"{name}.bin").exists():
-            name = f"{name}-{self.tokenizer.name}"
-        dialog = PrepareDialog(self.root, inputs, self.tokenizer, name)
+        dialog = PrepareDialog(self.root, inputs, self.tokenizer, self.free_token_file_name(inputs))
         self.app.push_screen(dialog, self.start_prepare)
 
     def start_prepare(self, request: PrepareRequest | None) -> None:

@@ -67,6 +67,7 @@ class PrepareDialog(ModalScreen[PrepareRequest | None]):
             with Horizontal(classes="corpora-dialog-buttons"):
                 yield Button("Start", variant="primary", id="prepare-start", compact=True)
                 yield Button("Cancel", id="prepare-cancel", compact=True)
+            yield Static("enter or ctrl+s starts · tab next field · esc cancels", classes="corpora-dialog-keys")
 
     def on_mount(self) -> None:
         self.query_one("#prepare-out-name", Input).focus()

@@ -81,7 +81,9 @@ class PrepareProgress(Vertical):
         bar.update(total=1, progress=0)
         bar.display = step.kind == "prepare"
         self.query_one("#prepare-stats", Static).update(Text("starting…", "dim"))
-        self.query_one("#prepare-note", Static).update(Text("$ " + step.shell_line(), "dim", overflow="ellipsis", no_wrap=True))
+        note = self.query_one("#prepare-note", Static)
+        note.remove_class("-outcome")
+        note.update(Text("$ " + step.shell_line(), "dim"))
         self.redraw_timer.resume()
 
     def show_event(self, event: dict) -> None:
@@ -113,7 +115,7 @@ class PrepareProgress(Vertical):
             self.query_one("#prepare-stats", Static).update(describe_prepare_event(event))
         if self.pending_line is not None:
             line, self.pending_line = self.pending_line, None
-            self.query_one("#prepare-stats", Static).update(Text(line, overflow="ellipsis", no_wrap=True))
+            self.query_one("#prepare-stats", Static).update(Text(line))
 
     def show_stopping(self) -> None:
         if self.step is not None:
@@ -130,4 +132,6 @@ class PrepareProgress(Vertical):
         if stats is not None:
             self.query_one("#prepare-stats", Static).update(stats)
         self.query_one(ProgressBar).display = ok and stats is not None
-        self.query_one("#prepare-note", Static).update(Text(message, "green" if ok else "bold red"))
+        note = self.query_one("#prepare-note", Static)
+        note.add_class("-outcome")
+        note.update(Text(message, "green" if ok else "bold red"))

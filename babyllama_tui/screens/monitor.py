@@ -10,7 +10,6 @@ million metrics rows is read once, in pieces, with progress shown.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
@@ -43,16 +42,6 @@ NO_RUN_HINT = (
     "No run is running.\n\n"
     "Start one on the Train screen (2), or open any run with o."
 )
-
-
-@dataclass
-class Polled:
-    """What one poll found, handed from the worker thread to the screen."""
-
-    follower: RunFollower
-    other: RunFollower | None
-    log_lines: list[str]
-    log_restarted: bool
 
 
 def elapsed_s(status: dict, state: str, now: float) -> float | None:
@@ -165,32 +154,46 @@ class MonitorScreen(Screen):
     @work(thread=True, group="monitor-poll")
     def _poll(self, follower: RunFollower, other: RunFollower | None) -> None:
         follower.poll_status()
-        follower.poll_metrics(progress=lambda done, size: self.app.call_from_thread(self._show_loading, done, size))
+        # The log first: the first read of a long metrics file takes a while.
+        lines, restarted = follower.poll_log()
+        self.app.call_from_thread(self._show_log, follower, lines, restarted)
+        follower.poll_metrics(progress=lambda done, size: self.app.call_from_thread(
+            self._show_loading, follower, done, size))
         if other is not None:
             other.poll_metrics()
-        lines, restarted = follower.poll_log()
-        self.app.call_from_thread(self._show_polled, Polled(follower, other, lines, restarted))
+        self.app.call_from_thread(self._show_polled, follower)
 
-    def _show_loading(self, done: int, size: int) -> None:
+    def _show_log(self, follower: RunFollower, lines: list[str], restarted: bool) -> None:
+        if follower is self.follower:
+            self.log_tail.add(lines, restarted)
+
+    def _show_loading(self, follower: RunFollower, done: int, size: int) -> None:
+        """Between pieces of a long first read: the curve grows while the rest is read."""
+        if follower is not self.follower:
+            return
         self._loading = f"reading metrics {done / max(size, 1):.0%}"
         self._show_status()
+        self._show_rows()
 
-    def _show_polled(self, polled: Polled) -> None:
+    def _show_polled(self, follower: RunFollower) -> None:
         self._polling = False
-        if polled.follower is not self.follower:
+        if follower is not self.follower:
             return
         self._loading = ""
         self._show_status()
+        self._show_rows()
+        if follower.state.state != self._shown_state:
+            self._shown_state = follower.state.state
+            self.refresh_bindings()
+
+    def _show_rows(self) -> None:
+        assert self.follower is not None
         self.chart.redraw_if_changed()
         # Redrawn only when a row came: over a slow link every repaint costs.
-        if polled.follower.history.version != self._shown_version:
-            self._shown_version = polled.follower.history.version
+        if self.follower.history.version != self._shown_version:
+            self._shown_version = self.follower.history.version
             self._show_cards()
             self._show_sample()
-        self.log_tail.add(polled.log_lines, polled.log_restarted)
-        if polled.follower.state.state != self._shown_state:
-            self._shown_state = polled.follower.state.state
-            self.refresh_bindings()
 
     # Drawing
 

@@ -177,9 +177,9 @@ class LossChart(PlotextPlot):
         lines.append((*bucket_means(x, history.series["ema"].values[start:stop], buckets), line_color, "braille"))
         val_steps = history.val_steps.values
         shown = (val_steps >= x[0]) & (val_steps <= x[-1])
-        val_loss = history.val_loss.values[shown].astype(np.float64)
-        finite = np.isfinite(val_loss)
-        lines.append((val_steps[shown][finite].astype(np.float64), val_loss[finite], val_color, "●"))
+        # A dot takes a whole cell: past one per two cells they would hide the lines.
+        val_x, val_y = bucket_means(val_steps[shown], history.val_loss.values[shown], max(1, buckets // 4))
+        lines.append((val_x, val_y, val_color, "●"))
         first, last = float(x[0]), float(x[-1])
         return lines, (first, max(last, first + 1.0))
 

@@ -45,6 +45,13 @@ def test_the_smoothed_loss_continues_from_the_row_before_a_resume():
     assert history.series["ema"].values[-1] == np.float32(expected)
 
 
+def test_samples_logged_again_after_a_resume_replace_the_old_ones():
+    history = MetricsHistory()
+    history.add([{"kind": "sample", "step": s, "text": f"old {s}"} for s in (100, 200, 300)])
+    history.add([{"kind": "sample", "step": 200, "text": "new 200"}])
+    assert [(s["step"], s["text"]) for s in history.samples] == [(100, "old 100"), (200, "new 200")]
+
+
 def test_rows_without_a_number_are_kept_as_gaps_not_crashes():
     history = MetricsHistory()
     changed = history.add([train_row(10, None), {"kind": "train", "step": "x"}, {"kind": "sample", "step": 10, "text": "话"}])

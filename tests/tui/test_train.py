@@ -98,8 +98,13 @@ def test_check_form_names_the_field_and_builds_the_trainer_arguments(project, sp
     form.fields["model.n_kv_heads"] = "2"
     form.fields["train.max_steps"] = "80"
     form.fields["train.learning_rate"] = "3e-4"
+    form.workers = "0"
+    check = check_form(form, project / "out" / "runs", project)
+    assert list(check.errors) == ["workers"]
+    form.workers = "2"
     check = check_form(form, project / "out" / "runs", project)
     assert check.errors == {}
+    assert check.plan.workers == 2
     assert check.plan.args == [
         "--data", str(token_file.path.resolve()), "--tokenizer", str(sp_tokenizer_dir.resolve()), "--preset", "tiny",
         f"--vocab_size={token_file.vocab_size}", "--n_kv_heads=2", "--learning_rate=0.0003", "--max_steps=80",

@@ -6,7 +6,9 @@ reduce a column to a few points per screen cell first.
 
 A run resumed after a hard kill logs again the steps it had logged after its last
 checkpoint. The rows that come later are the ones the model now continues from, so a row
-whose step is at or below one already held replaces the held rows from that step on.
+whose step is at or below one already held replaces the held rows from that step on; and
+the trainer's `resume` row ({"kind": "resume", "step": k}) drops every row after step k
+at once, before the resumed process has logged anything.
 """
 
 from __future__ import annotations
@@ -89,6 +91,21 @@ class MetricsHistory:
 
     def add(self, rows: Iterable[dict]) -> bool:
         """Take rows in file order; returns whether anything changed."""
+        changed = False
+        segment: list[dict] = []
+        for row in rows:
+            if row.get("kind") == "resume" and type(row.get("step")) is int:
+                changed = self._add_segment(segment) or changed
+                segment = []
+                changed = self._resume_at(row["step"]) or changed
+            else:
+                segment.append(row)
+        changed = self._add_segment(segment) or changed
+        if changed:
+            self.version += 1
+        return changed
+
+    def _add_segment(self, rows: list[dict]) -> bool:
         train: list[dict] = []
         evals: list[dict] = []
         sampled = False
@@ -101,14 +118,25 @@ class MetricsHistory:
             elif kind == "sample" and isinstance(row.get("text"), str) and type(row.get("step")) is int:
                 self._add_sample(row)
                 sampled = True
-        for segment in _increasing_runs(train):
-            self._add_train(segment)
-        for segment in _increasing_runs(evals):
-            self._add_eval(segment)
-        changed = bool(train or evals) or sampled
-        if changed:
-            self.version += 1
-        return changed
+        for piece in _increasing_runs(train):
+            self._add_train(piece)
+        for piece in _increasing_runs(evals):
+            self._add_eval(piece)
+        return bool(train or evals) or sampled
+
+    def _resume_at(self, step: int) -> bool:
+        """A `resume` row: the run continues from the checkpoint at `step`; rows after it were lost with
+        the process that wrote them."""
+        before = (len(self.steps), len(self.val_steps), len(self.samples))
+        self._truncate_train(int(np.searchsorted(self.steps.values, step, side="right")))
+        kept = int(np.searchsorted(self.val_steps.values, step, side="right"))
+        self.val_steps.truncate(kept)
+        self.val_loss.truncate(kept)
+        while self.samples and self.samples[-1]["step"] > step:
+            self.samples.pop()
+        self.last_train = _row_at(self.last_train, step)
+        self.last_eval = _row_at(self.last_eval, step)
+        return (len(self.steps), len(self.val_steps), len(self.samples)) != before
 
     def _add_sample(self, row: dict) -> None:
         while self.samples and self.samples[-1]["step"] >= row["step"]:
@@ -162,6 +190,11 @@ class MetricsHistory:
         if last_steps is None or not self.steps.size:
             return 0
         return int(np.searchsorted(self.steps.values, self.steps.last() - last_steps, side="right"))
+
+
+def _row_at(row: dict | None, step: int) -> dict | None:
+    """`row` if it is at or before `step`, else None (it was logged by a process whose work was lost)."""
+    return row if row is not None and row["step"] <= step else None
 
 
 def _is_time(value) -> bool:

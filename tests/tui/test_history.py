@@ -30,6 +30,18 @@ def test_rows_logged_again_after_a_resume_replace_the_old_ones():
     assert history.last_train["step"] == 80
 
 
+def test_the_trainers_resume_row_drops_what_came_after_its_checkpoint_at_once():
+    history = MetricsHistory()
+    history.add([train_row(s, 5.0) for s in range(10, 110, 10)])
+    history.add([{"kind": "eval", "step": 50, "val_loss": 4.0}, {"kind": "eval", "step": 100, "val_loss": 3.0},
+                 {"kind": "sample", "step": 100, "text": "lost"}])
+    history.add([{"kind": "resume", "step": 60, "checkpoint": "step_0000060"}, train_row(70, 1.0)])
+    assert history.steps.values.tolist() == [10, 20, 30, 40, 50, 60, 70]
+    assert history.val_steps.values.tolist() == [50]
+    assert list(history.samples) == []
+    assert history.last_train["step"] == 70
+
+
 def test_a_repeat_inside_one_batch_is_handled_like_one_across_polls():
     history = MetricsHistory()
     history.add([train_row(10, 5.0), train_row(20, 4.0), train_row(30, 3.0), train_row(20, 2.0), train_row(30, 1.0)])

@@ -19,8 +19,9 @@ builds the model and the compiled step, and trains:
   with the loss over `eval_iters` fixed validation batches (`validation_loss`, which eval
   tools can share), and a `sample` row: the prompt `sample_prompt` and its greedy
   continuation of up to `sample_tokens` tokens, through the model's KV cache. The first
-  sample compiles two graphs (about 13 s for `tiny` on this CPU); later ones take about
-  50 ms a token, under 2% of the run at `tiny`'s intervals.
+  sample compiles two graphs, once per process (13 s for `tiny` on this 2-core CPU when
+  lightly loaded, up to 90 s when shared); each later one takes 50-170 ms a token, about 2%
+  of the time between `tiny`'s evaluations.
 - every `save_interval` steps, at the end, and on a stop: a checkpoint (below).
 - a resumed run appends a `resume` row, {"kind": "resume", "step": k, "checkpoint": ...}:
   rows after step k written before it (by a process that was killed) were not kept in
@@ -516,8 +517,13 @@ def load_checkpoint(trainer, checkpoint: Path) -> None:
     for name in (WEIGHTS_FILE, OPTIMIZER_FILE):
         path = checkpoint / name
         if not path.is_file():
-            raise UserError(f"{path} is missing: the checkpoint is incomplete; resume from an older one")
-        params.update(ms.load_checkpoint(str(path), format="safetensors"))
+            raise UserError(f"{path} is missing: the checkpoint is incomplete; delete {checkpoint} to resume "
+                            "from the one before it")
+        try:
+            params.update(ms.load_checkpoint(str(path), format="safetensors"))
+        except Exception as e:  # MindSpore reports unreadable files with several exception types
+            raise UserError(f"{path}: cannot be read ({_one_line(e)}); delete {checkpoint} to resume from the "
+                            "one before it") from None
     not_loaded, _ = ms.load_param_into_net(trainer.checkpoint_cell, params)
     # Accumulation buffers are zero between steps; counters are new when dropout was just turned on.
     missing = [n for n in not_loaded if not n.startswith("grad_accum.") and not n.endswith(DRAWS_SUFFIX)]

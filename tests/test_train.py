@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -341,6 +342,20 @@ def test_resume_refuses_another_model_shape_or_tokenizer_and_changes_nothing(tmp
     assert again.returncode == 2 and "--resume" in again.stderr
     assert {name: (run / name).read_bytes() for name in before} == before
     assert "Traceback" not in shape.stderr + tokenizer.stderr + finished.stderr
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_after_starting_records_failed_with_the_error(tmp_path, reference_run):
+    run = tmp_path / "copy"
+    shutil.copytree(reference_run[0], run)
+    weights = RunDir(run).latest_checkpoint().path / "model.safetensors"
+    weights.chmod(0o600)
+    weights.write_bytes(weights.read_bytes()[:1000])
+    done = babyllama_train(run, "--resume", "--max_steps", "30", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    status = RunDir(run).read_status()
+    assert status["state"] == "failed" and "model.safetensors: cannot be read" in status["error"], status
+    assert "cannot be read" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from babyllama_tui.widgets.log_tail import LogTail
 from babyllama_tui.widgets.loss_chart import WINDOWS, LossChart
 from babyllama_tui.widgets.metric_card import MetricCard
 from babyllama_tui.widgets.run_status import RunStatus, RunStatusBar
-from babyllama_tui.widgets.text_panel import TextPanel
+from babyllama_tui.widgets.sample_list import SampleList
 
 POLL_S = 0.5
 # Points a sparkline is given; it reduces them to its width.
@@ -61,7 +61,7 @@ class MonitorScreen(Screen):
         Binding("c", "compare", "Compare"),
         Binding("l", "log_scale", "Log y"),
         Binding("w", "window", "Window"),
-        Binding("r", "raw", "Raw loss"),
+        Binding("r", "raw", "Raw"),
         Binding("s", "stop_run", "Stop"),
     ]
 
@@ -83,7 +83,7 @@ class MonitorScreen(Screen):
             "memory": MetricCard("mem", id="card-memory"),
             "device": MetricCard("device", id="card-device"),
         }
-        self.sample_view = TextPanel(id="sample")
+        self.sample_view = SampleList(id="sample")
         self.sample_view.border_title = "samples"
         self.log_tail = LogTail(id="log-tail")
         self.log_tail.border_title = "train.log"
@@ -99,7 +99,7 @@ class MonitorScreen(Screen):
         with Horizontal(id="monitor-bottom"):
             yield self.sample_view
             yield self.log_tail
-        yield Footer(compact=True)
+        yield Footer()
 
     def on_mount(self) -> None:
         self._watcher = RunsWatcher(self.app.runs_dir)
@@ -121,7 +121,7 @@ class MonitorScreen(Screen):
             self.other = None
         self.chart.follow(self.follower, self.other)
         self.log_tail.clear()
-        self.sample_view.show("")
+        self.sample_view.show([])
         self.set_class(self.follower is None, "-no-run")
         self.sub_title = path.name if path is not None else ""
         self._loading = ""
@@ -264,16 +264,7 @@ class MonitorScreen(Screen):
     def _show_sample(self) -> None:
         """The newest sample first, then older ones as far as the panel reaches: the model learning to write."""
         samples = list(self.follower.history.samples) if self.follower else []
-        if not samples:
-            self.sample_view.show(Text("none yet: the trainer writes one at each evaluation", style="dim"))
-            return
-        text = Text()
-        for sample in reversed(samples):
-            if text:
-                text.append("\n")
-            text.append(f"{sample['step']:>7,}  ", style="dim")
-            text.append(sample["text"].replace("\n", " "))
-        self.sample_view.show(text)
+        self.sample_view.show([(sample["step"], sample["text"]) for sample in reversed(samples)])
 
     # Actions
 

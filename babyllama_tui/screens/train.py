@@ -76,7 +76,10 @@ class TrainScreen(Screen):
         # A first-time user starts at the form; someone with runs, at the table.
         self.set_reactive(TrainScreen.pane, "runs" if self._watcher.poll(self.app.clock()) else "new")
         yield Header()
-        yield Tabs(Tab("Runs", id="tab-runs"), Tab("New run", id="tab-new"), id="train-tabs", active=f"tab-{self.pane}")
+        tabs = Tabs(Tab("Runs", id="tab-runs"), Tab("New run", id="tab-new"), id="train-tabs", active=f"tab-{self.pane}")
+        # n and t switch panes; a focusable tab bar would only be one more Tab press on the way to the form.
+        tabs.can_focus = False
+        yield tabs
         with Horizontal(id="train-panes"):
             with Vertical(id="new-run-pane", classes="pane") as new_pane:
                 new_pane.border_title = "New run"
@@ -87,12 +90,14 @@ class TrainScreen(Screen):
                 yield RunsTable(id="runs-table")
                 yield Static("", id="run-detail")
                 yield Static("No runs yet: fill in the form (n) and launch it (ctrl+l).", id="no-runs")
-        yield Footer(compact=True)
+        yield Footer()
 
     def on_mount(self) -> None:
         self._host_total_mb = host_memory_mb()[1]
         self._refresh_runs()
         self._show_pane()
+        if self.pane == "runs":
+            self.query_one(RunsTable).focus()
         self.set_interval(REFRESH_S, self._refresh_runs)
         # The form is a few hundred widgets: the runs table is on screen before they are built.
         self.call_after_refresh(self._mount_form)
@@ -107,7 +112,7 @@ class TrainScreen(Screen):
                                 entries=find_token_files(app.data_dir), id="new-run-form")
         await self.query_one("#form-loading").remove()
         await pane.mount(self.form, before="#run-summary")
-        if self.pane == "new" and self.focused is None:
+        if self.pane == "new":
             self.form.focus_first()
 
     def on_screen_resume(self) -> None:

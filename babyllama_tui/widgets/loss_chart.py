@@ -128,7 +128,7 @@ class LossChart(PlotextPlot):
 
     def render(self):
         if self.main is None or len(self.main.history) == 0:
-            return Text("waiting for the first train row…", style="dim", justify="center")
+            return Text("waiting for the first train row (the first step compiles the model)…", style="dim")
         buckets = max(8, (self.size.width - Y_AXIS_CELLS) * POINTS_PER_CELL)
         with self.main.lock:
             lines, (low, high) = self._run_lines(self.main, buckets, EMA_COLOR, VAL_COLOR, self.show_raw, None)
@@ -152,7 +152,7 @@ class LossChart(PlotextPlot):
             y_low = min(float(ys.min()) for _, ys, _, _ in lines)
             y_high = max(float(ys.max()) for _, ys, _, _ in lines)
             y_ticks = loss_ticks(y_low, y_high, max(2, self.size.height // 2), self.log_scale)
-            plt.yticks(y_ticks, [f"{t:g}" for t in y_ticks])
+            plt.yticks(y_ticks, [f"{t:.4g}" for t in y_ticks])
         if self.log_scale:
             plt.yscale("log")
         return super().render()
@@ -171,16 +171,23 @@ class LossChart(PlotextPlot):
         x = steps[start:stop].astype(np.float64)
         if len(x) == 0:
             return [], clip or (0.0, 1.0)
+        val_steps = history.val_steps.values
+        if clip is not None:
+            first = clip[0]
+        elif start == 0 and len(val_steps):
+            # The evaluation before the first step (step 0) belongs on the chart too.
+            first = min(x[0], float(val_steps[0]))
+        else:
+            first = x[0]
         lines = []
         if raw:
             lines.append((*envelope(x, history.series["loss"].values[start:stop], buckets), RAW_COLOR, "braille"))
         lines.append((*bucket_means(x, history.series["ema"].values[start:stop], buckets), line_color, "braille"))
-        val_steps = history.val_steps.values
-        shown = (val_steps >= x[0]) & (val_steps <= x[-1])
+        shown = (val_steps >= first) & (val_steps <= x[-1])
         # A dot takes a whole cell: past one per two cells they would hide the lines.
         val_x, val_y = bucket_means(val_steps[shown], history.val_loss.values[shown], max(1, buckets // 4))
         lines.append((val_x, val_y, val_color, "●"))
-        first, last = float(x[0]), float(x[-1])
+        first, last = float(first), float(x[-1])
         return lines, (first, max(last, first + 1.0))
 
 

@@ -64,6 +64,9 @@ def suggested_tokenizer(entries: list[TokenFileEntry]) -> str:
 class NewRunForm(VerticalScroll):
     """The form for a new run. Posts `NewRunForm.Changed` (at most once a refresh) when anything changes."""
 
+    # Tab goes from field to field; the form scrolls to the focused one by itself.
+    can_focus = False
+
     class Changed(Message):
         def __init__(self, form: NewRunForm) -> None:
             super().__init__()

@@ -2,9 +2,9 @@
 
 It follows `app.current_run`; with none chosen, the newest running run; with none running,
 a hint. Twice a second a worker thread reads what was appended to metrics.jsonl and
-train.log since the last look and status.json if it changed; the screen then redraws only
-the parts with something new (the status line every time, for its clock). A run with a
-million metrics rows is read once, in pieces, with progress shown.
+train.log since the last look and status.json if it changed; the screen then repaints only
+what shows something new (the status line once a second, for elapsed and ETA). A run with a
+million metrics rows is read once, in pieces, the curve growing as they come.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from babyllama.runs import ACTIVE_STATES
-from babyllama_tui.follow import RunFollower, RunsWatcher
-from babyllama_tui.run_formatting import format_count, format_lr, format_mib_short
+from babyllama_tui.follow import RunFollower, RunRow, RunsWatcher
 from babyllama_tui.history import bucket_means, eta_seconds
 from babyllama_tui.run_control import request_stop
+from babyllama_tui.run_formatting import format_count, format_lr, format_mib_short
 from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen
 from babyllama_tui.widgets.log_tail import LogTail
@@ -275,7 +275,7 @@ class MonitorScreen(Screen):
             return self.follower is not None and self.follower.state.state in ACTIVE_STATES
         return True
 
-    def _run_rows(self):
+    def _run_rows(self) -> list[RunRow]:
         assert self._watcher is not None
         return self._watcher.poll(self.app.clock())
 
@@ -306,17 +306,15 @@ class MonitorScreen(Screen):
         )
 
     def action_log_scale(self) -> None:
-        chart = self.chart
-        chart.log_scale = not chart.log_scale
+        self.chart.log_scale = not self.chart.log_scale
 
     def action_window(self) -> None:
-        chart = self.chart
-        chart.window = WINDOWS[(WINDOWS.index(chart.window) + 1) % len(WINDOWS)]
+        """All steps, then the last 10k, 1k and 100: the cards' sparklines follow the chart."""
+        self.chart.window = WINDOWS[(WINDOWS.index(self.chart.window) + 1) % len(WINDOWS)]
         self._show_cards()
 
     def action_raw(self) -> None:
-        chart = self.chart
-        chart.show_raw = not chart.show_raw
+        self.chart.show_raw = not self.chart.show_raw
 
     def action_stop_run(self) -> None:
         if self.follower is not None:

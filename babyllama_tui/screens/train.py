@@ -67,14 +67,16 @@ class TrainScreen(Screen):
         self.form_check: FormCheck | None = None
         self._host_total_mb: float | None = None
         self._known_runs: tuple = ()
+        self._rows: list[RunRow] = []
         self._detail: Text | None = None
         self._detail_state: str | None = None
         self.form: NewRunForm | None = None
 
     def compose(self) -> ComposeResult:
         self._watcher = RunsWatcher(self.app.runs_dir)
+        self._rows = self._watcher.poll(self.app.clock())
         # A first-time user starts at the form; someone with runs, at the table.
-        self.set_reactive(TrainScreen.pane, "runs" if self._watcher.poll(self.app.clock()) else "new")
+        self.set_reactive(TrainScreen.pane, "runs" if self._rows else "new")
         yield Header()
         tabs = Tabs(Tab("Runs", id="tab-runs"), Tab("New run", id="tab-new"), id="train-tabs", active=f"tab-{self.pane}")
         # n and t switch panes; a focusable tab bar would only be one more Tab press on the way to the form.
@@ -94,7 +96,7 @@ class TrainScreen(Screen):
 
     def on_mount(self) -> None:
         self._host_total_mb = host_memory_mb()[1]
-        self._refresh_runs()
+        self._show_runs(self._rows)
         self._show_pane()
         if self.pane == "runs":
             self.query_one(RunsTable).focus()
@@ -116,27 +118,29 @@ class TrainScreen(Screen):
             self.form.focus_first()
 
     def on_screen_resume(self) -> None:
+        self._refresh_runs()
         # Back from the Corpora screen, where new token files may have been made.
-        if self.form is not None:
-            self._rescan_token_files()
-            self._refresh_runs()
+        self._rescan_token_files()
 
     # The runs table
 
-    def _refresh_runs(self) -> list[RunRow]:
-        if not self.is_current and hasattr(self, "_rows"):
-            return self._rows
-        self._rows = self._watcher.poll(self.app.clock())
+    def _refresh_runs(self) -> None:
+        """Twice a second while this screen is shown: nobody reads a table on a hidden screen."""
+        if self.is_current:
+            self._show_runs(self._watcher.poll(self.app.clock()))
+
+    def _show_runs(self, rows: list[RunRow]) -> None:
+        self._rows = rows
         table = self.query_one(RunsTable)
-        table.show(self._rows, self.app.clock())
-        self.query_one("#no-runs").display = not self._rows
-        table.display = bool(self._rows)
+        table.show(rows, self.app.clock())
+        self.query_one("#no-runs").display = not rows
+        table.display = bool(rows)
         self._show_detail()
-        names = tuple(row.path for row in self._rows)
-        if names != self._known_runs:
-            self._known_runs = names
+        paths = tuple(row.path for row in rows)
+        if paths != self._known_runs:
+            # A run name the form holds may have just been taken.
+            self._known_runs = paths
             self._recheck()
-        return self._rows
 
     def _show_detail(self) -> None:
         """The highlighted run's folder and why it ended; the footer's keys follow its state."""

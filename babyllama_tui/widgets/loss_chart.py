@@ -2,8 +2,7 @@
 
 Drawn with plotext. However many rows a run has, each line is first reduced to a few
 points per character cell (`envelope` for the noisy raw loss, `bucket_means` for the
-smooth ones), and the chart redraws only when a history's version, its size or an option
-changed.
+smooth ones), and new rows redraw the chart at most once a second.
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
 from babyllama_tui.follow import RunFollower
-from babyllama_tui.run_formatting import format_loss
 from babyllama_tui.history import bucket_means, envelope
+from babyllama_tui.run_formatting import format_loss
 
 RAW_COLOR = (110, 118, 140)
 EMA_COLOR = (80, 170, 255)
@@ -51,8 +50,7 @@ def step_ticks(low: float, high: float, count: int) -> list[float]:
         return [low]
     raw = (high - low) / max(1, count)
     power = 10 ** math.floor(math.log10(raw))
-    spacing = next((m * power for m in (1, 2, 5, 10) if m * power >= raw), 10 * power)
-    spacing = max(spacing, 1)
+    spacing = max(1, next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
     first = math.ceil(low / spacing) * spacing
     return [float(v) for v in np.arange(first, high + spacing / 2, spacing) if v <= high]
 

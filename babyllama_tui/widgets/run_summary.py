@@ -9,8 +9,8 @@ from textual.widgets import Button, Static
 
 from babyllama import config as cfg
 from babyllama.data import TokenFile
-from babyllama_tui.run_formatting import format_count
 from babyllama_tui.new_run import FormCheck, epochs_of, training_dtype
+from babyllama_tui.run_formatting import format_count
 
 
 def summary_text(check: FormCheck, files: list[TokenFile], host_total_mb: float | None) -> Text:
@@ -38,8 +38,10 @@ def summary_text(check: FormCheck, files: list[TokenFile], host_total_mb: float 
             text.append(f"\n{train.max_steps:,} steps ≈ {epochs:.2g} epochs of {format_count(tokens)} tokens")
     problems = len(check.errors)
     if problems:
-        text.append("\n" if "\n" not in text.plain else " · ")
-        text.append(f"{problems} problem{'s' if problems > 1 else ''} to fix", style="bold red")
+        # The first one in words: its field may be scrolled out of sight.
+        text.append("\n")
+        text.append(f"{problems} to fix: ", style="bold red")
+        text.append(next(iter(check.errors.values())), style="red")
     return text
 
 

@@ -16,13 +16,21 @@ from pathlib import Path
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
+from textual.screen import Screen
 
 from babyllama import __version__
 from babyllama.runs import TRAIN_PROGRAM
 from babyllama_tui.screens.corpora import CorporaScreen
-from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.playground import PlaygroundScreen
 from babyllama_tui.screens.train import TrainScreen
+
+
+def monitor_screen() -> Screen:
+    """The monitor, imported when first shown: its chart library and numpy would add a
+    tenth of a second or more to every start."""
+    from babyllama_tui.screens.monitor import MonitorScreen
+
+    return MonitorScreen()
 
 
 class BabyLlamaApp(App):
@@ -34,7 +42,7 @@ class BabyLlamaApp(App):
     MODES = {
         "corpora": CorporaScreen,
         "train": TrainScreen,
-        "monitor": MonitorScreen,
+        "monitor": monitor_screen,
         "playground": PlaygroundScreen,
     }
     DEFAULT_MODE = "train"

@@ -1,43 +1,28 @@
-"""Following run directories cheaply: what the runs table and the monitor poll twice a second.
+"""Watching the runs under out/runs cheaply: what the runs table polls twice a second.
 
-`RunsWatcher` lists the runs under out/runs and re-reads a run's files only when their
-size or modification time changed; between changes a poll is a few stat calls a run
-(plus a pid check for live runs, which is what notices a trainer that was SIGKILLed).
-
-`RunFollower` follows one run: new metrics rows (`MetricsReader` keeps a byte offset),
-status.json when it changed, and the lines appended to train.log.
+`RunsWatcher` lists the runs and re-reads a run's files only when their size or
+modification time changed; between changes a poll is a few stat calls a run (plus a pid
+check for live runs, which is what notices a trainer that was SIGKILLed). The monitor's
+`RunFollower` (run_follower.py) follows one run in full.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from babyllama.errors import UserError
-from babyllama.runs import (
-    CREATED,
-    LineFollower,
-    MetricsReader,
-    RunDir,
-    RunState,
-    effective_state,
-    tail_lines,
-)
-from babyllama_tui.history import MetricsHistory, eta_seconds
+from babyllama.runs import RunDir, RunState, effective_state, tail_lines
+from babyllama_tui.eta import eta_seconds
 
 # Metrics rows read back from the end of a file for the runs table: enough train rows for a
 # speed estimate even when eval and sample rows come in between.
 TABLE_TAIL_LINES = 60
-LOG_LINES = 200
-# A first read of a long metrics file is done in pieces of this size, so progress can be shown.
-METRICS_CHUNK_BYTES = 8 * 2**20
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
     """What changes when a file is rewritten or appended to."""
     try:
         st = os.stat(path)
@@ -46,7 +31,7 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
-def _read_status(run: RunDir) -> tuple[dict, str | None]:
+def read_status(run: RunDir) -> tuple[dict, str | None]:
     """(status, problem reading it)."""
     try:
         return run.read_status(), None
@@ -116,11 +101,11 @@ class _Watched:
         self.sort_key = 0.0
 
     def refresh(self) -> None:
-        stamp = _stamp(self.run.status_path)
+        stamp = file_stamp(self.run.status_path)
         if stamp != self.status_stamp:
             self.status_stamp = stamp
-            self.status, self.problem = _read_status(self.run)
-        stamp = _stamp(self.run.metrics_path)
+            self.status, self.problem = read_status(self.run)
+        stamp = file_stamp(self.run.metrics_path)
         if stamp != self.metrics_stamp:
             self.metrics_stamp = stamp
             self.tail = _read_tail(self.run.metrics_path)
@@ -128,7 +113,7 @@ class _Watched:
         if isinstance(started, (int, float)):
             self.sort_key = started
         else:
-            config = _stamp(self.run.config_path)
+            config = file_stamp(self.run.config_path)
             self.sort_key = config[0] / 1e9 if config else 0.0
 
     def row(self, now: float) -> RunRow:
@@ -172,95 +157,7 @@ class RunsWatcher:
         present = []
         for watched in self._watched.values():
             watched.refresh()
-            if watched.status_stamp is not None or _stamp(watched.run.config_path) is not None:
+            if watched.status_stamp is not None or file_stamp(watched.run.config_path) is not None:
                 present.append(watched)
         present.sort(key=lambda w: w.sort_key, reverse=True)
         return [w.row(now) for w in present]
-
-
-class RunFollower:
-    """One run, followed from where the last poll stopped.
-
-    Polls run in a worker thread while the screen draws from `history` on the main
-    thread; both hold `lock` while they touch it.
-    """
-
-    def __init__(self, path: Path, *, log_lines: int = LOG_LINES):
-        self.run = RunDir(path)
-        self.history = MetricsHistory()
-        self.lock = threading.Lock()
-        self.status: dict = {}
-        self.state = RunState(CREATED, None)
-        self.config: dict = {}
-        self._metrics = MetricsReader(self.run.metrics_path)
-        self._log = LineFollower(self.run.log_path, last_lines=log_lines)
-        self._status_stamp: object = ()
-        self._config_stamp: object = ()
-
-    @property
-    def path(self) -> Path:
-        return self.run.path
-
-    @property
-    def bad_lines(self) -> int:
-        return self._metrics.bad_lines
-
-    @property
-    def metrics_offset(self) -> int:
-        """Bytes of metrics.jsonl read so far, a held-back half line included."""
-        return self._metrics.offset
-
-    def poll_metrics(self, progress: Callable[[int, int], None] | None = None) -> bool:
-        """Take in every complete row appended since the last poll; returns whether any came.
-
-        `progress(bytes_read, file_size)` is called between pieces of a long first read.
-        """
-        changed = False
-        while True:
-            rows = self._metrics.poll(max_bytes=METRICS_CHUNK_BYTES)
-            restarted = self._metrics.restarted
-            with self.lock:
-                if restarted:
-                    self.history.clear()
-                    changed = True
-                changed = self.history.add(rows) or changed
-            size = _stamp(self.run.metrics_path)
-            if size is None or self._metrics.offset >= size[1]:
-                return changed
-            if progress is not None:
-                progress(self._metrics.offset, size[1])
-
-    def poll_status(self) -> bool:
-        """Read status.json and config.json again if they changed; returns whether the run's state did."""
-        before = (self.state, self.status)
-        stamp = _stamp(self.run.status_path)
-        if stamp != self._status_stamp:
-            self._status_stamp = stamp
-            self.status, problem = _read_status(self.run)
-            if problem:
-                self.state = RunState("failed", problem)
-                return True
-        stamp = _stamp(self.run.config_path)
-        if stamp != self._config_stamp:
-            self._config_stamp = stamp
-            try:
-                self.config = json.loads(self.run.config_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                self.config = {}
-        self.state = effective_state(self.status)
-        return (self.state, self.status) != before
-
-    def poll_log(self) -> tuple[list[str], bool]:
-        """(new lines of train.log, whether the file started over)."""
-        lines = self._log.poll()
-        # A progress bar redraws its line with carriage returns; its last state is what counts.
-        return [line.rstrip("\r").rsplit("\r", 1)[-1] for line in lines], self._log.restarted
-
-    @property
-    def max_steps(self) -> int | None:
-        steps = self.status.get("max_steps")
-        if isinstance(steps, int) and steps > 0:
-            return steps
-        train = self.config.get("train") if isinstance(self.config.get("train"), dict) else {}
-        steps = train.get("max_steps")
-        return steps if isinstance(steps, int) and steps > 0 else None

@@ -16,11 +16,14 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from babyllama import config as cfg
-from babyllama.data import TokenFile, check_same_tokenizer, open_token_file
 from babyllama.errors import UserError
 from babyllama.runs import RunDir
+
+if TYPE_CHECKING:
+    from babyllama.data import TokenFile
 
 SECTIONS = {"model": cfg.ModelConfig, "train": cfg.TrainConfig}
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -127,6 +130,9 @@ def find_token_files(data_dir: Path) -> list[TokenFileEntry]:
         depth = len(Path(folder).relative_to(data_dir).parts)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth + 1 < TOKEN_FILE_DEPTH else []
         found += [Path(folder) / name for name in files if name.endswith(".bin") and not name.startswith(".")]
+    # Here, not at the top: babyllama.data brings numpy, and the form is built after the app's first screen.
+    from babyllama.data import open_token_file
+
     entries = []
     for path in sorted(found):
         try:
@@ -213,6 +219,8 @@ def check_form(form: RunForm, runs_dir: Path, root: Path) -> FormCheck:
     if not files:
         errors["data"] = "choose at least one token file (make them on the Corpora screen)"
     else:
+        from babyllama.data import check_same_tokenizer
+
         try:
             check_same_tokenizer(files)
         except UserError as e:

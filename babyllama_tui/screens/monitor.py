@@ -21,9 +21,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from babyllama.runs import ACTIVE_STATES
-from babyllama_tui.follow import RunFollower, RunRow, RunsWatcher
-from babyllama_tui.history import bucket_means, eta_seconds
+from babyllama_tui.eta import eta_seconds
+from babyllama_tui.follow import RunRow, RunsWatcher
+from babyllama_tui.history import bucket_means
 from babyllama_tui.run_control import request_stop
+from babyllama_tui.run_follower import RunFollower
 from babyllama_tui.run_formatting import format_count, format_lr, format_mib_short
 from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen

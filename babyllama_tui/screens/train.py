@@ -29,6 +29,7 @@ from babyllama_tui.widgets.run_summary import RunSummary
 from babyllama_tui.widgets.runs_table import RunsTable, state_text
 
 REFRESH_S = 0.5
+FORM_DELAY_S = 1.0
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
 RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run"}
 # On a narrow terminal a pane's key is shown only while the other pane is.
@@ -101,11 +102,15 @@ class TrainScreen(Screen):
         if self.pane == "runs":
             self.query_one(RunsTable).focus()
         self.set_interval(REFRESH_S, self._refresh_runs)
-        # The form is a few hundred widgets: the runs table is on screen before they are built.
-        self.call_after_refresh(self._mount_form)
+        # The form is a few hundred widgets: building them before the first frame reached the
+        # terminal doubled the start-up (a callback after the first refresh still came too
+        # soon). So they are built a moment later, or at once when the form is asked for.
+        self.set_timer(FORM_DELAY_S, self._mount_form)
 
     async def _mount_form(self) -> None:
         pane = self.query_one("#new-run-pane")
+        if self.form is not None:
+            return
         if not pane.is_mounted:
             self.call_after_refresh(self._mount_form)
             return
@@ -211,8 +216,9 @@ class TrainScreen(Screen):
 
     # Panes
 
-    def action_new_run(self) -> None:
+    async def action_new_run(self) -> None:
         self.pane = "new"
+        await self._mount_form()
         if self.form is not None:
             self.form.focus_first()
 

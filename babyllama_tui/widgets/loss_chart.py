@@ -15,8 +15,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
-from babyllama_tui.follow import RunFollower
 from babyllama_tui.history import bucket_means, envelope
+from babyllama_tui.run_follower import RunFollower
 from babyllama_tui.run_formatting import format_loss
 
 RAW_COLOR = (110, 118, 140)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Static
 
 from babyllama import config as cfg
-from babyllama.data import TokenFile
 from babyllama_tui.new_run import FormCheck, epochs_of, training_dtype
 from babyllama_tui.run_formatting import format_count
+
+if TYPE_CHECKING:
+    from babyllama.data import TokenFile
 
 
 def summary_text(check: FormCheck, files: list[TokenFile], host_total_mb: float | None) -> Text:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from babyllama.runs import RunDir
-from babyllama_tui.follow import RunFollower, RunsWatcher
-from babyllama_tui.history import EMA_WEIGHT, MetricsHistory, bucket_means, envelope, eta_seconds
+from babyllama_tui.eta import eta_seconds
+from babyllama_tui.follow import RunsWatcher
+from babyllama_tui.history import EMA_WEIGHT, MetricsHistory, bucket_means, envelope
+from babyllama_tui.run_follower import RunFollower
 
 
 def train_row(step: int, loss: float, time: float | None = None, **extra) -> dict:

@@ -96,7 +96,7 @@ class NewRunForm(VerticalScroll):
             row.key: row
             for row in (
                 FieldRow("data", "token files", self.token_file_list, ""),
-                FieldRow("tokenizer", "tokenizer", self.tokenizer, "its tokenizer.model or folder"),
+                FieldRow("tokenizer", "tokenizer", self.tokenizer, "the files' tokenizer"),
                 FieldRow("preset", "preset", self.preset, cfg.PRESETS[DEFAULT_PRESET].description),
                 FieldRow("name", "run name", self.name_input, f"its folder under {runs_dir.name}/"),
                 FieldRow("workers", "workers", self.workers_input, "1 = one process; N = N data-parallel workers (msrun)"),

@@ -26,26 +26,27 @@ def summary_text(check: FormCheck, files: list[TokenFile], host_total_mb: float 
     else:
         text.append("params -", style="dim")
     if model is not None and train is not None:
-        per_step = cfg.tokens_per_step(model, train, workers)
         dtype = training_dtype(train)
         memory = cfg.estimate_memory(model, train, dtype)["total"] / 2**30
         text.append(" · ")
-        text.append(f"{per_step:,} tokens/step", style="bold")
-        text.append(" · ")
+        text.append(f"{cfg.tokens_per_step(model, train, workers):,} tokens/step", style="bold")
+        # One line each: params and batch, then memory and length, so no number is cut from its unit.
+        text.append("\n")
         text.append(f"≈{memory:.1f} GiB", style="bold")
-        text.append(f" per worker ({dtype})", style="dim")
+        text.append(f" a worker ({dtype})", style="dim")
         if host_total_mb and memory * workers * 1024 > host_total_mb:
             text.append(f" > host {host_total_mb / 1024:.0f} GiB", style="bold red")
-        epochs = epochs_of(model, train, files, workers)
-        if epochs is not None:
-            tokens = sum(f.n_tokens for f in files)
-            text.append(f"\n{train.max_steps:,} steps ≈ {epochs:.2g} epochs of {format_count(tokens)} tokens")
     problems = len(check.errors)
     if problems:
         # The first one in words: its field may be scrolled out of sight.
         text.append("\n")
         text.append(f"{problems} to fix: ", style="bold red")
         text.append(next(iter(check.errors.values())), style="red")
+    elif model is not None and train is not None:
+        epochs = epochs_of(model, train, files, workers)
+        if epochs is not None:
+            tokens = sum(f.n_tokens for f in files)
+            text.append(f"\n{train.max_steps:,} steps ≈ {epochs:.2g} epochs of {format_count(tokens)} tokens")
     return text
 
 

@@ -172,7 +172,8 @@ async def test_cancel_keeps_the_partial_and_resume_finishes_it(tmp_path, sample_
     root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
     big = root / "data" / "big" / "big.jsonl"
     big.parent.mkdir()
-    big.write_bytes(sample_jsonl.read_bytes() * 40)
+    # Large enough (about 215 MB) that the cancel lands while chunks are still being encoded.
+    big.write_bytes(sample_jsonl.read_bytes() * 120)
     journal = root / "data" / "big.bin.partial.json"
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -205,7 +206,7 @@ async def test_cancel_keeps_the_partial_and_resume_finishes_it(tmp_path, sample_
         finished = root / "data" / "big.bin"
         await wait_until(pilot, lambda: finished.exists() and not screen.job_running, "the resumed prepare to finish")
         manifest = json.loads((root / "data" / "big.bin.json").read_text())
-        assert manifest["documents"] == 4800
+        assert manifest["documents"] == 120 * 120
         assert not journal.exists()
         await wait_until(pilot, lambda: str(root / "data" / "big.bin") in tokens.entries, "the finished file")
         assert tokens.entries[str(root / "data" / "big.bin")].tokens == manifest["tokens"]

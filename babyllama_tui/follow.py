@@ -53,7 +53,6 @@ class RunRow:
     val_loss: float | None
     tokens_per_s: float | None
     started: float | None
-    updated: float | None
     eta_s: float | None
     world_size: int | None
 
@@ -135,7 +134,6 @@ class _Watched:
             val_loss=tail.eval.get("val_loss"),
             tokens_per_s=tail.train.get("tokens_per_s"),
             started=status.get("started"),
-            updated=status.get("updated"),
             eta_s=eta,
             world_size=status.get("world_size"),
         )

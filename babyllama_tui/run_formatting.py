@@ -37,15 +37,6 @@ def format_lr(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}"
 
 
-def format_mib(mib: float | None) -> str:
-    """Memory given in MiB, in the unit that keeps it short."""
-    if mib is None or not math.isfinite(mib):
-        return "-"
-    if mib >= 1024:
-        return f"{mib / 1024:.1f} GiB"
-    return f"{mib:.0f} MiB"
-
-
 def format_mib_short(mib: float | None) -> str:
     """812 -> "812M", 6963 -> "6.8G", 23400 -> "23G": memory in at most four characters and a unit."""
     if mib is None or not math.isfinite(mib):

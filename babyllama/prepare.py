@@ -7,11 +7,14 @@ of 5 or fewer, so with the ChatGLM2 tokenizer the file is byte for byte what the
 data_process.py writes.
 
 How it runs
-    The main process reads records in input order and cuts them into chunks of about
-    `chunk_bytes` of raw input; worker processes (one per core) encode whole chunks, and
-    the main process writes the results strictly in chunk order, so the bytes never depend
-    on the number of workers. Only a few chunks per worker are in flight at a time, so
-    memory stays bounded whatever the size of the corpus.
+    The main thread reads records in input order and cuts them into chunks of about
+    `chunk_bytes` of raw input; workers (one per core) encode whole chunks, and the main
+    thread writes the results strictly in chunk order, so the bytes never depend on the
+    number of workers. Only a few chunks per worker are in flight at a time, so memory
+    stays bounded whatever the size of the corpus. SentencePiece encodes a batch without
+    holding the GIL, so its workers are threads: the main thread parses the next chunk
+    while they encode, and no document or id is copied between processes. Other
+    tokenizers may hold the GIL, so theirs are worker processes.
 
 Interrupted runs
     NAME.bin.partial grows chunk by chunk. Beside it the journal NAME.bin.partial.json says
@@ -68,7 +71,7 @@ from babyllama import __version__
 from babyllama.corpora import FORMAT_HELP, BadRecord, check_format, expand_inputs, iter_records, sniff_format
 from babyllama.errors import UserError
 from babyllama.files import atomic_write_json
-from babyllama.tokenizer import load_tokenizer
+from babyllama.tokenizer import SentencePieceTokenizer, load_tokenizer
 
 # Small enough that the last chunks leave no worker idle for long, large enough that the
 # journal's fsyncs (two a chunk) cost nothing next to encoding a chunk.
@@ -157,24 +160,21 @@ class ChunkEncoder:
         self.dtype = np.dtype(dtype)
 
     def __call__(self, documents: Sequence[tuple[str, ...]]) -> EncodedChunk:
-        # Every segment of the chunk in one call, as arrays: no Python int is made per token.
-        # The tokenizer stays on this thread, since the chunks already keep every core busy.
+        # Every segment of the chunk in one call, as arrays: no Python int is made per token,
+        # and the ids are cut, filtered and joined with eos in whole-array steps rather than
+        # per document: in an encoding thread, Python work holds the GIL the main thread parses with.
         encoded = self.tokenizer.encode_arrays([segment for document in documents for segment in document])
-        eos = np.array([self.eos_id], dtype=np.int32)
-        pieces: list[np.ndarray] = []
-        kept = too_short = 0
-        start = 0
-        for document in documents:
-            parts = encoded[start : start + len(document)]
-            start += len(document)
-            if sum(len(part) for part in parts) + 1 < self.min_tokens:
-                too_short += 1
-                continue
-            kept += 1
-            pieces += parts
-            pieces.append(eos)
-        ids = np.concatenate(pieces).astype(self.dtype) if pieces else np.empty(0, self.dtype)
-        return EncodedChunk(ids, kept, too_short)
+        if not encoded:
+            return EncodedChunk(np.empty(0, self.dtype), 0, 0)
+        ids = np.concatenate(encoded)
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        if len(encoded) != len(documents):
+            segment_counts = np.fromiter(map(len, documents), dtype=np.int64, count=len(documents))
+            lengths = np.add.reduceat(lengths, np.cumsum(segment_counts) - segment_counts)
+        kept = lengths + 1 >= self.min_tokens
+        kept_ids = ids[np.repeat(kept, lengths)]
+        with_eos = np.insert(kept_ids, np.cumsum(lengths[kept]), self.eos_id)
+        return EncodedChunk(with_eos.astype(self.dtype), int(kept.sum()), int(len(kept) - kept.sum()))
 
 
 _worker_encoder: ChunkEncoder | None = None
@@ -237,29 +237,37 @@ def encode_in_order(
     workers: int,
     window: int,
 ) -> Iterator[tuple[ChunkInfo, EncodedChunk]]:
-    """Encoded chunks in input order: in this process, or in `workers` processes with at most
-    `window` chunks in flight (submitted and not yet handed back)."""
+    """Encoded chunks in input order: in this thread, or by `workers` threads or processes
+    with at most `window` chunks in flight (submitted and not yet handed back)."""
     if workers <= 1:
         for documents, info in chunks:
             yield info, encoder(documents)
         return
 
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    # fork: workers start in milliseconds, and `python -m babyllama` cannot be re-imported
-    # as the __main__ of a spawned child.
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_start_worker,
-        initargs=(str(tokenizer_path), encoder.min_tokens, encoder.dtype.name, os.getpid()),
-    )
+    if isinstance(encoder.tokenizer, SentencePieceTokenizer):
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encode")
+        encode = encoder
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork: workers start in milliseconds, and `python -m babyllama` cannot be re-imported
+        # as the __main__ of a spawned child.
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_start_worker,
+            initargs=(str(tokenizer_path), encoder.min_tokens, encoder.dtype.name, os.getpid()),
+        )
+        encode = _encode_in_worker
     pending: deque = deque()
     try:
         for documents, info in chunks:
-            pending.append((info, pool.submit(_encode_in_worker, documents)))
+            pending.append((info, pool.submit(encode, documents)))
             if len(pending) >= window:
                 info, future = pending.popleft()
                 yield info, future.result()
@@ -511,7 +519,8 @@ def prepare(
 ) -> dict:
     """Tokenize `inputs` into `out` (NAME.bin) and its manifest; returns the manifest.
 
-    `workers`: encoding processes (None: one per core; 0 or 1: encode in this process).
+    `workers`: encoding threads, or processes for tokenizers other than SentencePiece
+    (None: one per core; 0 or 1: encode in the calling thread).
     `resume`: continue an interrupted run of the same command; False starts over.
     `force`: replace an existing `out` (removed once the inputs and tokenizer check out).
     """
@@ -727,7 +736,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers", type=int, default=None, metavar="N",
-        help="encoding processes (default: one per core; 1 encodes in the main process)",
+        help="encoding threads, or processes for tokenizers other than SentencePiece "
+        "(default: one per core; 1 encodes in the main thread)",
     )
     parser.add_argument(
         "--chunk-mb", type=float, default=DEFAULT_CHUNK_BYTES / 2**20, metavar="MB",

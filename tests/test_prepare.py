@@ -115,6 +115,39 @@ def test_auto_format_is_sniffed_per_file(tmp_path, paragraphs, sp_tokenizer_dir,
     assert [s["format"] for s in manifest["sources"]] == ["baike", "wiki"]
 
 
+@pytest.fixture(scope="module")
+def hf_tokenizer_dir(tmp_path_factory, paragraphs) -> Path:
+    """A Hugging Face tokenizer folder (byte-level BPE on a few paragraphs), saved by transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(paragraphs[:300], trainer)
+    folder = tmp_path_factory.mktemp("hf") / "bytebpe"
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>").save_pretrained(str(folder))
+    return folder
+
+
+def test_a_hugging_face_tokenizer_matches_the_seed_loop_in_worker_processes(tmp_path, paragraphs, hf_tokenizer_dir):
+    from babyllama.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(hf_tokenizer_dir)
+    assert tokenizer.kind == "huggingface"
+    corpus, documents = write_format("medical-sft", tmp_path, mixed_texts(paragraphs, 200))
+    expected = seed_bytes(tokenizer, documents)
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.bin"
+        manifest = prepare([corpus], "medical-sft", hf_tokenizer_dir, out, workers=workers, chunk_bytes=3000)
+        assert out.read_bytes() == expected
+        assert manifest["tokens"] * 2 == len(expected) and manifest["skipped"]["too_short"] > 0
+
+
 # --- the rules of the file: min tokens, dtype, manifest --------------------------------------
 
 
@@ -376,7 +409,7 @@ def test_killed_with_sigkill_resumes_to_identical_bytes(tmp_path, long_corpus, l
     process.kill()
     process.communicate()
     assert not out.exists() and not paths.manifest.exists()
-    assert workers and psutil.wait_procs(workers, timeout=10)[1] == []  # no orphaned worker left behind
+    assert psutil.wait_procs(workers, timeout=10)[1] == []  # no orphaned worker left behind
 
     result = run_prepare("--tokenizer", sp_tokenizer_dir, "--out", out, *PREPARE_ARGS, long_corpus)
     assert result.returncode == 0, result.stderr

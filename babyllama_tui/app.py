@@ -23,6 +23,10 @@ from babyllama.runs import TRAIN_PROGRAM
 from babyllama_tui.screens.corpora import CorporaScreen
 from babyllama_tui.screens.playground import PlaygroundScreen
 from babyllama_tui.screens.train import TrainScreen
+from babyllama_tui.widgets.mode_header import SCREENS
+
+# The header names the screens; the footer only reminds of their keys.
+SCREEN_KEYS = Binding.Group("screens", compact=True)
 
 
 def monitor_screen() -> Screen:
@@ -47,10 +51,7 @@ class BabyLlamaApp(App):
     }
     DEFAULT_MODE = "train"
     BINDINGS = [
-        Binding("1", "switch_mode('corpora')", "Corpora"),
-        Binding("2", "switch_mode('train')", "Train"),
-        Binding("3", "switch_mode('monitor')", "Monitor"),
-        Binding("4", "switch_mode('playground')", "Playground"),
+        *(Binding(key, f"switch_mode('{mode}')", name, group=SCREEN_KEYS) for mode, key, name in SCREENS),
         Binding("q", "quit", "Quit"),
     ]
 

@@ -21,7 +21,7 @@ from textual.binding import Binding
 from textual.containers import Container, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
 from babyllama_tui.corpora_jobs import (
@@ -55,6 +55,7 @@ from babyllama_tui.widgets.prepare_dialog import PrepareDialog
 from babyllama_tui.widgets.prepare_progress import PrepareProgress, describe_prepare_event
 from babyllama_tui.widgets.token_file_table import TokenFileTable, describe_state
 from babyllama_tui.widgets.tokenizer_picker import TokenizerPicker, choice_from_entry
+from babyllama_tui.widgets.mode_header import ModeHeader
 
 # How often the listed folders are checked for changes, and a prepare started elsewhere (or
 # before the app was reopened) is followed through its journal.
@@ -150,7 +151,7 @@ class CorporaScreen(Screen):
         return self.app.data_dir
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield ModeHeader("corpora")
         with Container(id="corpora-lists"):
             with Vertical(id="corpora-section", classes="corpora-panel") as section:
                 section.border_title = "Corpora in data/"

@@ -18,7 +18,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Static
 
 from babyllama.runs import ACTIVE_STATES
 from babyllama_tui.eta import eta_seconds
@@ -34,6 +34,7 @@ from babyllama_tui.widgets.loss_chart import WINDOWS, LossChart
 from babyllama_tui.widgets.metric_card import MetricCard
 from babyllama_tui.widgets.run_status import RunStatus, RunStatusBar
 from babyllama_tui.widgets.sample_list import SampleList
+from babyllama_tui.widgets.mode_header import ModeHeader
 
 POLL_S = 0.5
 # Points a sparkline is given; it reduces them to its width.
@@ -91,7 +92,7 @@ class MonitorScreen(Screen):
         self.log_tail.border_title = "train.log"
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield ModeHeader("monitor")
         yield Static(NO_RUN_HINT, id="monitor-hint")
         yield self.status_bar
         with Horizontal(id="monitor-main"):

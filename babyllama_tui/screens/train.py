@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Static, Tab, Tabs
+from textual.widgets import Button, DataTable, Footer, Static, Tab, Tabs
 
 from babyllama.devices import host_memory_mb
 from babyllama.errors import UserError
@@ -27,6 +27,7 @@ from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.widgets.new_run_form import NewRunForm
 from babyllama_tui.widgets.run_summary import RunSummary
 from babyllama_tui.widgets.runs_table import RunsTable, state_text
+from babyllama_tui.widgets.mode_header import ModeHeader
 
 REFRESH_S = 0.5
 FORM_DELAY_S = 1.0
@@ -78,7 +79,7 @@ class TrainScreen(Screen):
         self._rows = self._watcher.poll(self.app.clock())
         # A first-time user starts at the form; someone with runs, at the table.
         self.set_reactive(TrainScreen.pane, "runs" if self._rows else "new")
-        yield Header()
+        yield ModeHeader("train")
         tabs = Tabs(Tab("Runs", id="tab-runs"), Tab("New run", id="tab-new"), id="train-tabs", active=f"tab-{self.pane}")
         # n and t switch panes; a focusable tab bar would only be one more Tab press on the way to the form.
         tabs.can_focus = False

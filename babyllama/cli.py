@@ -23,6 +23,7 @@ COMMANDS = {
     "runs": ("babyllama.runs", "list, inspect and stop training runs"),
     "generate": ("babyllama.generate", "continue prompts with a checkpoint, streaming the text"),
     "serve": ("babyllama.serve", "load a checkpoint once and answer JSON-line generation requests (--stdio)"),
+    "eval": ("babyllama.evaluate", "mean loss and perplexity of a checkpoint over token files"),
 }
 
 

@@ -297,13 +297,23 @@ class NumpyDecoder:
     def prefill(self, ids) -> np.ndarray:
         """Start over with the prompt `ids`: logits (vocab,) at its last position."""
         self.position = 0
-        return self._advance(np.asarray(ids, np.int64).reshape(-1))
+        return self._logits(self._advance(np.asarray(ids, np.int64).reshape(-1))[-1])
 
     def decode(self, token: int) -> np.ndarray:
         """Feed one token after what the cache holds: logits (vocab,) for the next."""
-        return self._advance(np.array([token], np.int64))
+        return self._logits(self._advance(np.array([token], np.int64))[-1])
+
+    def score(self, ids) -> np.ndarray:
+        """Start over with `ids`: logits (len(ids), vocab) at every position, for measuring a text's loss."""
+        self.position = 0
+        return self._logits(self._advance(np.asarray(ids, np.int64).reshape(-1)))
+
+    def _logits(self, hidden: np.ndarray) -> np.ndarray:
+        """The tied output layer over final hidden states (..., dim) -> (..., vocab)."""
+        return _rms_norm(hidden, self.final_norm, self.cfg.norm_eps) @ self.embedding.T
 
     def _advance(self, ids: np.ndarray) -> np.ndarray:
+        """Run `ids` through the layers after what the cache holds: hidden states (len(ids), dim)."""
         cfg = self.cfg
         n, start = len(ids), self.position
         end = start + n
@@ -337,7 +347,7 @@ class NumpyDecoder:
             gate, up = gate_up[:, :cfg.hidden_dim], gate_up[:, cfg.hidden_dim:]
             x = h + (gate / (1.0 + np.exp(-gate)) * up) @ layer.w2.T
         self.position = end
-        return self.embedding @ _rms_norm(x[-1], self.final_norm, cfg.norm_eps)
+        return x
 
 
 class MindSporeDecoder:

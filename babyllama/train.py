@@ -16,12 +16,12 @@ builds the model and the compiled step, and trains:
   process left out because it includes the graph compile), memory, time. Tokens count
   every data-parallel worker.
 - every `eval_interval` steps (and at step 0 of a new run, and at the end) an `eval` row
-  with the loss over `eval_iters` fixed validation batches (`validation_loss`, which eval
-  tools can share), and a `sample` row: the prompt `sample_prompt` and its greedy
-  continuation of up to `sample_tokens` tokens, through the model's KV cache. The first
-  sample compiles two graphs, once per process (13 s for `tiny` on this 2-core CPU when
-  lightly loaded, up to 90 s when shared); each later one takes 50-170 ms a token, about 2%
-  of the time between `tiny`'s evaluations.
+  with the loss over `eval_iters` fixed validation batches (babyllama.evaluate's
+  `validation_loss`, which `babyllama eval --split val` shares), and a `sample` row: the
+  prompt `sample_prompt` and its greedy continuation of up to `sample_tokens` tokens,
+  through the model's KV cache. The first sample compiles two graphs, once per process
+  (13 s for `tiny` on this 2-core CPU when lightly loaded, up to 90 s when shared); each
+  later one takes 50-170 ms a token, about 2% of the time between `tiny`'s evaluations.
 - every `save_interval` steps, at the end, and on a stop: a checkpoint (below).
 - a resumed run appends a `resume` row, {"kind": "resume", "step": k, "checkpoint": ...}:
   rows after step k written before it (by a process that was killed) were not kept in
@@ -101,6 +101,7 @@ from babyllama.config import (
 )
 from babyllama.data import BatchSampler, TokenDataset
 from babyllama.errors import UserError
+from babyllama.evaluate import validation_loss
 from babyllama.files import atomic_write_json
 from babyllama.runs import (
     ACTIVE_STATES,
@@ -411,18 +412,7 @@ def plan_training(args: argparse.Namespace, world_size: int | None = None) -> Pl
 
 
 # ---------------------------------------------------------------------------------------
-# Evaluation and samples (called between steps; also usable on a loaded TrainStep)
-
-
-def validation_loss(trainer, dataset: TokenDataset, batch_size: int, n_batches: int) -> float:
-    """Mean loss over the first `n_batches` of the dataset's fixed validation batches.
-
-    `trainer` is anything with `eval_loss(x, y)` over stacked (n, batch, seq) arrays, such as
-    babyllama.step.TrainStep. The batches are the same on every call and every run of the
-    same data and seq_len, so values are comparable across checkpoints.
-    """
-    xs, ys = zip(*dataset.val_batches(batch_size, n_batches))
-    return trainer.eval_loss(np.stack(xs), np.stack(ys))
+# Samples (called between steps)
 
 
 class GreedySampler:
@@ -766,7 +756,7 @@ class Training:
     def _evaluate(self) -> None:
         cfg = self.train_cfg
         began = time.perf_counter()
-        val_loss = validation_loss(self.trainer, self.dataset, cfg.batch_size, cfg.eval_iters)
+        val_loss = validation_loss(self.trainer.eval_loss, self.dataset, cfg.batch_size, cfg.eval_iters).loss
         seconds = time.perf_counter() - began
         best = self.best_val_loss is None or val_loss < self.best_val_loss
         if best:

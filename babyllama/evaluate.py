@@ -1,0 +1,209 @@
+"""`babyllama eval`: a checkpoint's mean loss and perplexity over token files.
+
+    babyllama eval --ckpt PATH --data FILE.bin [FILE.bin ...] [--tokens N] [--batch-size B]
+                   [--seq-len L] [--split all|val] [--json]
+
+What is measured. The token files are cut into windows of `seq_len + 1` tokens exactly as
+the trainer cuts them (babyllama.data: windows start at multiples of seq_len and never cross
+a file); each window scores its last seq_len tokens, each predicted from the tokens before
+it within the window. The loss is the mean over all scored tokens of -log softmax(logits)
+[target] (natural log), and the perplexity is exp(loss).
+
+Which windows. `--split all` (the default, for a held-out file): every window of the files
+when they hold at most `--tokens` scored tokens, else that many tokens' worth of windows
+spread evenly over all of them. `--split val`: the validation windows the trainer holds out
+(the checkpoint's val_fraction), in the trainer's own batches (TokenDataset.val_batches):
+with the run's data, `--batch-size` and `--tokens` left at their defaults (the run's
+batch_size and eval_iters batches), it reproduces the `val_loss` the trainer logged for the
+checkpoint's step. The choice is a pure function of the files, seq_len, batch size and token
+budget, so numbers are comparable across checkpoints.
+
+One computation for both. `mean_loss(batch_loss, batches)` is the reduction, and
+`validation_loss` the trainer's choice of batches; the trainer calls them with its compiled
+MindSpore loss (TrainStep.eval_loss) and this command with `NumpyScorer`, the numpy decoder
+of babyllama.generate run over whole windows (no graph to compile, so a small model is
+measured in seconds). The two agree to float32 rounding (tests/test_eval.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from babyllama.errors import UserError
+
+SPLITS = ("all", "val")
+DEFAULT_TOKENS = 131_072
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_EVAL_ITERS = 20
+DEFAULT_VAL_FRACTION = 0.01
+
+BatchLoss = Callable[[np.ndarray, np.ndarray], float]
+
+
+@dataclass
+class LossResult:
+    loss: float  # mean -log p(target) over every scored token, natural log
+    tokens: int
+    windows: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss) if self.loss < 700 else math.inf
+
+
+def mean_loss(batch_loss: BatchLoss, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> LossResult:
+    """The token-weighted mean of `batch_loss(x, y)` (a batch's mean loss) over (x, y) batches of (rows, seq)."""
+    total = 0.0
+    tokens = windows = 0
+    for x, y in batches:
+        total += float(batch_loss(x, y)) * y.size
+        tokens += y.size
+        windows += y.shape[0]
+    if tokens == 0:
+        raise UserError("no windows to evaluate")
+    return LossResult(total / tokens, tokens, windows)
+
+
+def validation_loss(batch_loss: BatchLoss, dataset, batch_size: int, n_batches: int) -> LossResult:
+    """Mean loss over the first `n_batches` of the dataset's fixed validation batches (the trainer's eval)."""
+    return mean_loss(batch_loss, dataset.val_batches(batch_size, n_batches))
+
+
+def spread_batches(dataset, batch_size: int, n_windows: int):
+    """`n_windows` of the dataset's training windows, evenly spread over all of them, in batches."""
+    n_windows = min(n_windows, dataset.train_windows)
+    picks = np.arange(n_windows, dtype=np.int64) * dataset.train_windows // n_windows
+    for start in range(0, n_windows, batch_size):
+        rows = dataset.train_rows(picks[start:start + batch_size])
+        yield np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
+
+
+def token_losses(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """-log softmax(logits)[target] for each row of logits (n, vocab) and target (n,), in float64."""
+    peak = logits.max(axis=-1, keepdims=True)
+    log_total = np.log(np.exp(logits - peak).sum(axis=-1, dtype=np.float64)) + peak[:, 0]
+    return log_total - logits[np.arange(len(targets)), targets]
+
+
+class NumpyScorer:
+    """batch_loss(x, y) on the numpy decoder: each window run from position 0, all positions scored."""
+
+    def __init__(self, cfg, weights):
+        from babyllama.generate import NumpyDecoder
+
+        self.decoder = NumpyDecoder(cfg, weights)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> float:
+        losses = [token_losses(self.decoder.score(row), targets).mean() for row, targets in zip(x, y)]
+        return float(np.mean(losses))
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Mean loss and perplexity of a checkpoint over token files, on a deterministic set of windows "
+        "(the trainer's validation loss is the same computation)."
+    )
+    parser.add_argument("--ckpt", required=True, type=Path, metavar="PATH",
+                        help="a run directory (its latest checkpoint), a checkpoint folder or an exported "
+                        "Hugging Face folder")
+    parser.add_argument("--data", required=True, nargs="+", type=Path, metavar="FILE.bin",
+                        help="token files or folders of them, made with the model's tokenizer")
+    parser.add_argument("--split", choices=SPLITS, default="all",
+                        help="all: windows spread over the whole files (default); val: the trainer's "
+                        "held-out validation windows")
+    parser.add_argument("--tokens", type=int, metavar="N",
+                        help=f"score about N tokens, 0 = every window (default: {DEFAULT_TOKENS:,} for "
+                        "--split all; the run's eval_iters batches for --split val)")
+    parser.add_argument("--batch-size", type=int, metavar="B",
+                        help="windows a batch (default: the run's batch_size); with --split val it "
+                        "decides which windows, as in the trainer")
+    parser.add_argument("--seq-len", type=int, metavar="L",
+                        help="tokens scored a window (default and maximum: the model's max_seq_len)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"{name} must be at least 1, got {value}")
+
+
+def _check_tokenizer(loaded, dataset) -> None:
+    model_sha = (loaded.config.get("tokenizer") or {}).get("sha256")
+    data_sha = (dataset.tokenizer or {}).get("sha256")
+    if model_sha and data_sha and model_sha != data_sha:
+        raise UserError(
+            f"{dataset.files[0].path}: made with tokenizer {dataset.files[0].describe_tokenizer()}, but the "
+            f"model at {loaded.checkpoint} was trained with {(loaded.config.get('tokenizer') or {}).get('name')} "
+            f"({model_sha[:19]}…); evaluate on token files prepared with the model's tokenizer"
+        )
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> dict:
+    """What `babyllama eval` reports, as plain data."""
+    from babyllama.data import TokenDataset
+    from babyllama.generate import load_model_for_inference
+
+    if args.tokens is not None and args.tokens < 0:
+        raise UserError(f"--tokens must be 0 (every window) or more, got {args.tokens}")
+    _positive("--batch-size", args.batch_size)
+    _positive("--seq-len", args.seq_len)
+    loaded = load_model_for_inference(args.ckpt)
+    cfg = loaded.cfg
+    seq_len = args.seq_len or cfg.max_seq_len
+    if seq_len > cfg.max_seq_len:
+        raise UserError(f"--seq-len {seq_len} is longer than the model's context ({cfg.max_seq_len})")
+    train = loaded.config.get("train") or {}
+    batch_size = args.batch_size or train.get("batch_size") or DEFAULT_BATCH_SIZE
+    val_fraction = train.get("val_fraction", DEFAULT_VAL_FRACTION) if args.split == "val" else 0.0
+    dataset = TokenDataset(args.data, seq_len=seq_len, val_fraction=val_fraction, vocab_size=cfg.vocab_size)
+    _check_tokenizer(loaded, dataset)
+    scorer = NumpyScorer(cfg, loaded.weights)
+    began = time.perf_counter()
+    if args.split == "val":
+        if args.tokens is None:
+            n_batches = train.get("eval_iters") or DEFAULT_EVAL_ITERS
+        else:
+            n_batches = math.ceil(args.tokens / (batch_size * seq_len)) if args.tokens else None
+        result = validation_loss(scorer, dataset, batch_size, n_batches)
+    else:
+        tokens = DEFAULT_TOKENS if args.tokens is None else args.tokens
+        n_windows = math.ceil(tokens / seq_len) if tokens else dataset.train_windows
+        result = mean_loss(scorer, spread_batches(dataset, batch_size, n_windows))
+    seconds = time.perf_counter() - began
+    return {
+        "checkpoint": str(loaded.checkpoint),
+        "data": [str(f.path) for f in dataset.files],
+        "split": args.split,
+        "seq_len": seq_len,
+        "batch_size": batch_size,
+        "loss": result.loss,
+        "perplexity": result.perplexity,
+        "tokens": result.tokens,
+        "windows": result.windows,
+        "seconds": round(seconds, 3),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    report = evaluate_checkpoint(args)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False), flush=True)
+        return 0
+    print(f"{report['checkpoint']} on {', '.join(report['data'])} ({report['split']} windows of {report['seq_len']})")
+    print(f"loss {report['loss']:.4f}  perplexity {report['perplexity']:.2f}  over {report['tokens']:,} tokens "
+          f"in {report['windows']:,} windows  [{report['seconds']:.1f} s]")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,149 @@
+"""`babyllama eval` against a hand computation, its choice of windows, and the trainer's validation loss."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_generate import TINY, write_checkpoint
+
+from babyllama.data import MANIFEST_KIND, MANIFEST_VERSION, TokenDataset
+from babyllama.evaluate import LossResult, mean_loss, spread_batches
+
+SEQ_LEN = 16
+WINDOWS = 5
+
+
+def write_token_file(path, tokens: np.ndarray, tokenizer: dict, vocab_size: int = TINY.vocab_size):
+    """A token file and its manifest, as `babyllama prepare` writes them."""
+    tokens.astype(np.uint16).tofile(path)
+    manifest = {"kind": MANIFEST_KIND, "version": MANIFEST_VERSION, "dtype": "uint16", "tokens": len(tokens),
+                "documents": 1, "eos_id": 2, "vocab_size": vocab_size, "tokenizer": tokenizer}
+    path.with_name(path.name + ".json").write_text(json.dumps(manifest), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, sp_tokenizer):
+    folder = tmp_path_factory.mktemp("eval") / "step_0000001"
+    return folder, write_checkpoint(folder, TINY, sp_tokenizer, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tokens_path(tmp_path_factory, sp_tokenizer):
+    # Two tokens more than the windows need: a partial window at the end is never scored.
+    tokens = np.random.default_rng(11).integers(0, TINY.vocab_size, WINDOWS * SEQ_LEN + 3)
+    return write_token_file(tmp_path_factory.mktemp("tokens") / "held_out.bin", tokens, sp_tokenizer.describe())
+
+
+def babyllama_eval(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "babyllama", "eval", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def hand_computed_loss(model, tokens: np.ndarray, seq_len: int, windows: list[int]) -> float:
+    """Mean -log softmax[target] over the given windows, with the MindSpore model's logits."""
+    import mindspore as ms
+
+    model.set_train(False)
+    losses = []
+    for w in windows:
+        window = tokens[w * seq_len: w * seq_len + seq_len + 1].astype(np.int32)
+        logits = model(ms.Tensor(window[None, :-1])).asnumpy()[0].astype(np.float64)
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        losses.extend(-log_probs[np.arange(seq_len), window[1:]])
+    return float(np.mean(losses))
+
+
+def test_eval_loss_equals_a_hand_computation_over_every_window(checkpoint, tokens_path):
+    folder, model = checkpoint
+    done = babyllama_eval("--ckpt", folder, "--data", tokens_path, "--seq-len", SEQ_LEN, "--tokens", 0, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    tokens = np.fromfile(tokens_path, np.uint16)
+    expected = hand_computed_loss(model, tokens, SEQ_LEN, list(range(WINDOWS)))
+    assert (report["tokens"], report["windows"]) == (WINDOWS * SEQ_LEN, WINDOWS)
+    assert report["loss"] == pytest.approx(expected, rel=1e-5)
+    assert report["perplexity"] == pytest.approx(np.exp(expected), rel=1e-5)
+
+
+def test_a_token_budget_scores_windows_spread_evenly_over_the_file(checkpoint, tokens_path):
+    folder, model = checkpoint
+    done = babyllama_eval("--ckpt", folder, "--data", tokens_path, "--seq-len", SEQ_LEN, "--tokens", 40, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    # 40 tokens round up to 3 windows of 16, picked at 0, 5/3 and 10/3 of the 5: windows 0, 1, 3.
+    expected = hand_computed_loss(model, np.fromfile(tokens_path, np.uint16), SEQ_LEN, [0, 1, 3])
+    assert (report["tokens"], report["windows"]) == (48, 3)
+    assert report["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_text_output_names_loss_perplexity_and_tokens_scored(checkpoint, tokens_path):
+    done = babyllama_eval("--ckpt", checkpoint[0], "--data", tokens_path, "--seq-len", SEQ_LEN)
+    assert done.returncode == 0, done.stderr
+    assert "loss " in done.stdout and "perplexity " in done.stdout
+    assert f"over {WINDOWS * SEQ_LEN} tokens in {WINDOWS} windows" in done.stdout
+
+
+def test_spread_batches_cover_the_picked_windows_in_order(tokens_path):
+    dataset = TokenDataset(tokens_path, seq_len=SEQ_LEN, val_fraction=0.0)
+    tokens = np.fromfile(tokens_path, np.uint16)
+    batches = list(spread_batches(dataset, batch_size=2, n_windows=4))
+    assert [x.shape for x, _ in batches] == [(2, SEQ_LEN), (2, SEQ_LEN)]
+    firsts = [int(row[0]) for x, _ in batches for row in x]
+    assert firsts == [int(tokens[w * SEQ_LEN]) for w in (0, 1, 2, 3)]
+    x, y = batches[1]
+    np.testing.assert_array_equal(y[1], tokens[3 * SEQ_LEN + 1: 4 * SEQ_LEN + 1])
+
+
+def test_mean_loss_weights_each_batch_by_its_tokens():
+    batches = [(np.zeros((3, 4)), np.zeros((3, 4))), (np.zeros((1, 4)), np.zeros((1, 4)))]
+    losses = iter([1.0, 5.0])
+    result = mean_loss(lambda x, y: next(losses), batches)
+    assert result == LossResult(loss=(1.0 * 12 + 5.0 * 4) / 16, tokens=16, windows=4)
+
+
+def test_a_window_longer_than_the_context_is_a_one_line_user_error(checkpoint, tokens_path):
+    done = babyllama_eval("--ckpt", checkpoint[0], "--data", tokens_path, "--seq-len", TINY.max_seq_len + 1)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"babyllama eval: error: --seq-len {TINY.max_seq_len + 1} is longer than the "
+                                   f"model's context ({TINY.max_seq_len})")
+
+
+def test_tokens_from_another_tokenizer_are_refused_naming_the_file(checkpoint, tmp_path, sp_tokenizer):
+    other = {**sp_tokenizer.describe(), "name": "other", "sha256": "sha256:" + "0" * 64}
+    path = write_token_file(tmp_path / "other.bin", np.arange(100) % 50, other)
+    done = babyllama_eval("--ckpt", checkpoint[0], "--data", path, "--seq-len", SEQ_LEN)
+    assert done.returncode == 2
+    assert str(path) in done.stderr and "prepared with the model's tokenizer" in done.stderr
+
+
+@pytest.mark.slow
+def test_eval_on_the_validation_split_gives_the_trainers_validation_loss(tmp_path, sample_jsonl, sp_tokenizer_dir):
+    """A real run: `eval --split val` on its checkpoint reproduces the val_loss the trainer logged for that step."""
+    data = tmp_path / "sanguo.bin"
+    run = tmp_path / "run"
+    commands = [
+        ["prepare", "--tokenizer", sp_tokenizer_dir, "--out", data, "--progress", "none", sample_jsonl],
+        ["train", "--run", run, "--data", data, "--preset", "tiny", "--dim", 64, "--n_layers", 2, "--n_heads", 4,
+         "--n_kv_heads", 2, "--max_seq_len", 32, "--batch_size", 4, "--eval_iters", 3, "--max_steps", 3,
+         "--eval_interval", 3, "--learning_rate", 0.01, "--decay_lr", "false", "--sample_tokens", 0],
+    ]
+    for command in commands:
+        done = subprocess.run([sys.executable, "-m", "babyllama", *map(str, command)], capture_output=True,
+                              text=True, timeout=600, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = {row["step"]: row["val_loss"] for row in rows if row["kind"] == "eval"}
+    done = babyllama_eval("--ckpt", run, "--data", data, "--split", "val", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["checkpoint"].endswith("step_0000003")
+    assert (report["tokens"], report["windows"]) == (3 * 4 * 32, 3 * 4)
+    assert report["loss"] == pytest.approx(logged[3], rel=1e-5)
+    # Training moved the loss, so matching step 3's is not matching the initial model's.
+    assert logged[3] < logged[0] - 0.05

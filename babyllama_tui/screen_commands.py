@@ -38,3 +38,31 @@ class ScreenKeysProvider(Provider):
             score = matcher.match(description)
             if score > 0:
                 yield Hit(score, matcher.highlight(description), self._hit_command(action, namespace), help=f"key: {key}")
+
+
+class PlaygroundCommands(Provider):
+    """The playground's palette entries beyond its keys: each seed prompt by its text, and each
+    saved checkpoint to load (or compare with) by name."""
+
+    def _commands(self) -> list[tuple[str, object]]:
+        from babyllama.generate import SEED_PROMPTS
+        from babyllama_tui.widgets.checkpoint_picker import list_checkpoints
+
+        screen = self.screen
+        found = [(f"Continue the seed prompt {prompt}", partial(screen.action_seed_prompt, index))
+                 for index, prompt in enumerate(SEED_PROMPTS)]
+        for choice in list_checkpoints(self.app.root):
+            found.append((f"Load {choice.label}", partial(screen.load, "A", choice)))
+            found.append((f"Compare with {choice.label}", partial(screen.load, "B", choice)))
+        return found
+
+    async def discover(self) -> Hits:
+        for description, command in self._commands()[:3]:
+            yield DiscoveryHit(description, command)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for description, command in self._commands():
+            score = matcher.match(description)
+            if score > 0:
+                yield Hit(score, matcher.highlight(description), command)

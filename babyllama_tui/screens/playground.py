@@ -1,14 +1,373 @@
-"""Playground screen: Continue prompts with any saved checkpoint."""
+"""Playground screen: continue prompts with any saved checkpoint, or with two side by side.
+
+Each loaded checkpoint is a `babyllama serve --stdio` child (serve_client.ServeClient) read by
+a worker on the app's event loop; its pieces stream into a ContinuationPanel. Checkpoint A is
+the one the playground opens with (the followed run's newest, else the newest saved anywhere);
+checkpoint B, when chosen, gets the same prompts at the same time. A server is shut down when
+its checkpoint is replaced and when the app quits; switching screens leaves it loaded.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import events, on
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header, Input, Label, OptionList
+from textual.widgets.option_list import Option
+
+from babyllama_tui.screen_commands import PlaygroundCommands, ScreenKeysProvider
+from babyllama_tui.serve_client import SERVE_PROGRAM, ServeClient, ServeError
+from babyllama_tui.widgets.checkpoint_picker import (
+    CheckpointChoice,
+    CheckpointPicker,
+    PickedCheckpoint,
+    list_checkpoints,
+)
+from babyllama_tui.widgets.continuation_panel import ContinuationPanel
+from babyllama_tui.widgets.prompt_input import PromptInput
+from babyllama_tui.widgets.sampling_form import SamplingForm
+
+SLOTS = ("A", "B")
+STATUS_S = 0.5
+NO_CHECKPOINT_HINT = (
+    "No checkpoint is loaded. ctrl+o picks one: any saved step of a run, or an exported folder by its path."
+)
+READY_HINT = "Type a prompt and press enter, or F1, F2, F3 for the seed's prompts."
+
+
+@dataclass
+class Engine:
+    """One loaded checkpoint: its server and what it is doing."""
+
+    slot: str
+    choice: CheckpointChoice
+    client: ServeClient
+    state: str = "loading"  # loading | ready | failed | exited
+    request: int | None = None  # the generation shown, while it runs
+    pieces: int = 0
+    began: float | None = None
+    last_done: dict | None = None
+    parameters: int | None = None
+
+    @property
+    def generating(self) -> bool:
+        return self.request is not None
+
+
+def format_parameters(count: int | None) -> str:
+    if count is None:
+        return "?"
+    for limit, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if count >= limit:
+            return f"{count / limit:.1f}{unit}"
+    return str(count)
+
+
+def format_rate(tokens_per_s: float) -> str:
+    return f"{tokens_per_s:.1f} tok/s" if tokens_per_s < 100 else f"{tokens_per_s:,.0f} tok/s"
+
+
+def engine_status(engine: Engine, now: float) -> Text:
+    """A panel's subtitle: loading, or how the last generation went, or how the current one goes."""
+    if engine.state == "loading":
+        return Text("loading…", style="italic")
+    if engine.state == "failed":
+        return Text("failed to load", style="bold red")
+    if engine.state == "exited":
+        return Text("server exited", style="bold red")
+    if engine.generating:
+        elapsed = now - engine.began if engine.began is not None else 0.0
+        rate = f" · {format_rate(engine.pieces / elapsed)}" if elapsed > 0 and engine.pieces else ""
+        return Text(f"▶ {engine.pieces} tokens{rate}", style="bold")
+    done = engine.last_done
+    if done is not None:
+        stopped = {"eos": "eos", "length": "max", "cancelled": "stopped"}.get(done.get("stopped"), "")
+        return Text(f"{done.get('tokens', 0)} tokens · {format_rate(done.get('tokens_per_s', 0.0))} · {stopped}")
+    return Text(f"{format_parameters(engine.parameters)} params · ready")
 
 
 class PlaygroundScreen(Screen):
+    COMMANDS = {ScreenKeysProvider, PlaygroundCommands}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS = [
+        Binding("ctrl+o", "pick_checkpoint", "Checkpoint"),
+        Binding("ctrl+b", "pick_compare", "Compare"),
+        Binding("f1", "seed_prompt(0)", "Seeds", key_display="F1-3"),
+        Binding("f2", "seed_prompt(1)", "Seed prompt 2", show=False),
+        Binding("f3", "seed_prompt(2)", "Seed prompt 3", show=False),
+        Binding("escape", "stop", "Stop"),
+        Binding("escape", "leave_input", "Leave the prompt", show=False),
+        Binding("enter", "focus_prompt", "Prompt", show=False),
+    ]
+
+    def __init__(self, serve_program: Sequence[str] = SERVE_PROGRAM) -> None:
+        """`serve_program` is what runs after the interpreter for each checkpoint (a stand-in server in tests)."""
+        super().__init__()
+        self.serve_program = tuple(serve_program)
+        self.engines: dict[str, Engine | None] = dict.fromkeys(SLOTS)
+        self.closing: set[ServeClient] = set()
+        self.prompt_input = PromptInput(placeholder="a prompt to continue · enter starts", id="prompt", compact=True,
+                                        select_on_focus=False)
+        self.form = SamplingForm(id="sampling")
+        self.history_list = OptionList(id="history")
+        self.panels = {slot: ContinuationPanel(id=f"panel-{slot.lower()}") for slot in SLOTS}
+
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("Continue prompts with any saved checkpoint.", classes="placeholder")
+        with Vertical(id="playground-body"):
+            with Horizontal(id="prompt-row"):
+                yield Label("prompt", id="prompt-label")
+                yield self.prompt_input
+            with Vertical(id="playground-side"):
+                yield self.form
+                yield Label("prompts this session (enter recalls)", id="history-title")
+                yield self.history_list
+            with Horizontal(id="continuations"):
+                yield from self.panels.values()
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.panels["B"].display = False
+        self.panels["A"].border_title = "no checkpoint"
+        self.panels["A"].show_hint(NO_CHECKPOINT_HINT)
+        self.set_interval(STATUS_S, self._show_rates)
+        # Not the prompt: outside a text field the number keys switch screens, and typing goes to the prompt anyway.
+        self.panels["A"].focus()
+        first = self._first_checkpoint()
+        if first is not None:
+            self.load("A", first)
+
+    async def on_unmount(self) -> None:
+        clients = [engine.client for engine in self.engines.values() if engine is not None] + list(self.closing)
+        await asyncio.gather(*(client.close() for client in clients))
+
+    def _first_checkpoint(self) -> CheckpointChoice | None:
+        choices = list_checkpoints(self.app.root)
+        followed = self.app.current_run
+        if followed is not None:
+            mine = [c for c in choices if c.path.parent.parent == followed]
+            choices = mine + choices
+        return next((c for c in choices if c.detail == "latest"), choices[0] if choices else None)
+
+    # Loading and unloading checkpoints
+
+    def load(self, slot: str, choice: CheckpointChoice) -> None:
+        """Serve `choice` in `slot`, shutting down what was there."""
+        self.unload(slot)
+        client = ServeClient(choice.path, program=self.serve_program, cwd=self.app.root)
+        engine = Engine(slot, choice, client)
+        self.engines[slot] = engine
+        panel = self.panels[slot]
+        panel.display = True
+        panel.border_title = f"{slot} · {choice.label}"
+        panel.show_hint(f"Loading {choice.path}…")
+        self._show_engine(engine)
+        self.run_worker(self._serve(engine), group=f"serve-{slot}")
+
+    def unload(self, slot: str) -> None:
+        engine = self.engines[slot]
+        if engine is None:
+            return
+        self.engines[slot] = None
+        self.closing.add(engine.client)
+        self.run_worker(self._close(engine.client), group="serve-close")
+        self.refresh_bindings()
+
+    async def _close(self, client: ServeClient) -> None:
+        await client.close()
+        self.closing.discard(client)
+
+    async def _serve(self, engine: Engine) -> None:
+        try:
+            await engine.client.start()
+        except OSError as e:
+            self._on_event(engine, {"event": "error", "message": f"could not start serve: {e}"})
+            self._on_event(engine, {"event": "exit", "returncode": None, "stderr": ""})
+            return
+        async for event in engine.client.events():
+            self._on_event(engine, event)
+
+    # Events from a server
+
+    def _on_event(self, engine: Engine, event: dict) -> None:
+        if self.engines[engine.slot] is not engine:
+            return  # a server being shut down after its checkpoint was replaced
+        panel = self.panels[engine.slot]
+        kind = event.get("event")
+        current = engine.request is not None and event.get("id") == engine.request
+        if kind == "token" and current:
+            engine.pieces += 1
+            panel.add(str(event.get("text", "")))
+            return
+        if kind == "ready":
+            engine.state = "ready"
+            engine.parameters = event.get("parameters")
+            if not engine.generating:
+                panel.show_hint(READY_HINT)
+        elif kind == "warning" and current:
+            panel.add_note(f"note: {event.get('message')}", "yellow")
+        elif kind == "done" and current:
+            engine.request = None
+            engine.last_done = event
+            if event.get("stopped") == "cancelled":
+                panel.add_note("(stopped)", "italic yellow")
+        elif kind == "error" and ("id" not in event or current):
+            message = str(event.get("message"))
+            if engine.state == "loading":
+                engine.state = "failed"
+                panel.show_hint("")
+                panel.add_note(f"did not load: {message}", "bold red")
+            else:
+                engine.request = None if current else engine.request
+                panel.add_note(f"error: {message}", "bold red")
+        elif kind == "exit":
+            self._on_exit(engine, event)
+        self._show_engine(engine)
+
+    def _on_exit(self, engine: Engine, event: dict) -> None:
+        panel = self.panels[engine.slot]
+        was_loading = engine.state == "loading"
+        engine.request = None
+        if engine.state != "failed":
+            engine.state = "exited"
+            what = "while loading" if was_loading else ""
+            panel.add_note(f"serve exited {what} with status {event.get('returncode')}".replace("  ", " "), "bold red")
+            if event.get("stderr"):
+                panel.add_note(str(event["stderr"]).splitlines()[-1], "red")
+
+    def _show_engine(self, engine: Engine) -> None:
+        self.panels[engine.slot].border_subtitle = engine_status(engine, time.monotonic())
+        self.refresh_bindings()
+
+    def _show_rates(self) -> None:
+        for engine in self.engines.values():
+            if engine is not None and engine.generating:
+                self.panels[engine.slot].border_subtitle = engine_status(engine, time.monotonic())
+
+    def on_key(self, event: events.Key) -> None:
+        """Typing outside the text fields goes to the prompt; keys with a binding keep their meaning."""
+        if isinstance(self.focused, Input) or not event.is_printable or event.key in self.active_bindings:
+            return
+        event.stop()
+        event.prevent_default()
+        self.prompt_input.focus()
+        self.prompt_input.insert_text_at_cursor(event.character or "")
+
+    # Generating
+
+    def live_engines(self) -> list[Engine]:
+        return [e for e in self.engines.values() if e is not None and e.state in ("loading", "ready")]
+
+    @property
+    def generating(self) -> bool:
+        return any(engine.generating for engine in self.live_engines())
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        if event.input is self.prompt_input or event.input in self.form.inputs.values():
+            self.continue_prompt(self.prompt_input.value)
+
+    def continue_prompt(self, prompt: str) -> bool:
+        """Start `prompt` on every loaded checkpoint (stopping what runs); False, with a message, when it cannot."""
+        params = self.form.params()
+        if params is None:
+            key, message = self.form.first_error()
+            self.notify(f"Not started: {message}", severity="error")
+            self.form.focus_field(key)
+            return False
+        engines = self.live_engines()
+        if not engines:
+            self.notify("Load a checkpoint first: ctrl+o", severity="warning")
+            return False
+        self.prompt_input.remember(prompt)
+        self._show_history()
+        for engine in engines:
+            panel = self.panels[engine.slot]
+            try:
+                if engine.request is not None:
+                    engine.client.cancel(engine.request)
+                engine.request = engine.client.generate(prompt, params)
+            except ServeError as e:
+                engine.request = None
+                panel.add_note(str(e), "bold red")
+                continue
+            engine.pieces, engine.began, engine.last_done = 0, time.monotonic(), None
+            panel.start(prompt)
+            self._show_engine(engine)
+        return True
+
+    def _show_history(self) -> None:
+        self.history_list.clear_options()
+        self.history_list.add_options(Option(prompt) for prompt in reversed(self.prompt_input.history))
+
+    @on(OptionList.OptionSelected, "#history")
+    def _recall(self, event: OptionList.OptionSelected) -> None:
+        self.prompt_input.value = str(event.option.prompt)
+        self.prompt_input.focus()
+
+    # Actions
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "stop":
+            return self.generating
+        if action == "leave_input":
+            return not self.generating and isinstance(self.focused, Input)
+        return True
+
+    def action_stop(self) -> None:
+        for engine in self.live_engines():
+            if engine.request is not None:
+                try:
+                    engine.client.cancel(engine.request)
+                except ServeError as e:
+                    self.panels[engine.slot].add_note(str(e), "bold red")
+
+    def action_leave_input(self) -> None:
+        """Out of the text fields, where the number keys switch screens again."""
+        self.panels["A"].focus()
+
+    def action_focus_prompt(self) -> None:
+        self.prompt_input.focus()
+
+    def action_seed_prompt(self, index: int) -> None:
+        from babyllama.generate import SEED_PROMPTS
+
+        self.prompt_input.value = SEED_PROMPTS[index]
+        self.continue_prompt(SEED_PROMPTS[index])
+
+    def action_pick_checkpoint(self) -> None:
+        current = self.engines["A"]
+
+        def picked(answer: PickedCheckpoint | None) -> None:
+            if answer is not None and answer.choice is not None:
+                self.load("A", answer.choice)
+
+        self.app.push_screen(CheckpointPicker("Continue prompts with which checkpoint?", self.app.root,
+                                              current=current.choice.path if current else None), picked)
+
+    def action_pick_compare(self) -> None:
+        current = self.engines["B"]
+        loaded = self.engines["A"]
+
+        def picked(answer: PickedCheckpoint | None) -> None:
+            if answer is None:
+                return
+            if answer.choice is None:
+                self.unload("B")
+                self.panels["B"].display = False
+            else:
+                self.load("B", answer.choice)
+
+        self.app.push_screen(CheckpointPicker("Compare with which checkpoint? (same prompt, side by side)",
+                                              self.app.root, none_label="no comparison",
+                                              current=current.choice.path if current else None,
+                                              other=loaded.choice.path if loaded else None), picked)

@@ -1,0 +1,96 @@
+"""ContinuationPanel: a prompt and its continuation as it streams in, in a box the stylesheet sizes.
+
+Pieces arrive as fast as the model writes them; the panel repaints at most every REPAINT_S,
+and repaints only itself (no layout), so a slow SSH link keeps up. It shows the end of the
+text, wrapped to its width; when focused, the arrow and page keys scroll back.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widget import Widget
+
+REPAINT_S = 0.2
+
+
+class ContinuationPanel(Widget, can_focus=True):
+    BINDINGS = [
+        Binding("up", "scroll_lines(1)", "Scroll up", show=False),
+        Binding("down", "scroll_lines(-1)", "Scroll down", show=False),
+        Binding("pageup", "scroll_pages(1)", "Page up", show=False),
+        Binding("pagedown", "scroll_pages(-1)", "Page down", show=False),
+        Binding("home", "scroll_lines(1000000)", "Top", show=False),
+        Binding("end", "scroll_lines(-1000000)", "End", show=False),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.prompt = ""
+        self.text = ""
+        self.hint = ""
+        self.notes: list[Text] = []
+        # Lines between the bottom of the text and the bottom of the box: 0 follows the newest line.
+        self.lines_back = 0
+        self._repaint_due = False
+        self._wrapped: tuple[tuple, list[Text]] | None = None
+
+    def show_hint(self, hint: str) -> None:
+        """Dim text in place of a continuation: what to do, or what is happening."""
+        self.prompt, self.text, self.notes, self.hint = "", "", [], hint
+        self.lines_back = 0
+        self.refresh()
+
+    def start(self, prompt: str) -> None:
+        self.prompt, self.text, self.notes, self.hint = prompt, "", [], ""
+        self.lines_back = 0
+        self.refresh()
+
+    def add(self, piece: str) -> None:
+        self.text += piece
+        if not self._repaint_due:
+            self._repaint_due = True
+            self.set_timer(REPAINT_S, self._repaint)
+
+    def _repaint(self) -> None:
+        self._repaint_due = False
+        self.refresh()
+
+    def add_note(self, note: str, style: str) -> None:
+        """A line after the text: a warning, an error, how the generation stopped."""
+        self.notes.append(Text(note, style=style))
+        self.refresh()
+
+    def _lines(self, width: int) -> list[Text]:
+        key = (width, self.prompt, len(self.text), self.hint, len(self.notes))
+        if self._wrapped is not None and self._wrapped[0] == key:
+            return self._wrapped[1]
+        body = Text()
+        if self.hint:
+            body.append(self.hint, style="dim italic")
+        else:
+            body.append(self.prompt, style="bold")
+            body.append(self.text)
+        for note in self.notes:
+            if body:
+                body.append("\n")
+            body.append_text(note)
+        lines = list(body.wrap(self.app.console, width, no_wrap=False, overflow="fold"))
+        self._wrapped = (key, lines)
+        return lines
+
+    def render(self) -> Text:
+        width, height = self.content_size
+        if width <= 0 or height <= 0:
+            return Text()
+        lines = self._lines(width)
+        self.lines_back = max(0, min(self.lines_back, len(lines) - height))
+        end = len(lines) - self.lines_back
+        return Text("\n").join(lines[max(0, end - height):end])
+
+    def action_scroll_lines(self, lines: int) -> None:
+        self.lines_back = max(0, self.lines_back + lines)
+        self.refresh()
+
+    def action_scroll_pages(self, pages: int) -> None:
+        self.action_scroll_lines(pages * max(1, self.content_size.height - 1))

@@ -1,0 +1,122 @@
+"""SamplingForm: temperature, top-k, top-p, repetition penalty, max new tokens and seed, checked as typed.
+
+The rules are the engine's own (babyllama.generate.SamplingParams.validate), applied to one
+field at a time over the defaults, so the message names the field that is wrong. One row of
+short labels on a narrow terminal; a column with full names on a wide one. The note line under
+the fields says what the focused field means, or what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.events import DescendantFocus
+from textual.widgets import Input, Label, Static
+
+from babyllama.errors import UserError
+
+
+@dataclass(frozen=True)
+class SamplingField:
+    key: str  # the protocol's name
+    short: str
+    long: str
+    help: str
+
+
+FIELDS = (
+    SamplingField("temperature", "temp", "temperature", "0 = greedy (always the most likely token); higher, more varied"),
+    SamplingField("top_k", "top-k", "top-k", "sample among the k most likely tokens; 0 = all"),
+    SamplingField("top_p", "top-p", "top-p", "sample among the most likely tokens reaching probability p; 1 = all"),
+    SamplingField("repetition_penalty", "rep", "repetition penalty", "1 = none; 1.1 to 1.3 discourages repeats"),
+    SamplingField("max_new_tokens", "max", "max new tokens", "stop after this many new tokens"),
+    SamplingField("seed", "seed", "seed", "the same seed and settings give the same text"),
+)
+
+
+FORM_HINT = "sampling: tab to a field to change it; each is checked as you type"
+
+
+def default_params() -> dict:
+    from babyllama.generate import SamplingParams
+
+    return vars(SamplingParams())
+
+
+def check_value(key: str, typed: str, defaults: dict) -> tuple[int | float | None, str | None]:
+    """(value, None) when `typed` is a good value for the field `key`, else (None, what is wrong)."""
+    from babyllama.generate import SamplingParams
+
+    wanted = type(defaults[key])
+    try:
+        value = wanted(typed.strip())
+    except ValueError:
+        kind = "a whole number" if wanted is int else "a number"
+        return None, f"{key}: {typed.strip() or '(empty)'} is not {kind}"
+    try:
+        SamplingParams(**{**defaults, key: value}).validate()
+    except UserError as e:
+        return None, str(e)
+    return value, None
+
+
+class SamplingForm(Vertical):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.defaults = default_params()
+        self.values = dict(self.defaults)
+        self.errors: dict[str, str] = {}
+        self.inputs = {field.key: Input(str(self.defaults[field.key]), id=f"sampling-{field.key}", compact=True,
+                                        select_on_focus=True) for field in FIELDS}
+        self.note = Static(FORM_HINT, id="sampling-note", markup=False)
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="sampling-fields"):
+            for field in FIELDS:
+                with Horizontal(classes="sampling-field"):
+                    yield Label(field.short, classes="short-label")
+                    yield Label(field.long, classes="long-label")
+                    yield self.inputs[field.key]
+        yield self.note
+
+    def params(self) -> dict | None:
+        """Every field's value, or None while any is wrong."""
+        return None if self.errors else dict(self.values)
+
+    def first_error(self) -> tuple[str, str] | None:
+        """(field, message) of the first wrong field in the form's order."""
+        for field in FIELDS:
+            if field.key in self.errors:
+                return field.key, self.errors[field.key]
+        return None
+
+    def focus_field(self, key: str) -> None:
+        self.inputs[key].focus()
+
+    @on(Input.Changed)
+    def _check(self, event: Input.Changed) -> None:
+        key = next(k for k, editor in self.inputs.items() if editor is event.input)
+        value, error = check_value(key, event.value, self.defaults)
+        if error is None:
+            self.values[key] = value
+            self.errors.pop(key, None)
+        else:
+            self.errors[key] = error
+        event.input.set_class(error is not None, "-invalid")
+        if event.input.has_focus or error is not None:
+            self._show_note(key)
+
+    @on(DescendantFocus)
+    def _focused(self, event: DescendantFocus) -> None:
+        key = next((k for k, editor in self.inputs.items() if editor is event.widget), None)
+        if key is not None:
+            self._show_note(key)
+
+    def _show_note(self, key: str) -> None:
+        error = self.errors.get(key)
+        field = next(f for f in FIELDS if f.key == key)
+        self.note.update(error or f"{field.long}: {field.help}")
+        self.note.set_class(error is not None, "-error")

@@ -1,0 +1,471 @@
+"""The Playground: ServeClient against real `babyllama serve` processes, the screen under Pilot
+streaming from them, and a snapshot at 80x24 fed by a stand-in server with fixed output."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from test_generate import TINY, write_checkpoint
+from textual.widgets import Input
+from textual.widgets._footer import FooterKey
+
+from babyllama.runs import RunDir
+from babyllama_tui import app as app_module
+from babyllama_tui.app import BabyLlamaApp
+from babyllama_tui.screens.playground import PlaygroundScreen
+from babyllama_tui.serve_client import ServeClient, ServeError
+from babyllama_tui.widgets.checkpoint_picker import CheckpointPicker, list_checkpoints
+
+# A long context, so a generation runs long enough (seconds, at a thousand tokens a second) to be
+# stopped in the middle.
+LONG = dataclasses.replace(TINY, max_seq_len=8192)
+MANY = 8000
+WAIT_LIMIT_S = 60.0
+STEPS = (1000, 5000)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, sp_tokenizer) -> Path:
+    """A project folder with one run that saved two steps of a tiny random model (different seeds)."""
+    root = tmp_path_factory.mktemp("playground")
+    run = RunDir(root / "out" / "runs" / "tiny")
+    run.create({"model": dataclasses.asdict(LONG), "train": {}})
+    for seed, step in enumerate(STEPS, start=1):
+        write_checkpoint(run.checkpoint_path(step), LONG, sp_tokenizer, seed=seed)
+    run.latest_path.write_text(f"{run.checkpoint_path(STEPS[-1]).name}\n")
+    return root
+
+
+def checkpoint(project: Path, step: int) -> Path:
+    return RunDir(project / "out" / "runs" / "tiny").checkpoint_path(step)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------
+# ServeClient alone
+
+
+async def next_event(events) -> dict:
+    return await asyncio.wait_for(anext(events), WAIT_LIMIT_S)
+
+
+async def until_done(events, request_id: int) -> tuple[str, dict]:
+    text = ""
+    while True:
+        event = await next_event(events)
+        assert event.get("id") == request_id, event
+        if event["event"] == "done":
+            return text, event
+        assert event["event"] == "token", event
+        text += event["text"]
+
+
+async def started(path: Path, **kwargs) -> tuple[ServeClient, object]:
+    client = ServeClient(path, **kwargs)
+    await client.start()
+    events = client.events()
+    ready = await next_event(events)
+    assert ready["event"] == "ready", ready
+    return client, events
+
+
+async def test_client_streams_a_generation_then_shuts_the_server_down(project):
+    client, events = await started(checkpoint(project, 1000))
+    assert client.ready["checkpoint"] == str(checkpoint(project, 1000))
+    request = client.generate("话说天下大势", {"temperature": 0, "max_new_tokens": 6})
+    text, done = await until_done(events, request)
+    assert done["stopped"] in ("eos", "length") and 1 <= done["tokens"] <= 6
+    assert text
+    pid = client.pid
+    assert await client.close() == 0
+    ended = await next_event(events)
+    assert (ended["event"], ended["returncode"]) == ("exit", 0)
+    assert gone(pid)
+    with pytest.raises(ServeError):
+        client.generate("话说", {})
+
+
+async def test_client_cancel_stops_a_generation_in_the_middle(project):
+    client, events = await started(checkpoint(project, 1000))
+    try:
+        request = client.generate("话说", {"temperature": 0, "max_new_tokens": MANY})
+        first = await next_event(events)
+        assert first["event"] == "token" and first["id"] == request
+        client.cancel(request)
+        _, done = await until_done(events, request)
+        assert done["stopped"] == "cancelled" and done["tokens"] < MANY
+    finally:
+        await client.close()
+
+
+async def test_client_passes_on_a_refused_request_and_the_server_keeps_serving(project):
+    client, events = await started(checkpoint(project, 1000))
+    try:
+        refused = client.generate("话说", {"temperature": -1})
+        error = await next_event(events)
+        assert error["event"] == "error" and error["id"] == refused and "temperature" in error["message"]
+        request = client.generate("话说", {"temperature": 0, "max_new_tokens": 2})
+        _, done = await until_done(events, request)
+        assert done["tokens"] == 2
+    finally:
+        await client.close()
+
+
+MUMBLING_SERVER = '''
+import sys
+print("Loading weights... not a protocol line", flush=True)
+print('{"event": "ready", "protocol": 1}', flush=True)
+print('[1, 2, 3]', flush=True)
+sys.stderr.write("Traceback: something broke\\n")
+sys.exit(3)
+'''
+
+DEAF_SERVER = '''
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print('{"event": "ready", "protocol": 1}', flush=True)
+while True:
+    time.sleep(1)
+'''
+
+
+def stand_in(tmp_path: Path, name: str, source: str) -> tuple[str, ...]:
+    script = tmp_path / f"{name}.py"
+    script.write_text(source)
+    return (str(script),)
+
+
+async def test_client_reports_malformed_output_and_how_the_server_ended(tmp_path):
+    client = ServeClient(tmp_path, program=stand_in(tmp_path, "mumbling", MUMBLING_SERVER))
+    await client.start()
+    events = [event async for event in client.events()]
+    assert [e["event"] for e in events] == ["error", "ready", "error", "exit"]
+    assert "not a protocol event: Loading weights" in events[0]["message"]
+    assert "[1, 2, 3]" in events[2]["message"]
+    assert events[3]["returncode"] == 3 and "something broke" in events[3]["stderr"]
+    with pytest.raises(ServeError):
+        client.cancel(1)
+
+
+async def test_close_kills_a_server_that_does_not_shut_down(tmp_path):
+    client = ServeClient(tmp_path, program=stand_in(tmp_path, "deaf", DEAF_SERVER))
+    await client.start()
+    events = client.events()
+    assert (await next_event(events))["event"] == "ready"
+    pid = client.pid
+    assert await client.close(timeout=0.5) == -signal.SIGKILL
+    assert gone(pid)
+
+
+CLIENT_THEN_EXIT = '''
+import asyncio, sys
+from pathlib import Path
+from babyllama_tui.serve_client import ServeClient
+
+async def main():
+    client = ServeClient(Path(sys.argv[1]))
+    await client.start()
+    async for event in client.events():
+        if event["event"] == "ready":
+            print(client.pid, flush=True)
+            if sys.argv[2] == "hang":
+                await asyncio.sleep(3600)
+            return
+
+asyncio.run(main())
+'''
+
+
+@pytest.mark.parametrize("how", ["exits", "killed"])
+def test_no_server_outlives_its_app(project, tmp_path, how):
+    """An app that exits without closing its servers kills them on the way out; one killed outright
+    leaves them at end of input, and they exit by themselves."""
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT_THEN_EXIT)
+    app = subprocess.Popen([sys.executable, str(script), str(checkpoint(project, 1000)),
+                            "exit" if how == "exits" else "hang"], stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid = int(app.stdout.readline())
+        assert not gone(server_pid)
+        if how == "killed":
+            app.send_signal(signal.SIGKILL)
+        app.wait(timeout=WAIT_LIMIT_S)
+        wait_for(lambda: gone(server_pid), "the server to exit")
+    finally:
+        if app.poll() is None:
+            app.kill()
+        app.stdout.close()
+
+
+# ---------------------------------------------------------------------------------------
+# The screen under Pilot, with real servers
+
+
+async def wait_until(pilot, condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await pilot.pause(0.05)
+
+
+async def open_playground(pilot) -> PlaygroundScreen:
+    await pilot.press("4")
+    screen = pilot.app.screen
+    assert isinstance(screen, PlaygroundScreen)
+    return screen
+
+
+def state_of(screen: PlaygroundScreen, slot: str) -> str | None:
+    engine = screen.engines[slot]
+    return engine.state if engine is not None else None
+
+
+def finished(screen: PlaygroundScreen, slot: str) -> bool:
+    engine = screen.engines[slot]
+    return engine is not None and engine.request is None and engine.last_done is not None
+
+
+async def set_field(pilot, screen: PlaygroundScreen, key: str, value: str) -> None:
+    field = screen.form.inputs[key]
+    field.focus()
+    field.value = value
+    await pilot.pause()
+
+
+@pytest.mark.slow
+async def test_a_prompt_streams_from_the_newest_checkpoint_and_is_kept_in_the_history(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        engine = screen.engines["A"]
+        assert engine.choice.path == checkpoint(project, 5000)
+        await wait_until(pilot, lambda: state_of(screen, "A") == "ready", "the checkpoint to load")
+        await set_field(pilot, screen, "max_new_tokens", "12")
+        screen.prompt_input.focus()
+        await pilot.press(*"曹操")
+        await pilot.press("enter")
+        panel = screen.panels["A"]
+        await wait_until(pilot, lambda: finished(screen, "A"), "the generation")
+        assert panel.prompt == "曹操" and panel.text
+        assert engine.last_done["tokens"] <= 12
+        assert "tokens" in str(panel.border_subtitle) and "tok/s" in str(panel.border_subtitle)
+
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: finished(screen, "A"), "the seed prompt's generation")
+        assert panel.prompt == "请你讲一个童话故事："
+        screen.prompt_input.value = "draft"
+        await pilot.press("up")
+        assert screen.prompt_input.value == "请你讲一个童话故事："
+        await pilot.press("up")
+        assert screen.prompt_input.value == "曹操"
+        await pilot.press("down", "down")
+        assert screen.prompt_input.value == "draft"
+
+
+@pytest.mark.slow
+async def test_escape_stops_a_generation_mid_way(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await set_field(pilot, screen, "max_new_tokens", str(MANY))
+        await set_field(pilot, screen, "temperature", "0")
+        screen.prompt_input.focus()
+        await pilot.press(*"话说", "enter")
+        engine = screen.engines["A"]
+        await wait_until(pilot, lambda: engine.pieces >= 1, "the first tokens")
+        assert screen.generating
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: finished(screen, "A"), "the stop")
+        assert engine.last_done["stopped"] == "cancelled" and engine.last_done["tokens"] < MANY
+        assert "(stopped)" in screen.panels["A"].render().plain
+        assert "stopped" in str(screen.panels["A"].border_subtitle)
+
+
+async def test_a_bad_parameter_is_refused_with_a_message(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await set_field(pilot, screen, "temperature", "-1")
+        field = screen.form.inputs["temperature"]
+        assert field.has_class("-invalid")
+        assert "temperature must be a number in [0.0, inf]" in str(screen.form.note.render())
+        await set_field(pilot, screen, "top_k", "many")
+        assert "top_k: many is not a whole number" in str(screen.form.note.render())
+        screen.prompt_input.focus()
+        await pilot.press("enter")
+        assert screen.engines["A"].request is None
+        assert any("Not started: temperature must be" in n.message for n in app._notifications)
+        assert screen.focused is field
+
+        await set_field(pilot, screen, "temperature", "0.5")
+        await set_field(pilot, screen, "top_k", "5")
+        assert not field.has_class("-invalid") and screen.form.params()["top_k"] == 5
+
+
+@pytest.mark.slow
+async def test_side_by_side_streams_the_same_prompt_on_two_checkpoints(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: isinstance(app.screen, CheckpointPicker), "the picker")
+        await pilot.press("enter")  # the highlighted one: the first that is not A's
+        await wait_until(pilot, lambda: screen.engines["B"] is not None, "checkpoint B")
+        assert screen.engines["B"].choice.path == checkpoint(project, 1000)
+        assert screen.panels["B"].display
+        await set_field(pilot, screen, "max_new_tokens", "300")
+        screen.prompt_input.focus()
+        await pilot.press(*"话说", "enter")
+        await wait_until(pilot, lambda: all(screen.engines[s].pieces >= 3 for s in "AB"), "both to stream")
+        await wait_until(pilot, lambda: finished(screen, "A") and finished(screen, "B"), "both generations")
+        for slot in "AB":
+            assert screen.panels[slot].prompt == "话说" and screen.panels[slot].text
+
+        pid_b = screen.engines["B"].client.pid
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: isinstance(app.screen, CheckpointPicker), "the picker")
+        await pilot.press("up", "up", "enter")  # from B's checkpoint up to "no comparison"
+        await wait_until(pilot, lambda: screen.engines["B"] is None and gone(pid_b), "B's server to shut down")
+        assert not screen.panels["B"].display
+
+
+async def test_a_folder_that_does_not_load_shows_the_servers_error(project, tmp_path):
+    export = tmp_path / "exports" / "not-really"
+    export.mkdir(parents=True)
+    (export / "config.json").write_text('{"model_type": "llama"}')
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, CheckpointPicker), "the picker")
+        app.screen.query_one("#checkpoint-filter", Input).value = str(export)
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: state_of(screen, "A") in ("failed", "exited"), "the failure")
+        shown = " ".join(note.plain for note in screen.panels["A"].notes)
+        assert shown.startswith("did not load:") and "not-really" in shown
+        assert "failed" in str(screen.panels["A"].border_subtitle)
+
+
+async def test_quitting_shuts_every_server_down(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        screen.load("B", list_checkpoints(project)[1])
+        await wait_until(pilot, lambda: state_of(screen, "A") == state_of(screen, "B") == "ready", "both servers")
+        pids = [screen.engines[slot].client.pid for slot in "AB"]
+        await pilot.press("ctrl+q")
+    for pid in pids:
+        wait_for(lambda: gone(pid), f"server {pid} to exit")
+
+
+async def test_typing_goes_to_the_prompt_and_the_number_keys_still_switch_screens(tmp_path):
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        assert screen.engines["A"] is None and "No checkpoint is loaded" in screen.panels["A"].hint
+        await pilot.press("x", "y")
+        assert screen.prompt_input.value == "xy" and screen.focused is screen.prompt_input
+        await pilot.press("enter")
+        assert any("Load a checkpoint first" in n.message for n in app._notifications)
+        await pilot.press("escape")
+        assert screen.focused is screen.panels["A"]
+        await pilot.press("2")
+        assert not isinstance(app.screen, PlaygroundScreen)
+
+
+def test_checkpoints_are_listed_newest_run_first_then_exports(tmp_path):
+    root = tmp_path
+    old, new = RunDir(root / "out" / "runs" / "old"), RunDir(root / "out" / "runs" / "new")
+    for run, steps, saved in ((old, (10, 20), 1_700_000_000), (new, (5,), 1_700_000_100)):
+        for step in steps:
+            run.checkpoint_path(step).mkdir(parents=True)
+            os.utime(run.checkpoint_path(step), (saved, saved))
+    old.latest_path.write_text("step_0000010\n")
+    export = root / "out" / "exports" / "hf-tiny"
+    export.mkdir(parents=True)
+    (export / "config.json").write_text('{"model_type": "llama"}')
+    (root / "out" / "tokenizers" / "x").mkdir(parents=True)
+    listed = [(c.label, c.detail) for c in list_checkpoints(root)]
+    assert listed == [("new step 5", "latest"), ("old step 20", ""), ("old step 10", "latest"),
+                      ("out/exports/hf-tiny", "hf export")]
+
+
+# ---------------------------------------------------------------------------------------
+# Snapshot, with a stand-in server whose output is fixed
+
+STANDIN_SERVER = '''
+import json, sys
+checkpoint = sys.argv[sys.argv.index("--ckpt") + 1]
+older = checkpoint.endswith("1000")
+def emit(**event):
+    print(json.dumps(event, ensure_ascii=False), flush=True)
+emit(event="ready", protocol=1, checkpoint=checkpoint, parameters=226624, model={}, defaults={})
+for line in sys.stdin:
+    request = json.loads(line)
+    if request["op"] == "shutdown":
+        break
+    if request["op"] == "generate":
+        text = "了王子的玩耍，国王一个人说：“你好。”我们到了下的，把她" if older else \\
+            "一个来自遥远星球的小王子，他离开了自己的玫瑰，去别的星球旅行。他遇见了国王、商人和点灯人，最后来到地球。"
+        pieces = [text[i:i + 3] for i in range(0, len(text), 3)]
+        for piece in pieces:
+            emit(event="token", id=request["id"], text=piece)
+        emit(event="done", id=request["id"], tokens=len(pieces), prompt_tokens=9,
+             tokens_per_s=61.5 if older else 58.2, ttft_ms=4.0, stopped="eos")
+'''
+
+
+def footer_settled(screen) -> bool:
+    shown = {key.action for key in screen.query(FooterKey)} - {"app.command_palette", "command_palette"}
+    return shown == {active.binding.action for active in screen.active_bindings.values() if active.binding.show}
+
+
+def test_playground_side_by_side_snapshot(tmp_path, monkeypatch, snap_compare):
+    monkeypatch.chdir(tmp_path)
+    server = stand_in(tmp_path, "standin_server", STANDIN_SERVER)
+    run = RunDir(Path("out/runs/tiny"))
+    for step in STEPS:
+        run.checkpoint_path(step).mkdir(parents=True)
+    run.latest_path.write_text(f"{run.checkpoint_path(STEPS[-1]).name}\n")
+
+    class StandInApp(BabyLlamaApp):
+        CSS_PATH = Path(app_module.__file__).with_name("app.tcss")
+        MODES = {**BabyLlamaApp.MODES, "playground": lambda: PlaygroundScreen(serve_program=server)}
+
+    app = StandInApp(root=Path("."))
+    app.animation_level = "none"
+
+    async def run_before(pilot) -> None:
+        screen = await open_playground(pilot)
+        await wait_until(pilot, lambda: state_of(screen, "A") == "ready", "A")
+        screen.load("B", list_checkpoints(Path("."))[1])
+        await wait_until(pilot, lambda: state_of(screen, "B") == "ready", "B")
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: finished(screen, "A") and finished(screen, "B"), "both continuations")
+        await pilot.pause(0.3)  # the panels' last throttled repaint
+        await wait_until(pilot, lambda: footer_settled(screen), "the footer")
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

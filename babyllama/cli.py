@@ -24,6 +24,7 @@ COMMANDS = {
     "generate": ("babyllama.generate", "continue prompts with a checkpoint, streaming the text"),
     "serve": ("babyllama.serve", "load a checkpoint once and answer JSON-line generation requests (--stdio)"),
     "eval": ("babyllama.evaluate", "mean loss and perplexity of a checkpoint over token files"),
+    "export": ("babyllama.export", "export a checkpoint as a Hugging Face Llama folder or a llama2.c model.bin"),
 }
 
 

@@ -5,9 +5,11 @@
                        [--repetition-penalty R] [--seed S] [--num-samples N] [--tokenizer PATH]
                        [--out FILE] [--backend numpy|mindspore]
 
-`--ckpt` is a run directory (its latest checkpoint) or one checkpoint folder
-(`model.safetensors` + `config.json`, as `babyllama train` writes them). The tokenizer is
-the one the checkpoint's config names unless `--tokenizer` gives another.
+`--ckpt` is a run directory (its latest checkpoint), one checkpoint folder
+(`model.safetensors` + `config.json`, as `babyllama train` writes them), or a Hugging Face
+Llama folder (babyllama.export reads it). The tokenizer is the one the checkpoint's config
+names (for a Hugging Face folder, the tokenizer files beside the weights) unless
+`--tokenizer` gives another.
 
 Generation, one prompt at a time: the whole prompt goes through the model in one pass
 (prefill) filling a key/value cache, then one token at a time, each step reading the
@@ -202,9 +204,14 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def load_model_for_inference(path: str | Path) -> LoadedModel:
-    """Config and weights of the checkpoint at `path` (a run directory or a checkpoint folder)."""
+    """Config and weights of the checkpoint at `path`: a run directory, a checkpoint folder, or a
+    Hugging Face Llama folder (`babyllama export --format hf`'s, or another Llama of a shape we have)."""
     from safetensors.numpy import load_file
 
+    from babyllama.export import is_hf_folder, read_hf_folder
+
+    if is_hf_folder(path):
+        return read_hf_folder(path)
     checkpoint = find_checkpoint(path)
     config_path = checkpoint / CONFIG_FILE
     try:
@@ -487,7 +494,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, type=Path, metavar="PATH",
-                        help="a run directory (its latest checkpoint) or a checkpoint folder")
+                        help="a run directory (its latest checkpoint), a checkpoint folder or a Hugging Face "
+                        "Llama folder")
     parser.add_argument("--tokenizer", type=Path, metavar="PATH",
                         help="tokenizer file or folder (default: the one the checkpoint's config names)")
     parser.add_argument("--backend", choices=BACKENDS, default="numpy",

@@ -1,0 +1,545 @@
+"""`babyllama export`: take a checkpoint elsewhere, and read a Hugging Face Llama folder back.
+
+    babyllama export --ckpt PATH --format hf --out DIR [--tokenizer PATH] [--force]
+    babyllama export --ckpt PATH --format llama2c --out FILE.bin [--force]
+
+`--format hf` writes a folder that `transformers.LlamaForCausalLM.from_pretrained(DIR)`
+loads, and from there llama.cpp's converter:
+
+    config.json             LlamaConfig: shape, rms_norm_eps, rope_theta (also as
+                            rope_parameters, the transformers 5 spelling), context length
+                            as max_position_embeddings, tie_word_embeddings true
+    model.safetensors       float32 weights under Hugging Face's names (the tied embedding
+                            once, as model.embed_tokens.weight)
+    generation_config.json  bos/eos ids and our default sampling temperature
+    tokenizer files         by the checkpoint's tokenizer (or --tokenizer):
+                            SentencePiece (`babyllama tokenizer train`): tokenizer.model and
+                            babyllama_tokenizer.json as trained, plus tokenizer.json and
+                            tokenizer_config.json from transformers' own conversion, checked
+                            to give our ids on a probe text, so AutoTokenizer loads it;
+                            Hugging Face folder: its tokenizer files, copied;
+                            ChatGLM2: tokenizer.model and a tokenizer_config.json naming
+                            ChatGLMTokenizer (babyllama reads it; transformers needs
+                            ChatGLM2-6B's own tokenizer code, see the folder's README.md)
+    README.md               what the folder is and how to load it
+
+The one change that is not a renaming: our rotary embedding (like Meta's and llama2.c's)
+rotates interleaved pairs (x0, x1), (x2, x3), ... of each head, Hugging Face's rotates the
+first half against the second. Export reorders the rows of wq and wk within each head
+(pairs -> halves, as transformers' convert_llama_weights_to_hf does) and import undoes it.
+
+`--format llama2c` writes llama2.c's version-0 `model.bin` as the seed's export() does:
+seven int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, max_seq_len; a
+positive vocab_size says the output layer is the embedding), then float32 tensors in
+order: embedding, every layer's attention_norm, then wq, wk, wv, wo, ffn_norm, w1, w2, w3
+(each for all layers in turn), the final norm, and the rotary cos and sin tables
+(max_seq_len x head_dim/2), which run.c skips. run.c rotates interleaved pairs as we do,
+so no rows move; it fixes rope_theta at 10000 and the RMSNorm epsilon at 1e-5, so other
+values are refused.
+
+Import: `read_hf_folder(DIR)` reads a folder whose config.json says model_type "llama" (ours,
+or any Llama whose shape our ModelConfig can say: SiLU, no biases, no rope scaling, a tied
+output layer, head_dim = hidden_size / heads, an intermediate_size that Meta's rule gives
+for some multiple_of) into babyllama.generate.LoadedModel, so `--ckpt DIR` works for
+generate, serve and eval. float32, float16 and bfloat16 weights, one file or sharded.
+
+Everything is written under a temporary name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fnmatch
+import json
+import math
+import re
+import shutil
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from babyllama.config import ModelConfig
+from babyllama.errors import UserError
+from babyllama.files import temp_path
+
+FORMATS = ("hf", "llama2c")
+HF_CONFIG_FILE = "config.json"
+HF_WEIGHTS_FILE = "model.safetensors"
+HF_WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+HF_GENERATION_CONFIG_FILE = "generation_config.json"
+LLAMA2C_ROPE_THETA = 10000.0
+LLAMA2C_NORM_EPS = 1e-5
+# What the exported tokenizer must encode exactly as ours does: Chinese, digits, spaces, bytes.
+TOKENIZER_PROBE = "话说天下大势，分久必合，合久必分。 Two  spaces, 2024年\n第二行\t☃ 𝄞"
+
+# Hugging Face LlamaForCausalLM names, by our name with {i} for the layer (as babyllama.model.hf_name,
+# which imports MindSpore; tests/test_export.py checks that the two agree).
+HF_NAMES = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "layers.{i}.attention_norm.weight": "model.layers.{i}.input_layernorm.weight",
+    "layers.{i}.attention.wq.weight": "model.layers.{i}.self_attn.q_proj.weight",
+    "layers.{i}.attention.wk.weight": "model.layers.{i}.self_attn.k_proj.weight",
+    "layers.{i}.attention.wv.weight": "model.layers.{i}.self_attn.v_proj.weight",
+    "layers.{i}.attention.wo.weight": "model.layers.{i}.self_attn.o_proj.weight",
+    "layers.{i}.ffn_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+    "layers.{i}.feed_forward.w1.weight": "model.layers.{i}.mlp.gate_proj.weight",
+    "layers.{i}.feed_forward.w2.weight": "model.layers.{i}.mlp.down_proj.weight",
+    "layers.{i}.feed_forward.w3.weight": "model.layers.{i}.mlp.up_proj.weight",
+}
+HF_OUTPUT_NAME = "lm_head.weight"
+
+LLAMA2C_LAYER_ORDER = ("attention_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
+                       "ffn_norm", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
+
+
+def hf_name(name: str) -> str:
+    match = re.fullmatch(r"layers\.(\d+)\.(.+)", name)
+    if match:
+        return HF_NAMES["layers.{i}." + match.group(2)].format(i=match.group(1))
+    return HF_NAMES[name]
+
+
+def pairs_to_halves(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """wq/wk rows from our rotary layout (interleaved pairs) to Hugging Face's (halves), head by head."""
+    rows, cols = weight.shape
+    return weight.reshape(n_heads, rows // n_heads // 2, 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
+
+
+def halves_to_pairs(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """The inverse of pairs_to_halves."""
+    rows, cols = weight.shape
+    return weight.reshape(n_heads, 2, rows // n_heads // 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
+
+
+def _rotary_heads(name: str, cfg: ModelConfig) -> int | None:
+    if name.endswith("attention.wq.weight"):
+        return cfg.n_heads
+    if name.endswith("attention.wk.weight"):
+        return cfg.kv_heads
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Hugging Face: writing
+
+
+def hf_config(cfg: ModelConfig, tokenizer: dict | None) -> dict:
+    tokenizer = tokenizer or {}
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": cfg.hidden_dim,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.kv_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "rope_scaling": None,
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "pretraining_tp": 1,
+        "use_cache": True,
+        "bos_token_id": tokenizer.get("bos_id"),
+        "eos_token_id": tokenizer.get("eos_id"),
+        "pad_token_id": None,
+        "torch_dtype": "float32",
+    }
+
+
+def hf_weights(cfg: ModelConfig, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, value in weights.items():
+        heads = _rotary_heads(name, cfg)
+        value = pairs_to_halves(value, heads) if heads else value
+        out[hf_name(name)] = np.ascontiguousarray(value, dtype=np.float32)
+    return out
+
+
+def _generation_config(cfg: ModelConfig, tokenizer: dict | None) -> dict:
+    from babyllama.generate import SamplingParams
+
+    tokenizer = tokenizer or {}
+    return {
+        "bos_token_id": tokenizer.get("bos_id"),
+        "eos_token_id": tokenizer.get("eos_id"),
+        "do_sample": True,
+        "temperature": SamplingParams().temperature,
+        "max_length": cfg.max_seq_len,
+    }
+
+
+def _warn(message: str) -> None:
+    print(f"babyllama export: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+# What transformers needs to convert our SentencePiece model to a fast tokenizer that encodes as it
+# does: no dummy space in front (the model was trained without one) and no special tokens added.
+SENTENCEPIECE_AS_LLAMA = {
+    "tokenizer_class": "LlamaTokenizer",
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "add_bos_token": False,
+    "add_eos_token": False,
+    "add_prefix_space": False,
+    "legacy": False,
+    "clean_up_tokenization_spaces": False,
+}
+
+
+def _write_sentencepiece_tokenizer(folder: Path, tokenizer, warn) -> str:
+    """tokenizer.model, our config, and transformers' conversion of it when that encodes as we do."""
+    from transformers import AutoTokenizer
+
+    from babyllama.tokenizer import BABYLLAMA_CONFIG_FILE, SENTENCEPIECE_FILE
+
+    in_folder = tokenizer.path.is_dir()
+    shutil.copyfile(tokenizer.path / SENTENCEPIECE_FILE if in_folder else tokenizer.path, folder / SENTENCEPIECE_FILE)
+    if in_folder and (tokenizer.path / BABYLLAMA_CONFIG_FILE).is_file():
+        shutil.copyfile(tokenizer.path / BABYLLAMA_CONFIG_FILE, folder / BABYLLAMA_CONFIG_FILE)
+    else:
+        _write_json(folder / BABYLLAMA_CONFIG_FILE, {"kind": "sentencepiece", "model": SENTENCEPIECE_FILE,
+                                                     "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id,
+                                                     "bos_id": tokenizer.bos_id, "sha256": tokenizer.fingerprint})
+    _write_json(folder / "tokenizer_config.json", SENTENCEPIECE_AS_LLAMA)
+
+    converted = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    theirs = converted.encode(TOKENIZER_PROBE, add_special_tokens=False)
+    if theirs != tokenizer.encode(TOKENIZER_PROBE):
+        warn("transformers' conversion of the SentencePiece model encodes differently from it; the folder "
+             "keeps tokenizer.model for babyllama and gets no tokenizer.json")
+        (folder / "tokenizer_config.json").unlink()
+        return "SentencePiece tokenizer.model (babyllama reads it; transformers' conversion differed)"
+    converted.save_pretrained(str(folder))
+    return "SentencePiece tokenizer.model, with tokenizer.json for AutoTokenizer"
+
+
+def _write_tokenizer(folder: Path, tokenizer, warn) -> str:
+    """The tokenizer's files in `folder`; returns a line for the README."""
+    from babyllama.tokenizer import HF_TOKENIZER_FILE_PATTERNS, SENTENCEPIECE_FILE
+
+    if tokenizer.kind == "sentencepiece":
+        return _write_sentencepiece_tokenizer(folder, tokenizer, warn)
+    if tokenizer.kind == "chatglm":
+        model_file = tokenizer.path / SENTENCEPIECE_FILE if tokenizer.path.is_dir() else tokenizer.path
+        shutil.copyfile(model_file, folder / SENTENCEPIECE_FILE)
+        _write_json(folder / "tokenizer_config.json", {"tokenizer_class": "ChatGLMTokenizer"})
+        return ("ChatGLM2-6B's tokenizer.model. babyllama reads it as it is; to load it with transformers, "
+                "add ChatGLM2-6B's tokenization_chatglm.py (THUDM/chatglm2-6b) and load with "
+                "trust_remote_code=True. Ids 64789-64793 are its special tokens.")
+    for path in sorted(tokenizer.path.iterdir()):
+        if path.is_file() and any(fnmatch.fnmatch(path.name, pattern) for pattern in HF_TOKENIZER_FILE_PATTERNS):
+            shutil.copyfile(path, folder / path.name)
+    return f"the Hugging Face tokenizer {tokenizer.name}, copied"
+
+
+def _readme(loaded, tokenizer_line: str) -> str:
+    cfg = loaded.cfg
+    return (
+        f"# {loaded.checkpoint.name}: a babyllama Llama2 in Hugging Face format\n\n"
+        f"Exported from `{loaded.checkpoint}`: {cfg.n_layers} layers, dim {cfg.dim}, {cfg.n_heads} heads "
+        f"({cfg.kv_heads} key/value), vocabulary {cfg.vocab_size:,}, context {cfg.max_seq_len} tokens, "
+        f"{sum(w.size for w in loaded.weights.values()):,} parameters, float32.\n\n"
+        "```python\n"
+        "from transformers import AutoTokenizer, LlamaForCausalLM\n"
+        "model = LlamaForCausalLM.from_pretrained(\"DIR\")\n"
+        "tokenizer = AutoTokenizer.from_pretrained(\"DIR\")  # where the tokenizer allows, see below\n"
+        "```\n\n"
+        f"Tokenizer: {tokenizer_line}\n\n"
+        "babyllama reads this folder back: `babyllama generate --ckpt DIR`.\n"
+    )
+
+
+def _tokenizer_for(loaded, given: Path | None, warn):
+    from babyllama.tokenizer import load_tokenizer
+
+    path = given or loaded.tokenizer_path
+    if path is None:
+        warn(f"{loaded.checkpoint}: names no tokenizer; the export has none (give one with --tokenizer PATH)")
+        return None
+    try:
+        tokenizer = load_tokenizer(path)
+    except UserError as e:
+        if given is not None:
+            raise
+        warn(f"{e}; the export has no tokenizer (give one with --tokenizer PATH)")
+        return None
+    if tokenizer.vocab_size > loaded.cfg.vocab_size:
+        raise UserError(f"{tokenizer.path}: vocabulary {tokenizer.vocab_size:,} is larger than the model's "
+                        f"{loaded.cfg.vocab_size:,}; give the tokenizer the model was trained with")
+    return tokenizer
+
+
+def export_hf(loaded, out: Path, tokenizer=None, warn=_warn) -> Path:
+    """Write `loaded` (a generate.LoadedModel) as a Hugging Face Llama folder at `out`."""
+    from safetensors.numpy import save_file
+
+    description = tokenizer.describe() if tokenizer is not None else None
+    temp = temp_path(out)
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir(parents=True)
+    try:
+        _write_json(temp / HF_CONFIG_FILE, hf_config(loaded.cfg, description))
+        save_file(hf_weights(loaded.cfg, loaded.weights), str(temp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
+        _write_json(temp / HF_GENERATION_CONFIG_FILE, _generation_config(loaded.cfg, description))
+        tokenizer_line = _write_tokenizer(temp, tokenizer, warn) if tokenizer is not None else "none was exported."
+        (temp / "README.md").write_text(_readme(loaded, tokenizer_line), encoding="utf-8")
+        _replace(temp, out)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace(temp: Path, out: Path) -> None:
+    """Rename `temp` to `out`, moving an existing `out` (allowed by --force) aside first."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        temp.rename(out)
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    else:
+        temp.rename(out)
+
+
+# ---------------------------------------------------------------------------------------
+# Hugging Face: reading back
+
+
+def is_hf_folder(path: Path) -> bool:
+    """A folder whose config.json is a Hugging Face model config (it has "model_type")."""
+    config = Path(path) / HF_CONFIG_FILE
+    if not config.is_file():
+        return False
+    try:
+        return "model_type" in json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return False
+
+
+def _multiple_of_for(dim: int, hidden: int) -> int | None:
+    """A multiple_of for which ModelConfig's feed-forward rule gives `hidden` (the smallest power of two)."""
+    base = int(2 * 4 * dim / 3)
+    for power in range(0, 16):
+        multiple_of = 2 ** power
+        if multiple_of * math.ceil(base / multiple_of) == hidden:
+            return multiple_of
+    return None
+
+
+def model_config_from_hf(config: dict, source: Path) -> ModelConfig:
+    def need(condition: bool, what: str) -> None:
+        if not condition:
+            raise UserError(f"{source}: {what}; babyllama reads Llama models of its own shape only")
+
+    need(config.get("model_type") == "llama", f"model_type is {config.get('model_type')!r}, not \"llama\"")
+    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+        need(isinstance(config.get(key), int), f"has no whole-number {key}")
+    need(config.get("hidden_act", "silu") == "silu", f"hidden_act is {config.get('hidden_act')!r}, not silu")
+    need(not config.get("attention_bias") and not config.get("mlp_bias"), "the layers have biases")
+    rope = config.get("rope_parameters") or {}
+    need(not config.get("rope_scaling") and rope.get("rope_type", "default") == "default",
+         "the rotary embedding is scaled")
+    dim, n_heads = config["hidden_size"], config["num_attention_heads"]
+    need(config.get("head_dim") in (None, dim // n_heads), f"head_dim {config.get('head_dim')} is not "
+         f"hidden_size / num_attention_heads = {dim // n_heads}")
+    multiple_of = _multiple_of_for(dim, config["intermediate_size"])
+    need(multiple_of is not None, f"intermediate_size {config['intermediate_size']} is not Meta's "
+         f"2/3 * 4 * hidden_size rounded up to a power-of-two multiple")
+    n_kv_heads = config.get("num_key_value_heads") or n_heads
+    cfg = ModelConfig(
+        vocab_size=config["vocab_size"], dim=dim, n_layers=config["num_hidden_layers"], n_heads=n_heads,
+        n_kv_heads=None if n_kv_heads == n_heads else n_kv_heads, multiple_of=multiple_of,
+        norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+        max_seq_len=int(config.get("max_position_embeddings") or 2048),
+        rope_theta=float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0),
+    )
+    try:
+        cfg.validate()
+    except UserError as e:
+        raise UserError(f"{source}: {e}") from None
+    return cfg
+
+
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
+
+
+def read_safetensors(path: Path, names: set[str] | None = None) -> dict[str, np.ndarray]:
+    """float32 arrays of a safetensors file (F32, F16, BF16 or F64 tensors), memory-mapped while read."""
+    try:
+        data = np.memmap(path, dtype=np.uint8, mode="r")
+        header_size = struct.unpack("<Q", data[:8].tobytes())[0]
+        header = json.loads(data[8:8 + header_size].tobytes())
+    except (OSError, ValueError, struct.error) as e:
+        raise UserError(f"{path}: cannot be read as safetensors ({e})") from None
+    body = 8 + header_size
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__" or (names is not None and name not in names):
+            continue
+        dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise UserError(f"{path}: tensor {name} is {info['dtype']}; babyllama reads F32, F16 and BF16 weights")
+        start, end = info["data_offsets"]
+        raw = np.frombuffer(data[body + start:body + end], dtype=dtype).reshape(info["shape"])
+        if info["dtype"] == "BF16":
+            # bfloat16 is the top half of a float32.
+            out[name] = (raw.astype(np.uint32) << 16).view(np.float32)
+        else:
+            out[name] = raw.astype(np.float32)
+    return out
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    if (folder / HF_WEIGHTS_FILE).is_file():
+        return [folder / HF_WEIGHTS_FILE]
+    index = folder / HF_WEIGHTS_INDEX_FILE
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        return [folder / name for name in sorted(set(weight_map.values()))]
+    raise UserError(f"{folder}: has no {HF_WEIGHTS_FILE} (or {HF_WEIGHTS_INDEX_FILE}); export the weights as "
+                    "safetensors (save_pretrained(..., safe_serialization=True))")
+
+
+def read_hf_folder(folder: str | Path):
+    """A Hugging Face Llama folder as a generate.LoadedModel: our names, our rotary layout, float32."""
+    from babyllama.generate import LoadedModel, expected_weight_names
+    from babyllama.tokenizer import HF_CONFIG_FILE as HF_TOKENIZER_CONFIG_FILE
+    from babyllama.tokenizer import HF_TOKENIZER_FILE, SENTENCEPIECE_FILE
+
+    folder = Path(folder)
+    config_path = folder / HF_CONFIG_FILE
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{config_path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    cfg = model_config_from_hf(config, config_path)
+    names = {name: hf_name(name) for name in expected_weight_names(cfg)}
+    stored = {}
+    for path in _weight_files(folder):
+        stored.update(read_safetensors(path, set(names.values()) | {HF_OUTPUT_NAME}))
+    weights = {}
+    for ours, theirs in names.items():
+        if theirs not in stored:
+            raise UserError(f"{folder}: the weights lack {theirs}; the folder does not match its config.json")
+        heads = _rotary_heads(ours, cfg)
+        weights[ours] = np.ascontiguousarray(halves_to_pairs(stored[theirs], heads) if heads else stored[theirs])
+    embedding = weights["tok_embeddings.weight"]
+    if embedding.shape != (cfg.vocab_size, cfg.dim):
+        raise UserError(f"{folder}: {names['tok_embeddings.weight']} is {embedding.shape}, config.json says "
+                        f"({cfg.vocab_size}, {cfg.dim})")
+    output = stored.get(HF_OUTPUT_NAME)
+    if output is not None and not config.get("tie_word_embeddings", True) and not np.array_equal(output, embedding):
+        raise UserError(f"{config_path}: the output layer ({HF_OUTPUT_NAME}) is not the embedding; babyllama's "
+                        "model ties them")
+    has_tokenizer = any((folder / name).is_file()
+                        for name in (SENTENCEPIECE_FILE, HF_TOKENIZER_FILE, HF_TOKENIZER_CONFIG_FILE))
+    own = {
+        "model": dataclasses.asdict(cfg),
+        "tokenizer": {"path": str(folder.absolute())} if has_tokenizer else None,
+        "preset": None,
+        "source": "huggingface",
+    }
+    return LoadedModel(cfg, weights, folder, own)
+
+
+# ---------------------------------------------------------------------------------------
+# llama2.c
+
+
+def llama2c_bytes_header(cfg: ModelConfig) -> bytes:
+    return struct.pack("<7i", cfg.dim, cfg.hidden_dim, cfg.n_layers, cfg.n_heads, cfg.kv_heads, cfg.vocab_size,
+                       cfg.max_seq_len)
+
+
+def llama2c_tensors(cfg: ModelConfig, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The tensors of a version-0 model.bin after its header, in file order."""
+    tensors = [weights["tok_embeddings.weight"]]
+    for part in LLAMA2C_LAYER_ORDER:
+        tensors += [weights[f"layers.{i}.{part}.weight"] for i in range(cfg.n_layers)]
+    tensors.append(weights["norm.weight"])
+    half = cfg.head_dim // 2
+    freqs = 1.0 / (cfg.rope_theta ** (np.arange(half, dtype=np.float64) * 2 / cfg.head_dim))
+    angles = np.outer(np.arange(cfg.max_seq_len, dtype=np.float64), freqs)
+    return tensors + [np.cos(angles), np.sin(angles)]
+
+
+def export_llama2c(loaded, out: Path) -> Path:
+    cfg = loaded.cfg
+    if cfg.rope_theta != LLAMA2C_ROPE_THETA or cfg.norm_eps != LLAMA2C_NORM_EPS:
+        raise UserError(f"{loaded.checkpoint}: rope_theta {cfg.rope_theta:g} and norm_eps {cfg.norm_eps:g}; "
+                        f"llama2.c's run.c fixes them at {LLAMA2C_ROPE_THETA:g} and {LLAMA2C_NORM_EPS:g}: "
+                        "export this model with --format hf instead")
+    temp = temp_path(out)
+    try:
+        with open(temp, "wb") as f:
+            f.write(llama2c_bytes_header(cfg))
+            for tensor in llama2c_tensors(cfg, loaded.weights):
+                f.write(np.ascontiguousarray(tensor, dtype="<f4").tobytes())
+        _replace(temp, out)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Export a checkpoint as a Hugging Face Llama folder (transformers, then llama.cpp) or as llama2.c's "
+        "model.bin. `--ckpt` on an exported folder reads it back."
+    )
+    parser.add_argument("--ckpt", required=True, type=Path, metavar="PATH",
+                        help="a run directory (its latest checkpoint), a checkpoint folder or a Hugging Face folder")
+    parser.add_argument("--format", required=True, choices=FORMATS,
+                        help="hf: a folder for transformers' LlamaForCausalLM; llama2c: llama2.c's model.bin")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR|FILE.bin",
+                        help="the folder (hf) or file (llama2c) to write")
+    parser.add_argument("--tokenizer", type=Path, metavar="PATH",
+                        help="hf: the tokenizer to put beside the weights (default: the checkpoint's)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    from babyllama.generate import load_model_for_inference
+
+    out = args.out
+    if out.exists() and not args.force:
+        raise UserError(f"{out} exists; give --force to replace it, or another --out")
+    if args.format == "llama2c" and out.is_dir():
+        raise UserError(f"{out} is a folder; --format llama2c writes one file, e.g. --out model.bin")
+    if args.tokenizer is not None and args.format == "llama2c":
+        raise UserError("--tokenizer goes with --format hf (model.bin holds no tokenizer)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    loaded = load_model_for_inference(args.ckpt)
+    if args.format == "hf":
+        export_hf(loaded, out, _tokenizer_for(loaded, args.tokenizer, _warn), _warn)
+    else:
+        export_llama2c(loaded, out)
+    parameters = sum(w.size for w in loaded.weights.values())
+    print(f"wrote {out} ({args.format}) from {loaded.checkpoint}: {parameters:,} parameters")
+    return 0

@@ -1,0 +1,259 @@
+"""`babyllama export`: the Hugging Face folder through transformers, llama2.c's model.bin, and reading back."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_generate import TINY, relative_error, write_checkpoint
+
+from babyllama.config import ModelConfig
+from babyllama.errors import UserError
+from babyllama.export import (
+    halves_to_pairs,
+    hf_name,
+    model_config_from_hf,
+    pairs_to_halves,
+)
+from babyllama.generate import NumpyDecoder, expected_weight_names, load_model_for_inference
+
+TEXTS = ("话说天下大势，分久必合，合久必分。", "  two  spaces and 2024年 ☃\n第二行\t𝄞")
+
+
+def babyllama(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "babyllama", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, sp_tokenizer):
+    """A checkpoint folder of a random tiny model with grouped-query attention, and the model."""
+    folder = tmp_path_factory.mktemp("export") / "step_0000007"
+    return folder, write_checkpoint(folder, TINY, sp_tokenizer, seed=7)
+
+
+@pytest.fixture(scope="module")
+def hf_folder(checkpoint, sp_tokenizer):
+    """The checkpoint exported in this process (the command line's own path is tested below).
+
+    Slow to make (transformers converts the tokenizer, importing torch): the tests using it are marked slow.
+    """
+    from babyllama.export import export_hf
+
+    return export_hf(load_model_for_inference(checkpoint[0]), checkpoint[0].parent / "hf", sp_tokenizer)
+
+
+def random_tokens(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, TINY.vocab_size, n)
+
+
+# ---------------------------------------------------------------------------------------
+# The renaming and the rotary layout
+
+
+def test_names_and_rotary_permutation_agree_with_the_model_module():
+    from babyllama import model
+
+    for name in expected_weight_names(TINY):
+        assert hf_name(name) == model.hf_name(name)
+    weight = np.arange(8 * 16 * 3, dtype=np.float32).reshape(8 * 16, 3)
+    np.testing.assert_array_equal(pairs_to_halves(weight, 8), model.permute_rotary_rows(weight, 8))
+    np.testing.assert_array_equal(halves_to_pairs(pairs_to_halves(weight, 8), 8), weight)
+
+
+def test_pairs_become_halves_within_each_head():
+    rows = np.arange(8, dtype=np.float32)[:, None]  # two heads of head_dim 4: pairs (0,1) (2,3) | (4,5) (6,7)
+    assert pairs_to_halves(rows, 2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+
+
+# ---------------------------------------------------------------------------------------
+# Hugging Face
+
+
+@pytest.mark.slow
+def test_hf_export_writes_a_complete_folder_and_nothing_else(hf_folder):
+    assert {p.name for p in hf_folder.iterdir()} == {
+        "config.json", "model.safetensors", "generation_config.json", "README.md", "tokenizer.model",
+        "babyllama_tokenizer.json", "tokenizer.json", "tokenizer_config.json"}
+    assert not [p for p in hf_folder.parent.iterdir() if p.name.startswith(".")]
+    config = json.loads((hf_folder / "config.json").read_text())
+    assert (config["model_type"], config["tie_word_embeddings"], config["intermediate_size"]) == \
+        ("llama", True, TINY.hidden_dim)
+    assert (config["num_key_value_heads"], config["rms_norm_eps"], config["max_position_embeddings"]) == \
+        (TINY.n_kv_heads, TINY.norm_eps, TINY.max_seq_len)
+    assert json.loads((hf_folder / "generation_config.json").read_text())["eos_token_id"] == 2
+
+
+@pytest.mark.slow
+def test_transformers_loads_the_export_and_its_logits_match_ours(checkpoint, hf_folder):
+    torch = pytest.importorskip("torch", reason="torch (the dev extra) runs transformers' Llama")
+    import mindspore as ms
+    from transformers import LlamaForCausalLM
+
+    _, model = checkpoint
+    theirs_model = LlamaForCausalLM.from_pretrained(str(hf_folder), dtype=torch.float32).eval()
+    tokens = random_tokens(TINY.max_seq_len, seed=1)
+    with torch.no_grad():
+        theirs = theirs_model(torch.tensor(tokens[None])).logits[0].numpy()
+    model.set_train(False)
+    ours = model(ms.Tensor(tokens[None].astype(np.int32))).asnumpy()[0]
+    assert relative_error(theirs, ours) < 1e-4
+
+
+@pytest.mark.slow
+def test_transformers_tokenizer_of_the_export_encodes_and_decodes_as_ours(hf_folder, sp_tokenizer):
+    pytest.importorskip("torch", reason="transformers' tokenizer conversion is checked with the dev extra")
+    from transformers import AutoTokenizer
+
+    theirs = AutoTokenizer.from_pretrained(str(hf_folder))
+    for text in TEXTS:
+        ids = sp_tokenizer.encode(text)
+        assert theirs.encode(text, add_special_tokens=False) == ids
+        assert theirs.decode(ids) == text
+    assert theirs.eos_token_id == sp_tokenizer.eos_id
+
+
+@pytest.mark.slow
+def test_the_export_reads_back_to_the_same_weights_and_tokenizer(checkpoint, hf_folder, sp_tokenizer):
+    original = load_model_for_inference(checkpoint[0])
+    back = load_model_for_inference(hf_folder)
+    assert back.cfg.hidden_dim == original.cfg.hidden_dim
+    assert (back.cfg.n_kv_heads, back.cfg.max_seq_len, back.cfg.norm_eps) == (2, TINY.max_seq_len, TINY.norm_eps)
+    for name, weight in original.weights.items():
+        np.testing.assert_array_equal(back.weights[name], weight, err_msg=name)
+    from babyllama.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(back.tokenizer_path)
+    assert (tokenizer.kind, tokenizer.fingerprint) == ("sentencepiece", sp_tokenizer.fingerprint)
+
+
+@pytest.mark.slow
+def test_generate_on_the_export_gives_the_checkpoints_greedy_tokens(checkpoint, hf_folder):
+    outputs = []
+    for ckpt in (checkpoint[0], hf_folder):
+        done = babyllama("generate", "--ckpt", ckpt, "--prompt", "话说天下大势", "--temperature", 0,
+                         "--max-new-tokens", 24)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0]) > len("话说天下大势") + 2
+
+
+@pytest.mark.slow
+def test_eval_reads_the_export_too(checkpoint, hf_folder, tmp_path, sp_tokenizer):
+    from test_eval import write_token_file
+
+    data = write_token_file(tmp_path / "t.bin", random_tokens(3 * 16 + 1, seed=2), sp_tokenizer.describe())
+    losses = []
+    for ckpt in (checkpoint[0], hf_folder):
+        done = babyllama("eval", "--ckpt", ckpt, "--data", data, "--seq-len", 16, "--json")
+        assert done.returncode == 0, done.stderr
+        losses.append(json.loads(done.stdout)["loss"])
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.slow
+def test_a_llama_saved_by_transformers_reads_in_with_matching_logits(tmp_path):
+    """Any Llama of a shape we have: saved by transformers itself, sharded, in bfloat16."""
+    torch = pytest.importorskip("torch", reason="torch (the dev extra) makes the reference Llama")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=300, hidden_size=96, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=6, num_key_value_heads=3, max_position_embeddings=48,
+                         rms_norm_eps=1e-6, rope_theta=500000.0, tie_word_embeddings=True, initializer_range=0.2)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(str(tmp_path / "llama"), max_shard_size="200KB")
+    assert (tmp_path / "llama" / "model.safetensors.index.json").is_file()
+    loaded = load_model_for_inference(tmp_path / "llama")
+    assert (loaded.cfg.hidden_dim, loaded.cfg.kv_heads, loaded.cfg.rope_theta) == (256, 3, 500000.0)
+    # The reference reads the same bfloat16 weights into float32, as we do.
+    theirs = LlamaForCausalLM.from_pretrained(str(tmp_path / "llama"), dtype=torch.float32).eval()
+    tokens = np.random.default_rng(3).integers(0, 300, 48)
+    with torch.no_grad():
+        reference = theirs(torch.tensor(tokens[None])).logits[0].numpy()
+    ours = NumpyDecoder(loaded.cfg, loaded.weights).score(tokens)
+    assert relative_error(ours, reference) < 1e-4
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model_type": "gpt2"}, "model_type is 'gpt2'"),
+    ({"intermediate_size": 100}, "intermediate_size 100"),
+    ({"attention_bias": True}, "biases"),
+    ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "scaled"),
+])
+def test_a_llama_of_another_shape_is_refused_naming_what_differs(change, message, tmp_path):
+    from babyllama.export import hf_config
+
+    config = {**hf_config(TINY, None), **change}
+    with pytest.raises(UserError, match=message):
+        model_config_from_hf(config, tmp_path / "config.json")
+
+
+@pytest.mark.slow
+def test_the_command_replaces_an_existing_output_only_with_force(checkpoint, tmp_path):
+    out = tmp_path / "hf"
+    out.mkdir()
+    done = babyllama("export", "--ckpt", checkpoint[0], "--format", "hf", "--out", out)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"babyllama export: error: {out} exists; give --force to replace it, " \
+        "or another --out"
+    done = babyllama("export", "--ckpt", checkpoint[0], "--format", "hf", "--out", out, "--force")
+    assert done.returncode == 0, done.stderr
+    assert load_model_for_inference(out).cfg == load_model_for_inference(checkpoint[0]).cfg
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+
+
+# ---------------------------------------------------------------------------------------
+# llama2.c
+
+
+def read_llama2c(path) -> tuple[tuple[int, ...], list[np.ndarray]]:
+    """A version-0 model.bin as llama2.c's run.c reads it: header, then tensors of known sizes."""
+    data = path.read_bytes()
+    dim, hidden, n_layers, n_heads, n_kv_heads, vocab_size, seq_len = header = struct.unpack("<7i", data[:28])
+    head_dim = dim // n_heads
+    sizes = [vocab_size * dim]
+    for per_layer in (dim, n_heads * head_dim * dim, n_kv_heads * head_dim * dim, n_kv_heads * head_dim * dim,
+                      dim * n_heads * head_dim, dim, hidden * dim, dim * hidden, hidden * dim):
+        sizes += [per_layer] * n_layers
+    sizes += [dim, seq_len * head_dim // 2, seq_len * head_dim // 2]
+    floats = np.frombuffer(data[28:], dtype="<f4")
+    assert floats.size == sum(sizes), "the file holds more or fewer floats than run.c reads"
+    offsets = np.cumsum([0, *sizes])
+    return header, [floats[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def test_llama2c_export_has_the_seeds_header_and_tensor_order(checkpoint, tmp_path):
+    out = tmp_path / "model.bin"
+    done = babyllama("export", "--ckpt", checkpoint[0], "--format", "llama2c", "--out", out)
+    assert done.returncode == 0, done.stderr
+    header, tensors = read_llama2c(out)
+    assert header == (TINY.dim, TINY.hidden_dim, TINY.n_layers, TINY.n_heads, TINY.n_kv_heads, TINY.vocab_size,
+                      TINY.max_seq_len)
+    weights = load_model_for_inference(checkpoint[0]).weights
+    order = ["tok_embeddings.weight"]
+    for part in ("attention_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo", "ffn_norm",
+                 "feed_forward.w1", "feed_forward.w2", "feed_forward.w3"):
+        order += [f"layers.{i}.{part}.weight" for i in range(TINY.n_layers)]
+    order.append("norm.weight")
+    for name, tensor in zip(order, tensors):
+        np.testing.assert_array_equal(tensor, weights[name].reshape(-1), err_msg=name)
+    # The rotary tables, position p and pair i at angle p / 10000^(2i / head_dim).
+    cos, sin = (t.reshape(TINY.max_seq_len, TINY.head_dim // 2) for t in tensors[-2:])
+    angle = 5 / 10000 ** (2 * 3 / TINY.head_dim)
+    assert (cos[5, 3], sin[5, 3]) == pytest.approx((np.cos(angle), np.sin(angle)), rel=1e-6)
+
+
+def test_llama2c_refuses_a_rope_theta_run_c_cannot_use(tmp_path):
+    cfg = ModelConfig(vocab_size=10, dim=8, n_layers=1, n_heads=2, max_seq_len=4, rope_theta=500000.0)
+    from babyllama.export import export_llama2c
+    from babyllama.generate import LoadedModel
+
+    loaded = LoadedModel(cfg, {}, tmp_path / "ckpt", {})
+    with pytest.raises(UserError, match="rope_theta 500000"):
+        export_llama2c(loaded, tmp_path / "model.bin")
+    assert not list(tmp_path.iterdir())

@@ -1,7 +1,7 @@
 """`babyllama export`: take a checkpoint elsewhere, and read a Hugging Face Llama folder back.
 
     babyllama export --ckpt PATH --format hf --out DIR [--tokenizer PATH] [--force]
-    babyllama export --ckpt PATH --format llama2c --out FILE.bin [--force]
+    babyllama export --ckpt PATH --format llama2c --out NAME.bin [--tokenizer PATH] [--force]
 
 `--format hf` writes a folder that `transformers.LlamaForCausalLM.from_pretrained(DIR)`
 loads, and from there llama.cpp's converter:
@@ -35,7 +35,10 @@ order: embedding, every layer's attention_norm, then wq, wk, wv, wo, ffn_norm, w
 (each for all layers in turn), the final norm, and the rotary cos and sin tables
 (max_seq_len x head_dim/2), which run.c skips. run.c rotates interleaved pairs as we do,
 so no rows move; it fixes rope_theta at 10000 and the RMSNorm epsilon at 1e-5, so other
-values are refused.
+values are refused. Beside it, `NAME.tokenizer.bin` holds a SentencePiece-based tokenizer
+(ours or ChatGLM2's) in llama2.c's tokenizer.bin layout: `./run NAME.bin -z NAME.tokenizer.bin`.
+run.c decodes with it exactly; its encoder puts a space token in front of a prompt, which
+our tokenizers do not, so prompts given to run.c are encoded a little differently.
 
 Import: `read_hf_folder(DIR)` reads a folder whose config.json says model_type "llama" (ours,
 or any Llama whose shape our ModelConfig can say: SiLU, no biases, no rope scaling, a tied
@@ -63,7 +66,7 @@ import numpy as np
 
 from babyllama.config import ModelConfig
 from babyllama.errors import UserError
-from babyllama.files import temp_path
+from babyllama.files import atomic_write_bytes, temp_path
 
 FORMATS = ("hf", "llama2c")
 HF_CONFIG_FILE = "config.json"
@@ -72,6 +75,7 @@ HF_WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 HF_GENERATION_CONFIG_FILE = "generation_config.json"
 LLAMA2C_ROPE_THETA = 10000.0
 LLAMA2C_NORM_EPS = 1e-5
+LLAMA2C_TOKENIZER_KINDS = ("sentencepiece", "chatglm")
 # What the exported tokenizer must encode exactly as ours does: Chinese, digits, spaces, bytes.
 TOKENIZER_PROBE = "话说天下大势，分久必合，合久必分。 Two  spaces, 2024年\n第二行\t☃ 𝄞"
 
@@ -204,15 +208,21 @@ SENTENCEPIECE_AS_LLAMA = {
 }
 
 
+def _sentencepiece_model_file(tokenizer) -> Path:
+    """The .model file of a SentencePiece-based tokenizer, which is its path or lies in its folder."""
+    from babyllama.tokenizer import SENTENCEPIECE_FILE
+
+    return tokenizer.path / SENTENCEPIECE_FILE if tokenizer.path.is_dir() else tokenizer.path
+
+
 def _write_sentencepiece_tokenizer(folder: Path, tokenizer, warn) -> str:
     """tokenizer.model, our config, and transformers' conversion of it when that encodes as we do."""
     from transformers import AutoTokenizer
 
     from babyllama.tokenizer import BABYLLAMA_CONFIG_FILE, SENTENCEPIECE_FILE
 
-    in_folder = tokenizer.path.is_dir()
-    shutil.copyfile(tokenizer.path / SENTENCEPIECE_FILE if in_folder else tokenizer.path, folder / SENTENCEPIECE_FILE)
-    if in_folder and (tokenizer.path / BABYLLAMA_CONFIG_FILE).is_file():
+    shutil.copyfile(_sentencepiece_model_file(tokenizer), folder / SENTENCEPIECE_FILE)
+    if (tokenizer.path / BABYLLAMA_CONFIG_FILE).is_file():
         shutil.copyfile(tokenizer.path / BABYLLAMA_CONFIG_FILE, folder / BABYLLAMA_CONFIG_FILE)
     else:
         _write_json(folder / BABYLLAMA_CONFIG_FILE, {"kind": "sentencepiece", "model": SENTENCEPIECE_FILE,
@@ -238,8 +248,7 @@ def _write_tokenizer(folder: Path, tokenizer, warn) -> str:
     if tokenizer.kind == "sentencepiece":
         return _write_sentencepiece_tokenizer(folder, tokenizer, warn)
     if tokenizer.kind == "chatglm":
-        model_file = tokenizer.path / SENTENCEPIECE_FILE if tokenizer.path.is_dir() else tokenizer.path
-        shutil.copyfile(model_file, folder / SENTENCEPIECE_FILE)
+        shutil.copyfile(_sentencepiece_model_file(tokenizer), folder / SENTENCEPIECE_FILE)
         _write_json(folder / "tokenizer_config.json", {"tokenizer_class": "ChatGLMTokenizer"})
         return ("ChatGLM2-6B's tokenizer.model. babyllama reads it as it is; to load it with transformers, "
                 "add ChatGLM2-6B's tokenization_chatglm.py (THUDM/chatglm2-6b) and load with "
@@ -468,7 +477,7 @@ def read_hf_folder(folder: str | Path):
 # llama2.c
 
 
-def llama2c_bytes_header(cfg: ModelConfig) -> bytes:
+def llama2c_header(cfg: ModelConfig) -> bytes:
     return struct.pack("<7i", cfg.dim, cfg.hidden_dim, cfg.n_layers, cfg.n_heads, cfg.kv_heads, cfg.vocab_size,
                        cfg.max_seq_len)
 
@@ -485,7 +494,44 @@ def llama2c_tensors(cfg: ModelConfig, weights: dict[str, np.ndarray]) -> list[np
     return tensors + [np.cos(angles), np.sin(angles)]
 
 
-def export_llama2c(loaded, out: Path) -> Path:
+def llama2c_tokenizer_path(model_path: Path) -> Path:
+    """Where the tokenizer of an exported model.bin goes: NAME.bin -> NAME.tokenizer.bin beside it."""
+    return model_path.with_name(f"{model_path.stem}.tokenizer.bin")
+
+
+def llama2c_tokenizer_bytes(tokenizer, vocab_size: int) -> bytes:
+    """A SentencePiece-based tokenizer in llama2.c's tokenizer.bin layout, one entry per model id.
+
+    int32 max piece length, then per id: float32 score, int32 length, the piece's UTF-8 bytes,
+    with U+2581 as a space and <s>, </s> on lines of their own, as llama2.c's tokenizer.py
+    writes them. Ids past the tokenizer's pieces (ChatGLM2's special tokens, padding) get
+    their name or "<id N>", never an empty piece, which run.c cannot read.
+    """
+    import sentencepiece as spm
+
+    from babyllama.tokenizer import SPACE_SYMBOL
+
+    processor = spm.SentencePieceProcessor(model_file=str(_sentencepiece_model_file(tokenizer)))
+    named = {token_id: token for token, token_id in getattr(tokenizer, "special_ids", {}).items()}
+    entries = []
+    for i in range(vocab_size):
+        if i < processor.get_piece_size():
+            piece, score = processor.id_to_piece(i).replace(SPACE_SYMBOL, " "), processor.get_score(i)
+            if i == processor.bos_id():
+                piece = "\n<s>\n"
+            elif i == processor.eos_id():
+                piece = "\n</s>\n"
+        else:
+            piece, score = named.get(i, f"<id {i}>"), 0.0
+        entries.append((piece.encode("utf-8"), score))
+    out = [struct.pack("<i", max(len(piece) for piece, _ in entries))]
+    for piece, score in entries:
+        out.append(struct.pack("<fi", score, len(piece)) + piece)
+    return b"".join(out)
+
+
+def export_llama2c(loaded, out: Path, tokenizer=None) -> Path:
+    """model.bin at `out`, and with a SentencePiece-based `tokenizer` its tokenizer.bin beside it."""
     cfg = loaded.cfg
     if cfg.rope_theta != LLAMA2C_ROPE_THETA or cfg.norm_eps != LLAMA2C_NORM_EPS:
         raise UserError(f"{loaded.checkpoint}: rope_theta {cfg.rope_theta:g} and norm_eps {cfg.norm_eps:g}; "
@@ -494,9 +540,11 @@ def export_llama2c(loaded, out: Path) -> Path:
     temp = temp_path(out)
     try:
         with open(temp, "wb") as f:
-            f.write(llama2c_bytes_header(cfg))
+            f.write(llama2c_header(cfg))
             for tensor in llama2c_tensors(cfg, loaded.weights):
                 f.write(np.ascontiguousarray(tensor, dtype="<f4").tobytes())
+        if tokenizer is not None:
+            atomic_write_bytes(llama2c_tokenizer_path(out), llama2c_tokenizer_bytes(tokenizer, cfg.vocab_size))
         _replace(temp, out)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -520,7 +568,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="DIR|FILE.bin",
                         help="the folder (hf) or file (llama2c) to write")
     parser.add_argument("--tokenizer", type=Path, metavar="PATH",
-                        help="hf: the tokenizer to put beside the weights (default: the checkpoint's)")
+                        help="the tokenizer to put beside the weights (default: the checkpoint's)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
@@ -532,14 +580,20 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out} exists; give --force to replace it, or another --out")
     if args.format == "llama2c" and out.is_dir():
         raise UserError(f"{out} is a folder; --format llama2c writes one file, e.g. --out model.bin")
-    if args.tokenizer is not None and args.format == "llama2c":
-        raise UserError("--tokenizer goes with --format hf (model.bin holds no tokenizer)")
     out.parent.mkdir(parents=True, exist_ok=True)
     loaded = load_model_for_inference(args.ckpt)
-    if args.format == "hf":
-        export_hf(loaded, out, _tokenizer_for(loaded, args.tokenizer, _warn), _warn)
-    else:
-        export_llama2c(loaded, out)
+    tokenizer = _tokenizer_for(loaded, args.tokenizer, _warn)
     parameters = sum(w.size for w in loaded.weights.values())
-    print(f"wrote {out} ({args.format}) from {loaded.checkpoint}: {parameters:,} parameters")
+    if args.format == "hf":
+        export_hf(loaded, out, tokenizer, _warn)
+        print(f"wrote {out} from {loaded.checkpoint}: {parameters:,} parameters")
+        return 0
+    if tokenizer is not None and tokenizer.kind not in LLAMA2C_TOKENIZER_KINDS:
+        _warn(f"{tokenizer.path}: llama2.c reads SentencePiece tokenizers only; no tokenizer.bin written")
+        tokenizer = None
+    export_llama2c(loaded, out, tokenizer)
+    print(f"wrote {out} from {loaded.checkpoint}: {parameters:,} parameters")
+    if tokenizer is not None:
+        print(f"and its tokenizer {llama2c_tokenizer_path(out)}; run it with llama2.c: "
+              f"./run {out} -z {llama2c_tokenizer_path(out)}")
     return 0

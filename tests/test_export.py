@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -227,10 +228,34 @@ def read_llama2c(path) -> tuple[tuple[int, ...], list[np.ndarray]]:
     return header, [floats[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
 
 
+def read_llama2c_tokenizer(path) -> list[bytes]:
+    """The pieces of a llama2.c tokenizer.bin, read as run.c's build_tokenizer does."""
+    data = path.read_bytes()
+    max_length, = struct.unpack("<i", data[:4])
+    pieces, at = [], 4
+    while at < len(data):
+        _, length = struct.unpack("<fi", data[at:at + 8])
+        pieces.append(data[at + 8:at + 8 + length])
+        assert 0 < length <= max_length
+        at += 8 + length
+    return pieces
+
+
+def run_c_decode(pieces: list[bytes], ids: list[int]) -> str:
+    """Text of `ids` as run.c's decode gives it: byte pieces <0xXX> are that byte."""
+    out = b""
+    for i in ids:
+        piece = pieces[i]
+        byte = re.fullmatch(rb"<0x([0-9A-F]{2})>", piece)
+        out += bytes([int(byte.group(1), 16)]) if byte else piece
+    return out.decode("utf-8")
+
+
 def test_llama2c_export_has_the_seeds_header_and_tensor_order(checkpoint, tmp_path):
     out = tmp_path / "model.bin"
     done = babyllama("export", "--ckpt", checkpoint[0], "--format", "llama2c", "--out", out)
     assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin", "model.tokenizer.bin"]
     header, tensors = read_llama2c(out)
     assert header == (TINY.dim, TINY.hidden_dim, TINY.n_layers, TINY.n_heads, TINY.n_kv_heads, TINY.vocab_size,
                       TINY.max_seq_len)
@@ -246,6 +271,16 @@ def test_llama2c_export_has_the_seeds_header_and_tensor_order(checkpoint, tmp_pa
     cos, sin = (t.reshape(TINY.max_seq_len, TINY.head_dim // 2) for t in tensors[-2:])
     angle = 5 / 10000 ** (2 * 3 / TINY.head_dim)
     assert (cos[5, 3], sin[5, 3]) == pytest.approx((np.cos(angle), np.sin(angle)), rel=1e-6)
+
+
+def test_llama2c_tokenizer_has_a_piece_per_model_id_and_decodes_as_ours(checkpoint, tmp_path, sp_tokenizer):
+    out = tmp_path / "model.bin"
+    assert babyllama("export", "--ckpt", checkpoint[0], "--format", "llama2c", "--out", out).returncode == 0
+    pieces = read_llama2c_tokenizer(tmp_path / "model.tokenizer.bin")
+    assert len(pieces) == TINY.vocab_size
+    assert (pieces[1], pieces[2]) == (b"\n<s>\n", b"\n</s>\n")
+    for text in TEXTS:
+        assert run_c_decode(pieces, sp_tokenizer.encode(text)) == text
 
 
 def test_llama2c_refuses_a_rope_theta_run_c_cannot_use(tmp_path):

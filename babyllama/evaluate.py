@@ -38,13 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
+from babyllama.config import TrainConfig
 from babyllama.errors import UserError
 
 SPLITS = ("all", "val")
 DEFAULT_TOKENS = 131_072
-DEFAULT_BATCH_SIZE = 8
-DEFAULT_EVAL_ITERS = 20
-DEFAULT_VAL_FRACTION = 0.01
 
 BatchLoss = Callable[[np.ndarray, np.ndarray], float]
 
@@ -165,16 +163,17 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     seq_len = args.seq_len or cfg.max_seq_len
     if seq_len > cfg.max_seq_len:
         raise UserError(f"--seq-len {seq_len} is longer than the model's context ({cfg.max_seq_len})")
-    train = loaded.config.get("train") or {}
-    batch_size = args.batch_size or train.get("batch_size") or DEFAULT_BATCH_SIZE
-    val_fraction = train.get("val_fraction", DEFAULT_VAL_FRACTION) if args.split == "val" else 0.0
+    # A Hugging Face folder, or a checkpoint without its training settings, gets the defaults.
+    train = {**vars(TrainConfig()), **(loaded.config.get("train") or {})}
+    batch_size = args.batch_size or train["batch_size"]
+    val_fraction = train["val_fraction"] if args.split == "val" else 0.0
     dataset = TokenDataset(args.data, seq_len=seq_len, val_fraction=val_fraction, vocab_size=cfg.vocab_size)
     _check_tokenizer(loaded, dataset)
     scorer = NumpyScorer(cfg, loaded.weights)
     began = time.perf_counter()
     if args.split == "val":
         if args.tokens is None:
-            n_batches = train.get("eval_iters") or DEFAULT_EVAL_ITERS
+            n_batches = train["eval_iters"]
         else:
             n_batches = math.ceil(args.tokens / (batch_size * seq_len)) if args.tokens else None
         result = validation_loss(scorer, dataset, batch_size, n_batches)

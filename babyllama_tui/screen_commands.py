@@ -41,8 +41,8 @@ class ScreenKeysProvider(Provider):
 
 
 class PlaygroundCommands(Provider):
-    """The playground's palette entries beyond its keys: each seed prompt by its text, and each
-    saved checkpoint to load (or compare with) by name."""
+    """The playground's palette entries beyond its keys: each seed prompt by its text, each prompt
+    of the session to recall, and each saved checkpoint to load (or compare with) by name."""
 
     def _commands(self) -> list[tuple[str, object]]:
         from babyllama.generate import SEED_PROMPTS
@@ -51,6 +51,8 @@ class PlaygroundCommands(Provider):
         screen = self.screen
         found = [(f"Continue the seed prompt {prompt}", partial(screen.action_seed_prompt, index))
                  for index, prompt in enumerate(SEED_PROMPTS)]
+        found += [(f"Recall the prompt {prompt}", partial(screen.recall, prompt))
+                  for prompt in reversed(screen.prompt_input.history)]
         for choice in list_checkpoints(self.app.root):
             found.append((f"Load {choice.label}", partial(screen.load, "A", choice)))
             found.append((f"Compare with {choice.label}", partial(screen.load, "B", choice)))

@@ -51,7 +51,7 @@ class Engine:
     slot: str
     choice: CheckpointChoice
     client: ServeClient
-    state: str = "loading"  # loading | ready | failed | exited
+    state: str = "loading"  # loading | ready | failed (to load) | exited
     request: int | None = None  # the generation shown, while it runs
     pieces: int = 0
     began: float | None = None
@@ -224,6 +224,7 @@ class PlaygroundScreen(Screen):
             message = str(event.get("message"))
             if engine.state == "loading":
                 engine.state = "failed"
+                engine.request = None
                 panel.show_hint("")
                 panel.add_note(f"did not load: {message}", "bold red")
             else:
@@ -310,8 +311,13 @@ class PlaygroundScreen(Screen):
         self.history_list.add_options(Option(prompt) for prompt in reversed(self.prompt_input.history))
 
     @on(OptionList.OptionSelected, "#history")
-    def _recall(self, event: OptionList.OptionSelected) -> None:
-        self.prompt_input.value = str(event.option.prompt)
+    def _recall_selected(self, event: OptionList.OptionSelected) -> None:
+        self.recall(str(event.option.prompt))
+
+    def recall(self, prompt: str) -> None:
+        """Put an earlier prompt back on the prompt line, to edit or to continue again."""
+        self.prompt_input.value = prompt
+        self.prompt_input.cursor_position = len(prompt)
         self.prompt_input.focus()
 
     # Actions

@@ -160,7 +160,7 @@ class CheckpointPicker(ModalScreen[PickedCheckpoint | None]):
             yield Input(placeholder="filter, or a folder path", id="checkpoint-filter", compact=True)
             yield OptionList(id="checkpoint-options")
             yield Static("", id="checkpoint-message")
-            yield Static("type to filter or give a path · ↑↓ choose · enter loads · esc cancels",
+            yield Static("type to filter, or a path · ↑↓ choose · enter loads · esc cancels",
                          classes="corpora-dialog-keys")
 
     def on_mount(self) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 from test_generate import TINY, write_checkpoint
+from textual.command import CommandList, CommandPalette
 from textual.widgets import Input
 from textual.widgets._footer import FooterKey
 
@@ -182,35 +183,47 @@ async def test_close_kills_a_server_that_does_not_shut_down(tmp_path):
 CLIENT_THEN_EXIT = '''
 import asyncio, sys
 from pathlib import Path
-from babyllama_tui.serve_client import ServeClient
+from babyllama_tui.serve_client import SERVE_PROGRAM, ServeClient
 
-async def main():
-    client = ServeClient(Path(sys.argv[1]))
+async def main(checkpoint, how, *program):
+    client = ServeClient(Path(checkpoint), program=program or SERVE_PROGRAM)
     await client.start()
     async for event in client.events():
         if event["event"] == "ready":
             print(client.pid, flush=True)
-            if sys.argv[2] == "hang":
+            if how == "hang":
                 await asyncio.sleep(3600)
             return
 
-asyncio.run(main())
+asyncio.run(main(*sys.argv[1:]))
 '''
 
 
-@pytest.mark.parametrize("how", ["exits", "killed"])
-def test_no_server_outlives_its_app(project, tmp_path, how):
-    """An app that exits without closing its servers kills them on the way out; one killed outright
-    leaves them at end of input, and they exit by themselves."""
+def test_a_server_left_running_is_killed_when_the_app_exits(tmp_path):
+    """Even a server that would never exit by itself (deaf to end of input and SIGTERM)."""
     script = tmp_path / "client.py"
     script.write_text(CLIENT_THEN_EXIT)
-    app = subprocess.Popen([sys.executable, str(script), str(checkpoint(project, 1000)),
-                            "exit" if how == "exits" else "hang"], stdout=subprocess.PIPE, text=True)
+    app = subprocess.Popen([sys.executable, str(script), str(tmp_path), "exit", *stand_in(tmp_path, "deaf", DEAF_SERVER)],
+                           stdout=subprocess.PIPE, text=True)
+    server_pid = int(app.stdout.readline())
     try:
-        server_pid = int(app.stdout.readline())
+        assert app.wait(timeout=WAIT_LIMIT_S) == 0
+        wait_for(lambda: gone(server_pid), "the server to be killed")
+    finally:
+        if not gone(server_pid):
+            os.kill(server_pid, signal.SIGKILL)
+        app.stdout.close()
+
+
+def test_a_server_whose_app_was_killed_exits_at_end_of_input(project, tmp_path):
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT_THEN_EXIT)
+    app = subprocess.Popen([sys.executable, str(script), str(checkpoint(project, 1000)), "hang"],
+                           stdout=subprocess.PIPE, text=True)
+    server_pid = int(app.stdout.readline())
+    try:
         assert not gone(server_pid)
-        if how == "killed":
-            app.send_signal(signal.SIGKILL)
+        app.send_signal(signal.SIGKILL)
         app.wait(timeout=WAIT_LIMIT_S)
         wait_for(lambda: gone(server_pid), "the server to exit")
     finally:
@@ -369,16 +382,34 @@ async def test_a_folder_that_does_not_load_shows_the_servers_error(project, tmp_
         assert "failed" in str(screen.panels["A"].border_subtitle)
 
 
-async def test_quitting_shuts_every_server_down(project):
+async def test_a_server_that_dies_is_shown_as_ended(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await wait_until(pilot, lambda: state_of(screen, "A") == "ready", "the checkpoint to load")
+        os.kill(screen.engines["A"].client.pid, signal.SIGKILL)
+        await wait_until(pilot, lambda: state_of(screen, "A") == "exited", "the exit")
+        assert any("serve exited with status -9" in note.plain for note in screen.panels["A"].notes)
+        assert "exited" in str(screen.panels["A"].border_subtitle)
+        assert not screen.continue_prompt("话说")
+
+
+@pytest.mark.slow
+async def test_quitting_shuts_every_server_down_even_mid_generation(project):
     app = BabyLlamaApp(root=project)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_playground(pilot)
         screen.load("B", list_checkpoints(project)[1])
         await wait_until(pilot, lambda: state_of(screen, "A") == state_of(screen, "B") == "ready", "both servers")
-        pids = [screen.engines[slot].client.pid for slot in "AB"]
+        await set_field(pilot, screen, "max_new_tokens", str(MANY))
+        assert screen.continue_prompt("话说")
+        await wait_until(pilot, lambda: all(screen.engines[s].pieces >= 1 for s in "AB"), "both to stream")
+        clients = [screen.engines[slot].client for slot in "AB"]
         await pilot.press("ctrl+q")
-    for pid in pids:
-        wait_for(lambda: gone(pid), f"server {pid} to exit")
+    # Shut down, not killed: each stopped its generation and exited when asked.
+    assert [client.process.returncode for client in clients] == [0, 0]
+    for client in clients:
+        assert gone(client.pid)
 
 
 async def test_typing_goes_to_the_prompt_and_the_number_keys_still_switch_screens(tmp_path):
@@ -394,6 +425,25 @@ async def test_typing_goes_to_the_prompt_and_the_number_keys_still_switch_screen
         assert screen.focused is screen.panels["A"]
         await pilot.press("2")
         assert not isinstance(app.screen, PlaygroundScreen)
+
+
+def palette_hits(app) -> int:
+    return app.screen.query_one(CommandList).option_count if isinstance(app.screen, CommandPalette) else 0
+
+
+async def test_the_palette_loads_a_checkpoint_to_compare_and_opens_the_picker(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await pilot.press("ctrl+p", *"Compare with tiny step 1,000")
+        await wait_until(pilot, lambda: palette_hits(app), "the palette's hits")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.engines["B"] is not None, "checkpoint B")
+        assert screen.engines["B"].choice.path == checkpoint(project, 1000)
+        await pilot.press("ctrl+p", *"Checkpoint")
+        await wait_until(pilot, lambda: palette_hits(app), "the palette's hits")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, CheckpointPicker), "the picker")
 
 
 def test_checkpoints_are_listed_newest_run_first_then_exports(tmp_path):

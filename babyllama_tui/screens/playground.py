@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from rich.text import Text
 from textual import events, on
@@ -228,7 +227,8 @@ class PlaygroundScreen(Screen):
                 panel.show_hint("")
                 panel.add_note(f"did not load: {message}", "bold red")
             else:
-                engine.request = None if current else engine.request
+                if current:
+                    engine.request = None
                 panel.add_note(f"error: {message}", "bold red")
         elif kind == "exit":
             self._on_exit(engine, event)
@@ -240,8 +240,8 @@ class PlaygroundScreen(Screen):
         engine.request = None
         if engine.state != "failed":
             engine.state = "exited"
-            what = "while loading" if was_loading else ""
-            panel.add_note(f"serve exited {what} with status {event.get('returncode')}".replace("  ", " "), "bold red")
+            during = " while loading" if was_loading else ""
+            panel.add_note(f"serve exited{during} with status {event.get('returncode')}", "bold red")
             if event.get("stderr"):
                 panel.add_note(str(event["stderr"]).splitlines()[-1], "red")
 
@@ -287,7 +287,9 @@ class PlaygroundScreen(Screen):
             return False
         engines = self.live_engines()
         if not engines:
-            self.notify("Load a checkpoint first: ctrl+o", severity="warning")
+            loaded = any(engine is not None for engine in self.engines.values())
+            problem = "The checkpoint's server has ended; load it again" if loaded else "Load a checkpoint first"
+            self.notify(f"{problem}: ctrl+o", severity="warning")
             return False
         self.prompt_input.remember(prompt)
         self._show_history()
@@ -309,6 +311,7 @@ class PlaygroundScreen(Screen):
     def _show_history(self) -> None:
         self.history_list.clear_options()
         self.history_list.add_options(Option(prompt) for prompt in reversed(self.prompt_input.history))
+        self.history_list.highlighted = 0
 
     @on(OptionList.OptionSelected, "#history")
     def _recall_selected(self, event: OptionList.OptionSelected) -> None:

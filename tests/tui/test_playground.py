@@ -446,6 +446,22 @@ async def test_the_palette_loads_a_checkpoint_to_compare_and_opens_the_picker(pr
         await wait_until(pilot, lambda: isinstance(app.screen, CheckpointPicker), "the picker")
 
 
+async def test_the_panel_follows_the_end_and_scrolls_back_when_focused(tmp_path):
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        panel = screen.panels["A"]
+        panel.start("第一回")
+        panel.add("".join(f"第{n}行\n" for n in range(1, 101)))
+        await wait_until(pilot, lambda: "第100行" in panel.render().plain, "the end of the text")
+        assert "第1行" not in panel.render().plain
+        assert screen.focused is panel
+        await pilot.press("home")
+        assert panel.render().plain.startswith("第一回第1行")
+        await pilot.press("end")
+        assert "第100行" in panel.render().plain
+
+
 def test_checkpoints_are_listed_newest_run_first_then_exports(tmp_path):
     root = tmp_path
     old, new = RunDir(root / "out" / "runs" / "old"), RunDir(root / "out" / "runs" / "new")
@@ -493,10 +509,10 @@ def footer_settled(screen) -> bool:
     return shown == {active.binding.action for active in screen.active_bindings.values() if active.binding.show}
 
 
-def test_playground_side_by_side_snapshot(tmp_path, monkeypatch, snap_compare):
-    monkeypatch.chdir(tmp_path)
+def stand_in_app(root: Path, tmp_path: Path) -> BabyLlamaApp:
+    """The app, its playground serving with STANDIN_SERVER, over a run that saved STEPS (empty folders)."""
     server = stand_in(tmp_path, "standin_server", STANDIN_SERVER)
-    run = RunDir(Path("out/runs/tiny"))
+    run = RunDir(root / "out" / "runs" / "tiny")
     for step in STEPS:
         run.checkpoint_path(step).mkdir(parents=True)
     run.latest_path.write_text(f"{run.checkpoint_path(STEPS[-1]).name}\n")
@@ -505,8 +521,32 @@ def test_playground_side_by_side_snapshot(tmp_path, monkeypatch, snap_compare):
         CSS_PATH = Path(app_module.__file__).with_name("app.tcss")
         MODES = {**BabyLlamaApp.MODES, "playground": lambda: PlaygroundScreen(serve_program=server)}
 
-    app = StandInApp(root=Path("."))
+    app = StandInApp(root=root)
     app.animation_level = "none"
+    return app
+
+
+async def test_wide_the_session_prompts_are_listed_and_recalled(tmp_path):
+    app = stand_in_app(tmp_path, tmp_path)
+    async with app.run_test(size=(200, 50)) as pilot:
+        screen = await open_playground(pilot)
+        assert screen.history_list.display and screen.has_class("-wide")
+        await wait_until(pilot, lambda: state_of(screen, "A") == "ready", "A")
+        await pilot.press("f1")
+        await wait_until(pilot, lambda: finished(screen, "A"), "the first continuation")
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: finished(screen, "A"), "the second continuation")
+        shown = [str(screen.history_list.get_option_at_index(i).prompt) for i in range(screen.history_list.option_count)]
+        assert shown == ["《小王子》是一本畅销童话书，它讲述了：", "床前明月光，疑是地上霜。举头望明月，"]
+        screen.history_list.focus()
+        await pilot.press("down", "enter")
+        assert screen.prompt_input.value == "床前明月光，疑是地上霜。举头望明月，"
+        assert screen.focused is screen.prompt_input
+
+
+def test_playground_side_by_side_snapshot(tmp_path, monkeypatch, snap_compare):
+    monkeypatch.chdir(tmp_path)
+    app = stand_in_app(Path("."), tmp_path)
 
     async def run_before(pilot) -> None:
         screen = await open_playground(pilot)

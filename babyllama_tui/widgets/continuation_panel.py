@@ -12,6 +12,14 @@ from textual.binding import Binding
 from textual.widget import Widget
 
 REPAINT_S = 0.2
+# A model may write any character. Control characters would move the terminal's cursor behind
+# the app's back and leave stray cells on screen: tabs become spaces, the rest a visible mark.
+CONTROL_CHARACTERS = {code: "\ufffd" for code in (*range(0x20), *range(0x7F, 0xA0)) if code != 0x0A}
+CONTROL_CHARACTERS.update({0x09: "    ", 0x0D: ""})
+
+
+def printable(text: str) -> str:
+    return text.translate(CONTROL_CHARACTERS)
 
 
 class ContinuationPanel(Widget, can_focus=True):
@@ -42,12 +50,12 @@ class ContinuationPanel(Widget, can_focus=True):
         self.refresh()
 
     def start(self, prompt: str) -> None:
-        self.prompt, self.text, self.notes, self.hint = prompt, "", [], ""
+        self.prompt, self.text, self.notes, self.hint = printable(prompt), "", [], ""
         self.lines_back = 0
         self.refresh()
 
     def add(self, piece: str) -> None:
-        self.text += piece
+        self.text += printable(piece)
         if not self._repaint_due:
             self._repaint_due = True
             self.set_timer(REPAINT_S, self._repaint)

@@ -25,6 +25,7 @@ from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.screens.playground import PlaygroundScreen
 from babyllama_tui.serve_client import ServeClient, ServeError
 from babyllama_tui.widgets.checkpoint_picker import CheckpointPicker, list_checkpoints
+from babyllama_tui.widgets.continuation_panel import printable
 
 # A long context, so a generation runs long enough (seconds, at a thousand tokens a second) to be
 # stopped in the middle.
@@ -460,6 +461,11 @@ async def test_the_panel_follows_the_end_and_scrolls_back_when_focused(tmp_path)
         assert panel.render().plain.startswith("第一回第1行")
         await pilot.press("end")
         assert "第100行" in panel.render().plain
+
+
+def test_control_characters_a_model_writes_never_reach_the_terminal():
+    """A random model writes ESC and friends, which would start escape sequences in the terminal."""
+    assert printable("a\x1b[2Jb\tc\r\nd\x85") == "a\ufffd[2Jb    c\nd\ufffd"
 
 
 def test_checkpoints_are_listed_newest_run_first_then_exports(tmp_path):

@@ -432,6 +432,7 @@ def palette_hits(app) -> int:
     return app.screen.query_one(CommandList).option_count if isinstance(app.screen, CommandPalette) else 0
 
 
+@pytest.mark.slow
 async def test_the_palette_loads_a_checkpoint_to_compare_and_opens_the_picker(project):
     app = BabyLlamaApp(root=project)
     async with app.run_test(size=(80, 24)) as pilot:

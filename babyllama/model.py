@@ -178,21 +178,25 @@ class Attention(nn.Cell):
         self.resid_dropout = nn.Dropout(p=cfg.dropout)
 
     def project(self, x, batch, seq, rope):
-        """q (batch, heads, seq, head_dim) and k, v (batch, kv_heads, seq, head_dim), rotated."""
+        """q (batch, heads, seq, head_dim), already times 1/sqrt(head_dim), and k, v
+        (batch, kv_heads, seq, head_dim); q and k rotated. `rope` is (cos, sin, swap)."""
+        cos, sin, swap = rope
         q = self.wq(x).reshape(batch, seq, self.n_heads, self.head_dim)
         k = self.wk(x).reshape(batch, seq, self.n_kv_heads, self.head_dim)
         v = self.wv(x).reshape(batch, seq, self.n_kv_heads, self.head_dim)
-        q = apply_rotary(q, *rope).transpose(0, 2, 1, 3)
-        k = apply_rotary(k, *rope).transpose(0, 2, 1, 3)
+        # The score scale rides on q's rotation tables: a (seq, head_dim) multiply instead of
+        # one over every (batch, heads, seq, seq) score, forward and backward.
+        q = apply_rotary(q, cos * self.scale, sin * self.scale, swap).transpose(0, 2, 1, 3)
+        k = apply_rotary(k, cos, sin, swap).transpose(0, 2, 1, 3)
         return q, k, v.transpose(0, 2, 1, 3)
 
     def attend(self, q, k, v, mask):
-        """softmax(q k^T / sqrt(head_dim) + mask) v, heads merged back: (batch * seq, dim)."""
+        """softmax(q k^T + mask) v for a pre-scaled q, heads merged back: (batch * seq, dim)."""
         batch, _, seq, _ = q.shape
         if self.n_rep > 1:
             k = ops.repeat_interleave(k, self.n_rep, 1)
             v = ops.repeat_interleave(v, self.n_rep, 1)
-        scores = ops.BatchMatMul(transpose_b=True)(q, k) * self.scale + mask
+        scores = ops.BatchMatMul(transpose_b=True)(q, k) + mask
         probs = self.attn_dropout(ops.softmax(scores, -1))
         out = ops.BatchMatMul()(probs, v).transpose(0, 2, 1, 3)
         return out.reshape(batch * seq, self.n_heads * self.head_dim)

@@ -150,19 +150,24 @@ def test_loss_falls_when_overfitting_one_batch(fresh):
 def test_two_micro_batches_equal_one_double_batch(fresh, initial):
     accumulating = TrainStep(MODEL, dataclasses.replace(TRAIN, batch_size=2, grad_accum=2))
     restore(accumulating, initial)
-    for seed in (6, 7):
-        x, y = batch(seed)
-        loss_one, norm_one = fresh.step(x, y, LR)
-        loss_two, norm_two = accumulating.step(x.reshape(2, 2, -1), y.reshape(2, 2, -1), LR)
-        assert loss_two == pytest.approx(loss_one, rel=1e-5)
-        assert norm_two == pytest.approx(norm_one, rel=1e-4)
-    # The first moments are linear in the (clipped) gradients, so they compare the gradients
-    # themselves; the weights would not: Adam divides by sqrt(v), which magnifies rounding
-    # wherever a gradient is near 0.
+    x, y = batch(6)
+    loss_one, norm_one = fresh.step(x, y, LR)
+    loss_two, norm_two = accumulating.step(x.reshape(2, 2, -1), y.reshape(2, 2, -1), LR)
+    assert loss_two == pytest.approx(loss_one, rel=1e-5)
+    assert norm_two == pytest.approx(norm_one, rel=1e-4)
+    # The first moments are the clipped gradients times (1 - beta1), so they compare the
+    # gradients themselves.
     one, two = state_of(fresh), state_of(accumulating)
     for name in (n for n in one if n.startswith("exp_avg.")):
         scale = np.abs(one[name]).max()
         np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+    # A second step shows the accumulation buffers were emptied. Looser: Adam's division by
+    # sqrt(v) magnified rounding where gradients were near 0, so the weights now differ a little.
+    x, y = batch(7)
+    loss_one, norm_one = fresh.step(x, y, LR)
+    loss_two, norm_two = accumulating.step(x.reshape(2, 2, -1), y.reshape(2, 2, -1), LR)
+    assert loss_two == pytest.approx(loss_one, rel=1e-4)
+    assert norm_two == pytest.approx(norm_one, rel=1e-3)
 
 
 def test_checkpoint_resumes_bit_identically(fresh, tmp_path):

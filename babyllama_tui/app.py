@@ -42,7 +42,6 @@ class BabyLlamaApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "babyllama"
-    SUB_TITLE = f"v{__version__}"
     MODES = {
         "corpora": CorporaScreen,
         "train": TrainScreen,
@@ -91,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root", type=Path, default=Path.cwd(), help="project folder holding data/ and out/ (default: .)"
     )
+    parser.add_argument("--version", action="version", version=f"babyllama-tui {__version__}")
     args = parser.parse_args(argv)
     BabyLlamaApp(root=args.root.resolve()).run()
     return 0

@@ -76,7 +76,6 @@ def source_stem(path: str) -> str:
 
 
 class CorporaScreen(Screen):
-    SUB_TITLE = "Corpora"
     COMMANDS = {ScreenKeysProvider}
     BINDINGS = [
         Binding("t", "choose_tokenizer", "Tokenizer"),

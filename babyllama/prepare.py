@@ -72,6 +72,7 @@ from babyllama.corpora import FORMAT_HELP, BadRecord, check_format, expand_input
 from babyllama.errors import UserError
 from babyllama.files import atomic_write_json
 from babyllama.tokenizer import SentencePieceTokenizer, load_tokenizer
+from babyllama.units import format_clock
 
 # Small enough that the last chunks leave no worker idle for long, large enough that the
 # journal's fsyncs (two a chunk) cost nothing next to encoding a chunk.
@@ -619,21 +620,13 @@ def format_count(n: float) -> str:
     return f"{n:.0f}"
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
 def describe_progress(event: dict) -> str:
     total = event["total_bytes"]
     bad = event["skipped"]["malformed"]
     return (
         f"{event['bytes'] / 1e6:,.0f}/{total / 1e6:,.0f} MB  "
         f"{event['documents']:,} docs  {format_count(event['tokens'])} tokens  "
-        f"{event['mb_per_s']:.1f} MB/s  ETA {format_duration(event['eta_s'])}" + (f"  {bad:,} bad" if bad else "")
+        f"{event['mb_per_s']:.1f} MB/s  ETA {format_clock(event['eta_s'])}" + (f"  {bad:,} bad" if bad else "")
     )
 
 

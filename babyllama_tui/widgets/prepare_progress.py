@@ -8,8 +8,9 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
+from babyllama.units import format_clock
 from babyllama_tui.corpora_jobs import JobStep
-from babyllama_tui.corpora_listing import format_bytes, format_count, format_duration
+from babyllama_tui.corpora_listing import format_bytes, format_count
 
 # Progress events can come 5 a second and more; the screen is redrawn at most this often.
 REDRAW_INTERVAL_S = 0.25
@@ -25,10 +26,10 @@ def describe_prepare_event(event: dict) -> Text:
     text.append(f"{event.get('mb_per_s', 0):.1f}", "bold")
     if event.get("event") == "done":
         text.append(" MB/s  took ")
-        text.append(format_duration(event.get("elapsed_s")), "bold")
+        text.append(format_clock(event.get("elapsed_s")), "bold")
     else:
         text.append(" MB/s  ETA ")
-        text.append(format_duration(event.get("eta_s")), "bold")
+        text.append(format_clock(event.get("eta_s")), "bold")
     bad = skipped.get("malformed", 0)
     text.append(f"  {bad:,} bad", "bold red" if bad else "")
     short = skipped.get("too_short", 0)

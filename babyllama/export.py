@@ -172,7 +172,9 @@ def hf_weights(cfg: ModelConfig, weights: dict[str, np.ndarray]) -> dict[str, np
     return out
 
 
-def _generation_config(cfg: ModelConfig, tokenizer: dict | None) -> dict:
+def _generation_config(tokenizer: dict | None) -> dict:
+    """No max_length: transformers warns on every generate(max_new_tokens=...) call when the
+    config sets it, and the context length is in config.json already."""
     from babyllama.generate import SamplingParams
 
     tokenizer = tokenizer or {}
@@ -181,7 +183,6 @@ def _generation_config(cfg: ModelConfig, tokenizer: dict | None) -> dict:
         "eos_token_id": tokenizer.get("eos_id"),
         "do_sample": True,
         "temperature": SamplingParams().temperature,
-        "max_length": cfg.max_seq_len,
     }
 
 
@@ -307,7 +308,7 @@ def export_hf(loaded, out: Path, tokenizer=None, warn=_warn) -> Path:
     try:
         _write_json(temp / HF_CONFIG_FILE, hf_config(loaded.cfg, description))
         save_file(hf_weights(loaded.cfg, loaded.weights), str(temp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
-        _write_json(temp / HF_GENERATION_CONFIG_FILE, _generation_config(loaded.cfg, description))
+        _write_json(temp / HF_GENERATION_CONFIG_FILE, _generation_config(description))
         tokenizer_line = _write_tokenizer(temp, tokenizer, warn) if tokenizer is not None else "none was exported."
         (temp / "README.md").write_text(_readme(loaded, tokenizer_line), encoding="utf-8")
         _replace(temp, out)

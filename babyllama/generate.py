@@ -138,6 +138,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def choose_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator, seen_ids=()) -> int:
     """The next token from one row of logits: penalty -> temperature -> top-k -> top-p -> draw."""
+    # Greedy without a penalty needs no float64 copy: the arg max of the float32 row is the same.
+    if params.temperature == 0.0 and (params.repetition_penalty == 1.0 or len(seen_ids) == 0):
+        return int(np.argmax(logits))
     logits = apply_repetition_penalty(np.asarray(logits, np.float64), seen_ids, params.repetition_penalty)
     if params.temperature == 0.0:
         return int(np.argmax(logits))
@@ -248,19 +251,19 @@ def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return x * (1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)) * weight
 
 
-def _rotate_pairs(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Rotate pairs (x0, x1), (x2, x3), ... of x (n, heads, head_dim) by cos/sin (n, 1, head_dim / 2)."""
-    even, odd = x[..., 0::2], x[..., 1::2]
-    out = np.empty_like(x)
-    out[..., 0::2] = even * cos - odd * sin
-    out[..., 1::2] = odd * cos + even * sin
-    return out
+def _silu_times(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """silu(gate) * up, computed in gate's memory."""
+    sigmoid_denominator = np.exp(-gate)
+    sigmoid_denominator += 1.0
+    gate /= sigmoid_denominator
+    gate *= up
+    return gate
 
 
 @dataclass
 class _Layer:
     attention_norm: np.ndarray
-    wqkv: np.ndarray  # (q + k + v rows, dim)
+    wqkv: np.ndarray  # q rows (pre-scaled by 1/sqrt(head_dim)), then k rows, then v rows; (q + k + v, dim)
     wo: np.ndarray
     ffn_norm: np.ndarray
     w13: np.ndarray  # gate rows then up rows, (2 * hidden, dim)
@@ -268,19 +271,28 @@ class _Layer:
 
 
 class NumpyDecoder:
-    """The model's forward pass in numpy float32 with a fixed-size key/value cache (batch 1)."""
+    """The model's forward pass in numpy float32 with a fixed-size key/value cache (batch 1).
+
+    Rotary embedding as complex multiplication: viewing a head's (x0, x1), (x2, x3), ... as
+    complex numbers x0 + i x1, ..., the model's pair rotation by angle t is a product with
+    cos t + i sin t, one numpy operation over every head of q and k at once. The attention
+    scale is folded into wq's rows. decode() writes into buffers made once, so a token
+    allocates little beyond its logits.
+    """
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):
         self.cfg = cfg
         self.embedding = weights["tok_embeddings.weight"]
         self.final_norm = weights["norm.weight"]
+        scale = np.float32(1.0 / math.sqrt(cfg.head_dim))
         self.layers = []
         for i in range(cfg.n_layers):
             w = {name[len(f"layers.{i}."):]: value for name, value in weights.items()
                  if name.startswith(f"layers.{i}.")}
             self.layers.append(_Layer(
                 attention_norm=w["attention_norm.weight"],
-                wqkv=np.concatenate([w["attention.wq.weight"], w["attention.wk.weight"], w["attention.wv.weight"]]),
+                wqkv=np.concatenate([w["attention.wq.weight"] * scale, w["attention.wk.weight"],
+                                     w["attention.wv.weight"]]),
                 wo=w["attention.wo.weight"],
                 ffn_norm=w["ffn_norm.weight"],
                 w13=np.concatenate([w["feed_forward.w1.weight"], w["feed_forward.w3.weight"]]),
@@ -289,13 +301,18 @@ class NumpyDecoder:
         half = cfg.head_dim // 2
         freqs = 1.0 / (cfg.rope_theta ** (np.arange(half, dtype=np.float64) * 2 / cfg.head_dim))
         angles = np.outer(np.arange(cfg.max_seq_len, dtype=np.float64), freqs)
-        self.cos = np.cos(angles).astype(np.float32)[:, None, :]
-        self.sin = np.sin(angles).astype(np.float32)[:, None, :]
+        # cos t + i sin t, each part rounded to float32 as the model's cos and sin tables are.
+        self.rotation = np.empty(angles.shape, np.complex64)
+        self.rotation.real, self.rotation.imag = np.cos(angles), np.sin(angles)
         shape = (cfg.n_layers, cfg.kv_heads, cfg.max_seq_len, cfg.head_dim)
         self.keys = np.zeros(shape, np.float32)
         self.values = np.zeros(shape, np.float32)
-        self.scale = np.float32(1.0 / math.sqrt(cfg.head_dim))
         self.position = 0
+        self.q_size, self.kv_size = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+        self._x = np.empty(cfg.dim, np.float32)
+        self._qkv = np.empty(self.q_size + 2 * self.kv_size, np.float32)
+        self._projected = np.empty(cfg.dim, np.float32)
+        self._gate_up = np.empty(2 * cfg.hidden_dim, np.float32)
 
     @property
     def max_seq_len(self) -> int:
@@ -308,7 +325,7 @@ class NumpyDecoder:
 
     def decode(self, token: int) -> np.ndarray:
         """Feed one token after what the cache holds: logits (vocab,) for the next."""
-        return self._logits(self._advance(np.array([token], np.int64))[-1])
+        return self._logits(self._step(int(token)))
 
     def score(self, ids) -> np.ndarray:
         """Start over with `ids`: logits (len(ids), vocab) at every position, for measuring a text's loss."""
@@ -319,17 +336,19 @@ class NumpyDecoder:
         """The tied output layer over final hidden states (..., dim) -> (..., vocab)."""
         return _rms_norm(hidden, self.final_norm, self.cfg.norm_eps) @ self.embedding.T
 
+    def _check_room(self, n: int) -> None:
+        if n == 0 or self.position + n > self.cfg.max_seq_len:
+            raise ValueError(f"the cache holds {self.cfg.max_seq_len} positions; {self.position} used, {n} more asked")
+
     def _advance(self, ids: np.ndarray) -> np.ndarray:
         """Run `ids` through the layers after what the cache holds: hidden states (len(ids), dim)."""
         cfg = self.cfg
         n, start = len(ids), self.position
+        self._check_room(n)
         end = start + n
-        if n == 0 or end > cfg.max_seq_len:
-            raise ValueError(f"the cache holds {cfg.max_seq_len} positions; {start} used, {n} more asked")
         n_heads, n_kv, head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        rep = n_heads // n_kv
-        q_size, kv_size = n_heads * head_dim, n_kv * head_dim
-        cos, sin = self.cos[start:end], self.sin[start:end]
+        q_size, kv_size = self.q_size, self.kv_size
+        rotation = self.rotation[start:end, None, :]
         mask = None
         if n > 1:
             # Query i (at start + i) sees slots 0 .. start + i.
@@ -337,24 +356,55 @@ class NumpyDecoder:
         x = self.embedding[ids]
         for layer, keys, values in zip(self.layers, self.keys, self.values):
             qkv = _rms_norm(x, layer.attention_norm, cfg.norm_eps) @ layer.wqkv.T
-            q = _rotate_pairs(qkv[:, :q_size].reshape(n, n_heads, head_dim), cos, sin)
-            keys[:, start:end] = _rotate_pairs(qkv[:, q_size:q_size + kv_size].reshape(n, n_kv, head_dim),
-                                               cos, sin).transpose(1, 0, 2)
+            rotated = qkv[:, :q_size + kv_size].view(np.complex64).reshape(n, n_heads + n_kv, head_dim // 2)
+            rotated *= rotation
+            keys[:, start:end] = qkv[:, q_size:q_size + kv_size].reshape(n, n_kv, head_dim).transpose(1, 0, 2)
             values[:, start:end] = qkv[:, q_size + kv_size:].reshape(n, n_kv, head_dim).transpose(1, 0, 2)
             # (kv heads, queries per kv head, n, head_dim): the query heads sharing each key/value head.
-            q = q.reshape(n, n_kv, rep, head_dim).transpose(1, 2, 0, 3)
-            scores = (q @ keys[:, None, :end].transpose(0, 1, 3, 2)) * self.scale
+            q = qkv[:, :q_size].reshape(n, n_kv, n_heads // n_kv, head_dim).transpose(1, 2, 0, 3)
+            scores = q @ keys[:, None, :end].transpose(0, 1, 3, 2)
             if mask is not None:
-                scores = scores + mask
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            probs = scores / scores.sum(axis=-1, keepdims=True)
+                scores += mask
+            probs = _softmax_rows(scores)
             attended = (probs @ values[:, None, :end]).transpose(2, 0, 1, 3).reshape(n, q_size)
             h = x + attended @ layer.wo.T
             gate_up = _rms_norm(h, layer.ffn_norm, cfg.norm_eps) @ layer.w13.T
-            gate, up = gate_up[:, :cfg.hidden_dim], gate_up[:, cfg.hidden_dim:]
-            x = h + (gate / (1.0 + np.exp(-gate)) * up) @ layer.w2.T
+            x = h + _silu_times(gate_up[:, :cfg.hidden_dim], gate_up[:, cfg.hidden_dim:]) @ layer.w2.T
         self.position = end
         return x
+
+    def _step(self, token: int) -> np.ndarray:
+        """_advance for one token, into preallocated buffers: the hidden state (dim,)."""
+        cfg = self.cfg
+        self._check_room(1)
+        position = self.position
+        seen = position + 1
+        n_heads, n_kv, head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        q_size, kv_size = self.q_size, self.kv_size
+        qkv, projected, gate_up = self._qkv, self._projected, self._gate_up
+        rotated = qkv[:q_size + kv_size].view(np.complex64).reshape(n_heads + n_kv, head_dim // 2)
+        q = qkv[:q_size].reshape(n_kv, n_heads // n_kv, head_dim)
+        x = self._x
+        x[:] = self.embedding[token]
+        for layer, keys, values in zip(self.layers, self.keys, self.values):
+            np.dot(layer.wqkv, _rms_norm(x, layer.attention_norm, cfg.norm_eps), out=qkv)
+            rotated *= self.rotation[position]
+            keys[:, position] = qkv[q_size:q_size + kv_size].reshape(n_kv, head_dim)
+            values[:, position] = qkv[q_size + kv_size:].reshape(n_kv, head_dim)
+            probs = _softmax_rows(q @ keys[:, :seen].transpose(0, 2, 1))
+            x += np.dot(layer.wo, (probs @ values[:, :seen]).reshape(q_size), out=projected)
+            np.dot(layer.w13, _rms_norm(x, layer.ffn_norm, cfg.norm_eps), out=gate_up)
+            x += np.dot(layer.w2, _silu_times(gate_up[:cfg.hidden_dim], gate_up[cfg.hidden_dim:]), out=projected)
+        self.position = seen
+        return x
+
+
+def _softmax_rows(scores: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, computed in `scores`' memory."""
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
 
 
 class MindSporeDecoder:

@@ -18,10 +18,10 @@ builds the model and the compiled step, and trains:
 - every `eval_interval` steps (and at step 0 of a new run, and at the end) an `eval` row
   with the loss over `eval_iters` fixed validation batches (babyllama.evaluate's
   `validation_loss`, which `babyllama eval --split val` shares), and a `sample` row: the
-  prompt `sample_prompt` and its greedy continuation of up to `sample_tokens` tokens,
-  through the model's KV cache. The first sample compiles two graphs, once per process
-  (13 s for `tiny` on this 2-core CPU when lightly loaded, up to 90 s when shared); each
-  later one takes 50-170 ms a token, about 2% of the time between `tiny`'s evaluations.
+  prompt `sample_prompt` and its greedy continuation of up to `sample_tokens` tokens, by
+  the numpy decoder of `babyllama generate` over the model's current weights: the text
+  `babyllama generate --temperature 0` gives for a checkpoint of the same step, with no
+  graph to compile (the MindSpore decoder's compile took 17.8 s for `tiny` here).
 - every `save_interval` steps, at the end, and on a stop: a checkpoint (below).
 - a resumed run appends a `resume` row, {"kind": "resume", "step": k, "checkpoint": ...}:
   rows after step k written before it (by a process that was killed) were not kept in
@@ -421,41 +421,31 @@ def plan_training(args: argparse.Namespace, world_size: int | None = None) -> Pl
 
 
 class GreedySampler:
-    """Greedy continuation of one fixed prompt, through the model's KV cache.
+    """Greedy continuation of one fixed prompt by the model as it is now.
 
-    The decoder's graphs compile on first use (prefill once for the prompt's length, decode
-    once); it shares the model's weights, so each call shows the model as it is now.
+    Each call copies the weights into generate.NumpyDecoder (parameter names are the
+    checkpoint's) and runs generate.generate at temperature 0, so the text is what
+    `babyllama generate --temperature 0` gives for a checkpoint saved at the same step.
     """
 
     def __init__(self, model, tokenizer: Tokenizer, prompt: str, max_new_tokens: int):
-        from babyllama.model import CachedDecoder
-
         self.model = model
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.prompt_ids = tokenizer.encode(prompt)
         self.max_new_tokens = max(0, min(max_new_tokens, model.cfg.max_seq_len - len(self.prompt_ids)))
-        self.decoder = CachedDecoder(model) if self.prompt_ids and self.max_new_tokens else None
 
     def __call__(self) -> str | None:
         """The prompt and its continuation; None when the prompt is empty or fills the context."""
-        if self.decoder is None:
+        from babyllama.generate import NumpyDecoder, SamplingParams, generate
+
+        if not self.prompt_ids or not self.max_new_tokens:
             return None
-        self.decoder.set_train(False)
-        try:
-            logits = self.decoder.prefill(self.prompt_ids)
-            generated = []
-            while True:
-                token = int(np.argmax(logits[0]))
-                if token == self.tokenizer.eos_id:
-                    break
-                generated.append(token)
-                if len(generated) == self.max_new_tokens:
-                    break
-                logits = self.decoder.decode([token])
-        finally:
-            self.model.set_train(True)
-        return self.prompt + self.tokenizer.decode(generated)
+        weights = {p.name: p.asnumpy().astype(np.float32, copy=False) for p in self.model.trainable_params()}
+        decoder = NumpyDecoder(self.model.cfg, weights)
+        result = generate(decoder, self.tokenizer, self.prompt,
+                          SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0))
+        return self.prompt + result.text
 
 
 # ---------------------------------------------------------------------------------------

@@ -244,6 +244,21 @@ def test_a_run_learns_and_keeps_its_run_directory(reference_run, token_file, sp_
 
 
 @pytest.mark.slow
+def test_the_last_sample_is_what_generate_gives_at_temperature_0_for_the_last_checkpoint(reference_run):
+    run, _ = reference_run
+    sample = [r for r in rows_of(run) if r["kind"] == "sample"][-1]
+    assert sample["step"] == RunDir(run).latest_checkpoint().step == REFERENCE_STEPS
+    done = subprocess.run(
+        [sys.executable, "-m", "babyllama", "generate", "--ckpt", str(run), "--prompt", sample["prompt"],
+         "--temperature", "0", "--max-new-tokens", "8"],
+        env=trainer_env(), capture_output=True, text=True, timeout=WAIT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == sample["text"] + "\n\n"
+    assert len(sample["text"]) > len(sample["prompt"])
+
+
+@pytest.mark.slow
 def test_sigterm_saves_and_stops_and_the_resumed_run_matches_the_uninterrupted_one(tmp_path, token_file,
                                                                                    reference_run):
     reference, reference_output = reference_run

@@ -20,8 +20,6 @@ from textual.screen import Screen
 
 from babyllama import __version__
 from babyllama.runs import TRAIN_PROGRAM
-from babyllama_tui.screens.corpora import CorporaScreen
-from babyllama_tui.screens.playground import PlaygroundScreen
 from babyllama_tui.screens.train import TrainScreen
 from babyllama_tui.widgets.mode_header import SCREENS
 
@@ -29,12 +27,26 @@ from babyllama_tui.widgets.mode_header import SCREENS
 SCREEN_KEYS = Binding.Group("screens", compact=True)
 
 
+# The screens not shown first are imported when first shown: together with their widgets and
+# libraries (the monitor's chart and numpy) they would add a quarter of a second to every start.
+
+
+def corpora_screen() -> Screen:
+    from babyllama_tui.screens.corpora import CorporaScreen
+
+    return CorporaScreen()
+
+
 def monitor_screen() -> Screen:
-    """The monitor, imported when first shown: its chart library and numpy would add a
-    tenth of a second or more to every start."""
     from babyllama_tui.screens.monitor import MonitorScreen
 
     return MonitorScreen()
+
+
+def playground_screen() -> Screen:
+    from babyllama_tui.screens.playground import PlaygroundScreen
+
+    return PlaygroundScreen()
 
 
 class BabyLlamaApp(App):
@@ -43,10 +55,10 @@ class BabyLlamaApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "babyllama"
     MODES = {
-        "corpora": CorporaScreen,
+        "corpora": corpora_screen,
         "train": TrainScreen,
         "monitor": monitor_screen,
-        "playground": PlaygroundScreen,
+        "playground": playground_screen,
     }
     DEFAULT_MODE = "train"
     BINDINGS = [
@@ -70,6 +82,19 @@ class BabyLlamaApp(App):
         self.root = root
         self.clock = clock
         self.train_program = tuple(train_program)
+        self._styled_with: tuple | None = None
+
+    def refresh_css(self, animate: bool = True) -> None:
+        """Restyle every screen, only when the theme has changed since the last time.
+
+        Textual also calls this the first two times each screen is shown, which re-parses all
+        the CSS and restyles every node of every screen (the new-run form's included): a
+        second's delay on a busy machine, for nothing, since a new screen's widgets are styled
+        as they mount."""
+        styled_with = (self.theme, self.ansi_theme, self.get_css_variables())
+        if styled_with != self._styled_with:
+            self._styled_with = styled_with
+            super().refresh_css(animate)
 
     @property
     def data_dir(self) -> Path:

@@ -408,13 +408,19 @@ def _softmax_rows(scores: np.ndarray) -> np.ndarray:
 
 
 class MindSporeDecoder:
-    """model.CachedDecoder behind the same prefill/decode interface, for Ascend and GPU."""
+    """model.CachedDecoder behind the same prefill/decode interface, for Ascend and GPU.
+
+    It switches the process to graph mode: CachedDecoder is written to compile once per
+    prompt length and once for decoding, and op by op (PyNative) it decoded 3 tokens/s for
+    `tiny` on this CPU (bench/generate_bench.py).
+    """
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):
         import mindspore as ms
 
         from babyllama.model import CachedDecoder, Transformer
 
+        ms.set_context(mode=ms.GRAPH_MODE)
         self.model = Transformer(cfg)
         for param in self.model.trainable_params():
             param.set_data(ms.Tensor(weights[param.name]))

@@ -1,11 +1,12 @@
-"""How fast the app starts and switches screens, this tree against the commit at HEAD, in one run.
+"""How fast the app starts and switches screens, this tree against a commit (HEAD), in one run.
 
-The commit at HEAD is checked out with `git worktree add` into a temporary folder and run
+The commit is checked out with `git worktree add` into a temporary folder and run
 with PYTHONPATH pointing at it, so nothing in this tree is touched. The two sides alternate,
 round after round, because a shared machine's load drifts.
 
     python bench/app_bench.py                    # a new user's project: one token file, no runs
     python bench/app_bench.py --root PROJECT --rounds 5
+    python bench/app_bench.py --base 7510e04      # against an older commit
 
 Measured for each side:
 - start: from starting `python -m babyllama_tui` in an 80x24 pseudo-terminal to the first
@@ -166,16 +167,17 @@ def median_ms(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, help="project folder to open (default: a new one with one token file)")
+    parser.add_argument("--base", default="HEAD", help="commit to compare this tree with (default: HEAD)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keys", default="1212421323", help="screen keys pressed in turn, after the Train screen")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="app-bench-"))
     base = scratch / "head"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(base), "HEAD"], check=True)
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(base), args.base], check=True)
     try:
         root = args.root.resolve() if args.root else make_project(scratch / "project")
-        sides = {"HEAD": side_env(base), "this tree": side_env(ROOT)}
+        sides = {args.base: side_env(base), "this tree": side_env(ROOT)}
         found: dict[str, dict[str, list[float]]] = {
             name: {"first frame": [], "form shown": [], "switch, first visit": [], "switch, later visits": []}
             for name in sides
@@ -190,9 +192,9 @@ def main() -> int:
                     found[name][kind].append(switch["seconds"])
             print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
         print(f"medians over {args.rounds} rounds, keys {args.keys}, project {root}")
-        print(f"{'':24}{'HEAD':>10}{'this tree':>12}{'ratio':>8}")
-        for measure in found["HEAD"]:
-            before, after = found["HEAD"][measure], found["this tree"][measure]
+        print(f"{'':24}{args.base:>10}{'this tree':>12}{'ratio':>8}")
+        for measure in found[args.base]:
+            before, after = found[args.base][measure], found["this tree"][measure]
             ratio = statistics.median(after) / statistics.median(before) if before and after else float("nan")
             print(f"{measure:24}{median_ms(before)}{median_ms(after):>12}{ratio:8.2f}")
         print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())

@@ -31,6 +31,7 @@ from babyllama_tui.new_run import (
     default_run_name,
     preset_values,
 )
+from babyllama_tui.widgets.field_input import FieldInput
 from babyllama_tui.widgets.field_row import FieldRow
 from babyllama_tui.widgets.token_file_list import TokenFileList
 
@@ -47,9 +48,11 @@ def _editor(spec: FieldSpec, value) -> Widget:
             [(choice, choice) for choice in spec.choices], value=value, allow_blank=False, compact=True,
             id=widget_id, classes="field-editor",
         )
-    # Optional fields take text: "integer" would refuse the empty text that means None.
-    kind = "text" if spec.optional else {int: "integer", float: "number"}.get(spec.kind, "text")
-    return Input(spec.format(value), type=kind, compact=True, id=widget_id, classes="field-editor")
+    if spec.kind in (int, float):
+        # Empty text is allowed while typing, and in an optional field means None.
+        kind = "integer" if spec.kind is int else "number"
+        return FieldInput(spec.format(value), kind=kind, id=widget_id, classes="field-editor")
+    return Input(spec.format(value), compact=True, id=widget_id, classes="field-editor")
 
 
 def files_vocab(entries: list[TokenFileEntry]) -> int | None:
@@ -91,7 +94,7 @@ class NewRunForm(VerticalScroll):
         self.preset = Select([(name, name) for name in cfg.PRESETS], value=DEFAULT_PRESET, allow_blank=False,
                              compact=True, id="preset", classes="field-editor")
         self.name_input = Input(self._default_name, compact=True, id="run-name", classes="field-editor")
-        self.workers_input = Input("1", type="integer", compact=True, id="workers", classes="field-editor")
+        self.workers_input = FieldInput("1", kind="integer", id="workers", classes="field-editor")
         self.rows: dict[str, FieldRow] = {
             row.key: row
             for row in (
@@ -153,7 +156,7 @@ class NewRunForm(VerticalScroll):
         if isinstance(editor, (Checkbox, Select)):
             editor.value = value
         else:
-            assert isinstance(editor, Input)
+            assert isinstance(editor, (Input, FieldInput))
             editor.value = FIELDS[key].format(value)
 
     def renew_default_name(self, now: float) -> None:
@@ -168,6 +171,7 @@ class NewRunForm(VerticalScroll):
     # Reacting
 
     @on(Input.Changed)
+    @on(FieldInput.Changed)
     @on(Checkbox.Changed)
     @on(Select.Changed)
     def _edited(self, event: Message) -> None:

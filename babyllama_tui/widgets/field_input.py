@@ -1,0 +1,124 @@
+"""FieldInput: a one-line editor for a short value such as a number, lighter than Textual's Input.
+
+The new-run form holds thirty of them. Textual's Input is a scroll view with four component
+classes, each a style pass of its own, so thirty Inputs made up half of the form's cost to
+mount and to restyle every time the Train screen is shown. This editor is one widget and one
+style pass; it types, deletes, moves the cursor and takes a paste, and refuses characters
+that cannot begin the kind of value it holds, as Input's `type` does.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+
+# What a value may look like while it is being typed, for each kind (Input's `type` names).
+PARTIAL_VALUES = {
+    "integer": re.compile(r"[-+]?\d*"),
+    "number": re.compile(r"[-+]?\d*\.?\d*(?:[eE][-+]?\d*)?"),
+    "text": re.compile(r".*"),
+}
+CURSOR = Style(reverse=True)
+
+
+class FieldInput(Widget, can_focus=True):
+    """Posts `FieldInput.Changed` whenever its value changes, typed or set."""
+
+    BINDINGS = [
+        Binding("left", "cursor_left", show=False),
+        Binding("right", "cursor_right", show=False),
+        Binding("home,ctrl+a", "cursor_home", show=False),
+        Binding("end,ctrl+e", "cursor_end", show=False),
+        Binding("backspace", "delete_left", show=False),
+        Binding("delete,ctrl+d", "delete_right", show=False),
+    ]
+
+    value: reactive[str] = reactive("", layout=False)
+    cursor: reactive[int] = reactive(0)
+
+    class Changed(Message):
+        def __init__(self, field_input: FieldInput, value: str) -> None:
+            super().__init__()
+            self.field_input = field_input
+            self.value = value
+
+        @property
+        def control(self) -> FieldInput:
+            return self.field_input
+
+    def __init__(self, value: str = "", *, kind: str = "text", id: str | None = None, classes: str = "") -> None:
+        super().__init__(id=id, classes=classes)
+        self.partial_value = PARTIAL_VALUES[kind]
+        self.set_reactive(FieldInput.value, value)
+        self.set_reactive(FieldInput.cursor, len(value))
+
+    def render(self) -> Text:
+        width = max(self.size.width, 1)
+        text = Text(self.value + " ", no_wrap=True, end="")
+        if self.has_focus:
+            text.stylize(CURSOR, self.cursor, self.cursor + 1)
+        start = max(0, self.cursor + 1 - width)
+        return text[start:start + width]
+
+    def watch_value(self, value: str) -> None:
+        self.cursor = min(self.cursor, len(value))
+        self.post_message(self.Changed(self, value))
+
+    def watch_cursor(self) -> None:
+        self.refresh()
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+    def check_consume_key(self, key: str, character: str | None) -> bool:
+        """Printable keys are typing here, not the screen's or the app's keys."""
+        return character is not None and character.isprintable()
+
+    def on_key(self, event: events.Key) -> None:
+        if event.is_printable and event.character is not None:
+            event.stop()
+            event.prevent_default()
+            self.insert(event.character)
+
+    def on_paste(self, event: events.Paste) -> None:
+        event.stop()
+        if event.text:
+            self.insert(event.text.splitlines()[0])
+
+    def insert(self, text: str) -> None:
+        value = self.value[:self.cursor] + text + self.value[self.cursor:]
+        if self.partial_value.fullmatch(value):
+            cursor = self.cursor + len(text)
+            self.value = value
+            self.cursor = cursor
+
+    def action_cursor_left(self) -> None:
+        self.cursor = max(0, self.cursor - 1)
+
+    def action_cursor_right(self) -> None:
+        self.cursor = min(len(self.value), self.cursor + 1)
+
+    def action_cursor_home(self) -> None:
+        self.cursor = 0
+
+    def action_cursor_end(self) -> None:
+        self.cursor = len(self.value)
+
+    def action_delete_left(self) -> None:
+        if self.cursor > 0:
+            cursor = self.cursor - 1
+            self.value = self.value[:cursor] + self.value[self.cursor:]
+            self.cursor = cursor
+
+    def action_delete_right(self) -> None:
+        self.value = self.value[:self.cursor] + self.value[self.cursor + 1:]

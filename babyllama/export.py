@@ -79,8 +79,7 @@ LLAMA2C_TOKENIZER_KINDS = ("sentencepiece", "chatglm")
 # What the exported tokenizer must encode exactly as ours does: Chinese, digits, spaces, bytes.
 TOKENIZER_PROBE = "话说天下大势，分久必合，合久必分。 Two  spaces, 2024年\n第二行\t☃ 𝄞"
 
-# Hugging Face LlamaForCausalLM names, by our name with {i} for the layer (as babyllama.model.hf_name,
-# which imports MindSpore; tests/test_export.py checks that the two agree).
+# Hugging Face LlamaForCausalLM names, by our name with {i} for the layer.
 HF_NAMES = {
     "tok_embeddings.weight": "model.embed_tokens.weight",
     "norm.weight": "model.norm.weight",
@@ -101,6 +100,7 @@ LLAMA2C_LAYER_ORDER = ("attention_norm", "attention.wq", "attention.wk", "attent
 
 
 def hf_name(name: str) -> str:
+    """Our parameter name -> Hugging Face LlamaForCausalLM's (KeyError for a name we do not have)."""
     match = re.fullmatch(r"layers\.(\d+)\.(.+)", name)
     if match:
         return HF_NAMES["layers.{i}." + match.group(2)].format(i=match.group(1))

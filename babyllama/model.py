@@ -32,11 +32,11 @@ Parameter names (what `ms.save_checkpoint` stores) follow llama2.c and the seed:
     norm.weight                               (dim,)
 
 Matrices are stored (out_features, in_features), like torch.nn.Linear, so each maps onto
-Hugging Face LlamaForCausalLM with the same shape: `hf_name(name)` gives the name there
-(`HF_TIED_NAMES` the one more name the tied embedding also has). One difference is not a
-renaming: Hugging Face rotates the two halves of each head (rotate_half) where we rotate
-interleaved pairs, so export must permute the rows of wq and wk within each head
-(`permute_rotary_rows` does it, as Meta's conversion script does in reverse).
+Hugging Face LlamaForCausalLM with the same shape: `babyllama.export.hf_name(name)` gives
+the name there (the tied embedding is also its lm_head). One difference is not a renaming:
+Hugging Face rotates the two halves of each head (rotate_half) where we rotate interleaved
+pairs, so export permutes the rows of wq and wk within each head
+(`babyllama.export.pairs_to_halves`, as Meta's conversion script does in reverse).
 
 Initialisation (the seed's, from llama2.c/GPT-2): every matrix and the embedding normal
 with std 0.02, then w3 and wo with std 0.02 / sqrt(2 * n_layers) (the seed scales
@@ -50,50 +50,12 @@ kernel for FlashAttentionScore or RmsNorm, and the plain form keeps the math exa
 from __future__ import annotations
 
 import math
-import re
 
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from babyllama.config import ModelConfig
-
-# Hugging Face LlamaForCausalLM names, by our name (with {i} for the layer).
-_HF_NAMES = {
-    "tok_embeddings.weight": "model.embed_tokens.weight",
-    "norm.weight": "model.norm.weight",
-    "layers.{i}.attention_norm.weight": "model.layers.{i}.input_layernorm.weight",
-    "layers.{i}.attention.wq.weight": "model.layers.{i}.self_attn.q_proj.weight",
-    "layers.{i}.attention.wk.weight": "model.layers.{i}.self_attn.k_proj.weight",
-    "layers.{i}.attention.wv.weight": "model.layers.{i}.self_attn.v_proj.weight",
-    "layers.{i}.attention.wo.weight": "model.layers.{i}.self_attn.o_proj.weight",
-    "layers.{i}.ffn_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
-    "layers.{i}.feed_forward.w1.weight": "model.layers.{i}.mlp.gate_proj.weight",
-    "layers.{i}.feed_forward.w2.weight": "model.layers.{i}.mlp.down_proj.weight",
-    "layers.{i}.feed_forward.w3.weight": "model.layers.{i}.mlp.up_proj.weight",
-}
-# The tied embedding is also Hugging Face's output layer.
-HF_TIED_NAMES = {"tok_embeddings.weight": "lm_head.weight"}
-
-
-def hf_name(name: str) -> str:
-    """Our parameter name -> Hugging Face LlamaForCausalLM's (KeyError for a name we do not have)."""
-    match = re.fullmatch(r"layers\.(\d+)\.(.+)", name)
-    if match:
-        return _HF_NAMES["layers.{i}." + match.group(2)].format(i=match.group(1))
-    return _HF_NAMES[name]
-
-
-def permute_rotary_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """Reorder wq/wk rows from interleaved pairs to halves (our rotary layout -> Hugging Face's).
-
-    Within each head, rows (0, 1), (2, 3), ... are the (x, y) of each rotated pair; Hugging
-    Face wants all x rows first, then all y rows.
-    """
-    rows, cols = weight.shape
-    head_dim = rows // n_heads
-    return weight.reshape(n_heads, head_dim // 2, 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
-
 
 def rotary_tables(cfg: ModelConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin of position * frequency, (length, head_dim), each value twice (once per pair member)."""

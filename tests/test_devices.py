@@ -16,7 +16,6 @@ from babyllama.devices import (
     AcceleratorReading,
     host_cpu_percent,
     host_memory_mb,
-    memory_row,
     parse_npu_smi,
     parse_nvidia_smi,
     process_rss_mb,

@@ -11,7 +11,8 @@ from babyllama.config import ModelConfig, param_count
 
 ms = pytest.importorskip("mindspore")
 
-from babyllama.model import HF_TIED_NAMES, CachedDecoder, Transformer, hf_name, permute_rotary_rows  # noqa: E402
+from babyllama.export import HF_OUTPUT_NAME, hf_name, pairs_to_halves  # noqa: E402
+from babyllama.model import CachedDecoder, Transformer  # noqa: E402
 
 TINY = ModelConfig(vocab_size=97, dim=32, n_layers=2, n_heads=4, max_seq_len=16)
 GQA = dataclasses.replace(TINY, n_heads=4, n_kv_heads=2)
@@ -73,7 +74,7 @@ def test_names_and_shapes_map_onto_hugging_face_llama():
             prefix + "mlp.down_proj.weight": (32, GQA.hidden_dim),
         })
     assert hf == expected
-    assert HF_TIED_NAMES == {"tok_embeddings.weight": "lm_head.weight"}
+    assert HF_OUTPUT_NAME == "lm_head.weight"
     assert hf_name("layers.1.feed_forward.w1.weight") == "model.layers.1.mlp.gate_proj.weight"
     with pytest.raises(KeyError):
         hf_name("output.weight")
@@ -91,7 +92,7 @@ def test_permuted_rows_turn_pair_rotation_into_half_rotation():
     ours = (weight @ x).reshape(n_heads, head_dim // 2, 2)
     ours = np.stack((ours[..., 0] * cos - ours[..., 1] * sin, ours[..., 0] * sin + ours[..., 1] * cos), -1)
 
-    theirs = (permute_rotary_rows(weight, n_heads) @ x).reshape(n_heads, head_dim)
+    theirs = (pairs_to_halves(weight, n_heads) @ x).reshape(n_heads, head_dim)
     first, second = theirs[:, : head_dim // 2], theirs[:, head_dim // 2:]
     theirs = np.concatenate((first * cos - second * sin, second * cos + first * sin), -1)
 

@@ -96,6 +96,12 @@ class BabyLlamaApp(App):
             self._styled_with = styled_with
             super().refresh_css(animate)
 
+    def on_ready(self) -> None:
+        """The first frame is on the terminal: now the Train screen's form, the app's biggest
+        piece, can be built without holding that frame back."""
+        if isinstance(self.screen, TrainScreen):
+            self.screen.call_later(self.screen.build_form)
+
     @property
     def data_dir(self) -> Path:
         return self.root / "data"

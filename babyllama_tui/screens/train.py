@@ -30,7 +30,6 @@ from babyllama_tui.widgets.runs_table import RunsTable, state_text
 from babyllama_tui.widgets.mode_header import ModeHeader
 
 REFRESH_S = 0.5
-FORM_DELAY_S = 1.0
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
 RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run"}
 # On a narrow terminal a pane's key is shown only while the other pane is.
@@ -71,7 +70,7 @@ class TrainScreen(Screen):
         self._known_runs: tuple = ()
         self._rows: list[RunRow] = []
         self._detail: Text | None = None
-        self._detail_state: str | None = None
+        self._keys_shown: tuple = ()
         self.form: NewRunForm | None = None
 
     def compose(self) -> ComposeResult:
@@ -103,17 +102,15 @@ class TrainScreen(Screen):
         if self.pane == "runs":
             self.query_one(RunsTable).focus()
         self.set_interval(REFRESH_S, self._refresh_runs)
-        # The form is a few hundred widgets: building them before the first frame reached the
-        # terminal doubled the start-up (a callback after the first refresh still came too
-        # soon). So they are built a moment later, or at once when the form is asked for.
-        self.set_timer(FORM_DELAY_S, self._mount_form)
 
-    async def _mount_form(self) -> None:
+    async def build_form(self) -> None:
+        """Build the new-run form, if not yet built. The app calls this once its first frame is on
+        the terminal: built before that, the form's widgets delayed the first frame by half."""
         pane = self.query_one("#new-run-pane")
         if self.form is not None:
             return
         if not pane.is_mounted:
-            self.call_after_refresh(self._mount_form)
+            self.call_after_refresh(self.build_form)
             return
         app = self.app
         self.form = NewRunForm(data_dir=app.data_dir, runs_dir=app.runs_dir, now=app.clock(),
@@ -158,14 +155,18 @@ class TrainScreen(Screen):
             self._detail = shown
             if shown is not None:
                 detail.update(shown)
-        state = row.state if row is not None else None
-        if state != self._detail_state:
-            self._detail_state = state
+        self._show_keys()
+
+    def _show_keys(self) -> None:
+        """Tell the footer when a key starts or stops applying, and only then: each telling
+        rebuilds the footer's widgets, and the form's checks come with every keystroke."""
+        keys = tuple(self.check_action(binding.action, ()) for binding in self.BINDINGS)
+        if keys != self._keys_shown:
+            self._keys_shown = keys
             self.refresh_bindings()
 
     @on(DataTable.RowHighlighted, "#runs-table")
     def _row_highlighted(self) -> None:
-        self._detail_state = None
         self._show_detail()
 
     @on(DataTable.RowSelected, "#runs-table")
@@ -219,7 +220,7 @@ class TrainScreen(Screen):
 
     async def action_new_run(self) -> None:
         self.pane = "new"
-        await self._mount_form()
+        await self.build_form()
         if self.form is not None:
             self.form.focus_first()
 
@@ -243,7 +244,7 @@ class TrainScreen(Screen):
         tabs = self.query_one(Tabs)
         if tabs.active != f"tab-{self.pane}":
             tabs.active = f"tab-{self.pane}"
-        self.refresh_bindings()
+        self._show_keys()
 
     @on(Tabs.TabActivated, "#train-tabs")
     def _tab_activated(self, event: Tabs.TabActivated) -> None:
@@ -266,7 +267,7 @@ class TrainScreen(Screen):
         self.form_check = check_form(values, self.app.runs_dir, self.app.root)
         form.show_check(self.form_check)
         self.query_one(RunSummary).show(self.form_check, values.token_files, self._host_total_mb)
-        self.refresh_bindings()
+        self._show_keys()
 
     @on(Button.Pressed, "#launch")
     def action_launch(self) -> None:

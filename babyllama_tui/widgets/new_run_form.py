@@ -140,6 +140,9 @@ class NewRunForm(VerticalScroll):
     # Showing
 
     def show_token_files(self, entries: list[TokenFileEntry]) -> None:
+        """List `entries`; the same files as before (every return to the screen) change nothing."""
+        if entries == list(self.token_file_list.entries.values()):
+            return
         self.token_file_list.show_entries(entries)
         self._files_changed()
 

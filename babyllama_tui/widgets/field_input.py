@@ -68,7 +68,9 @@ class FieldInput(Widget, can_focus=True):
         return text[start:start + width]
 
     def watch_value(self, value: str) -> None:
-        self.cursor = min(self.cursor, len(value))
+        """A value set from outside (a preset, the token files' vocabulary) puts the cursor at its
+        end; the edits below put it back where they leave it."""
+        self.cursor = len(value)
         self.post_message(self.Changed(self, value))
 
     def watch_cursor(self) -> None:
@@ -121,4 +123,6 @@ class FieldInput(Widget, can_focus=True):
             self.cursor = cursor
 
     def action_delete_right(self) -> None:
-        self.value = self.value[:self.cursor] + self.value[self.cursor + 1:]
+        cursor = self.cursor
+        self.value = self.value[:cursor] + self.value[cursor + 1:]
+        self.cursor = cursor

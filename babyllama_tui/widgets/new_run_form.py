@@ -169,7 +169,10 @@ class NewRunForm(VerticalScroll):
         self.name_input.value = self._default_name
 
     def focus_first(self) -> None:
-        self.token_file_list.focus()
+        """Focus the first field with the form at its top: scrolling the field into view would hide
+        the "Data and run" heading above it."""
+        self.token_file_list.focus(scroll_visible=False)
+        self.scroll_home(animate=False)
 
     # Reacting
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 from run_fixtures import read_argv, wait_for, write_standin
+from textual import events
 
 from babyllama.prepare import prepare
 from babyllama.runs import RunDir, launch_detached, stop_run
@@ -135,6 +136,32 @@ async def test_a_bad_n_heads_is_named_beside_the_field_and_blocks_launch(project
         await wait_until(pilot, lambda: form.rows["model.n_heads"].error is None, "the error to clear")
         assert str(row.note.render()) == "attention heads (query heads)"
         assert not screen.query_one("#launch").disabled
+
+
+async def test_a_number_field_edits_at_its_cursor_and_keeps_typed_keys_from_the_screen(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen, form = await open_form(pilot)
+        batch_size = form.rows["train.batch_size"].editor
+        assert batch_size.value == "8"
+        batch_size.focus()
+        await pilot.press("backspace", "1", "x", "q", "2", "home", "3", "delete")
+        assert batch_size.value == "32", "x and q are refused; home and delete work at the cursor"
+        assert app.screen is screen, "1 and q were typed, not taken as the app's keys"
+        await wait_until(pilot, lambda: screen.form_check.plan is not None
+                         and screen.form_check.plan.train.batch_size == 32, "the check to read 32")
+
+        learning_rate = form.rows["train.learning_rate"].editor
+        learning_rate.focus()
+        learning_rate.value = ""
+        learning_rate.post_message(events.Paste("abc"))
+        learning_rate.post_message(events.Paste("4e-4\nmore"))
+        await pilot.pause()
+        assert learning_rate.value == "4e-4"
+        batch_size.focus()
+        form.set_value("train.batch_size", 16)
+        await pilot.press("backspace", "2")
+        assert batch_size.value == "12", "a value set from outside leaves the cursor at its end"
 
 
 async def test_the_summary_follows_the_model_size(project):

@@ -140,6 +140,7 @@ class CorporaScreen(Screen):
         self.shown_corpora_generation = 0
         self.following_foreign_prepare = False
         self.mark_after_listing: Path | None = None
+        self.keys_shown: tuple = ()
 
     @property
     def root(self) -> Path:
@@ -299,7 +300,7 @@ class CorporaScreen(Screen):
         )
         self.show_choice()
         self.show_detail()
-        self.refresh_bindings()
+        self.show_keys()
 
     @on(CorpusDescribed)
     def show_corpus(self, message: CorpusDescribed) -> None:
@@ -329,11 +330,19 @@ class CorporaScreen(Screen):
     @on(DataTable.RowHighlighted)
     def row_highlighted(self) -> None:
         self.show_detail()
-        self.refresh_bindings()
+        self.show_keys()
 
     def on_descendant_focus(self) -> None:
         self.show_detail()
-        self.refresh_bindings()
+        self.show_keys()
+
+    def show_keys(self) -> None:
+        """Tell the footer when a key starts or stops applying, and only then: each telling
+        rebuilds the footer's widgets, and rows are highlighted at every listing and keypress."""
+        keys = tuple(self.check_action(binding.action, ()) for binding in self.BINDINGS)
+        if keys != self.keys_shown:
+            self.keys_shown = keys
+            self.refresh_bindings()
 
     def show_detail(self) -> None:
         token_list = self.query_one(TokenFileTable)
@@ -524,7 +533,7 @@ class CorporaScreen(Screen):
 
     def start_job(self, steps: list[JobStep]) -> None:
         self.job_running = True
-        self.refresh_bindings()
+        self.show_keys()
         self.run_job(steps)
 
     @work(exclusive=True, group="job")
@@ -607,7 +616,7 @@ class CorporaScreen(Screen):
         if stats is None:
             progress.show_hint(IDLE_HINT)
         self.scan(describe=True)
-        self.refresh_bindings()
+        self.show_keys()
 
     def success_text(self, step: JobStep, event: dict | None) -> str:
         if step.kind == "sample":

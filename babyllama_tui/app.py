@@ -28,7 +28,7 @@ SCREEN_KEYS = Binding.Group("screens", compact=True)
 
 
 # The screens not shown first are imported when first shown: together with their widgets and
-# libraries (the monitor's chart and numpy) they would add a quarter of a second to every start.
+# libraries (the monitor's chart and numpy) they would add a fifth of a second to every start.
 
 
 def corpora_screen() -> Screen:

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE = (80, 24)
 ESCAPES = re.compile(rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-B]|\x1b[=>78]")
 START_LIMIT_S = 60.0
+SCREEN_NAMES = {"1": "Corpora", "2": "Train", "3": "Monitor", "4": "Playground"}
 
 SWITCHES = """
 import asyncio, json, sys, time
@@ -190,6 +191,10 @@ def main() -> int:
                 for switch in time_switches(env, root, args.keys):
                     kind = "switch, first visit" if switch["first"] else "switch, later visits"
                     found[name][kind].append(switch["seconds"])
+                    screen = SCREEN_NAMES[switch["key"]]
+                    found[name].setdefault(f"  to {screen}, first", [])
+                    found[name].setdefault(f"  to {screen}, later", [])
+                    found[name][f"  to {screen}, {'first' if switch['first'] else 'later'}"].append(switch["seconds"])
             print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
         print(f"medians over {args.rounds} rounds, keys {args.keys}, project {root}")
         print(f"{'':24}{args.base:>10}{'this tree':>12}{'ratio':>8}")

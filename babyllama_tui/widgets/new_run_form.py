@@ -6,7 +6,8 @@ beside it. The form only collects text; `babyllama_tui.new_run.check_form` judge
 
 Every editor is built in the constructor, already holding its starting value (the preset's,
 and the vocabulary and tokenizer of the token files), so the form can be read before its
-few hundred widgets are mounted.
+widgets are mounted. They are most of the app's widgets, so each field is kept to few: a
+FieldRow that draws its own name, its editor (a FieldInput for numbers) and its note.
 """
 
 from __future__ import annotations

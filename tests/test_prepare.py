@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hf_tokenizers import save_byte_bpe
 
 from babyllama.data import open_token_file
 from babyllama.errors import UserError
@@ -118,20 +119,7 @@ def test_auto_format_is_sniffed_per_file(tmp_path, paragraphs, sp_tokenizer_dir,
 @pytest.fixture(scope="module")
 def hf_tokenizer_dir(tmp_path_factory, paragraphs) -> Path:
     """A Hugging Face tokenizer folder (byte-level BPE on a few paragraphs), saved by transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(paragraphs[:300], trainer)
-    folder = tmp_path_factory.mktemp("hf") / "bytebpe"
-    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>").save_pretrained(str(folder))
-    return folder
+    return save_byte_bpe(paragraphs[:300], tmp_path_factory.mktemp("hf") / "bytebpe", vocab_size=600)
 
 
 def test_a_hugging_face_tokenizer_matches_the_seed_loop_in_worker_processes(tmp_path, paragraphs, hf_tokenizer_dir):

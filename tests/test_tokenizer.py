@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hf_tokenizers import save_byte_bpe
 
 from babyllama.errors import UserError
 from babyllama.tokenizer import (
@@ -89,23 +90,8 @@ def chatglm_shaped(chatglm_shaped_dir):
 @pytest.fixture(scope="module")
 def hf_tokenizer_dir(tmp_path_factory, sample_texts) -> Path:
     """A Hugging Face tokenizer folder made here: byte-level BPE trained on the sample, saved by transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1500,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
     # A few chapters are plenty; Chinese has no spaces, so every paragraph is one long word to merge in.
-    backend.train_from_iterator(sample_texts[:15], trainer)
-    folder = tmp_path_factory.mktemp("hf") / "sanguo-bytebpe"
-    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>").save_pretrained(str(folder))
-    return folder
+    return save_byte_bpe(sample_texts[:15], tmp_path_factory.mktemp("hf") / "sanguo-bytebpe", vocab_size=1500)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,11 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import psutil
+import pilot_wait
 import pytest
 from textual.command import CommandList, CommandPalette
 
@@ -27,14 +29,7 @@ from babyllama_tui.widgets.token_file_table import TokenFileTable
 from babyllama_tui.widgets.tokenizer_picker import TokenizerPicker
 
 WAIT_LIMIT_S = 180.0
-
-
-async def wait_until(pilot, condition, what: str) -> None:
-    """Let the app run until `condition()` holds; fail (not hang) if it never does."""
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await pilot.pause(0.05)
+wait_until = partial(pilot_wait.wait_until, limit=WAIT_LIMIT_S)
 
 
 def listing_done(screen: CorporaScreen) -> bool:

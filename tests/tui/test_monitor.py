@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from pilot_wait import wait_until
 from run_fixtures import fill_run, train_row
 from textual.command import CommandList, CommandPalette
 
@@ -13,15 +14,6 @@ from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.pick_run import PickRunScreen
 from babyllama_tui.widgets.log_tail import LogTail
 from babyllama_tui.widgets.run_status import RunStatusBar
-
-WAIT_LIMIT_S = 60.0
-
-
-async def wait_until(pilot, condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await pilot.pause(0.05)
 
 
 def running_run(root, name: str = "live", steps: int = 100) -> RunDir:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from pilot_wait import wait_until
 from test_generate import TINY, write_checkpoint
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Input
@@ -235,13 +236,6 @@ def test_a_server_whose_app_was_killed_exits_at_end_of_input(project, tmp_path):
 
 # ---------------------------------------------------------------------------------------
 # The screen under Pilot, with real servers
-
-
-async def wait_until(pilot, condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await pilot.pause(0.05)
 
 
 async def open_playground(pilot) -> PlaygroundScreen:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from pilot_wait import wait_until
 from run_fixtures import read_argv, wait_for, write_standin
 from textual import events
 
@@ -23,15 +24,6 @@ from babyllama_tui.screens.resume import ResumeScreen
 from babyllama_tui.screens.train import TrainScreen
 from babyllama_tui.widgets.new_run_form import NewRunForm
 from babyllama_tui.widgets.runs_table import RunsTable
-
-WAIT_LIMIT_S = 60.0
-
-
-async def wait_until(pilot, condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await pilot.pause(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pilot_wait import wait_until
 from run_fixtures import FIXED_NOW, fill_run, write_token_file
 from textual.widgets._footer import FooterKey
 
@@ -20,15 +21,8 @@ from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.train import TrainScreen
 from babyllama_tui.widgets.runs_table import RunsTable
 
+
 SIZE = (80, 24)
-WAIT_LIMIT_S = 60.0
-
-
-async def wait_until(pilot, condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await pilot.pause(0.05)
 
 
 @pytest.fixture

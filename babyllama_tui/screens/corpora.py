@@ -21,7 +21,7 @@ from textual.binding import Binding
 from textual.containers import Container, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
 from babyllama_tui.corpora_jobs import (
@@ -55,6 +55,7 @@ from babyllama_tui.widgets.prepare_dialog import PrepareDialog
 from babyllama_tui.widgets.prepare_progress import PrepareProgress, describe_prepare_event
 from babyllama_tui.widgets.token_file_table import TokenFileTable, describe_state
 from babyllama_tui.widgets.tokenizer_picker import TokenizerPicker, choice_from_entry
+from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
 
 # How often the listed folders are checked for changes, and a prepare started elsewhere (or
@@ -140,7 +141,6 @@ class CorporaScreen(Screen):
         self.shown_corpora_generation = 0
         self.following_foreign_prepare = False
         self.mark_after_listing: Path | None = None
-        self.keys_shown: tuple = ()
 
     @property
     def root(self) -> Path:
@@ -163,7 +163,7 @@ class CorporaScreen(Screen):
                 yield Static(EMPTY_TOKEN_FILES, id="token-files-empty", classes="corpora-empty")
         yield Static(id="corpora-detail")
         yield PrepareProgress(id="prepare-progress")
-        yield Footer(compact=True)
+        yield KeyFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#corpora-empty").display = False
@@ -300,7 +300,7 @@ class CorporaScreen(Screen):
         )
         self.show_choice()
         self.show_detail()
-        self.show_keys()
+        self.refresh_bindings()
 
     @on(CorpusDescribed)
     def show_corpus(self, message: CorpusDescribed) -> None:
@@ -330,19 +330,11 @@ class CorporaScreen(Screen):
     @on(DataTable.RowHighlighted)
     def row_highlighted(self) -> None:
         self.show_detail()
-        self.show_keys()
+        self.refresh_bindings()
 
     def on_descendant_focus(self) -> None:
         self.show_detail()
-        self.show_keys()
-
-    def show_keys(self) -> None:
-        """Tell the footer when a key starts or stops applying, and only then: each telling
-        rebuilds the footer's widgets, and rows are highlighted at every listing and keypress."""
-        keys = tuple(self.check_action(binding.action, ()) for binding in self.BINDINGS)
-        if keys != self.keys_shown:
-            self.keys_shown = keys
-            self.refresh_bindings()
+        self.refresh_bindings()
 
     def show_detail(self) -> None:
         token_list = self.query_one(TokenFileTable)
@@ -533,7 +525,7 @@ class CorporaScreen(Screen):
 
     def start_job(self, steps: list[JobStep]) -> None:
         self.job_running = True
-        self.show_keys()
+        self.refresh_bindings()
         self.run_job(steps)
 
     @work(exclusive=True, group="job")
@@ -616,7 +608,7 @@ class CorporaScreen(Screen):
         if stats is None:
             progress.show_hint(IDLE_HINT)
         self.scan(describe=True)
-        self.show_keys()
+        self.refresh_bindings()
 
     def success_text(self, step: JobStep, event: dict | None) -> str:
         if step.kind == "sample":

@@ -18,7 +18,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from babyllama.runs import ACTIVE_STATES
 from babyllama_tui.eta import eta_seconds
@@ -34,6 +34,7 @@ from babyllama_tui.widgets.loss_chart import WINDOWS, LossChart
 from babyllama_tui.widgets.metric_card import MetricCard
 from babyllama_tui.widgets.run_status import RunStatus, RunStatusBar
 from babyllama_tui.widgets.sample_list import SampleList
+from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
 
 POLL_S = 0.5
@@ -102,7 +103,7 @@ class MonitorScreen(Screen):
         with Horizontal(id="monitor-bottom"):
             yield self.sample_view
             yield self.log_tail
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._watcher = RunsWatcher(self.app.runs_dir)

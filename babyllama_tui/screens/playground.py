@@ -20,7 +20,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, OptionList
+from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from babyllama_tui.screen_commands import PlaygroundCommands, ScreenKeysProvider
@@ -32,6 +32,7 @@ from babyllama_tui.widgets.checkpoint_picker import (
     list_checkpoints,
 )
 from babyllama_tui.widgets.continuation_panel import ContinuationPanel
+from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.prompt_input import PromptInput
 from babyllama_tui.widgets.sampling_form import SamplingForm
@@ -133,7 +134,7 @@ class PlaygroundScreen(Screen):
                 yield self.history_list
             with Horizontal(id="continuations"):
                 yield from self.panels.values()
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.panels["B"].display = False

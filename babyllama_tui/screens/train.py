@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Static, Tab, Tabs
+from textual.widgets import Button, DataTable, Static, Tab, Tabs
 
 from babyllama.devices import host_memory_mb
 from babyllama.errors import UserError
@@ -27,6 +27,7 @@ from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.widgets.new_run_form import NewRunForm
 from babyllama_tui.widgets.run_summary import RunSummary
 from babyllama_tui.widgets.runs_table import RunsTable, state_text
+from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
 
 REFRESH_S = 0.5
@@ -70,7 +71,6 @@ class TrainScreen(Screen):
         self._known_runs: tuple = ()
         self._rows: list[RunRow] = []
         self._detail: Text | None = None
-        self._keys_shown: tuple = ()
         self.form: NewRunForm | None = None
 
     def compose(self) -> ComposeResult:
@@ -93,7 +93,7 @@ class TrainScreen(Screen):
                 yield RunsTable(id="runs-table")
                 yield Static("", id="run-detail")
                 yield Static("No runs yet: fill in the form (n) and launch it (ctrl+l).", id="no-runs")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._host_total_mb = host_memory_mb()[1]
@@ -155,15 +155,7 @@ class TrainScreen(Screen):
             self._detail = shown
             if shown is not None:
                 detail.update(shown)
-        self._show_keys()
-
-    def _show_keys(self) -> None:
-        """Tell the footer when a key starts or stops applying, and only then: each telling
-        rebuilds the footer's widgets, and the form's checks come with every keystroke."""
-        keys = tuple(self.check_action(binding.action, ()) for binding in self.BINDINGS)
-        if keys != self._keys_shown:
-            self._keys_shown = keys
-            self.refresh_bindings()
+        self.refresh_bindings()
 
     @on(DataTable.RowHighlighted, "#runs-table")
     def _row_highlighted(self) -> None:
@@ -244,7 +236,7 @@ class TrainScreen(Screen):
         tabs = self.query_one(Tabs)
         if tabs.active != f"tab-{self.pane}":
             tabs.active = f"tab-{self.pane}"
-        self._show_keys()
+        self.refresh_bindings()
 
     @on(Tabs.TabActivated, "#train-tabs")
     def _tab_activated(self, event: Tabs.TabActivated) -> None:
@@ -267,7 +259,7 @@ class TrainScreen(Screen):
         self.form_check = check_form(values, self.app.runs_dir, self.app.root)
         form.show_check(self.form_check)
         self.query_one(RunSummary).show(self.form_check, values.token_files, self._host_total_mb)
-        self._show_keys()
+        self.refresh_bindings()
 
     @on(Button.Pressed, "#launch")
     def action_launch(self) -> None:

@@ -1,7 +1,8 @@
 """Monitor screen: one run, live: loss, speed, memory, samples and log.
 
-It follows `app.current_run`; with none chosen, the newest running run; with none running,
-a hint. Twice a second a worker thread reads what was appended to metrics.jsonl and
+It follows `app.current_run`; with none chosen, the newest running run, or with none
+running the newest run, so a run launched from the command line is shown as it starts; with
+no run at all, a hint. Twice a second a worker thread reads what was appended to metrics.jsonl and
 train.log since the last look and status.json if it changed; the screen then repaints only
 what shows something new (the status line once a second, for elapsed and ETA). A run with a
 million metrics rows is read once, in pieces, the curve growing as they come.
@@ -43,8 +44,9 @@ SPARK_POINTS = 120
 FOLLOWING_ACTIONS = {"compare", "log_scale", "window", "raw"}
 
 NO_RUN_HINT = (
-    "No run is running.\n\n"
-    "Start one on the Train screen (2), or open any run with o."
+    "No run yet.\n\n"
+    "Start one on the Train screen (2). Runs started with `babyllama train` in this project\n"
+    "show here too, as they start."
 )
 
 
@@ -108,9 +110,9 @@ class MonitorScreen(Screen):
     def on_mount(self) -> None:
         self._watcher = RunsWatcher(self.app.runs_dir)
         # Registered before the first _follow, whose tick may itself choose the run to follow.
-        self.watch(self.app, "current_run", self._follow, init=False)
+        self.watch(self.app, "current_run", self._chosen, init=False)
         self.set_interval(POLL_S, self._tick)
-        self._follow(self.app.current_run)
+        self._chosen(self.app.current_run)
 
     def on_screen_resume(self) -> None:
         self._tick()
@@ -135,20 +137,25 @@ class MonitorScreen(Screen):
         self.refresh_bindings()
         self._tick()
 
-    def _newest_active_run(self) -> Path | None:
+    def _chosen(self, path: Path | None) -> None:
+        self._follow(path if path is not None else self._default_run())
+
+    def _default_run(self) -> Path | None:
+        """The run shown when none was chosen: the newest running one, else the newest."""
         assert self._watcher is not None
         rows = self._watcher.poll(self.app.clock())
-        return next((row.path for row in rows if row.state in ACTIVE_STATES), None)
+        return next((row.path for row in rows if row.state in ACTIVE_STATES), rows[0].path if rows else None)
 
     # Polling
 
     def _tick(self) -> None:
         if not self.is_current:
             return
+        if self.app.current_run is None:
+            default = self._default_run()
+            if default != (self.follower.path if self.follower else None):
+                self._follow(default)
         if self.follower is None:
-            newest = self._newest_active_run()
-            if newest is not None:
-                self.app.current_run = newest
             return
         if not self._polling:
             self._polling = True

@@ -48,7 +48,7 @@ async def test_rows_appended_while_watching_appear(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_monitor(pilot)
         await wait_until(pilot, lambda: shown_step(screen) == 100, "the newest running run to be followed")
-        assert app.current_run == run.path
+        assert screen.follower.path == run.path
         chart = screen.chart
         assert "step 100/1,000" in status_text(screen)
 
@@ -97,19 +97,48 @@ async def test_a_failed_run_shows_its_error(tmp_path):
         assert screen.check_action("stop_run", ()) is False
 
 
-async def test_with_nothing_running_a_hint_until_a_run_starts(tmp_path):
-    finished = RunDir(tmp_path / "out" / "runs" / "old")
-    fill_run(finished, steps=50, max_steps=50, started=time.time() - 7200, state="finished")
+async def test_an_empty_project_shows_a_hint_until_a_run_starts(tmp_path):
     app = BabyLlamaApp(root=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_monitor(pilot)
         await pilot.pause(0.2)
         assert screen.has_class("-no-run")
         assert screen.query_one("#monitor-hint").display
+        assert screen.check_action("raw", ()) is False
         run = running_run(tmp_path, "fresh")
-        await wait_until(pilot, lambda: app.current_run == run.path, "the new run to be followed")
-        await wait_until(pilot, lambda: shown_step(screen) == 100, "its rows")
+        await wait_until(pilot, lambda: shown_step(screen) == 100, "the new run to be followed")
+        assert screen.follower.path == run.path
         assert not screen.has_class("-no-run")
+
+
+async def test_with_nothing_running_the_newest_run_until_one_starts(tmp_path):
+    older = RunDir(tmp_path / "out" / "runs" / "older")
+    fill_run(older, steps=20, max_steps=20, started=time.time() - 9000, state="finished")
+    newest = RunDir(tmp_path / "out" / "runs" / "newest")
+    fill_run(newest, steps=50, max_steps=50, started=time.time() - 7200, state="finished")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_monitor(pilot)
+        await wait_until(pilot, lambda: shown_step(screen) == 50, "the newest run")
+        assert screen.follower.path == newest.path
+        assert not screen.has_class("-no-run")
+        assert "finished" in status_text(screen)
+        run = running_run(tmp_path, "started-by-hand")
+        await wait_until(pilot, lambda: shown_step(screen) == 100, "the run that started to take its place")
+        assert screen.follower.path == run.path
+
+
+async def test_a_chosen_run_stays_when_another_starts(tmp_path):
+    chosen = RunDir(tmp_path / "out" / "runs" / "chosen")
+    fill_run(chosen, steps=50, max_steps=50, started=time.time() - 7200, state="finished")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_monitor(pilot, chosen)
+        await wait_until(pilot, lambda: shown_step(screen) == 50, "the chosen run")
+        running_run(tmp_path, "started-later")
+        await pilot.pause(1.2)
+        assert screen.follower.path == chosen.path
+        assert shown_step(screen) == 50
 
 
 async def test_chart_toggles_and_a_second_run_to_compare(tmp_path):

@@ -82,19 +82,30 @@ class BabyLlamaApp(App):
         self.root = root
         self.clock = clock
         self.train_program = tuple(train_program)
-        self._styled_with: tuple | None = None
+        # Textual made the stylesheet with these variables just now.
+        self._styled_with = self._style_inputs()
+        self._first_styled = False
+
+    def _style_inputs(self) -> tuple:
+        return self.theme, self.ansi_theme, self.get_css_variables()
 
     def refresh_css(self, animate: bool = True) -> None:
-        """Restyle every screen, only when the theme has changed since the last time.
+        """Re-parse the CSS and restyle every screen only when the theme has changed.
 
-        Textual also calls this the first two times each screen is shown, which re-parses all
-        the CSS and restyles every node of every screen (the new-run form's included): a
-        second's delay on a busy machine, for nothing, since a new screen's widgets are styled
-        as they mount."""
-        styled_with = (self.theme, self.ansi_theme, self.get_css_variables())
+        Textual calls this as the first screen is shown, and the first two times each other
+        screen is shown; each call re-parsed all the CSS and restyled every node of every screen
+        (the new-run form's included): a tenth of the start-up, and a second's delay on a busy
+        machine at a screen's first showing. The variables are those the stylesheet was made
+        with, so the first call only restyles the nodes (the theme's classes came after the first
+        screen's nodes were styled), and later calls do nothing; a new screen's widgets are
+        styled as they mount."""
+        styled_with = self._style_inputs()
         if styled_with != self._styled_with:
             self._styled_with = styled_with
             super().refresh_css(animate)
+        elif not self._first_styled:
+            self._first_styled = True
+            self.stylesheet.update(self, animate=animate)
 
     def on_ready(self) -> None:
         """The first frame is on the terminal: now the Train screen's form, the app's biggest

@@ -8,6 +8,8 @@ which touches a run's files only when they changed. Launching starts a detached
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -17,18 +19,19 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Static, Tab, Tabs
 
-from babyllama.devices import host_memory_mb
 from babyllama.errors import UserError
 from babyllama.runs import ACTIVE_STATES, ENDED_STATES, launch_detached
 from babyllama_tui.follow import RunRow, RunsWatcher
-from babyllama_tui.new_run import FormCheck, check_form, find_token_files
 from babyllama_tui.run_control import request_kill, request_resume, request_stop
 from babyllama_tui.screen_commands import ScreenKeysProvider
-from babyllama_tui.widgets.new_run_form import NewRunForm
-from babyllama_tui.widgets.run_summary import RunSummary
 from babyllama_tui.widgets.runs_table import RunsTable, state_text
 from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
+
+if TYPE_CHECKING:
+    from babyllama_tui.new_run import FormCheck
+    from babyllama_tui.widgets.new_run_form import NewRunForm
+    from babyllama_tui.widgets.run_summary import RunSummary
 
 REFRESH_S = 0.5
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
@@ -72,6 +75,7 @@ class TrainScreen(Screen):
         self._rows: list[RunRow] = []
         self._detail: Text | None = None
         self.form: NewRunForm | None = None
+        self.summary: RunSummary | None = None
 
     def compose(self) -> ComposeResult:
         self._watcher = RunsWatcher(self.app.runs_dir)
@@ -87,7 +91,6 @@ class TrainScreen(Screen):
             with Vertical(id="new-run-pane", classes="pane") as new_pane:
                 new_pane.border_title = "New run"
                 yield Static("Reading the form's fields…", id="form-loading")
-                yield RunSummary(id="run-summary")
             with Vertical(id="runs-pane", classes="pane") as runs_pane:
                 runs_pane.border_title = "Runs"
                 yield RunsTable(id="runs-table")
@@ -96,7 +99,6 @@ class TrainScreen(Screen):
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        self._host_total_mb = host_memory_mb()[1]
         self._show_runs(self._rows)
         self._show_pane()
         if self.pane == "runs":
@@ -105,7 +107,13 @@ class TrainScreen(Screen):
 
     async def build_form(self) -> None:
         """Build the new-run form, if not yet built. The app calls this once its first frame is on
-        the terminal: built before that, the form's widgets delayed the first frame by half."""
+        the terminal: built before that, the form's widgets delayed the first frame by half, and
+        importing its modules (the engine's config among them) by a further twentieth."""
+        from babyllama.devices import host_memory_mb
+        from babyllama_tui.new_run import find_token_files
+        from babyllama_tui.widgets.new_run_form import NewRunForm
+        from babyllama_tui.widgets.run_summary import RunSummary
+
         pane = self.query_one("#new-run-pane")
         if self.form is not None:
             return
@@ -113,10 +121,12 @@ class TrainScreen(Screen):
             self.call_after_refresh(self.build_form)
             return
         app = self.app
+        self._host_total_mb = host_memory_mb()[1]
         self.form = NewRunForm(data_dir=app.data_dir, runs_dir=app.runs_dir, now=app.clock(),
                                 entries=find_token_files(app.data_dir), id="new-run-form")
+        self.summary = RunSummary(id="run-summary")
         await self.query_one("#form-loading").remove()
-        await pane.mount(self.form, before="#run-summary")
+        await pane.mount(self.form, self.summary)
         if self.pane == "new":
             self.form.focus_first()
 
@@ -248,17 +258,23 @@ class TrainScreen(Screen):
 
     def _rescan_token_files(self) -> None:
         if self.form is not None:
+            from babyllama_tui.new_run import find_token_files
+
             self.form.show_token_files(find_token_files(self.app.data_dir))
 
-    @on(NewRunForm.Changed)
+    def on_new_run_form_changed(self) -> None:
+        self._recheck()
+
     def _recheck(self) -> None:
-        form = self.form
-        if form is None:
+        from babyllama_tui.new_run import check_form
+
+        form, summary = self.form, self.summary
+        if form is None or summary is None:
             return
         values = form.read()
         self.form_check = check_form(values, self.app.runs_dir, self.app.root)
         form.show_check(self.form_check)
-        self.query_one(RunSummary).show(self.form_check, values.token_files, self._host_total_mb)
+        summary.show(self.form_check, values.token_files, self._host_total_mb)
         self.refresh_bindings()
 
     @on(Button.Pressed, "#launch")

@@ -83,10 +83,11 @@ class BabyLlamaApp(App):
         self.clock = clock
         self.train_program = tuple(train_program)
         # Textual made the stylesheet with these variables just now.
-        self._styled_with = self._style_inputs()
+        self._styled_with = self.style_inputs()
         self._first_styled = False
 
-    def _style_inputs(self) -> tuple:
+    def style_inputs(self) -> tuple:
+        """What the app's styles are made from: a change means every node must be restyled."""
         return self.theme, self.ansi_theme, self.get_css_variables()
 
     def refresh_css(self, animate: bool = True) -> None:
@@ -99,7 +100,7 @@ class BabyLlamaApp(App):
         with, so the first call only restyles the nodes (the theme's classes came after the first
         screen's nodes were styled), and later calls do nothing; a new screen's widgets are
         styled as they mount."""
-        styled_with = self._style_inputs()
+        styled_with = self.style_inputs()
         if styled_with != self._styled_with:
             self._styled_with = styled_with
             super().refresh_css(animate)

@@ -20,7 +20,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
@@ -55,6 +54,7 @@ from babyllama_tui.widgets.prepare_dialog import PrepareDialog
 from babyllama_tui.widgets.prepare_progress import PrepareProgress, describe_prepare_event
 from babyllama_tui.widgets.token_file_table import TokenFileTable, describe_state
 from babyllama_tui.widgets.tokenizer_picker import TokenizerPicker, choice_from_entry
+from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
 
@@ -76,7 +76,7 @@ def source_stem(path: str) -> str:
     return Path(path).name.split(".")[0] or "corpus"
 
 
-class CorporaScreen(Screen):
+class CorporaScreen(AppScreen):
     COMMANDS = {ScreenKeysProvider}
     BINDINGS = [
         Binding("t", "choose_tokenizer", "Tokenizer"),

@@ -18,7 +18,6 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Static
 
 from babyllama.runs import ACTIVE_STATES
@@ -35,6 +34,7 @@ from babyllama_tui.widgets.loss_chart import WINDOWS, LossChart
 from babyllama_tui.widgets.metric_card import MetricCard
 from babyllama_tui.widgets.run_status import RunStatus, RunStatusBar
 from babyllama_tui.widgets.sample_list import SampleList
+from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
 
@@ -58,7 +58,7 @@ def elapsed_s(status: dict, state: str, now: float) -> float | None:
     return max(0.0, end - started)
 
 
-class MonitorScreen(Screen):
+class MonitorScreen(AppScreen):
     COMMANDS = {ScreenKeysProvider}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]

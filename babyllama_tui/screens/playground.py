@@ -19,7 +19,6 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
@@ -32,6 +31,7 @@ from babyllama_tui.widgets.checkpoint_picker import (
     list_checkpoints,
 )
 from babyllama_tui.widgets.continuation_panel import ContinuationPanel
+from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.prompt_input import PromptInput
@@ -96,7 +96,7 @@ def engine_status(engine: Engine, now: float) -> Text:
     return Text(f"{format_parameters(engine.parameters)} params · ready")
 
 
-class PlaygroundScreen(Screen):
+class PlaygroundScreen(AppScreen):
     COMMANDS = {ScreenKeysProvider, PlaygroundCommands}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [

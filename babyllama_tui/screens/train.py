@@ -16,7 +16,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
-from textual.screen import Screen
 from textual.widgets import Button, DataTable, Static, Tab, Tabs
 
 from babyllama.errors import UserError
@@ -25,6 +24,7 @@ from babyllama_tui.follow import RunRow, RunsWatcher
 from babyllama_tui.run_control import request_kill, request_resume, request_stop
 from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.widgets.runs_table import RunsTable, state_text
+from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
 
@@ -51,7 +51,7 @@ def run_detail(row: RunRow) -> Text:
     return text
 
 
-class TrainScreen(Screen):
+class TrainScreen(AppScreen):
     COMMANDS = {ScreenKeysProvider}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [

@@ -1,20 +1,84 @@
-"""The app starts, and the number keys move between its four screens (Textual's Pilot)."""
+"""The app starts, the number keys move between its four screens, and each screen keeps its
+footer, size classes and theme right while it is not re-styled on every showing (Textual's Pilot)."""
 
 from __future__ import annotations
 
+import time
+
+from textual.color import Color
+
+from pilot_wait import footer_settled, wait_until
+from run_fixtures import fill_run
+
+from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.screens.corpora import CorporaScreen
 from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.playground import PlaygroundScreen
 from babyllama_tui.screens.train import TrainScreen
+from babyllama_tui.widgets.runs_table import RunsTable
+
+SCREEN_KEYS = [("1", CorporaScreen), ("3", MonitorScreen), ("4", PlaygroundScreen), ("2", TrainScreen)]
 
 
 async def test_number_keys_switch_screens(tmp_path):
     app = BabyLlamaApp(root=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         assert isinstance(app.screen, TrainScreen)
-        for key, screen in [("1", CorporaScreen), ("3", MonitorScreen), ("4", PlaygroundScreen), ("2", TrainScreen)]:
+        for key, screen in SCREEN_KEYS:
             await pilot.press(key)
             assert isinstance(app.screen, screen)
         await pilot.press("q")
     assert app.return_code == 0
+
+
+async def test_the_footer_shows_the_keys_of_the_highlighted_run(tmp_path):
+    runs = tmp_path / "out" / "runs"
+    fill_run(RunDir(runs / "ended"), steps=50, max_steps=50, started=time.time() - 7200, state="finished")
+    fill_run(RunDir(runs / "live"), steps=40, max_steps=1000, started=time.time() - 60, state="running")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        table = screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: table.row_count == 2 and table.has_focus, "the runs")
+        shown = []
+        for key in ("", "down", "up"):
+            if key:
+                await pilot.press(key)
+            await wait_until(pilot, lambda: footer_settled(screen), "the footer")
+            actions = {active.binding.action for active in screen.active_bindings.values() if active.binding.show}
+            shown.append((table.highlighted_run.name, "stop_run" in actions, "resume_run" in actions))
+        assert shown == [("live", True, False), ("ended", False, True), ("live", True, False)]
+
+
+async def test_each_screen_takes_its_size_class_before_it_shows_and_follows_a_resize(tmp_path):
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for key, screen_type in SCREEN_KEYS:
+            await pilot.press(key)
+            if screen_type.HORIZONTAL_BREAKPOINTS:
+                assert app.screen.has_class("-narrow") and not app.screen.has_class("-wide"), screen_type
+        train = app.screen
+        await pilot.resize_terminal(200, 50)
+        await wait_until(pilot, lambda: train.has_class("-wide") and not train.has_class("-narrow"), "the wide layout")
+        await wait_until(pilot, lambda: train.query_one("#runs-pane").display and train.query_one("#new-run-pane").display,
+                         "both panes side by side")
+        await pilot.press("3")
+        monitor = app.screen
+        await wait_until(pilot, lambda: monitor.has_class("-wide") and monitor.has_class("-tall"),
+                         "the monitor, hidden while the terminal grew, to take the wide layout")
+
+
+async def test_a_theme_chosen_while_a_screen_is_hidden_restyles_it_when_shown(tmp_path):
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        train = app.screen
+        dark = train.styles.background
+        await pilot.press("3")
+        app.theme = "textual-light"
+        await pilot.pause()
+        await pilot.press("2")
+        await pilot.pause()
+        assert app.screen is train
+        assert train.styles.background != dark
+        assert train.styles.background == Color.parse(app.current_theme.background)

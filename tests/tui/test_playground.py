@@ -14,11 +14,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from pilot_wait import wait_until
+from pilot_wait import footer_settled, wait_until
 from test_generate import TINY, write_checkpoint
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Input
-from textual.widgets._footer import FooterKey
 
 from babyllama.runs import RunDir
 from babyllama_tui import app as app_module
@@ -503,11 +502,6 @@ for line in sys.stdin:
         emit(event="done", id=request["id"], tokens=len(pieces), prompt_tokens=9,
              tokens_per_s=61.5 if older else 58.2, ttft_ms=4.0, stopped="eos")
 '''
-
-
-def footer_settled(screen) -> bool:
-    shown = {key.action for key in screen.query(FooterKey)} - {"app.command_palette", "command_palette"}
-    return shown == {active.binding.action for active in screen.active_bindings.values() if active.binding.show}
 
 
 def stand_in_app(root: Path, tmp_path: Path) -> BabyLlamaApp:

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pilot_wait import wait_until
+from pilot_wait import footer_settled, wait_until
 from run_fixtures import FIXED_NOW, fill_run, write_token_file
-from textual.widgets._footer import FooterKey
 
 from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
@@ -48,12 +47,6 @@ def fixed_project(tmp_path, monkeypatch) -> Path:
     else:
         os.environ["TZ"] = previous_tz
     time.tzset()
-
-
-def footer_settled(screen) -> bool:
-    """The footer, recomposed after the screen's keys change, shows exactly the keys that apply now."""
-    shown = {key.action for key in screen.query(FooterKey)} - {"app.command_palette", "command_palette"}
-    return shown == {active.binding.action for active in screen.active_bindings.values() if active.binding.show}
 
 
 def fixed_app(root: Path) -> BabyLlamaApp:

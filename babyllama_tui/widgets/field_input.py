@@ -5,6 +5,12 @@ classes, each a style pass of its own, so thirty Inputs made up half of the form
 mount and to restyle every time the Train screen is shown. This editor is one widget and one
 style pass; it types, deletes, moves the cursor and takes a paste, and refuses characters
 that cannot begin the kind of value it holds, as Input's `type` does.
+
+Every key is applied in `on_key`, none through bindings. Textual resolves a widget's
+(non-priority) bindings only once the key event has bubbled from the focused widget back up
+to the App, one message queue at a time; a key that arrived in the same read from the
+terminal (`BSpace 6` in one SSH packet) is already waiting in the App's queue and reaches
+this widget first, so a bound backspace would delete the 6 typed after it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ import re
 from rich.style import Style
 from rich.text import Text
 from textual import events
-from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -26,19 +31,22 @@ PARTIAL_VALUES = {
     "text": re.compile(r".*"),
 }
 CURSOR = Style(reverse=True)
+# Keys that edit or move, and the method each calls.
+EDITING_KEYS = {
+    "left": "cursor_left",
+    "right": "cursor_right",
+    "home": "cursor_home",
+    "ctrl+a": "cursor_home",
+    "end": "cursor_end",
+    "ctrl+e": "cursor_end",
+    "backspace": "delete_left",
+    "delete": "delete_right",
+    "ctrl+d": "delete_right",
+}
 
 
 class FieldInput(Widget, can_focus=True):
     """Posts `FieldInput.Changed` whenever its value changes, typed or set."""
-
-    BINDINGS = [
-        Binding("left", "cursor_left", show=False),
-        Binding("right", "cursor_right", show=False),
-        Binding("home,ctrl+a", "cursor_home", show=False),
-        Binding("end,ctrl+e", "cursor_end", show=False),
-        Binding("backspace", "delete_left", show=False),
-        Binding("delete,ctrl+d", "delete_right", show=False),
-    ]
 
     value: reactive[str] = reactive("", layout=False)
     cursor: reactive[int] = reactive(0)
@@ -83,14 +91,19 @@ class FieldInput(Widget, can_focus=True):
         self.refresh()
 
     def check_consume_key(self, key: str, character: str | None) -> bool:
-        """Printable keys are typing here, not the screen's or the app's keys."""
-        return character is not None and character.isprintable()
+        """Printable and editing keys are typing here, not the screen's or the app's keys."""
+        return (character is not None and character.isprintable()) or key in EDITING_KEYS
 
     def on_key(self, event: events.Key) -> None:
-        if event.is_printable and event.character is not None:
-            event.stop()
-            event.prevent_default()
+        edit = EDITING_KEYS.get(event.key)
+        if edit is None and not (event.is_printable and event.character is not None):
+            return
+        event.stop()
+        event.prevent_default()
+        if edit is None:
             self.insert(event.character)
+        else:
+            getattr(self, edit)()
 
     def on_paste(self, event: events.Paste) -> None:
         event.stop()
@@ -104,25 +117,25 @@ class FieldInput(Widget, can_focus=True):
             self.value = value
             self.cursor = cursor
 
-    def action_cursor_left(self) -> None:
+    def cursor_left(self) -> None:
         self.cursor = max(0, self.cursor - 1)
 
-    def action_cursor_right(self) -> None:
+    def cursor_right(self) -> None:
         self.cursor = min(len(self.value), self.cursor + 1)
 
-    def action_cursor_home(self) -> None:
+    def cursor_home(self) -> None:
         self.cursor = 0
 
-    def action_cursor_end(self) -> None:
+    def cursor_end(self) -> None:
         self.cursor = len(self.value)
 
-    def action_delete_left(self) -> None:
+    def delete_left(self) -> None:
         if self.cursor > 0:
             cursor = self.cursor - 1
             self.value = self.value[:cursor] + self.value[self.cursor:]
             self.cursor = cursor
 
-    def action_delete_right(self) -> None:
+    def delete_right(self) -> None:
         cursor = self.cursor
         self.value = self.value[:cursor] + self.value[cursor + 1:]
         self.cursor = cursor

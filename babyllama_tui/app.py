@@ -9,19 +9,26 @@ processes that outlive the app; the app only reads their files and streams.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.widgets import Input
 
 from babyllama import __version__
 from babyllama.runs import TRAIN_PROGRAM
 from babyllama_tui.screens.train import TrainScreen
 from babyllama_tui.widgets.mode_header import SCREENS
+
+# The longest a bound key waits for the focused text field to take the keys typed before it.
+FIELD_CATCH_UP_S = 1.0
 
 # The header names the screens; the footer only reminds of their keys.
 SCREEN_KEYS = Binding.Group("screens", compact=True)
@@ -107,6 +114,36 @@ class BabyLlamaApp(App):
         elif not self._first_styled:
             self._first_styled = True
             self.stylesheet.update(self, animate=animate)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and not event.is_forwarded and await self._key_in_order(event):
+            return
+        await super().on_event(event)
+
+    async def _key_in_order(self, event: events.Key) -> bool:
+        """Run a key bound while a text field has focus only once the field has taken the keys before it.
+
+        Textual hands typed characters straight to the focused field, but runs a bound key
+        (backspace, the arrows, tab, enter...) only once it has bubbled from the field back up
+        to the app, and meanwhile hands the field the keys after it. Keys that arrive together
+        (a fast typist, or an SSH link that sends several in one packet) were applied out of
+        order: backspace then 6 on "45" gave "45", not "46", and tab then 5 put the 5 in the
+        field being left (Textual issue 6605). Here the app waits for the field to take what
+        it was handed, then runs the binding itself, before it reads the next key."""
+        field = self.focused
+        if not isinstance(field, Input):
+            return False
+        active = self.screen.active_bindings.get(event.key)
+        if active is None or active.binding.priority or not active.enabled:
+            return False
+        caught_up = asyncio.Event()
+        field.call_later(caught_up.set)
+        with contextlib.suppress(asyncio.TimeoutError):
+            # A field removed meanwhile never catches up: then go on after a moment.
+            await asyncio.wait_for(caught_up.wait(), FIELD_CATCH_UP_S)
+        self.app_focus = True
+        await self.run_action(active.binding.action, active.node)
+        return True
 
     def on_ready(self) -> None:
         """The first frame is on the terminal: now the Train screen's form, the app's biggest

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import time
 
+from textual import events
 from textual.color import Color
+from textual.screen import Screen
+from textual.widgets import Input
 
 from pilot_wait import footer_settled, wait_until
 from run_fixtures import fill_run
@@ -82,3 +85,34 @@ async def test_a_theme_chosen_while_a_screen_is_hidden_restyles_it_when_shown(tm
         assert app.screen is train
         assert train.styles.background != dark
         assert train.styles.background == Color.parse(app.current_theme.background)
+
+
+class TwoFields(Screen):
+    """Two text fields one after the other, on top of the app's screens."""
+
+    def compose(self):
+        yield Input("ab", id="first", select_on_focus=False)
+        yield Input("", id="second", select_on_focus=False)
+
+
+async def keys_at_once(pilot, *keys: str) -> None:
+    """Keys arriving together, as several keys in one packet over SSH: nothing runs between them."""
+    for key in keys:
+        character = key if len(key) == 1 else None
+        pilot.app.post_message(events.Key(key, character))
+    await pilot.pause(0.3)
+
+
+async def test_keys_arriving_together_are_applied_in_order(tmp_path):
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.push_screen(TwoFields())
+        first, second = app.screen.query_one("#first", Input), app.screen.query_one("#second", Input)
+        first.focus()
+        first.cursor_position = 2
+        await pilot.pause()
+        await keys_at_once(pilot, "backspace", "c", "left", "x", "home", "y", "end", "z")
+        assert first.value == "yaxcz"
+        await keys_at_once(pilot, "tab", "4", "2", "shift+tab", "!")
+        assert (first.value, second.value) == ("yaxcz!", "42")
+        assert app.focused is first

@@ -20,6 +20,7 @@ from babyllama_tui.eta import eta_seconds
 # Metrics rows read back from the end of a file for the runs table: enough train rows for a
 # speed estimate even when eval and sample rows come in between.
 TABLE_TAIL_LINES = 60
+FIRST_ROW_MAX_BYTES = 64 * 1024
 
 
 def file_stamp(path: Path) -> tuple[int, int, int] | None:
@@ -29,6 +30,11 @@ def file_stamp(path: Path) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _appended(before: tuple | None, after: tuple[int, int, int] | None) -> bool:
+    """The same file (inode), no shorter: its first line is unchanged."""
+    return bool(before) and after is not None and before[2] == after[2] and after[1] >= before[1]
 
 
 def read_status(run: RunDir) -> tuple[dict, str | None]:
@@ -53,11 +59,13 @@ class RunRow:
     val_loss: float | None
     tokens_per_s: float | None
     started: float | None
+    created: float | None
     eta_s: float | None
     world_size: int | None
 
     def age_s(self, now: float) -> float | None:
-        return None if self.started is None else now - self.started
+        """Seconds since the run was created, however often it was resumed since."""
+        return None if self.created is None else now - self.created
 
 
 @dataclass
@@ -87,6 +95,22 @@ def _read_tail(metrics_path: Path) -> _Tail:
     return _Tail(train, evaluation, points)
 
 
+def first_row_time(metrics_path: Path) -> float | None:
+    """The time of the first metrics row: when the run's first trainer began (a resume appends,
+    while status.json's `started` is the current attempt's)."""
+    try:
+        with open(metrics_path, "rb") as f:
+            line = f.readline(FIRST_ROW_MAX_BYTES)
+    except FileNotFoundError:
+        return None
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    time_of_row = row.get("time") if isinstance(row, dict) else None
+    return float(time_of_row) if isinstance(time_of_row, (int, float)) else None
+
+
 class _Watched:
     """One run's files as last read."""
 
@@ -97,6 +121,7 @@ class _Watched:
         self.status: dict = {}
         self.problem: str | None = None
         self.tail = _Tail({}, {}, [])
+        self.first_row_time: float | None = None
         self.sort_key = 0.0
 
     def refresh(self) -> None:
@@ -106,6 +131,8 @@ class _Watched:
             self.status, self.problem = read_status(self.run)
         stamp = file_stamp(self.run.metrics_path)
         if stamp != self.metrics_stamp:
+            if self.first_row_time is None or not _appended(self.metrics_stamp, stamp):
+                self.first_row_time = first_row_time(self.run.metrics_path)
             self.metrics_stamp = stamp
             self.tail = _read_tail(self.run.metrics_path)
         started = self.status.get("started")
@@ -114,6 +141,11 @@ class _Watched:
         else:
             config = file_stamp(self.run.config_path)
             self.sort_key = config[0] / 1e9 if config else 0.0
+
+    def created(self) -> float | None:
+        """When the run began: its first metrics row, or before there is one, the current start."""
+        times = [t for t in (self.first_row_time, self.status.get("started")) if isinstance(t, (int, float))]
+        return min(times) if times else None
 
     def row(self, now: float) -> RunRow:
         status, tail = self.status, self.tail
@@ -134,6 +166,7 @@ class _Watched:
             val_loss=tail.eval.get("val_loss"),
             tokens_per_s=tail.train.get("tokens_per_s"),
             started=status.get("started"),
+            created=self.created(),
             eta_s=eta,
             world_size=status.get("world_size"),
         )

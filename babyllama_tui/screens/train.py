@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from babyllama_tui.widgets.run_summary import RunSummary
 
 REFRESH_S = 0.5
+# Columns from which the form and the runs table are shown side by side.
+WIDE_FROM = 120
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
 RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run"}
 # On a narrow terminal a pane's key is shown only while the other pane is.
@@ -53,7 +55,7 @@ def run_detail(row: RunRow) -> Text:
 
 class TrainScreen(AppScreen):
     COMMANDS = {ScreenKeysProvider}
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
     BINDINGS = [
         Binding("n", "new_run", "New run"),
         Binding("t", "runs", "Runs"),
@@ -131,6 +133,7 @@ class TrainScreen(AppScreen):
             self.form.focus_first()
 
     def on_screen_resume(self) -> None:
+        self._show_pane()
         self._refresh_runs()
         # Back from the Corpora screen, where new token files may have been made.
         self._rescan_token_files()
@@ -178,8 +181,14 @@ class TrainScreen(AppScreen):
     def _highlighted(self) -> RunRow | None:
         return self.query_one(RunsTable).highlighted_run
 
+    def _narrow(self) -> bool:
+        """Judged by the terminal's width, not the screen's -narrow class: this screen's on_resize
+        runs before Textual's own resize handler moves the class across the breakpoint, and a
+        screen resized while hidden gets no resize event of its own."""
+        return self.app.size.width < WIDE_FROM
+
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        narrow = self.has_class("-narrow")
+        narrow = self._narrow()
         if narrow and action in PANE_ACTIONS:
             return self.pane != PANE_ACTIONS[action]
         if action in RUN_ACTIONS:
@@ -240,7 +249,7 @@ class TrainScreen(AppScreen):
     def _show_pane(self) -> None:
         """Both panes when wide, the chosen one when narrow. Set as `display` rather than as a
         class on the screen, which would restyle the form's few hundred widgets."""
-        narrow = self.has_class("-narrow")
+        narrow = self._narrow()
         for pane, selector in PANES.items():
             self.query_one(selector).display = not narrow or self.pane == pane
         tabs = self.query_one(Tabs)

@@ -51,7 +51,11 @@ def row_cells(row: RunRow, now: float) -> tuple[Text | str, ...]:
 
 
 class RunsTable(DataTable):
-    """Rows keyed by run directory; `show` touches only the cells whose text changed."""
+    """Rows keyed by run directory; `show` touches only the cells whose text changed.
+
+    A changed cell re-measures its column, which then fits the column's widest value: a column
+    sized by the first values shown would cut "28/100" to "28/10". Widths move only when a
+    cell's text does, not on every poll."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
@@ -72,7 +76,7 @@ class RunsTable(DataTable):
             old = self._cells[row.path]
             for (key, _), cell, before in zip(COLUMNS, cells, old):
                 if str(cell) != str(before) or (isinstance(cell, Text) and cell.style != getattr(before, "style", None)):
-                    self.update_cell(str(row.path), key, cell)
+                    self.update_cell(str(row.path), key, cell, update_width=True)
             self._cells[row.path] = cells
         self.runs = {row.path: row for row in rows}
 

@@ -12,11 +12,11 @@ import argparse
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from textual import events
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -114,6 +114,12 @@ class BabyLlamaApp(App):
         elif not self._first_styled:
             self._first_styled = True
             self.stylesheet.update(self, animate=animate)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's own palette entries, less two: each screen's entries already list every key
+        with what it does (Quit under q), and Textual's Keys panel could not be closed with esc
+        and squeezed the Monitor's chart to one row."""
+        return (command for command in super().get_system_commands(screen) if command.title not in {"Quit", "Keys"})
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key) and not event.is_forwarded and await self._key_in_order(event):

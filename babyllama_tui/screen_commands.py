@@ -14,16 +14,24 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
 
+# The palette's own key is no entry in it.
+PALETTE_ITSELF = {"command_palette", "app.command_palette"}
+
+
 class ScreenKeysProvider(Provider):
     def _commands(self) -> list[tuple[str, str, object, str]]:
-        """(description, action, namespace, key) of the calling screen's enabled bindings."""
+        """(description, action, namespace, key) of the calling screen's enabled bindings; an
+        action with several keys is listed once, under the key the footer shows (q, not ^q)."""
         found = {}
         for active in self.screen.active_bindings.values():
             binding = active.binding
             listed = binding.show or isinstance(active.node, (Screen, App))
-            if listed and binding.description and active.enabled and binding.action not in found:
-                found[binding.action] = (binding.description, binding.action, active.node, self.app.get_key_display(binding))
-        return list(found.values())
+            if not (listed and binding.description and active.enabled) or binding.action in PALETTE_ITSELF:
+                continue
+            if binding.action not in found or (binding.show and not found[binding.action][0]):
+                found[binding.action] = (binding.show, (binding.description, binding.action, active.node,
+                                                        self.app.get_key_display(binding)))
+        return [command for _, command in found.values()]
 
     def _hit_command(self, action: str, namespace):
         return partial(self.app.run_action, action, namespace)

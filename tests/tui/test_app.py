@@ -7,6 +7,7 @@ import time
 
 from textual import events
 from textual.color import Color
+from textual.command import CommandList, CommandPalette
 from textual.screen import Screen
 from textual.widgets import Input
 
@@ -116,3 +117,27 @@ async def test_keys_arriving_together_are_applied_in_order(tmp_path):
         await keys_at_once(pilot, "tab", "4", "2", "shift+tab", "!")
         assert (first.value, second.value) == ("yaxcz!", "42")
         assert app.focused is first
+
+
+def palette_entries(app) -> list[tuple[str, str]]:
+    """(title, help) of each entry the open command palette lists."""
+    options = app.screen.query_one(CommandList)
+    entries = []
+    for index in range(options.option_count):
+        hit = options.get_option_at_index(index)
+        lines = str(hit.prompt).splitlines()
+        entries.append((lines[0].strip(), " ".join(lines[1:]).strip()))
+    return entries
+
+
+async def test_the_palette_lists_each_key_once_under_the_footer_s_key(tmp_path):
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette)
+                         and app.screen.query_one(CommandList).option_count > 5, "the palette's entries")
+        entries = palette_entries(app)
+        titles = [title for title, _ in entries]
+        assert titles.count("Quit") == 1 and ("Quit", "key: q") in entries
+        assert "palette" not in titles and "Keys" not in titles
+        assert {"Corpora", "Train", "Monitor", "Playground"} <= set(titles)

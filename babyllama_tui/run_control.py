@@ -14,7 +14,7 @@ from textual.screen import Screen
 from babyllama.errors import UserError
 from babyllama.runs import ACTIVE_STATES, RunDir, kill_run, launch_detached, stop_run
 from babyllama_tui.screens.confirm import ConfirmScreen
-from babyllama_tui.screens.resume import ResumeChoice, ResumeScreen
+from babyllama_tui.screens.resume import ResumeChoice, ResumeScreen, proposed_max_steps
 
 STOP_TIMEOUT_S = 600.0
 
@@ -83,7 +83,7 @@ def request_resume(screen: Screen, path: Path) -> None:
     if latest is None:
         screen.notify(f"{run.name} has no checkpoint to resume from; start a new run instead.", severity="error")
         return
-    max_steps = status.get("max_steps") if isinstance(status.get("max_steps"), int) else latest.step + 1
+    max_steps = status.get("max_steps") if isinstance(status.get("max_steps"), int) else None
     workers = status.get("world_size") if isinstance(status.get("world_size"), int) else 1
 
     def chosen(choice: ResumeChoice | None) -> None:
@@ -98,4 +98,4 @@ def request_resume(screen: Screen, path: Path) -> None:
         screen.notify(f"resumed {run.name} from step {latest.step:,}")
         app.monitor_run(run.path)
 
-    app.push_screen(ResumeScreen(run.name, latest.step, max_steps, workers), chosen)
+    app.push_screen(ResumeScreen(run.name, latest.step, proposed_max_steps(latest.step, max_steps), workers), chosen)

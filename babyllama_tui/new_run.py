@@ -29,6 +29,7 @@ SECTIONS = {"model": cfg.ModelConfig, "train": cfg.TrainConfig}
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Folders under data/ searched for token files: data/*.bin and data/*/*.bin.
 TOKEN_FILE_DEPTH = 2
+NO_TOKEN_FILES = "no token files in data/ yet: make one on the Corpora screen (key 1), then come back"
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,8 @@ class RunForm:
     fields: dict[str, str | bool]
     name: str
     workers: str
+    # Readable token files the form lists; 0 means the project has none yet.
+    token_files_found: int | None = None
 
 
 @dataclass
@@ -172,6 +175,8 @@ class RunPlan:
 class FormCheck:
     plan: RunPlan | None
     errors: dict[str, str] = field(default_factory=dict)
+    # Allowed but probably not meant, keyed like errors; they do not block a launch.
+    warnings: dict[str, str] = field(default_factory=dict)
     # Either config on its own when it is valid, for the live numbers beside the form.
     model: cfg.ModelConfig | None = None
     train: cfg.TrainConfig | None = None
@@ -213,11 +218,13 @@ def check_form(form: RunForm, runs_dir: Path, root: Path) -> FormCheck:
     errors: dict[str, str] = {}
     model = _build("model", form, errors)
     train = _build("train", form, errors)
-    check = FormCheck(None, errors, model, train)
+    check = FormCheck(None, errors, model=model, train=train)
 
     files = form.token_files
-    if not files:
-        errors["data"] = "choose at least one token file (make them on the Corpora screen)"
+    if not files and form.token_files_found == 0:
+        errors["data"] = NO_TOKEN_FILES
+    elif not files:
+        errors["data"] = "choose at least one token file (space)"
     else:
         from babyllama.data import check_same_tokenizer
 
@@ -240,7 +247,9 @@ def check_form(form: RunForm, runs_dir: Path, root: Path) -> FormCheck:
     tokenizer = form.tokenizer.strip()
     tokenizer_path = (root / tokenizer) if tokenizer else None
     if not tokenizer:
-        errors["tokenizer"] = "give the tokenizer the token files were made with (a file or folder)"
+        # Until files are chosen there is no tokenizer to ask for: choosing them suggests it.
+        if files:
+            errors["tokenizer"] = "give the tokenizer the token files were made with (a file or folder)"
     elif not tokenizer_path.exists():
         errors["tokenizer"] = f"{tokenizer}: no such file or folder"
 
@@ -248,7 +257,7 @@ def check_form(form: RunForm, runs_dir: Path, root: Path) -> FormCheck:
     if not RUN_NAME.fullmatch(name):
         errors["name"] = "a run name is letters, digits, '.', '_' and '-', starting with a letter or digit"
     elif RunDir(runs_dir / name).exists():
-        errors["name"] = f"{name} is taken: {runs_dir / name} already holds a run"
+        errors["name"] = f"{name} is taken: {shown_path(runs_dir / name, root)} holds a run; choose another name"
 
     try:
         check.workers = int(form.workers.strip())
@@ -257,12 +266,39 @@ def check_form(form: RunForm, runs_dir: Path, root: Path) -> FormCheck:
     except ValueError:
         errors["workers"] = "workers must be a whole number, at least 1 (1 runs without msrun)"
 
+    if train is not None:
+        check.warnings = interval_warnings(train)
     if errors:
         return check
     assert model is not None and train is not None and tokenizer_path is not None
     args = train_arguments([f.path for f in files], tokenizer_path, form.preset, model, train)
     check.plan = RunPlan(RunDir(runs_dir / name), args, check.workers, model, train)
     return check
+
+
+def interval_warnings(train: cfg.TrainConfig) -> dict[str, str]:
+    """Intervals longer than the run: allowed (the trainer also evaluates and saves at the
+    end), but most likely a max_steps lowered without them."""
+    warnings = {}
+    if train.max_steps and train.save_interval > train.max_steps:
+        warnings["train.save_interval"] = (
+            f"save_interval {train.save_interval:,} is beyond max_steps {train.max_steps:,}: "
+            "no checkpoint before the end"
+        )
+    if train.max_steps and train.eval_interval > train.max_steps:
+        warnings["train.eval_interval"] = (
+            f"eval_interval {train.eval_interval:,} is beyond max_steps {train.max_steps:,}: "
+            "validation only at the start and the end"
+        )
+    return warnings
+
+
+def shown_path(path: Path, root: Path) -> str:
+    """`path` relative to the project when it is inside it, as the form shows paths."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def train_arguments(

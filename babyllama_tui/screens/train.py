@@ -38,6 +38,7 @@ REFRESH_S = 0.5
 WIDE_FROM = 120
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
 RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run"}
+SECTION_NAMES = {"model": "the model section", "train": "the training section"}
 # On a narrow terminal a pane's key is shown only while the other pane is.
 PANE_ACTIONS = {"new_run": "new", "runs": "runs"}
 
@@ -124,7 +125,7 @@ class TrainScreen(AppScreen):
             return
         app = self.app
         self._host_total_mb = host_memory_mb()[1]
-        self.form = NewRunForm(data_dir=app.data_dir, runs_dir=app.runs_dir, now=app.clock(),
+        self.form = NewRunForm(root=app.root, data_dir=app.data_dir, runs_dir=app.runs_dir, now=app.clock(),
                                 entries=find_token_files(app.data_dir), id="new-run-form")
         self.summary = RunSummary(id="run-summary")
         await self.query_one("#form-loading").remove()
@@ -143,7 +144,10 @@ class TrainScreen(AppScreen):
     def _refresh_runs(self) -> None:
         """Twice a second while this screen is shown: nobody reads a table on a hidden screen."""
         if self.is_current:
-            self._show_runs(self._watcher.poll(self.app.clock()))
+            now = self.app.clock()
+            self._show_runs(self._watcher.poll(now))
+            if self.form is not None:
+                self.form.follow_clock(now)
 
     def _show_runs(self, rows: list[RunRow]) -> None:
         self._rows = rows
@@ -202,9 +206,8 @@ class TrainScreen(AppScreen):
             if action == "resume_run":
                 return row.state in ENDED_STATES
         if action == "launch":
-            if narrow and self.pane != "new":
-                return False
-            return None if self.form_check is None or self.form_check.plan is None else True
+            # Shown and live even while the form has errors: ctrl+l then says what to fix.
+            return not narrow or self.pane == "new"
         return True
 
     def action_open_run(self) -> None:
@@ -288,9 +291,11 @@ class TrainScreen(AppScreen):
 
     @on(Button.Pressed, "#launch")
     def action_launch(self) -> None:
-        if self.form_check is None or self.form_check.plan is None:
-            problems = "; ".join(self.form_check.errors.values()) if self.form_check else "the form is not read yet"
-            self.notify(f"cannot launch yet: {problems}", severity="error")
+        if self.form is None or self.form_check is None:
+            self.notify("cannot launch yet: the form is still being read", severity="warning")
+            return
+        if self.form_check.plan is None:
+            self._show_what_to_fix(self.form, self.form_check.errors)
             return
         plan = self.form_check.plan
         try:
@@ -300,6 +305,23 @@ class TrainScreen(AppScreen):
             self.notify(str(e), severity="error")
             return
         self.notify(f"launched {plan.run.path.name}")
+        if self.form_check.warnings:
+            self.notify("; ".join(self.form_check.warnings.values()), severity="warning")
         self.form.renew_default_name(self.app.clock())
         self._refresh_runs()
         self.app.monitor_run(plan.run.path)
+
+    def _show_what_to_fix(self, form: NewRunForm, errors: dict[str, str]) -> None:
+        """Name the fields to fix, and focus the first: its message is beside it."""
+        from babyllama_tui.new_run import NO_TOKEN_FILES
+
+        if self.pane != "new":
+            self.pane = "new"
+        if errors.get("data") == NO_TOKEN_FILES:
+            self.notify(f"cannot launch: {NO_TOKEN_FILES}", severity="error")
+            return
+        keys = [key for key in form.field_order() if key in errors] or list(errors)
+        labels = [form.rows[key].label if key in form.rows else SECTION_NAMES.get(key, key) for key in keys]
+        first = errors[keys[0]]
+        self.notify(f"cannot launch: fix {', '.join(labels)}. {labels[0]}: {first}", severity="error", timeout=8)
+        form.focus_field(keys[0])

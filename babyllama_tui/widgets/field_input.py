@@ -31,6 +31,7 @@ PARTIAL_VALUES = {
     "text": re.compile(r".*"),
 }
 CURSOR = Style(reverse=True)
+PLACEHOLDER = Style(dim=True)
 # Keys that edit or move, and the method each calls.
 EDITING_KEYS = {
     "left": "cursor_left",
@@ -61,14 +62,21 @@ class FieldInput(Widget, can_focus=True):
         def control(self) -> FieldInput:
             return self.field_input
 
-    def __init__(self, value: str = "", *, kind: str = "text", id: str | None = None, classes: str = "") -> None:
+    def __init__(self, value: str = "", *, kind: str = "text", placeholder: str = "", id: str | None = None,
+                 classes: str = "") -> None:
         super().__init__(id=id, classes=classes)
         self.partial_value = PARTIAL_VALUES[kind]
+        self.placeholder = placeholder
         self.set_reactive(FieldInput.value, value)
         self.set_reactive(FieldInput.cursor, len(value))
 
     def render(self) -> Text:
         width = max(self.size.width, 1)
+        if not self.value and self.placeholder:
+            text = Text(self.placeholder, style=PLACEHOLDER, no_wrap=True, end="")
+            if self.has_focus:
+                text.stylize(CURSOR, 0, 1)
+            return text[:width]
         text = Text(self.value + " ", no_wrap=True, end="")
         if self.has_focus:
             text.stylize(CURSOR, self.cursor, self.cursor + 1)

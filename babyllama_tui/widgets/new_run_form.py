@@ -7,7 +7,7 @@ beside it. The form only collects text; `babyllama_tui.new_run.check_form` judge
 Every editor is built in the constructor, already holding its starting value (the preset's,
 and the vocabulary and tokenizer of the token files), so the form can be read before its
 widgets are mounted. They are most of the app's widgets, so each field is kept to few: a
-FieldRow that draws its own name, its editor (a FieldInput for numbers) and its note.
+FieldRow that draws its own name, its editor (a FieldInput for text and numbers) and its note.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Checkbox, Collapsible, Input, Select, SelectionList, Static
+from textual.widgets import Checkbox, Collapsible, Select, SelectionList, Static
 
 from babyllama import config as cfg
 from babyllama_tui.new_run import (
@@ -31,6 +31,7 @@ from babyllama_tui.new_run import (
     TokenFileEntry,
     default_run_name,
     preset_values,
+    shown_path,
 )
 from babyllama_tui.widgets.field_input import FieldInput
 from babyllama_tui.widgets.field_row import FieldRow
@@ -38,12 +39,24 @@ from babyllama_tui.widgets.token_file_list import TokenFileList
 
 DEFAULT_PRESET = "tiny"
 SECTION_TITLES = {"model": "Model", "train": "Training"}
+# The rows above the model and training sections, in the order shown.
+RUN_ROWS = ("data", "tokenizer", "preset", "name", "workers")
+
+
+class Switch(Checkbox):
+    """A checkbox whose mark is there only when it is on: Checkbox draws the same X for both
+    states, told apart by colour alone, which a plain text capture (or a colour-blind reader)
+    does not see."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # noqa: N802 - ToggleButton reads this class constant from the instance
+        return "X" if self.value else " "
 
 
 def _editor(spec: FieldSpec, value) -> Widget:
     widget_id = f"field-{spec.section}-{spec.name}"
     if spec.kind is bool:
-        return Checkbox("", bool(value), compact=True, id=widget_id, classes="field-editor")
+        return Switch("", bool(value), compact=True, id=widget_id, classes="field-editor")
     if spec.choices:
         return Select(
             [(choice, choice) for choice in spec.choices], value=value, allow_blank=False, compact=True,
@@ -53,7 +66,7 @@ def _editor(spec: FieldSpec, value) -> Widget:
         # Empty text is allowed while typing, and in an optional field means None.
         kind = "integer" if spec.kind is int else "number"
         return FieldInput(spec.format(value), kind=kind, id=widget_id, classes="field-editor")
-    return Input(spec.format(value), compact=True, id=widget_id, classes="field-editor")
+    return FieldInput(spec.format(value), id=widget_id, classes="field-editor")
 
 
 def files_vocab(entries: list[TokenFileEntry]) -> int | None:
@@ -61,8 +74,10 @@ def files_vocab(entries: list[TokenFileEntry]) -> int | None:
     return max(vocabs) if vocabs else None
 
 
-def suggested_tokenizer(entries: list[TokenFileEntry]) -> str:
-    return next((e.tokenizer_path for e in entries if e.tokenizer_path), "")
+def suggested_tokenizer(entries: list[TokenFileEntry], root: Path) -> str:
+    """The tokenizer the files' manifest names, relative to the project when inside it."""
+    path = next((e.tokenizer_path for e in entries if e.tokenizer_path), None)
+    return shown_path(Path(path), root) if path else ""
 
 
 class NewRunForm(VerticalScroll):
@@ -76,9 +91,10 @@ class NewRunForm(VerticalScroll):
             super().__init__()
             self.form = form
 
-    def __init__(self, *, data_dir: Path, runs_dir: Path, now: float, entries: list[TokenFileEntry],
+    def __init__(self, *, root: Path, data_dir: Path, runs_dir: Path, now: float, entries: list[TokenFileEntry],
                  **kwargs) -> None:
         super().__init__(**kwargs)
+        self.root = root
         self.runs_dir = runs_dir
         self._now = now
         self._change_pending = False
@@ -86,21 +102,23 @@ class NewRunForm(VerticalScroll):
         chosen = usable if len(usable) == 1 else []
         self.token_file_list = TokenFileList(data_dir, entries, {e.path for e in chosen}, id="token-files")
         self.token_file_list.border_title = "space chooses"
-        self._default_tokenizer = suggested_tokenizer(chosen)
+        self.token_file_list.display = bool(entries)
+        self._default_tokenizer = suggested_tokenizer(chosen, root)
         self._default_name = default_run_name(DEFAULT_PRESET, now, runs_dir)
         values = preset_values(DEFAULT_PRESET)
         values["model.vocab_size"] = files_vocab(chosen) or values["model.vocab_size"]
-        self.tokenizer = Input(self._default_tokenizer, compact=True, id="tokenizer", classes="field-editor",
-                               placeholder="path of the tokenizer the token files were made with")
+        # FieldInputs rather than Inputs: they apply keys in the order typed (see field_input.py).
+        self.tokenizer = FieldInput(self._default_tokenizer, id="tokenizer", classes="field-editor",
+                                    placeholder="path of the tokenizer the token files were made with")
         self.preset = Select([(name, name) for name in cfg.PRESETS], value=DEFAULT_PRESET, allow_blank=False,
                              compact=True, id="preset", classes="field-editor")
-        self.name_input = Input(self._default_name, compact=True, id="run-name", classes="field-editor")
+        self.name_input = FieldInput(self._default_name, id="run-name", classes="field-editor")
         self.workers_input = FieldInput("1", kind="integer", id="workers", classes="field-editor")
         self.rows: dict[str, FieldRow] = {
             row.key: row
             for row in (
-                FieldRow("data", "token files", self.token_file_list, ""),
-                FieldRow("tokenizer", "tokenizer", self.tokenizer, "the files' tokenizer"),
+                FieldRow("data", "token files", self.token_file_list, "", classes="-stacked"),
+                FieldRow("tokenizer", "tokenizer", self.tokenizer, ""),
                 FieldRow("preset", "preset", self.preset, cfg.PRESETS[DEFAULT_PRESET].description),
                 FieldRow("name", "run name", self.name_input, f"its folder under {runs_dir.name}/"),
                 FieldRow("workers", "workers", self.workers_input, "1 = one process; N = N data-parallel workers (msrun)"),
@@ -111,7 +129,7 @@ class NewRunForm(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         yield Static("Data and run", classes="form-section")
-        for key in ("data", "tokenizer", "preset", "name", "workers"):
+        for key in RUN_ROWS:
             yield self.rows[key]
         for section, title in SECTION_TITLES.items():
             with Collapsible(title=title, collapsed=False, id=f"section-{section}"):
@@ -136,6 +154,7 @@ class NewRunForm(VerticalScroll):
             fields=fields,
             name=self.name_input.value,
             workers=self.workers_input.value,
+            token_files_found=sum(e.token_file is not None for e in self.token_file_list.entries.values()),
         )
 
     # Showing
@@ -145,11 +164,13 @@ class NewRunForm(VerticalScroll):
         if entries == list(self.token_file_list.entries.values()):
             return
         self.token_file_list.show_entries(entries)
+        self.token_file_list.display = bool(entries)
         self._files_changed()
 
     def show_check(self, check: FormCheck) -> None:
         for key, row in self.rows.items():
             row.show_error(check.errors.get(key))
+            row.show_warning(check.warnings.get(key))
         for section, error in self.section_errors.items():
             message = check.errors.get(section)
             error.update(message or "")
@@ -160,7 +181,7 @@ class NewRunForm(VerticalScroll):
         if isinstance(editor, (Checkbox, Select)):
             editor.value = value
         else:
-            assert isinstance(editor, (Input, FieldInput))
+            assert isinstance(editor, FieldInput)
             editor.value = FIELDS[key].format(value)
 
     def renew_default_name(self, now: float) -> None:
@@ -169,15 +190,38 @@ class NewRunForm(VerticalScroll):
         self._default_name = default_run_name(str(self.preset.value), now, self.runs_dir)
         self.name_input.value = self._default_name
 
+    def follow_clock(self, now: float) -> None:
+        """Keep the default run name at the current minute while the user has not typed a name
+        of their own: a form left open from 10:41 would otherwise offer tiny-...-1041 at 10:45."""
+        if int(now // 60) != int(self._now // 60) and self.name_input.value == self._default_name:
+            self.renew_default_name(now)
+
     def focus_first(self) -> None:
         """Focus the first field with the form at its top: scrolling the field into view would hide
-        the "Data and run" heading above it."""
-        self.token_file_list.focus(scroll_visible=False)
+        the "Data and run" heading above it. With no token files to list, nothing is focused, so
+        the screen keys (1 for the Corpora screen, where token files are made) are not typed
+        into a field."""
+        if self.token_file_list.display:
+            self.token_file_list.focus(scroll_visible=False)
+        else:
+            self.screen.set_focus(None)
         self.scroll_home(animate=False)
+
+    def focus_field(self, key: str) -> None:
+        """Focus the editor of the field `key`, or for a whole section ("model") its first field."""
+        row = self.rows.get(key) or next(row for k, row in self.rows.items() if k.startswith(f"{key}."))
+        if row.editor.display:
+            row.editor.focus()
+
+    def field_order(self) -> list[str]:
+        """Keys of the rows in the order shown, each section's key just before its fields."""
+        order = list(RUN_ROWS)
+        for section in SECTION_TITLES:
+            order += [section, *(k for k in FIELDS if k.startswith(f"{section}."))]
+        return order
 
     # Reacting
 
-    @on(Input.Changed)
     @on(FieldInput.Changed)
     @on(Checkbox.Changed)
     @on(Select.Changed)
@@ -206,7 +250,7 @@ class NewRunForm(VerticalScroll):
         vocab = files_vocab(chosen)
         if vocab is not None:
             self.set_value("model.vocab_size", vocab)
-        suggested = suggested_tokenizer(chosen)
+        suggested = suggested_tokenizer(chosen, self.root)
         if self.tokenizer.value in ("", self._default_tokenizer) and suggested:
             self.tokenizer.value = suggested
         self._default_tokenizer = suggested

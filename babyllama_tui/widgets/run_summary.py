@@ -47,6 +47,9 @@ def summary_text(check: FormCheck, files: list[TokenFile], host_total_mb: float 
         if epochs is not None:
             tokens = sum(f.n_tokens for f in files)
             text.append(f"\n{train.max_steps:,} steps ≈ {epochs:.2g} epochs of {format_count(tokens)} tokens")
+    if not problems and check.warnings:
+        text.append("\n")
+        text.append(next(iter(check.warnings.values())), style="yellow")
     return text
 
 

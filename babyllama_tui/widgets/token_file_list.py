@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.segment import Segment
 from rich.text import Text
-from textual.widgets import SelectionList
+from textual.strip import Strip
+from textual.widgets import Checkbox, SelectionList
 from textual.widgets.selection_list import Selection
 
 from babyllama_tui.new_run import TokenFileEntry
@@ -36,7 +38,12 @@ def _selections(entries: list[TokenFileEntry], chosen: set[Path], data_dir: Path
 
 
 class TokenFileList(SelectionList[Path]):
-    """Space toggles a file; files that cannot be read are listed, disabled, with the reason."""
+    """Space toggles a file; files that cannot be read are listed, disabled, with the reason.
+
+    A file not chosen shows an empty box: SelectionList draws the same X for both states, told
+    apart by colour alone. Some file is highlighted whenever the list has focus, so the first
+    Down moves to the second file rather than highlighting the first.
+    """
 
     def __init__(self, data_dir: Path, entries: list[TokenFileEntry], chosen: set[Path], **kwargs) -> None:
         super().__init__(*_selections(entries, chosen, data_dir), **kwargs)
@@ -44,11 +51,35 @@ class TokenFileList(SelectionList[Path]):
         self.entries = {entry.path: entry for entry in entries}
 
     def show_entries(self, entries: list[TokenFileEntry]) -> None:
-        """List `entries`, keeping the choice of files that are still there."""
+        """List `entries`, keeping the choice of files that are still there, and the highlight."""
         chosen = set(self.selected)
+        highlighted = self.highlighted_path
         self.entries = {entry.path: entry for entry in entries}
         self.clear_options()
         self.add_options(_selections(entries, chosen, self.data_dir))
+        if highlighted in self.entries:
+            self.highlighted = list(self.entries).index(highlighted)
+        elif self.has_focus:
+            self.action_first()
+
+    @property
+    def highlighted_path(self) -> Path | None:
+        return None if self.highlighted is None else self.get_option_at_index(self.highlighted).value
+
+    def on_focus(self) -> None:
+        if self.highlighted is None:
+            self.action_first()
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        index = self.scroll_offset.y + y
+        if index >= self.option_count or self.get_option_at_index(index).value in self.selected:
+            return strip
+        segments = list(strip)
+        if len(segments) < 2 or segments[1].text != Checkbox.BUTTON_INNER:
+            return strip
+        segments[1] = Segment(" ", segments[1].style)
+        return Strip(segments, strip.cell_length)
 
     @property
     def chosen(self) -> list[TokenFileEntry]:

@@ -119,10 +119,14 @@ async def test_a_bad_n_heads_is_named_beside_the_field_and_blocks_launch(project
         assert row.has_class("-invalid")
         assert str(row.note.render()) == "model.n_heads (5) must divide model.dim (256)"
         assert screen.query_one("#launch").disabled
-        assert screen.check_action("launch", ()) is None
+        assert screen.check_action("launch", ()) is True, "ctrl+l stays live to say what to fix"
+        form.rows["train.batch_size"].editor.focus()
         await pilot.press("ctrl+l")
         await pilot.pause()
         assert not (project / "out" / "runs").exists()
+        assert app.focused is row.editor, "the first field to fix is focused"
+        assert any(n.message.startswith("cannot launch: fix n_heads. n_heads: model.n_heads (5) must divide")
+                   for n in app._notifications)
 
         await retype(pilot, form, "model.n_heads", "8")
         await wait_until(pilot, lambda: form.rows["model.n_heads"].error is None, "the error to clear")

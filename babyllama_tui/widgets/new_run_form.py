@@ -48,8 +48,9 @@ class Switch(Checkbox):
     states, told apart by colour alone, which a plain text capture (or a colour-blind reader)
     does not see."""
 
+    # ToggleButton draws its mark from this class constant, read through the instance.
     @property
-    def BUTTON_INNER(self) -> str:  # noqa: N802 - ToggleButton reads this class constant from the instance
+    def BUTTON_INNER(self) -> str:
         return "X" if self.value else " "
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from babyllama.runs import format_duration
 from babyllama_tui.follow import RunRow
@@ -53,9 +55,9 @@ def row_cells(row: RunRow, now: float) -> tuple[Text | str, ...]:
 class RunsTable(DataTable):
     """Rows keyed by run directory; `show` touches only the cells whose text changed.
 
-    A changed cell re-measures its column, which then fits the column's widest value: a column
-    sized by the first values shown would cut "28/100" to "28/10". Widths move only when a
-    cell's text does, not on every poll."""
+    A column widens when a changed cell outgrows it: sized by the first values shown, it cut
+    "28/100" to "28/10". It does not narrow again until the rows are rebuilt, so an age or
+    ETA that loses a digit does not shift the columns right of it."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
@@ -76,7 +78,8 @@ class RunsTable(DataTable):
             old = self._cells[row.path]
             for (key, _), cell, before in zip(COLUMNS, cells, old):
                 if str(cell) != str(before) or (isinstance(cell, Text) and cell.style != getattr(before, "style", None)):
-                    self.update_cell(str(row.path), key, cell, update_width=True)
+                    wider = cell_len(str(cell)) > self.columns[ColumnKey(key)].content_width
+                    self.update_cell(str(row.path), key, cell, update_width=wider)
             self._cells[row.path] = cells
         self.runs = {row.path: row for row in rows}
 

@@ -4,10 +4,10 @@ from a run's creation, and resizing shows both panes whenever the terminal is wi
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from pilot_wait import wait_until
 from run_fixtures import fill_run
+from textual.widgets.data_table import ColumnKey
 
 from babyllama.files import atomic_write_json
 from babyllama.runs import RunDir
@@ -35,6 +35,9 @@ async def test_the_step_column_widens_as_the_step_grows_and_stays_wide_when_the_
         await wait_until(pilot, lambda: any("finished" in line for line in table_text(table)), "the end")
         await pilot.pause()
         assert any(" 32/100 " in line for line in table_text(table))
+        run.write_status(step=5)
+        await wait_until(pilot, lambda: any(" 5/100 " in line for line in table_text(table)), "5/100")
+        assert table.columns[ColumnKey("step")].content_width == len("32/100"), "no narrowing while the rows stay"
 
 
 def test_age_counts_from_the_first_metrics_row_not_from_the_last_resume(tmp_path):

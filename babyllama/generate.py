@@ -13,12 +13,23 @@ names (for a Hugging Face folder, the tokenizer files beside the weights) unless
 
 Generation, one prompt at a time: the whole prompt goes through the model in one pass
 (prefill) filling a key/value cache, then one token at a time, each step reading the
-cache. It stops at the tokenizer's end-of-text token, at `max_new_tokens`, or when the
-context (max_seq_len) is full. A prompt too long to leave room for new tokens is cut from
-the left, with a warning, to `max_seq_len - min(max_new_tokens, max_seq_len // 2)` tokens.
-An empty prompt starts from the end-of-text token, which is how the token files separate
-documents. Text is given out through the tokenizer's incremental decoder, so a streamed
-piece never ends inside a character.
+cache. It stops at the tokenizer's end-of-text token ("eos"), after `max_new_tokens`
+("length"), or when the prompt and the continuation fill the model's context, max_seq_len
+("context"). A prompt too long to leave room for new tokens is cut from the left, with a
+warning, to `max_seq_len - min(max_new_tokens, max_seq_len // 2)` tokens. An empty prompt
+starts from the end-of-text token, which is how the token files separate documents. Text is
+given out through the tokenizer's incremental decoder, so a streamed piece never ends inside
+a character; a byte token the model draws on its own, with no bytes to complete a character,
+comes out as U+FFFD, as in `tokenizer.decode`.
+
+No sliding window past the context. The seed's eval script cropped its sequence to the last
+max_seq_len tokens at every step and ran the model over all of them again (it had no cache);
+with a cache, every crop shifts every position, so each token past the context would cost a
+prompt pass over the whole window. More to the point, text written past the window no longer
+sees the prompt: the playground and the training samples show what a checkpoint makes of a
+prompt, and a continuation that has forgotten its prompt says nothing about that. So the
+generation stops and says why ("context"); a longer continuation wants a model trained with
+a longer max_seq_len.
 
 Sampling (`choose_token`, pure numpy on one row of logits), in the usual order:
 repetition penalty (CTRL's: over every token id in the prompt and the continuation so far,
@@ -49,6 +60,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -448,11 +460,21 @@ def make_decoder(loaded: LoadedModel, backend: str = "numpy"):
 # The generation loop
 
 
+class Piece(NamedTuple):
+    """Text given out while generating, and how many tokens have been generated so far.
+
+    Tokens and pieces do not match one to one: a character made of several byte tokens comes
+    out once all of them have, and SentencePiece may give no text for a token."""
+
+    text: str
+    tokens: int
+
+
 @dataclass
 class Generation:
     text: str
     token_ids: list[int]
-    stopped: str  # "eos", "length" or "cancelled"
+    stopped: str  # "eos", "length" (max_new_tokens), "context" (max_seq_len is full) or "cancelled"
     prompt_tokens: int
     seconds: float
     ttft_s: float | None  # from the start to the first token chosen
@@ -477,21 +499,22 @@ def prompt_ids(tokenizer, prompt: str, max_seq_len: int, max_new_tokens: int,
 
 def generate_pieces(decoder, tokenizer, prompt: str, params: SamplingParams, rng: np.random.Generator | None = None,
                     should_stop: Callable[[], bool] | None = None,
-                    warn: Callable[[str], None] | None = None) -> Generator[str, None, Generation]:
-    """Yield text pieces as they are generated; the generator's return value is the Generation.
+                    warn: Callable[[str], None] | None = None) -> Generator[Piece, None, Generation]:
+    """Yield Pieces as they are generated; the generator's return value is the Generation.
 
     `should_stop` is checked before each token: True stops with "cancelled".
     """
     began = time.perf_counter()
     rng = rng if rng is not None else np.random.default_rng(params.seed)
     ids = prompt_ids(tokenizer, prompt, decoder.max_seq_len, params.max_new_tokens, warn)
-    budget = min(params.max_new_tokens, decoder.max_seq_len - len(ids))
+    room = decoder.max_seq_len - len(ids)
+    budget = min(params.max_new_tokens, room)
     stream = tokenizer.incremental_decoder()
     seen = list(ids)
     generated: list[int] = []
     pieces: list[str] = []
     ttft = None
-    stopped = "length"
+    stopped = "length" if params.max_new_tokens <= room else "context"
     logits = decoder.prefill(ids)
     while len(generated) < budget:
         if should_stop is not None and should_stop():
@@ -508,13 +531,13 @@ def generate_pieces(decoder, tokenizer, prompt: str, params: SamplingParams, rng
         piece = stream.push(token)
         if piece:
             pieces.append(piece)
-            yield piece
+            yield Piece(piece, len(generated))
         if len(generated) < budget:
             logits = decoder.decode(token)
     rest = stream.flush()
     if rest:
         pieces.append(rest)
-        yield rest
+        yield Piece(rest, len(generated))
     return Generation("".join(pieces), generated, stopped, len(ids), time.perf_counter() - began, ttft)
 
 
@@ -535,7 +558,8 @@ def generate(decoder, tokenizer, prompt: str, params: SamplingParams, **kwargs) 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SamplingParams()
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, metavar="N",
-                        help=f"stop after N new tokens (default {defaults.max_new_tokens})")
+                        help=f"stop after N new tokens (default {defaults.max_new_tokens}); the model's context "
+                        "(max_seq_len, prompt included) may stop it sooner")
     parser.add_argument("--temperature", type=float, default=defaults.temperature, metavar="T",
                         help=f"0 = greedy (default {defaults.temperature})")
     parser.add_argument("--top-k", type=int, default=defaults.top_k, metavar="K",
@@ -630,10 +654,20 @@ def _warn(message: str) -> None:
     print(f"babyllama generate: warning: {message}", file=sys.stderr, flush=True)
 
 
-def _report(result: Generation) -> None:
+def stop_reason(result: Generation, max_seq_len: int) -> str:
+    """Why a generation ended, in words."""
+    return {
+        "eos": "eos (the model ended the text)",
+        "length": "length (max new tokens)",
+        "context": f"context (the prompt and the continuation fill the model's {max_seq_len}-token context)",
+        "cancelled": "cancelled",
+    }[result.stopped]
+
+
+def _report(result: Generation, max_seq_len: int) -> None:
     ttft = f"{result.ttft_s * 1000:.0f} ms" if result.ttft_s is not None else "-"
     print(f"[{len(result.token_ids)} tokens, {result.tokens_per_s:.1f} tokens/s, first token {ttft}, "
-          f"stopped: {result.stopped}]", file=sys.stderr, flush=True)
+          f"stopped: {stop_reason(result, max_seq_len)}]", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -669,14 +703,14 @@ def run(args: argparse.Namespace) -> int:
                 pieces = generate_pieces(decoder, tokenizer, prompt, sample_params, warn=_warn)
                 while True:
                     try:
-                        sys.stdout.write(next(pieces))
+                        sys.stdout.write(next(pieces).text)
                         sys.stdout.flush()
                     except StopIteration as done:
                         result = done.value
                         break
                 sys.stdout.write("\n\n")
                 sys.stdout.flush()
-            _report(result)
+            _report(result, decoder.max_seq_len)
     if args.out is not None:
         from babyllama.files import atomic_write_bytes
 

@@ -32,12 +32,17 @@ Events, on stdout:
         once, after loading; requests sent earlier wait in the pipe.
         If loading fails, an `error` event (no id) comes instead, and the process exits with status 2.
     {"event": "info", ...the ready fields..., "running": ID or null, "queued": n}
-    {"event": "token", "id": ID, "text": "..."}
+    {"event": "token", "id": ID, "text": "...", "tokens": n}
         a piece of the continuation; pieces never split a character and join to the full text.
+        `tokens` counts the tokens generated so far, this piece's included: a piece may hold
+        several (a character made of byte tokens), so counting events undercounts. Servers
+        before this field sent none; a client may count one a piece then.
     {"event": "warning", "id": ID, "message": "..."}
         e.g. the prompt was cut from the left to fit the context.
     {"event": "done", "id": ID, "tokens": n, "prompt_tokens": n, "tokens_per_s": x,
-     "ttft_ms": x or null, "stopped": "eos" | "length" | "cancelled"}
+     "ttft_ms": x or null, "stopped": "eos" | "length" | "context" | "cancelled"}
+        "length": max_new_tokens were generated; "context": the prompt and the continuation
+        fill the model's context (model.max_seq_len) before that.
     {"event": "error", "id": ID (when the request had one), "message": "..."}
         a malformed or refused request, or a generation that failed; the server keeps serving.
 """
@@ -208,10 +213,11 @@ class Server:
                                      should_stop=should_stop, warn=warn)
             while True:
                 try:
-                    self.emit("token", id=request.id, text=next(pieces))
+                    piece = next(pieces)
                 except StopIteration as done:
                     result = done.value
                     break
+                self.emit("token", id=request.id, text=piece.text, tokens=piece.tokens)
             self.emit("done", id=request.id, tokens=len(result.token_ids), prompt_tokens=result.prompt_tokens,
                       tokens_per_s=round(result.tokens_per_s, 2),
                       ttft_ms=round(result.ttft_s * 1000, 2) if result.ttft_s is not None else None,

@@ -14,6 +14,7 @@ from babyllama.config import ModelConfig
 from babyllama.errors import UserError
 from babyllama.generate import (
     NumpyDecoder,
+    Piece,
     SamplingParams,
     apply_repetition_penalty,
     choose_token,
@@ -198,6 +199,52 @@ def test_generation_stops_at_the_token_budget_and_can_be_cancelled(sp_tokenizer)
     assert (result.stopped, len(result.token_ids)) == ("cancelled", 3)
 
 
+def test_a_full_context_stops_with_its_own_reason(sp_tokenizer):
+    word = sp_tokenizer.encode("天下")[0]
+    prompt_tokens = len(sp_tokenizer.encode("话说"))
+    room = 64 - prompt_tokens
+    result = generate(ScriptedDecoder([word], max_seq_len=64), sp_tokenizer, "话说",
+                      SamplingParams(temperature=0.0, max_new_tokens=1000))
+    assert (result.stopped, len(result.token_ids), result.prompt_tokens) == ("context", room, prompt_tokens)
+    result = generate(ScriptedDecoder([word], max_seq_len=64), sp_tokenizer, "话说",
+                      SamplingParams(temperature=0.0, max_new_tokens=room))
+    assert (result.stopped, len(result.token_ids)) == ("length", room)
+
+
+def streamed(pieces) -> tuple[list[Piece], object]:
+    """(the pieces, the Generation) of a generate_pieces generator."""
+    given = []
+    while True:
+        try:
+            given.append(next(pieces))
+        except StopIteration as done:
+            return given, done.value
+
+
+def byte_ids(tokenizer, text: str) -> list[int]:
+    return [tokenizer._sp.piece_to_id(f"<0x{byte:02X}>") for byte in text.encode("utf-8")]
+
+
+def test_a_character_split_over_byte_tokens_streams_whole_once_its_last_byte_comes(sp_tokenizer):
+    character = "龘"  # far outside a vocabulary trained on 三国演义: only byte pieces spell it
+    assert len(sp_tokenizer.encode(character)) > 1
+    script = byte_ids(sp_tokenizer, character) + sp_tokenizer.encode("天下") + [sp_tokenizer.eos_id]
+    pieces, result = streamed(generate_pieces(ScriptedDecoder(script), sp_tokenizer, "话说",
+                                              SamplingParams(temperature=0.0, max_new_tokens=50)))
+    assert pieces[0] == Piece(character, 3)
+    assert "".join(piece.text for piece in pieces) == result.text == character + "天下"
+    assert pieces[-1].tokens == len(result.token_ids) == len(script) - 1
+
+
+def test_a_lone_byte_token_the_model_draws_decodes_to_a_replacement_character(sp_tokenizer):
+    # What a high temperature does: a character's first byte, then a token that cannot finish it.
+    script = byte_ids(sp_tokenizer, "龘")[:1] + sp_tokenizer.encode("天下") + [sp_tokenizer.eos_id]
+    pieces, result = streamed(generate_pieces(ScriptedDecoder(script), sp_tokenizer, "话说",
+                                              SamplingParams(temperature=0.0, max_new_tokens=50)))
+    assert "".join(piece.text for piece in pieces) == result.text == sp_tokenizer.decode(result.token_ids)
+    assert result.text == "\ufffd天下"
+
+
 def test_a_long_prompt_is_cut_from_the_left_with_a_warning(sp_tokenizer):
     warnings = []
     decoder = ScriptedDecoder([sp_tokenizer.encode("天下")[0]], max_seq_len=64)
@@ -227,16 +274,12 @@ def test_streamed_pieces_are_whole_characters_joining_to_the_decoded_text(run_di
     # A random model at temperature 1 draws byte pieces often; several seeds make a split likely.
     for seed in range(5):
         params = SamplingParams(temperature=1.0, max_new_tokens=40, seed=seed)
-        pieces = generate_pieces(decoder, sp_tokenizer, "话说", params)
-        streamed = []
-        while True:
-            try:
-                streamed.append(next(pieces))
-            except StopIteration as done:
-                result = done.value
-                break
-        assert "".join(streamed) == result.text == sp_tokenizer.decode(result.token_ids)
-        assert not any(piece.endswith("\ufffd") for piece in streamed[:-1])
+        pieces, result = streamed(generate_pieces(decoder, sp_tokenizer, "话说", params))
+        texts = [piece.text for piece in pieces]
+        assert "".join(texts) == result.text == sp_tokenizer.decode(result.token_ids)
+        assert not any(text.endswith("\ufffd") for text in texts[:-1])
+        counts = [piece.tokens for piece in pieces]
+        assert counts == sorted(counts) and 1 <= counts[0] and counts[-1] <= len(result.token_ids)
 
 
 def test_prompt_file_reads_lines_and_question_fields(tmp_path):
@@ -276,6 +319,13 @@ def test_generate_command_streams_the_seed_prompts_by_default(run_dir):
     assert done.returncode == 0, done.stderr
     assert "床前明月光" in done.stdout and "请你讲一个童话故事：" in done.stdout and "《小王子》" in done.stdout
     assert done.stderr.count("tokens/s") == 3
+
+
+def test_generate_command_says_when_the_context_is_full(run_dir):
+    done = babyllama("generate", "--ckpt", str(run_dir[0]), "--prompt", "话说", "--temperature", "0",
+                     "--max-new-tokens", "1000")
+    assert done.returncode == 0, done.stderr
+    assert "stopped: context (the prompt and the continuation fill the model's 64-token context)" in done.stderr
 
 
 def test_generate_command_reports_a_missing_checkpoint_in_one_line(tmp_path):

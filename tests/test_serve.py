@@ -49,15 +49,20 @@ class ServerProcess:
 
     def until_done(self, request_id):
         """(token texts, done event) of one generation."""
-        texts = []
+        tokens, done = self.token_events_until_done(request_id)
+        return [event["text"] for event in tokens], done
+
+    def token_events_until_done(self, request_id):
+        """(token events, done event) of one generation."""
+        tokens = []
         while True:
             event = self.next_event()
             assert event.get("id") == request_id, event
             if event["event"] == "token":
-                texts.append(event["text"])
+                tokens.append(event)
             else:
                 assert event["event"] == "done", event
-                return texts, event
+                return tokens, event
 
     def close(self):
         if self.process.poll() is None:
@@ -103,6 +108,21 @@ def test_streamed_tokens_join_to_what_the_generate_command_writes(server, checkp
                           "--prompt-file", str(prompts), *flags], capture_output=True, text=True, timeout=WAIT_S)
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["answer"] == "".join(texts)
+
+
+def test_token_events_count_the_tokens_generated_so_far(server):
+    server.send({"op": "generate", "id": "n", "prompt": "话说", "temperature": 1.0, "max_new_tokens": 40, "seed": 3})
+    tokens, done = server.token_events_until_done("n")
+    counts = [event["tokens"] for event in tokens]
+    assert counts == sorted(counts) and counts[0] >= 1
+    assert counts[-1] <= done["tokens"]
+
+
+def test_a_full_context_stops_a_generation_with_its_own_reason(server):
+    server.send({"op": "generate", "id": "c", "prompt": "话说", "temperature": 0, "max_new_tokens": 5000})
+    _, done = server.until_done("c")
+    assert done["stopped"] == "context"
+    assert done["prompt_tokens"] + done["tokens"] == LONG.max_seq_len
 
 
 def test_cancel_stops_a_generation_in_the_middle(server):

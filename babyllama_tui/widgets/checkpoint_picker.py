@@ -132,14 +132,23 @@ def choice_prompt(choice: CheckpointChoice) -> Text:
     return text
 
 
-class CheckpointPicker(ModalScreen[PickedCheckpoint | None]):
+class FilterInput(Input):
+    """The picker's filter line, which keeps the focus: up and down move through the list below.
+
+    Bound here rather than on the screen so that they come before Input's own up and down
+    (scrolling, which a one-line field never needs) instead of relying on those to pass the
+    key on: the app runs a text field's first binding of a key itself (BabyLlamaApp.on_event)."""
+
     BINDINGS = [
-        Binding("escape", "dismiss(None)", "Cancel"),
-        Binding("up", "move(-1)", "Up", show=False),
-        Binding("down", "move(1)", "Down", show=False),
-        Binding("pageup", "move(-10)", "Page up", show=False),
-        Binding("pagedown", "move(10)", "Page down", show=False),
+        Binding("up", "screen.move(-1)", "Up", show=False),
+        Binding("down", "screen.move(1)", "Down", show=False),
+        Binding("pageup", "screen.move(-10)", "Page up", show=False),
+        Binding("pagedown", "screen.move(10)", "Page down", show=False),
     ]
+
+
+class CheckpointPicker(ModalScreen[PickedCheckpoint | None]):
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, title: str, root: Path, *, none_label: str | None = None, current: Path | None = None,
                  other: Path | None = None) -> None:
@@ -157,7 +166,7 @@ class CheckpointPicker(ModalScreen[PickedCheckpoint | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="checkpoint-picker"):
             yield Label(self._title, classes="dialog-title")
-            yield Input(placeholder="filter, or a folder path", id="checkpoint-filter", compact=True)
+            yield FilterInput(placeholder="filter, or a folder path", id="checkpoint-filter", compact=True)
             yield OptionList(id="checkpoint-options")
             yield Static("", id="checkpoint-message")
             yield Static("type to filter, or a path · ↑↓ choose · enter loads · esc cancels",

@@ -29,6 +29,7 @@ from babyllama_tui.widgets.mode_header import SCREENS
 
 # The longest a bound key waits for the focused text field to take the keys typed before it.
 FIELD_CATCH_UP_S = 1.0
+FOCUS_ACTIONS = {"focus_next", "focus_previous"}
 
 # The header names the screens; the footer only reminds of their keys.
 SCREEN_KEYS = Binding.Group("screens", compact=True)
@@ -127,20 +128,24 @@ class BabyLlamaApp(App):
         await super().on_event(event)
 
     async def _key_in_order(self, event: events.Key) -> bool:
-        """Run a key bound while a text field has focus only once the field has taken the keys before it.
+        """Run a text field's editing key, or tab, only once the field has taken the keys before it.
 
         Textual hands typed characters straight to the focused field, but runs a bound key
-        (backspace, the arrows, tab, enter...) only once it has bubbled from the field back up
-        to the app, and meanwhile hands the field the keys after it. Keys that arrive together
-        (a fast typist, or an SSH link that sends several in one packet) were applied out of
-        order: backspace then 6 on "45" gave "45", not "46", and tab then 5 put the 5 in the
-        field being left (Textual issue 6605). Here the app waits for the field to take what
-        it was handed, then runs the binding itself, before it reads the next key."""
+        (the field's backspace, arrows, home...; tab) only once it has bubbled from the field
+        back up to the app, and meanwhile hands the field the keys after it. Keys that arrive
+        together (a fast typist, or an SSH link that sends several in one packet) were applied
+        out of order: backspace then 6 on "45" gave "45", not "46", and tab then 5 put the 5 in
+        the field being left (Textual issue 6605). Here the app waits for the field to take
+        what it was handed, then runs the binding itself, before it reads the next key. Other
+        keys take Textual's way, where the widgets around the field see them first; so does a
+        binding whose action declines (a one-line field asked to scroll)."""
         field = self.focused
         if not isinstance(field, Input):
             return False
         active = self.screen.active_bindings.get(event.key)
         if active is None or active.binding.priority or not active.enabled:
+            return False
+        if active.node is not field and active.binding.action.rpartition(".")[2] not in FOCUS_ACTIONS:
             return False
         caught_up = asyncio.Event()
         field.call_later(caught_up.set)
@@ -148,8 +153,7 @@ class BabyLlamaApp(App):
             # A field removed meanwhile never catches up: then go on after a moment.
             await asyncio.wait_for(caught_up.wait(), FIELD_CATCH_UP_S)
         self.app_focus = True
-        await self.run_action(active.binding.action, active.node)
-        return True
+        return await self.run_action(active.binding.action, active.node)
 
     def on_ready(self) -> None:
         """The first frame is on the terminal: now the Train screen's form, the app's biggest

@@ -89,7 +89,16 @@ async def test_a_theme_chosen_while_a_screen_is_hidden_restyles_it_when_shown(tm
 
 
 class TwoFields(Screen):
-    """Two text fields one after the other, on top of the app's screens."""
+    """Two text fields one after the other, on top of the app's screens; up is the screen's key."""
+
+    BINDINGS = [("up", "count_up", "Up")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ups = 0
+
+    def action_count_up(self) -> None:
+        self.ups += 1
 
     def compose(self):
         yield Input("ab", id="first", select_on_focus=False)
@@ -117,6 +126,9 @@ async def test_keys_arriving_together_are_applied_in_order(tmp_path):
         await keys_at_once(pilot, "tab", "4", "2", "shift+tab", "!")
         assert (first.value, second.value) == ("yaxcz!", "42")
         assert app.focused is first
+        # A field cannot scroll, so its own up declines and the screen's up runs, as in Textual.
+        await keys_at_once(pilot, "up", "?")
+        assert (app.screen.ups, first.value) == (1, "yaxcz!?")
 
 
 def palette_entries(app) -> list[tuple[str, str]]:

@@ -103,7 +103,6 @@ class NewRunForm(VerticalScroll):
         chosen = usable if len(usable) == 1 else []
         self.token_file_list = TokenFileList(data_dir, entries, {e.path for e in chosen}, id="token-files")
         self.token_file_list.border_title = "space chooses"
-        self.token_file_list.display = bool(entries)
         self._default_tokenizer = suggested_tokenizer(chosen, root)
         self._default_name = default_run_name(DEFAULT_PRESET, now, runs_dir)
         values = preset_values(DEFAULT_PRESET)
@@ -127,6 +126,7 @@ class NewRunForm(VerticalScroll):
             )
         }
         self.section_errors = {section: Static("", classes="section-error") for section in SECTIONS}
+        self._show_list_if_any(entries)
 
     def compose(self) -> ComposeResult:
         yield Static("Data and run", classes="form-section")
@@ -164,8 +164,13 @@ class NewRunForm(VerticalScroll):
         """List `entries`; the same files as before (every return to the screen) change nothing."""
         if entries == list(self.token_file_list.entries.values()):
             return
+        had_files = any(e.token_file is not None for e in self.token_file_list.entries.values())
         self.token_file_list.show_entries(entries)
-        self.token_file_list.display = bool(entries)
+        self._show_list_if_any(entries)
+        usable = [e for e in entries if e.token_file is not None]
+        if not had_files and len(usable) == 1:
+            # The project's first token file, as the form chooses the only one when it is built.
+            self.token_file_list.select(usable[0].path)
         self._files_changed()
 
     def show_check(self, check: FormCheck) -> None:
@@ -176,6 +181,11 @@ class NewRunForm(VerticalScroll):
             message = check.errors.get(section)
             error.update(message or "")
             error.display = message is not None
+
+    def _show_list_if_any(self, entries: list[TokenFileEntry]) -> None:
+        """An empty list is hidden; its row's message then takes the list's place beside the label."""
+        self.token_file_list.display = bool(entries)
+        self.rows["data"].set_class(not entries, "-no-files")
 
     def set_value(self, key: str, value) -> None:
         editor = self.rows[key].editor

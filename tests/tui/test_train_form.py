@@ -148,7 +148,9 @@ async def test_a_project_without_token_files_says_so_plainly(tmp_path):
         screen, form = await open_form(pilot)
         assert screen.form_check.errors == {"data": NO_TOKEN_FILES}
         assert not form.token_file_list.display
-        assert str(form.rows["data"].note.render()) == NO_TOKEN_FILES
+        row = form.rows["data"]
+        assert str(row.note.render()) == NO_TOKEN_FILES
+        assert row.note.region.y == row.region.y and row.note.region.x >= 18, "beside the label, in the list's place"
         assert "1 to fix: no token files in data/ yet" in str(screen.query_one("#summary-text").render())
         assert app.focused is None
         await pilot.press("ctrl+l")
@@ -156,3 +158,9 @@ async def test_a_project_without_token_files_says_so_plainly(tmp_path):
         assert any(n.message == f"cannot launch: {NO_TOKEN_FILES}" for n in app._notifications)
         await pilot.press("1")
         await wait_until(pilot, lambda: isinstance(app.screen, CorporaScreen), "the Corpora screen")
+        write_token_file(tmp_path / "data", "made.bin", tokens=30_000, vocab_size=2000, tokenizer_path="")
+        await pilot.press("2")
+        await wait_until(pilot, lambda: form.token_file_list.display, "the new token file")
+        assert not row.has_class("-no-files")
+        assert form.token_file_list.selected == [tmp_path / "data" / "made.bin"], "the first file made is chosen"
+        await wait_until(pilot, lambda: "data" not in screen.form_check.errors, "the files' error to go")

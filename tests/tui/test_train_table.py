@@ -100,3 +100,4 @@ async def test_a_resize_while_another_screen_is_shown_applies_on_return(tmp_path
         await wait_until(pilot, lambda: app.screen is screen, "the train screen")
         await pilot.pause()
         assert screen.query_one("#new-run-pane").display and screen.query_one("#runs-pane").display
+        assert screen.has_class("-wide"), "the panes' borders come with the wide class"

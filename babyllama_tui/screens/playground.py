@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
@@ -54,10 +55,11 @@ class Engine:
     client: ServeClient
     state: str = "loading"  # loading | ready | failed (to load) | exited
     request: int | None = None  # the generation shown, while it runs
-    pieces: int = 0
+    tokens: int = 0  # generated so far by that generation
     began: float | None = None
     last_done: dict | None = None
     parameters: int | None = None
+    context: int | None = None  # the model's max_seq_len: prompt and continuation together
 
     @property
     def generating(self) -> bool:
@@ -77,8 +79,9 @@ def format_rate(tokens_per_s: float) -> str:
     return f"{tokens_per_s:.1f} tok/s" if tokens_per_s < 100 else f"{tokens_per_s:,.0f} tok/s"
 
 
-def engine_status(engine: Engine, now: float) -> Text:
-    """A panel's subtitle: loading, or how the last generation went, or how the current one goes."""
+def engine_status(engine: Engine, now: float, width: int | None = None) -> Text:
+    """A panel's subtitle: loading, or how the last generation went, or how the current one goes.
+    Longer than `width` cells, it leaves out the rate: how many tokens and why they stopped matter more."""
     if engine.state == "loading":
         return Text("loading…", style="italic")
     if engine.state == "failed":
@@ -87,13 +90,30 @@ def engine_status(engine: Engine, now: float) -> Text:
         return Text("server exited", style="bold red")
     if engine.generating:
         elapsed = now - engine.began if engine.began is not None else 0.0
-        rate = f" · {format_rate(engine.pieces / elapsed)}" if elapsed > 0 and engine.pieces else ""
-        return Text(f"▶ {engine.pieces} tokens{rate}", style="bold")
+        rate = f" · {format_rate(engine.tokens / elapsed)}" if elapsed > 0 and engine.tokens else ""
+        return Text(f"▶ {engine.tokens} tokens{rate}", style="bold")
     done = engine.last_done
     if done is not None:
-        stopped = {"eos": "eos", "length": "max", "cancelled": "stopped"}.get(done.get("stopped"), "")
-        return Text(f"{done.get('tokens', 0)} tokens · {format_rate(done.get('tokens_per_s', 0.0))} · {stopped}")
+        tokens = f"{done.get('tokens', 0)} tokens"
+        stopped = stop_label(str(done.get("stopped")), engine.context)
+        status = f"{tokens} · {format_rate(done.get('tokens_per_s', 0.0))} · {stopped}"
+        if width is not None and cell_len(status) > width:
+            status = f"{tokens} · {stopped}"
+        return Text(status)
     return Text(f"{format_parameters(engine.parameters)} params · ready")
+
+
+def stop_label(stopped: str, context: int | None) -> str:
+    """Why a generation ended, in a few words."""
+    if stopped == "context":
+        return f"context full ({context})" if context else "context full"
+    return {"eos": "end of text", "length": "max tokens", "cancelled": "stopped"}.get(stopped, stopped)
+
+
+def token_count(event: dict, counted: int) -> int:
+    """Tokens generated so far after a token event; a server that does not count them gets one a piece."""
+    tokens = event.get("tokens")
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else counted + 1
 
 
 class PlaygroundScreen(AppScreen):
@@ -116,11 +136,12 @@ class PlaygroundScreen(AppScreen):
         self.serve_program = tuple(serve_program)
         self.engines: dict[str, Engine | None] = dict.fromkeys(SLOTS)
         self.closing: set[ServeClient] = set()
-        self.prompt_input = PromptInput(placeholder="a prompt to continue · enter starts", id="prompt", compact=True,
-                                        select_on_focus=False)
+        self.prompt_input = PromptInput(placeholder="text for the model to continue, then enter", id="prompt",
+                                        compact=True, select_on_focus=False)
         self.form = SamplingForm(id="sampling")
         self.history_list = OptionList(id="history")
         self.panels = {slot: ContinuationPanel(id=f"panel-{slot.lower()}") for slot in SLOTS}
+        self.statuses: dict[str, Text] = {}  # the subtitle each panel shows
 
     def compose(self) -> ComposeResult:
         yield ModeHeader("playground")
@@ -181,6 +202,7 @@ class PlaygroundScreen(AppScreen):
         self.engines[slot] = None
         self.closing.add(engine.client)
         self.run_worker(self._close(engine.client), group="serve-close")
+        self._show_contexts()
         self.refresh_bindings()
 
     async def _close(self, client: ServeClient) -> None:
@@ -206,12 +228,14 @@ class PlaygroundScreen(AppScreen):
         kind = event.get("event")
         current = engine.request is not None and event.get("id") == engine.request
         if kind == "token" and current:
-            engine.pieces += 1
+            engine.tokens = token_count(event, engine.tokens)
             panel.add(str(event.get("text", "")))
             return
         if kind == "ready":
             engine.state = "ready"
             engine.parameters = event.get("parameters")
+            context = (event.get("model") or {}).get("max_seq_len")
+            engine.context = context if isinstance(context, int) else None
             if not engine.generating:
                 panel.show_hint(READY_HINT)
         elif kind == "warning" and current:
@@ -221,6 +245,10 @@ class PlaygroundScreen(AppScreen):
             engine.last_done = event
             if event.get("stopped") == "cancelled":
                 panel.add_note("(stopped)", "italic yellow")
+            elif event.get("stopped") == "context":
+                size = f"{engine.context}-token " if engine.context else ""
+                panel.add_note(f"(stopped: the prompt and the continuation fill the model's {size}context)",
+                               "italic yellow")
         elif kind == "error" and ("id" not in event or current):
             message = str(event.get("message"))
             if engine.state == "loading":
@@ -247,14 +275,30 @@ class PlaygroundScreen(AppScreen):
             if event.get("stderr"):
                 panel.add_note(str(event["stderr"]).splitlines()[-1], "red")
 
+    def _show_contexts(self) -> None:
+        self.form.show_contexts([e.context for e in self.engines.values()
+                                 if e is not None and e.state == "ready" and e.context])
+
     def _show_engine(self, engine: Engine) -> None:
-        self.panels[engine.slot].border_subtitle = engine_status(engine, time.monotonic())
+        self._show_status(engine)
+        self._show_contexts()
         self.refresh_bindings()
 
+    def _show_status(self, engine: Engine) -> None:
+        panel = self.panels[engine.slot]
+        # The border's corners and the spaces around the subtitle take six cells.
+        width = panel.size.width - 6 if panel.size.width else None
+        status = engine_status(engine, time.monotonic(), width)
+        # Setting a subtitle repaints the panel: twice a second, unchanged, would be wasted on an SSH link.
+        if self.statuses.get(engine.slot) != status:
+            self.statuses[engine.slot] = status
+            panel.border_subtitle = status
+
     def _show_rates(self) -> None:
+        """The live rates; and every subtitle again, fitted to its panel's width after a resize."""
         for engine in self.engines.values():
-            if engine is not None and engine.generating:
-                self.panels[engine.slot].border_subtitle = engine_status(engine, time.monotonic())
+            if engine is not None:
+                self._show_status(engine)
 
     def on_key(self, event: events.Key) -> None:
         """Typing outside the text fields goes to the prompt; keys with a binding keep their meaning."""
@@ -305,7 +349,7 @@ class PlaygroundScreen(AppScreen):
                 engine.request = None
                 panel.add_note(str(e), "bold red")
                 continue
-            engine.pieces, engine.began, engine.last_done = 0, time.monotonic(), None
+            engine.tokens, engine.began, engine.last_done = 0, time.monotonic(), None
             panel.start(prompt)
             self._show_engine(engine)
         return True

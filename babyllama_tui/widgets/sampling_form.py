@@ -4,10 +4,16 @@ The rules are the engine's own (babyllama.generate.SamplingParams.validate), app
 field at a time over the defaults, so the message names the field that is wrong. One row of
 short labels on a narrow terminal; a column with full names on a wide one. The note line under
 the fields says what the focused field means, or what is wrong with it.
+
+Beside max new tokens stands the loaded model's context (max_seq_len): the prompt and the
+continuation together cannot outgrow it, so it ends a generation before a larger max can. The
+field takes any count (a second checkpoint may have a longer context); its note says so
+instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from textual import on
@@ -36,6 +42,7 @@ FIELDS = (
     SamplingField("seed", "seed", "seed", "the same seed and settings give the same text"),
 )
 
+FIELD_HELP = {field.key: field.help for field in FIELDS}
 
 FORM_HINT = "sampling: tab to a field to change it; each is checked as you type"
 
@@ -72,6 +79,9 @@ class SamplingForm(Vertical):
         self.inputs = {field.key: Input(str(self.defaults[field.key]), id=f"sampling-{field.key}", compact=True,
                                         select_on_focus=True) for field in FIELDS}
         self.note = Static(FORM_HINT, id="sampling-note", markup=False)
+        self.contexts: tuple[int, ...] = ()
+        self.context_labels = (Label("", classes="short-label context-label -empty"),
+                               Label("", classes="long-label context-label -empty"))
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="sampling-fields"):
@@ -80,6 +90,8 @@ class SamplingForm(Vertical):
                     yield Label(field.short, classes="short-label")
                     yield Label(field.long, classes="long-label")
                     yield self.inputs[field.key]
+                    if field.key == "max_new_tokens":
+                        yield from self.context_labels
         yield self.note
 
     def params(self) -> dict | None:
@@ -92,6 +104,31 @@ class SamplingForm(Vertical):
             if field.key in self.errors:
                 return field.key, self.errors[field.key]
         return None
+
+    def show_contexts(self, contexts: Iterable[int]) -> None:
+        """The loaded models' contexts in tokens (none while nothing is loaded)."""
+        contexts = tuple(sorted(set(contexts)))
+        if contexts == self.contexts:
+            return
+        self.contexts = contexts
+        shown = "/".join(map(str, contexts))
+        short, long = self.context_labels
+        short.update(f"(ctx {shown})" if contexts else "")
+        long.update(f"(context {shown})" if contexts else "")
+        for label in self.context_labels:
+            label.set_class(not contexts, "-empty")
+        if self.inputs["max_new_tokens"].has_focus or "max_new_tokens" in self.errors:
+            self._show_note("max_new_tokens")
+
+    def max_tokens_note(self) -> tuple[str, bool]:
+        """(what max new tokens means with the loaded models, whether the value typed outgrows a context)."""
+        if not self.contexts:
+            return f"max new tokens: {FIELD_HELP['max_new_tokens']}", False
+        context = f"{'/'.join(map(str, self.contexts))}-token context"
+        # A prompt has at least one token, so a max as large as the context can never be reached.
+        if self.values["max_new_tokens"] >= self.contexts[0]:
+            return f"max new tokens: more than the {context} holds with the prompt", True
+        return f"max new tokens: at most this many; the {context} holds prompt + new", False
 
     def focus_field(self, key: str) -> None:
         self.inputs[key].focus()
@@ -118,5 +155,13 @@ class SamplingForm(Vertical):
     def _show_note(self, key: str) -> None:
         error = self.errors.get(key)
         field = next(f for f in FIELDS if f.key == key)
-        self.note.update(error or f"{field.long}: {field.help}")
+        warning = False
+        if error is not None:
+            note = error
+        elif key == "max_new_tokens":
+            note, warning = self.max_tokens_note()
+        else:
+            note = f"{field.long}: {field.help}"
+        self.note.update(note)
         self.note.set_class(error is not None, "-error")
+        self.note.set_class(warning, "-warning")

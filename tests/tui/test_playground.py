@@ -22,7 +22,7 @@ from textual.widgets import Input
 from babyllama.runs import RunDir
 from babyllama_tui import app as app_module
 from babyllama_tui.app import BabyLlamaApp
-from babyllama_tui.screens.playground import PlaygroundScreen
+from babyllama_tui.screens.playground import PlaygroundScreen, token_count
 from babyllama_tui.serve_client import ServeClient, ServeError
 from babyllama_tui.widgets.checkpoint_picker import CheckpointPicker, list_checkpoints
 from babyllama_tui.widgets.continuation_panel import printable
@@ -44,6 +44,17 @@ def project(tmp_path_factory, sp_tokenizer) -> Path:
     for seed, step in enumerate(STEPS, start=1):
         write_checkpoint(run.checkpoint_path(step), LONG, sp_tokenizer, seed=seed)
     run.latest_path.write_text(f"{run.checkpoint_path(STEPS[-1]).name}\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def short_project(tmp_path_factory, sp_tokenizer) -> Path:
+    """A project whose one checkpoint has TINY's 64-token context, which a generation fills in a blink."""
+    root = tmp_path_factory.mktemp("short")
+    run = RunDir(root / "out" / "runs" / "short")
+    run.create({"model": dataclasses.asdict(TINY), "train": {}})
+    write_checkpoint(run.checkpoint_path(10), TINY, sp_tokenizer, seed=1)
+    run.latest_path.write_text(f"{run.checkpoint_path(10).name}\n")
     return root
 
 
@@ -301,13 +312,55 @@ async def test_escape_stops_a_generation_mid_way(project):
         screen.prompt_input.focus()
         await pilot.press(*"话说", "enter")
         engine = screen.engines["A"]
-        await wait_until(pilot, lambda: engine.pieces >= 1, "the first tokens")
+        await wait_until(pilot, lambda: engine.tokens >= 1, "the first tokens")
         assert screen.generating
         await pilot.press("escape")
         await wait_until(pilot, lambda: finished(screen, "A"), "the stop")
         assert engine.last_done["stopped"] == "cancelled" and engine.last_done["tokens"] < MANY
         assert "(stopped)" in screen.panels["A"].render().plain
         assert "stopped" in str(screen.panels["A"].border_subtitle)
+
+
+async def test_a_full_context_is_said_plainly_and_max_new_tokens_shows_the_context(short_project):
+    app = BabyLlamaApp(root=short_project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await wait_until(pilot, lambda: state_of(screen, "A") == "ready", "the checkpoint to load")
+        assert screen.form.contexts == (64,)
+        assert screen.form.context_labels[0].display and "(ctx 64)" in str(screen.form.context_labels[0].render())
+        await set_field(pilot, screen, "max_new_tokens", "1000")
+        assert "more than the 64-token context holds" in str(screen.form.note.render())
+        assert screen.form.note.has_class("-warning") and screen.form.params() is not None
+        await set_field(pilot, screen, "max_new_tokens", "20")
+        assert "at most this many; the 64-token context" in str(screen.form.note.render())
+        await set_field(pilot, screen, "max_new_tokens", "1000")
+        await set_field(pilot, screen, "temperature", "0")
+        await pilot.press("f1")
+        await wait_until(pilot, lambda: finished(screen, "A"), "the generation")
+        done = screen.engines["A"].last_done
+        assert done["stopped"] == "context" and done["prompt_tokens"] + done["tokens"] == 64
+        assert str(screen.panels["A"].border_subtitle).endswith("· context full (64)")
+        assert "(stopped: the prompt and the continuation fill the model's 64-token context)" in \
+            " ".join(note.plain for note in screen.panels["A"].notes)
+
+
+async def test_the_live_count_is_of_tokens_not_of_pieces(tmp_path):
+    app = stand_in_app(tmp_path, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await wait_until(pilot, lambda: state_of(screen, "A") == "ready", "A")
+        assert screen.continue_prompt(HOLD)
+        engine = screen.engines["A"]
+        await wait_until(pilot, lambda: engine.tokens == 2 * HELD_PIECES, "the held pieces")
+        await wait_until(pilot, lambda: f"▶ {2 * HELD_PIECES} tokens ·" in str(screen.panels["A"].border_subtitle),
+                         "the live count")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: finished(screen, "A"), "the stop")
+
+
+def test_a_server_that_does_not_count_tokens_is_counted_one_a_piece():
+    assert token_count({"event": "token", "text": "字"}, 4) == 5
+    assert token_count({"event": "token", "text": "字", "tokens": 9}, 4) == 9
 
 
 async def test_a_bad_parameter_is_refused_with_a_message(project):
@@ -345,7 +398,7 @@ async def test_side_by_side_streams_the_same_prompt_on_two_checkpoints(project):
         await set_field(pilot, screen, "max_new_tokens", "300")
         screen.prompt_input.focus()
         await pilot.press(*"话说", "enter")
-        await wait_until(pilot, lambda: all(screen.engines[s].pieces >= 3 for s in "AB"), "both to stream")
+        await wait_until(pilot, lambda: all(screen.engines[s].tokens >= 3 for s in "AB"), "both to stream")
         await wait_until(pilot, lambda: finished(screen, "A") and finished(screen, "B"), "both generations")
         for slot in "AB":
             assert screen.panels[slot].prompt == "话说" and screen.panels[slot].text
@@ -397,7 +450,7 @@ async def test_quitting_shuts_every_server_down_even_mid_generation(project):
         await wait_until(pilot, lambda: state_of(screen, "A") == state_of(screen, "B") == "ready", "both servers")
         await set_field(pilot, screen, "max_new_tokens", str(MANY))
         assert screen.continue_prompt("话说")
-        await wait_until(pilot, lambda: all(screen.engines[s].pieces >= 1 for s in "AB"), "both to stream")
+        await wait_until(pilot, lambda: all(screen.engines[s].tokens >= 1 for s in "AB"), "both to stream")
         clients = [screen.engines[slot].client for slot in "AB"]
         await pilot.press("ctrl+q")
     # Shut down, not killed: each stopped its generation and exited when asked.
@@ -411,6 +464,7 @@ async def test_typing_goes_to_the_prompt_and_the_number_keys_still_switch_screen
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_playground(pilot)
         assert screen.engines["A"] is None and "No checkpoint is loaded" in screen.panels["A"].hint
+        assert not any(label.display for label in screen.form.context_labels)
         await pilot.press("x", "y")
         assert screen.prompt_input.value == "xy" and screen.focused is screen.prompt_input
         await pilot.press("enter")
@@ -482,26 +536,37 @@ def test_checkpoints_are_listed_newest_run_first_then_exports(tmp_path):
 # ---------------------------------------------------------------------------------------
 # Snapshot, with a stand-in server whose output is fixed
 
+# The stand-in server's prompt that streams HELD_PIECES pieces of two tokens each, then waits for a cancel.
+HOLD = "hold"
+HELD_PIECES = 10
 STANDIN_SERVER = '''
 import json, sys
 checkpoint = sys.argv[sys.argv.index("--ckpt") + 1]
 older = checkpoint.endswith("1000")
 def emit(**event):
     print(json.dumps(event, ensure_ascii=False), flush=True)
-emit(event="ready", protocol=1, checkpoint=checkpoint, parameters=226624, model={}, defaults={})
+emit(event="ready", protocol=1, checkpoint=checkpoint, parameters=226624, model={"max_seq_len": 256}, defaults={})
+held = None
 for line in sys.stdin:
     request = json.loads(line)
     if request["op"] == "shutdown":
         break
-    if request["op"] == "generate":
+    if request["op"] == "cancel" and request["id"] == held:
+        emit(event="done", id=held, tokens=%(held)d * 2, prompt_tokens=1, tokens_per_s=1.0, ttft_ms=1.0,
+             stopped="cancelled")
+    if request["op"] == "generate" and request["prompt"] == %(hold)r:
+        held = request["id"]
+        for n in range(1, %(held)d + 1):
+            emit(event="token", id=held, text="字", tokens=2 * n)
+    elif request["op"] == "generate":
         text = "了王子的玩耍，国王一个人说：“你好。”我们到了下的，把她" if older else \\
             "一个来自遥远星球的小王子，他离开了自己的玫瑰，去别的星球旅行。他遇见了国王、商人和点灯人，最后来到地球。"
         pieces = [text[i:i + 3] for i in range(0, len(text), 3)]
-        for piece in pieces:
-            emit(event="token", id=request["id"], text=piece)
-        emit(event="done", id=request["id"], tokens=len(pieces), prompt_tokens=9,
-             tokens_per_s=61.5 if older else 58.2, ttft_ms=4.0, stopped="eos")
-'''
+        for n, piece in enumerate(pieces, 1):
+            emit(event="token", id=request["id"], text=piece, tokens=n)
+        emit(event="done", id=request["id"], tokens=247 if older else len(pieces), prompt_tokens=9,
+             tokens_per_s=61.5 if older else 58.2, ttft_ms=4.0, stopped="context" if older else "eos")
+''' % {"hold": HOLD, "held": HELD_PIECES}
 
 
 def stand_in_app(root: Path, tmp_path: Path) -> BabyLlamaApp:

@@ -3,8 +3,9 @@
 The form holds text as typed. `check_form` turns it into a `RunPlan` (the configs, the run
 directory and the `babyllama train` arguments) or into messages keyed by the field they are
 about ("model.n_heads", "train.max_steps", "data", "tokenizer", "name", "workers"), so the
-screen can show each one next to its field. Everything here is plain Python, tested
-without a terminal.
+screen can show each one next to its field; warnings, keyed the same way, point out what is
+allowed but probably not meant and do not block the plan. Everything here is plain Python,
+tested without a terminal.
 """
 
 from __future__ import annotations

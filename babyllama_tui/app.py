@@ -20,7 +20,6 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Input
 
 from babyllama import __version__
 from babyllama.runs import TRAIN_PROGRAM
@@ -130,6 +129,9 @@ class BabyLlamaApp(App):
     async def _key_in_order(self, event: events.Key) -> bool:
         """Run a text field's editing key, or tab, only once the field has taken the keys before it.
 
+        A text field is a focused widget that takes typed characters: Textual's Input, and
+        our FieldInput, which handles its editing keys itself but not tab.
+
         Textual hands typed characters straight to the focused field, but runs a bound key
         (the field's backspace, arrows, home...; tab) only once it has bubbled from the field
         back up to the app, and meanwhile hands the field the keys after it. Keys that arrive
@@ -140,7 +142,7 @@ class BabyLlamaApp(App):
         keys take Textual's way, where the widgets around the field see them first; so does a
         binding whose action declines (a one-line field asked to scroll)."""
         field = self.focused
-        if not isinstance(field, Input):
+        if field is None or not field.check_consume_key("x", "x"):
             return False
         active = self.screen.active_bindings.get(event.key)
         if active is None or active.binding.priority or not active.enabled:

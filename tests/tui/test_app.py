@@ -20,6 +20,7 @@ from babyllama_tui.screens.corpora import CorporaScreen
 from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.playground import PlaygroundScreen
 from babyllama_tui.screens.train import TrainScreen
+from babyllama_tui.widgets.field_input import FieldInput
 from babyllama_tui.widgets.runs_table import RunsTable
 
 SCREEN_KEYS = [("1", CorporaScreen), ("3", MonitorScreen), ("4", PlaygroundScreen), ("2", TrainScreen)]
@@ -103,6 +104,7 @@ class TwoFields(Screen):
     def compose(self):
         yield Input("ab", id="first", select_on_focus=False)
         yield Input("", id="second", select_on_focus=False)
+        yield FieldInput("8", kind="integer", id="third")
 
 
 async def keys_at_once(pilot, *keys: str) -> None:
@@ -129,6 +131,11 @@ async def test_keys_arriving_together_are_applied_in_order(tmp_path):
         # A field cannot scroll, so its own up declines and the screen's up runs, as in Textual.
         await keys_at_once(pilot, "up", "?")
         assert (app.screen.ups, first.value) == (1, "yaxcz!?")
+        third = app.screen.query_one("#third", FieldInput)
+        third.focus()
+        await pilot.pause()
+        await keys_at_once(pilot, "backspace", "9", "shift+tab", "7")
+        assert (second.value, third.value) == ("427", "9")
 
 
 def palette_entries(app) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Static
+from textual.widgets import Input, Static
 
 
 class OpenFolderDialog(ModalScreen[Path | None]):
@@ -23,7 +23,8 @@ class OpenFolderDialog(ModalScreen[Path | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="open-folder-dialog", classes="corpora-dialog") as dialog:
             dialog.border_title = "Open a folder of corpora"
-            yield Label("A folder (its files and folders are listed as corpora) or one corpus file:")
+            # A Static wraps where a Label would be cut at 80 columns.
+            yield Static("A folder (each file or folder in it is a corpus) or one corpus file:")
             yield Input(placeholder="path, relative to the project or absolute", id="folder-path", compact=True)
             yield Static(id="open-message")
             yield Static("enter opens · esc cancels", classes="corpora-dialog-keys")

@@ -59,8 +59,11 @@ class PrepareDialog(ModalScreen[PrepareRequest | None]):
                 yield Input(self.fmt, id="prepare-format", suggester=SuggestFromList(FORMATS), compact=True)
                 yield Label("workers")
                 yield Input(placeholder=f"{os.cpu_count() or 1}", type="integer", id="prepare-workers", compact=True)
-                yield Label("min tokens")
-                yield Input(str(DEFAULT_MIN_TOKENS), type="integer", id="prepare-min-tokens", compact=True)
+                # prepare's --min-tokens, said as what it does.
+                yield Label("drop docs under")
+                yield Input(str(DEFAULT_MIN_TOKENS), type="integer", id="prepare-min-tokens", compact=True,
+                            tooltip="Documents shorter than this many tokens are left out (--min-tokens)")
+                yield Label("tokens")
             yield Checkbox("replace the existing token file", id="prepare-force", compact=True)
             yield Static(id="prepare-command", classes="corpora-dialog-command")
             yield Static(id="prepare-message")
@@ -91,7 +94,7 @@ class PrepareDialog(ModalScreen[PrepareRequest | None]):
         if workers and (not workers.isdigit() or int(workers) < 1):
             return None, "workers must be a whole number of at least 1 (empty: one per core)", ""
         if not min_tokens.isdigit() or int(min_tokens) < 1:
-            return None, "min tokens must be a whole number of at least 1", ""
+            return None, "drop docs under: a whole number of tokens, at least 1", ""
         out = self.out_path()
         force = self.query_one("#prepare-force", Checkbox).value
         note = ""

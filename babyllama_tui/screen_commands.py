@@ -49,16 +49,20 @@ class ScreenKeysProvider(Provider):
 
 
 class PlaygroundCommands(Provider):
-    """The playground's palette entries beyond its keys: each seed prompt by its text, each prompt
-    of the session to recall, and each saved checkpoint to load (or compare with) by name."""
+    """The playground's palette entries beyond its keys: each seed prompt by its text, each
+    sampling setting to change, each prompt of the session to recall, and each saved checkpoint
+    to load (or compare with) by name."""
 
     def _commands(self) -> list[tuple[str, object]]:
         from babyllama.generate import SEED_PROMPTS
         from babyllama_tui.widgets.checkpoint_picker import list_checkpoints
+        from babyllama_tui.widgets.sampling_form import FIELDS
 
         screen = self.screen
         found = [(f"Continue the seed prompt {prompt}", partial(screen.action_seed_prompt, index))
                  for index, prompt in enumerate(SEED_PROMPTS)]
+        found += [(f"Set the {field.long} ({field.help})", partial(screen.form.focus_field, field.key))
+                  for field in FIELDS]
         found += [(f"Recall the prompt {prompt}", partial(screen.recall, prompt))
                   for prompt in reversed(screen.prompt_input.history)]
         for choice in list_checkpoints(self.app.root):

@@ -495,6 +495,19 @@ async def test_the_palette_loads_a_checkpoint_to_compare_and_opens_the_picker(pr
         await wait_until(pilot, lambda: isinstance(app.screen, CheckpointPicker), "the picker")
 
 
+async def test_the_palette_sets_each_sampling_setting(tmp_path):
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        for words, field_id in [("temperature", "sampling-temperature"), ("repetition penalty",
+                                                                            "sampling-repetition_penalty")]:
+            await pilot.press("ctrl+p", *f"Set the {words}")
+            await wait_until(pilot, lambda: palette_hits(app), "the palette's hits")
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: app.screen is screen and app.focused is not None
+                             and app.focused.id == field_id, f"the {words} field focused")
+
+
 async def test_the_panel_follows_the_end_and_scrolls_back_when_focused(tmp_path):
     app = BabyLlamaApp(root=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -2,9 +2,13 @@
 tokenization: mark sources, choose a tokenizer, run `babyllama prepare` with live progress.
 
 Listing happens in worker threads (a 100 GB data/ is walked with a cap and sampled, never
-read), jobs are `babyllama` child processes read by an async worker. A prepare goes on if the
-app closes and shows up as "preparing" when it is opened again; interrupted, it keeps its
-progress and `r` resumes it with the command its journal records.
+read). While the screen is shown it looks again every few seconds, by stat alone: a folder
+whose modification time moved is listed again, and a corpus that grew is shown at its new size
+with its document estimate scaled, without reading it.
+
+Jobs are `babyllama` child processes read by an async worker. A prepare goes on if the app
+closes and shows up as "preparing" when it is opened again; interrupted, it keeps its progress
+and `r` resumes it with the command its journal records.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -45,7 +50,10 @@ from babyllama_tui.corpora_listing import (
     format_count,
     list_token_files,
     list_tokenizers,
+    read_corpus_stamp,
     read_folder,
+    restamped,
+    tree_stamp,
 )
 from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.widgets.corpus_list import CorpusList
@@ -58,9 +66,12 @@ from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
 
-# How often the listed folders are checked for changes, and a prepare started elsewhere (or
+# How often the listing is checked against the files, and a prepare started elsewhere (or
 # before the app was reopened) is followed through its journal.
 WATCH_INTERVAL_S = 2.0
+# A corpus folder of more files is not stat'd on every look (a thousand files take about 5 ms):
+# files added to it or removed still show, through its folders' modification times, and f5.
+WATCH_MAX_FILES = 1_000
 WIDE_LAYOUT_COLUMNS = 150
 STDERR_LINES_KEPT = 20
 EMPTY_CORPORA = (
@@ -69,7 +80,8 @@ EMPTY_CORPORA = (
     "o opens a folder of corpora elsewhere."
 )
 EMPTY_TOKEN_FILES = "No token files yet: mark corpora with space, then p prepares them."
-IDLE_HINT = "space marks corpora · t chooses a tokenizer · p prepares · tab switches lists"
+# The keys the footer has no room for at 80 columns; they are in the palette too.
+IDLE_HINT = "space marks and steps down · tab other list · s sample corpus · f5 re-reads"
 
 
 def source_stem(path: str) -> str:
@@ -83,9 +95,10 @@ class CorporaScreen(AppScreen):
         Binding("p", "prepare", "Prepare"),
         Binding("c", "cancel_job", "Cancel"),
         Binding("r", "resume", "Resume"),
-        Binding("s", "sample", "Sample"),
+        # In the palette and the hint only: every key shown must fit 80 columns in every state.
+        Binding("s", "sample", "Sample corpus", show=False),
         Binding("o", "open_folder", "Open"),
-        # Listing refreshes itself when data/ changes; f5 also looks again inside its folders.
+        # The listing follows the files by itself; f5 also reads every corpus's first MB again.
         Binding("f5", "refresh_listing", "Refresh", show=False),
     ]
 
@@ -104,6 +117,9 @@ class CorporaScreen(AppScreen):
             self.corpora = corpora
             self.token_files = token_files
             self.tokenizers = tokenizers
+
+    class FoldersChanged(Message):
+        """A file was added, removed or renamed in a listed folder."""
 
     class CorpusDescribed(Message):
         def __init__(self, entry: CorpusEntry):
@@ -136,6 +152,8 @@ class CorporaScreen(AppScreen):
         self.job_running = False
         self.select_after_listing: str | None = None
         self.scanned_stamps: tuple = ()
+        self.watch_timer = None
+        self.suspended = False
         self.generation = 0
         self.shown_generation = 0
         self.shown_corpora_generation = 0
@@ -168,18 +186,51 @@ class CorporaScreen(AppScreen):
     def on_mount(self) -> None:
         self.query_one("#corpora-empty").display = False
         self.query_one("#token-files-empty").display = False
-        self.set_interval(WATCH_INTERVAL_S, self.watch_folders)
+        self.watch_timer = self.set_interval(WATCH_INTERVAL_S, self.watch_listing)
         self.show_choice()
         self.query_one(PrepareProgress).show_hint(IDLE_HINT)
         self.scan(describe=True)
 
     def on_screen_resume(self) -> None:
-        # Back from another screen or a dialog: corpora are described again only if data/ changed.
-        if self.is_mounted and not self.job_running:
-            self.scan(describe=self.folder_stamps() != self.scanned_stamps)
+        # Back from another screen or a dialog: token files and tokenizers are listed again, and
+        # the corpora if a folder changed meanwhile. The first showing has just listed them.
+        if not self.suspended:
+            return
+        self.suspended = False
+        self.watch_timer.resume()
+        if not self.job_running:
+            self.scan(describe=False)
+            self.watch_listing()
+
+    def on_screen_suspend(self) -> None:
+        self.suspended = True
+        self.watch_timer.pause()
 
     def on_resize(self) -> None:
         self.set_class(self.size.width >= WIDE_LAYOUT_COLUMNS, "-wide")
+        self.fit_lists()
+
+    def fit_lists(self) -> None:
+        """Make the lists as tall as their rows, up to the height there is: the detail and the
+        Prepare panel then sit right under the rows instead of under a tall empty list."""
+        wide = self.size.width >= WIDE_LAYOUT_COLUMNS
+        # The empty-list messages wrap inside their panel's padding.
+        text_width = max(1, (self.size.width - 1) // 2 - 2 if wide else self.size.width - 2)
+        heights = []
+        for section_id, table_type, empty_id in (
+            ("#corpora-section", CorpusList, "#corpora-empty"),
+            ("#token-files-section", TokenFileTable, "#token-files-empty"),
+        ):
+            table = self.query_one(table_type)
+            if table.display:
+                rows = 1 + table.row_count
+            else:
+                message = str(self.query_one(empty_id, Static).render())
+                rows = sum(max(1, -(-cell_len(line) // text_width)) for line in message.splitlines())
+            # The panel's top border is its title.
+            heights.append(1 + rows)
+            self.query_one(section_id).styles.max_height = None if wide else heights[-1]
+        self.query_one("#corpora-lists").styles.max_height = max(heights) if wide else sum(heights)
 
     # --- listing -------------------------------------------------------------------------
 
@@ -187,19 +238,15 @@ class CorporaScreen(AppScreen):
         return [self.data_dir] + [path for path in self.opened if path.is_dir()]
 
     def label(self, path: Path) -> str:
-        for base in (self.data_dir, self.root):
+        """What a row calls `path`: relative to data/, else to the project, else to the opened
+        folder's parent, so that it starts with that folder's name."""
+        opened_parents = [folder.parent for folder in self.opened if path.is_relative_to(folder)]
+        for base in (self.data_dir, self.root, *opened_parents):
             try:
                 return str(path.relative_to(base))
             except ValueError:
                 pass
         return str(path)
-
-    def corpus_key(self, path: Path) -> tuple:
-        try:
-            stat = path.stat()
-        except OSError:
-            return (str(path),)
-        return (str(path), stat.st_mtime_ns, stat.st_size)
 
     def scan(self, describe: bool) -> None:
         """List again: token files and tokenizers, and with `describe` the corpora too."""
@@ -225,29 +272,47 @@ class CorporaScreen(AppScreen):
         for path in corpora:
             if worker.is_cancelled:
                 return
-            key = self.corpus_key(path)
-            entry = self.descriptions.get(key)
-            if entry is None:
+            entry = self.descriptions.get(path)
+            if entry is None or read_corpus_stamp(path) != entry.stamp:
                 entry = describe_corpus(path)
-                self.descriptions[key] = entry
+                self.descriptions[path] = entry
             self.post_message(self.CorpusDescribed(entry))
 
     def folder_stamps(self) -> tuple:
-        stamps = []
-        for folder in self.folders():
-            try:
-                stamps.append(folder.stat().st_mtime_ns)
-            except OSError:
-                stamps.append(None)
-        return tuple(stamps)
+        return tuple(tree_stamp(folder) for folder in self.folders())
 
-    def watch_folders(self) -> None:
-        """Look again when a listed folder changed, and follow a prepare this app did not start."""
-        if self.job_running:
-            return
-        if self.following_foreign_prepare:
+    def watch_listing(self) -> None:
+        """Compare the listing with the files, and follow a prepare this app did not start."""
+        if self.following_foreign_prepare and not self.job_running:
             self.scan(describe=False)
-        elif self.folder_stamps() != self.scanned_stamps:
+        shown = [
+            entry for entry in self.query_one(CorpusList).entries.values()
+            if entry is not None and entry.files <= WATCH_MAX_FILES
+        ]
+        relist = not self.job_running and not self.following_foreign_prepare
+        self.look_for_changes(shown, relist)
+
+    @work(thread=True, exclusive=True, group="watch")
+    def look_for_changes(self, shown: list[CorpusEntry], relist: bool) -> None:
+        """By stat alone: a folder changed (then, with `relist`, everything is listed again), or a
+        listed corpus changed size (then it is shown at its new size, not read again)."""
+        worker = get_current_worker()
+        # While a prepare runs its journal changes data/ every few seconds; it relists when done.
+        if relist and self.folder_stamps() != self.scanned_stamps:
+            self.post_message(self.FoldersChanged())
+            return
+        for entry in shown:
+            if worker.is_cancelled:
+                return
+            stamp = read_corpus_stamp(entry.path)
+            if stamp != entry.stamp:
+                updated = restamped(entry, stamp)
+                self.descriptions[entry.path] = updated
+                self.post_message(self.CorpusDescribed(updated))
+
+    @on(FoldersChanged)
+    def folders_changed(self) -> None:
+        if not self.job_running:
             self.scan(describe=True)
 
     def read_token_files(self, folders: list[Path]) -> tuple[list[TokenFileEntry], list[TokenizerEntry]]:
@@ -286,6 +351,7 @@ class CorporaScreen(AppScreen):
             corpus_list.focus()
         corpus_list.display = bool(paths)
         self.query_one("#corpora-empty").display = not paths
+        self.fit_lists()
 
     def show_token_files(self, token_files: list[TokenFileEntry], tokenizers: list[TokenizerEntry]) -> None:
         self.tokenizers = tokenizers
@@ -293,6 +359,7 @@ class CorporaScreen(AppScreen):
         token_list.show_entries([(entry, self.label(entry.path)) for entry in token_files])
         token_list.display = bool(token_files)
         self.query_one("#token-files-empty").display = not token_files
+        self.fit_lists()
         if self.select_after_listing and token_list.select_path(self.select_after_listing):
             self.select_after_listing = None
         self.following_foreign_prepare = not self.job_running and any(
@@ -347,7 +414,8 @@ class CorporaScreen(AppScreen):
         self.query_one("#corpora-detail", Static).update(text)
 
     def describe_corpus(self, path: Path, entry: CorpusEntry | None) -> Text:
-        text = Text(self.label(path) + ("/" if path.is_dir() else ""), "bold")
+        name = self.label(path) if path.is_relative_to(self.root) else str(path)
+        text = Text(name + ("/" if path.is_dir() else ""), "bold")
         if entry is None:
             return text.append("  looking…", "dim")
         if entry.problem:
@@ -406,7 +474,9 @@ class CorporaScreen(AppScreen):
         return True
 
     def highlighted_foreign_prepare(self) -> TokenFileEntry | None:
-        entry = self.query_one(TokenFileTable).highlighted()
+        """The prepare another process runs, when its row is the one chosen in the token files."""
+        token_list = self.query_one(TokenFileTable)
+        entry = token_list.highlighted() if token_list.has_focus else None
         if entry is not None and entry.state == TokenFileState.PREPARING and entry.pid and not self.job_running:
             return entry
         return None
@@ -575,7 +645,10 @@ class CorporaScreen(AppScreen):
             if message.event.get("event") == "start":
                 self.scan(describe=False)
             elif message.event.get("event") == "progress":
-                self.query_one(TokenFileTable).show_progress(str(self.root / message.step.out) + ".partial", message.event)
+                token_list = self.query_one(TokenFileTable)
+                key = str(self.root / message.step.out) + ".partial"
+                if token_list.show_progress(key, message.event) and token_list.cursor_row_key() == key:
+                    self.show_detail()
         else:
             progress.show_line(message.line)
 

@@ -1,5 +1,6 @@
 """CorpusList: corpus files and folders with format, size and a document estimate; marks the
-ones to tokenize."""
+ones to tokenize. Space marks a row and steps to the next, as in file pickers, so a run of
+rows is marked by holding it down."""
 
 from __future__ import annotations
 
@@ -10,18 +11,19 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from babyllama_tui.corpora_listing import CorpusEntry, format_bytes, format_count
+from babyllama_tui.corpora_listing import CorpusEntry, elide_middle, format_bytes, format_count
 
 MARK = "✓"
 NAME_MIN_WIDTH = 12
-# Widths of the columns after the name, cell padding included.
-OTHER_COLUMNS_WIDTH = 3 + 14 + 11 + 10 + 8
+# Widths of the columns after the name, cell padding included, and a column for the vertical
+# scrollbar, which comes with more rows than fit without a resize to make room for it.
+OTHER_COLUMNS_WIDTH = 3 + 14 + 11 + 10 + 8 + 1
 
 
 class CorpusList(DataTable):
     """One row a corpus; space marks a row as a source for the next prepare."""
 
-    BINDINGS = [Binding("space", "toggle_mark", "Mark")]
+    BINDINGS = [Binding("space", "toggle_mark", "Mark", tooltip="Mark or unmark the row, then step down")]
 
     class MarksChanged(Message):
         def __init__(self, marked: list[Path]) -> None:
@@ -47,6 +49,9 @@ class CorpusList(DataTable):
         column = self.columns.get("name")
         if column is not None and column.width != name_width:
             column.width = name_width
+            # Names are shortened to the column in the middle, not by the table at their end.
+            for key, label in self.labels.items():
+                self.update_cell(key, "name", self.name_cell(label, self.entries[key]))
             self.refresh(layout=True)
             self._require_update_dimensions = True
 
@@ -71,9 +76,14 @@ class CorpusList(DataTable):
                                  self._cells(entry.path, self.labels[key], entry)):
             self.update_cell(key, column, value)
 
+    def name_cell(self, label: str, entry: CorpusEntry | None) -> Text:
+        column = self.columns.get("name")
+        width = column.width if column is not None else NAME_MIN_WIDTH
+        return Text(elide_middle(label + ("/" if entry is not None and entry.is_folder else ""), width), no_wrap=True)
+
     def _cells(self, path: Path, label: str, entry: CorpusEntry | None) -> tuple:
         mark = Text(MARK, style="bold green") if path in self.marked else ""
-        name = Text(label + ("/" if entry is not None and entry.is_folder else ""), overflow="ellipsis", no_wrap=True)
+        name = self.name_cell(label, entry)
         if entry is None:
             return mark, name, Text("…", style="dim"), "", "", ""
         more = "" if entry.complete else "+"

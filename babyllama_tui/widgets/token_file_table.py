@@ -8,7 +8,7 @@ from dataclasses import replace
 from rich.text import Text
 from textual.widgets import DataTable
 
-from babyllama_tui.corpora_listing import TokenFileEntry, TokenFileState, format_count
+from babyllama_tui.corpora_listing import TokenFileEntry, TokenFileState, elide_middle, format_count
 
 NAME_MIN_WIDTH = 12
 PROGRESS_REDRAW_S = 1.0
@@ -37,6 +37,7 @@ class TokenFileTable(DataTable):
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", **kwargs)
         self.entries: dict[str, TokenFileEntry] = {}
+        self.labels: dict[str, str] = {}
         self.progress_drawn = float("-inf")
 
     def on_mount(self) -> None:
@@ -57,6 +58,9 @@ class TokenFileTable(DataTable):
                 column.width = width
                 changed = True
         if changed:
+            # Names are shortened to the column in the middle, not by the table at their end.
+            for key, label in self.labels.items():
+                self.update_cell(key, "name", self.name_cell(label))
             self._require_update_dimensions = True
             self.refresh(layout=True)
 
@@ -65,26 +69,28 @@ class TokenFileTable(DataTable):
         keep = self.cursor_row_key()
         self.clear()
         self.entries = {str(entry.path): entry for entry, _ in entries}
+        self.labels = {str(entry.path): label for entry, label in entries}
         for entry, label in entries:
             self.add_row(*self._cells(entry, label), key=str(entry.path))
         if keep in self.entries:
             self.move_cursor(row=self.get_row_index(keep))
 
-    def show_progress(self, key: str, event: dict) -> None:
+    def show_progress(self, key: str, event: dict) -> bool:
         """A progress event of the prepare writing this file: its state, tokens and documents.
-        Drawn at most once a second, and only when the percentage moved."""
+        Drawn at most once a second, and only when the percentage moved; True when drawn."""
         entry = self.entries.get(key)
         total = event.get("total_bytes") or 0
         if entry is None or not total:
-            return
+            return False
         updated = replace(entry, done_fraction=event["bytes"] / total, tokens=event["tokens"], documents=event["documents"])
         now = time.monotonic()
         if describe_state(updated) == describe_state(entry) or now - self.progress_drawn < PROGRESS_REDRAW_S:
-            return
+            return False
         self.progress_drawn = now
         self.entries[key] = updated
         for column, value in zip(("state", "tokens", "docs"), self._cells(updated, "")[1:4]):
             self.update_cell(key, column, value)
+        return True
 
     def select_path(self, key: str) -> bool:
         if key not in self.entries:
@@ -92,10 +98,14 @@ class TokenFileTable(DataTable):
         self.move_cursor(row=self.get_row_index(key))
         return True
 
+    def name_cell(self, label: str) -> Text:
+        column = self.columns.get("name")
+        return Text(elide_middle(label, column.width if column is not None else NAME_MIN_WIDTH), no_wrap=True)
+
     def _cells(self, entry: TokenFileEntry, label: str) -> tuple:
         tokenizer = entry.tokenizer_name or (entry.tokenizer_fingerprint or "")[:15] or "-"
         return (
-            Text(label, overflow="ellipsis", no_wrap=True),
+            self.name_cell(label),
             Text(describe_state(entry), style=STATE_STYLES.get(entry.state, "")),
             Text(format_count(entry.tokens), justify="right"),
             Text(format_count(entry.documents), justify="right"),

@@ -1,5 +1,6 @@
 """The corpora screen under Pilot, with real corpora, a real tokenizer and real `babyllama`
-subprocesses: listing, prepare, cancel and resume, the sample offer, tokenizer choice."""
+subprocesses: listing, prepare, cancel and resume, the sample offer, tokenizer choice; the
+listing following the files by itself; the layout at 80x24 and 200x50."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ import psutil
 import pilot_wait
 import pytest
 from textual.command import CommandList, CommandPalette
+from textual.widgets._footer import FooterKey
 
 from babyllama.prepare import prepare
 from babyllama_tui.app import BabyLlamaApp
-from babyllama_tui.corpora_listing import TokenFileState
+from babyllama_tui.corpora_listing import TokenFileState, elide_middle, format_bytes
 from babyllama_tui.screens.corpora import CorporaScreen
 from babyllama_tui.widgets.corpus_list import CorpusList
+from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.open_folder_dialog import OpenFolderDialog
 from babyllama_tui.widgets.prepare_dialog import PrepareDialog
 from babyllama_tui.widgets.token_file_table import TokenFileTable
@@ -179,6 +182,8 @@ async def test_cancel_keeps_the_partial_and_resume_finishes_it(tmp_path, sample_
         await start_prepare(pilot, screen)
         await wait_until(pilot, lambda: screen.job is not None, "the prepare process")
         child = screen.job.process
+        await wait_until(pilot, lambda: footer_fits(screen), "the footer of a running job")
+        assert {"cancel_job", "quit"} <= {key.action for key in screen.query(FooterKey)}
         await wait_until(pilot, lambda: journal.exists() and json.loads(journal.read_text())["chunks"] >= 1,
                          "the first chunk on disk")
         await pilot.press("c")
@@ -217,7 +222,7 @@ async def test_empty_data_offers_the_sample_and_fetches_it(tmp_path, sample_json
         offer = screen.query_one("#corpora-empty")
         await wait_until(pilot, lambda: offer.display, "the empty-data offer")
         assert "s fetches the sample corpus" in str(offer.render())
-        assert "s" in screen.active_bindings and screen.active_bindings["s"].binding.description == "Sample"
+        assert "s" in screen.active_bindings and screen.active_bindings["s"].binding.description == "Sample corpus"
 
         await pilot.press("s")
         sample = root / "data" / "sample" / "sanguo.jsonl"
@@ -378,3 +383,239 @@ def test_snapshot_at_80x24(snap_compare, tmp_path, sp_tokenizer_dir):
         await pilot.pause()
 
     assert snap_compare(BabyLlamaApp(root=root), terminal_size=(80, 24), run_before=listed)
+
+
+# --- the listing follows the files ----------------------------------------------------------
+
+CHAPTER = "第一回 宴桃园豪杰三结义，斩黄巾英雄首立功。滚滚长江东逝水，浪花淘尽英雄。" * 4
+
+
+def append_lines(path: Path, count: int) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": CHAPTER}, ensure_ascii=False) + "\n" for _ in range(count))
+
+
+async def test_a_corpus_being_written_is_shown_at_its_new_size(tmp_path):
+    root = tmp_path / "project"
+    growing = write_lines(root / "data" / "big" / "part-0.jsonl", [{"text": CHAPTER}] * 10)
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        corpora = screen.query_one(CorpusList)
+        key = str(growing.parent)
+        assert (cell_text(corpora, key, "docs"), cell_text(corpora, key, "size")) == ("10", format_bytes(growing.stat().st_size))
+
+        # Appended to, as a download or a pipe writes: neither data/ nor data/big/ changes.
+        append_lines(growing, 30)
+        size = format_bytes(growing.stat().st_size)
+        await wait_until(pilot, lambda: cell_text(corpora, key, "size") == size, "the new size")
+        # Counted from the first description's documents a byte, not by reading the file again.
+        assert cell_text(corpora, key, "docs") == "~40"
+        assert size in str(screen.query_one("#corpora-detail").render())
+
+
+async def test_a_token_file_written_below_data_is_listed(tmp_path):
+    root = tmp_path / "project"
+    write_lines(root / "data" / "notes.jsonl", [{"text": CHAPTER}])
+    shards = root / "data" / "shards"
+    shards.mkdir()
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        tokens = screen.query_one(TokenFileTable)
+        assert not tokens.entries
+
+        # The seed's published corpus: ids only, no manifest; only data/shards/ changes.
+        (shards / "seed-0.bin").write_bytes(bytes(range(200)) * 10)
+        await wait_until(pilot, lambda: str(shards / "seed-0.bin") in tokens.entries, "the new token file")
+        assert tokens.display and cell_text(tokens, str(shards / "seed-0.bin"), "tokens") == "1,000"
+
+
+async def test_refresh_is_offered_in_the_panel_and_the_palette(tmp_path):
+    root = tmp_path / "project"
+    write_lines(root / "data" / "notes.jsonl", [{"text": CHAPTER}])
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        assert "f5 re-reads" in str(screen.query_one("#prepare-stats").render())
+        assert screen.active_bindings["f5"].binding.description == "Refresh"
+
+
+# --- the layout at 80x24 and 200x50 ------------------------------------------------------------
+
+
+def screen_lines(app) -> list[str]:
+    """The text of the terminal as the app last drew it (with any dialog on top)."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def footer_fits(screen) -> bool:
+    """Every key the screen shows is in the footer, left of the palette's key, and not cut."""
+    if not pilot_wait.footer_settled(screen):
+        return False
+    keys = [key for key in screen.query(FooterKey) if not key.has_class("-command-palette")]
+    palette = screen.query_one("FooterKey.-command-palette")
+    # A key pushed off the footer has an empty region; one under the palette's key is cut.
+    return all(key.region.width > 0 and key.region.right <= palette.region.x for key in keys)
+
+
+async def test_every_key_fits_the_footer_at_80_columns(tmp_path, sp_tokenizer_dir):
+    root = tmp_path / "project"
+    fixed_corpora(root, sp_tokenizer_dir)
+    # What `babyllama prepare --out data/c4-again.bin` looks like to the listing while it runs:
+    # a process with that command line, in the project, and a partial token file.
+    (root / "data" / "c4-again.bin.partial").write_bytes(b"")
+    stand_in = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "babyllama", "prepare", "--out", "data/c4-again.bin"],
+        cwd=root,
+    )
+    try:
+        app = BabyLlamaApp(root=root)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_corpora(pilot)
+            await wait_until(pilot, lambda: listing_done(screen), "the listing")
+            tokens = screen.query_one(TokenFileTable)
+            foreign = str(root / "data" / "c4-again.bin.partial")
+            await wait_until(pilot, lambda: tokens.entries.get(foreign) and tokens.entries[foreign].pid == stand_in.pid,
+                             "the stand-in prepare")
+            corpora = screen.query_one(CorpusList)
+
+            async def keys_fit(*actions: str) -> None:
+                await pilot.pause()  # focus() takes effect after the next message
+                await wait_until(pilot, lambda: footer_fits(screen), f"the footer to fit with {actions}")
+                shown = {key.action for key in screen.query(FooterKey)}
+                assert {*actions, "quit"} <= shown
+
+            # The token list's cursor on another process's prepare, the corpus list focused.
+            tokens.move_cursor(row=tokens.get_row_index(foreign))
+            corpora.focus()
+            await keys_fit("toggle_mark", "choose_tokenizer", "prepare", "open_folder")
+            tokens.focus()
+            await keys_fit("choose_tokenizer", "prepare", "cancel_job", "open_folder")
+            tokens.move_cursor(row=tokens.get_row_index(str(root / "data" / "baike.bin.partial")))
+            await keys_fit("choose_tokenizer", "prepare", "resume", "open_folder")
+            assert "q Quit" in screen_lines(app)[-1]
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+
+async def test_lists_are_as_tall_as_their_rows_and_no_taller(tmp_path, sp_tokenizer_dir):
+    root = tmp_path / "project"
+    fixed_corpora(root, sp_tokenizer_dir)
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(200, 50)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        tokens = screen.query_one(TokenFileTable)
+        await wait_until(pilot, lambda: len(tokens.entries) == 3, "the token files")
+        lists = screen.query_one("#corpora-lists")
+        detail = screen.query_one("#corpora-detail")
+        # Side by side: a title, a header and five corpora; the detail and the panel right under.
+        await wait_until(pilot, lambda: lists.region.height == 1 + 1 + 5, "the lists to fit their rows")
+        assert detail.region.y == lists.region.bottom
+        assert screen.query_one("#prepare-progress").region.y == detail.region.bottom
+
+        # More corpora than the screen has rows: the lists take the height, the panel the foot.
+        for n in range(60):
+            (root / "data" / f"more-{n:02}.txt").write_text("滚滚长江东逝水\n", encoding="utf-8")
+        corpora = screen.query_one(CorpusList)
+        await wait_until(pilot, lambda: corpora.row_count == 65, "the new corpora")
+        footer = screen.query_one(KeyFooter)
+        await wait_until(pilot, lambda: screen.query_one("#prepare-progress").region.bottom == footer.region.y,
+                         "the panel at the foot")
+        assert detail.region.y == lists.region.bottom
+
+        # Stacked at 80x24: each list as tall as its rows while both fit.
+        await pilot.resize_terminal(80, 24)
+        for path in (root / "data").glob("more-*.txt"):
+            path.unlink()
+        await wait_until(pilot, lambda: corpora.row_count == 5, "the corpora")
+        sections = [screen.query_one("#corpora-section"), screen.query_one("#token-files-section")]
+        await wait_until(pilot, lambda: [s.region.height for s in sections] == [1 + 1 + 5, 1 + 1 + 3], "the stacked lists")
+        assert detail.region.y == sections[1].region.bottom
+
+
+async def test_long_names_keep_what_tells_them_apart(tmp_path):
+    root = tmp_path / "project"
+    stem = "zh-wikipedia-cleaned-2023-07-part"
+    for n in (1, 2):
+        write_lines(root / "data" / f"{stem}-{n:04}.jsonl", [{"text": "滚滚长江东逝水"}])
+        (root / "data" / f"{stem}-{n:04}.bin").write_bytes(bytes(range(200)))
+    (root / "data" / f"{stem}-0003.bin.partial").write_bytes(b"")
+    elsewhere = tmp_path / "elsewhere"
+    write_lines(elsewhere / "c4" / "part-0.jsonl", [{"text": "滚滚长江东逝水"}])
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await pilot.press("o")
+        await modal(pilot, OpenFolderDialog)
+        await pilot.press(*str(elsewhere), "enter")
+        await wait_until(pilot, lambda: len(screen.query_one(CorpusList).entries) == 3 and listing_done(screen),
+                         "the corpora")
+        tokens = screen.query_one(TokenFileTable)
+        await wait_until(pilot, lambda: len(tokens.entries) == 3, "the token files")
+        lines = "\n".join(screen_lines(app))
+        for shown in ("0001.jsonl", "0002.jsonl", "0001.bin", "0002.bin", "partial", "elsewhere/c4/"):
+            assert shown in lines, shown
+        assert str(tmp_path) not in lines
+
+        # Wide enough, the whole names.
+        await pilot.resize_terminal(200, 50)
+        await wait_until(pilot, lambda: f"{stem}-0001.jsonl" in "\n".join(screen_lines(app)), "whole names")
+        assert f"{stem}-0002.jsonl" in "\n".join(screen_lines(app))
+
+
+def test_names_are_shortened_in_the_middle_to_cells():
+    assert elide_middle("c4/", 3) == "c4/"
+    assert elide_middle("zh-wiki-part-0001.jsonl", 14) == "zh-…0001.jsonl"
+    assert elide_middle("elsewhere/c4/", 10) == "els…re/c4/"
+    assert elide_middle("big4.bin.partial", 15) == "big4.bi…partial"
+    # Hanzi take two cells each: never more than the width, never half a character.
+    assert elide_middle("三国演义全本大字版.jsonl", 14) == "三…字版.jsonl"
+
+
+async def test_space_says_that_it_steps_down(tmp_path):
+    root = tmp_path / "project"
+    for name in ("a.txt", "b.txt"):
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        (root / "data" / name).write_text("滚滚长江东逝水\n", encoding="utf-8")
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        assert any("space marks and steps down" in line for line in screen_lines(app))
+        corpora = screen.query_one(CorpusList)
+        corpora.focus()
+        await pilot.press("space")
+        assert corpora.marked == [root / "data" / "a.txt"] and corpora.cursor_row == 1
+
+
+async def test_dialogs_say_their_text_whole_at_80_columns(tmp_path, sample_jsonl, sp_tokenizer_dir):
+    root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        await pilot.press("o")
+        await modal(pilot, OpenFolderDialog)
+        said = " ".join(" ".join(screen_lines(app)).split())
+        assert "A folder (each file or folder in it is a corpus) or one corpus file:" in said
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is screen, "the dialog to close")
+
+        await pilot.press("space", "t")
+        await modal(pilot, TokenizerPicker)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: pilot.app.screen is screen, "the picker to close")
+        await pilot.press("p")
+        dialog = await modal(pilot, PrepareDialog)
+        field = dialog.query_one("#prepare-min-tokens")
+        row = screen_lines(app)[field.region.y]
+        assert "drop docs under 6" in " ".join(row.split()) and row.rstrip(" │").endswith("tokens")
+        field.value = "0"
+        await pilot.pause()
+        assert "drop docs under: a whole number of tokens" in str(dialog.query_one("#prepare-message").render())

@@ -1,7 +1,7 @@
 """A run's metrics in memory: compact numpy columns filled from metrics.jsonl rows as they arrive.
 
 A run can log a million `train` rows; a list of dicts for them would take gigabytes, these
-columns take 28 bytes a row. Charts never draw every row: `envelope` and `bucket_means`
+columns take 40 bytes a row. Charts never draw every row: `envelope` and `bucket_means`
 reduce a column to a few points per screen cell first.
 
 A run resumed after a hard kill logs again the steps it had logged after its last
@@ -20,14 +20,17 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 NAN = float("nan")
-# Weight of the past in the smoothed loss: each row moves it a tenth of the way.
+# Weight of the past in the smoothed loss after EMA_STEPS steps. Smoothing by steps rather than
+# rows lets two runs logged every 2 and every 10 steps draw the same curve from the same losses.
 EMA_WEIGHT = 0.9
+EMA_STEPS = 10
+EMA_STEP_DECAY = EMA_WEIGHT ** (1 / EMA_STEPS)
 # Train rows remembered for the speed estimate behind ETAs.
 RATE_POINTS = 20
 # Sample rows kept to show how the model's writing changed.
 SAMPLES_KEPT = 12
 
-TRAIN_SERIES = ("loss", "ema", "lr", "tokens_per_s", "rss_mb", "device_mb")
+TRAIN_SERIES = ("loss", "ema", "lr", "tokens_per_s", "rss_mb", "device_mb", "grad_norm", "step_ms")
 
 
 class Column:
@@ -80,6 +83,9 @@ class MetricsHistory:
         self.last_eval: dict | None = None
         self.samples: deque[dict] = deque(maxlen=SAMPLES_KEPT)
         self.recent: deque[tuple[int, float]] = deque(maxlen=RATE_POINTS)
+        # [first, last] time of each trainer process's rows (a `resume` row starts the next one):
+        # the run's training time is their sum, not the time since the newest process started.
+        self.sessions: list[list[float]] = []
         # Bumped on every change, so a chart redraws only when there is something new.
         self.version = 0
 
@@ -98,6 +104,8 @@ class MetricsHistory:
                 changed = self._add_segment(segment) or changed
                 segment = []
                 changed = self._resume_at(row["step"]) or changed
+                if _is_time(row.get("time")):
+                    self.sessions.append([row["time"], row["time"]])
             else:
                 segment.append(row)
         changed = self._add_segment(segment) or changed
@@ -106,6 +114,7 @@ class MetricsHistory:
         return changed
 
     def _add_segment(self, rows: list[dict]) -> bool:
+        self._note_times(rows)
         train: list[dict] = []
         evals: list[dict] = []
         sampled = False
@@ -123,6 +132,20 @@ class MetricsHistory:
         for piece in _increasing_runs(evals):
             self._add_eval(piece)
         return bool(train or evals) or sampled
+
+    def _note_times(self, rows: list[dict]) -> None:
+        """Stretch the newest session to the last row's time (the first row opens the first session)."""
+        last = next((row["time"] for row in reversed(rows) if _is_time(row.get("time"))), None)
+        if last is None:
+            return
+        if not self.sessions:
+            first = next(row for row in rows if _is_time(row.get("time")))
+            self.sessions.append([_row_start(first), last])
+        self.sessions[-1][1] = max(self.sessions[-1][1], last)
+
+    def seconds_before(self, started: float) -> float:
+        """Training time of the processes whose rows began before `started` (the newest process's start)."""
+        return sum(max(0.0, min(last, started) - first) for first, last in self.sessions if first < started)
 
     def _resume_at(self, step: int) -> bool:
         """A `resume` row: the run continues from the checkpoint at `step`; rows after it were lost with
@@ -147,24 +170,42 @@ class MetricsHistory:
         first = rows[0]["step"]
         if self.steps.size and first <= self.steps.last():
             self._truncate_train(int(np.searchsorted(self.steps.values, first)))
+        steps = [row["step"] for row in rows]
         losses = [_number(row.get("loss")) for row in rows]
         memories = [row.get("mem") if isinstance(row.get("mem"), dict) else {} for row in rows]
-        self.steps.extend([row["step"] for row in rows])
+        self.series["ema"].extend(self._smooth(steps, losses))
+        self.steps.extend(steps)
         self.series["loss"].extend(losses)
-        self.series["ema"].extend(self._smooth(losses))
         self.series["lr"].extend([_number(row.get("lr")) for row in rows])
         self.series["tokens_per_s"].extend([_number(row.get("tokens_per_s")) for row in rows])
         self.series["rss_mb"].extend([_number(mem.get("rss_mb")) for mem in memories])
         self.series["device_mb"].extend([_number(mem.get("device_alloc_mb")) for mem in memories])
+        self.series["grad_norm"].extend([_number(row.get("grad_norm")) for row in rows])
+        self.series["step_ms"].extend([_number(row.get("step_ms")) for row in rows])
         self.recent.extend((row["step"], row["time"]) for row in rows[-RATE_POINTS:] if _is_time(row.get("time")))
         self.last_train = rows[-1]
 
-    def _smooth(self, losses: list[float]) -> list[float]:
+    def _smooth(self, steps: list[int], losses: list[float]) -> list[float]:
+        """The smoothed loss at each row: a mean of the loss over the steps so far, in which a step
+        k steps ago weighs EMA_STEP_DECAY ** k. Between two rows the loss is taken to move in a
+        straight line (a row holds one step's loss), so the rows' interval hardly matters.
+
+        Dividing by the total weight (1 - decay ** step) keeps the start from lagging behind: the
+        first row's loss is taken as it is, whatever step it was logged at."""
         smoothed = []
-        current = self.series["ema"].last()
-        for loss in losses:
+        current = _finite_or_none(self.series["ema"].last())
+        previous_loss = _finite_or_none(self.series["loss"].last())
+        previous = self.steps.last() or 0
+        for step, loss in zip(steps, losses):
             if math.isfinite(loss):
-                current = loss if current is None else EMA_WEIGHT * current + (1 - EMA_WEIGHT) * loss
+                if current is None or step <= 0:
+                    current = loss
+                else:
+                    between = loss if previous_loss is None else (previous_loss + loss) / 2
+                    share = (1 - EMA_STEP_DECAY ** (step - previous)) / (1 - EMA_STEP_DECAY**step)
+                    current += share * (between - current)
+                previous_loss = loss
+            previous = step
             smoothed.append(NAN if current is None else current)
         return smoothed
 
@@ -195,6 +236,16 @@ class MetricsHistory:
 def _row_at(row: dict | None, step: int) -> dict | None:
     """`row` if it is at or before `step`, else None (it was logged by a process whose work was lost)."""
     return row if row is not None and row["step"] <= step else None
+
+
+def _row_start(row: dict) -> float:
+    """When the work a row reports began: its time less the milliseconds it says that work took."""
+    took = next((row[key] for key in ("step_ms", "eval_ms", "sample_ms") if _is_time(row.get(key))), 0.0)
+    return row["time"] - took / 1000
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _is_time(value) -> bool:

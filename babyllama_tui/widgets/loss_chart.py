@@ -73,6 +73,7 @@ class LossChart(PlotextPlot):
         self._seen: tuple = ()
         self._redrawn_at = -math.inf
         self._title_markup = ""
+        self._subtitle_markup = ""
 
     def follow(self, main: RunFollower | None, other: RunFollower | None = None) -> None:
         self.main, self.other = main, other
@@ -93,7 +94,9 @@ class LossChart(PlotextPlot):
 
     def redraw_if_changed(self) -> None:
         """Refresh when a run logged something since the last drawing, and MIN_REDRAW_S has passed."""
-        versions = tuple(f.history.version if f else None for f in (self.main, self.other))
+        # The followers themselves, not only their versions: a run just opened can be at the
+        # version the previous one was drawn at.
+        versions = tuple((f, f.history.version) if f else None for f in (self.main, self.other))
         if versions != self._seen and time.monotonic() - self._redrawn_at >= MIN_REDRAW_S:
             self._seen = versions
             self._redrawn_at = time.monotonic()
@@ -113,15 +116,19 @@ class LossChart(PlotextPlot):
         title.append(f"ema {format_loss(ema)}  ")
         title.append("● ", style=_hex(VAL_COLOR))
         title.append(f"val {format_loss(last_eval.get('val_loss') if last_eval else None)}")
+        # The compared run is named in the subtitle, where the whole name fits beside the short
+        # window and scale labels (the title's legend leaves it a few cells at 80 columns).
+        subtitle = Text()
         if self.other is not None:
-            title.append("  ━ ", style=_hex(OTHER_COLOR))
-            title.append(self.other.path.name)
-        subtitle = f"{window_label(self.window)} · {'log' if self.log_scale else 'linear'} y"
+            subtitle.append("━ ", style=_hex(OTHER_COLOR))
+            subtitle.append(f"vs {self.other.path.name} · ")
+        subtitle.append(f"{window_label(self.window)} · {'log' if self.log_scale else 'linear'} y")
         # Setting a title repaints the chart even when it is unchanged.
         if title.markup != self._title_markup:
             self._title_markup = title.markup
             self.border_title = title
-        if subtitle != self.border_subtitle:
+        if subtitle.markup != self._subtitle_markup:
+            self._subtitle_markup = subtitle.markup
             self.border_subtitle = subtitle
 
     def render(self):
@@ -206,5 +213,13 @@ def loss_ticks(low: float, high: float, count: int, log: bool) -> list[float]:
         for m in (1, 1.5, 2, 3, 5, 7)
         if low <= m * 10.0**k <= high
     ]
+    if len(candidates) < min(3, count):
+        # Less than a factor of ~3 apart (a loss between 5.5 and 9): evenly spaced values are
+        # nearly evenly spaced on the log axis too. Asked for a few more, to get three.
+        for asked in range(count, count + 4):
+            ticks = loss_ticks(low, high, asked, log=False)
+            if len(ticks) >= 3:
+                break
+        return ticks
     stride = max(1, math.ceil(len(candidates) / max(1, count)))
-    return candidates[::stride] or [low]
+    return candidates[::stride]

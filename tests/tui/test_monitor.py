@@ -166,7 +166,7 @@ async def test_chart_toggles_and_a_second_run_to_compare(tmp_path):
         assert app.screen is screen
         await wait_until(pilot, lambda: chart.other is not None and len(chart.other.history) == 30, "the other run")
         assert chart.other.path == other.path
-        assert "baseline" in str(chart.border_title)
+        assert "vs baseline" in str(chart.border_subtitle)
         # The picker opens on the run compared now; the entry above it ends the comparison.
         await pilot.press("c", "up", "enter")
         assert chart.other is None

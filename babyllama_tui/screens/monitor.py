@@ -23,7 +23,7 @@ from textual.widgets import Static
 from babyllama.runs import ACTIVE_STATES
 from babyllama_tui.eta import eta_seconds
 from babyllama_tui.follow import RunRow, RunsWatcher
-from babyllama_tui.history import bucket_means
+from babyllama_tui.history import MetricsHistory, bucket_means
 from babyllama_tui.run_control import request_stop
 from babyllama_tui.run_follower import RunFollower
 from babyllama_tui.run_formatting import format_count, format_lr, format_mib_short
@@ -45,29 +45,44 @@ FOLLOWING_ACTIONS = {"compare", "log_scale", "window", "raw"}
 
 NO_RUN_HINT = (
     "No run yet.\n\n"
-    "Start one on the Train screen (2). Runs started with `babyllama train` in this project\n"
+    "Start one on the Train screen (2). Runs started with `babyllama train` in this project "
     "show here too, as they start."
 )
 
 
-def elapsed_s(status: dict, state: str, now: float) -> float | None:
+def format_number(value) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+
+def format_ms(value) -> str:
+    """A step's time: "850 ms", "1.41 s"."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.3g} s"
+
+
+def elapsed_s(status: dict, state: str, now: float, history: MetricsHistory) -> float | None:
+    """The run's training time: its earlier processes' (from their metrics rows) and the current one's."""
     started = status.get("started")
     if not isinstance(started, (int, float)):
         return None
     end = now if state in ACTIVE_STATES else status.get("updated", now)
-    return max(0.0, end - started)
+    return history.seconds_before(started) + max(0.0, end - started)
 
 
 class MonitorScreen(AppScreen):
     COMMANDS = {ScreenKeysProvider}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
+    # Up and Down scroll the log at once; Tab moves to the samples.
+    AUTO_FOCUS = "#log-tail"
     BINDINGS = [
         Binding("o", "open_run", "Open"),
         Binding("c", "compare", "Compare"),
         Binding("l", "log_scale", "Log y"),
         Binding("w", "window", "Window"),
-        Binding("r", "raw", "Raw"),
+        # In the palette only: with Stop, all the keys would not fit in the footer at 80 columns.
+        Binding("r", "raw", "Raw loss line", show=False),
         Binding("s", "stop_run", "Stop"),
     ]
 
@@ -88,11 +103,13 @@ class MonitorScreen(AppScreen):
             "speed": MetricCard("tok/s", id="card-speed"),
             "memory": MetricCard("mem", id="card-memory"),
             "device": MetricCard("device", id="card-device"),
+            # Shown when the screen is tall enough (the -tall rules in app.tcss).
+            "grad": MetricCard("grad", id="card-grad", classes="-extra"),
+            "step": MetricCard("step", id="card-step", classes="-extra"),
+            "tokens": MetricCard("tokens", id="card-tokens", classes="-extra"),
         }
         self.sample_view = SampleList(id="sample")
-        self.sample_view.border_title = "samples"
         self.log_tail = LogTail(id="log-tail")
-        self.log_tail.border_title = "train.log"
 
     def compose(self) -> ComposeResult:
         yield ModeHeader("monitor")
@@ -224,9 +241,10 @@ class MonitorScreen(AppScreen):
         state = follower.state.state
         steps = [s for s in (follower.status.get("step"), last.get("step")) if isinstance(s, int)]
         eta = None
+        with follower.lock:
+            points = list(history.recent)
+            elapsed = elapsed_s(follower.status, state, now, history)
         if state in ACTIVE_STATES:
-            with follower.lock:
-                points = list(history.recent)
             eta = eta_seconds(points, follower.max_steps, now, since=started)
         note = self._loading
         if follower.bad_lines:
@@ -239,7 +257,7 @@ class MonitorScreen(AppScreen):
             step=max(steps) if steps else None,
             max_steps=follower.max_steps,
             tokens=last.get("tokens"),
-            elapsed_s=elapsed_s(follower.status, state, now),
+            elapsed_s=elapsed,
             eta_s=eta,
             note=note,
         ))
@@ -271,6 +289,14 @@ class MonitorScreen(AppScreen):
             self.cards["device"].show(format_mib_short(mem["device_alloc_mb"]), self._series("device_mb"), note)
         else:
             self.cards["device"].show(Text(device, style="bold"), None, "(host mem)" if device == "cpu" else "")
+        train = follower.config.get("train") if isinstance(follower.config.get("train"), dict) else {}
+        clip = train.get("grad_clip")
+        self.cards["grad"].show(format_number(last.get("grad_norm")), self._series("grad_norm"),
+                                f"clip {clip:g}" if isinstance(clip, (int, float)) and clip > 0 else "")
+        self.cards["step"].show(format_ms(last.get("step_ms")), self._series("step_ms"))
+        tokens, step = last.get("tokens"), last.get("step")
+        per_step = f"{format_count(tokens / step)}/step" if isinstance(tokens, int) and step else ""
+        self.cards["tokens"].show(format_count(tokens), None, per_step)
 
     def _show_sample(self) -> None:
         """The newest sample first, then older ones as far as the panel reaches: the model learning to write."""

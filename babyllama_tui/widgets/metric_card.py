@@ -18,8 +18,8 @@ class MetricCard(Vertical):
     Its parts exist from construction, so it can be filled before it is mounted.
     """
 
-    def __init__(self, title: str, **kwargs) -> None:
-        super().__init__(classes="metric-card", **kwargs)
+    def __init__(self, title: str, *, classes: str = "", **kwargs) -> None:
+        super().__init__(classes=f"metric-card {classes}".strip(), **kwargs)
         self.title = title
         self.value = TextPanel(Text(title, style="dim"), classes="card-value")
         self.spark = SparkBars(classes="card-spark")
@@ -36,5 +36,7 @@ class MetricCard(Vertical):
         self.value.show(line)
         if self.spark.display != bool(series):
             self.spark.display = bool(series)
+            # A card without a series takes one line, leaving the rest to the cards with one.
+            self.set_class(not series, "-value-only")
         if series:
             self.spark.show(list(series))

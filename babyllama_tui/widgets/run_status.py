@@ -1,4 +1,9 @@
-"""RunStatusBar: which run, its state, step/max with a bar, tokens seen, elapsed and ETA; the error when it failed."""
+"""RunStatusBar: which run, its state, step/max with a bar, tokens seen, elapsed and ETA; why it ended.
+
+Why a run stopped or failed takes at most one line: beside the other items when it fits there
+(whole, or its first clause), else a line of its own cut to the width. The whole of it is in
+train.log, which the monitor shows below.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +35,22 @@ class RunStatus:
 
 def status_items(status: RunStatus) -> list[Text]:
     items = [Text(status.name, style="bold"), state_text(status.state)]
+    if status.state == "starting" and status.step:
+        # The run's status still holds the max_steps of the process that ended; the new one
+        # says its own once it has read its config.
+        items.append(Text(f"resuming from step {status.step:,}"))
+        return items + _rest(status)
     progress = Text(f"step {format_steps(status.step, status.max_steps)}")
     if status.step is not None and status.max_steps:
         fraction = status.step / status.max_steps
         progress.append(f" {progress_bar(fraction, BAR_CELLS)}", style="green")
         progress.append(f" {fraction:.0%}")
     items.append(progress)
-    items.append(Text(f"{format_count(status.tokens)} tokens"))
+    return items + _rest(status)
+
+
+def _rest(status: RunStatus) -> list[Text]:
+    items = [Text(f"{format_count(status.tokens)} tokens")]
     items.append(Text(f"elapsed {format_duration(status.elapsed_s)}"))
     if status.eta_s is not None:
         items.append(Text(f"ETA {format_duration(status.eta_s)}", style="bold"))
@@ -45,18 +59,41 @@ def status_items(status: RunStatus) -> list[Text]:
     return items
 
 
-def pack(items: list[Text], width: int, gap: str = "   ") -> Text:
+GAP = "   "
+
+
+def pack(items: list[Text], width: int, gap: str = GAP) -> list[Text]:
     """Items on as few lines as fit `width`, never breaking one in the middle."""
     lines: list[Text] = [Text()]
     for item in items:
         current = lines[-1]
-        if current.plain and len(current.plain) + len(gap) + len(item.plain) > width:
+        if current.plain and current.cell_len + len(gap) + item.cell_len > width:
             lines.append(Text())
             current = lines[-1]
         if current.plain:
             current.append(gap)
         current.append_text(item)
-    return Text("\n").join(lines)
+    return lines
+
+
+def reason_text(state: str, reason: str) -> Text:
+    text = reason if reason.startswith(state) else f"{state}: {reason}"
+    return Text(text, style="red" if state == "failed" else "yellow")
+
+
+def with_reason(lines: list[Text], reason: Text, width: int) -> list[Text]:
+    """`reason` after the last line if it fits there, whole or up to its first "; ", else on a line
+    of its own cut to `width`."""
+    room = width - lines[-1].cell_len - len(GAP)
+    first_clause = reason.plain.split("; ", 1)[0]
+    for fitting in (reason, reason[: len(first_clause)]):
+        if fitting.cell_len <= room:
+            lines[-1].append(GAP)
+            lines[-1].append_text(fitting)
+            return lines
+    own = reason.copy()
+    own.truncate(width, overflow="ellipsis")
+    return [*lines, own]
 
 
 class RunStatusBar(Widget):
@@ -81,11 +118,11 @@ class RunStatusBar(Widget):
     def _text(self, width: int) -> Text:
         if self.status is None:
             return Text("")
-        text = pack(status_items(self.status), max(20, width))
+        width = max(20, width)
+        lines = pack(status_items(self.status), width)
         if self.status.reason:
-            style = "red" if self.status.state == "failed" else "yellow"
-            text.append(f"\n{self.status.state}: {self.status.reason}", style=style)
-        return text
+            lines = with_reason(lines, reason_text(self.status.state, self.status.reason), width)
+        return Text("\n", no_wrap=True).join(lines)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         # Packed for the width the layout offers, not the width of the previous layout.

@@ -70,7 +70,21 @@ async def monitor_ready(pilot, run: str, step: int) -> None:
     await wait_until(pilot, lambda: screen.status_bar.status is not None and screen.status_bar.status.step == step,
                      "the run's rows")
     await wait_until(pilot, lambda: screen.log_tail.line_count > 0, "the log")
+    # The log scrolls to its newest line and the samples are laid out after a refresh; their
+    # scrollbars follow a refresh later.
+    await wait_until(pilot, lambda: screen.log_tail.scroll_y == screen.log_tail.max_scroll_y > 0, "the log's end")
+    await wait_until(pilot, lambda: screen.sample_view.virtual_size.height > 1, "the samples")
+    for panel in (screen.log_tail, screen.sample_view):
+        await wait_until(pilot, lambda: scrollbar_shows(panel), "the scrollbars")
     await wait_until(pilot, lambda: footer_settled(screen), "the footer")
+
+
+def scrollbar_shows(panel) -> bool:
+    if not panel.show_vertical_scrollbar:
+        return True
+    bar = panel.vertical_scrollbar
+    return (bar.window_virtual_size, bar.window_size, bar.position) == (
+        panel.virtual_size.height, panel.scrollable_content_region.height, panel.scroll_y)
 
 
 def test_train_screen_runs_table(fixed_project, snap_compare):

@@ -1,0 +1,154 @@
+"""The Monitor's panels, status line, footer and cards under Pilot, at 80x24 and 200x50."""
+
+from __future__ import annotations
+
+import time
+
+from pilot_wait import footer_settled, wait_until
+from run_fixtures import fill_run, train_row
+from textual.widgets._footer import FooterKey
+
+from babyllama.files import atomic_write_json
+from babyllama.runs import RunDir
+from babyllama_tui.app import BabyLlamaApp
+from babyllama_tui.screens.monitor import NO_RUN_HINT, MonitorScreen
+from babyllama_tui.widgets.log_tail import LogTail
+from babyllama_tui.widgets.sample_list import SampleList
+
+STOP_REASON = ("stopped on SIGTERM at step 74; `babyllama train --run /tmp/proj/out/runs/tiny-20261128-1037 "
+               "--resume` continues")
+
+
+async def monitor_on(pilot, run: RunDir, step: int) -> MonitorScreen:
+    pilot.app.monitor_run(run.path)
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, MonitorScreen), "the monitor")
+    screen = pilot.app.screen
+    await wait_until(pilot, lambda: screen.status_bar.status is not None and screen.status_bar.status.step == step,
+                     "the run's rows")
+    await wait_until(pilot, lambda: screen.log_tail.line_count > 0, "the log")
+    return screen
+
+
+def status_lines(screen: MonitorScreen) -> list[str]:
+    return screen.status_bar.render().plain.splitlines()
+
+
+async def test_the_log_and_samples_scroll_from_the_keyboard(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "long")
+    fill_run(run, steps=1000, max_steps=1000, started=time.time() - 9000, state="finished")
+    long_line = "step 1000: sample: '" + "话说天下大势，分久必合，合久必分。" * 8 + "' END"
+    with open(run.log_path, "a") as log:
+        log.write(long_line + "\n")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await monitor_on(pilot, run, 1000)
+        log_tail = screen.query_one(LogTail)
+        samples = screen.query_one(SampleList)
+        await wait_until(pilot, lambda: len(samples.samples) == 10, "the samples")
+        assert app.focused is log_tail, "the log takes the keys when the monitor opens"
+        await wait_until(pilot, lambda: log_tail.scroll_y == log_tail.max_scroll_y > 0, "the newest lines")
+        assert "scroll" in str(log_tail.border_title)
+
+        await pilot.press("right", "right", "right")
+        assert log_tail.scroll_x > 0, "a line longer than the panel can be read to its end"
+        await pilot.press("up", "up")
+        assert log_tail.scroll_y == log_tail.max_scroll_y - 2
+        with open(run.log_path, "a") as log:
+            log.write("a new line\n")
+        await wait_until(pilot, lambda: log_tail.lines[-1] == "a new line", "the new line")
+        await pilot.pause()
+        assert log_tail.scroll_y < log_tail.max_scroll_y, "reading back, new lines do not pull the view down"
+        await pilot.press("end")
+        with open(run.log_path, "a") as log:
+            log.write("another line\n")
+        await wait_until(pilot, lambda: log_tail.lines[-1] == "another line", "another line")
+        await wait_until(pilot, lambda: log_tail.scroll_y == log_tail.max_scroll_y, "the view to follow again")
+
+        await pilot.press("tab")
+        assert app.focused is samples
+        assert "scroll" in str(samples.border_title) and "scroll" not in str(log_tail.border_title)
+        assert samples.max_scroll_y > 0, "ten samples do not fit in the panel at 80x24"
+        await pilot.press("down", "down", "down")
+        assert samples.scroll_y == 3
+
+
+async def test_a_stopped_runs_reason_takes_no_more_than_one_line_at_80_columns(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "tiny-20261128-1037")
+    fill_run(run, steps=74, max_steps=100, every=2, started=time.time() - 600, state="stopped", error=STOP_REASON)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await monitor_on(pilot, run, 74)
+        lines = status_lines(screen)
+        assert len(lines) <= 3, lines
+        assert sum("stopped on SIGTERM at step 74" in line for line in lines) == 1
+        assert all(len(line) <= screen.status_bar.size.width for line in lines)
+        assert screen.chart.size.height >= 7
+
+
+async def test_every_key_of_a_running_run_fits_the_footer_at_80_columns(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "live")
+    fill_run(run, steps=100, max_steps=1000, started=time.time() - 120, state="running")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await monitor_on(pilot, run, 100)
+        await wait_until(pilot, lambda: screen.check_action("stop_run", ()) and footer_settled(screen), "the footer")
+        await pilot.pause()
+        keys = {key.key: key.region for key in screen.query(FooterKey) if key.action != "command_palette"}
+        palette = next(key.region for key in screen.query(FooterKey) if key.action == "command_palette")
+        assert {"o", "c", "l", "w", "s", "q"} <= set(keys), keys
+        # Keys further right would be drawn under the palette's key, docked at the right.
+        assert all(region.width and region.right <= palette.x for region in keys.values()), (keys, palette)
+
+
+async def test_elapsed_counts_every_session_and_a_starting_resume_says_so(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "resumed")
+    start = time.time() - 5000
+    run.create({"model": {"dim": 256}, "train": {"max_steps": 60}})
+    # The first process trains steps 10..60 in 100 s; the second starts 1000 s later.
+    for step in range(10, 70, 10):
+        run.append_metrics(train_row(step, loss=5.0, time=start + 2 * (step - 10)))
+    run.append_metrics({"kind": "resume", "step": 60, "checkpoint": "step_0000060", "time": start + 1003})
+    for step in (70, 80):
+        run.append_metrics(train_row(step, loss=4.0, time=start + 1003 + 2 * (step - 60)))
+    status = run.write_status(state="stopped", step=80, max_steps=100, started=start + 1000, pid=4242,
+                              host="trainer-01")
+    atomic_write_json(run.status_path, {**status, "updated": start + 1030})
+    run.log_path.write_text("resumed\n")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await monitor_on(pilot, run, 80)
+        # 100.5 s of the first process (its first row took step_ms 500) and 30 s of the second.
+        assert abs(screen.status_bar.status.elapsed_s - 130.5) < 0.01
+        assert "elapsed 2m10s" in screen.status_bar.render().plain
+
+        status = run.write_status(state="starting", started=time.time(), pid=None)
+        atomic_write_json(run.status_path, {**status, "max_steps": 80})
+        await wait_until(pilot, lambda: screen.status_bar.status.state == "starting", "the resume starting")
+        text = screen.status_bar.render().plain
+        assert "resuming from step 80" in text
+        assert "100%" not in text
+
+
+async def test_a_tall_wide_screen_shows_more_cards(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "live")
+    fill_run(run, steps=300, max_steps=1000, started=time.time() - 200, state="running")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(200, 50)) as pilot:
+        screen = await monitor_on(pilot, run, 300)
+        await pilot.pause()
+        for name, shown in (("grad", "grad 1"), ("step", "step 500 ms"), ("tokens", "tokens 614k 2.05k/step")):
+            card = screen.cards[name]
+            assert card.region.height > 0, name
+            assert card.value.text.plain.startswith(shown), card.value.text.plain
+        assert screen.cards["lr"].spark.region.height >= 2, "taller sparklines where there is room"
+        cards_column = screen.query_one("#metric-cards")
+        used = max(card.region.bottom for card in screen.cards.values())
+        assert cards_column.region.bottom - used <= 3, "the column is filled"
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert screen.cards["grad"].region.height == 0
+
+
+def test_the_no_run_hint_breaks_lines_only_between_paragraphs():
+    for paragraph in NO_RUN_HINT.split("\n\n"):
+        assert "\n" not in paragraph

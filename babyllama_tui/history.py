@@ -195,17 +195,18 @@ class MetricsHistory:
         smoothed = []
         current = _finite_or_none(self.series["ema"].last())
         previous_loss = _finite_or_none(self.series["loss"].last())
-        previous = self.steps.last() or 0
-        for step, loss in zip(steps, losses):
+        at = np.asarray(steps, dtype=np.float64)
+        gaps = np.diff(at, prepend=float(self.steps.last() or 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shares = np.where(at > 0, (1 - EMA_STEP_DECAY**gaps) / (1 - EMA_STEP_DECAY**at), 1.0)
+        for share, loss in zip(shares.tolist(), losses):
             if math.isfinite(loss):
-                if current is None or step <= 0:
+                if current is None:
                     current = loss
                 else:
                     between = loss if previous_loss is None else (previous_loss + loss) / 2
-                    share = (1 - EMA_STEP_DECAY ** (step - previous)) / (1 - EMA_STEP_DECAY**step)
                     current += share * (between - current)
                 previous_loss = loss
-            previous = step
             smoothed.append(NAN if current is None else current)
         return smoothed
 

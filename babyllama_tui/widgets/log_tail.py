@@ -66,6 +66,11 @@ class LogTail(ScrollView, can_focus=True):
         super().watch_scroll_y(old_value, new_value)
         self.following = round(new_value) >= self.max_scroll_y
 
+    def watch_show_vertical_scrollbar(self, shown: bool) -> None:
+        # Scrolled to the end before the bar was shown, the bar would start at the top.
+        if shown:
+            self.vertical_scrollbar.position = self.scroll_y
+
     def on_focus(self) -> None:
         self.border_title = FOCUSED_TITLE
 

@@ -299,7 +299,7 @@ class MonitorScreen(AppScreen):
         self.cards["tokens"].show(format_count(tokens), None, per_step)
 
     def _show_sample(self) -> None:
-        """The newest sample first, then older ones as far as the panel reaches: the model learning to write."""
+        """The newest sample first, then older ones below it (the panel scrolls): the model learning to write."""
         samples = list(self.follower.history.samples) if self.follower else []
         self.sample_view.show([(sample["step"], sample["text"]) for sample in reversed(samples)])
 

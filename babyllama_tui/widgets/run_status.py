@@ -39,17 +39,17 @@ def status_items(status: RunStatus) -> list[Text]:
         # The run's status still holds the max_steps of the process that ended; the new one
         # says its own once it has read its config.
         items.append(Text(f"resuming from step {status.step:,}"))
-        return items + _rest(status)
+        return items + _after_progress(status)
     progress = Text(f"step {format_steps(status.step, status.max_steps)}")
     if status.step is not None and status.max_steps:
         fraction = status.step / status.max_steps
         progress.append(f" {progress_bar(fraction, BAR_CELLS)}", style="green")
         progress.append(f" {fraction:.0%}")
     items.append(progress)
-    return items + _rest(status)
+    return items + _after_progress(status)
 
 
-def _rest(status: RunStatus) -> list[Text]:
+def _after_progress(status: RunStatus) -> list[Text]:
     items = [Text(f"{format_count(status.tokens)} tokens")]
     items.append(Text(f"elapsed {format_duration(status.elapsed_s)}"))
     if status.eta_s is not None:

@@ -27,8 +27,8 @@ EMA_STEPS = 10
 EMA_STEP_DECAY = EMA_WEIGHT ** (1 / EMA_STEPS)
 # Train rows remembered for the speed estimate behind ETAs.
 RATE_POINTS = 20
-# Sample rows kept to show how the model's writing changed.
-SAMPLES_KEPT = 12
+# Sample rows kept to show how the model's writing changed: the samples panel scrolls through them.
+SAMPLES_KEPT = 50
 
 TRAIN_SERIES = ("loss", "ema", "lr", "tokens_per_s", "rss_mb", "device_mb", "grad_norm", "step_ms")
 

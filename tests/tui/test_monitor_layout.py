@@ -152,3 +152,17 @@ async def test_a_tall_wide_screen_shows_more_cards(tmp_path):
 def test_the_no_run_hint_breaks_lines_only_between_paragraphs():
     for paragraph in NO_RUN_HINT.split("\n\n"):
         assert "\n" not in paragraph
+
+
+async def test_the_samples_panel_reaches_back_past_a_dozen_evaluations(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "long")
+    fill_run(run, steps=3000, max_steps=3000, started=time.time() - 9000, state="finished")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await monitor_on(pilot, run, 3000)
+        samples = screen.query_one(SampleList)
+        await wait_until(pilot, lambda: len(samples.samples) == 30, "thirty samples")
+        assert [step for step, _ in samples.samples][::29] == [3000, 100]
+        await pilot.press("tab", "end")
+        await wait_until(pilot, lambda: samples.scroll_y == samples.max_scroll_y > 0, "the oldest sample")
+        assert "(100)" in samples.render_line(samples.scrollable_content_region.height - 1).text

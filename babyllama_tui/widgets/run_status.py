@@ -81,12 +81,24 @@ def reason_text(state: str, reason: str) -> Text:
     return Text(text, style="red" if state == "failed" else "yellow")
 
 
+def first_clause_length(text: str) -> int:
+    """Characters up to the first "; " outside brackets ("no update for 5m (… 30 s; …)" stays whole)."""
+    depth = 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and text.startswith("; ", i):
+            return i
+    return len(text)
+
+
 def with_reason(lines: list[Text], reason: Text, width: int) -> list[Text]:
-    """`reason` after the last line if it fits there, whole or up to its first "; ", else on a line
-    of its own cut to `width`."""
+    """`reason` after the last line if it fits there, whole or up to its first "; " (then ending in
+    "…"), else on a line of its own cut to `width`."""
     room = width - lines[-1].cell_len - len(GAP)
-    first_clause = reason.plain.split("; ", 1)[0]
-    for fitting in (reason, reason[: len(first_clause)]):
+    clause = reason[: first_clause_length(reason.plain)]
+    if len(clause) < len(reason):
+        clause.append("…")
+    for fitting in (reason, clause):
         if fitting.cell_len <= room:
             lines[-1].append(GAP)
             lines[-1].append_text(fitting)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from pilot_wait import footer_settled, wait_until
+from rich.text import Text
 from run_fixtures import fill_run, train_row
 from textual.widgets._footer import FooterKey
 
@@ -13,6 +14,7 @@ from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.screens.monitor import NO_RUN_HINT, MonitorScreen
 from babyllama_tui.widgets.log_tail import LogTail
+from babyllama_tui.widgets.run_status import first_clause_length, reason_text, with_reason
 from babyllama_tui.widgets.sample_list import SampleList
 
 STOP_REASON = ("stopped on SIGTERM at step 74; `babyllama train --run /tmp/proj/out/runs/tiny-20261128-1037 "
@@ -166,3 +168,11 @@ async def test_the_samples_panel_reaches_back_past_a_dozen_evaluations(tmp_path)
         await pilot.press("tab", "end")
         await wait_until(pilot, lambda: samples.scroll_y == samples.max_scroll_y > 0, "the oldest sample")
         assert "(100)" in samples.render_line(samples.scrollable_content_region.height - 1).text
+
+
+def test_a_reason_is_shortened_at_a_clause_outside_brackets():
+    stale = "no update from trainer-01 for 38m55s (a live trainer writes every 30 s; silent runs count as failed)"
+    assert first_clause_length(stale) == len(stale)
+    assert STOP_REASON[: first_clause_length(STOP_REASON)] == "stopped on SIGTERM at step 74"
+    lines = with_reason([Text("x" * 27)], reason_text("stopped", STOP_REASON), 78)
+    assert [line.plain for line in lines] == ["x" * 27 + "   stopped on SIGTERM at step 74…"]

@@ -3,12 +3,14 @@ incremental readers behind the runs table and the monitor, on real run directori
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from babyllama.runs import RunDir
 from babyllama_tui.eta import eta_seconds
 from babyllama_tui.follow import RunsWatcher
-from babyllama_tui.history import EMA_WEIGHT, MetricsHistory, bucket_means, envelope
+from babyllama_tui.history import MetricsHistory, bucket_means, envelope
 from babyllama_tui.run_follower import RunFollower
 
 
@@ -52,11 +54,24 @@ def test_a_repeat_inside_one_batch_is_handled_like_one_across_polls():
 
 
 def test_the_smoothed_loss_continues_from_the_row_before_a_resume():
-    history = MetricsHistory()
-    history.add([train_row(10, 4.0), train_row(20, 2.0), train_row(30, 100.0)])
-    history.add([train_row(30, 2.0)])
-    expected = EMA_WEIGHT * (EMA_WEIGHT * 4.0 + (1 - EMA_WEIGHT) * 2.0) + (1 - EMA_WEIGHT) * 2.0
-    assert history.series["ema"].values[-1] == np.float32(expected)
+    resumed = MetricsHistory()
+    resumed.add([train_row(10, 4.0), train_row(20, 2.0), train_row(30, 100.0)])
+    resumed.add([train_row(30, 2.0)])
+    straight = MetricsHistory()
+    straight.add([train_row(10, 4.0), train_row(20, 2.0), train_row(30, 2.0)])
+    np.testing.assert_allclose(resumed.series["ema"].values, straight.series["ema"].values, rtol=1e-6)
+
+
+def test_the_smoothed_loss_is_the_same_whatever_the_log_interval():
+    """Smoothing is by steps: a run logged every 2 steps and one logged every 10 draw one curve."""
+    def loss(step: int) -> float:
+        return 2.0 + 8.0 * math.exp(-step / 60.0)
+
+    often, seldom = MetricsHistory(), MetricsHistory()
+    often.add([train_row(step, loss(step)) for step in range(2, 401, 2)])
+    seldom.add([train_row(step, loss(step)) for step in range(10, 401, 10)])
+    at_seldom_steps = often.series["ema"].values[4::5]
+    assert np.max(np.abs(at_seldom_steps[8:] - seldom.series["ema"].values[8:])) < 0.03
 
 
 def test_samples_logged_again_after_a_resume_replace_the_old_ones():

@@ -278,11 +278,11 @@ class TrainScreen(AppScreen):
         self._recheck()
 
     def _recheck(self) -> None:
-        from babyllama_tui.new_run import check_form
-
         form, summary = self.form, self.summary
         if form is None or summary is None:
             return
+        from babyllama_tui.new_run import check_form
+
         values = form.read()
         self.form_check = check_form(values, self.app.runs_dir, self.app.root)
         form.show_check(self.form_check)

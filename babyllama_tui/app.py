@@ -26,7 +26,7 @@ from babyllama.runs import TRAIN_PROGRAM
 from babyllama_tui.screens.train import TrainScreen
 from babyllama_tui.widgets.mode_header import SCREENS
 
-# The longest a bound key waits for the focused text field to take the keys typed before it.
+# The longest a bound key waits for the focused widget to take the keys typed before it.
 FIELD_CATCH_UP_S = 1.0
 FOCUS_ACTIONS = {"focus_next", "focus_previous"}
 
@@ -127,32 +127,33 @@ class BabyLlamaApp(App):
         await super().on_event(event)
 
     async def _key_in_order(self, event: events.Key) -> bool:
-        """Run a text field's editing key, or tab, only once the field has taken the keys before it.
+        """Run tab, or a text field's editing key, only once the focused widget has taken the keys before it.
 
-        A text field is a focused widget that takes typed characters: Textual's Input, and
-        our FieldInput, which handles its editing keys itself but not tab.
-
-        Textual hands typed characters straight to the focused field, but runs a bound key
-        (the field's backspace, arrows, home...; tab) only once it has bubbled from the field
-        back up to the app, and meanwhile hands the field the keys after it. Keys that arrive
-        together (a fast typist, or an SSH link that sends several in one packet) were applied
-        out of order: backspace then 6 on "45" gave "45", not "46", and tab then 5 put the 5 in
-        the field being left (Textual issue 6605). Here the app waits for the field to take
-        what it was handed, then runs the binding itself, before it reads the next key. Other
-        keys take Textual's way, where the widgets around the field see them first; so does a
-        binding whose action declines (a one-line field asked to scroll)."""
-        field = self.focused
-        if field is None or not field.check_consume_key("x", "x"):
+        Textual hands a key straight to the focused widget, but runs a key bound on it or
+        above it (a text field's backspace, arrows, home...; tab anywhere) only once the key
+        has bubbled back up to the app, and meanwhile hands the widget the keys after it. Keys
+        that arrive together (a fast typist, or an SSH link that sends several in one packet)
+        were applied out of order: backspace then 6 on "45" gave "45", not "46", and tab then
+        5 put the 5 in the widget being left, a checkbox that dropped it (Textual issue 6605).
+        Here the app waits for the widget to take what it was handed, then runs the binding
+        itself, before it reads the next key. Other keys take Textual's way, where the widgets
+        around the focused one see them first; so does a binding whose action declines (a
+        one-line field asked to scroll). A text field is a widget that takes typed characters:
+        Textual's Input, and our FieldInput, which handles its editing keys itself."""
+        focused = self.focused
+        if focused is None:
             return False
         active = self.screen.active_bindings.get(event.key)
         if active is None or active.binding.priority or not active.enabled:
             return False
-        if active.node is not field and active.binding.action.rpartition(".")[2] not in FOCUS_ACTIONS:
+        moves_focus = active.binding.action.rpartition(".")[2] in FOCUS_ACTIONS
+        edits_text = active.node is focused and focused.check_consume_key("x", "x")
+        if not (moves_focus or edits_text):
             return False
         caught_up = asyncio.Event()
-        field.call_later(caught_up.set)
+        focused.call_later(caught_up.set)
         with contextlib.suppress(asyncio.TimeoutError):
-            # A field removed meanwhile never catches up: then go on after a moment.
+            # A widget removed meanwhile never catches up: then go on after a moment.
             await asyncio.wait_for(caught_up.wait(), FIELD_CATCH_UP_S)
         self.app_focus = True
         return await self.run_action(active.binding.action, active.node)

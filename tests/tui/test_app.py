@@ -9,7 +9,7 @@ from textual import events
 from textual.color import Color
 from textual.command import CommandList, CommandPalette
 from textual.screen import Screen
-from textual.widgets import Input
+from textual.widgets import Checkbox, Input
 
 from pilot_wait import footer_settled, wait_until
 from run_fixtures import fill_run
@@ -105,6 +105,8 @@ class TwoFields(Screen):
         yield Input("ab", id="first", select_on_focus=False)
         yield Input("", id="second", select_on_focus=False)
         yield FieldInput("8", kind="integer", id="third")
+        yield Checkbox("fourth", id="fourth")
+        yield Input("", id="fifth", select_on_focus=False)
 
 
 async def keys_at_once(pilot, *keys: str) -> None:
@@ -136,6 +138,11 @@ async def test_keys_arriving_together_are_applied_in_order(tmp_path):
         await pilot.pause()
         await keys_at_once(pilot, "backspace", "9", "shift+tab", "7")
         assert (second.value, third.value) == ("427", "9")
+        app.screen.query_one("#fourth", Checkbox).focus()
+        await pilot.pause()
+        # From a widget that takes no text, the keys after tab go to the field it moves to.
+        await keys_at_once(pilot, "tab", "1", "2", "backspace", "3")
+        assert app.screen.query_one("#fifth", Input).value == "13"
 
 
 def palette_entries(app) -> list[tuple[str, str]]:

@@ -41,3 +41,14 @@ class AppScreen(Screen):
         if self._styled_with in (None, styled_with):
             event.refresh_styles = False
         self._styled_with = styled_with
+        self._out_of_text_fields()
+
+    def _out_of_text_fields(self) -> None:
+        """A screen shown again does not give its focus back to a text field: the number keys
+        pressed next are meant to switch screens, and would have been typed into the field
+        (the review's save_interval became 204 on 2 then 4). Focus goes to the first widget
+        that takes no text; tab reaches the field again."""
+        focused = self.focused
+        if focused is None or not focused.check_consume_key("x", "x"):
+            return
+        self.set_focus(next((widget for widget in self.focus_chain if not widget.check_consume_key("x", "x")), None))

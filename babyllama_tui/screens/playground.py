@@ -126,7 +126,8 @@ class PlaygroundScreen(AppScreen):
         Binding("f2", "seed_prompt(1)", "Seed prompt 2", show=False),
         Binding("f3", "seed_prompt(2)", "Seed prompt 3", show=False),
         Binding("escape", "stop", "Stop"),
-        Binding("escape", "leave_input", "Leave the prompt", show=False),
+        # Shown while a field has focus, where the number keys are typed: esc gets them back.
+        Binding("escape", "leave_input", "Leave field"),
         Binding("enter", "focus_prompt", "Prompt", show=False),
     ]
 

@@ -59,13 +59,14 @@ class TrainScreen(AppScreen):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
     BINDINGS = [
         Binding("n", "new_run", "New run"),
-        Binding("t", "runs", "Runs"),
+        # esc is shown for the runs: it works from inside a field too, where t is typed.
+        Binding("escape", "runs", "Runs"),
+        Binding("t", "runs", "Runs", show=False),
         Binding("o", "open_run", "Monitor"),
         Binding("s", "stop_run", "Stop"),
         Binding("r", "resume_run", "Resume"),
         Binding("K", "kill_run", "Kill"),
         Binding("ctrl+l", "launch", "Launch"),
-        Binding("escape", "runs", "Runs", show=False),
     ]
 
     pane: reactive[str] = reactive("runs", init=False)

@@ -10,6 +10,7 @@ from textual.color import Color
 from textual.command import CommandList, CommandPalette
 from textual.screen import Screen
 from textual.widgets import Checkbox, Input
+from textual.widgets._footer import FooterKey
 
 from pilot_wait import footer_settled, wait_until
 from run_fixtures import fill_run
@@ -167,3 +168,27 @@ async def test_the_palette_lists_each_key_once_under_the_footer_s_key(tmp_path):
         assert titles.count("Quit") == 1 and ("Quit", "key: q") in entries
         assert "palette" not in titles and "Keys" not in titles
         assert {"Corpora", "Train", "Monitor", "Playground"} <= set(titles)
+
+
+async def test_back_on_a_screen_the_number_keys_switch_screens_and_are_not_typed(tmp_path):
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        train = app.screen
+        await wait_until(pilot, lambda: train.form is not None and train.query(FieldInput), "the form")
+        field = train.query(FieldInput).last()
+        field.focus()
+        await pilot.pause()
+        before = field.value
+        assert "escape" in {key.key for key in train.query(FooterKey)}, "the way out of a field is shown"
+        await pilot.press("3")
+        assert app.screen is train and field.value.endswith("3"), "in a field the 3 is typed"
+        await pilot.press("backspace")
+        assert field.value == before
+        # Leaving with the field focused, as a launch does (it shows the Monitor), or the palette.
+        await app.run_action("switch_mode('monitor')")
+        await pilot.pause()
+        assert isinstance(app.screen, MonitorScreen)
+        await pilot.press("2")
+        assert app.screen is train and not app.focused.check_consume_key("x", "x")
+        await pilot.press("4")
+        assert isinstance(app.screen, PlaygroundScreen) and field.value == before

@@ -274,6 +274,9 @@ class MonitorScreen(AppScreen):
     def _show_cards(self) -> None:
         follower = self.follower
         if follower is None or follower.history.last_train is None:
+            # A run waiting for its first row shows no figures, not those of the run shown before.
+            for card in self.cards.values():
+                card.show("-")
             return
         last = follower.history.last_train
         mem = last.get("mem") if isinstance(last.get("mem"), dict) else {}

@@ -190,3 +190,19 @@ async def test_monitor_keys_are_in_the_command_palette(tmp_path):
         await wait_until(pilot, lambda: palette_hits(app), "the palette's hits")
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, PickRunScreen), "the palette's Compare")
+
+
+async def test_a_run_waiting_for_its_first_row_shows_no_figures_of_the_run_before(tmp_path):
+    finished = RunDir(tmp_path / "out" / "runs" / "finished")
+    fill_run(finished, steps=50, max_steps=50, started=time.time() - 7200, state="finished")
+    fresh = RunDir(tmp_path / "out" / "runs" / "fresh")
+    fresh.create({"model": {"dim": 256}, "train": {"max_steps": 60}})
+    fresh.write_status(state="running", step=0, max_steps=60, started=time.time(), pid=4242, world_size=1)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_monitor(pilot, finished)
+        await wait_until(pilot, lambda: "tok/s 4.00k" in screen.cards["speed"].value.text.plain, "the finished run's figures")
+        app.monitor_run(fresh.path)
+        await wait_until(pilot, lambda: screen.follower.path == fresh.path, "the fresh run")
+        await wait_until(pilot, lambda: screen.cards["speed"].value.text.plain == "tok/s -", "its empty speed card")
+        assert all(card.value.text.plain.endswith(" -") for card in screen.cards.values())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -56,6 +57,15 @@ def playground_screen() -> Screen:
     return PlaygroundScreen()
 
 
+def any_entry(folder: Path) -> bool:
+    """Whether `folder` exists and holds anything, without listing all of it."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 class BabyLlamaApp(App):
     """The app's root: owns the project folder and which run is being watched."""
 
@@ -85,6 +95,9 @@ class BabyLlamaApp(App):
     ) -> None:
         """`clock` is "now" for ages and ETAs (fixed in snapshot tests); `train_program` is what
         Launch runs after `python` (a stand-in trainer in tests)."""
+        if not any_entry(root / "data") and not any_entry(root / "out"):
+            # A new project starts where its work starts: a corpus (the sample is offered there).
+            self.DEFAULT_MODE = "corpora"
         super().__init__()
         self.root = root
         self.clock = clock

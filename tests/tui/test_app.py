@@ -4,6 +4,7 @@ footer, size classes and theme right while it is not re-styled on every showing 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from textual import events
 from textual.color import Color
@@ -27,8 +28,14 @@ from babyllama_tui.widgets.runs_table import RunsTable
 SCREEN_KEYS = [("1", CorporaScreen), ("3", MonitorScreen), ("4", PlaygroundScreen), ("2", TrainScreen)]
 
 
+def begun(root: Path) -> Path:
+    """A project with its out/ folder made: the app opens on the Train screen."""
+    (root / "out" / "runs").mkdir(parents=True)
+    return root
+
+
 async def test_number_keys_switch_screens(tmp_path):
-    app = BabyLlamaApp(root=tmp_path)
+    app = BabyLlamaApp(root=begun(tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         assert isinstance(app.screen, TrainScreen)
         for key, screen in SCREEN_KEYS:
@@ -36,6 +43,12 @@ async def test_number_keys_switch_screens(tmp_path):
             assert isinstance(app.screen, screen)
         await pilot.press("q")
     assert app.return_code == 0
+
+
+async def test_an_empty_folder_opens_on_the_corpora_screen(tmp_path):
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)):
+        assert isinstance(app.screen, CorporaScreen)
 
 
 async def test_the_footer_shows_the_keys_of_the_highlighted_run(tmp_path):
@@ -76,7 +89,7 @@ async def test_each_screen_takes_its_size_class_before_it_shows_and_follows_a_re
 
 
 async def test_a_theme_chosen_while_a_screen_is_hidden_restyles_it_when_shown(tmp_path):
-    app = BabyLlamaApp(root=tmp_path)
+    app = BabyLlamaApp(root=begun(tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         train = app.screen
         dark = train.styles.background
@@ -171,7 +184,7 @@ async def test_the_palette_lists_each_key_once_under_the_footer_s_key(tmp_path):
 
 
 async def test_back_on_a_screen_the_number_keys_switch_screens_and_are_not_typed(tmp_path):
-    app = BabyLlamaApp(root=tmp_path)
+    app = BabyLlamaApp(root=begun(tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         train = app.screen
         await wait_until(pilot, lambda: train.form is not None and train.query(FieldInput), "the form")

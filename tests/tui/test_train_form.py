@@ -143,6 +143,9 @@ async def test_the_default_name_follows_the_clock_until_a_name_is_typed(project)
 
 
 async def test_a_project_without_token_files_says_so_plainly(tmp_path):
+    # A corpus but no token file yet (an empty project opens on the Corpora screen instead).
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus.jsonl").write_text('{"text": "话说天下大势"}\n', encoding="utf-8")
     app = BabyLlamaApp(root=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         screen, form = await open_form(pilot)

@@ -106,8 +106,9 @@ class SamplingParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise UserError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-        if self.top_p == 0.0 or self.repetition_penalty == 0.0:
-            raise UserError("top_p and repetition_penalty must be above 0")
+        for name in ("top_p", "repetition_penalty"):
+            if getattr(self, name) == 0.0:
+                raise UserError(f"{name} must be above 0, got 0")
 
 
 def apply_repetition_penalty(logits: np.ndarray, seen_ids, penalty: float) -> np.ndarray:

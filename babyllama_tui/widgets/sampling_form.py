@@ -43,6 +43,7 @@ FIELDS = (
 )
 
 FIELD_HELP = {field.key: field.help for field in FIELDS}
+LABELS = {field.key: field.long for field in FIELDS}
 
 FORM_HINT = "sampling: tab to a field to change it; each is checked as you type"
 
@@ -62,11 +63,15 @@ def check_value(key: str, typed: str, defaults: dict) -> tuple[int | float | Non
         value = wanted(typed.strip())
     except ValueError:
         kind = "a whole number" if wanted is int else "a number"
-        return None, f"{key}: {typed.strip() or '(empty)'} is not {kind}"
+        return None, f"{LABELS[key]}: {typed.strip() or '(empty)'} is not {kind}"
     try:
         SamplingParams(**{**defaults, key: value}).validate()
     except UserError as e:
-        return None, str(e)
+        # The engine names the protocol's fields; the form shows their labels.
+        message = str(e)
+        for field in FIELDS:
+            message = message.replace(field.key, field.long)
+        return None, message
     return value, None
 
 

@@ -22,6 +22,7 @@ from textual.widgets import Input
 from babyllama.runs import RunDir
 from babyllama_tui import app as app_module
 from babyllama_tui.app import BabyLlamaApp
+from babyllama_tui.widgets.sampling_form import check_value, default_params
 from babyllama_tui.screens.playground import PlaygroundScreen, token_count
 from babyllama_tui.serve_client import ServeClient, ServeError
 from babyllama_tui.widgets.checkpoint_picker import CheckpointPicker, list_checkpoints
@@ -632,3 +633,11 @@ def test_playground_side_by_side_snapshot(tmp_path, monkeypatch, snap_compare):
         await wait_until(pilot, lambda: footer_settled(screen), "the footer")
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_a_sampling_error_names_only_the_wrong_field_by_its_label():
+    defaults = default_params()
+    assert check_value("top_p", "0", defaults) == (None, "top-p must be above 0, got 0")
+    assert check_value("top_p", "1.1", defaults)[1] == "top-p must be a number in [0.0, 1.0], got 1.1"
+    assert check_value("repetition_penalty", "x", defaults)[1] == "repetition penalty: x is not a number"
+    assert check_value("top_p", "0.9", defaults) == (0.9, None)

@@ -373,7 +373,7 @@ async def test_a_bad_parameter_is_refused_with_a_message(project):
         assert field.has_class("-invalid")
         assert "temperature must be a number in [0.0, inf]" in str(screen.form.note.render())
         await set_field(pilot, screen, "top_k", "many")
-        assert "top_k: many is not a whole number" in str(screen.form.note.render())
+        assert "top-k: many is not a whole number" in str(screen.form.note.render())
         screen.prompt_input.focus()
         await pilot.press("enter")
         assert screen.engines["A"].request is None

@@ -24,6 +24,7 @@ from textual.screen import Screen
 
 from babyllama import __version__
 from babyllama.runs import TRAIN_PROGRAM
+from babyllama_tui.screens.app_screen import takes_text
 from babyllama_tui.screens.train import TrainScreen
 from babyllama_tui.widgets.mode_header import SCREENS
 
@@ -151,8 +152,8 @@ class BabyLlamaApp(App):
         Here the app waits for the widget to take what it was handed, then runs the binding
         itself, before it reads the next key. Other keys take Textual's way, where the widgets
         around the focused one see them first; so does a binding whose action declines (a
-        one-line field asked to scroll). A text field is a widget that takes typed characters:
-        Textual's Input, and our FieldInput, which handles its editing keys itself."""
+        one-line field asked to scroll). Our FieldInput handles its own editing keys in order;
+        only tab comes here from it."""
         focused = self.focused
         if focused is None:
             return False
@@ -160,7 +161,7 @@ class BabyLlamaApp(App):
         if active is None or active.binding.priority or not active.enabled:
             return False
         moves_focus = active.binding.action.rpartition(".")[2] in FOCUS_ACTIONS
-        edits_text = active.node is focused and focused.check_consume_key("x", "x")
+        edits_text = active.node is focused and takes_text(focused)
         if not (moves_focus or edits_text):
             return False
         caught_up = asyncio.Event()

@@ -15,6 +15,12 @@ from textual import events
 from textual.screen import Screen
 
 
+def takes_text(widget) -> bool:
+    """Whether `widget` is a text field: it takes the typed characters (Textual's Input, our
+    FieldInput), so a printable key is typed there rather than run as a binding."""
+    return widget.check_consume_key("x", "x")
+
+
 def size_class(dimension: int, breakpoints: list[tuple[int, str]] | None) -> str | None:
     """The class Textual gives a screen for `dimension` cells: the highest breakpoint reached."""
     reached = [(at, name) for at, name in breakpoints or () if dimension >= at]
@@ -49,6 +55,6 @@ class AppScreen(Screen):
         (the review's save_interval became 204 on 2 then 4). Focus goes to the first widget
         that takes no text; tab reaches the field again."""
         focused = self.focused
-        if focused is None or not focused.check_consume_key("x", "x"):
+        if focused is None or not takes_text(focused):
             return
-        self.set_focus(next((widget for widget in self.focus_chain if not widget.check_consume_key("x", "x")), None))
+        self.set_focus(next((widget for widget in self.focus_chain if not takes_text(widget)), None))

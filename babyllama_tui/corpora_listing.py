@@ -250,11 +250,12 @@ def read_corpus_stamp(path: Path) -> CorpusStamp:
     return CorpusStamp(files, size, newest, True)
 
 
-def describe_corpus(path: Path) -> CorpusEntry:
-    """A corpus file or folder: format of its first file, size, document estimate."""
+def describe_corpus(path: Path, stamp: CorpusStamp | None = None) -> CorpusEntry:
+    """A corpus file or folder: format of its first file, size, document estimate. `stamp` is
+    its stat, when the caller has just read it."""
     is_folder = path.is_dir()
     files, complete = corpus_files(path)
-    stamp = read_corpus_stamp(path)
+    stamp = stamp if stamp is not None else read_corpus_stamp(path)
     size = stamp.size
     if not files:
         return CorpusEntry(path, is_folder, 0, 0, True, None, "holds no corpus files", None, False, stamp)

@@ -273,8 +273,9 @@ class CorporaScreen(AppScreen):
             if worker.is_cancelled:
                 return
             entry = self.descriptions.get(path)
-            if entry is None or read_corpus_stamp(path) != entry.stamp:
-                entry = describe_corpus(path)
+            stamp = read_corpus_stamp(path)
+            if entry is None or stamp != entry.stamp:
+                entry = describe_corpus(path, stamp)
                 self.descriptions[path] = entry
             self.post_message(self.CorpusDescribed(entry))
 

@@ -37,6 +37,18 @@ def format_lr(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}"
 
 
+def format_number(value) -> str:
+    """Three significant digits: a gradient norm."""
+    return f"{value:.3g}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+
+def format_ms(value) -> str:
+    """A step's time: "850 ms", "1.41 s"."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.3g} s"
+
+
 def format_mib_short(mib: float | None) -> str:
     """812 -> "812M", 6963 -> "6.8G", 23400 -> "23G": memory in at most four characters and a unit."""
     if mib is None or not math.isfinite(mib):

@@ -26,7 +26,7 @@ from babyllama_tui.follow import RunRow, RunsWatcher
 from babyllama_tui.history import MetricsHistory, bucket_means
 from babyllama_tui.run_control import request_stop
 from babyllama_tui.run_follower import RunFollower
-from babyllama_tui.run_formatting import format_count, format_lr, format_mib_short
+from babyllama_tui.run_formatting import format_count, format_lr, format_mib_short, format_ms, format_number
 from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen
 from babyllama_tui.widgets.log_tail import LogTail
@@ -48,17 +48,6 @@ NO_RUN_HINT = (
     "Start one on the Train screen (2). Runs started with `babyllama train` in this project "
     "show here too, as they start."
 )
-
-
-def format_number(value) -> str:
-    return f"{value:.3g}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
-
-
-def format_ms(value) -> str:
-    """A step's time: "850 ms", "1.41 s"."""
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "-"
-    return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.3g} s"
 
 
 def elapsed_s(status: dict, state: str, now: float, history: MetricsHistory) -> float | None:

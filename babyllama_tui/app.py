@@ -155,7 +155,9 @@ class BabyLlamaApp(App):
         one-line field asked to scroll). Our FieldInput handles its own editing keys in order;
         only tab comes here from it."""
         focused = self.focused
-        if focused is None:
+        # A typed character is neither tab nor an editing key: it skips the bindings map,
+        # which asks every screen and widget up the chain about each of its keys.
+        if focused is None or event.is_printable:
             return False
         active = self.screen.active_bindings.get(event.key)
         if active is None or active.binding.priority or not active.enabled:

@@ -48,7 +48,6 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -56,6 +55,7 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from babyllama.config import ModelConfig, TrainConfig
 from babyllama.errors import UserError
+from babyllama.kernel_cache import KernelWorkspace, compiler_failure
 from babyllama.model import Transformer
 
 ADAM_EPS = 1e-8
@@ -87,6 +87,7 @@ class Runtime:
     rank: int
     world_size: int
     dtype: str  # resolved: float32, bfloat16 or float16
+    kernels: KernelWorkspace | None  # where fused kernels compile (the CPU's graph kernel fusion)
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
@@ -117,8 +118,7 @@ def setup_runtime(train: TrainConfig, device: str | None = None) -> Runtime:
     ms.set_context(mode=ms.GRAPH_MODE)
     if device is not None:
         ms.set_device(device)
-    if ms.get_context("device_target") == "CPU":
-        fuse_elementwise_kernels()
+    kernels = fuse_elementwise_kernels() if ms.get_context("device_target") == "CPU" else None
     if train.threads:
         ms.device_context.cpu.op_tuning.threads_num(train.threads)
     rank, world_size = 0, 1
@@ -130,7 +130,8 @@ def setup_runtime(train: TrainConfig, device: str | None = None) -> Runtime:
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
     ms.set_seed(train.seed)
     target = ms.get_context("device_target")
-    return Runtime(device=target, rank=rank, world_size=world_size, dtype=resolve_dtype(train.dtype, target))
+    return Runtime(device=target, rank=rank, world_size=world_size, dtype=resolve_dtype(train.dtype, target),
+                   kernels=kernels)
 
 
 class _FusableChain(nn.Cell):
@@ -140,41 +141,51 @@ class _FusableChain(nn.Cell):
         return ops.exp(x * 2.0 + 1.0) * x
 
 
-def kernel_cache_dir() -> Path:
-    """Where the fused kernels MindSpore generates are kept, per MindSpore version, across runs."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "babyllama" / f"mindspore-{ms.__version__}-kernels"
-
-
-def fuse_elementwise_kernels() -> None:
-    """Graph kernel fusion (jit level O1), its compiler's files kept out of the working directory.
+def fuse_elementwise_kernels() -> KernelWorkspace:
+    """Graph kernel fusion (jit level O1), compiling in this process's own kernel workspace.
 
     Fusion halved peak memory (3.1 -> 1.4 GiB at vocabulary 8,000; 4.6 -> 2.9 GiB at 64,794)
     and at 64,794 raised tokens/s 1.56x. Its kernel compiler (AKG) runs in a server process
     that MindSpore starts at the first fused kernel and keeps for the life of the process;
     the server writes into its working directory (dsa_transfrom.log), and no setting moves
-    that. So the first fused kernel is compiled here with `kernel_cache_dir()` as the working
-    directory, which the server inherits. This process is there only for the call, before
-    the trainer starts any thread. The kernels stay in the cache: a later run of the same
-    shapes skips their compilation (the first step at vocabulary 64,794 took 15.5 s instead
-    of 23.5 s); processes share the cache as MindSpore's ranks share a directory.
+    that. So the first fused kernel is compiled here, in an empty workspace that is also the
+    working directory, which the server inherits; this process is there only for the call,
+    before the trainer starts any thread. Then the workspace gets the shared cache's kernels:
+    a later run of the same shapes skips their compilation (the first step at vocabulary
+    64,794 took 15.5 s instead of 23.5 s). See babyllama.kernel_cache for why no two
+    processes compile in the same folder.
+
+    A compiler that cannot start is named here, in seconds, with what to install.
     """
-    cache = kernel_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    # Where this process writes the kernels' descriptions (akg_kernel_meta/) and build lock.
-    os.environ["MS_COMPILER_CACHE_PATH"] = str(cache)
+    global _workspace
+    if _workspace is not None:
+        return _workspace
+    workspace = KernelWorkspace()
+    workspace.create()
+    # Where MindSpore writes the kernels' descriptions (akg_kernel_meta/) and its build lock.
+    os.environ["MS_COMPILER_CACHE_PATH"] = str(workspace.path)
     # AKG reads its tuning files only from under this path, warning once a kernel otherwise
     # (the default is the working directory, and the files ship inside MindSpore).
     os.environ["AKG_WHITE_LIST_PATH"] = os.path.dirname(ms.__file__)
     # The environment form: set_context's enable_graph_kernel and graph_kernel_flags warn as deprecated.
     os.environ.setdefault("MS_DEV_GRAPH_KERNEL_FLAGS", "--opt_level=1")
+    # Where a graph that fails to compile leaves its analysis (rank_0/om/analyze_fail.ir).
+    os.environ["MS_DEV_SAVE_GRAPHS_PATH"] = str(workspace.path)
     ms.set_context(jit_config={"jit_level": "O1"})
     started_in = os.getcwd()
-    os.chdir(cache)
+    os.chdir(workspace.path)
     try:
         _FusableChain()(Tensor(np.ones((4, 4), np.float32))).asnumpy()
+    except RuntimeError as e:
+        raise compiler_failure(e) from e
     finally:
         os.chdir(started_in)
+    workspace.fill()
+    _workspace = workspace
+    return workspace
+
+
+_workspace: KernelWorkspace | None = None
 
 
 def _world_size() -> int:

@@ -1,0 +1,179 @@
+"""MindSpore's generated kernels: a compile folder of each process's own, and a cache they share.
+
+Graph kernel fusion (babyllama.step) has MindSpore's kernel compiler (AKG) generate kernels,
+and MindSpore keeps them under the folder named by MS_COMPILER_CACHE_PATH. Every process
+compiling under the same folder joins one SysV shared-memory pool keyed by that path (and the
+lock file kernel_build_tmp.key in it): a process moves the kernels it needs to a "doing" list,
+and the others wait, in C++ and for up to 1,000 s a batch, until they are "done". A process
+that dies mid-compile, or whose compile fails, leaves them in "doing" for good, and every
+other process waits with it, deaf to SIGTERM (docs/MINDSPORE.md). So no two processes share
+that folder here:
+
+- each process compiles in `KernelWorkspace.path` (processes/HOST-PID under the cache),
+  which it makes empty, compiles a first kernel in, and then fills with copies of the
+  complete kernels of the shared cache (`akg_kernel_meta/`), so known shapes compile nothing;
+- `publish()` copies the kernels it compiled into the shared cache, each file under a
+  temporary name renamed into place, the description (.json) last: a reader sees a kernel
+  whole or not at all;
+- `close()` publishes and removes the workspace; workspaces of processes gone without closing
+  (SIGKILL) are removed by the next process on the same host.
+
+The kernel compiler's server writes into its working directory (dsa_transfrom.log) and stays
+for the life of the process, so its first kernel is compiled with the workspace as working
+directory; a graph that fails to compile writes analysis files under MindSpore's
+save_graphs_path, set to the workspace too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import psutil
+
+from babyllama.errors import UserError
+
+SHARED = "akg_kernel_meta"
+WORKSPACES = "processes"
+# A kernel is usable when MindSpore's cache lookup finds its description and its library.
+DESCRIPTION, LIBRARY = ".json", ".so"
+
+
+def kernel_cache_dir() -> Path:
+    """Where generated kernels are kept across runs, per MindSpore version."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "babyllama" / f"mindspore-{version('mindspore')}-kernels"
+
+
+# What MindSpore's kernel-build server imports to compile a kernel on the CPU (akg_process.py).
+_IMPORT_COMPILER = (
+    "import sys\n"
+    "from mindspore._extends.parallel_compile.akg_compiler.get_file_path import get_akg_path\n"
+    "sys.path.append(get_akg_path())\n"
+    "import akg.ms\n"
+)
+COMPILER_CHECK_TIMEOUT_S = 120
+
+
+def compiler_failure(error: RuntimeError) -> Exception:
+    """What to tell of a failed kernel compile: why the compiler cannot start, else `error`.
+
+    The compiler runs in a server process; when it cannot start (an import that MindSpore's
+    wheel does not declare, such as `decorator`), MindSpore says only "Response is empty".
+    Importing the compiler as the server does names the cause.
+    """
+    try:
+        check = subprocess.run([sys.executable, "-c", _IMPORT_COMPILER], capture_output=True, text=True,
+                               timeout=COMPILER_CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return error
+    lines = check.stderr.strip().splitlines()
+    if check.returncode == 0 or not lines:
+        return error
+    cause = lines[-1]
+    missing = cause.partition("No module named ")[2].strip("'\"")
+    fix = (f"pip install {missing.split('.')[0]}" if missing else
+           "reinstall it: pip install --force-reinstall mindspore")
+    return UserError(f"MindSpore's kernel compiler cannot start in {sys.executable}: {cause}; {fix}, "
+                     "or install babyllama again (pip install -e .), which declares what it needs")
+
+
+def complete_kernels(folder: Path) -> dict[str, list[Path]]:
+    """Kernel name -> its files, for the kernels in `folder` that have a description and a library."""
+    files: dict[str, list[Path]] = {}
+    for path in _entries(folder):
+        name, dot, _ = path.name.rpartition(".")
+        if dot and not path.name.startswith("."):
+            files.setdefault(name, []).append(path)
+    return {name: paths for name, paths in files.items()
+            if {p.suffix for p in paths} >= {DESCRIPTION, LIBRARY}}
+
+
+def _description_last(paths: list[Path]) -> list[Path]:
+    return sorted(paths, key=lambda p: p.suffix == DESCRIPTION)
+
+
+class KernelWorkspace:
+    """This process's own compile folder; see the module docstring."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = root or kernel_cache_dir()
+        self.shared = self.root / SHARED
+        self.path = self.root / WORKSPACES / f"{socket.gethostname()}-{os.getpid()}"
+        self.kernels = self.path / SHARED
+        self._known: set[str] = set()
+
+    def create(self) -> None:
+        """An empty workspace; the leftovers of this host's dead processes removed."""
+        self._remove_abandoned()
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.kernels.mkdir(parents=True)
+        self.shared.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.close)
+
+    def fill(self) -> int:
+        """Copy in the shared cache's complete kernels not already here; returns how many."""
+        here = complete_kernels(self.kernels)
+        copied = 0
+        for name, paths in complete_kernels(self.shared).items():
+            if name in here:
+                continue
+            try:
+                for path in _description_last(paths):
+                    shutil.copy2(path, self.kernels / path.name)
+            except OSError:  # pruned or being replaced meanwhile: compiled again if needed
+                continue
+            copied += 1
+        self._known = set(complete_kernels(self.kernels))
+        return copied
+
+    def publish(self) -> int:
+        """Copy the kernels compiled here since `fill` into the shared cache; returns how many."""
+        published = 0
+        shared = complete_kernels(self.shared)
+        for name, paths in complete_kernels(self.kernels).items():
+            if name in self._known or name in shared:
+                continue
+            try:
+                for path in _description_last(paths):
+                    temp = self.shared / f".{path.name}.tmp-{os.getpid()}"
+                    shutil.copy2(path, temp)
+                    os.replace(temp, self.shared / path.name)
+            except OSError:  # a full disk: the kernels are compiled again next time
+                for path in paths:
+                    (self.shared / f".{path.name}.tmp-{os.getpid()}").unlink(missing_ok=True)
+                continue
+            self._known.add(name)
+            published += 1
+        return published
+
+    def close(self) -> None:
+        if not self.path.exists():
+            return
+        self.publish()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def _remove_abandoned(self) -> None:
+        """Workspaces of this host's processes that are gone, and their half-published files."""
+        host = socket.gethostname()
+        for entry in _entries(self.root / WORKSPACES):
+            owner, _, pid = entry.name.rpartition("-")
+            if owner == host and pid.isdigit() and not psutil.pid_exists(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+        for entry in _entries(self.shared):
+            pid = entry.name.rpartition(".tmp-")[2]
+            if entry.name.startswith(".") and pid.isdigit() and not psutil.pid_exists(int(pid)):
+                entry.unlink(missing_ok=True)
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except FileNotFoundError:
+        return []

@@ -113,6 +113,7 @@ from babyllama.runs import (
     launch_detached,
     stop_run,
 )
+from babyllama.stop_guard import start_guard
 from babyllama.tokenizer import Tokenizer, load_tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
@@ -203,7 +204,12 @@ def expected_world_size() -> int:
 
 
 def expected_rank() -> int:
-    """This worker's rank as msrun announces it, for choosing who prints before MindSpore is up."""
+    """This worker's rank as msrun announces it, for choosing who writes before MindSpore is up.
+
+    msrun's scheduler runs the same command with rank 0 announced; it is no worker: -1.
+    """
+    if os.environ.get("MS_ROLE") == "MS_SCHED":
+        return -1
     return int(os.environ.get("RANK_ID", "0"))
 
 
@@ -241,7 +247,9 @@ def _given_fields(args: argparse.Namespace, cls) -> dict:
 
 
 def _open_dataset(paths, model: ModelConfig, train: TrainConfig) -> TokenDataset:
-    return TokenDataset(paths, seq_len=model.max_seq_len, val_fraction=train.val_fraction)
+    # Absolute: token files are opened when first read, after the trainer moves to its kernel workspace.
+    return TokenDataset([Path(p).absolute() for p in paths], seq_len=model.max_seq_len,
+                        val_fraction=train.val_fraction)
 
 
 def _choose_tokenizer(given: Path | None, dataset: TokenDataset) -> Tokenizer:
@@ -288,7 +296,13 @@ def _resolve(model: ModelConfig, train: TrainConfig, dataset: TokenDataset, worl
 
 
 def refuse_if_taken(run: RunDir) -> None:
-    """A run another live process holds (not our own launcher's `starting`) cannot be started."""
+    """A run another live process holds (not our own launcher's `starting`) cannot be started.
+
+    Checked by rank 0 alone: it claims the run as soon as it has planned, maybe before the
+    other ranks of its msrun launch have looked, and they write nothing to the run directory.
+    """
+    if expected_rank() != 0:
+        return
     status = run.read_status()
     current = effective_state(status)
     ours = status.get("launch_id") is not None and status.get("launch_id") == os.environ.get(LAUNCH_ID_ENV)
@@ -301,7 +315,7 @@ def refuse_if_taken(run: RunDir) -> None:
 
 def plan_new_run(args: argparse.Namespace, world_size: int) -> Plan:
     run = RunDir(args.run)
-    if run.config_path.exists():
+    if run.config_path.exists() and expected_rank() == 0:
         raise UserError(
             f"{run.config_path} exists: {run.path} already holds a run; continue it with "
             f"`babyllama train --run {run.path} --resume`, or pick another --run"
@@ -580,30 +594,29 @@ class Training:
     def __init__(self, plan: Plan, stop: StopRequest):
         self.plan = plan
         self.stop = stop
-        self.run = plan.run
+        # Made before the process moves to its kernel workspace, where relative paths change meaning.
+        self.run = RunDir(plan.run.path.absolute())
+        self.config = plan.config()
         self.train_cfg = plan.train
         self.dataset = plan.dataset
         self.step = plan.start_step
 
     def __call__(self) -> int:
-        from babyllama.step import setup_runtime
-
-        runtime = setup_runtime(self.train_cfg)
-        if runtime.world_size != self.plan.world_size:
-            raise UserError(f"msrun announced {self.plan.world_size} workers but communication reports "
-                            f"{runtime.world_size}")
-        self.rank, self.world_size = runtime.rank, runtime.world_size
-        self.main = self.rank == 0
+        self.main = expected_rank() == 0
         if not self.main:
+            start_guard(None)
+            self._start()
             return self._train()
         if self.plan.resuming:
-            atomic_write_json(self.run.config_path, self.plan.config())
+            atomic_write_json(self.run.config_path, self.config)
         else:
-            self.run.create(self.plan.config())
+            self.run.create(self.config)
         self.run.mark_running(step=self.plan.start_step, max_steps=self.train_cfg.max_steps,
-                              world_size=self.world_size)
+                              world_size=self.plan.world_size)
+        start_guard(self.run)
         with self.run.heartbeat():
             try:
+                self._start()
                 return self._train()
             except KeyboardInterrupt:
                 self.run.write_status(state="stopped", error=f"interrupted without a checkpoint at step "
@@ -616,6 +629,21 @@ class Training:
                 traceback.print_exc()
                 self.run.write_status(state="failed", error=_one_line(e))
                 return 1
+
+    def _start(self) -> None:
+        """MindSpore up (graph mode, kernel workspace, msrun communication), in the kernel workspace."""
+        from babyllama.step import setup_runtime
+
+        runtime = setup_runtime(self.train_cfg)
+        self.kernels = runtime.kernels
+        if self.kernels is not None:
+            # MindSpore writes compile leftovers (dsa_transfrom.log, rank_0/om/analyze_fail.ir) into the
+            # working directory: they go to the workspace, removed at exit, not where the run was started.
+            os.chdir(self.kernels.path)
+        if runtime.world_size != self.plan.world_size:
+            raise UserError(f"msrun announced {self.plan.world_size} workers but communication reports "
+                            f"{runtime.world_size}")
+        self.rank, self.world_size = runtime.rank, runtime.world_size
 
     # -- setup
 
@@ -666,13 +694,15 @@ class Training:
                 self._evaluate()
                 self.run.write_status(state="finished", step=self.step, error=None)
             return 0
-        if self.main and self.step == 0:
+        # A stop asked for while MindSpore started: nothing new to save, so end before stepping.
+        # Under msrun the ranks agree on stopping inside the loop, after a step.
+        if self.main and self.step == 0 and not self._stop_before_stepping():
             self._evaluate()
         started = time.monotonic()
         interval = Interval()
         first = True
         loss = local_loss = float("nan")
-        stop_now = False
+        stop_now = self._stop_before_stepping()
         while self.step < cfg.max_steps and not stop_now:
             lr = lr_at(self.step, cfg)
             step_started = time.perf_counter()
@@ -686,6 +716,8 @@ class Training:
             self.step += 1
             self.tokens += self.tokens_per_step
             interval.add(seconds, compiled=first)
+            if first and self.kernels is not None:
+                self.kernels.publish()
             if first and self.main:
                 print(f"first step took {seconds:.1f} s (graph compile included)", flush=True)
             first = False
@@ -722,6 +754,9 @@ class Training:
             print(f"finished {self.step:,} steps; best validation loss {self.best_val_loss:.4f}"
                   if self.best_val_loss is not None else f"finished {self.step:,} steps", flush=True)
         return 0
+
+    def _stop_before_stepping(self) -> bool:
+        return self.stop.requested and self.world_size == 1
 
     def _batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         micro = [self.sampler.batch(step, m) for m in range(self.train_cfg.grad_accum)]
@@ -788,7 +823,7 @@ class Training:
             "saved": time.time(),
         }
         began = time.perf_counter()
-        checkpoint = save_checkpoint(self.run, self.trainer, self.step, state, self.plan.config(),
+        checkpoint = save_checkpoint(self.run, self.trainer, self.step, state, self.config,
                                      self.train_cfg.keep_checkpoints)
         self.last_saved = self.step
         print(f"step {self.step:,}: saved {checkpoint.path} [{time.perf_counter() - began:.1f} s]", flush=True)

@@ -69,6 +69,10 @@ def digests(text: str) -> list[tuple[int, int, float, str]]:
     return [(int(r), int(s), float(loss), d) for r, _, s, loss, d in DIGEST_LINE.findall(text)]
 
 
+def trained_a_step(run: Path) -> bool:
+    return (run / "metrics.jsonl").exists() and any(r["kind"] == "train" for r in MetricsReader(run / "metrics.jsonl").poll())
+
+
 def wait_for(condition, what: str, timeout: float = WAIT_S, every: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -270,8 +274,8 @@ def test_sigterm_saves_and_stops_and_the_resumed_run_matches_the_uninterrupted_o
                                cwd=tmp_path, env=trainer_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     try:
-        # Claimed means MindSpore is up and the graphs are compiling: the signal must wait for the step.
-        wait_for(lambda: RunDir(run).read_status().get("state") == "running", "the run to start")
+        # Mid-training: the signal waits for the step to end, then a checkpoint is saved.
+        wait_for(lambda: trained_a_step(run), "the first step")
         trainer.send_signal(signal.SIGTERM)
         output, _ = trainer.communicate(timeout=WAIT_S)
     finally:

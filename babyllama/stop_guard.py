@@ -1,0 +1,153 @@
+"""The deadline on a stop: a trainer asked to stop ends within STOP_DEADLINE_S, whatever it is doing.
+
+A trainer's own handler (train.StopRequest) runs only between Python bytecodes of its main
+thread, and MindSpore holds that thread in C++ for its import, graph compiles, kernel builds
+and steps: tens of seconds on big models, for ever when a kernel build waits on a dead peer.
+So the trainer also passes each signal, as a byte through `signal.set_wakeup_fd`, to a small
+guard process started with `start_guard`. The guard
+
+- writes `stopping` to status.json at the first SIGTERM or SIGINT, at once;
+- if the trainer has not ended STOP_DEADLINE_S later, ends it and its children with SIGKILL
+  (waiting up to SAVE_GRACE_S more while a checkpoint is being written) and writes `stopped`,
+  saying that the steps since the latest checkpoint were lost and how to resume;
+- after a second signal, does that within SECOND_SIGNAL_S;
+- ends with the trainer, when the pipe's other end closes.
+
+It ignores SIGTERM, SIGINT and SIGHUP itself: `babyllama runs stop` signals the trainer's
+whole process group, the guard included.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from babyllama.runs import ACTIVE_STATES, RunDir
+
+# A step of a big model can take longer than this: BABYLLAMA_STOP_DEADLINE_S gives it more.
+STOP_DEADLINE_S = float(os.environ.get("BABYLLAMA_STOP_DEADLINE_S", "25"))
+SAVE_GRACE_S = 60.0
+SECOND_SIGNAL_S = 3.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def start_guard(run: RunDir | None) -> subprocess.Popen:
+    """Start this process's guard; `run` is None on msrun ranks that do not write the run directory.
+
+    Call from the main thread after the stop handlers are installed (set_wakeup_fd needs them).
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    argv = [sys.executable, "-m", "babyllama.stop_guard", str(os.getpid()), str(read_end),
+            "" if run is None else str(run.path.absolute())]
+    guard = subprocess.Popen(argv, pass_fds=(read_end,), stdin=subprocess.DEVNULL)
+    os.close(read_end)
+    return guard
+
+
+class Guard:
+    def __init__(self, trainer_pid: int, fd: int, run: RunDir | None):
+        self.trainer = psutil.Process(trainer_pid)
+        self.fd = fd
+        self.run = run
+        self.signal_name: str | None = None
+        self.deadline: float | None = None
+        self.final_deadline: float | None = None
+
+    def watch(self) -> None:
+        while True:
+            wait = 1.0 if self.deadline is None else max(0.0, min(1.0, self.deadline - time.monotonic()))
+            if select.select([self.fd], [], [], wait)[0]:
+                received = os.read(self.fd, 64)
+                if not received:
+                    return
+                for number in received:
+                    if number in STOP_SIGNALS:
+                        self._signalled(signal.Signals(number))
+            if not _alive(self.trainer):
+                return
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                if self._saving() and time.monotonic() < self.final_deadline:
+                    continue
+                self._end_trainer()
+                return
+
+    def _signalled(self, sig: signal.Signals) -> None:
+        now = time.monotonic()
+        if self.signal_name is not None:
+            self.deadline = min(self.deadline, now + SECOND_SIGNAL_S)
+            self.final_deadline = self.deadline
+            return
+        self.signal_name = sig.name
+        self.deadline = now + STOP_DEADLINE_S
+        self.final_deadline = self.deadline + SAVE_GRACE_S
+        self._update(lambda status: {"state": "stopping", "stop_requested": time.time()})
+
+    def _saving(self) -> bool:
+        """A checkpoint of the trainer's is being written (its temporary folder exists)."""
+        return self.run is not None and any(self.run.checkpoints_dir.glob(f".*.tmp-{self.trainer.pid}"))
+
+    def _end_trainer(self) -> None:
+        try:
+            doomed = [*self.trainer.children(recursive=True), self.trainer]
+        except psutil.NoSuchProcess:
+            return
+        for process in doomed:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(doomed, timeout=10)
+        if self.run is None:
+            return
+        latest = self.run.latest_checkpoint()
+        kept = (f"resume continues from {latest.path.name}" if latest else
+                "no checkpoint had been saved")
+        waited = round(STOP_DEADLINE_S if self.final_deadline > self.deadline else SECOND_SIGNAL_S)
+        note = (f"stopped on {self.signal_name}: the trainer had not ended {waited} s later (compiling or "
+                f"in a long step), so it was ended without a checkpoint; {kept}: "
+                f"`babyllama train --run {self.run.path} --resume`")
+        self._update(lambda status: {"state": "stopped", "error": note})
+        print(f"babyllama train: {note}", file=sys.stderr, flush=True)
+
+    def _update(self, fields) -> None:
+        """Change the status if the trainer has claimed the run and it has not ended."""
+        if self.run is None:
+            return
+
+        def change(status: dict) -> dict | None:
+            owned = status.get("pid") == self.trainer.pid and status.get("state") in ACTIVE_STATES
+            return fields(status) if owned else None
+
+        self.run._update_status(change)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def main(argv: list[str]) -> int:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    trainer_pid, fd, run_path = int(argv[0]), int(argv[1]), argv[2]
+    try:
+        guard = Guard(trainer_pid, fd, RunDir(Path(run_path)) if run_path else None)
+    except psutil.NoSuchProcess:
+        return 0
+    guard.watch()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

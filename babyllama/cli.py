@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 from babyllama import __version__
@@ -45,6 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _parse_and_run(argv)
+        finally:
+            # Inside the try: output still buffered (a short table, --help) meets a closed pipe here.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of our output went away (`babyllama runs | head -1`): stop quietly with
+        # the status of a process that SIGPIPE ended, as Unix tools do. Python flushes stdout
+        # again at exit, so it is pointed at /dev/null first (the Python docs' SIGPIPE recipe).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+
+
+def _parse_and_run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args._run(args) or 0

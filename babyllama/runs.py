@@ -25,7 +25,9 @@ A trainer's part: `mark_running(step=, max_steps=, world_size=)` once started, i
 `write_status(state="stopping")`, a checkpoint, then `write_status(state="stopped")`; at the
 end "finished"; on a crash `write_status(state="failed", error=...)`. Checkpoints go to
 `checkpoint_temp_path(step)`, then `publish_checkpoint(temp, step)` and
-`prune_checkpoints(keep)`. Under msrun only rank 0 does any of this.
+`prune_checkpoints(keep)`. Under msrun only rank 0 does any of this. `checkpoint_problem`
+says what makes a published checkpoint folder incomplete (a file missing, cut short or
+unreadable); the listing reports an incomplete latest one with what to do about it.
 
 `babyllama runs` is the CLI over the same functions.
 """
@@ -72,6 +74,8 @@ LAUNCH_ID_ENV = "BABYLLAMA_LAUNCH_ID"
 DEFAULT_ROOT = Path("out/runs")
 
 CHECKPOINT_NAME = re.compile(r"step_(\d{7,})")
+# What a checkpoint folder holds when babyllama.train has written it completely.
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json", "config.json")
 # psutil derives creation times from boot time + clock ticks: equal for the same process,
 # so a difference above this means the pid was reused.
 CREATE_TIME_TOLERANCE_S = 1.0
@@ -384,6 +388,32 @@ def _as_run(run: RunDir | str | os.PathLike) -> RunDir:
     return run if isinstance(run, RunDir) else RunDir(run)
 
 
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why the checkpoint folder `checkpoint` cannot be resumed from, or None when it is complete.
+
+    A file of CHECKPOINT_FILES missing, a safetensors file cut short or damaged (its header
+    says how long the file must be; the tensors are not read), or a JSON file that does not
+    hold an object. Cheap enough to run on every listing.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for name in CHECKPOINT_FILES:
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{path} is missing"
+        try:
+            if name.endswith(".safetensors"):
+                with safe_open(str(path), framework="numpy"):
+                    pass
+            elif not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
+                return f"{path} does not hold a JSON object"
+        except json.JSONDecodeError as e:
+            return f"{path}:{e.lineno}: not valid JSON ({e.msg})"
+        except (OSError, UnicodeDecodeError, SafetensorError) as e:
+            return f"{path} cannot be read ({e})"
+    return None
+
+
 # Liveness
 
 
@@ -673,6 +703,8 @@ class RunInfo:
     pid: int | None
     world_size: int | None
     latest_checkpoint: int | None
+    # Set when the latest checkpoint is incomplete: what is wrong with it and what to do.
+    latest_checkpoint_problem: str | None
 
     def age_s(self, now: float | None = None) -> float | None:
         """Seconds since the current attempt started."""
@@ -712,7 +744,25 @@ def run_info(run: RunDir | str | os.PathLike) -> RunInfo:
         pid=status.get("pid"),
         world_size=status.get("world_size"),
         latest_checkpoint=latest.step if latest else None,
+        latest_checkpoint_problem=_incomplete_latest(run, latest) if latest else None,
     )
+
+
+def _incomplete_latest(run: RunDir, latest: Checkpoint) -> str | None:
+    """What is wrong with the latest checkpoint and what to do, or None when it is complete."""
+    problem = checkpoint_problem(latest.path)
+    if problem is None:
+        return None
+    # Once it is deleted, `--resume` takes the newest checkpoint left (latest_checkpoint's fallback).
+    also_incomplete = []
+    resume = f"`babyllama train --run {run.path} --resume` starts again from step 0 (no complete checkpoint is left)"
+    for older in reversed([c for c in run.checkpoints() if c != latest]):
+        if checkpoint_problem(older.path) is None:
+            resume = f"`babyllama train --run {run.path} --resume` continues from {older.path.name}"
+            break
+        also_incomplete.append(str(older.path))
+    also = f" (and {', '.join(also_incomplete)}, incomplete too)" if also_incomplete else ""
+    return f"{problem}: the checkpoint is incomplete; delete {latest.path}{also}, and {resume}"
 
 
 def list_runs(root: str | os.PathLike = DEFAULT_ROOT) -> list[RunInfo]:
@@ -1059,7 +1109,7 @@ def _print_table(infos: list[RunInfo], as_json: bool) -> int:
             _number(info.val_loss, ".4f"),
             _number(info.tokens_per_s, ",.0f"),
             format_duration(info.age_s(now)),
-            info.reason or "",
+            "; ".join(note for note in (info.reason, _incomplete_note(info)) if note),
         )
         for info in infos
     ]
@@ -1089,11 +1139,22 @@ def _print_show(target: RunDir, as_json: bool, log_lines: int) -> int:
         if kind in rows:
             print(f"last {kind:<6} {json.dumps(rows[kind], ensure_ascii=False)}")
     names = ", ".join(c.path.name for c in checkpoints) or "none"
-    print(f"checkpoints {names}" + (f" (latest {info.latest_checkpoint})" if info.latest_checkpoint is not None else ""))
+    latest = ""
+    if info.latest_checkpoint is not None:
+        latest = f" (latest {info.latest_checkpoint}{', INCOMPLETE' if info.latest_checkpoint_problem else ''})"
+    print(f"checkpoints {names}{latest}")
+    if info.latest_checkpoint_problem:
+        print(f"            {info.latest_checkpoint_problem}")
     if log:
         print(f"--- last {len(log)} lines of {target.log_path}")
         print("\n".join(log))
     return 0
+
+
+def _incomplete_note(info: RunInfo) -> str | None:
+    if not info.latest_checkpoint_problem:
+        return None
+    return f"latest checkpoint, step {info.latest_checkpoint}, is incomplete: `babyllama runs show {info.path}` says what to do"
 
 
 def _or_dash(value) -> str:

@@ -5,7 +5,8 @@
                      --repetition-penalty R --seed S]
 
 The app's playground keeps one such process per loaded checkpoint. Protocol (version 1):
-one JSON object per line, UTF-8, in both directions; stdout carries only protocol lines
+one JSON object per line, UTF-8, in both directions (a string may not hold half a UTF-16
+surrogate pair, such as a lone "\\ud800"); stdout carries only protocol lines
 (anything else the process prints goes to stderr).
 
 Requests, on stdin:
@@ -128,10 +129,28 @@ class Server:
                 self.queue.put(None)  # after everything queued: those still run, then the server stops
 
     def _handle(self, raw: bytes) -> None:
+        # Decoded here rather than by json.loads, which guesses UTF-16 or UTF-32 from the first bytes.
         try:
-            message = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            self.emit("error", message=f"the request is not UTF-8 text ({e.reason} 0x{raw[e.start]:02x} at byte "
+                      f"{e.start}); send one JSON object a line, encoded as UTF-8")
+            return
+        try:
+            message = json.loads(text)
+        except json.JSONDecodeError as e:
             self.emit("error", message=f"not a JSON line ({e}); send one JSON object a line")
+            return
+        surrogate = _lone_surrogate(message)
+        if surrogate is not None:
+            # Neither the tokenizer nor the UTF-8 we write can carry it, so an id holding one is not echoed.
+            request_id = self._id_of(message) if isinstance(message, dict) else {}
+            if _lone_surrogate(request_id) is not None:
+                request_id = {}
+            self.emit("error", **request_id,
+                      message=f"the request holds the escape \\u{ord(surrogate):04x}, half of a UTF-16 surrogate "
+                      "pair without its other half, which is no character; write a character beyond U+FFFF as "
+                      "both halves (\\ud83d\\ude00) or as itself in UTF-8")
             return
         if not isinstance(message, dict):
             self.emit("error", message="a request must be a JSON object with an \"op\" field")
@@ -228,6 +247,16 @@ class Server:
             with self.lock:
                 self.running = None
                 self.waiting.pop(request.id, None)
+
+
+def _lone_surrogate(value) -> str | None:
+    """The first lone UTF-16 surrogate (from a JSON escape such as "\\ud800") in the strings of a
+    parsed JSON value, or None."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.object[e.start]
+    return None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

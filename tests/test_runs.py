@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,8 +17,10 @@ import termios
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
+from safetensors.numpy import save_file
 
 from babyllama.errors import UserError
 from babyllama.runs import (
@@ -26,6 +29,7 @@ from babyllama.runs import (
     LineFollower,
     MetricsReader,
     RunDir,
+    checkpoint_problem,
     effective_state,
     format_duration,
     kill_run,
@@ -426,6 +430,60 @@ def test_latest_checkpoint_is_not_pruned_even_when_older(tmp_path):
     assert [c.step for c in run.checkpoints()] == [1, 3]
 
 
+def complete_checkpoint(run: RunDir, step: int) -> Path:
+    """A published checkpoint holding the files babyllama train writes (safetensors weights and
+    moments, state.json, config.json)."""
+    temp = run.checkpoint_temp_path(step)
+    temp.mkdir(parents=True)
+    save_file({"tok_embeddings.weight": np.full((8, 4), step, np.float32)}, str(temp / "model.safetensors"))
+    save_file({"optimizer_step": np.array([step], np.float32)}, str(temp / "optimizer.safetensors"))
+    (temp / "state.json").write_text(json.dumps({"format": 1, "step": step}))
+    (temp / "config.json").write_text(json.dumps({"model": {}, "train": {}}))
+    return run.publish_checkpoint(temp, step).path
+
+
+def test_checkpoint_problem_names_the_file_that_is_missing_cut_short_or_not_json(tmp_path):
+    folder = complete_checkpoint(RunDir(tmp_path / "r"), 1)
+    assert checkpoint_problem(folder) is None
+
+    moments = folder / "optimizer.safetensors"
+    whole = moments.read_bytes()
+    moments.write_bytes(whole[:-3])  # a copy or a save that stopped early
+    assert checkpoint_problem(folder) == (f"{moments} cannot be read (Error while deserializing header: "
+                                          "incomplete metadata, file not fully covered)")
+    moments.write_bytes(whole)
+
+    state = folder / "state.json"
+    state.write_text('{"format": 1,')
+    assert checkpoint_problem(folder) == f"{state}:1: not valid JSON (Expecting property name enclosed in double quotes)"
+    state.write_text("[]")
+    assert checkpoint_problem(folder) == f"{state} does not hold a JSON object"
+    state.write_text("{}")
+    assert checkpoint_problem(folder) is None
+
+    (folder / "model.safetensors").unlink()
+    assert checkpoint_problem(folder) == f"{folder / 'model.safetensors'} is missing"
+
+
+def test_an_incomplete_latest_checkpoint_is_reported_with_the_one_resume_would_use_instead(tmp_path):
+    run = RunDir(tmp_path / "r")
+    first, second, third = (complete_checkpoint(run, step) for step in (1, 2, 3))
+    assert run_info(run).latest_checkpoint_problem is None
+
+    (third / "state.json").write_text("")
+    (second / "model.safetensors").unlink()
+    info = run_info(run)
+    assert info.latest_checkpoint == 3
+    assert info.latest_checkpoint_problem == (
+        f"{third / 'state.json'}:1: not valid JSON (Expecting value): the checkpoint is incomplete; delete {third} "
+        f"(and {second}, incomplete too), and `babyllama train --run {run.path} --resume` continues from step_0000001")
+
+    (first / "config.json").unlink()
+    assert run_info(run).latest_checkpoint_problem.endswith(
+        f"incomplete too), and `babyllama train --run {run.path} --resume` starts again from step 0 "
+        "(no complete checkpoint is left)")
+
+
 # Listing
 
 
@@ -640,6 +698,36 @@ def test_cli_runs_table_json_show_and_stop(tmp_path, stand_in):
     assert stop.returncode == 0, stop.stderr
     assert stop.stdout.strip() == "live is stopped."
     assert live.read_status()["state"] == "stopped"
+
+
+def test_cli_runs_show_and_table_say_the_latest_checkpoint_is_incomplete_and_what_to_do(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "cut")
+    run.create({})
+    run.write_status(state="stopped", step=4, max_steps=10, started=time.time() - 60, host="h", pid=1)
+    complete_checkpoint(run, 2)
+    (complete_checkpoint(run, 4) / "model.safetensors").unlink()
+    shown_path = Path("out/runs/cut")  # as `runs show cut` finds it from tmp_path
+    latest = shown_path / "checkpoints" / "step_0000004"
+    advice = (f"{latest / 'model.safetensors'} is missing: the checkpoint is incomplete; delete {latest}, "
+              f"and `babyllama train --run {shown_path} --resume` continues from step_0000002")
+
+    show = babyllama("runs", "show", "cut", cwd=tmp_path)
+    assert show.returncode == 0, show.stderr
+    assert f"checkpoints step_0000002, step_0000004 (latest 4, INCOMPLETE)\n            {advice}\n" in show.stdout
+    shown = json.loads(babyllama("runs", "show", "cut", "--json", cwd=tmp_path).stdout)["run"]
+    assert (shown["latest_checkpoint"], shown["latest_checkpoint_problem"]) == (4, advice)
+
+    table = babyllama("runs", cwd=tmp_path).stdout.splitlines()
+    assert table[1].split()[:3] == ["cut", "stopped", "4/10"]
+    assert table[1].endswith(f"latest checkpoint, step 4, is incomplete: `babyllama runs show {shown_path}` "
+                             "says what to do")
+    listed = json.loads(babyllama("runs", "--json", cwd=tmp_path).stdout)
+    assert listed[0]["latest_checkpoint_problem"] == advice
+
+    shutil.rmtree(tmp_path / latest)  # as the advice says: the latest is then step 2, which is complete
+    show = babyllama("runs", "show", "cut", cwd=tmp_path)
+    assert "checkpoints step_0000002 (latest 2)\n" in show.stdout and "incomplete" not in show.stdout.lower()
+    assert "incomplete" not in babyllama("runs", cwd=tmp_path).stdout
 
 
 # msrun

@@ -42,6 +42,11 @@ class ServerProcess:
         self.process.stdin.write("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in requests))
         self.process.stdin.flush()
 
+    def send_bytes(self, *lines: bytes):
+        self.process.stdin.flush()
+        self.process.stdin.buffer.write(b"".join(line + b"\n" for line in lines))
+        self.process.stdin.buffer.flush()
+
     def next_event(self):
         event = self.events.get(timeout=WAIT_S)
         assert event is not None, f"the server ended: {self.process.stderr.read()}"
@@ -153,6 +158,26 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(server):
     assert "colour" in errors[5]["message"]
     assert "nobody" in errors[6]["message"]
     server.send({"op": "generate", "id": "ok", "prompt": "话说", "max_new_tokens": 2, "temperature": 0})
+    _, done = server.until_done("ok")
+    assert done["tokens"] == 2
+
+
+def test_requests_that_are_not_unicode_text_get_one_error_each_and_the_server_keeps_serving(server):
+    cut_character = '{"op": "generate", "id": "b", "prompt": "话'.encode() + b'\xe8"}'
+    server.send_bytes(b'\xff\xfe{"op": "info"}', cut_character)
+    # json.dumps escapes the lone surrogates: the lines are "\\ud800" and "\\udc00" on the wire.
+    server.send({"op": "generate", "id": "s", "prompt": "\ud800"}, {"op": "cancel", "id": "\udc00"})
+    errors = [server.next_event() for _ in range(4)]
+    assert [e["event"] for e in errors] == ["error"] * 4
+    assert errors[0] == {"event": "error", "message": "the request is not UTF-8 text (invalid start byte 0xff at "
+                         "byte 0); send one JSON object a line, encoded as UTF-8"}
+    assert "id" not in errors[1]
+    assert f"(invalid continuation byte 0xe8 at byte {len(cut_character) - 3})" in errors[1]["message"]
+    assert errors[2]["id"] == "s"
+    assert errors[2]["message"].startswith("the request holds the escape \\ud800, half of a UTF-16 surrogate pair")
+    assert "both halves (\\ud83d\\ude00) or as itself in UTF-8" in errors[2]["message"]
+    assert "id" not in errors[3] and "\\udc00" in errors[3]["message"]
+    server.send({"op": "generate", "id": "ok", "prompt": "话说\ud83d\ude00", "max_new_tokens": 2, "temperature": 0})
     _, done = server.until_done("ok")
     assert done["tokens"] == 2
 

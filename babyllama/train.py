@@ -830,8 +830,9 @@ class Training:
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".strip()
+    from babyllama.errors import describe_failure
+
+    return describe_failure(error)
 
 
 # ---------------------------------------------------------------------------------------

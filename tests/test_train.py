@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -379,6 +380,26 @@ def test_a_run_that_fails_after_starting_records_failed_with_the_error(tmp_path,
     status = RunDir(run).read_status()
     assert status["state"] == "failed" and "model.safetensors: cannot be read" in status["error"], status
     assert "cannot be read" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_run_out_of_memory_records_mindspores_message_and_what_to_do(tmp_path, token_file):
+    # MindSpore and the first step's graph fit in 4 GiB of address space; 4,096 windows' activations and logits
+    # (10 GiB estimated) do not, and MindSpore's CPU memory pool says so when the first step runs.
+    run = tmp_path / "oom"
+    done = subprocess.run(
+        [sys.executable, "-m", "babyllama", "train", "--run", str(run), "--data", str(token_file), *SMALL_MODEL,
+         "--batch_size", "4096", "--max_steps", "3"],
+        cwd=tmp_path, env=trainer_env(), capture_output=True, text=True, timeout=WAIT_S, check=False,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)),
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    status = RunDir(run).read_status()
+    assert status["state"] == "failed" and status["step"] == 0, status
+    assert re.fullmatch(r"Memory not enough: Memory isn't enough and alloc failed, kernel name: \S+, "
+                        r"alloc size: \d+B; lower --batch_size .* or --max_seq_len", status["error"]), status
+    # The full report, banners and C++ call stack included, stays in train.log.
+    assert "- C++ Call Stack: (For framework developers)" in (run / "train.log").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow

@@ -105,10 +105,12 @@ from babyllama.evaluate import validation_loss
 from babyllama.files import atomic_write_json
 from babyllama.runs import (
     ACTIVE_STATES,
+    CHECKPOINT_FILES,
     LAUNCH_ID_ENV,
     Checkpoint,
     LineFollower,
     RunDir,
+    checkpoint_problem,
     effective_state,
     launch_detached,
     stop_run,
@@ -116,10 +118,7 @@ from babyllama.runs import (
 from babyllama.stop_guard import start_guard
 from babyllama.tokenizer import Tokenizer, load_tokenizer
 
-WEIGHTS_FILE = "model.safetensors"
-OPTIMIZER_FILE = "optimizer.safetensors"
-STATE_FILE = "state.json"
-CONFIG_FILE = "config.json"
+WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE, CONFIG_FILE = CHECKPOINT_FILES
 CHECKPOINT_FORMAT = 1
 
 # Model fields that may change on resume: they shape no parameter.
@@ -378,6 +377,10 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
     state = None
     notes = []
     if checkpoint is not None:
+        problem = checkpoint_problem(checkpoint.path)
+        if problem:
+            raise UserError(f"{problem}: the latest checkpoint is incomplete; delete {checkpoint.path} to resume "
+                            "from the one before it")
         state, checkpoint_config = read_checkpoint_state(checkpoint.path)
         saved_model, _ = config_from_dict(
             {"model": checkpoint_config["model"], "train": checkpoint_config["train"]},
@@ -514,9 +517,6 @@ def load_checkpoint(trainer, checkpoint: Path) -> None:
     params = {}
     for name in (WEIGHTS_FILE, OPTIMIZER_FILE):
         path = checkpoint / name
-        if not path.is_file():
-            raise UserError(f"{path} is missing: the checkpoint is incomplete; delete {checkpoint} to resume "
-                            "from the one before it")
         try:
             params.update(ms.load_checkpoint(str(path), format="safetensors"))
         except Exception as e:  # MindSpore reports unreadable files with several exception types

@@ -15,6 +15,7 @@ import sys
 
 from babyllama import __version__
 from babyllama.errors import UserError
+from babyllama.files import out_of_space
 
 # command -> (module, one-line help)
 COMMANDS = {
@@ -69,6 +70,13 @@ def _parse_and_run(argv: list[str] | None) -> int:
         return args._run(args) or 0
     except UserError as e:
         print(f"babyllama {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not out_of_space(e):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"babyllama {args.command}: error: {e.strerror}{where}; free some space and run it again",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"babyllama {args.command}: interrupted", file=sys.stderr)

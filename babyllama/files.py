@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
+
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def temp_path(path: Path) -> Path:
@@ -21,6 +24,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None:  # write and fsync name no file: say which one could not be written
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -29,3 +37,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, obj) -> None:
     text = json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def out_of_space(error: BaseException) -> bool:
+    """A write that failed for want of space (or quota), whether Python, MindSpore or safetensors raised it."""
+    if isinstance(error, OSError) and error.errno in OUT_OF_SPACE:
+        return True
+    return any(os.strerror(code) in str(error) for code in OUT_OF_SPACE)

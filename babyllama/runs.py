@@ -348,18 +348,21 @@ class RunDir:
 
     def prune_checkpoints(self, keep: int) -> list[Path]:
         """Delete all but the newest `keep` complete checkpoints (never the `latest` one), and
-        folders left half-written by earlier processes. Returns what was deleted."""
+        unfinished ones. Returns what was deleted."""
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
         latest = self.latest_checkpoint()
         doomed = [c.path for c in self.checkpoints()[:-keep] if c != latest]
-        mine = f"-{os.getpid()}"
-        if self.checkpoints_dir.is_dir():
-            doomed += [
-                Path(e.path)
-                for e in os.scandir(self.checkpoints_dir)
-                if e.is_dir() and e.name.startswith(".step_") and not e.name.endswith(mine)
-            ]
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+        return doomed + self.remove_unfinished_checkpoints()
+
+    def remove_unfinished_checkpoints(self) -> list[Path]:
+        """Delete the folders of checkpoints that were never published (a write killed or failed), and
+        the replaced ones a publish did not get to delete. Returns what was deleted."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        doomed = [Path(e.path) for e in os.scandir(self.checkpoints_dir) if e.is_dir() and e.name.startswith(".step_")]
         for path in doomed:
             shutil.rmtree(path, ignore_errors=True)
         return doomed

@@ -102,7 +102,7 @@ from babyllama.config import (
 from babyllama.data import BatchSampler, TokenDataset
 from babyllama.errors import UserError
 from babyllama.evaluate import validation_loss
-from babyllama.files import atomic_write_json
+from babyllama.files import atomic_write_json, out_of_space
 from babyllama.runs import (
     ACTIVE_STATES,
     CHECKPOINT_FILES,
@@ -490,20 +490,31 @@ def save_checkpoint(run: RunDir, trainer, step: int, state: dict, config: dict, 
     """Write a complete checkpoint of `trainer` at `step`, publish it as `latest`, prune old ones."""
     import mindspore as ms
 
+    # Only this process writes the run: any unfinished folder is a failed or killed earlier write.
+    run.remove_unfinished_checkpoints()
     temp = run.checkpoint_temp_path(step)
-    shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir(parents=True)
-    weight_names = {p.name for p in trainer.model.trainable_params()}
-    params = trainer.parameters_for_checkpoint()
-    ms.save_checkpoint([p for p in params if p.name in weight_names], str(temp / WEIGHTS_FILE), format="safetensors")
-    ms.save_checkpoint([p for p in params if p.name not in weight_names], str(temp / OPTIMIZER_FILE),
-                       format="safetensors")
-    _write_json(temp / STATE_FILE, state)
-    _write_json(temp / CONFIG_FILE, config)
-    for name in (WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE, CONFIG_FILE):
-        _fsync_file(temp / name)
-    _fsync_dir(temp)
-    checkpoint = run.publish_checkpoint(temp, step)
+    try:
+        temp.mkdir(parents=True)
+        weight_names = {p.name for p in trainer.model.trainable_params()}
+        params = trainer.parameters_for_checkpoint()
+        ms.save_checkpoint([p for p in params if p.name in weight_names], str(temp / WEIGHTS_FILE),
+                           format="safetensors")
+        ms.save_checkpoint([p for p in params if p.name not in weight_names], str(temp / OPTIMIZER_FILE),
+                           format="safetensors")
+        _write_json(temp / STATE_FILE, state)
+        _write_json(temp / CONFIG_FILE, config)
+        for name in CHECKPOINT_FILES:
+            _fsync_file(temp / name)
+        _fsync_dir(temp)
+        checkpoint = run.publish_checkpoint(temp, step)
+    except Exception as e:
+        shutil.rmtree(temp, ignore_errors=True)
+        if not out_of_space(e):
+            raise
+        latest = run.latest_checkpoint()
+        kept = f"{latest.path.name} is intact; " if latest else ""
+        raise UserError(f"{run.checkpoints_dir}: no space left on the device for the checkpoint of step {step:,}; "
+                        f"{kept}free some, then `babyllama train --run {run.path} --resume` continues") from None
     run.prune_checkpoints(keep)
     return checkpoint
 
@@ -619,16 +630,30 @@ class Training:
                 self._start()
                 return self._train()
             except KeyboardInterrupt:
-                self.run.write_status(state="stopped", error=f"interrupted without a checkpoint at step "
-                                      f"{self.step}; resume continues from the latest checkpoint")
+                self._record_end("stopped", f"interrupted without a checkpoint at step {self.step}; resume "
+                                 "continues from the latest checkpoint")
                 raise
             except UserError as e:
-                self.run.write_status(state="failed", error=str(e))
+                self._record_end("failed", str(e))
                 raise
             except BaseException as e:
+                if out_of_space(e):
+                    error = UserError(f"{_one_line(e)}; free some space, then `babyllama train --run "
+                                      f"{self.run.path} --resume` continues from the latest checkpoint")
+                    self._record_end("failed", str(error))
+                    raise error from None
                 traceback.print_exc()
-                self.run.write_status(state="failed", error=_one_line(e))
+                self._record_end("failed", _one_line(e))
+                print(f"babyllama train: failed: {_one_line(e)}", file=sys.stderr, flush=True)
                 return 1
+
+    def _record_end(self, state: str, error: str) -> None:
+        """The end in status.json, when it can still be written (a full disk may refuse even that)."""
+        try:
+            self.run.write_status(state=state, error=error, step=self.step)
+        except OSError as e:
+            print(f"babyllama train: could not record '{state}' in {self.run.status_path}: {e.strerror}",
+                  file=sys.stderr, flush=True)
 
     def _start(self) -> None:
         """MindSpore up (graph mode, kernel workspace, msrun communication), in the kernel workspace."""
@@ -846,13 +871,17 @@ class _Tee(io.TextIOBase):
 
     def write(self, text: str) -> int:
         self.stream.write(text)
-        self.log.write(text)
-        self.log.flush()
+        if self.log is not None:
+            try:
+                self.log.write(text)
+                self.log.flush()
+            except OSError as e:  # a full disk: the terminal still gets the output, and says why the log stops
+                self.log = None
+                self.stream.write(f"babyllama train: {e.strerror}: stopped copying the output to train.log\n")
         return len(text)
 
     def flush(self) -> None:
         self.stream.flush()
-        self.log.flush()
 
     def isatty(self) -> bool:
         return self.stream.isatty()

@@ -386,16 +386,18 @@ def test_checkpoints_publish_list_latest_and_prune(tmp_path):
     for step in (100, 200, 300, 400):
         make_checkpoint(run, step)
     (run.checkpoints_dir / ".step_0000500.tmp-1").mkdir()  # an interrupted save by another process
-    mine = run.checkpoint_temp_path(500)
+    (run.checkpoints_dir / ".step_0000300.old-1").mkdir()  # replaced by a publish that was interrupted
+    mine = run.checkpoint_temp_path(600)  # a save of this process that failed (a full disk)
     mine.mkdir()
     assert [c.step for c in run.checkpoints()] == [100, 200, 300, 400]
     assert run.latest_path.read_text() == "step_0000400\n"
     assert run.latest_checkpoint() == (400, run.checkpoints_dir / "step_0000400")
 
     removed = run.prune_checkpoints(keep=2)
-    assert sorted(p.name for p in removed) == [".step_0000500.tmp-1", "step_0000100", "step_0000200"]
+    assert sorted(p.name for p in removed) == [".step_0000300.old-1", ".step_0000500.tmp-1", mine.name,
+                                               "step_0000100", "step_0000200"]
     assert [c.step for c in run.checkpoints()] == [300, 400]
-    assert mine.is_dir()
+    assert sorted(p.name for p in run.checkpoints_dir.iterdir()) == ["latest", "step_0000300", "step_0000400"]
     with pytest.raises(ValueError):
         run.prune_checkpoints(keep=0)
 

@@ -38,14 +38,17 @@ SECOND_SIGNAL_S = 3.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def start_guard(run: RunDir | None) -> subprocess.Popen:
+def start_guard(run: RunDir | None, received: signal.Signals | None = None) -> subprocess.Popen:
     """Start this process's guard; `run` is None on msrun ranks that do not write the run directory.
 
+    `received` is a stop signal that came before the guard existed: it is passed on at once.
     Call from the main thread after the stop handlers are installed (set_wakeup_fd needs them).
     """
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    if received is not None:
+        os.write(write_end, bytes([received]))
     argv = [sys.executable, "-m", "babyllama.stop_guard", str(os.getpid()), str(read_end),
             "" if run is None else str(run.path.absolute())]
     guard = subprocess.Popen(argv, pass_fds=(read_end,), stdin=subprocess.DEVNULL)
@@ -97,7 +100,8 @@ class Guard:
 
     def _end_trainer(self) -> None:
         try:
-            doomed = [*self.trainer.children(recursive=True), self.trainer]
+            # The trainer first, so that it starts nothing more; not this guard, one of its children.
+            doomed = [self.trainer, *(p for p in self.trainer.children(recursive=True) if p.pid != os.getpid())]
         except psutil.NoSuchProcess:
             return
         for process in doomed:

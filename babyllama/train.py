@@ -99,7 +99,7 @@ from babyllama.config import (
     resolve_steps,
     summary,
 )
-from babyllama.data import BatchSampler, TokenDataset
+from babyllama.data import BatchSampler, TokenDataset, check_token_ids
 from babyllama.errors import UserError
 from babyllama.evaluate import validation_loss
 from babyllama.files import atomic_write_json, out_of_space
@@ -144,11 +144,15 @@ class StopRequest:
     """
 
     def __init__(self):
-        self.signal_name: str | None = None
+        self.signal: signal.Signals | None = None
 
     @property
     def requested(self) -> bool:
-        return self.signal_name is not None
+        return self.signal is not None
+
+    @property
+    def signal_name(self) -> str | None:
+        return None if self.signal is None else self.signal.name
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -156,9 +160,9 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
-        if self.signal_name is not None:
+        if self.signal is not None:
             raise KeyboardInterrupt(f"second stop signal ({name})")
-        self.signal_name = name
+        self.signal = signal.Signals(signum)
         print(f"babyllama train: {name}: stopping after this step with a checkpoint "
               "(send it again to stop at once without saving)", file=sys.stderr, flush=True)
 
@@ -282,6 +286,9 @@ def _check_tokenizer_fits(tokenizer: Tokenizer, dataset: TokenDataset, model: Mo
             f"{dataset.files[0].path}: token ids go up to {dataset.vocab_size - 1:,} but the model's "
             f"vocab_size is {model.vocab_size:,}; give a vocab_size of at least {dataset.vocab_size:,}"
         )
+    # Every id, not only those of the batches drawn: a damaged file must not train for days first.
+    for token_file in dataset.files:
+        check_token_ids(token_file, dataset.vocab_size)
 
 
 def _resolve(model: ModelConfig, train: TrainConfig, dataset: TokenDataset, world_size: int) -> TrainConfig:
@@ -615,7 +622,7 @@ class Training:
     def __call__(self) -> int:
         self.main = expected_rank() == 0
         if not self.main:
-            start_guard(None)
+            start_guard(None, self.stop.signal)
             self._start()
             return self._train()
         if self.plan.resuming:
@@ -624,7 +631,7 @@ class Training:
             self.run.create(self.config)
         self.run.mark_running(step=self.plan.start_step, max_steps=self.train_cfg.max_steps,
                               world_size=self.plan.world_size)
-        start_guard(self.run)
+        start_guard(self.run, self.stop.signal)
         with self.run.heartbeat():
             try:
                 self._start()

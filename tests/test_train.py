@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from babyllama import train
@@ -42,18 +43,30 @@ ROW_FIELDS = {
     "resume": {"kind", "step", "checkpoint", "time"},
 }
 DIGEST_LINE = re.compile(r"rank (\d+)/(\d+): step (\d+), local loss (\S+), parameters (sha256:[0-9a-f]{64})")
-WAIT_S = 600
+# Every wait on a trainer is bounded: a hung one fails its test in under two minutes, with its output.
+WAIT_S = 110
 
 
-def trainer_env() -> dict:
-    return {**os.environ, "GLOG_v": "3", "PYTHONUNBUFFERED": "1"}
+def trainer_env(**extra: str) -> dict:
+    return {**os.environ, "GLOG_v": "3", "PYTHONUNBUFFERED": "1", **extra}
 
 
-def babyllama_train(run: Path, *flags: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "babyllama", "train", "--run", str(run), *flags],
-        cwd=cwd, env=trainer_env(), capture_output=True, text=True, timeout=WAIT_S,
-    )
+def tail(text: str | bytes | None, lines: int = 30) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return "\n".join((text or "").splitlines()[-lines:])
+
+
+def babyllama_train(run: Path, *flags: str, cwd: Path, env: dict | None = None,
+                    timeout: float = WAIT_S) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "babyllama", "train", "--run", str(run), *flags],
+            cwd=cwd, env=env or trainer_env(), capture_output=True, text=True, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"babyllama train --run {run} had not ended after {timeout} s; its output ends:\n"
+                             f"{tail(e.stdout)}\n{tail(e.stderr)}") from None
 
 
 def rows_of(run: Path) -> list[dict]:
@@ -74,14 +87,26 @@ def trained_a_step(run: Path) -> bool:
     return (run / "metrics.jsonl").exists() and any(r["kind"] == "train" for r in MetricsReader(run / "metrics.jsonl").poll())
 
 
-def wait_for(condition, what: str, timeout: float = WAIT_S, every: float = 0.05):
+def wait_for(condition, what: str, timeout: float = WAIT_S, every: float = 0.05, log: Path | None = None):
+    """Poll `condition` until it holds; past `timeout`, fail with the tail of `log` (a run's train.log)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+    shown = f"; {log} ends:\n{tail(log.read_text(encoding='utf-8', errors='replace'))}" if log and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{shown}")
+
+
+def communicate(process: subprocess.Popen, timeout: float = WAIT_S) -> str:
+    """The output of a trainer started with Popen (stdout piped, stderr to it), once it has ended."""
+    try:
+        return process.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise AssertionError(f"pid {process.pid} had not ended after {timeout} s; its output ends:\n"
+                             f"{tail(process.communicate()[0])}") from None
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -276,9 +301,9 @@ def test_sigterm_saves_and_stops_and_the_resumed_run_matches_the_uninterrupted_o
                                text=True)
     try:
         # Mid-training: the signal waits for the step to end, then a checkpoint is saved.
-        wait_for(lambda: trained_a_step(run), "the first step")
+        wait_for(lambda: trained_a_step(run), "the first step", log=run / "train.log")
         trainer.send_signal(signal.SIGTERM)
-        output, _ = trainer.communicate(timeout=WAIT_S)
+        output = communicate(trainer)
     finally:
         trainer.kill()
     assert trainer.returncode == 0, output
@@ -323,7 +348,7 @@ def test_a_detached_run_with_dropout_survives_its_parent_and_sigkill_and_resumes
         latest = RunDir(run).latest_checkpoint()
         return latest is not None and any(r["kind"] == "train" and r["step"] >= latest.step + 2 for r in seen)
 
-    wait_for(progressed_past_a_checkpoint, "steps past a checkpoint")
+    wait_for(progressed_past_a_checkpoint, "steps past a checkpoint", log=run / "train.log")
     status = RunDir(run).read_status()
     # Trained on after its parent exited, in a session of its own.
     assert status["launcher"] == "python" and os.getsid(status["pid"]) == status["pid"]
@@ -410,8 +435,9 @@ def test_two_msrun_workers_train_in_sync_and_rank_0_alone_writes_the_run(tmp_pat
     flags = ["--data", str(token_file), *SMALL_MODEL, "--max_steps", "6", "--eval_interval", "3",
              "--save_interval", "3", "--sample_tokens", "4"]
     launch_detached(run, flags, workers=2, env={"GLOG_v": "3"}, cwd=tmp_path)
+    # Two processes compile and train on two cores, with msrun's start-up: a longer bound than one trainer's.
     wait_for(lambda: run.state().state not in ("starting", "running", "stopping"), "the two workers to finish",
-             every=0.5)
+             timeout=2 * WAIT_S, every=0.5, log=run.log_path)
     status = run.read_status()
     assert status["state"] == "finished" and status["world_size"] == 2, (status, run.log_path.read_text())
 
@@ -430,3 +456,171 @@ def test_two_msrun_workers_train_in_sync_and_rank_0_alone_writes_the_run(tmp_pat
     assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 3, 6]
     assert sorted(p.name for p in run.checkpoints_dir.iterdir()) == ["latest", "step_0000003", "step_0000006"]
     assert run.read_config()["world_size"] == 2
+
+
+# ---------------------------------------------------------------------------------------
+# Faults: a compiler that cannot start, a peer killed mid-compile, signals at start-up, a full disk
+
+
+def test_the_package_declares_what_the_kernel_compiler_imports():
+    from importlib.metadata import requires
+
+    from babyllama.kernel_cache import _IMPORT_COMPILER
+
+    # mindspore's wheel does not declare decorator; a fresh environment has it only through us.
+    assert any(r.split(">")[0].split("=")[0].strip() == "decorator" for r in requires("babyllama"))
+    imported = subprocess.run([sys.executable, "-c", _IMPORT_COMPILER], capture_output=True, text=True, timeout=WAIT_S)
+    assert imported.returncode == 0, imported.stderr
+
+
+@pytest.fixture
+def cold_cache(tmp_path) -> dict:
+    """A trainer environment whose kernel cache is empty: every fused kernel is compiled."""
+    return trainer_env(XDG_CACHE_HOME=str(tmp_path / "cold-cache"))
+
+
+@pytest.mark.slow
+def test_a_compiler_that_cannot_start_fails_the_run_in_seconds_naming_what_to_install(tmp_path, token_file, cold_cache):
+    # What a fresh environment without decorator did: the compiler server dies importing it.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "decorator.py").write_text("raise ModuleNotFoundError(\"No module named 'decorator'\", name='decorator')\n")
+    run = tmp_path / "runs" / "nodeco"
+    env = {**cold_cache, "PYTHONPATH": os.pathsep.join([str(shadow), *sys.path])}
+    began = time.monotonic()
+    done = babyllama_train(run, "--data", str(token_file), *SMALL_MODEL, "--max_steps", "4", cwd=tmp_path, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert time.monotonic() - began < 60
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("babyllama train: error: MindSpore's kernel compiler cannot start") and \
+        "No module named 'decorator'" in last and "pip install decorator" in last, last
+    status = RunDir(run).read_status()
+    assert status["state"] == "failed" and "pip install decorator" in status["error"], status
+
+
+@pytest.mark.slow
+def test_two_trainers_on_a_cold_cache_one_killed_mid_compile_the_other_finishes(tmp_path, token_file, cold_cache):
+    # Before each process compiled in its own folder, the survivor waited for ever for kernels the dead one had taken.
+    flags = ["--data", str(token_file), *SMALL_MODEL, "--dim", "48", "--max_steps", "3", "--eval_interval", "3",
+             "--sample_tokens", "0"]
+    started = [subprocess.Popen([sys.executable, "-m", "babyllama", "train", "--run", str(tmp_path / name), *flags],
+                                cwd=tmp_path, env=cold_cache, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True) for name in ("doomed", "survivor")]
+    doomed, survivor = started
+    try:
+        wait_for(lambda: "data:" in (tmp_path / "doomed" / "train.log").read_text(encoding="utf-8")
+                 if (tmp_path / "doomed" / "train.log").exists() else False, "the first trainer to start compiling")
+        time.sleep(3)
+        doomed.kill()
+        output = communicate(survivor)
+    finally:
+        for process in started:
+            process.kill()
+    assert survivor.returncode == 0, output
+    assert RunDir(tmp_path / "survivor").read_status()["state"] == "finished"
+    workspaces = list((tmp_path / "cold-cache").glob("babyllama/*/processes/*"))
+    assert [w.name.rpartition("-")[2] for w in workspaces] == [str(doomed.pid)]  # the survivor removed its own
+
+
+@pytest.mark.slow
+def test_sigterm_during_start_up_says_stopping_at_once_and_stops_before_stepping(tmp_path, token_file, cold_cache):
+    run = tmp_path / "runs" / "early"
+    trainer = subprocess.Popen([sys.executable, "-m", "babyllama", "train", "--run", str(run), "--data",
+                                str(token_file), *SMALL_MODEL, "--max_steps", "50"],
+                               cwd=tmp_path, env=cold_cache, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Claimed before MindSpore is imported: the signal comes during the import or the first compile.
+        wait_for(lambda: RunDir(run).status_path.exists() and RunDir(run).read_status().get("state") == "running",
+                 "the run to be claimed")
+        trainer.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        wait_for(lambda: RunDir(run).read_status()["state"] in ("stopping", "stopped"), "stopping", timeout=3,
+                 every=0.02)
+        output = communicate(trainer)
+    finally:
+        trainer.kill()
+    assert time.monotonic() - signalled < 30
+    assert trainer.returncode == 0, output
+    status = RunDir(run).read_status()
+    assert status["state"] == "stopped" and "SIGTERM" in status["error"] and status["step"] == 0, status
+    assert RunDir(run).checkpoints() == [] and not train_losses(rows_of(run) if (run / "metrics.jsonl").exists() else [])
+    # Whatever MindSpore wrote while compiling stayed in the kernel workspace.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cold-cache", "runs"]
+
+
+@pytest.mark.slow
+def test_a_trainer_stuck_past_the_stop_deadline_is_ended_by_its_guard(tmp_path, token_file, cold_cache):
+    run = tmp_path / "runs" / "stuck"
+    env = {**cold_cache, "BABYLLAMA_STOP_DEADLINE_S": "1"}
+    trainer = subprocess.Popen([sys.executable, "-m", "babyllama", "train", "--run", str(run), "--data",
+                                str(token_file), *SMALL_MODEL, "--max_steps", "50"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # After its data line the trainer imports MindSpore and compiles for seconds, deaf to Python's handlers.
+        wait_for(lambda: (run / "train.log").exists() and "data:" in (run / "train.log").read_text(encoding="utf-8"),
+                 "the trainer to plan")
+        trainer.send_signal(signal.SIGTERM)
+        output = communicate(trainer, timeout=30)
+    finally:
+        trainer.kill()
+    status = RunDir(run).read_status()
+    assert trainer.returncode == -signal.SIGKILL, output
+    assert status["state"] == "stopped" and "ended without a checkpoint" in status["error"], status
+    assert "no checkpoint had been saved" in status["error"]
+    # The guard took the trainer's children (the kernel compiler's server) with it.
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(run) in " ".join(p.info["cmdline"] or [])]
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_training_in_one_line_keeps_the_last_checkpoint_and_leaves_nothing_that_grows(
+        tmp_path, token_file):
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # One checkpoint of this model (about 0.6 MB) fits, the second does not.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1800k", "tmpfs", str(disk)], check=True)
+    try:
+        run = disk / "run"
+        flags = ["--data", str(token_file), *SMALL_MODEL, "--dim", "32", "--max_steps", "40", "--save_interval", "1",
+                 "--keep_checkpoints", "1", "--sample_tokens", "0", "--eval_interval", "1000"]
+        first = babyllama_train(run, *flags, cwd=tmp_path)
+        assert first.returncode == 2, first.stdout + first.stderr
+        last = first.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"babyllama train: error: {run / 'checkpoints'}: no space left on the device") and \
+            "is intact" in last and "--resume" in last and "Traceback" not in first.stderr, first.stderr
+        latest = RunDir(run).latest_checkpoint()
+        assert RunDir(run).read_status()["state"] == "failed"
+        from babyllama.runs import checkpoint_problem
+
+        assert checkpoint_problem(latest.path) is None
+        files_after_first = sorted(p.relative_to(disk) for p in disk.rglob("*"))
+        for _ in range(2):
+            again = babyllama_train(run, "--resume", cwd=tmp_path)
+            assert again.returncode == 2 and "no space left" in again.stderr.strip().splitlines()[-1], again.stderr
+        # Retries leave nothing behind: the same files, the same intact checkpoint.
+        assert sorted(p.relative_to(disk) for p in disk.rglob("*") if "train.log" not in p.name) == \
+            [f for f in files_after_first if "train.log" not in f.name]
+        assert RunDir(run).latest_checkpoint() == latest and checkpoint_problem(latest.path) is None
+
+        filler = disk / "filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
+        full = babyllama_train(run, "--resume", cwd=tmp_path)
+        assert full.returncode == 2, full.stdout + full.stderr
+        assert full.stderr.strip().splitlines()[-1] == (f"babyllama train: error: No space left on device writing "
+                                                        f"{run / 'config.json'}; free some space and run it again")
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_train_refuses_a_token_id_beyond_the_vocabulary_anywhere_in_the_file(tmp_path, token_file):
+    damaged = tmp_path / "damaged.bin"
+    shutil.copy(token_file, damaged)
+    shutil.copy(token_file.with_name(token_file.name + ".json"), tmp_path / "damaged.bin.json")
+    tokens = np.memmap(damaged, dtype=np.uint16, mode="r+")
+    position = tokens.size - 3  # the last window's tail, which a short run never draws
+    tokens[position] = 4000
+    tokens.flush()
+    del tokens
+    with pytest.raises(UserError, match=f"token id 4,000 at position {position:,} is outside the vocabulary"):
+        train.plan_training(parse("--run", str(tmp_path / "r"), "--data", str(damaged), *SMALL_MODEL), world_size=1)

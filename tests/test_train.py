@@ -549,6 +549,32 @@ def test_sigterm_during_start_up_says_stopping_at_once_and_stops_before_stepping
 
 
 @pytest.mark.slow
+def test_a_second_sigterm_during_the_compile_stops_at_once_and_leaves_nothing_behind(tmp_path, token_file,
+                                                                                     cold_cache):
+    run = tmp_path / "runs" / "twice"
+    trainer = subprocess.Popen([sys.executable, "-m", "babyllama", "train", "--run", str(run), "--data",
+                                str(token_file), *SMALL_MODEL, "--max_steps", "50"],
+                               cwd=tmp_path, env=cold_cache, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: (run / "train.log").exists() and "data:" in (run / "train.log").read_text(encoding="utf-8"),
+                 "the trainer to plan")
+        time.sleep(2)  # MindSpore imported, compiling
+        trainer.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        trainer.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        output = communicate(trainer, timeout=30)
+    finally:
+        trainer.kill()
+    assert time.monotonic() - signalled < 10, output
+    assert trainer.returncode != 0, output
+    assert RunDir(run).read_status()["state"] == "stopped", output
+    # An interrupted compile writes its analysis (rank_0/om/analyze_fail.ir) into the kernel workspace, not here.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cold-cache", "runs"]
+    assert {p.name for p in run.iterdir()} <= {"checkpoints", "config.json", "metrics.jsonl", "status.json", "train.log"}
+
+
+@pytest.mark.slow
 def test_a_trainer_stuck_past_the_stop_deadline_is_ended_by_its_guard(tmp_path, token_file, cold_cache):
     run = tmp_path / "runs" / "stuck"
     env = {**cold_cache, "BABYLLAMA_STOP_DEADLINE_S": "1"}

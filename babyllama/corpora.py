@@ -54,12 +54,14 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class BadRecord:
-    """A record that could not be read; the run goes on without it."""
+    """A record that could not be read; the run goes on without it. `rest_skipped`: the file
+    cannot be read past it (cut short, corrupt, or a broken JSON array), so it is the last."""
 
     path: Path
     line: int
     reason: str
     end: int = 0
+    rest_skipped: bool = False
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.reason}"
@@ -206,11 +208,45 @@ def _parse_failure(error: Exception) -> str:
 # Opening files.
 
 
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+class _GzipStream(io.RawIOBase):
+    """The decompressed bytes of a .gz file up to where it is cut short or corrupt: there it
+    reads as ended, and `error` keeps what went wrong. A buffered read whose last part fails
+    drops the bytes it had already decompressed, which lost up to a block of good records."""
+
+    def __init__(self, raw):
+        self.gzip = gzip.GzipFile(fileobj=raw, mode="rb")
+        self.error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.error is not None:
+            return 0
+        try:
+            # read1 returns what it decompressed or raises, never both.
+            data = self.gzip.read1(len(buffer))
+        except _READ_ERRORS as e:
+            self.error = e
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.gzip.close()
+        super().close()
+
+
 class _Source:
     """A corpus file opened for binary reading, `.gz` decompressed on the fly.
 
     `raw_tell` is None for plain files (readers count bytes themselves, which is exact and
-    cheaper than a tell() per record) and the compressed file's tell() for `.gz`.
+    cheaper than a tell() per record) and the compressed file's tell() for `.gz`. A `.gz`
+    reads as ended where it is cut short or corrupt; `error` then says why, and readers call
+    `raise_error` where the data ends.
     """
 
     def __init__(self, path: Path):
@@ -225,13 +261,24 @@ class _Source:
             raise UserError(f"{path}: permission denied") from None
         self.size = os.fstat(self.raw.fileno()).st_size
         if path.suffix.lower() == ".gz":
-            self.stream = io.BufferedReader(gzip.GzipFile(fileobj=self.raw, mode="rb"), BLOCK_BYTES)
+            self.gzip = _GzipStream(self.raw)
+            self.stream = io.BufferedReader(self.gzip, BLOCK_BYTES)
             self.raw_tell = self.raw.tell
         else:
+            self.gzip = None
             self.stream = self.raw
             self.raw_tell = None
         self.start = 0  # raw position of the first content byte, after a byte order mark
         self.position = 0  # raw position reached by a JSON-array read
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.gzip.error if self.gzip is not None else None
+
+    def raise_error(self) -> None:
+        """Raise what cut the data short, if anything did."""
+        if self.error is not None:
+            raise self.error
 
     def skip_byte_order_mark(self) -> None:
         if self.stream.peek(3)[:3] == codecs.BOM_UTF8:
@@ -246,11 +293,10 @@ class _Source:
         self.raw.close()
 
 
-_READ_ERRORS = (OSError, EOFError, zlib.error)
-
-
 def _unreadable(path: Path, line: int, error: BaseException, end: int) -> BadRecord:
-    return BadRecord(path, line, f"cannot read further ({type(error).__name__}: {error}); rest of file skipped", end)
+    return BadRecord(
+        path, line, f"cannot read further ({type(error).__name__}: {error}); rest of file skipped", end, True
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +318,8 @@ def _read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
                     line_no += 1
                     position += len(line)
                     if not line.isspace():
+                        if source.error is not None and not line.endswith(b"\n"):
+                            break  # the line a .gz is cut in: not a record, the cut is
                         to_skip -= 1
                         if not to_skip:
                             break
@@ -285,6 +333,10 @@ def _read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
                     yield BadRecord(path, line_no, e.reason, end)
                     continue
                 except (ValueError, RecursionError) as e:
+                    if source.error is not None and not line.endswith(b"\n"):
+                        # The line a .gz is cut in: reported below as where reading stopped.
+                        line_no -= 1
+                        break
                     if not line.isspace():
                         yield BadRecord(path, line_no, _parse_failure(e), end)
                     continue
@@ -292,6 +344,7 @@ def _read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
                     yield BadRecord(path, line_no, _NOT_UNICODE, end)
                     continue
                 yield Document(segments, path, line_no, end)
+            source.raise_error()
         except _READ_ERRORS as e:
             if not to_skip:
                 yield _unreadable(path, line_no + 1, e, source.size)
@@ -339,6 +392,8 @@ def _read_text(path: Path, skip: int) -> Iterator[Record]:
                     else:
                         yield finish_block()
                     block = []
+            # Before the last block: where a .gz is cut short, that block is cut too.
+            source.raise_error()
             if block:
                 if to_skip:
                     to_skip -= 1
@@ -346,7 +401,7 @@ def _read_text(path: Path, skip: int) -> Iterator[Record]:
                     yield finish_block()
         except _READ_ERRORS as e:
             if not to_skip:
-                yield _unreadable(path, line_no + 1, e, source.size)
+                yield _unreadable(path, block_line if block else line_no + 1, e, source.size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,6 +434,8 @@ def _array_elements(source: _Source) -> Iterator[tuple[int, object, bool]]:
         nonlocal buf, i, eof, undecodable
         try:
             data = read(max(BLOCK_BYTES, 2 * (len(buf) - i)))
+            if not data:
+                source.raise_error()
         except _READ_ERRORS as e:
             raise _BrokenArray(line, f"cannot read further ({type(e).__name__}: {e}); rest of file skipped") from None
         eof = not data
@@ -468,7 +525,7 @@ def _read_json_array(path: Path, shape, skip: int) -> Iterator[Record]:
                 yield Document(segments, path, line, source.position)
         except _BrokenArray as e:
             if index >= skip:
-                yield BadRecord(path, e.line, f"element {index + 1}: {e.reason}", source.size)
+                yield BadRecord(path, e.line, f"element {index + 1}: {e.reason}", source.size, True)
         except _READ_ERRORS as e:
             if index >= skip:
                 yield _unreadable(path, 1, e, source.size)

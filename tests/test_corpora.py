@@ -7,6 +7,7 @@ import gzip
 import json
 import random
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,35 @@ def test_a_truncated_gz_file_ends_with_one_bad_record(tmp_path):
     assert 0 < len(texts(records)) < 4000
     assert len(bad(records)) == 1 and "cannot read further" in bad(records)[0]
     assert isinstance(records[-1], BadRecord)
+
+
+def test_a_cut_gz_keeps_every_record_before_the_cut_and_names_where_it_stops(tmp_path):
+    # Under a megabyte decompressed: the reader used to lose every record of the block the cut falls in.
+    rng = random.Random(1)
+    hanzi = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
+    chapters = ["".join(rng.choices(hanzi, k=2000)) for _ in range(40)]
+    lines = write_lines(tmp_path / "c4.jsonl", [{"text": c} for c in chapters])
+    array = write_array(tmp_path / "wiki.json", [{"completion": c} for c in chapters], indent=1)
+    text = tmp_path / "novel.txt"
+    text.write_text("\n\n".join(chapters) + "\n", encoding="utf-8")
+    # For each: how many records the readable text holds whole, and the line the cut one starts on.
+    for path, fmt, whole, cut_line in [
+        (lines, "c4", lambda data: data.count(b"\n"), lambda n: n + 1),
+        (array, "wiki", lambda data: data.count(b"\n }"), lambda n: 2 + 3 * n),
+        (text, "text", lambda data: data.count(b"\n\n"), lambda n: 2 * n + 1),
+    ]:
+        packed = gzip.compress(path.read_bytes())
+        cut = path.with_name(path.name + ".gz")
+        cut.write_bytes(packed[: len(packed) // 2])
+        kept = whole(zlib.decompressobj(wbits=31).decompress(cut.read_bytes()))
+        assert 10 < kept < 30, fmt
+        records = list(iter_records(cut, fmt))
+        assert texts(records) == [(c,) for c in chapters[:kept]], fmt
+        assert len(records) == kept + 1 and records[-1].rest_skipped, fmt
+        assert bad(records)[0].startswith(f"{cut}:{cut_line(kept)}: "), fmt
+        assert "cannot read further (EOFError" in bad(records)[0], fmt
+        for n in range(len(records) + 2):
+            assert list(iter_records(cut, fmt, skip=n)) == records[n:], (fmt, n)
 
 
 # --- malformed records ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ Formats (`--format`):
   medical-sft  JSON lines {"instruction", "input", "output"}     (shibing624/medical finetune)
   text         plain UTF-8, one document per blank-line-separated block
   jsonl:FIELD  any JSON lines file, the named string field
-  auto         sniff each file's first record
+  auto         sniff each file: JSON by its first record, plain text from .txt files only
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ FORMATS = ("wiki", "baike", "c4", "wudao", "medical", "medical-sft", "text", "js
 
 FORMAT_HELP = (
     "corpus format: wiki, baike, c4, wudao, medical, medical-sft, text, jsonl:FIELD "
-    "(any JSON lines file, the named field) or auto (sniff each file's first record)"
+    "(any JSON lines file, the named field) or auto (sniff each file's first record; "
+    "plain text only from .txt files)"
 )
 
 
@@ -83,6 +84,16 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abAB]")
 _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89abAB]")
 _NOT_UNICODE = "text holds an unpaired surrogate or undecodable bytes, so it is not valid UTF-8"
+
+
+class UnrecognisedFile(UserError):
+    """sniff_format cannot tell what a file holds. `where` (the file, and the line when there
+    is one) and `reason` say what it found, short enough to list with other files."""
+
+    def __init__(self, where: str, reason: str, hint: str):
+        super().__init__(f"{where}: {reason}; {hint}")
+        self.where = where
+        self.reason = reason
 
 
 class _Malformed(Exception):
@@ -661,6 +672,7 @@ def _first_content_byte(source: _Source) -> bytes:
     while remaining > 0:
         chunk = source.stream.read(min(BLOCK_BYTES, remaining))
         if not chunk:
+            source.raise_error()
             return b""
         content = chunk.lstrip()
         if content:
@@ -683,12 +695,12 @@ def _sniff_array(path: Path) -> str:
             source.skip_byte_order_mark()
             first = next(_array_elements(source), None)
         except _BrokenArray as e:
-            raise UserError(
-                f"{path}:{e.line}: starts like a JSON array but cannot be read ({e.reason}); "
-                f"if it is plain text, use --format text"
+            raise UnrecognisedFile(
+                f"{path}:{e.line}", f"starts like a JSON array but cannot be read ({e.reason})",
+                "if it is plain text, use --format text",
             ) from None
         except _READ_ERRORS as e:
-            raise UserError(f"{path}: cannot be read ({e})") from None
+            raise _cannot_be_read(path, e) from None
     if first is None:
         return "wiki"  # an empty array: every array format reads no documents from it
     line, value, _ = first
@@ -697,10 +709,9 @@ def _sniff_array(path: Path) -> str:
             return "wiki"
         if "title" in value and "content" in value:
             return "wudao"
-    raise UserError(
-        f"{path}:{line}: cannot tell the format: a JSON array whose first element has "
-        f"{_describe_keys(value)}; JSON arrays are read as wiki ('completion') or wudao "
-        f"('title' + 'content'). Formats: {', '.join(FORMATS)}"
+    raise UnrecognisedFile(
+        f"{path}:{line}", f"cannot tell the format: a JSON array whose first element has {_describe_keys(value)}",
+        f"JSON arrays are read as wiki ('completion') or wudao ('title' + 'content'). Formats: {', '.join(FORMATS)}",
     )
 
 
@@ -713,14 +724,16 @@ def _sniff_json_lines(path: Path) -> str:
                 line_no += 1
                 if not line.isspace():
                     break
+            if not line.endswith(b"\n"):
+                source.raise_error()
         except _READ_ERRORS as e:
-            raise UserError(f"{path}: cannot be read ({e})") from None
+            raise _cannot_be_read(path, e) from None
     try:
         value = json.loads(line.decode())
     except (ValueError, RecursionError) as e:
-        raise UserError(
-            f"{path}:{line_no}: starts like JSON lines but this line is not a JSON record "
-            f"({_parse_failure(e)}); if it is plain text, use --format text"
+        raise UnrecognisedFile(
+            f"{path}:{line_no}", f"starts like JSON lines but this line is not a JSON record ({_parse_failure(e)})",
+            "if it is plain text, use --format text",
         ) from None
     if isinstance(value, dict):
         if "sections" in value:
@@ -731,18 +744,51 @@ def _sniff_json_lines(path: Path) -> str:
         if "text" in value:
             return "c4"
     example = next((k for k in value if isinstance(value[k], str)), "FIELD") if isinstance(value, dict) else "FIELD"
-    raise UserError(
-        f"{path}:{line_no}: cannot tell the format: JSON lines with {_describe_keys(value)}; "
-        f"choose one with --format: {', '.join(FORMATS)} (for example jsonl:{example})"
+    raise UnrecognisedFile(
+        f"{path}:{line_no}", f"cannot tell the format: JSON lines with {_describe_keys(value)}",
+        f"choose one with --format: {', '.join(FORMATS)} (for example jsonl:{example})",
     )
 
 
+def _sniff_text(path: Path) -> str:
+    """Text, if the file starts as UTF-8 text and is named *.txt: a README, a licence or notes
+    beside a corpus are text too, but not corpus."""
+    with _Source(path) as source:
+        try:
+            source.skip_byte_order_mark()
+            head = source.stream.read(BLOCK_BYTES)
+        except _READ_ERRORS as e:
+            raise _cannot_be_read(path, e) from None
+    bad = head.find(b"\0")
+    try:
+        # Not final: the block may end inside a character.
+        codecs.getincrementaldecoder("utf-8")().decode(head if bad < 0 else head[:bad], final=False)
+    except UnicodeDecodeError as e:
+        bad = e.start
+    if bad >= 0:
+        raise UnrecognisedFile(
+            str(path), f"not UTF-8 text (byte 0x{head[bad]:02x} at byte {source.start + bad + 1})",
+            "corpora are UTF-8 text or JSON; convert it, or leave it out",
+        )
+    if not path.name.lower().removesuffix(".gz").endswith(".txt"):
+        raise UnrecognisedFile(
+            str(path), "plain text, which --format auto reads from .txt files only",
+            "to read it as a corpus, pass --format text",
+        )
+    return "text"
+
+
+def _cannot_be_read(path: Path, error: BaseException) -> UnrecognisedFile:
+    return UnrecognisedFile(str(path), f"cannot be read ({type(error).__name__}: {error})", "it may be cut short or damaged")
+
+
 def sniff_format(path: str | Path) -> str:
-    """The format of one file, from its first record; UserError if it cannot tell.
+    """The format of one file, from its first record; UnrecognisedFile if it cannot tell.
 
     A JSON array is wiki or wudao, JSON lines are baike, medical-sft or c4 (medical files
-    have the same shape as c4 and read the same), anything else is text. An empty file is
-    text (it holds no documents in any format).
+    have the same shape as c4 and read the same), and a .txt file of UTF-8 text is text;
+    anything else is not recognised. An empty file is text (it holds no documents in any
+    format).
     """
     path = Path(path)
     with _Source(path) as source:
@@ -750,9 +796,11 @@ def sniff_format(path: str | Path) -> str:
             source.skip_byte_order_mark()
             first = _first_content_byte(source)
         except _READ_ERRORS as e:
-            raise UserError(f"{path}: cannot be read ({e})") from None
+            raise _cannot_be_read(path, e) from None
     if first == b"[":
         return _sniff_array(path)
     if first == b"{":
         return _sniff_json_lines(path)
-    return "text"
+    if not first:
+        return "text"
+    return _sniff_text(path)

@@ -16,6 +16,7 @@ from babyllama.corpora import (
     BLOCK_BYTES,
     BadRecord,
     Document,
+    UnrecognisedFile,
     check_format,
     expand_inputs,
     iter_records,
@@ -457,3 +458,28 @@ def test_sniffing_an_unknown_shape_names_the_file_the_keys_and_the_formats(tmp_p
     broken.write_text('{"text": \n', encoding="utf-8")
     with pytest.raises(UserError, match=r"broken\.jsonl:1: starts like JSON lines.*--format text"):
         sniff_format(broken)
+
+
+def test_auto_recognises_plain_text_only_in_txt_files_and_never_binary_ones(tmp_path):
+    novel = tmp_path / "novel.txt"
+    novel.write_text("话说天下大势" * 100_000, encoding="utf-8")  # the first block ends inside a character
+    assert sniff_format(novel) == "text" and sniff_format(gzip_copy(novel)) == "text"
+    readme = tmp_path / "README.md"
+    readme.write_text("# 语料\n\n说明。\n", encoding="utf-8")
+    image = tmp_path / "image.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    nul = tmp_path / "table.txt"
+    nul.write_bytes(b"id\x00name\n")
+    cut = tmp_path / "c4.jsonl.gz"
+    cut.write_bytes(gzip.compress(json.dumps({"text": "字" * 5000}).encode())[:100])
+    for path, where, reason in [
+        (readme, str(readme), "plain text, which --format auto reads from .txt files only"),
+        (image, str(image), "not UTF-8 text (byte 0x89 at byte 1)"),
+        (nul, str(nul), "not UTF-8 text (byte 0x00 at byte 3)"),
+        (cut, str(cut), "cannot be read (EOFError: Compressed file ended before the end-of-stream marker was reached)"),
+    ]:
+        with pytest.raises(UnrecognisedFile) as e:
+            sniff_format(path)
+        assert (e.value.where, e.value.reason) == (where, reason)
+        assert str(e.value).startswith(f"{where}: {reason}; ")
+    assert texts(iter_records(readme, "text")) == [("# 语料",), ("说明。",)]

@@ -553,6 +553,24 @@ def check_format(fmt: str) -> str:
     raise UserError(f"unknown corpus format {fmt!r}; choose one of: {', '.join(FORMATS)}")
 
 
+_FORMAT_SHAPES = {
+    "wiki": 'a JSON array of {"completion"}',
+    "baike": 'JSON lines of {"title", "summary", "sections"}',
+    "c4": 'JSON lines of {"text"}',
+    "wudao": 'JSON arrays of {"title", "content"}',
+    "medical": 'JSON lines of {"text"}',
+    "medical-sft": 'JSON lines of {"instruction", "input", "output"}',
+    "text": "plain UTF-8 text",
+}
+
+
+def describe_format(fmt: str) -> str:
+    """What a file in `fmt` (a format, not auto) holds, in a few words."""
+    if fmt.startswith("jsonl:"):
+        return f'JSON lines of {{"{fmt[len("jsonl:"):]}"}}'
+    return _FORMAT_SHAPES[fmt]
+
+
 def _reader(fmt: str) -> Callable[[Path, int], Iterator[Record]]:
     if fmt == "text":
         return _read_text

@@ -31,7 +31,7 @@ The journal (read_journal; the app reads it to show and resume unfinished runs)
                  "tokenizer" (fingerprint), "min_tokens", "dtype"},   equal options resume
      "tokenizer": Tokenizer.describe(), "chunks", "bytes" (good bytes of NAME.bin.partial),
      "position": {"file" (index into inputs), "records" (read in it), "end" (byte offset)},
-     "counts": {"documents", "tokens", "too_short", "malformed", "examples"},
+     "counts": {"documents", "tokens", "too_short", "malformed", "examples", "cut_short"},
      "finished": null or the UTC time the last chunk was written}
 
 Progress events (`--progress jsonl`): one JSON object a line on stdout
@@ -40,12 +40,20 @@ Progress events (`--progress jsonl`): one JSON object a line on stdout
     {"event": "note", "message"}      resuming, or starting over, and why
     {"event": "progress", "bytes", "total_bytes", "documents", "tokens", "skipped",
      "mb_per_s", "eta_s", "elapsed_s"}   at most about 5 a second, and always one at the end
-    {"event": "done", "out", "manifest", "documents", "tokens", "skipped", "elapsed_s",
-     "mb_per_s"}
+    {"event": "warning", "message"}   a file read only up to where it is cut short or corrupt
+    {"event": "done", "out", "manifest", "documents", "tokens", "skipped", "cut_short",
+     "elapsed_s", "mb_per_s"}
     {"event": "error", "message"}     a failure or an interruption; nothing follows it
 "bytes" counts raw input (compressed bytes for .gz) up to the last record written, so it
 only grows; "skipped" is {"too_short": n, "malformed": n}; "mb_per_s" is the rate of this
 run (MB = 10**6 bytes); "eta_s" is null until a rate is known.
+
+Nothing to write
+    Inputs that give no document at all (empty, all malformed, all too short, the wrong
+    --format) are an error: nothing is written, an existing NAME.bin is left as it was, and
+    the message says what each input held. A file that is cut short or corrupt (a truncated
+    .gz, a JSON array broken in the middle) gives its records up to there; the run goes on,
+    warns about it, and the manifest lists it under skipped.cut_short.
 """
 
 from __future__ import annotations
@@ -68,7 +76,17 @@ from pathlib import Path
 import numpy as np
 
 from babyllama import __version__
-from babyllama.corpora import FORMAT_HELP, BadRecord, check_format, expand_inputs, iter_records, sniff_format
+from babyllama.corpora import (
+    FORMAT_HELP,
+    BadRecord,
+    Document,
+    UnrecognisedFile,
+    check_format,
+    describe_format,
+    expand_inputs,
+    iter_records,
+    sniff_format,
+)
 from babyllama.errors import UserError
 from babyllama.files import atomic_write_json
 from babyllama.tokenizer import SentencePieceTokenizer, load_tokenizer
@@ -82,6 +100,8 @@ DEFAULT_CHUNK_BYTES = 2 << 20
 WINDOW_PER_WORKER = 2
 IN_FLIGHT_BYTES = 256 << 20
 MAX_EXAMPLES = 20
+# Files an error message names one by one before it says how many more there are.
+MAX_FILES_NAMED = 5
 PROGRESS_INTERVAL_S = 0.2
 UINT16_VOCAB_LIMIT = 65536
 JOURNAL_KIND = "babyllama-prepare-journal"
@@ -96,6 +116,7 @@ class Counts:
     too_short: int = 0
     malformed: int = 0
     examples: list[str] = field(default_factory=list)
+    cut_short: list[str] = field(default_factory=list)  # the last record of each file read only in part
 
     def skipped(self) -> dict:
         return {"too_short": self.too_short, "malformed": self.malformed}
@@ -124,6 +145,7 @@ class ChunkInfo:
     """What the main process keeps of a chunk while its documents are being encoded."""
 
     malformed: list[str]
+    cut_short: list[str]
     next_position: Position
 
 
@@ -212,6 +234,7 @@ def read_chunks(
     """The documents from `start` on, cut into chunks of about `chunk_bytes` of raw input."""
     documents: list[tuple[str, ...]] = []
     malformed: list[str] = []
+    cut_short: list[str] = []
     raw_bytes = 0
     for index in range(start.file, len(sources)):
         source = sources[index]
@@ -219,16 +242,16 @@ def read_chunks(
         for record in iter_records(source.path, source.format, skip=records):
             records += 1
             if isinstance(record, BadRecord):
-                malformed.append(str(record))
+                (cut_short if record.rest_skipped else malformed).append(str(record))
             else:
                 documents.append(record.segments)
             raw_bytes += record.end - previous_end
             previous_end = record.end
             if raw_bytes >= chunk_bytes:
-                yield documents, ChunkInfo(malformed, Position(index, records, previous_end))
-                documents, malformed, raw_bytes = [], [], 0
-    if documents or malformed:
-        yield documents, ChunkInfo(malformed, Position(len(sources)))
+                yield documents, ChunkInfo(malformed, cut_short, Position(index, records, previous_end))
+                documents, malformed, cut_short, raw_bytes = [], [], [], 0
+    if documents or malformed or cut_short:
+        yield documents, ChunkInfo(malformed, cut_short, Position(len(sources)))
 
 
 def encode_in_order(
@@ -399,7 +422,12 @@ def build_manifest(tokenizer, dtype: str, counts: Counts, min_tokens: int, sourc
         "eos_id": tokenizer.eos_id,
         "vocab_size": tokenizer.vocab_size,
         "tokenizer": tokenizer.describe(),
-        "skipped": {"too_short": counts.too_short, "malformed": counts.malformed, "examples": counts.examples},
+        "skipped": {
+            "too_short": counts.too_short,
+            "malformed": counts.malformed,
+            "examples": counts.examples,
+            "cut_short": counts.cut_short,
+        },
         "min_tokens": min_tokens,
         "sources": [{"path": str(s.path), "size": s.size, "format": s.format} for s in sources],
         "created": created,
@@ -471,6 +499,7 @@ class PartialTokenFile:
         counts.too_short += encoded.too_short
         counts.malformed += len(info.malformed)
         counts.examples += info.malformed[: MAX_EXAMPLES - len(counts.examples)]
+        counts.cut_short += info.cut_short
         self.position = info.next_position
         self.journal.update(
             chunks=self.journal["chunks"] + 1,
@@ -523,7 +552,7 @@ def prepare(
     `workers`: encoding threads, or processes for tokenizers other than SentencePiece
     (None: one per core; 0 or 1: encode in the calling thread).
     `resume`: continue an interrupted run of the same command; False starts over.
-    `force`: replace an existing `out` (removed once the inputs and tokenizer check out).
+    `force`: replace an existing `out`, once the new one is complete.
     """
     emit = progress or (lambda event: None)
     paths = OutputPaths(Path(out))
@@ -556,9 +585,6 @@ def prepare(
 
     tracker = ProgressTracker(emit, offsets[-1], done_bytes(partial.position))
     try:
-        if force and paths.out.exists():
-            paths.manifest.unlink(missing_ok=True)
-            paths.out.unlink()
         if journal:
             emit({"event": "note", "message": f"resuming after {journal['chunks']:,} chunks "
                   f"({partial.counts.documents:,} documents, {partial.counts.tokens:,} tokens already written)"})
@@ -585,16 +611,24 @@ def prepare(
                 for info, encoded in encoded_chunks:
                     partial.append(encoded, info)
                     tracker.update(done_bytes(partial.position), partial.counts)
-        partial.finish()
     except BaseException:
         if journal is None and partial.chunks_this_run == 0:
             partial.discard()
         raise
-    tracker.update(offsets[-1], partial.counts, final=True)
-
     counts = partial.counts
+    if counts.documents == 0:
+        partial.discard()
+        raise nothing_to_write([what_was_found(source, min_tokens) for source in sources])
+    partial.finish()
+    tracker.update(offsets[-1], counts, final=True)
+    for entry in counts.cut_short:
+        emit({"event": "warning", "message": f"{entry}; the records before it are kept"})
+
     manifest = build_manifest(tokenizer, dtype, counts, min_tokens, sources, partial.finished)
-    # In this order, so that NAME.bin never exists without its manifest.
+    # In this order, so that NAME.bin never exists without its manifest, nor beside another's.
+    if force and paths.out.exists():
+        paths.manifest.unlink(missing_ok=True)
+        paths.out.unlink()
     atomic_write_json(paths.manifest, manifest)
     os.replace(paths.partial, paths.out)
     paths.journal.unlink()
@@ -606,11 +640,51 @@ def prepare(
             "documents": counts.documents,
             "tokens": counts.tokens,
             "skipped": counts.skipped(),
+            "cut_short": counts.cut_short,
             "elapsed_s": round(tracker.elapsed(), 3),
             "mb_per_s": round(tracker.rate(offsets[-1]) / 1e6, 3),
         }
     )
     return manifest
+
+
+def what_was_found(source: Source, min_tokens: int) -> str:
+    """What a file that gave no document holds, in a few words, and the format to try if it
+    looks like another."""
+    documents = bad = 0
+    first_bad = cut = None
+    for record in iter_records(source.path, source.format):
+        if type(record) is Document:
+            documents += 1
+        elif record.rest_skipped:
+            cut = record
+        else:
+            bad += 1
+            first_bad = first_bad or record
+    parts = []
+    if documents:
+        parts.append(f"{documents:,} documents, all shorter than --min-tokens {min_tokens} (ids, eos included)")
+    if first_bad:
+        parts.append(f"{bad:,} malformed records, the first on line {first_bad.line}: {first_bad.reason}")
+    if cut:
+        parts.append(f"line {cut.line}: {cut.reason}")
+    found = f"{source.path}: " + (", ".join(parts) or ("empty" if source.size == 0 else "no records"))
+    if documents or not (first_bad or cut):
+        return found
+    found += f" ({source.format} reads {describe_format(source.format)})"
+    try:
+        sniffed = sniff_format(source.path)
+    except UnrecognisedFile:
+        return found
+    return found + (f"; try --format {sniffed}" if sniffed != source.format else "")
+
+
+def nothing_to_write(found: list[str]) -> UserError:
+    more = len(found) - MAX_FILES_NAMED
+    return UserError(
+        "no documents in the inputs, so nothing was written: " + "; ".join(found[:MAX_FILES_NAMED])
+        + (f"; and {more:,} more files without one" if more > 0 else "")
+    )
 
 
 def format_count(n: float) -> str:
@@ -632,11 +706,18 @@ def describe_progress(event: dict) -> str:
 
 def describe_done(event: dict) -> str:
     skipped = event["skipped"]
+    cut_short = len(event["cut_short"])
     return (
         f"wrote {event['out']} and {event['manifest']}: {event['documents']:,} documents, "
         f"{event['tokens']:,} tokens; skipped {skipped['too_short']:,} too short, "
-        f"{skipped['malformed']:,} malformed; {event['elapsed_s']:.1f} s at {event['mb_per_s']:.1f} MB/s"
+        f"{skipped['malformed']:,} malformed"
+        + (f", and the rest of {cut_short:,} file{'s' if cut_short > 1 else ''} (warned above)" if cut_short else "")
+        + f"; {event['elapsed_s']:.1f} s at {event['mb_per_s']:.1f} MB/s"
     )
+
+
+def describe_warning(event: dict) -> str:
+    return f"babyllama prepare: warning: {event['message']}"
 
 
 class BarReport:
@@ -656,10 +737,12 @@ class BarReport:
             bar = "█" * filled + "░" * (self.width - filled)
             self.stream.write(f"\r{bar} {fraction:4.0%}  {describe_progress(event)}\x1b[K")
             self.drawn = True
-        elif kind in ("note", "done", "error"):
+        elif kind in ("note", "warning", "done", "error"):
             self.end_line()
             if kind == "note":
                 self.stream.write(f"babyllama prepare: {event['message']}\n")
+            elif kind == "warning":
+                self.stream.write(describe_warning(event) + "\n")
             elif kind == "done":
                 self.stream.write(describe_done(event) + "\n")
         self.stream.flush()
@@ -685,9 +768,23 @@ class LinesReport:
             self.stream.write(f"babyllama prepare: {describe_progress(event)}\n")
         elif kind == "note":
             self.stream.write(f"babyllama prepare: {event['message']}\n")
+        elif kind == "warning":
+            self.stream.write(describe_warning(event) + "\n")
         elif kind == "done":
             self.stream.write(describe_done(event) + "\n")
         self.stream.flush()
+
+
+class WarningsReport:
+    """Nothing but warnings, for --progress none: a file read only in part is never silent."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+
+    def __call__(self, event: dict) -> None:
+        if event["event"] == "warning":
+            self.stream.write(describe_warning(event) + "\n")
+            self.stream.flush()
 
 
 class JsonlReport:
@@ -712,10 +809,10 @@ class JsonlReport:
             os.close(devnull)
 
 
-def make_report(kind: str) -> ProgressCallback | None:
+def make_report(kind: str) -> ProgressCallback:
     if kind == "auto":
         kind = "bar" if sys.stderr.isatty() else "lines"
-    return {"bar": BarReport, "lines": LinesReport, "jsonl": JsonlReport, "none": lambda: None}[kind]()
+    return {"bar": BarReport, "lines": LinesReport, "jsonl": JsonlReport, "none": WarningsReport}[kind]()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -738,7 +835,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--progress", choices=["auto", "bar", "lines", "jsonl", "none"], default="auto",
-        help="auto: a live bar on a terminal, else a line every few seconds; jsonl: JSON events on stdout",
+        help="auto: a live bar on a terminal, else a line every few seconds; jsonl: JSON events on stdout; "
+        "none: warnings only",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--restart", action="store_true", help="ignore an unfinished run's progress and start over")
@@ -762,13 +860,11 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
         )
     except KeyboardInterrupt:
-        if report:
-            report({"event": "error", "message": "interrupted"})
+        report({"event": "error", "message": "interrupted"})
         if OutputPaths(args.out).journal.exists():
             print("babyllama prepare: progress is kept; run the same command again to resume", file=sys.stderr)
         raise
     except UserError as e:
-        if report:
-            report({"event": "error", "message": str(e)})
+        report({"event": "error", "message": str(e)})
         raise
     return 0

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -461,7 +462,8 @@ def test_the_bar_redraws_one_line():
     report(event)
     report(dict(event, bytes=10_000_000))
     report({"event": "done", "out": "data/x.bin", "manifest": "data/x.bin.json", "documents": 1234,
-            "tokens": 2_500_000, "skipped": {"too_short": 3, "malformed": 2}, "elapsed_s": 1.6, "mb_per_s": 12.5})
+            "tokens": 2_500_000, "skipped": {"too_short": 3, "malformed": 2}, "cut_short": [], "elapsed_s": 1.6,
+            "mb_per_s": 12.5})
     lines = stream.getvalue().split("\n")
     assert lines[0].count("\r") == 2
     assert "50%" in lines[0] and "1,234 docs" in lines[0] and "2.5M tokens" in lines[0]
@@ -529,3 +531,86 @@ def test_its_own_outputs_are_refused_as_inputs(tmp_path, paragraphs, sp_tokenize
     with pytest.raises(UserError, match="output of this command"):
         prepare([corpus, OutputPaths(out).manifest], "c4", sp_tokenizer_dir, out, workers=1, force=True)
     assert out.exists() and OutputPaths(out).manifest.exists()
+
+
+# --- inputs that give nothing, or less than they should ------------------------------------------
+
+
+def cut_in_the_middle(path: Path) -> Path:
+    """A .gz of `path` cut in the middle of its compressed bytes."""
+    packed = gzip.compress(path.read_bytes())
+    cut = path.with_name(path.name + ".gz")
+    cut.write_bytes(packed[: len(packed) // 2])
+    return cut
+
+
+def test_a_cut_gz_gives_its_records_before_the_cut_and_a_warning_naming_where(
+    tmp_path, sample_jsonl, sp_tokenizer_dir, sp_tokenizer
+):
+    chapters = [json.loads(line)["text"] for line in sample_jsonl.read_text(encoding="utf-8").splitlines()[:40]]
+    lines = cut_in_the_middle(write_jsonl(tmp_path / "c4.jsonl", [{"text": c} for c in chapters]))
+    array = tmp_path / "wiki.json"
+    array.write_text(json.dumps([{"completion": c} for c in chapters], ensure_ascii=False), encoding="utf-8")
+    array = cut_in_the_middle(array)
+    # Records whole in what can still be decompressed: lines, or elements of the one-line array.
+    for cut, fmt, separator in [(lines, "c4", b"\n"), (array, "wiki", b'"}, {"completion": "')]:
+        kept = chapters[: zlib.decompressobj(wbits=31).decompress(cut.read_bytes()).count(separator)]
+        assert 10 < len(kept) < 30
+        out = tmp_path / f"{fmt}.bin"
+        result = run_prepare("--tokenizer", sp_tokenizer_dir, "--format", fmt, "--out", out, "--progress", "lines", cut)
+        assert result.returncode == 0, result.stderr
+        assert out.read_bytes() == seed_bytes(sp_tokenizer, [[c] for c in kept])
+        where = f"{cut}:1: element {len(kept) + 1}: " if fmt == "wiki" else f"{cut}:{len(kept) + 1}: "
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("babyllama prepare: warning: ")]
+        assert len(warnings) == 1 and where + "cannot read further" in warnings[0]
+        assert "and the rest of 1 file" in result.stderr.splitlines()[-1]
+        skipped = json.loads(OutputPaths(out).manifest.read_text())["skipped"]
+        assert len(skipped["cut_short"]) == 1 and skipped["cut_short"][0].startswith(where)
+        assert (skipped["malformed"], skipped["examples"]) == (0, [])
+    quiet = run_prepare("--tokenizer", sp_tokenizer_dir, "--format", "c4", "--out", tmp_path / "quiet.bin",
+                        "--progress", "none", lines)
+    assert quiet.returncode == 0 and quiet.stderr.startswith(f"babyllama prepare: warning: {lines}:")
+    assert len(quiet.stderr.splitlines()) == 1
+
+
+@pytest.fixture
+def good_output(tmp_path, paragraphs, sp_tokenizer_dir) -> Path:
+    """A finished token file in its own folder, for a failing run with --force to leave alone."""
+    corpus = write_jsonl(tmp_path / "good.jsonl", [{"text": t} for t in paragraphs[:20]])
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "t.bin"
+    prepare([corpus], "c4", sp_tokenizer_dir, out, workers=1)
+    return out
+
+
+def test_inputs_without_a_document_are_an_error_naming_each_and_what_it_held(
+    tmp_path, sample_jsonl, sp_tokenizer_dir, good_output
+):
+    before = {p.name: p.read_bytes() for p in good_output.parent.iterdir()}
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    early_cut = tmp_path / "early.jsonl.gz"
+    early_cut.write_bytes(gzip.compress(sample_jsonl.read_bytes())[:300])
+    cases = [
+        (["--format", "c4", early_cut], [f"{early_cut}: line 1: cannot read further (EOFError"]),
+        (["--format", "auto", empty], [f"{empty}: empty"]),
+        (["--format", "wiki", sample_jsonl],
+         [f"{sample_jsonl}: line 1: element 1: expected a JSON array ('['), found '{{' "
+          f"(wiki reads a JSON array of {{\"completion\"}}); try --format c4"]),
+        (["--format", "jsonl:body", sample_jsonl, empty],
+         [f"{sample_jsonl}: 120 malformed records, the first on line 1: missing field 'body' "
+          f"(jsonl:body reads JSON lines of {{\"body\"}}); try --format c4", f"{empty}: empty"]),
+        (["--format", "c4", "--min-tokens", "1000000", sample_jsonl],
+         [f"{sample_jsonl}: 120 documents, all shorter than --min-tokens 1000000"]),
+    ]
+    for args, found in cases:
+        result = run_prepare("--tokenizer", sp_tokenizer_dir, "--out", good_output, "--force", *args)
+        assert_one_line_error(result, "no documents in the inputs, so nothing was written: ", *found)
+        assert {p.name: p.read_bytes() for p in good_output.parent.iterdir()} == before
+
+    result = run_prepare("--tokenizer", sp_tokenizer_dir, "--out", good_output, "--force", "--progress", "jsonl",
+                         "--format", "wiki", sample_jsonl)
+    assert_one_line_error(result, "try --format c4")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["event"] for e in events if e["event"] not in ("start", "progress")] == ["error"]
+    assert events[-1]["message"] in result.stderr

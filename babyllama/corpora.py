@@ -88,12 +88,14 @@ _NOT_UNICODE = "text holds an unpaired surrogate or undecodable bytes, so it is 
 
 class UnrecognisedFile(UserError):
     """sniff_format cannot tell what a file holds. `where` (the file, and the line when there
-    is one) and `reason` say what it found, short enough to list with other files."""
+    is one) and `reason` say what it found, short enough to list with other files; `hint`
+    says what to do."""
 
     def __init__(self, where: str, reason: str, hint: str):
         super().__init__(f"{where}: {reason}; {hint}")
         self.where = where
         self.reason = reason
+        self.hint = hint
 
 
 class _Malformed(Exception):
@@ -785,13 +787,13 @@ def _sniff_text(path: Path) -> str:
         bad = e.start
     if bad >= 0:
         raise UnrecognisedFile(
-            str(path), f"not UTF-8 text (byte 0x{head[bad]:02x} at byte {source.start + bad + 1})",
+            str(path), f"not UTF-8 text: byte 0x{head[bad]:02x} at byte {source.start + bad + 1}",
             "corpora are UTF-8 text or JSON; convert it, or leave it out",
         )
     if not path.name.lower().removesuffix(".gz").endswith(".txt"):
         raise UnrecognisedFile(
-            str(path), "plain text, which --format auto reads from .txt files only",
-            "to read it as a corpus, pass --format text",
+            str(path), "plain text not named *.txt",
+            "--format auto reads plain text from .txt files only; to read it as a corpus, pass --format text",
         )
     return "text"
 

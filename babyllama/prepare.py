@@ -37,7 +37,7 @@ The journal (read_journal; the app reads it to show and resume unfinished runs)
 Progress events (`--progress jsonl`): one JSON object a line on stdout
     {"event": "start", "out", "files", "total_bytes", "resumed_bytes", "workers", "dtype",
      "tokenizer"}
-    {"event": "note", "message"}      resuming, or starting over, and why
+    {"event": "note", "message"}      files --format auto leaves out; resuming, or starting over, and why
     {"event": "progress", "bytes", "total_bytes", "documents", "tokens", "skipped",
      "mb_per_s", "eta_s", "elapsed_s"}   at most about 5 a second, and always one at the end
     {"event": "warning", "message"}   a file read only up to where it is cut short or corrupt
@@ -49,8 +49,9 @@ only grows; "skipped" is {"too_short": n, "malformed": n}; "mb_per_s" is the rat
 run (MB = 10**6 bytes); "eta_s" is null until a rate is known.
 
 Nothing to write
-    Inputs that give no document at all (empty, all malformed, all too short, the wrong
-    --format) are an error: nothing is written, an existing NAME.bin is left as it was, and
+    --format auto leaves out the files it does not recognise (binary files, text not named
+    *.txt, JSON of an unknown shape), and says so in a note. Inputs that give no document
+    at all (none left, empty, all malformed, all too short, the wrong --format) are an error: nothing is written, an existing NAME.bin is left as it was, and
     the message says what each input held. A file that is cut short or corrupt (a truncated
     .gz, a JSON array broken in the middle) gives its records up to there; the run goes on,
     warns about it, and the manifest lists it under skipped.cut_short.
@@ -345,10 +346,15 @@ class ProgressTracker:
         )
 
 
-def resolve_sources(inputs: Sequence[str | Path], fmt: str, paths: OutputPaths) -> list[Source]:
+def resolve_sources(
+    inputs: Sequence[str | Path], fmt: str, paths: OutputPaths
+) -> tuple[list[Source], list[UnrecognisedFile]]:
+    """The files to read, each with its format, and under --format auto the files left out
+    because their format cannot be told."""
     check_format(fmt)
     own_files = {p.resolve() for p in (paths.out, paths.manifest, paths.partial, paths.journal)}
     sources = []
+    left_out = []
     for path in expand_inputs(inputs):
         if path.resolve() in own_files:
             raise UserError(f"{path} is an output of this command, not a corpus; leave it out of the inputs")
@@ -356,8 +362,24 @@ def resolve_sources(inputs: Sequence[str | Path], fmt: str, paths: OutputPaths) 
             stat = path.stat()
         except OSError as e:
             raise UserError(f"cannot read {path}: {e.strerror}") from e
-        sources.append(Source(path, sniff_format(path) if fmt == "auto" else fmt, stat.st_size, stat.st_mtime_ns))
-    return sources
+        file_format = fmt
+        if fmt == "auto":
+            try:
+                file_format = sniff_format(path)
+            except UnrecognisedFile as e:
+                left_out.append(e)
+                continue
+        sources.append(Source(path, file_format, stat.st_size, stat.st_mtime_ns))
+    return sources, left_out
+
+
+def describe_left_out(left_out: list[UnrecognisedFile]) -> str:
+    shown = ", ".join(f"{e.where} ({e.reason})" for e in left_out[:MAX_FILES_NAMED])
+    more = len(left_out) - MAX_FILES_NAMED
+    return (
+        f"--format auto leaves out {len(left_out):,} file{'s' if len(left_out) > 1 else ''} it does not "
+        f"recognise: {shown}" + (f" and {more:,} more" if more > 0 else "") + "; name a --format to read them"
+    )
 
 
 def read_journal(path: Path) -> dict | None:
@@ -558,7 +580,12 @@ def prepare(
     paths = OutputPaths(Path(out))
     if paths.out.suffix != ".bin":
         raise UserError(f"--out {paths.out} must name a .bin file, e.g. data/NAME.bin")
-    sources = resolve_sources(inputs, fmt, paths)
+    sources, left_out = resolve_sources(inputs, fmt, paths)
+    not_recognised = [f"{e.where}: {e.reason} ({e.hint})" for e in left_out]
+    if not sources:
+        raise nothing_to_write(not_recognised)
+    if left_out:
+        emit({"event": "note", "message": describe_left_out(left_out)})
     tokenizer = load_tokenizer(tokenizer_path)
     dtype = "uint16" if tokenizer.vocab_size <= UINT16_VOCAB_LIMIT else "uint32"
     workers = default_workers() if workers is None else workers
@@ -618,7 +645,7 @@ def prepare(
     counts = partial.counts
     if counts.documents == 0:
         partial.discard()
-        raise nothing_to_write([what_was_found(source, min_tokens) for source in sources])
+        raise nothing_to_write(not_recognised + [what_was_found(source, min_tokens) for source in sources])
     partial.finish()
     tracker.update(offsets[-1], counts, final=True)
     for entry in counts.cut_short:

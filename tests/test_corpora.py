@@ -473,13 +473,13 @@ def test_auto_recognises_plain_text_only_in_txt_files_and_never_binary_ones(tmp_
     cut = tmp_path / "c4.jsonl.gz"
     cut.write_bytes(gzip.compress(json.dumps({"text": "字" * 5000}).encode())[:100])
     for path, where, reason in [
-        (readme, str(readme), "plain text, which --format auto reads from .txt files only"),
-        (image, str(image), "not UTF-8 text (byte 0x89 at byte 1)"),
-        (nul, str(nul), "not UTF-8 text (byte 0x00 at byte 3)"),
+        (readme, str(readme), "plain text not named *.txt"),
+        (image, str(image), "not UTF-8 text: byte 0x89 at byte 1"),
+        (nul, str(nul), "not UTF-8 text: byte 0x00 at byte 3"),
         (cut, str(cut), "cannot be read (EOFError: Compressed file ended before the end-of-stream marker was reached)"),
     ]:
         with pytest.raises(UnrecognisedFile) as e:
             sniff_format(path)
         assert (e.value.where, e.value.reason) == (where, reason)
-        assert str(e.value).startswith(f"{where}: {reason}; ")
+        assert str(e.value) == f"{where}: {reason}; {e.value.hint}" and e.value.hint
     assert texts(iter_records(readme, "text")) == [("# 语料",), ("说明。",)]

@@ -614,3 +614,36 @@ def test_inputs_without_a_document_are_an_error_naming_each_and_what_it_held(
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert [e["event"] for e in events if e["event"] not in ("start", "progress")] == ["error"]
     assert events[-1]["message"] in result.stderr
+
+
+def test_auto_leaves_out_files_it_does_not_recognise_and_lists_them_in_one_line(
+    tmp_path, paragraphs, sp_tokenizer_dir, sp_tokenizer
+):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "readme.md").write_text("# 三国\n\n第一回。\n", encoding="utf-8")
+    (folder / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10")
+    out = tmp_path / "out" / "t.bin"
+    result = run_prepare("--tokenizer", sp_tokenizer_dir, "--out", out, folder)
+    assert_one_line_error(
+        result, "no documents in the inputs, so nothing was written: ",
+        f"{folder / 'image.png'}: not UTF-8 text: byte 0x89 at byte 1 (corpora are UTF-8 text or JSON; convert it, "
+        f"or leave it out); {folder / 'readme.md'}: plain text not named *.txt (--format auto reads plain text from "
+        f".txt files only; to read it as a corpus, pass --format text)",
+    )
+    assert not out.parent.exists()
+
+    write_jsonl(folder / "c4.jsonl", [{"text": t} for t in paragraphs[:30]])
+    (folder / "novel.txt").write_text("\n\n".join(paragraphs[30:40]) + "\n", encoding="utf-8")
+    result = run_prepare("--tokenizer", sp_tokenizer_dir, "--out", out, "--progress", "lines", folder)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "leaves out" in line]
+    assert notes == [
+        f"babyllama prepare: --format auto leaves out 2 files it does not recognise: "
+        f"{folder / 'image.png'} (not UTF-8 text: byte 0x89 at byte 1), "
+        f"{folder / 'readme.md'} (plain text not named *.txt); name a --format to read them"
+    ]
+    assert out.read_bytes() == seed_bytes(sp_tokenizer, [[t] for t in paragraphs[:40]])
+    manifest = json.loads(OutputPaths(out).manifest.read_text())
+    assert [(s["path"], s["format"]) for s in manifest["sources"]] == [
+        (str(folder / "c4.jsonl"), "c4"), (str(folder / "novel.txt"), "text")]

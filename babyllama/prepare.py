@@ -41,12 +41,13 @@ Progress events (`--progress jsonl`): one JSON object a line on stdout
     {"event": "progress", "bytes", "total_bytes", "documents", "tokens", "skipped",
      "mb_per_s", "eta_s", "elapsed_s"}   at most about 5 a second, and always one at the end
     {"event": "warning", "message"}   a file read only up to where it is cut short or corrupt
-    {"event": "done", "out", "manifest", "documents", "tokens", "skipped", "cut_short",
-     "elapsed_s", "mb_per_s"}
+    {"event": "done", "out", "manifest", "documents", "tokens", "skipped", "examples",
+     "cut_short", "elapsed_s", "mb_per_s"}
     {"event": "error", "message"}     a failure or an interruption; nothing follows it
 "bytes" counts raw input (compressed bytes for .gz) up to the last record written, so it
-only grows; "skipped" is {"too_short": n, "malformed": n}; "mb_per_s" is the rate of this
-run (MB = 10**6 bytes); "eta_s" is null until a rate is known.
+only grows; "skipped" is {"too_short": n, "malformed": n}; "examples" names the first
+malformed records ("file:line: reason"), as the manifest does; "mb_per_s" is the rate of
+this run (MB = 10**6 bytes); "eta_s" is null until a rate is known.
 
 Nothing to write
     --format auto leaves out the files it does not recognise (binary files, text not named
@@ -101,6 +102,8 @@ DEFAULT_CHUNK_BYTES = 2 << 20
 WINDOW_PER_WORKER = 2
 IN_FLIGHT_BYTES = 256 << 20
 MAX_EXAMPLES = 20
+# Malformed records the summary on the terminal names; the manifest names MAX_EXAMPLES.
+EXAMPLES_SHOWN = 5
 # Files an error message names one by one before it says how many more there are.
 MAX_FILES_NAMED = 5
 PROGRESS_INTERVAL_S = 0.2
@@ -667,6 +670,7 @@ def prepare(
             "documents": counts.documents,
             "tokens": counts.tokens,
             "skipped": counts.skipped(),
+            "examples": counts.examples,
             "cut_short": counts.cut_short,
             "elapsed_s": round(tracker.elapsed(), 3),
             "mb_per_s": round(tracker.rate(offsets[-1]) / 1e6, 3),
@@ -732,15 +736,26 @@ def describe_progress(event: dict) -> str:
 
 
 def describe_done(event: dict) -> str:
+    """The summary line, then a line for each of the first malformed records."""
     skipped = event["skipped"]
     cut_short = len(event["cut_short"])
-    return (
+    lines = [
         f"wrote {event['out']} and {event['manifest']}: {event['documents']:,} documents, "
         f"{event['tokens']:,} tokens; skipped {skipped['too_short']:,} too short, "
         f"{skipped['malformed']:,} malformed"
         + (f", and the rest of {cut_short:,} file{'s' if cut_short > 1 else ''} (warned above)" if cut_short else "")
         + f"; {event['elapsed_s']:.1f} s at {event['mb_per_s']:.1f} MB/s"
-    )
+    ]
+    shown = event["examples"][:EXAMPLES_SHOWN]
+    lines += (f"  {example}" for example in shown)
+    more = skipped["malformed"] - len(shown)
+    if more > 0:
+        named = len(event["examples"])
+        lines.append(
+            f"  and {more:,} more malformed record{'s' if more > 1 else ''}"
+            + (f"; {event['manifest']} names the first {named}" if named > len(shown) else "")
+        )
+    return "\n".join(lines)
 
 
 def describe_warning(event: dict) -> str:

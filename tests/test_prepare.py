@@ -462,13 +462,32 @@ def test_the_bar_redraws_one_line():
     report(event)
     report(dict(event, bytes=10_000_000))
     report({"event": "done", "out": "data/x.bin", "manifest": "data/x.bin.json", "documents": 1234,
-            "tokens": 2_500_000, "skipped": {"too_short": 3, "malformed": 2}, "cut_short": [], "elapsed_s": 1.6,
-            "mb_per_s": 12.5})
+            "tokens": 2_500_000, "skipped": {"too_short": 3, "malformed": 2},
+            "examples": ["data/c.jsonl:7: missing field 'text'", "data/c.jsonl:9: bad JSON (Expecting value at column 1)"],
+            "cut_short": [], "elapsed_s": 1.6, "mb_per_s": 12.5})
     lines = stream.getvalue().split("\n")
     assert lines[0].count("\r") == 2
     assert "50%" in lines[0] and "1,234 docs" in lines[0] and "2.5M tokens" in lines[0]
     assert "12.5 MB/s" in lines[0] and "ETA 1:15" in lines[0] and "2 bad" in lines[0]
-    assert lines[1].startswith("wrote data/x.bin")
+    assert lines[1].startswith("wrote data/x.bin") and "2 malformed" in lines[1]
+    assert lines[2:] == ["  data/c.jsonl:7: missing field 'text'",
+                         "  data/c.jsonl:9: bad JSON (Expecting value at column 1)", ""]
+
+
+def test_the_summary_names_the_first_malformed_records_by_file_and_line(tmp_path, paragraphs, sp_tokenizer_dir):
+    corpus = tmp_path / "c.jsonl"
+    good = [json.dumps({"text": t}, ensure_ascii=False) for t in paragraphs[:40]]
+    corpus.write_text("\n".join(good[:10] + ['{"title": 1}'] * 25 + ["{broken"] + good[10:]) + "\n", encoding="utf-8")
+    out = tmp_path / "t.bin"
+    result = run_prepare("--tokenizer", sp_tokenizer_dir, "--format", "c4", "--out", out, "--progress", "lines",
+                         "--chunk-mb", "0.001", corpus)
+    assert result.returncode == 0, result.stderr
+    summary = result.stderr.splitlines()[-7:]
+    assert summary[0].startswith(f"wrote {out}") and "26 malformed" in summary[0]
+    assert summary[1:6] == [f"  {corpus}:{line}: missing field 'text'" for line in range(11, 16)]
+    assert summary[6] == f"  and 21 more malformed records; {OutputPaths(out).manifest} names the first 20"
+    manifest = json.loads(OutputPaths(out).manifest.read_text())
+    assert [s.strip() for s in summary[1:6]] == manifest["skipped"]["examples"][:5]
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:

@@ -23,7 +23,9 @@ Interrupted runs
     resumes there (changed inputs, tokenizer or options start over instead). At the end
     the manifest is written first, then NAME.bin.partial is renamed to NAME.bin, then the
     journal is removed: a NAME.bin without its manifest, which would be read as the seed's
-    corpus, never appears.
+    corpus, never appears. A write that fails (a full disk) is one line naming the file;
+    the journal still counts only whole chunks and the partial file is cut back to them,
+    so the same command resumes once there is space.
 
 The journal (read_journal; the app reads it to show and resume unfinished runs)
     {"kind": "babyllama-prepare-journal", "version": 1,
@@ -61,6 +63,7 @@ Nothing to write
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import json
 import os
@@ -70,7 +73,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -460,9 +463,24 @@ def build_manifest(tokenizer, dtype: str, counts: Counts, min_tokens: int, sourc
     }
 
 
+@contextmanager
+def writing(path: Path, fix: str = "fix that and run the same command again") -> Iterator[None]:
+    """An OSError while writing `path` as a one-line UserError that says what to do."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "free some space there and run the same command again"
+        raise UserError(f"cannot write {path}: {e.strerror or e}; {fix}") from e
+
+
 class PartialTokenFile:
     """NAME.bin.partial with its journal: chunks are appended, and after each the journal
-    records how many bytes are good, where reading continues and the counts so far."""
+    records how many bytes are good, where reading continues and the counts so far.
+
+    A write that fails (a full disk) leaves the journal as it was and the partial file cut
+    back to the bytes it counts, so running the command again resumes after the last chunk
+    that was written whole."""
 
     def __init__(self, paths: OutputPaths, journal: dict):
         self.paths = paths
@@ -488,69 +506,77 @@ class PartialTokenFile:
             "finished": None,
         }
         partial = cls(paths, journal)
-        try:
+        with writing(paths.partial, "choose an --out in a folder you can write"):
             paths.out.parent.mkdir(parents=True, exist_ok=True)
-            partial.file = open(paths.partial, "wb")
-            try:
-                partial.write_journal()
-            except OSError:
-                partial.discard()
-                raise
-        except OSError as e:
-            raise UserError(
-                f"cannot write {paths.partial}: {e.strerror}; choose an --out in a folder you can write"
-            ) from e
+            partial.open("wb")
+        try:
+            partial.write_journal(journal)
+        except UserError:
+            partial.discard()
+            raise
         return partial
 
     @classmethod
     def resume(cls, paths: OutputPaths, journal: dict) -> "PartialTokenFile":
         partial = cls(paths, journal)
-        try:
-            partial.file = open(paths.partial, "r+b")
+        with writing(paths.partial):
+            partial.open("r+b")
             partial.file.truncate(journal["bytes"])
             partial.file.seek(journal["bytes"])
-        except OSError as e:
-            raise UserError(f"cannot write {paths.partial}: {e.strerror}") from e
         return partial
+
+    def open(self, mode: str) -> None:
+        # Unbuffered: bytes the disk refused are not kept in a buffer that close() would try,
+        # and fail, to write again.
+        self.file = open(self.paths.partial, mode, buffering=0)
 
     @property
     def finished(self) -> str | None:
         return self.journal["finished"]
 
     def append(self, encoded: EncodedChunk, info: ChunkInfo) -> None:
-        counts = self.counts
-        counts.documents += encoded.documents
-        counts.tokens += len(encoded.ids)
-        counts.too_short += encoded.too_short
-        counts.malformed += len(info.malformed)
-        counts.examples += info.malformed[: MAX_EXAMPLES - len(counts.examples)]
-        counts.cut_short += info.cut_short
-        self.position = info.next_position
-        self.journal.update(
+        before = self.counts
+        counts = Counts(
+            documents=before.documents + encoded.documents,
+            tokens=before.tokens + len(encoded.ids),
+            too_short=before.too_short + encoded.too_short,
+            malformed=before.malformed + len(info.malformed),
+            examples=before.examples + info.malformed[: MAX_EXAMPLES - len(before.examples)],
+            cut_short=before.cut_short + info.cut_short,
+        )
+        journal = dict(
+            self.journal,
             chunks=self.journal["chunks"] + 1,
             bytes=self.journal["bytes"] + encoded.ids.nbytes,
-            position=asdict(self.position),
+            position=asdict(info.next_position),
             counts=asdict(counts),
         )
         try:
-            self.file.write(memoryview(encoded.ids).cast("B"))
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.write_journal()
-        except OSError as e:
-            raise UserError(
-                f"cannot write {self.paths.partial}: {e.strerror}; fix that and run the same command again"
-            ) from e
+            with writing(self.paths.partial):
+                data = memoryview(encoded.ids).cast("B")
+                while data:
+                    data = data[self.file.write(data) :]
+                os.fsync(self.file.fileno())
+            self.write_journal(journal)
+        except UserError:
+            # The journal on disk still ends before this chunk: give back the space it took.
+            # Should that fail too, resuming cuts the file back all the same.
+            with suppress(OSError):
+                self.file.truncate(self.journal["bytes"])
+            raise
+        self.counts = counts
+        self.position = info.next_position
         self.chunks_this_run += 1
 
     def finish(self) -> None:
-        if not self.finished:
-            self.journal["finished"] = utc_now()
-            self.write_journal()
         self.file.close()
+        if not self.finished:
+            self.write_journal(dict(self.journal, finished=utc_now()))
 
-    def write_journal(self) -> None:
-        atomic_write_json(self.paths.journal, self.journal)
+    def write_journal(self, journal: dict) -> None:
+        with writing(self.paths.journal):
+            atomic_write_json(self.paths.journal, journal)
+        self.journal = journal
 
     def discard(self) -> None:
         if self.file:
@@ -657,11 +683,15 @@ def prepare(
     manifest = build_manifest(tokenizer, dtype, counts, min_tokens, sources, partial.finished)
     # In this order, so that NAME.bin never exists without its manifest, nor beside another's.
     if force and paths.out.exists():
-        paths.manifest.unlink(missing_ok=True)
-        paths.out.unlink()
-    atomic_write_json(paths.manifest, manifest)
-    os.replace(paths.partial, paths.out)
-    paths.journal.unlink()
+        with writing(paths.out):
+            paths.manifest.unlink(missing_ok=True)
+            paths.out.unlink()
+    with writing(paths.manifest):
+        atomic_write_json(paths.manifest, manifest)
+    with writing(paths.out):
+        os.replace(paths.partial, paths.out)
+    with writing(paths.journal):
+        paths.journal.unlink()
     emit(
         {
             "event": "done",

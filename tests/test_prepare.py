@@ -7,11 +7,14 @@ import gzip
 import io
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -666,3 +669,89 @@ def test_auto_leaves_out_files_it_does_not_recognise_and_lists_them_in_one_line(
     manifest = json.loads(OutputPaths(out).manifest.read_text())
     assert [(s["path"], s["format"]) for s in manifest["sources"]] == [
         (str(folder / "c4.jsonl"), "c4"), (str(folder / "novel.txt"), "text")]
+
+
+# --- a full disk ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A tmpfs of 1 MB of our own to fill up; mounting one needs root. Always unmounted."""
+    if os.geteuid() != 0:
+        pytest.skip("filling a disk needs a tmpfs of our own, and mounting one needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def leave_free(disk: Path, free: int) -> None:
+    """Fill `disk` but for `free` bytes."""
+    filler = disk / "filler"
+    filler.unlink(missing_ok=True)
+    stat = os.statvfs(disk)
+    filler.write_bytes(bytes(stat.f_bavail * stat.f_frsize - free))
+
+
+def used_bytes(folder: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in folder.iterdir())
+
+
+def test_a_full_disk_fails_in_one_line_at_any_free_space_and_resumes_once_freed(
+    tmp_path, paragraphs, sp_tokenizer_dir, small_disk
+):
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in paragraphs[:250]])
+    clean = tmp_path / "clean.bin"
+    prepare([corpus], "c4", sp_tokenizer_dir, clean, workers=1)
+    expected = clean.read_bytes()
+    assert 40_000 < len(expected) < 200_000
+    out = small_disk / "out" / "t.bin"
+    paths = OutputPaths(out)
+    failed_after_a_chunk = 0
+    # Every page of free space from none to more than the output needs, so that each write
+    # (partial file, journal, manifest) is the one that finds the disk full at some size.
+    for free in range(0, len(expected) + 4 * 4096, 4096):
+        shutil.rmtree(out.parent, ignore_errors=True)
+        leave_free(small_disk, free)
+        try:
+            prepare([corpus], "c4", sp_tokenizer_dir, out, workers=1, chunk_bytes=4000)
+        except UserError as e:
+            assert re.fullmatch(rf"cannot write {re.escape(str(out))}(\.json|\.partial|\.partial\.json): No space left "
+                                r"on device; free some space there and run the same command again", str(e)), str(e)
+        else:
+            assert out.read_bytes() == expected
+            continue
+        assert not out.exists()
+        journal = json.loads(paths.journal.read_text()) if paths.journal.exists() else None
+        # What is kept is whole chunks, and no byte more; a failure before the first one keeps nothing.
+        if journal is None:
+            assert sorted(p.name for p in out.parent.iterdir()) == []
+        else:
+            failed_after_a_chunk += 1
+            assert paths.partial.stat().st_size == journal["bytes"] == 2 * journal["counts"]["tokens"]
+            assert paths.partial.read_bytes() == expected[: journal["bytes"]]
+        used = used_bytes(out.parent)
+        with pytest.raises(UserError, match="No space left on device"):
+            prepare([corpus], "c4", sp_tokenizer_dir, out, workers=1, chunk_bytes=4000)
+        assert used_bytes(out.parent) == used  # nothing piles up on a retry
+        (small_disk / "filler").unlink()
+        events = []
+        prepare([corpus], "c4", sp_tokenizer_dir, out, workers=1, chunk_bytes=4000, progress=events.append)
+        assert out.read_bytes() == expected
+        assert sorted(p.name for p in out.parent.iterdir()) == ["t.bin", "t.bin.json"]
+        assert any("resuming" in e.get("message", "") for e in events) == (journal is not None)
+    assert failed_after_a_chunk > 5
+
+    # The command: one line on stderr, one error event on stdout, exit 2.
+    shutil.rmtree(out.parent)
+    leave_free(small_disk, len(expected) // 2)
+    result = run_prepare("--tokenizer", sp_tokenizer_dir, "--format", "c4", "--out", out, "--progress", "jsonl",
+                         "--chunk-mb", "0.004", corpus)
+    assert_one_line_error(result, f"cannot write {paths.partial}", "free some space there")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["event"] == "error" and [e["event"] for e in events].count("error") == 1

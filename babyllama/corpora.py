@@ -332,7 +332,7 @@ def _read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
                     position += len(line)
                     if not line.isspace():
                         if source.error is not None and not line.endswith(b"\n"):
-                            break  # the line a .gz is cut in: not a record, the cut is
+                            break  # the line a .gz is cut in is no record; the cut after it is one
                         to_skip -= 1
                         if not to_skip:
                             break

@@ -617,11 +617,11 @@ def test_inputs_without_a_document_are_an_error_naming_each_and_what_it_held(
         (["--format", "c4", early_cut], [f"{early_cut}: line 1: cannot read further (EOFError"]),
         (["--format", "auto", empty], [f"{empty}: empty"]),
         (["--format", "wiki", sample_jsonl],
-         [f"{sample_jsonl}: line 1: element 1: expected a JSON array ('['), found '{{' "
-          f"(wiki reads a JSON array of {{\"completion\"}}); try --format c4"]),
+         [(f"{sample_jsonl}: line 1: element 1: expected a JSON array ('['), found '{{' "
+           f"(wiki reads a JSON array of {{\"completion\"}}); try --format c4")]),
         (["--format", "jsonl:body", sample_jsonl, empty],
-         [f"{sample_jsonl}: 120 malformed records, the first on line 1: missing field 'body' "
-          f"(jsonl:body reads JSON lines of {{\"body\"}}); try --format c4", f"{empty}: empty"]),
+         [(f"{sample_jsonl}: 120 malformed records, the first on line 1: missing field 'body' "
+           f"(jsonl:body reads JSON lines of {{\"body\"}}); try --format c4"), f"{empty}: empty"]),
         (["--format", "c4", "--min-tokens", "1000000", sample_jsonl],
          [f"{sample_jsonl}: 120 documents, all shorter than --min-tokens 1000000"]),
     ]
@@ -660,11 +660,11 @@ def test_auto_leaves_out_files_it_does_not_recognise_and_lists_them_in_one_line(
     result = run_prepare("--tokenizer", sp_tokenizer_dir, "--out", out, "--progress", "lines", folder)
     assert result.returncode == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if "leaves out" in line]
-    assert notes == [
+    assert notes == [(
         f"babyllama prepare: --format auto leaves out 2 files it does not recognise: "
         f"{folder / 'image.png'} (not UTF-8 text: byte 0x89 at byte 1), "
         f"{folder / 'readme.md'} (plain text not named *.txt); name a --format to read them"
-    ]
+    )]
     assert out.read_bytes() == seed_bytes(sp_tokenizer, [[t] for t in paragraphs[:40]])
     manifest = json.loads(OutputPaths(out).manifest.read_text())
     assert [(s["path"], s["format"]) for s in manifest["sources"]] == [
@@ -681,7 +681,8 @@ def small_disk(tmp_path) -> Iterator[Path]:
         pytest.skip("filling a disk needs a tmpfs of our own, and mounting one needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
     try:

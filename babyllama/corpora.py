@@ -14,7 +14,7 @@ Formats (`--format`):
   medical-sft  JSON lines {"instruction", "input", "output"}     (shibing624/medical finetune)
   text         plain UTF-8, one document per blank-line-separated block
   jsonl:FIELD  any JSON lines file, the named string field
-  auto         sniff each file's first record
+  auto         sniff each file: JSON by its first record, plain text from .txt files only
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ FORMATS = ("wiki", "baike", "c4", "wudao", "medical", "medical-sft", "text", "js
 
 FORMAT_HELP = (
     "corpus format: wiki, baike, c4, wudao, medical, medical-sft, text, jsonl:FIELD "
-    "(any JSON lines file, the named field) or auto (sniff each file's first record)"
+    "(any JSON lines file, the named field) or auto (sniff each file's first record; "
+    "plain text only from .txt files)"
 )
 
 
@@ -54,12 +55,14 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class BadRecord:
-    """A record that could not be read; the run goes on without it."""
+    """A record that could not be read; the run goes on without it. `rest_skipped`: the file
+    cannot be read past it (cut short, corrupt, or a broken JSON array), so it is the last."""
 
     path: Path
     line: int
     reason: str
     end: int = 0
+    rest_skipped: bool = False
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.reason}"
@@ -81,6 +84,18 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abAB]")
 _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89abAB]")
 _NOT_UNICODE = "text holds an unpaired surrogate or undecodable bytes, so it is not valid UTF-8"
+
+
+class UnrecognisedFile(UserError):
+    """sniff_format cannot tell what a file holds. `where` (the file, and the line when there
+    is one) and `reason` say what it found, short enough to list with other files; `hint`
+    says what to do."""
+
+    def __init__(self, where: str, reason: str, hint: str):
+        super().__init__(f"{where}: {reason}; {hint}")
+        self.where = where
+        self.reason = reason
+        self.hint = hint
 
 
 class _Malformed(Exception):
@@ -206,11 +221,45 @@ def _parse_failure(error: Exception) -> str:
 # Opening files.
 
 
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+class _GzipStream(io.RawIOBase):
+    """The decompressed bytes of a .gz file up to where it is cut short or corrupt: there it
+    reads as ended, and `error` keeps what went wrong. A buffered read whose last part fails
+    drops the bytes it had already decompressed, which lost up to a block of good records."""
+
+    def __init__(self, raw):
+        self.gzip = gzip.GzipFile(fileobj=raw, mode="rb")
+        self.error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.error is not None:
+            return 0
+        try:
+            # read1 returns what it decompressed or raises, never both.
+            data = self.gzip.read1(len(buffer))
+        except _READ_ERRORS as e:
+            self.error = e
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.gzip.close()
+        super().close()
+
+
 class _Source:
     """A corpus file opened for binary reading, `.gz` decompressed on the fly.
 
     `raw_tell` is None for plain files (readers count bytes themselves, which is exact and
-    cheaper than a tell() per record) and the compressed file's tell() for `.gz`.
+    cheaper than a tell() per record) and the compressed file's tell() for `.gz`. A `.gz`
+    reads as ended where it is cut short or corrupt; `error` then says why, and readers call
+    `raise_error` where the data ends.
     """
 
     def __init__(self, path: Path):
@@ -225,13 +274,24 @@ class _Source:
             raise UserError(f"{path}: permission denied") from None
         self.size = os.fstat(self.raw.fileno()).st_size
         if path.suffix.lower() == ".gz":
-            self.stream = io.BufferedReader(gzip.GzipFile(fileobj=self.raw, mode="rb"), BLOCK_BYTES)
+            self.gzip = _GzipStream(self.raw)
+            self.stream = io.BufferedReader(self.gzip, BLOCK_BYTES)
             self.raw_tell = self.raw.tell
         else:
+            self.gzip = None
             self.stream = self.raw
             self.raw_tell = None
         self.start = 0  # raw position of the first content byte, after a byte order mark
         self.position = 0  # raw position reached by a JSON-array read
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.gzip.error if self.gzip is not None else None
+
+    def raise_error(self) -> None:
+        """Raise what cut the data short, if anything did."""
+        if self.error is not None:
+            raise self.error
 
     def skip_byte_order_mark(self) -> None:
         if self.stream.peek(3)[:3] == codecs.BOM_UTF8:
@@ -246,11 +306,10 @@ class _Source:
         self.raw.close()
 
 
-_READ_ERRORS = (OSError, EOFError, zlib.error)
-
-
 def _unreadable(path: Path, line: int, error: BaseException, end: int) -> BadRecord:
-    return BadRecord(path, line, f"cannot read further ({type(error).__name__}: {error}); rest of file skipped", end)
+    return BadRecord(
+        path, line, f"cannot read further ({type(error).__name__}: {error}); rest of file skipped", end, True
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +331,8 @@ def _read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
                     line_no += 1
                     position += len(line)
                     if not line.isspace():
+                        if source.error is not None and not line.endswith(b"\n"):
+                            break  # the line a .gz is cut in is no record; the cut after it is one
                         to_skip -= 1
                         if not to_skip:
                             break
@@ -285,6 +346,10 @@ def _read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
                     yield BadRecord(path, line_no, e.reason, end)
                     continue
                 except (ValueError, RecursionError) as e:
+                    if source.error is not None and not line.endswith(b"\n"):
+                        # The line a .gz is cut in: reported below as where reading stopped.
+                        line_no -= 1
+                        break
                     if not line.isspace():
                         yield BadRecord(path, line_no, _parse_failure(e), end)
                     continue
@@ -292,6 +357,7 @@ def _read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
                     yield BadRecord(path, line_no, _NOT_UNICODE, end)
                     continue
                 yield Document(segments, path, line_no, end)
+            source.raise_error()
         except _READ_ERRORS as e:
             if not to_skip:
                 yield _unreadable(path, line_no + 1, e, source.size)
@@ -339,6 +405,8 @@ def _read_text(path: Path, skip: int) -> Iterator[Record]:
                     else:
                         yield finish_block()
                     block = []
+            # Before the last block: where a .gz is cut short, that block is cut too.
+            source.raise_error()
             if block:
                 if to_skip:
                     to_skip -= 1
@@ -346,7 +414,7 @@ def _read_text(path: Path, skip: int) -> Iterator[Record]:
                     yield finish_block()
         except _READ_ERRORS as e:
             if not to_skip:
-                yield _unreadable(path, line_no + 1, e, source.size)
+                yield _unreadable(path, block_line if block else line_no + 1, e, source.size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,6 +447,8 @@ def _array_elements(source: _Source) -> Iterator[tuple[int, object, bool]]:
         nonlocal buf, i, eof, undecodable
         try:
             data = read(max(BLOCK_BYTES, 2 * (len(buf) - i)))
+            if not data:
+                source.raise_error()
         except _READ_ERRORS as e:
             raise _BrokenArray(line, f"cannot read further ({type(e).__name__}: {e}); rest of file skipped") from None
         eof = not data
@@ -468,7 +538,7 @@ def _read_json_array(path: Path, shape, skip: int) -> Iterator[Record]:
                 yield Document(segments, path, line, source.position)
         except _BrokenArray as e:
             if index >= skip:
-                yield BadRecord(path, e.line, f"element {index + 1}: {e.reason}", source.size)
+                yield BadRecord(path, e.line, f"element {index + 1}: {e.reason}", source.size, True)
         except _READ_ERRORS as e:
             if index >= skip:
                 yield _unreadable(path, 1, e, source.size)
@@ -483,6 +553,24 @@ def check_format(fmt: str) -> str:
     if fmt in FORMATS or (fmt.startswith("jsonl:") and len(fmt) > len("jsonl:")):
         return fmt
     raise UserError(f"unknown corpus format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+
+
+_FORMAT_SHAPES = {
+    "wiki": 'a JSON array of {"completion"}',
+    "baike": 'JSON lines of {"title", "summary", "sections"}',
+    "c4": 'JSON lines of {"text"}',
+    "wudao": 'JSON arrays of {"title", "content"}',
+    "medical": 'JSON lines of {"text"}',
+    "medical-sft": 'JSON lines of {"instruction", "input", "output"}',
+    "text": "plain UTF-8 text",
+}
+
+
+def describe_format(fmt: str) -> str:
+    """What a file in `fmt` (a format, not auto) holds, in a few words."""
+    if fmt.startswith("jsonl:"):
+        return f'JSON lines of {{"{fmt[len("jsonl:"):]}"}}'
+    return _FORMAT_SHAPES[fmt]
 
 
 def _reader(fmt: str) -> Callable[[Path, int], Iterator[Record]]:
@@ -604,6 +692,7 @@ def _first_content_byte(source: _Source) -> bytes:
     while remaining > 0:
         chunk = source.stream.read(min(BLOCK_BYTES, remaining))
         if not chunk:
+            source.raise_error()
             return b""
         content = chunk.lstrip()
         if content:
@@ -626,12 +715,12 @@ def _sniff_array(path: Path) -> str:
             source.skip_byte_order_mark()
             first = next(_array_elements(source), None)
         except _BrokenArray as e:
-            raise UserError(
-                f"{path}:{e.line}: starts like a JSON array but cannot be read ({e.reason}); "
-                f"if it is plain text, use --format text"
+            raise UnrecognisedFile(
+                f"{path}:{e.line}", f"starts like a JSON array but cannot be read ({e.reason})",
+                "if it is plain text, use --format text",
             ) from None
         except _READ_ERRORS as e:
-            raise UserError(f"{path}: cannot be read ({e})") from None
+            raise _cannot_be_read(path, e) from None
     if first is None:
         return "wiki"  # an empty array: every array format reads no documents from it
     line, value, _ = first
@@ -640,10 +729,9 @@ def _sniff_array(path: Path) -> str:
             return "wiki"
         if "title" in value and "content" in value:
             return "wudao"
-    raise UserError(
-        f"{path}:{line}: cannot tell the format: a JSON array whose first element has "
-        f"{_describe_keys(value)}; JSON arrays are read as wiki ('completion') or wudao "
-        f"('title' + 'content'). Formats: {', '.join(FORMATS)}"
+    raise UnrecognisedFile(
+        f"{path}:{line}", f"cannot tell the format: a JSON array whose first element has {_describe_keys(value)}",
+        f"JSON arrays are read as wiki ('completion') or wudao ('title' + 'content'). Formats: {', '.join(FORMATS)}",
     )
 
 
@@ -656,14 +744,16 @@ def _sniff_json_lines(path: Path) -> str:
                 line_no += 1
                 if not line.isspace():
                     break
+            if not line.endswith(b"\n"):
+                source.raise_error()
         except _READ_ERRORS as e:
-            raise UserError(f"{path}: cannot be read ({e})") from None
+            raise _cannot_be_read(path, e) from None
     try:
         value = json.loads(line.decode())
     except (ValueError, RecursionError) as e:
-        raise UserError(
-            f"{path}:{line_no}: starts like JSON lines but this line is not a JSON record "
-            f"({_parse_failure(e)}); if it is plain text, use --format text"
+        raise UnrecognisedFile(
+            f"{path}:{line_no}", f"starts like JSON lines but this line is not a JSON record ({_parse_failure(e)})",
+            "if it is plain text, use --format text",
         ) from None
     if isinstance(value, dict):
         if "sections" in value:
@@ -674,18 +764,51 @@ def _sniff_json_lines(path: Path) -> str:
         if "text" in value:
             return "c4"
     example = next((k for k in value if isinstance(value[k], str)), "FIELD") if isinstance(value, dict) else "FIELD"
-    raise UserError(
-        f"{path}:{line_no}: cannot tell the format: JSON lines with {_describe_keys(value)}; "
-        f"choose one with --format: {', '.join(FORMATS)} (for example jsonl:{example})"
+    raise UnrecognisedFile(
+        f"{path}:{line_no}", f"cannot tell the format: JSON lines with {_describe_keys(value)}",
+        f"choose one with --format: {', '.join(FORMATS)} (for example jsonl:{example})",
     )
 
 
+def _sniff_text(path: Path) -> str:
+    """Text, if the file starts as UTF-8 text and is named *.txt: a README, a licence or notes
+    beside a corpus are text too, but not corpus."""
+    with _Source(path) as source:
+        try:
+            source.skip_byte_order_mark()
+            head = source.stream.read(BLOCK_BYTES)
+        except _READ_ERRORS as e:
+            raise _cannot_be_read(path, e) from None
+    bad = head.find(b"\0")
+    try:
+        # Not final: the block may end inside a character.
+        codecs.getincrementaldecoder("utf-8")().decode(head if bad < 0 else head[:bad], final=False)
+    except UnicodeDecodeError as e:
+        bad = e.start
+    if bad >= 0:
+        raise UnrecognisedFile(
+            str(path), f"not UTF-8 text: byte 0x{head[bad]:02x} at byte {source.start + bad + 1}",
+            "corpora are UTF-8 text or JSON; convert it, or leave it out",
+        )
+    if not path.name.lower().removesuffix(".gz").endswith(".txt"):
+        raise UnrecognisedFile(
+            str(path), "plain text not named *.txt",
+            "--format auto reads plain text from .txt files only; to read it as a corpus, pass --format text",
+        )
+    return "text"
+
+
+def _cannot_be_read(path: Path, error: BaseException) -> UnrecognisedFile:
+    return UnrecognisedFile(str(path), f"cannot be read ({type(error).__name__}: {error})", "it may be cut short or damaged")
+
+
 def sniff_format(path: str | Path) -> str:
-    """The format of one file, from its first record; UserError if it cannot tell.
+    """The format of one file, from its first record; UnrecognisedFile if it cannot tell.
 
     A JSON array is wiki or wudao, JSON lines are baike, medical-sft or c4 (medical files
-    have the same shape as c4 and read the same), anything else is text. An empty file is
-    text (it holds no documents in any format).
+    have the same shape as c4 and read the same), and a .txt file of UTF-8 text is text;
+    anything else is not recognised. An empty file is text (it holds no documents in any
+    format).
     """
     path = Path(path)
     with _Source(path) as source:
@@ -693,9 +816,11 @@ def sniff_format(path: str | Path) -> str:
             source.skip_byte_order_mark()
             first = _first_content_byte(source)
         except _READ_ERRORS as e:
-            raise UserError(f"{path}: cannot be read ({e})") from None
+            raise _cannot_be_read(path, e) from None
     if first == b"[":
         return _sniff_array(path)
     if first == b"{":
         return _sniff_json_lines(path)
-    return "text"
+    if not first:
+        return "text"
+    return _sniff_text(path)

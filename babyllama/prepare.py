@@ -23,7 +23,9 @@ Interrupted runs
     resumes there (changed inputs, tokenizer or options start over instead). At the end
     the manifest is written first, then NAME.bin.partial is renamed to NAME.bin, then the
     journal is removed: a NAME.bin without its manifest, which would be read as the seed's
-    corpus, never appears.
+    corpus, never appears. A write that fails (a full disk) is one line naming the file;
+    the journal still counts only whole chunks and the partial file is cut back to them,
+    so the same command resumes once there is space.
 
 The journal (read_journal; the app reads it to show and resume unfinished runs)
     {"kind": "babyllama-prepare-journal", "version": 1,
@@ -31,26 +33,37 @@ The journal (read_journal; the app reads it to show and resume unfinished runs)
                  "tokenizer" (fingerprint), "min_tokens", "dtype"},   equal options resume
      "tokenizer": Tokenizer.describe(), "chunks", "bytes" (good bytes of NAME.bin.partial),
      "position": {"file" (index into inputs), "records" (read in it), "end" (byte offset)},
-     "counts": {"documents", "tokens", "too_short", "malformed", "examples"},
+     "counts": {"documents", "tokens", "too_short", "malformed", "examples", "cut_short"},
      "finished": null or the UTC time the last chunk was written}
 
 Progress events (`--progress jsonl`): one JSON object a line on stdout
     {"event": "start", "out", "files", "total_bytes", "resumed_bytes", "workers", "dtype",
      "tokenizer"}
-    {"event": "note", "message"}      resuming, or starting over, and why
+    {"event": "note", "message"}      files --format auto leaves out; resuming, or starting over, and why
     {"event": "progress", "bytes", "total_bytes", "documents", "tokens", "skipped",
      "mb_per_s", "eta_s", "elapsed_s"}   at most about 5 a second, and always one at the end
-    {"event": "done", "out", "manifest", "documents", "tokens", "skipped", "elapsed_s",
-     "mb_per_s"}
+    {"event": "warning", "message"}   a file read only up to where it is cut short or corrupt
+    {"event": "done", "out", "manifest", "documents", "tokens", "skipped", "examples",
+     "cut_short", "elapsed_s", "mb_per_s"}
     {"event": "error", "message"}     a failure or an interruption; nothing follows it
 "bytes" counts raw input (compressed bytes for .gz) up to the last record written, so it
-only grows; "skipped" is {"too_short": n, "malformed": n}; "mb_per_s" is the rate of this
-run (MB = 10**6 bytes); "eta_s" is null until a rate is known.
+only grows; "skipped" is {"too_short": n, "malformed": n}; "examples" names the first
+malformed records ("file:line: reason"), as the manifest does; "mb_per_s" is the rate of
+this run (MB = 10**6 bytes); "eta_s" is null until a rate is known.
+
+Nothing to write
+    --format auto leaves out the files it does not recognise (binary files, text not named
+    *.txt, JSON of an unknown shape), and says so in a note. Inputs that give no document
+    at all (none left, empty, all malformed, all too short, the wrong --format) are an error: nothing is written, an existing NAME.bin is left as it was, and
+    the message says what each input held. A file that is cut short or corrupt (a truncated
+    .gz, a JSON array broken in the middle) gives its records up to there; the run goes on,
+    warns about it, and the manifest lists it under skipped.cut_short.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import json
 import os
@@ -60,7 +73,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,7 +81,17 @@ from pathlib import Path
 import numpy as np
 
 from babyllama import __version__
-from babyllama.corpora import FORMAT_HELP, BadRecord, check_format, expand_inputs, iter_records, sniff_format
+from babyllama.corpora import (
+    FORMAT_HELP,
+    BadRecord,
+    Document,
+    UnrecognisedFile,
+    check_format,
+    describe_format,
+    expand_inputs,
+    iter_records,
+    sniff_format,
+)
 from babyllama.errors import UserError
 from babyllama.files import atomic_write_json
 from babyllama.tokenizer import SentencePieceTokenizer, load_tokenizer
@@ -82,6 +105,10 @@ DEFAULT_CHUNK_BYTES = 2 << 20
 WINDOW_PER_WORKER = 2
 IN_FLIGHT_BYTES = 256 << 20
 MAX_EXAMPLES = 20
+# Malformed records the summary on the terminal names; the manifest names MAX_EXAMPLES.
+EXAMPLES_SHOWN = 5
+# Files an error message names one by one before it says how many more there are.
+MAX_FILES_NAMED = 5
 PROGRESS_INTERVAL_S = 0.2
 UINT16_VOCAB_LIMIT = 65536
 JOURNAL_KIND = "babyllama-prepare-journal"
@@ -96,6 +123,7 @@ class Counts:
     too_short: int = 0
     malformed: int = 0
     examples: list[str] = field(default_factory=list)
+    cut_short: list[str] = field(default_factory=list)  # the last record of each file read only in part
 
     def skipped(self) -> dict:
         return {"too_short": self.too_short, "malformed": self.malformed}
@@ -124,6 +152,7 @@ class ChunkInfo:
     """What the main process keeps of a chunk while its documents are being encoded."""
 
     malformed: list[str]
+    cut_short: list[str]
     next_position: Position
 
 
@@ -212,6 +241,7 @@ def read_chunks(
     """The documents from `start` on, cut into chunks of about `chunk_bytes` of raw input."""
     documents: list[tuple[str, ...]] = []
     malformed: list[str] = []
+    cut_short: list[str] = []
     raw_bytes = 0
     for index in range(start.file, len(sources)):
         source = sources[index]
@@ -219,16 +249,16 @@ def read_chunks(
         for record in iter_records(source.path, source.format, skip=records):
             records += 1
             if isinstance(record, BadRecord):
-                malformed.append(str(record))
+                (cut_short if record.rest_skipped else malformed).append(str(record))
             else:
                 documents.append(record.segments)
             raw_bytes += record.end - previous_end
             previous_end = record.end
             if raw_bytes >= chunk_bytes:
-                yield documents, ChunkInfo(malformed, Position(index, records, previous_end))
-                documents, malformed, raw_bytes = [], [], 0
-    if documents or malformed:
-        yield documents, ChunkInfo(malformed, Position(len(sources)))
+                yield documents, ChunkInfo(malformed, cut_short, Position(index, records, previous_end))
+                documents, malformed, cut_short, raw_bytes = [], [], [], 0
+    if documents or malformed or cut_short:
+        yield documents, ChunkInfo(malformed, cut_short, Position(len(sources)))
 
 
 def encode_in_order(
@@ -322,10 +352,15 @@ class ProgressTracker:
         )
 
 
-def resolve_sources(inputs: Sequence[str | Path], fmt: str, paths: OutputPaths) -> list[Source]:
+def resolve_sources(
+    inputs: Sequence[str | Path], fmt: str, paths: OutputPaths
+) -> tuple[list[Source], list[UnrecognisedFile]]:
+    """The files to read, each with its format, and under --format auto the files left out
+    because their format cannot be told."""
     check_format(fmt)
     own_files = {p.resolve() for p in (paths.out, paths.manifest, paths.partial, paths.journal)}
     sources = []
+    left_out = []
     for path in expand_inputs(inputs):
         if path.resolve() in own_files:
             raise UserError(f"{path} is an output of this command, not a corpus; leave it out of the inputs")
@@ -333,8 +368,24 @@ def resolve_sources(inputs: Sequence[str | Path], fmt: str, paths: OutputPaths) 
             stat = path.stat()
         except OSError as e:
             raise UserError(f"cannot read {path}: {e.strerror}") from e
-        sources.append(Source(path, sniff_format(path) if fmt == "auto" else fmt, stat.st_size, stat.st_mtime_ns))
-    return sources
+        file_format = fmt
+        if fmt == "auto":
+            try:
+                file_format = sniff_format(path)
+            except UnrecognisedFile as e:
+                left_out.append(e)
+                continue
+        sources.append(Source(path, file_format, stat.st_size, stat.st_mtime_ns))
+    return sources, left_out
+
+
+def describe_left_out(left_out: list[UnrecognisedFile]) -> str:
+    shown = ", ".join(f"{e.where} ({e.reason})" for e in left_out[:MAX_FILES_NAMED])
+    more = len(left_out) - MAX_FILES_NAMED
+    return (
+        f"--format auto leaves out {len(left_out):,} file{'s' if len(left_out) > 1 else ''} it does not "
+        f"recognise: {shown}" + (f" and {more:,} more" if more > 0 else "") + "; name a --format to read them"
+    )
 
 
 def read_journal(path: Path) -> dict | None:
@@ -399,7 +450,12 @@ def build_manifest(tokenizer, dtype: str, counts: Counts, min_tokens: int, sourc
         "eos_id": tokenizer.eos_id,
         "vocab_size": tokenizer.vocab_size,
         "tokenizer": tokenizer.describe(),
-        "skipped": {"too_short": counts.too_short, "malformed": counts.malformed, "examples": counts.examples},
+        "skipped": {
+            "too_short": counts.too_short,
+            "malformed": counts.malformed,
+            "examples": counts.examples,
+            "cut_short": counts.cut_short,
+        },
         "min_tokens": min_tokens,
         "sources": [{"path": str(s.path), "size": s.size, "format": s.format} for s in sources],
         "created": created,
@@ -407,9 +463,24 @@ def build_manifest(tokenizer, dtype: str, counts: Counts, min_tokens: int, sourc
     }
 
 
+@contextmanager
+def writing(path: Path, fix: str = "fix that and run the same command again") -> Iterator[None]:
+    """An OSError while writing `path` as a one-line UserError that says what to do."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "free some space there and run the same command again"
+        raise UserError(f"cannot write {path}: {e.strerror or e}; {fix}") from e
+
+
 class PartialTokenFile:
     """NAME.bin.partial with its journal: chunks are appended, and after each the journal
-    records how many bytes are good, where reading continues and the counts so far."""
+    records how many bytes are good, where reading continues and the counts so far.
+
+    A write that fails (a full disk) leaves the journal as it was and the partial file cut
+    back to the bytes it counts, so running the command again resumes after the last chunk
+    that was written whole."""
 
     def __init__(self, paths: OutputPaths, journal: dict):
         self.paths = paths
@@ -435,68 +506,77 @@ class PartialTokenFile:
             "finished": None,
         }
         partial = cls(paths, journal)
-        try:
+        with writing(paths.partial, "choose an --out in a folder you can write"):
             paths.out.parent.mkdir(parents=True, exist_ok=True)
-            partial.file = open(paths.partial, "wb")
-            try:
-                partial.write_journal()
-            except OSError:
-                partial.discard()
-                raise
-        except OSError as e:
-            raise UserError(
-                f"cannot write {paths.partial}: {e.strerror}; choose an --out in a folder you can write"
-            ) from e
+            partial.open("wb")
+        try:
+            partial.write_journal(journal)
+        except UserError:
+            partial.discard()
+            raise
         return partial
 
     @classmethod
     def resume(cls, paths: OutputPaths, journal: dict) -> "PartialTokenFile":
         partial = cls(paths, journal)
-        try:
-            partial.file = open(paths.partial, "r+b")
+        with writing(paths.partial):
+            partial.open("r+b")
             partial.file.truncate(journal["bytes"])
             partial.file.seek(journal["bytes"])
-        except OSError as e:
-            raise UserError(f"cannot write {paths.partial}: {e.strerror}") from e
         return partial
+
+    def open(self, mode: str) -> None:
+        # Unbuffered: bytes the disk refused are not kept in a buffer that close() would try,
+        # and fail, to write again.
+        self.file = open(self.paths.partial, mode, buffering=0)
 
     @property
     def finished(self) -> str | None:
         return self.journal["finished"]
 
     def append(self, encoded: EncodedChunk, info: ChunkInfo) -> None:
-        counts = self.counts
-        counts.documents += encoded.documents
-        counts.tokens += len(encoded.ids)
-        counts.too_short += encoded.too_short
-        counts.malformed += len(info.malformed)
-        counts.examples += info.malformed[: MAX_EXAMPLES - len(counts.examples)]
-        self.position = info.next_position
-        self.journal.update(
+        before = self.counts
+        counts = Counts(
+            documents=before.documents + encoded.documents,
+            tokens=before.tokens + len(encoded.ids),
+            too_short=before.too_short + encoded.too_short,
+            malformed=before.malformed + len(info.malformed),
+            examples=before.examples + info.malformed[: MAX_EXAMPLES - len(before.examples)],
+            cut_short=before.cut_short + info.cut_short,
+        )
+        journal = dict(
+            self.journal,
             chunks=self.journal["chunks"] + 1,
             bytes=self.journal["bytes"] + encoded.ids.nbytes,
-            position=asdict(self.position),
+            position=asdict(info.next_position),
             counts=asdict(counts),
         )
         try:
-            self.file.write(memoryview(encoded.ids).cast("B"))
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.write_journal()
-        except OSError as e:
-            raise UserError(
-                f"cannot write {self.paths.partial}: {e.strerror}; fix that and run the same command again"
-            ) from e
+            with writing(self.paths.partial):
+                data = memoryview(encoded.ids).cast("B")
+                while data:
+                    data = data[self.file.write(data) :]
+                os.fsync(self.file.fileno())
+            self.write_journal(journal)
+        except UserError:
+            # The journal on disk still ends before this chunk: give back the space it took.
+            # Should that fail too, resuming cuts the file back all the same.
+            with suppress(OSError):
+                self.file.truncate(self.journal["bytes"])
+            raise
+        self.counts = counts
+        self.position = info.next_position
         self.chunks_this_run += 1
 
     def finish(self) -> None:
-        if not self.finished:
-            self.journal["finished"] = utc_now()
-            self.write_journal()
         self.file.close()
+        if not self.finished:
+            self.write_journal(dict(self.journal, finished=utc_now()))
 
-    def write_journal(self) -> None:
-        atomic_write_json(self.paths.journal, self.journal)
+    def write_journal(self, journal: dict) -> None:
+        with writing(self.paths.journal):
+            atomic_write_json(self.paths.journal, journal)
+        self.journal = journal
 
     def discard(self) -> None:
         if self.file:
@@ -523,13 +603,18 @@ def prepare(
     `workers`: encoding threads, or processes for tokenizers other than SentencePiece
     (None: one per core; 0 or 1: encode in the calling thread).
     `resume`: continue an interrupted run of the same command; False starts over.
-    `force`: replace an existing `out` (removed once the inputs and tokenizer check out).
+    `force`: replace an existing `out`, once the new one is complete.
     """
     emit = progress or (lambda event: None)
     paths = OutputPaths(Path(out))
     if paths.out.suffix != ".bin":
         raise UserError(f"--out {paths.out} must name a .bin file, e.g. data/NAME.bin")
-    sources = resolve_sources(inputs, fmt, paths)
+    sources, left_out = resolve_sources(inputs, fmt, paths)
+    not_recognised = [f"{e.where}: {e.reason} ({e.hint})" for e in left_out]
+    if not sources:
+        raise nothing_to_write(not_recognised)
+    if left_out:
+        emit({"event": "note", "message": describe_left_out(left_out)})
     tokenizer = load_tokenizer(tokenizer_path)
     dtype = "uint16" if tokenizer.vocab_size <= UINT16_VOCAB_LIMIT else "uint32"
     workers = default_workers() if workers is None else workers
@@ -556,9 +641,6 @@ def prepare(
 
     tracker = ProgressTracker(emit, offsets[-1], done_bytes(partial.position))
     try:
-        if force and paths.out.exists():
-            paths.manifest.unlink(missing_ok=True)
-            paths.out.unlink()
         if journal:
             emit({"event": "note", "message": f"resuming after {journal['chunks']:,} chunks "
                   f"({partial.counts.documents:,} documents, {partial.counts.tokens:,} tokens already written)"})
@@ -585,19 +667,31 @@ def prepare(
                 for info, encoded in encoded_chunks:
                     partial.append(encoded, info)
                     tracker.update(done_bytes(partial.position), partial.counts)
-        partial.finish()
     except BaseException:
         if journal is None and partial.chunks_this_run == 0:
             partial.discard()
         raise
-    tracker.update(offsets[-1], partial.counts, final=True)
-
     counts = partial.counts
+    if counts.documents == 0:
+        partial.discard()
+        raise nothing_to_write(not_recognised + [what_was_found(source, min_tokens) for source in sources])
+    partial.finish()
+    tracker.update(offsets[-1], counts, final=True)
+    for entry in counts.cut_short:
+        emit({"event": "warning", "message": f"{entry}; the records before it are kept"})
+
     manifest = build_manifest(tokenizer, dtype, counts, min_tokens, sources, partial.finished)
-    # In this order, so that NAME.bin never exists without its manifest.
-    atomic_write_json(paths.manifest, manifest)
-    os.replace(paths.partial, paths.out)
-    paths.journal.unlink()
+    # In this order, so that NAME.bin never exists without its manifest, nor beside another's.
+    if force and paths.out.exists():
+        with writing(paths.out):
+            paths.manifest.unlink(missing_ok=True)
+            paths.out.unlink()
+    with writing(paths.manifest):
+        atomic_write_json(paths.manifest, manifest)
+    with writing(paths.out):
+        os.replace(paths.partial, paths.out)
+    with writing(paths.journal):
+        paths.journal.unlink()
     emit(
         {
             "event": "done",
@@ -606,11 +700,52 @@ def prepare(
             "documents": counts.documents,
             "tokens": counts.tokens,
             "skipped": counts.skipped(),
+            "examples": counts.examples,
+            "cut_short": counts.cut_short,
             "elapsed_s": round(tracker.elapsed(), 3),
             "mb_per_s": round(tracker.rate(offsets[-1]) / 1e6, 3),
         }
     )
     return manifest
+
+
+def what_was_found(source: Source, min_tokens: int) -> str:
+    """What a file that gave no document holds, in a few words, and the format to try if it
+    looks like another."""
+    documents = bad = 0
+    first_bad = cut = None
+    for record in iter_records(source.path, source.format):
+        if type(record) is Document:
+            documents += 1
+        elif record.rest_skipped:
+            cut = record
+        else:
+            bad += 1
+            first_bad = first_bad or record
+    parts = []
+    if documents:
+        parts.append(f"{documents:,} documents, all shorter than --min-tokens {min_tokens} (ids, eos included)")
+    if first_bad:
+        parts.append(f"{bad:,} malformed records, the first on line {first_bad.line}: {first_bad.reason}")
+    if cut:
+        parts.append(f"line {cut.line}: {cut.reason}")
+    found = f"{source.path}: " + (", ".join(parts) or ("empty" if source.size == 0 else "no records"))
+    if documents or not (first_bad or cut):
+        return found
+    found += f" ({source.format} reads {describe_format(source.format)})"
+    try:
+        sniffed = sniff_format(source.path)
+    except UnrecognisedFile:
+        return found
+    return found + (f"; try --format {sniffed}" if sniffed != source.format else "")
+
+
+def nothing_to_write(found: list[str]) -> UserError:
+    more = len(found) - MAX_FILES_NAMED
+    return UserError(
+        "no documents in the inputs, so nothing was written: " + "; ".join(found[:MAX_FILES_NAMED])
+        + (f"; and {more:,} more files without one" if more > 0 else "")
+    )
 
 
 def format_count(n: float) -> str:
@@ -631,12 +766,30 @@ def describe_progress(event: dict) -> str:
 
 
 def describe_done(event: dict) -> str:
+    """The summary line, then a line for each of the first malformed records."""
     skipped = event["skipped"]
-    return (
+    cut_short = len(event["cut_short"])
+    lines = [
         f"wrote {event['out']} and {event['manifest']}: {event['documents']:,} documents, "
         f"{event['tokens']:,} tokens; skipped {skipped['too_short']:,} too short, "
-        f"{skipped['malformed']:,} malformed; {event['elapsed_s']:.1f} s at {event['mb_per_s']:.1f} MB/s"
-    )
+        f"{skipped['malformed']:,} malformed"
+        + (f", and the rest of {cut_short:,} file{'s' if cut_short > 1 else ''} (warned above)" if cut_short else "")
+        + f"; {event['elapsed_s']:.1f} s at {event['mb_per_s']:.1f} MB/s"
+    ]
+    shown = event["examples"][:EXAMPLES_SHOWN]
+    lines += (f"  {example}" for example in shown)
+    more = skipped["malformed"] - len(shown)
+    if more > 0:
+        named = len(event["examples"])
+        lines.append(
+            f"  and {more:,} more malformed record{'s' if more > 1 else ''}"
+            + (f"; {event['manifest']} names the first {named}" if named > len(shown) else "")
+        )
+    return "\n".join(lines)
+
+
+def describe_warning(event: dict) -> str:
+    return f"babyllama prepare: warning: {event['message']}"
 
 
 class BarReport:
@@ -656,10 +809,12 @@ class BarReport:
             bar = "█" * filled + "░" * (self.width - filled)
             self.stream.write(f"\r{bar} {fraction:4.0%}  {describe_progress(event)}\x1b[K")
             self.drawn = True
-        elif kind in ("note", "done", "error"):
+        elif kind in ("note", "warning", "done", "error"):
             self.end_line()
             if kind == "note":
                 self.stream.write(f"babyllama prepare: {event['message']}\n")
+            elif kind == "warning":
+                self.stream.write(describe_warning(event) + "\n")
             elif kind == "done":
                 self.stream.write(describe_done(event) + "\n")
         self.stream.flush()
@@ -685,9 +840,23 @@ class LinesReport:
             self.stream.write(f"babyllama prepare: {describe_progress(event)}\n")
         elif kind == "note":
             self.stream.write(f"babyllama prepare: {event['message']}\n")
+        elif kind == "warning":
+            self.stream.write(describe_warning(event) + "\n")
         elif kind == "done":
             self.stream.write(describe_done(event) + "\n")
         self.stream.flush()
+
+
+class WarningsReport:
+    """Nothing but warnings, for --progress none: a file read only in part is never silent."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+
+    def __call__(self, event: dict) -> None:
+        if event["event"] == "warning":
+            self.stream.write(describe_warning(event) + "\n")
+            self.stream.flush()
 
 
 class JsonlReport:
@@ -712,10 +881,10 @@ class JsonlReport:
             os.close(devnull)
 
 
-def make_report(kind: str) -> ProgressCallback | None:
+def make_report(kind: str) -> ProgressCallback:
     if kind == "auto":
         kind = "bar" if sys.stderr.isatty() else "lines"
-    return {"bar": BarReport, "lines": LinesReport, "jsonl": JsonlReport, "none": lambda: None}[kind]()
+    return {"bar": BarReport, "lines": LinesReport, "jsonl": JsonlReport, "none": WarningsReport}[kind]()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -738,7 +907,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--progress", choices=["auto", "bar", "lines", "jsonl", "none"], default="auto",
-        help="auto: a live bar on a terminal, else a line every few seconds; jsonl: JSON events on stdout",
+        help="auto: a live bar on a terminal, else a line every few seconds; jsonl: JSON events on stdout; "
+        "none: warnings only",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--restart", action="store_true", help="ignore an unfinished run's progress and start over")
@@ -762,13 +932,11 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
         )
     except KeyboardInterrupt:
-        if report:
-            report({"event": "error", "message": "interrupted"})
+        report({"event": "error", "message": "interrupted"})
         if OutputPaths(args.out).journal.exists():
             print("babyllama prepare: progress is kept; run the same command again to resume", file=sys.stderr)
         raise
     except UserError as e:
-        if report:
-            report({"event": "error", "message": str(e)})
+        report({"event": "error", "message": str(e)})
         raise
     return 0

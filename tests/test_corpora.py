@@ -7,6 +7,7 @@ import gzip
 import json
 import random
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from babyllama.corpora import (
     BLOCK_BYTES,
     BadRecord,
     Document,
+    UnrecognisedFile,
     check_format,
     expand_inputs,
     iter_records,
@@ -170,6 +172,35 @@ def test_a_truncated_gz_file_ends_with_one_bad_record(tmp_path):
     assert 0 < len(texts(records)) < 4000
     assert len(bad(records)) == 1 and "cannot read further" in bad(records)[0]
     assert isinstance(records[-1], BadRecord)
+
+
+def test_a_cut_gz_keeps_every_record_before_the_cut_and_names_where_it_stops(tmp_path):
+    # Under a megabyte decompressed: the reader used to lose every record of the block the cut falls in.
+    rng = random.Random(1)
+    hanzi = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
+    chapters = ["".join(rng.choices(hanzi, k=2000)) for _ in range(40)]
+    lines = write_lines(tmp_path / "c4.jsonl", [{"text": c} for c in chapters])
+    array = write_array(tmp_path / "wiki.json", [{"completion": c} for c in chapters], indent=1)
+    text = tmp_path / "novel.txt"
+    text.write_text("\n\n".join(chapters) + "\n", encoding="utf-8")
+    # For each: how many records the readable text holds whole, and the line the cut one starts on.
+    for path, fmt, whole, cut_line in [
+        (lines, "c4", lambda data: data.count(b"\n"), lambda n: n + 1),
+        (array, "wiki", lambda data: data.count(b"\n }"), lambda n: 2 + 3 * n),
+        (text, "text", lambda data: data.count(b"\n\n"), lambda n: 2 * n + 1),
+    ]:
+        packed = gzip.compress(path.read_bytes())
+        cut = path.with_name(path.name + ".gz")
+        cut.write_bytes(packed[: len(packed) // 2])
+        kept = whole(zlib.decompressobj(wbits=31).decompress(cut.read_bytes()))
+        assert 10 < kept < 30, fmt
+        records = list(iter_records(cut, fmt))
+        assert texts(records) == [(c,) for c in chapters[:kept]], fmt
+        assert len(records) == kept + 1 and records[-1].rest_skipped, fmt
+        assert bad(records)[0].startswith(f"{cut}:{cut_line(kept)}: "), fmt
+        assert "cannot read further (EOFError" in bad(records)[0], fmt
+        for n in range(len(records) + 2):
+            assert list(iter_records(cut, fmt, skip=n)) == records[n:], (fmt, n)
 
 
 # --- malformed records ---------------------------------------------------------------------
@@ -427,3 +458,28 @@ def test_sniffing_an_unknown_shape_names_the_file_the_keys_and_the_formats(tmp_p
     broken.write_text('{"text": \n', encoding="utf-8")
     with pytest.raises(UserError, match=r"broken\.jsonl:1: starts like JSON lines.*--format text"):
         sniff_format(broken)
+
+
+def test_auto_recognises_plain_text_only_in_txt_files_and_never_binary_ones(tmp_path):
+    novel = tmp_path / "novel.txt"
+    novel.write_text("话说天下大势" * 100_000, encoding="utf-8")  # the first block ends inside a character
+    assert sniff_format(novel) == "text" and sniff_format(gzip_copy(novel)) == "text"
+    readme = tmp_path / "README.md"
+    readme.write_text("# 语料\n\n说明。\n", encoding="utf-8")
+    image = tmp_path / "image.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    nul = tmp_path / "table.txt"
+    nul.write_bytes(b"id\x00name\n")
+    cut = tmp_path / "c4.jsonl.gz"
+    cut.write_bytes(gzip.compress(json.dumps({"text": "字" * 5000}).encode())[:100])
+    for path, where, reason in [
+        (readme, str(readme), "plain text not named *.txt"),
+        (image, str(image), "not UTF-8 text: byte 0x89 at byte 1"),
+        (nul, str(nul), "not UTF-8 text: byte 0x00 at byte 3"),
+        (cut, str(cut), "cannot be read (EOFError: Compressed file ended before the end-of-stream marker was reached)"),
+    ]:
+        with pytest.raises(UnrecognisedFile) as e:
+            sniff_format(path)
+        assert (e.value.where, e.value.reason) == (where, reason)
+        assert str(e.value) == f"{where}: {reason}; {e.value.hint}" and e.value.hint
+    assert texts(iter_records(readme, "text")) == [("# 语料",), ("说明。",)]

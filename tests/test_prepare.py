@@ -7,10 +7,14 @@ import gzip
 import io
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -461,12 +465,32 @@ def test_the_bar_redraws_one_line():
     report(event)
     report(dict(event, bytes=10_000_000))
     report({"event": "done", "out": "data/x.bin", "manifest": "data/x.bin.json", "documents": 1234,
-            "tokens": 2_500_000, "skipped": {"too_short": 3, "malformed": 2}, "elapsed_s": 1.6, "mb_per_s": 12.5})
+            "tokens": 2_500_000, "skipped": {"too_short": 3, "malformed": 2},
+            "examples": ["data/c.jsonl:7: missing field 'text'", "data/c.jsonl:9: bad JSON (Expecting value at column 1)"],
+            "cut_short": [], "elapsed_s": 1.6, "mb_per_s": 12.5})
     lines = stream.getvalue().split("\n")
     assert lines[0].count("\r") == 2
     assert "50%" in lines[0] and "1,234 docs" in lines[0] and "2.5M tokens" in lines[0]
     assert "12.5 MB/s" in lines[0] and "ETA 1:15" in lines[0] and "2 bad" in lines[0]
-    assert lines[1].startswith("wrote data/x.bin")
+    assert lines[1].startswith("wrote data/x.bin") and "2 malformed" in lines[1]
+    assert lines[2:] == ["  data/c.jsonl:7: missing field 'text'",
+                         "  data/c.jsonl:9: bad JSON (Expecting value at column 1)", ""]
+
+
+def test_the_summary_names_the_first_malformed_records_by_file_and_line(tmp_path, paragraphs, sp_tokenizer_dir):
+    corpus = tmp_path / "c.jsonl"
+    good = [json.dumps({"text": t}, ensure_ascii=False) for t in paragraphs[:40]]
+    corpus.write_text("\n".join(good[:10] + ['{"title": 1}'] * 25 + ["{broken"] + good[10:]) + "\n", encoding="utf-8")
+    out = tmp_path / "t.bin"
+    result = run_prepare("--tokenizer", sp_tokenizer_dir, "--format", "c4", "--out", out, "--progress", "lines",
+                         "--chunk-mb", "0.001", corpus)
+    assert result.returncode == 0, result.stderr
+    summary = result.stderr.splitlines()[-7:]
+    assert summary[0].startswith(f"wrote {out}") and "26 malformed" in summary[0]
+    assert summary[1:6] == [f"  {corpus}:{line}: missing field 'text'" for line in range(11, 16)]
+    assert summary[6] == f"  and 21 more malformed records; {OutputPaths(out).manifest} names the first 20"
+    manifest = json.loads(OutputPaths(out).manifest.read_text())
+    assert [s.strip() for s in summary[1:6]] == manifest["skipped"]["examples"][:5]
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
@@ -529,3 +553,206 @@ def test_its_own_outputs_are_refused_as_inputs(tmp_path, paragraphs, sp_tokenize
     with pytest.raises(UserError, match="output of this command"):
         prepare([corpus, OutputPaths(out).manifest], "c4", sp_tokenizer_dir, out, workers=1, force=True)
     assert out.exists() and OutputPaths(out).manifest.exists()
+
+
+# --- inputs that give nothing, or less than they should ------------------------------------------
+
+
+def cut_in_the_middle(path: Path) -> Path:
+    """A .gz of `path` cut in the middle of its compressed bytes."""
+    packed = gzip.compress(path.read_bytes())
+    cut = path.with_name(path.name + ".gz")
+    cut.write_bytes(packed[: len(packed) // 2])
+    return cut
+
+
+def test_a_cut_gz_gives_its_records_before_the_cut_and_a_warning_naming_where(
+    tmp_path, sample_jsonl, sp_tokenizer_dir, sp_tokenizer
+):
+    chapters = [json.loads(line)["text"] for line in sample_jsonl.read_text(encoding="utf-8").splitlines()[:40]]
+    lines = cut_in_the_middle(write_jsonl(tmp_path / "c4.jsonl", [{"text": c} for c in chapters]))
+    array = tmp_path / "wiki.json"
+    array.write_text(json.dumps([{"completion": c} for c in chapters], ensure_ascii=False), encoding="utf-8")
+    array = cut_in_the_middle(array)
+    # Records whole in what can still be decompressed: lines, or elements of the one-line array.
+    for cut, fmt, separator in [(lines, "c4", b"\n"), (array, "wiki", b'"}, {"completion": "')]:
+        kept = chapters[: zlib.decompressobj(wbits=31).decompress(cut.read_bytes()).count(separator)]
+        assert 10 < len(kept) < 30
+        out = tmp_path / f"{fmt}.bin"
+        result = run_prepare("--tokenizer", sp_tokenizer_dir, "--format", fmt, "--out", out, "--progress", "lines", cut)
+        assert result.returncode == 0, result.stderr
+        assert out.read_bytes() == seed_bytes(sp_tokenizer, [[c] for c in kept])
+        where = f"{cut}:1: element {len(kept) + 1}: " if fmt == "wiki" else f"{cut}:{len(kept) + 1}: "
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("babyllama prepare: warning: ")]
+        assert len(warnings) == 1 and where + "cannot read further" in warnings[0]
+        assert "and the rest of 1 file" in result.stderr.splitlines()[-1]
+        skipped = json.loads(OutputPaths(out).manifest.read_text())["skipped"]
+        assert len(skipped["cut_short"]) == 1 and skipped["cut_short"][0].startswith(where)
+        assert (skipped["malformed"], skipped["examples"]) == (0, [])
+    quiet = run_prepare("--tokenizer", sp_tokenizer_dir, "--format", "c4", "--out", tmp_path / "quiet.bin",
+                        "--progress", "none", lines)
+    assert quiet.returncode == 0 and quiet.stderr.startswith(f"babyllama prepare: warning: {lines}:")
+    assert len(quiet.stderr.splitlines()) == 1
+
+
+@pytest.fixture
+def good_output(tmp_path, paragraphs, sp_tokenizer_dir) -> Path:
+    """A finished token file in its own folder, for a failing run with --force to leave alone."""
+    corpus = write_jsonl(tmp_path / "good.jsonl", [{"text": t} for t in paragraphs[:20]])
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "t.bin"
+    prepare([corpus], "c4", sp_tokenizer_dir, out, workers=1)
+    return out
+
+
+def test_inputs_without_a_document_are_an_error_naming_each_and_what_it_held(
+    tmp_path, sample_jsonl, sp_tokenizer_dir, good_output
+):
+    before = {p.name: p.read_bytes() for p in good_output.parent.iterdir()}
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    early_cut = tmp_path / "early.jsonl.gz"
+    early_cut.write_bytes(gzip.compress(sample_jsonl.read_bytes())[:300])
+    cases = [
+        (["--format", "c4", early_cut], [f"{early_cut}: line 1: cannot read further (EOFError"]),
+        (["--format", "auto", empty], [f"{empty}: empty"]),
+        (["--format", "wiki", sample_jsonl],
+         [(f"{sample_jsonl}: line 1: element 1: expected a JSON array ('['), found '{{' "
+           f"(wiki reads a JSON array of {{\"completion\"}}); try --format c4")]),
+        (["--format", "jsonl:body", sample_jsonl, empty],
+         [(f"{sample_jsonl}: 120 malformed records, the first on line 1: missing field 'body' "
+           f"(jsonl:body reads JSON lines of {{\"body\"}}); try --format c4"), f"{empty}: empty"]),
+        (["--format", "c4", "--min-tokens", "1000000", sample_jsonl],
+         [f"{sample_jsonl}: 120 documents, all shorter than --min-tokens 1000000"]),
+    ]
+    for args, found in cases:
+        result = run_prepare("--tokenizer", sp_tokenizer_dir, "--out", good_output, "--force", *args)
+        assert_one_line_error(result, "no documents in the inputs, so nothing was written: ", *found)
+        assert {p.name: p.read_bytes() for p in good_output.parent.iterdir()} == before
+
+    result = run_prepare("--tokenizer", sp_tokenizer_dir, "--out", good_output, "--force", "--progress", "jsonl",
+                         "--format", "wiki", sample_jsonl)
+    assert_one_line_error(result, "try --format c4")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["event"] for e in events if e["event"] not in ("start", "progress")] == ["error"]
+    assert events[-1]["message"] in result.stderr
+
+
+def test_auto_leaves_out_files_it_does_not_recognise_and_lists_them_in_one_line(
+    tmp_path, paragraphs, sp_tokenizer_dir, sp_tokenizer
+):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "readme.md").write_text("# 三国\n\n第一回。\n", encoding="utf-8")
+    (folder / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10")
+    out = tmp_path / "out" / "t.bin"
+    result = run_prepare("--tokenizer", sp_tokenizer_dir, "--out", out, folder)
+    assert_one_line_error(
+        result, "no documents in the inputs, so nothing was written: ",
+        f"{folder / 'image.png'}: not UTF-8 text: byte 0x89 at byte 1 (corpora are UTF-8 text or JSON; convert it, "
+        f"or leave it out); {folder / 'readme.md'}: plain text not named *.txt (--format auto reads plain text from "
+        f".txt files only; to read it as a corpus, pass --format text)",
+    )
+    assert not out.parent.exists()
+
+    write_jsonl(folder / "c4.jsonl", [{"text": t} for t in paragraphs[:30]])
+    (folder / "novel.txt").write_text("\n\n".join(paragraphs[30:40]) + "\n", encoding="utf-8")
+    result = run_prepare("--tokenizer", sp_tokenizer_dir, "--out", out, "--progress", "lines", folder)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "leaves out" in line]
+    assert notes == [(
+        f"babyllama prepare: --format auto leaves out 2 files it does not recognise: "
+        f"{folder / 'image.png'} (not UTF-8 text: byte 0x89 at byte 1), "
+        f"{folder / 'readme.md'} (plain text not named *.txt); name a --format to read them"
+    )]
+    assert out.read_bytes() == seed_bytes(sp_tokenizer, [[t] for t in paragraphs[:40]])
+    manifest = json.loads(OutputPaths(out).manifest.read_text())
+    assert [(s["path"], s["format"]) for s in manifest["sources"]] == [
+        (str(folder / "c4.jsonl"), "c4"), (str(folder / "novel.txt"), "text")]
+
+
+# --- a full disk ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A tmpfs of 1 MB of our own to fill up; mounting one needs root. Always unmounted."""
+    if os.geteuid() != 0:
+        pytest.skip("filling a disk needs a tmpfs of our own, and mounting one needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def leave_free(disk: Path, free: int) -> None:
+    """Fill `disk` but for `free` bytes."""
+    filler = disk / "filler"
+    filler.unlink(missing_ok=True)
+    stat = os.statvfs(disk)
+    filler.write_bytes(bytes(stat.f_bavail * stat.f_frsize - free))
+
+
+def used_bytes(folder: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in folder.iterdir())
+
+
+def test_a_full_disk_fails_in_one_line_at_any_free_space_and_resumes_once_freed(
+    tmp_path, paragraphs, sp_tokenizer_dir, small_disk
+):
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in paragraphs[:250]])
+    clean = tmp_path / "clean.bin"
+    prepare([corpus], "c4", sp_tokenizer_dir, clean, workers=1)
+    expected = clean.read_bytes()
+    assert 40_000 < len(expected) < 200_000
+    out = small_disk / "out" / "t.bin"
+    paths = OutputPaths(out)
+    failed_after_a_chunk = 0
+    # Every page of free space from none to more than the output needs, so that each write
+    # (partial file, journal, manifest) is the one that finds the disk full at some size.
+    for free in range(0, len(expected) + 4 * 4096, 4096):
+        shutil.rmtree(out.parent, ignore_errors=True)
+        leave_free(small_disk, free)
+        try:
+            prepare([corpus], "c4", sp_tokenizer_dir, out, workers=1, chunk_bytes=4000)
+        except UserError as e:
+            assert re.fullmatch(rf"cannot write {re.escape(str(out))}(\.json|\.partial|\.partial\.json): No space left "
+                                r"on device; free some space there and run the same command again", str(e)), str(e)
+        else:
+            assert out.read_bytes() == expected
+            continue
+        assert not out.exists()
+        journal = json.loads(paths.journal.read_text()) if paths.journal.exists() else None
+        # What is kept is whole chunks, and no byte more; a failure before the first one keeps nothing.
+        if journal is None:
+            assert sorted(p.name for p in out.parent.iterdir()) == []
+        else:
+            failed_after_a_chunk += 1
+            assert paths.partial.stat().st_size == journal["bytes"] == 2 * journal["counts"]["tokens"]
+            assert paths.partial.read_bytes() == expected[: journal["bytes"]]
+        used = used_bytes(out.parent)
+        with pytest.raises(UserError, match="No space left on device"):
+            prepare([corpus], "c4", sp_tokenizer_dir, out, workers=1, chunk_bytes=4000)
+        assert used_bytes(out.parent) == used  # nothing piles up on a retry
+        (small_disk / "filler").unlink()
+        events = []
+        prepare([corpus], "c4", sp_tokenizer_dir, out, workers=1, chunk_bytes=4000, progress=events.append)
+        assert out.read_bytes() == expected
+        assert sorted(p.name for p in out.parent.iterdir()) == ["t.bin", "t.bin.json"]
+        assert any("resuming" in e.get("message", "") for e in events) == (journal is not None)
+    assert failed_after_a_chunk > 5
+
+    # The command: one line on stderr, one error event on stdout, exit 2.
+    shutil.rmtree(out.parent)
+    leave_free(small_disk, len(expected) // 2)
+    result = run_prepare("--tokenizer", sp_tokenizer_dir, "--format", "c4", "--out", out, "--progress", "jsonl",
+                         "--chunk-mb", "0.004", corpus)
+    assert_one_line_error(result, f"cannot write {paths.partial}", "free some space there")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["event"] == "error" and [e["event"] for e in events].count("error") == 1

@@ -170,6 +170,36 @@ class KernelWorkspace:
             pid = entry.name.rpartition(".tmp-")[2]
             if entry.name.startswith(".") and pid.isdigit() and not psutil.pid_exists(int(pid)):
                 entry.unlink(missing_ok=True)
+        _remove_abandoned_pools()
+
+
+# The compiler's pool: sizeof(size_t) * 3 lists * (1,000 kernels + 1) + 512 bytes (docs/MINDSPORE.md).
+POOL_BYTES = 8 * 3 * 1001 + 512
+_IPC_RMID = 0
+
+
+def _remove_abandoned_pools() -> None:
+    """Remove the compiler pools that killed processes left: nobody attached, their creator gone.
+
+    A pool is removed by the last process to leave it; one killed mid-compile leaves its pool for
+    good (24 KiB of the host's shared memory per SIGKILL, until a reboot).
+    """
+    try:
+        rows = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except OSError:
+        return
+    libc = None
+    for row in rows:
+        fields = row.split()
+        shmid, size, creator, attached, uid = int(fields[1]), int(fields[3]), int(fields[4]), int(fields[6]), int(fields[7])
+        if size != POOL_BYTES or attached or uid != os.getuid() or psutil.pid_exists(creator):
+            continue
+        if libc is None:
+            import ctypes
+            import ctypes.util
+
+            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.shmctl(shmid, _IPC_RMID, None)
 
 
 def _entries(folder: Path) -> list[Path]:

@@ -80,3 +80,20 @@ def test_a_new_workspace_removes_what_dead_processes_of_this_host_left(tmp_path)
     assert sorted(p.name for p in workspaces.iterdir()) == sorted(
         [f"{host}-{alive}", f"another-host-{gone}", f"{host}-{os.getpid()}"])
     assert list((tmp_path / SHARED).iterdir()) == []
+
+
+def test_a_new_workspace_removes_the_compiler_pools_that_killed_processes_left(tmp_path):
+    from babyllama.kernel_cache import POOL_BYTES
+
+    # A pool as a process killed mid-compile leaves it: nobody attached, its creator gone.
+    make_pool = ("import ctypes, ctypes.util; libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True); "
+                 f"print(libc.shmget(0, {POOL_BYTES}, 0o1000 | 0o600))")
+    shmid = int(subprocess.run([sys.executable, "-c", make_pool], capture_output=True, text=True, check=True).stdout)
+    assert shmid >= 0
+
+    def pools() -> list[int]:
+        return [int(row.split()[1]) for row in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
+
+    assert shmid in pools()
+    KernelWorkspace(tmp_path).create()
+    assert shmid not in pools()

@@ -99,6 +99,18 @@ def wait_for(condition, what: str, timeout: float = WAIT_S, every: float = 0.05,
     raise AssertionError(f"timed out after {timeout} s waiting for {what}{shown}")
 
 
+def start_trainer(run: Path, *flags: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    """`babyllama train --run RUN *flags` in the background, its output (stderr included) piped."""
+    return subprocess.Popen([sys.executable, "-m", "babyllama", "train", "--run", str(run), *flags], cwd=cwd,
+                            env=env or trainer_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def planned(run: Path) -> bool:
+    """The trainer has planned the run (its `data:` line): MindSpore's import and compiles come next."""
+    log = run / "train.log"
+    return log.exists() and "data:" in log.read_text(encoding="utf-8")
+
+
 def communicate(process: subprocess.Popen, timeout: float = WAIT_S) -> str:
     """The output of a trainer started with Popen (stdout piped, stderr to it), once it has ended."""
     try:
@@ -296,9 +308,7 @@ def test_sigterm_saves_and_stops_and_the_resumed_run_matches_the_uninterrupted_o
     # The same run as the reference except for evaluation and sampling, which change no weight.
     flags = ["--data", str(token_file), *SMALL_MODEL, "--max_steps", "1000", "--lr_decay_iters", str(REFERENCE_STEPS),
              "--eval_interval", "1000", "--save_interval", "1000", "--sample_tokens", "0"]
-    trainer = subprocess.Popen([sys.executable, "-m", "babyllama", "train", "--run", str(run), *flags],
-                               cwd=tmp_path, env=trainer_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    trainer = start_trainer(run, *flags, cwd=tmp_path)
     try:
         # Mid-training: the signal waits for the step to end, then a checkpoint is saved.
         wait_for(lambda: trained_a_step(run), "the first step", log=run / "train.log")
@@ -503,13 +513,10 @@ def test_two_trainers_on_a_cold_cache_one_killed_mid_compile_the_other_finishes(
     # Before each process compiled in its own folder, the survivor waited for ever for kernels the dead one had taken.
     flags = ["--data", str(token_file), *SMALL_MODEL, "--dim", "48", "--max_steps", "3", "--eval_interval", "3",
              "--sample_tokens", "0"]
-    started = [subprocess.Popen([sys.executable, "-m", "babyllama", "train", "--run", str(tmp_path / name), *flags],
-                                cwd=tmp_path, env=cold_cache, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True) for name in ("doomed", "survivor")]
+    started = [start_trainer(tmp_path / name, *flags, cwd=tmp_path, env=cold_cache) for name in ("doomed", "survivor")]
     doomed, survivor = started
     try:
-        wait_for(lambda: "data:" in (tmp_path / "doomed" / "train.log").read_text(encoding="utf-8")
-                 if (tmp_path / "doomed" / "train.log").exists() else False, "the first trainer to start compiling")
+        wait_for(lambda: planned(tmp_path / "doomed"), "the first trainer to plan")
         time.sleep(3)
         doomed.kill()
         output = communicate(survivor)
@@ -527,9 +534,8 @@ def test_two_trainers_on_a_cold_cache_one_killed_mid_compile_the_other_finishes(
 @pytest.mark.slow
 def test_sigterm_during_start_up_says_stopping_at_once_and_stops_before_stepping(tmp_path, token_file, cold_cache):
     run = tmp_path / "runs" / "early"
-    trainer = subprocess.Popen([sys.executable, "-m", "babyllama", "train", "--run", str(run), "--data",
-                                str(token_file), *SMALL_MODEL, "--max_steps", "50"],
-                               cwd=tmp_path, env=cold_cache, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trainer = start_trainer(run, "--data", str(token_file), *SMALL_MODEL, "--max_steps", "50", cwd=tmp_path,
+                            env=cold_cache)
     try:
         # Claimed before MindSpore is imported: the signal comes during the import or the first compile.
         wait_for(lambda: RunDir(run).status_path.exists() and RunDir(run).read_status().get("state") == "running",
@@ -554,12 +560,10 @@ def test_sigterm_during_start_up_says_stopping_at_once_and_stops_before_stepping
 def test_a_second_sigterm_during_the_compile_stops_at_once_and_leaves_nothing_behind(tmp_path, token_file,
                                                                                      cold_cache):
     run = tmp_path / "runs" / "twice"
-    trainer = subprocess.Popen([sys.executable, "-m", "babyllama", "train", "--run", str(run), "--data",
-                                str(token_file), *SMALL_MODEL, "--max_steps", "50"],
-                               cwd=tmp_path, env=cold_cache, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trainer = start_trainer(run, "--data", str(token_file), *SMALL_MODEL, "--max_steps", "50", cwd=tmp_path,
+                            env=cold_cache)
     try:
-        wait_for(lambda: (run / "train.log").exists() and "data:" in (run / "train.log").read_text(encoding="utf-8"),
-                 "the trainer to plan")
+        wait_for(lambda: planned(run), "the trainer to plan")
         time.sleep(2)  # MindSpore imported, compiling
         trainer.send_signal(signal.SIGTERM)
         time.sleep(0.5)
@@ -580,13 +584,11 @@ def test_a_second_sigterm_during_the_compile_stops_at_once_and_leaves_nothing_be
 def test_a_trainer_stuck_past_the_stop_deadline_is_ended_by_its_guard(tmp_path, token_file, cold_cache):
     run = tmp_path / "runs" / "stuck"
     env = {**cold_cache, "BABYLLAMA_STOP_DEADLINE_S": "1"}
-    trainer = subprocess.Popen([sys.executable, "-m", "babyllama", "train", "--run", str(run), "--data",
-                                str(token_file), *SMALL_MODEL, "--max_steps", "50"],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trainer = start_trainer(run, "--data", str(token_file), *SMALL_MODEL, "--max_steps", "50", cwd=tmp_path,
+                            env=env)
     try:
         # After its data line the trainer imports MindSpore and compiles for seconds, deaf to Python's handlers.
-        wait_for(lambda: (run / "train.log").exists() and "data:" in (run / "train.log").read_text(encoding="utf-8"),
-                 "the trainer to plan")
+        wait_for(lambda: planned(run), "the trainer to plan")
         trainer.send_signal(signal.SIGTERM)
         output = communicate(trainer, timeout=30)
     finally:

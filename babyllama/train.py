@@ -50,10 +50,17 @@ keep_checkpoints, eval and sample settings, dropout); the learning rate schedule
 the run's resolved lr_decay_iters unless given. A checkpoint whose model shape or
 tokenizer differs from the requested run is refused, naming the field.
 
-Signals. SIGTERM or SIGINT: the current step finishes, a checkpoint is saved, the state
-becomes `stopped` and the process exits 0; a second signal stops at once without saving.
-A crash writes `failed` with the error (the traceback goes to train.log). After a SIGKILL
-the last complete checkpoint is intact and `--resume` continues from it.
+Signals. SIGTERM or SIGINT: status.json says `stopping` at once; the current step finishes,
+a checkpoint is saved, the state becomes `stopped` and the process exits 0; a signal before
+the first step ends the run without stepping. A second signal stops at once without saving.
+A trainer still busy STOP_DEADLINE_S after the signal (MindSpore holds the main thread in C++
+through compiles and steps) is ended by its guard process (babyllama.stop_guard), which
+records what was kept. A crash writes `failed` with the error in one line (the traceback
+goes to train.log); a full disk ends in one line with the last checkpoint intact. After a
+SIGKILL the last complete checkpoint is intact and `--resume` continues from it.
+
+The process claims the run before importing MindSpore, then works in its kernel workspace
+(babyllama.kernel_cache) with absolute paths, so nothing lands where it was started.
 
 Data parallel (msrun, or `--workers N`): every rank reads its own share of each step's
 global batch, TrainStep averages the gradients, and the ranks agree each step, through one
@@ -644,14 +651,15 @@ class Training:
                 self._record_end("failed", str(e))
                 raise
             except BaseException as e:
+                said = _one_line(e)
                 if out_of_space(e):
-                    error = UserError(f"{_one_line(e)}; free some space, then `babyllama train --run "
-                                      f"{self.run.path} --resume` continues from the latest checkpoint")
+                    error = UserError(f"{said}; free some space, then `babyllama train --run {self.run.path} "
+                                      "--resume` continues from the latest checkpoint")
                     self._record_end("failed", str(error))
                     raise error from None
                 traceback.print_exc()
-                self._record_end("failed", _one_line(e))
-                print(f"babyllama train: failed: {_one_line(e)}", file=sys.stderr, flush=True)
+                self._record_end("failed", said)
+                print(f"babyllama train: failed: {said}", file=sys.stderr, flush=True)
                 return 1
 
     def _record_end(self, state: str, error: str) -> None:

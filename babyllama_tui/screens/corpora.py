@@ -688,9 +688,12 @@ class CorporaScreen(AppScreen):
         if step.kind == "sample":
             return f"Fetched {step.out}, and marked it: t for a tokenizer (or a new one), then p."
         if step.kind == "prepare" and event and event.get("event") == "done":
+            cut = event.get("cut_short") or []
+            read_in_part = (f" Read only up to where it is cut short: {'; '.join(cut[:2])}"
+                            f"{f' and {len(cut) - 2} more' if len(cut) > 2 else ''}." if cut else "")
             return (
                 f"Wrote {step.out}: {event['documents']:,} documents, {event['tokens']:,} tokens "
-                f"in {event['elapsed_s']:.1f} s."
+                f"in {event['elapsed_s']:.1f} s.{read_in_part}"
             )
         return f"Done: {step.out}"
 

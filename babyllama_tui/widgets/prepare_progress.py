@@ -92,8 +92,9 @@ class PrepareProgress(Vertical):
         kind = event.get("event")
         if kind == "progress":
             self.pending_event = event
-        elif kind == "note":
-            self.query_one("#prepare-note", Static).update(Text(str(event.get("message", "")), "yellow"))
+        elif kind in ("note", "warning"):
+            style = "bold yellow" if kind == "warning" else "yellow"
+            self.query_one("#prepare-note", Static).update(Text(str(event.get("message", "")), style))
         elif kind == "start":
             resumed = event.get("resumed_bytes") or 0
             total = event.get("total_bytes") or 0

@@ -4,6 +4,7 @@ listing following the files by itself; the layout at 80x24 and 200x50."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -163,6 +164,25 @@ async def test_prepare_with_our_tokenizer_lists_the_new_token_file(tmp_path, sam
         assert tokens.entries[str(out)].tokens == manifest["tokens"] == out.stat().st_size // 2
         assert tokens.cursor_row_key() == str(out)
         assert "Wrote data/sample.bin" in str(screen.query_one("#prepare-note").render())
+
+
+async def test_a_corpus_cut_short_is_prepared_up_to_the_cut_and_the_outcome_says_so(tmp_path, sample_jsonl,
+                                                                                      sp_tokenizer_dir):
+    root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
+    sample = root / "data" / "sample" / "sanguo.jsonl"
+    packed = gzip.compress(sample.read_bytes())
+    (root / "data" / "sample" / "sanguo.jsonl.gz").write_bytes(packed[: len(packed) // 2])  # a download cut short
+    sample.unlink()
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        await start_prepare(pilot, screen)
+        out = root / "data" / "sample.bin"
+        await wait_until(pilot, lambda: out.exists() and not screen.job_running, "prepare to finish")
+        note = str(screen.query_one("#prepare-note").render())
+        assert "Wrote data/sample.bin" in note and "Read only up to where it is cut short: " in note, note
+        assert "sanguo.jsonl.gz:" in note
 
 
 @pytest.mark.slow

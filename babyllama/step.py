@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass
 
@@ -174,11 +175,16 @@ def fuse_elementwise_kernels() -> KernelWorkspace:
     ms.set_context(jit_config={"jit_level": "O1"})
     started_in = os.getcwd()
     os.chdir(workspace.path)
+    # The server inherits this thread's signal mask: with stop signals blocked it outlives a SIGTERM
+    # sent to the trainer's process group (`babyllama runs stop`), so a stop during a compile ends in
+    # a checkpoint, not in "Response is empty". Signals that come meanwhile are delivered after.
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     try:
         _FusableChain()(Tensor(np.ones((4, 4), np.float32))).asnumpy()
     except RuntimeError as e:
         raise compiler_failure(e) from e
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         os.chdir(started_in)
     workspace.fill()
     _workspace = workspace

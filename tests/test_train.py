@@ -28,7 +28,7 @@ import pytest
 
 from babyllama import train
 from babyllama.errors import UserError
-from babyllama.runs import MetricsReader, RunDir, launch_detached
+from babyllama.runs import MetricsReader, RunDir, launch_detached, stop_run
 
 SMALL_MODEL = [
     "--preset", "tiny", "--dim", "64", "--n_layers", "2", "--n_heads", "2", "--max_seq_len", "64",
@@ -654,3 +654,23 @@ def test_train_refuses_a_token_id_beyond_the_vocabulary_anywhere_in_the_file(tmp
     del tokens
     with pytest.raises(UserError, match=f"token id 4,000 at position {position:,} is outside the vocabulary"):
         train.plan_training(parse("--run", str(tmp_path / "r"), "--data", str(damaged), *SMALL_MODEL), world_size=1)
+
+
+@pytest.mark.slow
+def test_runs_stop_while_the_run_compiles_stops_it_and_does_not_fail_it(tmp_path, token_file):
+    # `babyllama runs stop` (and the app) signal a detached run's whole process group, where the kernel
+    # compiler's server lives too; it used to die of it, and the trainer failed with "Response is empty".
+    run = RunDir(tmp_path / "runs" / "group")
+    launch_detached(run, ["--data", str(token_file), *SMALL_MODEL, "--max_steps", "50"], cwd=tmp_path,
+                    env={"GLOG_v": "3", "XDG_CACHE_HOME": str(tmp_path / "cold-cache")})
+
+    def compiler_started() -> bool:
+        trainer = run.read_status().get("pid")
+        return bool(trainer) and psutil.pid_exists(trainer) and any(
+            "kernel_build_server" in " ".join(child.cmdline()) for child in psutil.Process(trainer).children())
+
+    wait_for(compiler_started, "the kernel compiler to start", log=run.log_path)
+    report = stop_run(run, wait=True, timeout=WAIT_S)
+    status = run.read_status()
+    assert report.state == status["state"] == "stopped", (status, tail(run.log_path.read_text(encoding="utf-8")))
+    assert "SIGTERM" in status["error"]

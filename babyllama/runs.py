@@ -924,18 +924,15 @@ class StopReport:
     message: str
 
 
-class _Target(NamedTuple):
-    pid: int
-    group: bool
-
-
-def _run_processes(status: dict) -> tuple[list[_Target], list[psutil.Process]]:
+def _run_processes(status: dict) -> tuple[list[int], list[psutil.Process]]:
     """What to signal to stop a run on this host, and which processes to watch until gone.
 
-    A detached launch is its own session and process group; msrun starts each worker in a
-    session of its own, so an msrun launch is stopped through its workers' groups (msrun
-    and its scheduler follow once the workers have exited). A run started by hand is
-    stopped through its trainer pid alone.
+    The trainers themselves, never their process groups: a trainer's group holds MindSpore's
+    kernel compiler server, which a SIGTERM would end mid-compile, failing the run. A
+    detached launch is the trainer; msrun starts each worker in a session of its own, so an
+    msrun launch is stopped through its workers (msrun and its scheduler follow once the
+    workers have exited); a run started by hand through its trainer pid. `kill_run` ends
+    every process watched.
     """
     launcher = _live_process(status.get("launcher_pid"), status.get("launcher_create_time"))
     if launcher is not None:
@@ -947,11 +944,11 @@ def _run_processes(status: dict) -> tuple[list[_Target], list[psutil.Process]]:
         if status.get("launcher") == "msrun":
             workers = [p for p in descendants if _is_session_leader(p.pid)]
             if workers:
-                return [_Target(p.pid, True) for p in workers], watch
-        return [_Target(launcher.pid, True)], watch
+                return [p.pid for p in workers], watch
+        return [launcher.pid], watch
     trainer = _live_process(status.get("pid"), status.get("pid_create_time"))
     if trainer is not None:
-        return [_Target(trainer.pid, False)], [trainer]
+        return [trainer.pid], [trainer]
     return [], []
 
 
@@ -962,12 +959,12 @@ def _is_session_leader(pid: int) -> bool:
         return False
 
 
-def _send(targets: list[_Target], sig: signal.Signals) -> list[int]:
+def _send(pids: list[int], sig: signal.Signals) -> list[int]:
     sent = []
-    for target in targets:
+    for pid in pids:
         try:
-            (os.killpg if target.group else os.kill)(target.pid, sig)
-            sent.append(target.pid)
+            os.kill(pid, sig)
+            sent.append(pid)
         except ProcessLookupError:
             pass
     return sent
@@ -1034,7 +1031,7 @@ def kill_run(run: RunDir | str | os.PathLike, *, timeout: float = 30.0) -> StopR
     _require_local(run, status)
     targets, watch = _run_processes(status)
     signalled = _send(targets, signal.SIGKILL)
-    signalled += _send([_Target(p.pid, False) for p in watch if p.pid not in signalled], signal.SIGKILL)
+    signalled += _send([p.pid for p in watch if p.pid not in signalled], signal.SIGKILL)
     _wait_gone(watch, timeout)
     latest = run.latest_checkpoint()
     kept = f"resume continues from {latest.path.name}" if latest else "no checkpoint was saved"

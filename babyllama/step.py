@@ -175,10 +175,11 @@ def fuse_elementwise_kernels() -> KernelWorkspace:
     ms.set_context(jit_config={"jit_level": "O1"})
     started_in = os.getcwd()
     os.chdir(workspace.path)
-    # The server inherits this thread's signal mask: with stop signals blocked it outlives a SIGTERM
-    # sent to the trainer's process group (`babyllama runs stop`), so a stop during a compile ends in
-    # a checkpoint, not in "Response is empty". Signals that come meanwhile are delivered after.
-    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    # The server inherits this thread's signal mask: with SIGINT blocked it outlives a Ctrl-C at the
+    # terminal, which reaches the whole foreground process group, so a stop during a compile ends in
+    # a checkpoint, not in "Response is empty". (MindSpore ends the server with SIGTERM when the
+    # process exits: that one stays open.) A SIGINT that comes meanwhile is delivered after.
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         _FusableChain()(Tensor(np.ones((4, 4), np.float32))).asnumpy()
     except RuntimeError as e:

@@ -13,8 +13,8 @@ guard process started with `start_guard`. The guard
 - after a second signal, does that within SECOND_SIGNAL_S;
 - ends with the trainer, when the pipe's other end closes.
 
-It ignores SIGTERM, SIGINT and SIGHUP itself: `babyllama runs stop` signals the trainer's
-whole process group, the guard included.
+`babyllama runs stop` signals the trainer's whole process group, the guard included: the
+guard takes such a signal as the first stop signal (never as the second), and ignores SIGHUP.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class Guard:
         self.fd = fd
         self.run = run
         self.signal_name: str | None = None
+        self.passed_on = 0  # stop signals the trainer passed on; the second one ends it at once
         self.deadline: float | None = None
         self.final_deadline: float | None = None
 
@@ -74,6 +75,7 @@ class Guard:
                     return
                 for number in received:
                     if number in STOP_SIGNALS:
+                        self.passed_on += 1
                         self._signalled(signal.Signals(number))
             if not _alive(self.trainer):
                 return
@@ -86,8 +88,9 @@ class Guard:
     def _signalled(self, sig: signal.Signals) -> None:
         now = time.monotonic()
         if self.signal_name is not None:
-            self.deadline = min(self.deadline, now + SECOND_SIGNAL_S)
-            self.final_deadline = self.deadline
+            if self.passed_on >= 2:
+                self.deadline = min(self.deadline, now + SECOND_SIGNAL_S)
+                self.final_deadline = self.deadline
             return
         self.signal_name = sig.name
         self.deadline = now + STOP_DEADLINE_S
@@ -109,7 +112,10 @@ class Guard:
                 process.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(doomed, timeout=10)
+        # A killed trainer stays a zombie until its parent reaps it: that counts as ended.
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in doomed) and time.monotonic() < deadline:
+            time.sleep(0.05)
         if self.run is None:
             return
         latest = self.run.latest_checkpoint()
@@ -142,13 +148,16 @@ def _alive(process: psutil.Process) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     trainer_pid, fd, run_path = int(argv[0]), int(argv[1]), argv[2]
     try:
         guard = Guard(trainer_pid, fd, RunDir(Path(run_path)) if run_path else None)
     except psutil.NoSuchProcess:
         return 0
+    # A stop signal sent to the trainer's process group reaches the guard too: it counts as the first
+    # (the trainer may hold its own back a moment, while it starts the kernel compiler).
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda number, frame: guard._signalled(signal.Signals(number)))
     guard.watch()
     return 0
 

@@ -79,6 +79,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -511,10 +512,15 @@ def save_checkpoint(run: RunDir, trainer, step: int, state: dict, config: dict, 
         temp.mkdir(parents=True)
         weight_names = {p.name for p in trainer.model.trainable_params()}
         params = trainer.parameters_for_checkpoint()
-        ms.save_checkpoint([p for p in params if p.name in weight_names], str(temp / WEIGHTS_FILE),
-                           format="safetensors")
-        ms.save_checkpoint([p for p in params if p.name not in weight_names], str(temp / OPTIMIZER_FILE),
-                           format="safetensors")
+        # MindSpore logs a CRITICAL line of its own before it raises; the failure is said once, below.
+        logging.disable(logging.CRITICAL)
+        try:
+            ms.save_checkpoint([p for p in params if p.name in weight_names], str(temp / WEIGHTS_FILE),
+                               format="safetensors")
+            ms.save_checkpoint([p for p in params if p.name not in weight_names], str(temp / OPTIMIZER_FILE),
+                               format="safetensors")
+        finally:
+            logging.disable(logging.NOTSET)
         _write_json(temp / STATE_FILE, state)
         _write_json(temp / CONFIG_FILE, config)
         for name in CHECKPOINT_FILES:
@@ -880,23 +886,37 @@ def _one_line(error: BaseException) -> str:
 
 
 class _Tee(io.TextIOBase):
+    """The terminal's stream, copied to train.log. Either may stop taking text (a reader that went
+    away, `babyllama train ... | head`; a full disk) and the other goes on: training never ends
+    because its output cannot be shown."""
+
     def __init__(self, stream, log):
         self.stream = stream
+        self.terminal_open = True
         self.log = log
 
     def write(self, text: str) -> int:
-        self.stream.write(text)
+        if self.terminal_open:
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except OSError:  # the reader went away (EPIPE); train.log keeps everything
+                self.terminal_open = False
         if self.log is not None:
             try:
                 self.log.write(text)
                 self.log.flush()
             except OSError as e:  # a full disk: the terminal still gets the output, and says why the log stops
                 self.log = None
-                self.stream.write(f"babyllama train: {e.strerror}: stopped copying the output to train.log\n")
+                self.write(f"babyllama train: {e.strerror}: stopped copying the output to train.log\n")
         return len(text)
 
     def flush(self) -> None:
-        self.stream.flush()
+        if self.terminal_open:
+            try:
+                self.stream.flush()
+            except OSError:
+                self.terminal_open = False
 
     def isatty(self) -> bool:
         return self.stream.isatty()

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -620,6 +621,7 @@ def test_a_full_disk_ends_training_in_one_line_keeps_the_last_checkpoint_and_lea
         last = first.stderr.strip().splitlines()[-1]
         assert last.startswith(f"babyllama train: error: {run / 'checkpoints'}: no space left on the device") and \
             "is intact" in last and "--resume" in last and "Traceback" not in first.stderr, first.stderr
+        assert "CRITICAL" not in first.stderr  # MindSpore's own line about the failed save is not repeated
         latest = RunDir(run).latest_checkpoint()
         assert RunDir(run).read_status()["state"] == "failed"
         from babyllama.runs import checkpoint_problem
@@ -675,3 +677,19 @@ def test_runs_stop_while_the_run_compiles_stops_it_and_does_not_fail_it(tmp_path
     status = run.read_status()
     assert report.state == status["state"] == "stopped", (status, tail(run.log_path.read_text(encoding="utf-8")))
     assert "SIGTERM" in status["error"]
+
+
+@pytest.mark.slow
+def test_a_trainer_whose_terminal_reader_went_away_trains_on_and_logs_everything(tmp_path, token_file):
+    run = tmp_path / "runs" / "headless"
+    # `babyllama train ... | head -3`: the reader closes the pipe after three lines.
+    trainer = subprocess.Popen(
+        f"{shlex.quote(sys.executable)} -m babyllama train --run {shlex.quote(str(run))} --data "
+        f"{shlex.quote(str(token_file))} {' '.join(SMALL_MODEL)} --max_steps 6 2>&1 | head -3",
+        shell=True, cwd=tmp_path, env=trainer_env(), stdout=subprocess.PIPE, text=True)
+    shown = communicate(trainer)
+    assert len(shown.splitlines()) == 3
+    wait_for(lambda: RunDir(run).state().state not in ("starting", "running", "stopping"), "the run to end",
+             log=run / "train.log")
+    assert RunDir(run).read_status()["state"] == "finished"
+    assert "finished 6 steps" in (run / "train.log").read_text(encoding="utf-8")

@@ -237,6 +237,7 @@ class Proc:
                                           start_new_session=True)
         self.pid = self.popen.pid
         self.ended_at: float | None = None
+        self.helpers_lingered: float | None = None
         bench.processes.append(self)
 
     @property
@@ -270,17 +271,19 @@ class Proc:
                 continue
         return found
 
-    def end_session(self, grace: float = 3.0) -> list[str]:
+    def end_session(self, grace: float = 10.0) -> list[str]:
         """After the command ended: wait `grace` s for its helpers to go, then kill what is left."""
-        deadline = time.monotonic() + grace
+        began = time.monotonic()
         left = self.session()
-        while left and time.monotonic() < deadline:
+        while left and time.monotonic() < began + grace:
             time.sleep(0.1)
             left = self.session()
+        self.helpers_lingered = time.monotonic() - began
         described = []
         for process in left:
             try:
-                described.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+                described.append(f"{process.pid} {' '.join(process.cmdline())[:120]} (still there {grace:.0f} s "
+                                 "after the trainer ended; killed)")
                 process.kill()
             except psutil.Error:
                 pass
@@ -350,6 +353,7 @@ class Bench:
         self.shape = Shape(max_steps=args.max_steps, seed=args.seed)
         self.processes: list[Proc] = []
         self.failures = 0
+        self.pending: list[str] = []
         self.data: Path | None = None
         self.reference: dict = {}
 
@@ -367,21 +371,30 @@ class Bench:
         return 120.0 + 4 * self.reference.get("duration", 60.0)
 
     def fail(self, what: str, run: Path | None = None, proc: Proc | None = None) -> None:
+        """Note a failure with what there is to investigate (as it is now); printed by `report`."""
         self.failures += 1
-        self.say(f"    FAILED: {what}")
+        lines = [f"    FAILED: {what}"]
         if run is not None:
-            self.say(f"    run directory: {run}")
+            lines.append(f"    run directory: {run}")
             status = read_status(run)
             if status is not None:
-                self.say(f"    status.json: state {status.get('state')}, step {status.get('step')}, "
-                         f"error {status.get('error')!r}")
-            self.say(f"    tail of {run / 'train.log'}:")
-            for line in tail(run / "train.log"):
-                self.say(f"      | {line}")
+                lines.append(f"    status.json: state {status.get('state')}, step {status.get('step')}, "
+                             f"error {status.get('error')!r}")
+            lines.append(f"    tail of {run / 'train.log'}:")
+            lines += [f"      | {line}" for line in tail(run / "train.log")]
         if proc is not None:
-            self.say(f"    `babyllama {' '.join(proc.argv)}` exit {proc.returncode}; tail of its stderr ({proc.err}):")
-            for line in tail(proc.err, 8):
-                self.say(f"      | {line}")
+            lines.append(f"    `babyllama {' '.join(proc.argv)}` exit {proc.returncode}; "
+                         f"tail of its stderr ({proc.err}):")
+            lines += [f"      | {line}" for line in tail(proc.err, 8)]
+        self.pending += lines
+
+    def report(self, line: str | None = None) -> None:
+        """A trial's line, then the failures noted during it."""
+        if line is not None:
+            self.say(line)
+        for pending in self.pending:
+            self.say(pending)
+        self.pending = []
 
     def end_all(self) -> None:
         for proc in self.processes:
@@ -477,31 +490,48 @@ class Bench:
     # -- 1. reference
 
     def run_reference(self) -> None:
+        """The reference on a cold kernel cache (a checkpoint every step, all kept), then the
+        same run as the trials on the warm cache: its losses must be the reference's, and its
+        duration and phases are what the trials' moments are drawn over."""
         run = self.runs / "reference"
-        proc = self.train_new(run, "reference", extra=("--keep_checkpoints", "1000"))
+        proc = self.train_new(run, "reference", extra=("--save_interval", "1", "--keep_checkpoints", "1000"))
+        ended = proc.wait(900)
+        proc.end_session(0 if not ended else 3.0)
+        if proc.returncode != 0 or state_of(run) != "finished":
+            self.fail("the reference run did not finish", run, proc)
+            self.report()
+            raise SystemExit(1)
+        losses = {row["step"]: row["loss"] for row in metrics_rows(run) if row.get("kind") == "train"}
+        if sorted(losses) != list(range(1, self.shape.max_steps + 1)):
+            raise SystemExit(f"the reference run wrote train rows for steps {sorted(losses)}")
+        cold = proc.ended_at - proc.started
+        self.reference = {"run": run, "losses": losses, "duration": cold}
+
+        run = self.runs / "reference-warm"
+        proc = self.train_new(run, "reference-warm")
         timeline: list[tuple[float, str]] = []
-        deadline = time.monotonic() + 900
+        deadline = time.monotonic() + self.timeout()
         while proc.running() and time.monotonic() < deadline:
             phase = phase_of(log_lines(run), self.shape)
             if not timeline or timeline[-1][1] != phase:
                 timeline.append((time.monotonic() - proc.started, phase))
             time.sleep(0.02)
-        proc.wait(0)
-        duration = (proc.ended_at or time.monotonic()) - proc.started
-        proc.end_session()
-        if proc.returncode != 0 or state_of(run) != "finished":
-            self.fail("the reference run did not finish", run, proc)
+        ended = proc.wait(0)
+        proc.end_session(0 if not ended else 3.0)
+        mismatch = self.losses_identical(run) if proc.returncode == 0 else "did not finish"
+        if mismatch:
+            self.fail(f"an uninterrupted run on the warm cache differs from the reference: {mismatch}", run, proc)
+            self.report()
             raise SystemExit(1)
-        losses = {row["step"]: row["loss"] for row in metrics_rows(run) if row.get("kind") == "train"}
-        if sorted(losses) != list(range(1, self.shape.max_steps + 1)):
-            raise SystemExit(f"the reference run wrote train rows for steps {sorted(losses)}")
+        duration = proc.ended_at - proc.started
         spent: dict[str, float] = {}
         for (at, phase), (until, _) in zip(timeline, timeline[1:] + [(duration, "")]):
             spent[phase] = spent.get(phase, 0.0) + until - at
-        self.reference = {"run": run, "losses": losses, "duration": duration, "spent": spent}
+        self.reference.update(duration=duration, spent=spent)
         shares = ", ".join(f"{p} {spent[p]:.1f} s" for p in PHASES if p in spent)
-        self.reference_line = (f"reference run: {self.shape.max_steps} steps in {duration:.1f} s ({shares}; "
-                               "phases as the log shows them, polled every 20 ms)")
+        self.reference_line = (f"reference run: {self.shape.max_steps} steps in {cold:.1f} s on a cold kernel cache; "
+                               f"again on the warm cache in {duration:.1f} s with identical losses ({shares}, "
+                               "as its log showed them)")
         self.say(self.reference_line)
 
     def delays(self, count: int) -> list[float]:
@@ -541,9 +571,8 @@ class Bench:
             intact = kind.count("checkpoint intact", problem is None)
             where = latest.path.name if latest else "no checkpoint"
             if not intact:
-                self.say(f"{label} ({phase}): latest checkpoint {where}")
-                self.fail(f"after kill -9: {problem}", run)
-            if phase == "after the end":
+                self.fail(f"after kill -9 the latest checkpoint is broken: {problem}", run)
+            if phase == "after the end" or state_of(run) == "finished":
                 recovery, offset = None, 0
             else:
                 recovery, offset, again = self.recover(run, f"kill-{i:02d}-resume")
@@ -556,16 +585,15 @@ class Bench:
             survived = kind.count("survived", survived and state_of(run) == "finished")
             mismatch = self.losses_identical(run, offset) if survived else "did not finish"
             kind.count("losses identical", mismatch is None)
-            how = ("ended before the kill" if recovery is None else
+            how = (("ended before the kill" if phase == "after the end" else "had finished") if recovery is None else
                    f"{'restarted (no run yet)' if recovery.argv[-1] != '--resume' else 'resumed from ' + where}"
                    f" in {(recovery.ended_at or time.monotonic()) - recovery.started:.1f} s")
-            self.say(f"{label} ({phase}): {how}: "
-                     f"{'finished' if survived else 'DID NOT FINISH'}, "
-                     f"{'losses identical' if mismatch is None else 'LOSSES DIFFER'}")
             if not survived:
                 self.fail("the run did not finish after kill -9", run, recovery or proc)
             elif mismatch:
                 self.fail(mismatch, run)
+            self.report(f"{label} ({phase}): {how}: {'finished' if survived else 'DID NOT FINISH'}, "
+                        f"{'losses identical' if mismatch is None else 'LOSSES DIFFER'}")
         kind.line = (f"{kind.title}: tried {kind.tried}, survived {kind.ok('survived')} "
                      f"({percent(kind.ok('survived'), kind.tried)}), checkpoint intact "
                      f"{kind.of('checkpoint intact')}, losses identical {kind.of('losses identical')}")
@@ -606,7 +634,7 @@ class Bench:
             if hung:
                 proc.end_session(0)
                 proc.wait(10)
-            exited_after = (proc.ended_at or time.monotonic()) - signalled
+            exited_after = max(0.0, (proc.ended_at or time.monotonic()) - signalled)
             self.note_orphans(kind, proc)
             final = state_of(run)
             final_step = (read_status(run) or {}).get("step")
@@ -645,13 +673,6 @@ class Bench:
             mismatch = self.losses_identical(run, offset) if resumed else "did not finish"
             kind.count("losses identical", mismatch is None)
             stop_text = "never" if stopping_after is None else f"{stopping_after:.2f} s"
-            self.say(f"{label} ({phase}): stopping after {stop_text}, exit after {exited_after:.2f} s "
-                     f"(code {proc.returncode}), states {' > '.join(str(s) for s in states)}; "
-                     + ("no run yet; started again: " if never_started else
-                        f"{final} at step {final_step}; "
-                        f"{'resumed' if recovery is not None and recovery.argv[-1] == '--resume' else 'no resume needed'}: ")
-                     + f"{'finished' if resumed else 'DID NOT FINISH'}, "
-                     + f"{'losses identical' if mismatch is None else 'LOSSES DIFFER'}")
             if stopping_after is None or stopping_after > STOPPING_LIMIT_S:
                 self.fail(f"status.json said stopping only after {stop_text} (limit {STOPPING_LIMIT_S} s); "
                           f"states seen: {states}", run, proc)
@@ -664,6 +685,13 @@ class Bench:
                 self.fail("the run did not finish after SIGTERM and --resume", run, recovery or proc)
             elif mismatch:
                 self.fail(mismatch, run)
+            self.report(f"{label} ({phase}): stopping after {stop_text}, exit after {exited_after:.2f} s "
+                     f"(code {proc.returncode}), states {' > '.join(str(s) for s in states)}; "
+                     + ("no run yet; started again: " if never_started else
+                        f"{final} at step {final_step}; "
+                        f"{'resumed' if recovery is not None and recovery.argv[-1] == '--resume' else 'no resume needed'}: ")
+                     + f"{'finished' if resumed else 'DID NOT FINISH'}, "
+                     + f"{'losses identical' if mismatch is None else 'LOSSES DIFFER'}")
         stopping, exited = kind.values.get("stopping", [float("nan")]), kind.values.get("exited", [float("nan")])
         extra = [f"{n} {what}" for n, what in ((finished_meanwhile, "finished before stopping"),
                                                (early, "signalled before the run existed"),
@@ -760,6 +788,7 @@ class Bench:
             self.fail(f"{label}: not one error line: {why}", run if watched else None, proc)
         if problems:
             self.fail(f"{label}: {'; '.join(problems)}", run if watched else None, proc)
+        self.report()
         return {"files": files, "outside_logs": outside_logs,
                 "digests": file_digests(latest_checkpoint(run).path) if watched and latest_checkpoint(run) else None}
 
@@ -832,6 +861,7 @@ class Bench:
                 kind.count("no .bin or manifest", not finals)
                 if finals:
                     self.fail(f"{label}: {finals} exist after a failed prepare", None, proc)
+                    self.report()
                 if first is None:
                     first = result
                     self.say(f"    tmpfs {size // KIB:,} KiB: left {sorted(result['files'])} "
@@ -861,6 +891,10 @@ class Bench:
             procs[victim].wait(wait)
             phase = phase_of(log_lines(runs[victim]), self.shape)
             killed = procs[victim].running()
+            own = list((cache / "babyllama").glob(f"mindspore-*-kernels/processes/*-{procs[victim].pid}"))
+            names = {f.stem: f.suffix for f in own[0].glob("akg_kernel_meta/*")} if own else {}
+            built = {f.stem for f in own[0].glob("akg_kernel_meta/*.so")} if own else set()
+            compiling = len(set(names) - built)
             if killed:
                 os.kill(procs[victim].pid, signal.SIGKILL)
             procs[victim].wait(10)
@@ -876,10 +910,6 @@ class Bench:
             kind.value("seconds", seconds)
             mismatch = self.losses_identical(runs[survivor]) if ok else "did not finish"
             kind.count("losses identical", mismatch is None)
-            self.say(f"  pair {i}/{count}: {'a' if victim == 0 else 'b'} killed {wait:.1f} s after its data: line "
-                     f"({phase if killed else 'it had ended'}; workspaces then: {len(workspaces)}), the other "
-                     f"{'finished' if ok else 'DID NOT FINISH'} in {seconds:.1f} s, "
-                     f"{'losses identical' if mismatch is None else 'LOSSES DIFFER'}")
             if not killed:
                 kind.notes.append(f"pair {i}: the victim ended before the kill")
             if not ok:
@@ -887,6 +917,13 @@ class Bench:
                           runs[survivor], procs[survivor])
             elif mismatch:
                 self.fail(mismatch, runs[survivor])
+            self.report(f"  pair {i}/{count}: {'a' if victim == 0 else 'b'} killed {wait:.1f} s after its data: line "
+                     f"({phase if killed else 'it had ended'}; kernels in its workspace: {len(built)} built, "
+                        f"{compiling} being compiled; "
+                        f"{len(workspaces)} workspaces; its helpers gone {procs[victim].helpers_lingered:.1f} s "
+                        "after it), the other "
+                     f"{'finished' if ok else 'DID NOT FINISH'} in {seconds:.1f} s, "
+                     f"{'losses identical' if mismatch is None else 'LOSSES DIFFER'}")
         kind.line = (f"{kind.title}: tried {kind.tried}, survivor finished {kind.ok('survivor finished')} "
                      f"({percent(kind.ok('survivor finished'), kind.tried)}) within "
                      f"{max(kind.values.get('seconds', [float('nan')])):.1f} s (max), losses identical "
@@ -918,7 +955,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, help="kill -9 trials (default 20; --quick 2)")
     parser.add_argument("--terms", type=int, help="SIGTERM trials (default 10; --quick 1)")
     parser.add_argument("--concurrent", type=int, help="pairs of cold-cache trainers (default 2; --quick 1)")
-    parser.add_argument("--max-steps", type=int, help="steps of every run (default 24; --quick 12)")
+    parser.add_argument("--max-steps", type=int, help="steps of every run (default 48; --quick 12)")
     parser.add_argument("--quick", action="store_true", help="the short version (tests/test_faults.py)")
     parser.add_argument("--no-disk", action="store_true", help="leave out the full-disk checks")
     parser.add_argument("--work", help="work folder (default: a new one under $TMPDIR)")
@@ -928,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
     args.kills = args.kills if args.kills is not None else (2 if quick else 20)
     args.terms = args.terms if args.terms is not None else (1 if quick else 10)
     args.concurrent = args.concurrent if args.concurrent is not None else (1 if quick else 2)
-    args.max_steps = args.max_steps or (12 if quick else 24)
+    args.max_steps = args.max_steps or (12 if quick else 48)
 
     started = time.monotonic()
     bench = Bench(args)

@@ -1,22 +1,29 @@
 """Fault injection for `babyllama train` and `babyllama prepare`: kill -9, SIGTERM, a full disk, a peer killed mid-compile.
 
-    python bench/faults.py [--seed 0] [--kills 20] [--terms 10] [--concurrent 2] [--quick] [--work DIR] [--keep]
+    python bench/faults.py [--seed 0] [--kills 20] [--terms 10] [--concurrent 2] [--max-steps 48]
+                           [--quick] [--no-disk] [--work DIR] [--keep]
 
 What the trainer promises (babyllama/train.py, stop_guard.py, kernel_cache.py, runs.py), and
 how each promise is put to the test here, on a tiny model (dim 32, 2 layers, 64-token context)
-with a checkpoint every 2 steps and an evaluation and a sample every 4:
+of `--max-steps` steps with a checkpoint every 2 steps and an evaluation and a sample every 4:
 
-1. reference: one uninterrupted run; its losses are what every other run must reproduce bit for
-   bit, and its checkpoints (all kept) what every checkpoint of the same step must equal.
-2. kill -9 at random moments: a new run is sent SIGKILL after a delay drawn uniformly over the
-   reference's duration (stratified: one draw in each of N equal slices, in random order), so
-   the kills fall on start-up, compile, steps, evaluation, sampling and checkpoint writes in
-   proportion to the time each takes; the phase the log showed last is recorded. The latest
-   checkpoint must then be complete and equal to the reference's of its step, `--resume` must
-   finish, and every train loss after the last resume row must equal the reference's.
+1. reference: one uninterrupted run on an empty kernel cache, saving every step and keeping all
+   checkpoints: its losses are what every other run must reproduce bit for bit, and its
+   checkpoints what every checkpoint of the same step must equal byte for byte. Then the same
+   run as the trials on the now warm cache: its losses must be the reference's (an uninterrupted
+   run is deterministic), and its duration is what the trials' moments are drawn over.
+2. kill -9 at random moments: a new run is sent SIGKILL after a delay drawn uniformly over that
+   duration (stratified: one draw in each of N equal slices, in random order), so the kills fall
+   on start-up, compile, steps, evaluation, sampling and checkpoint writes in proportion to the
+   time each takes (start-up and compile take most of a short run: a larger --max-steps moves
+   more of them into the loop); the phase the log showed last is recorded. The latest checkpoint
+   must then be complete and equal to the reference's of its step, `--resume` must finish (or
+   the first command again, when the kill came before the run directory existed), and every
+   train loss after the last resume row must equal the reference's.
 3. SIGTERM at random moments (same draw): the time from the signal to `stopping` in status.json
    (or an end state, when the run ended first) and to the process's exit are measured; the
-   final state must be `stopped` or `finished`, and `--resume` must finish with identical losses.
+   final state must be `stopped` or `finished`, a trainer that stopped by itself after step k
+   must have saved step k's checkpoint, and `--resume` must finish with identical losses.
    A process signalled before it installed its handler dies at once and leaves no run: that
    counts as stopped, and the run is started again with the same command.
 4. a full disk (root only: a small tmpfs): the run directory on a tmpfs with room for two
@@ -33,7 +40,9 @@ with a checkpoint every 2 steps and an evaluation and a sample every 4:
 
 Every wait is bounded. At the end one line per kind, then a verdict; the exit status is 1 when
 any line is below 100%. Each failure prints its run directory with the tail of its train.log
-and stderr as it happens, and the bench goes on. The work folder (data, runs, caches) is
+and stderr after its trial's line, and the bench goes on. Helper processes (the stop guard,
+MindSpore's kernel-build server) still there 10 s after their trainer ended are killed and
+reported as notes. The work folder (data, runs, caches) is
 removed when everything passed, kept otherwise (or with --keep).
 
 Needs: the babyllama package importable from this checkout (the bench sets PYTHONPATH to it), the

@@ -95,7 +95,7 @@ class Guard:
         self.signal_name = sig.name
         self.deadline = now + STOP_DEADLINE_S
         self.final_deadline = self.deadline + SAVE_GRACE_S
-        self._update(lambda status: {"state": "stopping", "stop_requested": time.time()})
+        self._update({"state": "stopping", "stop_requested": time.time()})
 
     def _saving(self) -> bool:
         """A checkpoint of the trainer's is being written (its temporary folder exists)."""
@@ -125,17 +125,17 @@ class Guard:
         note = (f"stopped on {self.signal_name}: the trainer had not ended {waited} s later (compiling or "
                 f"in a long step), so it was ended without a checkpoint; {kept}: "
                 f"`babyllama train --run {self.run.path} --resume`")
-        self._update(lambda status: {"state": "stopped", "error": note})
+        self._update({"state": "stopped", "error": note})
         print(f"babyllama train: {note}", file=sys.stderr, flush=True)
 
-    def _update(self, fields) -> None:
+    def _update(self, fields: dict) -> None:
         """Change the status if the trainer has claimed the run and it has not ended."""
         if self.run is None:
             return
 
         def change(status: dict) -> dict | None:
             owned = status.get("pid") == self.trainer.pid and status.get("state") in ACTIVE_STATES
-            return fields(status) if owned else None
+            return fields if owned else None
 
         self.run._update_status(change)
 

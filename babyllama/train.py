@@ -108,7 +108,7 @@ from babyllama.config import (
     summary,
 )
 from babyllama.data import BatchSampler, TokenDataset, check_token_ids
-from babyllama.errors import UserError
+from babyllama.errors import UserError, describe_failure
 from babyllama.evaluate import validation_loss
 from babyllama.files import atomic_write_json, out_of_space
 from babyllama.runs import (
@@ -551,7 +551,7 @@ def load_checkpoint(trainer, checkpoint: Path) -> None:
         try:
             params.update(ms.load_checkpoint(str(path), format="safetensors"))
         except Exception as e:  # MindSpore reports unreadable files with several exception types
-            raise UserError(f"{path}: cannot be read ({_one_line(e)}); delete {checkpoint} to resume from the "
+            raise UserError(f"{path}: cannot be read ({describe_failure(e)}); delete {checkpoint} to resume from the "
                             "one before it") from None
     not_loaded, _ = ms.load_param_into_net(trainer.checkpoint_cell, params)
     # Accumulation buffers are zero between steps; counters are new when dropout was just turned on.
@@ -657,7 +657,7 @@ class Training:
                 self._record_end("failed", str(e))
                 raise
             except BaseException as e:
-                said = _one_line(e)
+                said = describe_failure(e)
                 if out_of_space(e):
                     error = UserError(f"{said}; free some space, then `babyllama train --run {self.run.path} "
                                       "--resume` continues from the latest checkpoint")
@@ -873,12 +873,6 @@ class Training:
                                      self.train_cfg.keep_checkpoints)
         self.last_saved = self.step
         print(f"step {self.step:,}: saved {checkpoint.path} [{time.perf_counter() - began:.1f} s]", flush=True)
-
-
-def _one_line(error: BaseException) -> str:
-    from babyllama.errors import describe_failure
-
-    return describe_failure(error)
 
 
 # ---------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ seconds; clocks of the two hosts are assumed to agree to well within it.
 status.json fields: state, pid and pid_create_time (the trainer, or the launcher until the
 trainer claims the run with `RunDir.mark_running`), host, world_size, step, max_steps,
 started and updated (epoch seconds), error (the last error, or a note on how the run
-ended), and for detached launches launcher ("python" or "msrun"), launcher_pid,
+ended), stop_requested (epoch seconds, written by the trainer's stop guard at the first stop
+signal), and for detached launches launcher ("python" or "msrun"), launcher_pid,
 launcher_create_time, launch_id and command. Writers merge fields (`RunDir.write_status`).
 
 A trainer's part: `mark_running(step=, max_steps=, world_size=)` once started, inside

@@ -13,8 +13,9 @@ guard process started with `start_guard`. The guard
 - after a second signal, does that within SECOND_SIGNAL_S;
 - ends with the trainer, when the pipe's other end closes.
 
-`babyllama runs stop` signals the trainer's whole process group, the guard included: the
-guard takes such a signal as the first stop signal (never as the second), and ignores SIGHUP.
+A signal sent to the trainer's whole process group (a Ctrl-C at the terminal, `kill -TERM
+-PGID`; `babyllama runs stop` signals the trainer alone) reaches the guard too: the guard
+takes it as the first stop signal (never as the second), and ignores SIGHUP.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def main(argv: list[str]) -> int:
         guard = Guard(trainer_pid, fd, RunDir(Path(run_path)) if run_path else None)
     except psutil.NoSuchProcess:
         return 0
-    # A stop signal sent to the trainer's process group reaches the guard too: it counts as the first
+    # A stop signal sent to the trainer's process group (Ctrl-C) reaches the guard too: it counts as the first
     # (the trainer may hold its own back a moment, while it starts the kernel compiler).
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda number, frame: guard._signalled(signal.Signals(number)))

@@ -8,7 +8,7 @@ A run is planned before MindSpore is imported, so mistakes are reported in a sec
 configs (preset, then the config file, then `--field value` flags), the token files, the
 tokenizer (by default the one the token files' manifest names; the model's vocab_size is
 its vocabulary), and for `--resume` the latest complete checkpoint. Then the process
-imports MindSpore, claims the run (status `running`; a detached launch said `starting`),
+claims the run (status `running`; a detached launch said `starting`), imports MindSpore,
 builds the model and the compiled step, and trains:
 
 - every `log_interval` steps a `train` row: step, tokens seen, that step's loss, lr,

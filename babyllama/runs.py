@@ -1,6 +1,6 @@
 """Run directories: the contract between a training process and whoever watches it.
 
-A run directory (`out/runs/<name>/`, see DESIGN.md) holds `config.json`, `status.json`,
+A run directory (`out/runs/<name>/`, see docs/ARCHITECTURE.md) holds `config.json`, `status.json`,
 `metrics.jsonl`, `train.log` and `checkpoints/`. The trainer writes it through `RunDir`;
 the app and `babyllama runs` read it through `list_runs`, `run_info`, `MetricsReader` and
 `tail_lines`, launch trainers with `launch_detached` and stop them with `stop_run`.

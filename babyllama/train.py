@@ -1,4 +1,4 @@
-"""`babyllama train`: the training loop, and the run directory it keeps (DESIGN.md).
+"""`babyllama train`: the training loop, and the run directory it keeps (docs/ARCHITECTURE.md).
 
     babyllama train --run out/runs/NAME --data FILE.bin [FILE.bin ...] [--tokenizer PATH]
                     [--preset P] [--config F.toml] [--field value ...] [--detach] [--workers N]

@@ -57,6 +57,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from babyllama.config import ModelConfig
 
+
 def rotary_tables(cfg: ModelConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin of position * frequency, (length, head_dim), each value twice (once per pair member)."""
     half = cfg.head_dim // 2

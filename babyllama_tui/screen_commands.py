@@ -13,7 +13,6 @@ from textual.app import App
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
-
 # The palette's own key is no entry in it.
 PALETTE_ITSELF = {"command_palette", "app.command_palette"}
 

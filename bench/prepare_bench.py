@@ -22,8 +22,8 @@ import argparse
 import json
 import os
 import random
-import resource
 import re
+import resource
 import subprocess
 import sys
 import time

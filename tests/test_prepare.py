@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hf_tokenizers import save_byte_bpe
 
 from babyllama.data import open_token_file
 from babyllama.errors import UserError
 from babyllama.prepare import BarReport, OutputPaths, prepare
+
+from hf_tokenizers import save_byte_bpe
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hf_tokenizers import save_byte_bpe
 
 from babyllama.errors import UserError
 from babyllama.tokenizer import (
@@ -30,6 +29,8 @@ from babyllama.tokenizer import (
     train_sentencepiece,
     training_lines,
 )
+
+from hf_tokenizers import save_byte_bpe
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLACEMENT = "\ufffd"

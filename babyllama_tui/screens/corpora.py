@@ -56,15 +56,15 @@ from babyllama_tui.corpora_listing import (
     tree_stamp,
 )
 from babyllama_tui.screen_commands import ScreenKeysProvider
+from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.widgets.corpus_list import CorpusList
+from babyllama_tui.widgets.key_footer import KeyFooter
+from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.open_folder_dialog import OpenFolderDialog
 from babyllama_tui.widgets.prepare_dialog import PrepareDialog
 from babyllama_tui.widgets.prepare_progress import PrepareProgress, describe_prepare_event
 from babyllama_tui.widgets.token_file_table import TokenFileTable, describe_state
 from babyllama_tui.widgets.tokenizer_picker import TokenizerPicker, choice_from_entry
-from babyllama_tui.screens.app_screen import AppScreen
-from babyllama_tui.widgets.key_footer import KeyFooter
-from babyllama_tui.widgets.mode_header import ModeHeader
 
 # How often the listing is checked against the files, and a prepare started elsewhere (or
 # before the app was reopened) is followed through its journal.

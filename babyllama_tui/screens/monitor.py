@@ -28,15 +28,15 @@ from babyllama_tui.run_control import request_stop
 from babyllama_tui.run_follower import RunFollower
 from babyllama_tui.run_formatting import format_count, format_lr, format_mib_short, format_ms, format_number
 from babyllama_tui.screen_commands import ScreenKeysProvider
+from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen
+from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.log_tail import LogTail
 from babyllama_tui.widgets.loss_chart import WINDOWS, LossChart
 from babyllama_tui.widgets.metric_card import MetricCard
+from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.run_status import RunStatus, RunStatusBar
 from babyllama_tui.widgets.sample_list import SampleList
-from babyllama_tui.screens.app_screen import AppScreen
-from babyllama_tui.widgets.key_footer import KeyFooter
-from babyllama_tui.widgets.mode_header import ModeHeader
 
 POLL_S = 0.5
 # Points a sparkline is given; it reduces them to its width.

@@ -13,9 +13,6 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, Input
 from textual.widgets._footer import FooterKey
 
-from pilot_wait import footer_settled, wait_until
-from run_fixtures import fill_run
-
 from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.screens.corpora import CorporaScreen
@@ -24,6 +21,9 @@ from babyllama_tui.screens.playground import PlaygroundScreen
 from babyllama_tui.screens.train import TrainScreen
 from babyllama_tui.widgets.field_input import FieldInput
 from babyllama_tui.widgets.runs_table import RunsTable
+
+from pilot_wait import footer_settled, wait_until
+from run_fixtures import fill_run
 
 SCREEN_KEYS = [("1", CorporaScreen), ("3", MonitorScreen), ("4", PlaygroundScreen), ("2", TrainScreen)]
 

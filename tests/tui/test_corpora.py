@@ -16,7 +16,6 @@ from functools import partial
 from pathlib import Path
 
 import psutil
-import pilot_wait
 import pytest
 from textual.command import CommandList, CommandPalette
 from textual.widgets._footer import FooterKey
@@ -31,6 +30,8 @@ from babyllama_tui.widgets.open_folder_dialog import OpenFolderDialog
 from babyllama_tui.widgets.prepare_dialog import PrepareDialog
 from babyllama_tui.widgets.token_file_table import TokenFileTable
 from babyllama_tui.widgets.tokenizer_picker import TokenizerPicker
+
+import pilot_wait
 
 WAIT_LIMIT_S = 180.0
 wait_until = partial(pilot_wait.wait_until, limit=WAIT_LIMIT_S)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-from pilot_wait import wait_until
-from run_fixtures import fill_run, train_row
 from textual.command import CommandList, CommandPalette
 
 from babyllama.runs import RunDir
@@ -14,6 +12,9 @@ from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.pick_run import PickRunScreen
 from babyllama_tui.widgets.log_tail import LogTail
 from babyllama_tui.widgets.run_status import RunStatusBar
+
+from pilot_wait import wait_until
+from run_fixtures import fill_run, train_row
 
 
 def running_run(root, name: str = "live", steps: int = 100) -> RunDir:

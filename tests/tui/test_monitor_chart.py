@@ -7,8 +7,6 @@ import time
 
 import numpy as np
 from rich.text import Text
-from pilot_wait import wait_until
-from run_fixtures import fill_run, loss_at, train_row
 
 from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
@@ -16,6 +14,9 @@ from babyllama_tui.history import MetricsHistory
 from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.pick_run import PickRunScreen
 from babyllama_tui.widgets.loss_chart import loss_ticks
+
+from pilot_wait import wait_until
+from run_fixtures import fill_run, loss_at, train_row
 
 # A legend that should be there shows within a few polls; failing fast beats a minute's wait.
 LEGEND_WAIT_S = 8.0

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import time
 
-from pilot_wait import footer_settled, wait_until
 from rich.text import Text
-from run_fixtures import fill_run, train_row
 from textual.widgets._footer import FooterKey
 
 from babyllama.files import atomic_write_json
@@ -16,6 +14,9 @@ from babyllama_tui.screens.monitor import NO_RUN_HINT, MonitorScreen
 from babyllama_tui.widgets.log_tail import LogTail
 from babyllama_tui.widgets.run_status import first_clause_length, reason_text, with_reason
 from babyllama_tui.widgets.sample_list import SampleList
+
+from pilot_wait import footer_settled, wait_until
+from run_fixtures import fill_run, train_row
 
 STOP_REASON = ("stopped on SIGTERM at step 74; `babyllama train --run /tmp/proj/out/runs/tiny-20261128-1037 "
                "--resume` continues")

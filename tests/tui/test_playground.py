@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from pilot_wait import footer_settled, wait_until
 from test_generate import TINY, write_checkpoint
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Input
@@ -22,11 +21,13 @@ from textual.widgets import Input
 from babyllama.runs import RunDir
 from babyllama_tui import app as app_module
 from babyllama_tui.app import BabyLlamaApp
-from babyllama_tui.widgets.sampling_form import check_value, default_params
 from babyllama_tui.screens.playground import PlaygroundScreen, token_count
 from babyllama_tui.serve_client import ServeClient, ServeError
 from babyllama_tui.widgets.checkpoint_picker import CheckpointPicker, list_checkpoints
 from babyllama_tui.widgets.continuation_panel import printable
+from babyllama_tui.widgets.sampling_form import check_value, default_params
+
+from pilot_wait import footer_settled, wait_until
 
 # A long context, so a generation runs long enough (seconds, at a thousand tokens a second) to be
 # stopped in the middle.

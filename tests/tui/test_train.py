@@ -10,8 +10,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from pilot_wait import wait_until
-from run_fixtures import read_argv, wait_for, write_standin
 from textual import events
 
 from babyllama.prepare import prepare
@@ -24,6 +22,9 @@ from babyllama_tui.screens.resume import ResumeScreen
 from babyllama_tui.screens.train import TrainScreen
 from babyllama_tui.widgets.new_run_form import NewRunForm
 from babyllama_tui.widgets.runs_table import RunsTable
+
+from pilot_wait import wait_until
+from run_fixtures import read_argv, wait_for, write_standin
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pilot_wait import wait_until
-from run_fixtures import fill_run, write_token_file
 
 from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
@@ -17,6 +15,9 @@ from babyllama_tui.new_run import NO_TOKEN_FILES
 from babyllama_tui.screens.corpora import CorporaScreen
 from babyllama_tui.screens.train import TrainScreen
 from babyllama_tui.widgets.new_run_form import NewRunForm
+
+from pilot_wait import wait_until
+from run_fixtures import fill_run, write_token_file
 
 FILES = ("big-sample.bin", "big.bin", "sanguo.bin", "small.bin")
 

@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pilot_wait import footer_settled, wait_until
-from run_fixtures import FIXED_NOW, fill_run, write_token_file
 
 from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
@@ -20,6 +18,8 @@ from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.train import TrainScreen
 from babyllama_tui.widgets.runs_table import RunsTable
 
+from pilot_wait import footer_settled, wait_until
+from run_fixtures import FIXED_NOW, fill_run, write_token_file
 
 SIZE = (80, 24)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 
-from pilot_wait import wait_until
-from run_fixtures import read_argv, write_standin
-
 from babyllama.runs import RunDir, stop_run
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.resume import ResumeScreen, proposed_max_steps, resume_errors
 from babyllama_tui.widgets.field_input import FieldInput
 from babyllama_tui.widgets.runs_table import RunsTable
+
+from pilot_wait import wait_until
+from run_fixtures import read_argv, write_standin
 
 
 def ended_run(root, name: str, *, step: int, max_steps: int, state: str) -> RunDir:

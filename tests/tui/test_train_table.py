@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import time
 
-from pilot_wait import wait_until
-from run_fixtures import fill_run
 from textual.widgets.data_table import ColumnKey
 
 from babyllama.files import atomic_write_json
@@ -15,6 +13,9 @@ from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.follow import RunsWatcher
 from babyllama_tui.screens.train import TrainScreen
 from babyllama_tui.widgets.runs_table import RunsTable
+
+from pilot_wait import wait_until
+from run_fixtures import fill_run
 
 
 def table_text(table: RunsTable) -> list[str]:

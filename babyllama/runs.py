@@ -445,7 +445,7 @@ def _live_process(pid: int | None, create_time: float | None) -> psutil.Process 
     return None if pid is None else _recorded_process(pid, create_time)[0]
 
 
-def _still_running(process: psutil.Process) -> bool:
+def still_running(process: psutil.Process) -> bool:
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -977,11 +977,11 @@ def _reap_launched() -> None:
             _launched.remove(launched)
 
 
-def _wait_gone(processes: list[psutil.Process], timeout: float) -> bool:
+def wait_gone(processes: list[psutil.Process], timeout: float) -> bool:
     # Polled rather than waited on: these are rarely our children, and a zombie that nobody
     # reaps has ended all the same.
     deadline = time.monotonic() + timeout
-    while any(_still_running(p) for p in processes):
+    while any(still_running(p) for p in processes):
         _reap_launched()
         if time.monotonic() >= deadline:
             return False
@@ -1013,7 +1013,7 @@ def stop_run(run: RunDir | str | os.PathLike, *, wait: bool = False, timeout: fl
     if not wait:
         return StopReport(run.name, "stopping", signalled,
                           f"sent SIGTERM to {_pids(signalled)}; {run.name} saves a checkpoint and stops.")
-    if not _wait_gone(watch, timeout):
+    if not wait_gone(watch, timeout):
         return StopReport(run.name, run.state().state, signalled,
                           f"{run.name} is still running {format_duration(timeout)} after SIGTERM; "
                           f"`babyllama runs kill {run.name}` ends it without a checkpoint.")
@@ -1033,7 +1033,7 @@ def kill_run(run: RunDir | str | os.PathLike, *, timeout: float = 30.0) -> StopR
     targets, watch = _run_processes(status)
     signalled = _send(targets, signal.SIGKILL)
     signalled += _send([p.pid for p in watch if p.pid not in signalled], signal.SIGKILL)
-    _wait_gone(watch, timeout)
+    wait_gone(watch, timeout)
     latest = run.latest_checkpoint()
     kept = f"resume continues from {latest.path.name}" if latest else "no checkpoint was saved"
     final = _record_end_if_silent(run, f"killed with SIGKILL; {kept}")

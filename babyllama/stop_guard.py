@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psutil
 
-from babyllama.runs import ACTIVE_STATES, RunDir
+from babyllama.runs import ACTIVE_STATES, RunDir, still_running, wait_gone
 
 # A step of a big model can take longer than this: BABYLLAMA_STOP_DEADLINE_S gives it more.
 STOP_DEADLINE_S = float(os.environ.get("BABYLLAMA_STOP_DEADLINE_S", "25"))
@@ -78,7 +78,7 @@ class Guard:
                     if number in STOP_SIGNALS:
                         self.passed_on += 1
                         self._signalled(signal.Signals(number))
-            if not _alive(self.trainer):
+            if not still_running(self.trainer):
                 return
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 if self._saving() and time.monotonic() < self.final_deadline:
@@ -113,10 +113,7 @@ class Guard:
                 process.kill()
             except psutil.NoSuchProcess:
                 pass
-        # A killed trainer stays a zombie until its parent reaps it: that counts as ended.
-        deadline = time.monotonic() + 10
-        while any(_alive(p) for p in doomed) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_gone(doomed, timeout=10)  # a zombie left for its parent to reap counts as gone
         if self.run is None:
             return
         latest = self.run.latest_checkpoint()
@@ -139,13 +136,6 @@ class Guard:
             return fields if owned else None
 
         self.run._update_status(change)
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def main(argv: list[str]) -> int:

@@ -20,8 +20,8 @@ that folder here:
 
 The kernel compiler's server writes into its working directory (dsa_transfrom.log) and stays
 for the life of the process, so its first kernel is compiled with the workspace as working
-directory; a graph that fails to compile writes analysis files under MindSpore's
-save_graphs_path, set to the workspace too.
+directory; a graph that fails to compile writes analysis files under the path in
+MS_DEV_SAVE_GRAPHS_PATH, which babyllama.step sets to the workspace too.
 """
 
 from __future__ import annotations

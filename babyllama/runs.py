@@ -40,7 +40,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -56,6 +55,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 
 import psutil
 
+from babyllama.checkpoint import CHECKPOINT_NAME, Checkpoint, checkpoint_problem, remove_unfinished_checkpoints
 from babyllama.errors import UserError
 from babyllama.files import atomic_write_bytes, atomic_write_json
 
@@ -74,9 +74,6 @@ TRAIN_PROGRAM = ("-m", "babyllama", "train")
 LAUNCH_ID_ENV = "BABYLLAMA_LAUNCH_ID"
 DEFAULT_ROOT = Path("out/runs")
 
-CHECKPOINT_NAME = re.compile(r"step_(\d{7,})")
-# What a checkpoint folder holds when babyllama.train has written it completely.
-CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json", "config.json")
 # psutil derives creation times from boot time + clock ticks: equal for the same process,
 # so a difference above this means the pid was reused.
 CREATE_TIME_TOLERANCE_S = 1.0
@@ -98,11 +95,6 @@ def process_identity() -> dict:
 class RunState(NamedTuple):
     state: str
     reason: str | None
-
-
-class Checkpoint(NamedTuple):
-    step: int
-    path: Path
 
 
 class RunDir:
@@ -356,17 +348,7 @@ class RunDir:
         doomed = [c.path for c in self.checkpoints()[:-keep] if c != latest]
         for path in doomed:
             shutil.rmtree(path, ignore_errors=True)
-        return doomed + self.remove_unfinished_checkpoints()
-
-    def remove_unfinished_checkpoints(self) -> list[Path]:
-        """Delete the folders of checkpoints that were never published (a write killed or failed), and
-        the replaced ones a publish did not get to delete. Returns what was deleted."""
-        if not self.checkpoints_dir.is_dir():
-            return []
-        doomed = [Path(e.path) for e in os.scandir(self.checkpoints_dir) if e.is_dir() and e.name.startswith(".step_")]
-        for path in doomed:
-            shutil.rmtree(path, ignore_errors=True)
-        return doomed
+        return doomed + remove_unfinished_checkpoints(self.checkpoints_dir)
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -390,32 +372,6 @@ def _fsync_dir(path: Path) -> None:
 
 def _as_run(run: RunDir | str | os.PathLike) -> RunDir:
     return run if isinstance(run, RunDir) else RunDir(run)
-
-
-def checkpoint_problem(checkpoint: Path) -> str | None:
-    """Why the checkpoint folder `checkpoint` cannot be resumed from, or None when it is complete.
-
-    A file of CHECKPOINT_FILES missing, a safetensors file cut short or damaged (its header
-    says how long the file must be; the tensors are not read), or a JSON file that does not
-    hold an object. Cheap enough to run on every listing.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    for name in CHECKPOINT_FILES:
-        path = checkpoint / name
-        if not path.is_file():
-            return f"{path} is missing"
-        try:
-            if name.endswith(".safetensors"):
-                with safe_open(str(path), framework="numpy"):
-                    pass
-            elif not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
-                return f"{path} does not hold a JSON object"
-        except json.JSONDecodeError as e:
-            return f"{path}:{e.lineno}: not valid JSON ({e.msg})"
-        except (OSError, UnicodeDecodeError, SafetensorError) as e:
-            return f"{path} cannot be read ({e})"
-    return None
 
 
 # Liveness

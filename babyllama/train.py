@@ -78,11 +78,8 @@ import argparse
 import dataclasses
 import hashlib
 import io
-import json
-import logging
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -93,6 +90,15 @@ from pathlib import Path
 import numpy as np
 
 from babyllama import __version__
+from babyllama.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CONFIG_FILE,
+    Checkpoint,
+    checkpoint_problem,
+    load_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+)
 from babyllama.config import (
     PRESETS,
     ModelConfig,
@@ -113,21 +119,15 @@ from babyllama.evaluate import validation_loss
 from babyllama.files import atomic_write_json, out_of_space
 from babyllama.runs import (
     ACTIVE_STATES,
-    CHECKPOINT_FILES,
     LAUNCH_ID_ENV,
-    Checkpoint,
     LineFollower,
     RunDir,
-    checkpoint_problem,
     effective_state,
     launch_detached,
     stop_run,
 )
 from babyllama.stop_guard import start_guard
 from babyllama.tokenizer import Tokenizer, load_tokenizer
-
-WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE, CONFIG_FILE = CHECKPOINT_FILES
-CHECKPOINT_FORMAT = 1
 
 # Model fields that may change on resume: they shape no parameter.
 RESUMABLE_MODEL_FIELDS = ("dropout",)
@@ -355,23 +355,6 @@ def plan_new_run(args: argparse.Namespace, world_size: int) -> Plan:
     return Plan(run, model, train, tokenizer, dataset, world_size, args.preset)
 
 
-def read_checkpoint_state(checkpoint: Path) -> tuple[dict, dict]:
-    """(state.json, config.json) of a checkpoint folder, checked enough to resume from."""
-    documents = []
-    for name in (STATE_FILE, CONFIG_FILE):
-        path = checkpoint / name
-        try:
-            documents.append(json.loads(path.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise UserError(f"{path} is missing: {checkpoint} is not a babyllama checkpoint") from None
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    state, config = documents
-    if state.get("format") != CHECKPOINT_FORMAT or not isinstance(state.get("step"), int):
-        raise UserError(f"{checkpoint / STATE_FILE}: not a checkpoint state this babyllama reads (format {CHECKPOINT_FORMAT})")
-    return state, config
-
-
 def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
     run = RunDir(args.run)
     for option in ("preset", "config"):
@@ -478,87 +461,6 @@ class GreedySampler:
         result = generate(decoder, self.tokenizer, self.prompt,
                           SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0))
         return self.prompt + result.text
-
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-
-def save_checkpoint(run: RunDir, trainer, step: int, state: dict, config: dict, keep: int) -> Checkpoint:
-    """Write a complete checkpoint of `trainer` at `step`, publish it as `latest`, prune old ones."""
-    import mindspore as ms
-
-    # Only this process writes the run: any unfinished folder is a failed or killed earlier write.
-    run.remove_unfinished_checkpoints()
-    temp = run.checkpoint_temp_path(step)
-    try:
-        temp.mkdir(parents=True)
-        weight_names = {p.name for p in trainer.model.trainable_params()}
-        params = trainer.parameters_for_checkpoint()
-        # MindSpore logs a CRITICAL line of its own before it raises; the failure is said once, below.
-        logging.disable(logging.CRITICAL)
-        try:
-            ms.save_checkpoint([p for p in params if p.name in weight_names], str(temp / WEIGHTS_FILE),
-                               format="safetensors")
-            ms.save_checkpoint([p for p in params if p.name not in weight_names], str(temp / OPTIMIZER_FILE),
-                               format="safetensors")
-        finally:
-            logging.disable(logging.NOTSET)
-        _write_json(temp / STATE_FILE, state)
-        _write_json(temp / CONFIG_FILE, config)
-        for name in CHECKPOINT_FILES:
-            _fsync_file(temp / name)
-        _fsync_dir(temp)
-        checkpoint = run.publish_checkpoint(temp, step)
-    except Exception as e:
-        shutil.rmtree(temp, ignore_errors=True)
-        if not out_of_space(e):
-            raise
-        latest = run.latest_checkpoint()
-        kept = f"{latest.path.name} is intact; " if latest else ""
-        raise UserError(f"{run.checkpoints_dir}: no space left on the device for the checkpoint of step {step:,}; "
-                        f"{kept}free some, then `babyllama train --run {run.path} --resume` continues") from None
-    run.prune_checkpoints(keep)
-    return checkpoint
-
-
-def load_checkpoint(trainer, checkpoint: Path) -> None:
-    """Weights, moments, update count and dropout counters of a checkpoint into `trainer`."""
-    import mindspore as ms
-
-    from babyllama.dropout import DRAWS_SUFFIX
-
-    params = {}
-    for name in (WEIGHTS_FILE, OPTIMIZER_FILE):
-        path = checkpoint / name
-        try:
-            params.update(ms.load_checkpoint(str(path), format="safetensors"))
-        except Exception as e:  # MindSpore reports unreadable files with several exception types
-            raise UserError(f"{path}: cannot be read ({describe_failure(e)}); delete {checkpoint} to resume from the "
-                            "one before it") from None
-    not_loaded, _ = ms.load_param_into_net(trainer.checkpoint_cell, params)
-    # Accumulation buffers are zero between steps; counters are new when dropout was just turned on.
-    missing = [n for n in not_loaded if not n.startswith("grad_accum.") and not n.endswith(DRAWS_SUFFIX)]
-    if missing:
-        raise UserError(f"{checkpoint}: lacks {len(missing)} parameter(s) of the model, e.g. {', '.join(missing[:3])}")
-
 
 def dropout_draws(trainer) -> dict[str, int]:
     from babyllama.dropout import DRAWS_SUFFIX

@@ -1,0 +1,155 @@
+"""A checkpoint folder: its files, writing, reading and checking one (docs/ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+from babyllama.errors import UserError, describe_failure
+from babyllama.files import out_of_space
+
+CHECKPOINT_NAME = re.compile(r"step_(\d{7,})")
+# What a checkpoint folder holds when babyllama.train has written it completely.
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json", "config.json")
+WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE, CONFIG_FILE = CHECKPOINT_FILES
+CHECKPOINT_FORMAT = 1
+
+
+class Checkpoint(NamedTuple):
+    step: int
+    path: Path
+
+
+def read_checkpoint_state(checkpoint: Path) -> tuple[dict, dict]:
+    """(state.json, config.json) of a checkpoint folder, checked enough to resume from."""
+    documents = []
+    for name in (STATE_FILE, CONFIG_FILE):
+        path = checkpoint / name
+        try:
+            documents.append(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise UserError(f"{path} is missing: {checkpoint} is not a babyllama checkpoint") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    state, config = documents
+    if state.get("format") != CHECKPOINT_FORMAT or not isinstance(state.get("step"), int):
+        raise UserError(f"{checkpoint / STATE_FILE}: not a checkpoint state this babyllama reads (format {CHECKPOINT_FORMAT})")
+    return state, config
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def save_checkpoint(run, trainer, step: int, state: dict, config: dict, keep: int) -> Checkpoint:
+    """Write a complete checkpoint of `trainer` at `step`, publish it as `latest`, prune old ones."""
+    import mindspore as ms
+
+    # Only this process writes the run: any unfinished folder is a failed or killed earlier write.
+    remove_unfinished_checkpoints(run.checkpoints_dir)
+    temp = run.checkpoint_temp_path(step)
+    try:
+        temp.mkdir(parents=True)
+        weight_names = {p.name for p in trainer.model.trainable_params()}
+        params = trainer.parameters_for_checkpoint()
+        # MindSpore logs a CRITICAL line of its own before it raises; the failure is said once, below.
+        logging.disable(logging.CRITICAL)
+        try:
+            ms.save_checkpoint([p for p in params if p.name in weight_names], str(temp / WEIGHTS_FILE),
+                               format="safetensors")
+            ms.save_checkpoint([p for p in params if p.name not in weight_names], str(temp / OPTIMIZER_FILE),
+                               format="safetensors")
+        finally:
+            logging.disable(logging.NOTSET)
+        _write_json(temp / STATE_FILE, state)
+        _write_json(temp / CONFIG_FILE, config)
+        for name in CHECKPOINT_FILES:
+            _fsync_file(temp / name)
+        _fsync_dir(temp)
+        checkpoint = run.publish_checkpoint(temp, step)
+    except Exception as e:
+        shutil.rmtree(temp, ignore_errors=True)
+        if not out_of_space(e):
+            raise
+        latest = run.latest_checkpoint()
+        kept = f"{latest.path.name} is intact; " if latest else ""
+        raise UserError(f"{run.checkpoints_dir}: no space left on the device for the checkpoint of step {step:,}; "
+                        f"{kept}free some, then `babyllama train --run {run.path} --resume` continues") from None
+    run.prune_checkpoints(keep)
+    return checkpoint
+
+
+def load_checkpoint(trainer, checkpoint: Path) -> None:
+    """Weights, moments, update count and dropout counters of a checkpoint into `trainer`."""
+    import mindspore as ms
+
+    from babyllama.dropout import DRAWS_SUFFIX
+
+    params = {}
+    for name in (WEIGHTS_FILE, OPTIMIZER_FILE):
+        path = checkpoint / name
+        try:
+            params.update(ms.load_checkpoint(str(path), format="safetensors"))
+        except Exception as e:  # MindSpore reports unreadable files with several exception types
+            raise UserError(f"{path}: cannot be read ({describe_failure(e)}); delete {checkpoint} to resume from the "
+                            "one before it") from None
+    not_loaded, _ = ms.load_param_into_net(trainer.checkpoint_cell, params)
+    # Accumulation buffers are zero between steps; counters are new when dropout was just turned on.
+    missing = [n for n in not_loaded if not n.startswith("grad_accum.") and not n.endswith(DRAWS_SUFFIX)]
+    if missing:
+        raise UserError(f"{checkpoint}: lacks {len(missing)} parameter(s) of the model, e.g. {', '.join(missing[:3])}")
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why the checkpoint folder `checkpoint` cannot be resumed from, or None when it is complete.
+
+    A file of CHECKPOINT_FILES missing, a safetensors file cut short or damaged (its header
+    says how long the file must be; the tensors are not read), or a JSON file that does not
+    hold an object. Cheap enough to run on every listing.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for name in CHECKPOINT_FILES:
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{path} is missing"
+        try:
+            if name.endswith(".safetensors"):
+                with safe_open(str(path), framework="numpy"):
+                    pass
+            elif not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
+                return f"{path} does not hold a JSON object"
+        except json.JSONDecodeError as e:
+            return f"{path}:{e.lineno}: not valid JSON ({e.msg})"
+        except (OSError, UnicodeDecodeError, SafetensorError) as e:
+            return f"{path} cannot be read ({e})"
+    return None
+
+
+def remove_unfinished_checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """Delete the folders of checkpoints that were never published (a write killed or failed), and
+    the replaced ones a publish did not get to delete. Returns what was deleted."""
+    if not checkpoints_dir.is_dir():
+        return []
+    doomed = [Path(e.path) for e in os.scandir(checkpoints_dir) if e.is_dir() and e.name.startswith(".step_")]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from babyllama.errors import UserError, describe_failure
-from babyllama.files import out_of_space
 
 CHECKPOINT_NAME = re.compile(r"step_(\d{7,})")
 # What a checkpoint folder holds when babyllama.train has written it completely.
@@ -59,42 +58,27 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
-def save_checkpoint(run, trainer, step: int, state: dict, config: dict, keep: int) -> Checkpoint:
-    """Write a complete checkpoint of `trainer` at `step`, publish it as `latest`, prune old ones."""
+def save_checkpoint(folder: Path, trainer, state: dict, config: dict) -> None:
+    """Write a complete checkpoint of `trainer` into the new folder `folder`, every file fsynced."""
     import mindspore as ms
 
-    # Only this process writes the run: any unfinished folder is a failed or killed earlier write.
-    remove_unfinished_checkpoints(run.checkpoints_dir)
-    temp = run.checkpoint_temp_path(step)
+    folder.mkdir(parents=True)
+    weight_names = {p.name for p in trainer.model.trainable_params()}
+    params = trainer.parameters_for_checkpoint()
+    # MindSpore logs a CRITICAL line of its own before it raises; the failure is said once, by the caller.
+    logging.disable(logging.CRITICAL)
     try:
-        temp.mkdir(parents=True)
-        weight_names = {p.name for p in trainer.model.trainable_params()}
-        params = trainer.parameters_for_checkpoint()
-        # MindSpore logs a CRITICAL line of its own before it raises; the failure is said once, below.
-        logging.disable(logging.CRITICAL)
-        try:
-            ms.save_checkpoint([p for p in params if p.name in weight_names], str(temp / WEIGHTS_FILE),
-                               format="safetensors")
-            ms.save_checkpoint([p for p in params if p.name not in weight_names], str(temp / OPTIMIZER_FILE),
-                               format="safetensors")
-        finally:
-            logging.disable(logging.NOTSET)
-        _write_json(temp / STATE_FILE, state)
-        _write_json(temp / CONFIG_FILE, config)
-        for name in CHECKPOINT_FILES:
-            _fsync_file(temp / name)
-        _fsync_dir(temp)
-        checkpoint = run.publish_checkpoint(temp, step)
-    except Exception as e:
-        shutil.rmtree(temp, ignore_errors=True)
-        if not out_of_space(e):
-            raise
-        latest = run.latest_checkpoint()
-        kept = f"{latest.path.name} is intact; " if latest else ""
-        raise UserError(f"{run.checkpoints_dir}: no space left on the device for the checkpoint of step {step:,}; "
-                        f"{kept}free some, then `babyllama train --run {run.path} --resume` continues") from None
-    run.prune_checkpoints(keep)
-    return checkpoint
+        ms.save_checkpoint([p for p in params if p.name in weight_names], str(folder / WEIGHTS_FILE),
+                           format="safetensors")
+        ms.save_checkpoint([p for p in params if p.name not in weight_names], str(folder / OPTIMIZER_FILE),
+                           format="safetensors")
+    finally:
+        logging.disable(logging.NOTSET)
+    _write_json(folder / STATE_FILE, state)
+    _write_json(folder / CONFIG_FILE, config)
+    for name in CHECKPOINT_FILES:
+        _fsync_file(folder / name)
+    _fsync_dir(folder)
 
 
 def load_checkpoint(trainer, checkpoint: Path) -> None:

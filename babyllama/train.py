@@ -80,6 +80,7 @@ import hashlib
 import io
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -97,6 +98,7 @@ from babyllama.checkpoint import (
     checkpoint_problem,
     load_checkpoint,
     read_checkpoint_state,
+    remove_unfinished_checkpoints,
     save_checkpoint,
 )
 from babyllama.config import (
@@ -462,6 +464,31 @@ class GreedySampler:
                           SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0))
         return self.prompt + result.text
 
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_run_checkpoint(run: RunDir, trainer, step: int, state: dict, config: dict, keep: int) -> Checkpoint:
+    """Save a checkpoint of `trainer` at `step` into the run, publish it as `latest`, prune old ones."""
+    # Only this process writes the run: any unfinished folder is a failed or killed earlier write.
+    remove_unfinished_checkpoints(run.checkpoints_dir)
+    temp = run.checkpoint_temp_path(step)
+    try:
+        save_checkpoint(temp, trainer, state, config)
+        checkpoint = run.publish_checkpoint(temp, step)
+    except Exception as e:
+        shutil.rmtree(temp, ignore_errors=True)
+        if not out_of_space(e):
+            raise
+        latest = run.latest_checkpoint()
+        kept = f"{latest.path.name} is intact; " if latest else ""
+        raise UserError(f"{run.checkpoints_dir}: no space left on the device for the checkpoint of step {step:,}; "
+                        f"{kept}free some, then `babyllama train --run {run.path} --resume` continues") from None
+    run.prune_checkpoints(keep)
+    return checkpoint
+
+
 def dropout_draws(trainer) -> dict[str, int]:
     from babyllama.dropout import DRAWS_SUFFIX
 
@@ -771,8 +798,8 @@ class Training:
             "saved": time.time(),
         }
         began = time.perf_counter()
-        checkpoint = save_checkpoint(self.run, self.trainer, self.step, state, self.config,
-                                     self.train_cfg.keep_checkpoints)
+        checkpoint = save_run_checkpoint(self.run, self.trainer, self.step, state, self.config,
+                                         self.train_cfg.keep_checkpoints)
         self.last_saved = self.step
         print(f"step {self.step:,}: saved {checkpoint.path} [{time.perf_counter() - began:.1f} s]", flush=True)
 

@@ -224,7 +224,7 @@ def load_model_for_inference(path: str | Path) -> LoadedModel:
     Hugging Face Llama folder (`babyllama export --format hf`'s, or another Llama of a shape we have)."""
     from safetensors.numpy import load_file
 
-    from babyllama.export import is_hf_folder, read_hf_folder
+    from babyllama.hf import is_hf_folder, read_hf_folder
 
     if is_hf_folder(path):
         return read_hf_folder(path)

@@ -32,11 +32,11 @@ Parameter names (what `ms.save_checkpoint` stores) follow llama2.c and the seed:
     norm.weight                               (dim,)
 
 Matrices are stored (out_features, in_features), like torch.nn.Linear, so each maps onto
-Hugging Face LlamaForCausalLM with the same shape: `babyllama.export.hf_name(name)` gives
+Hugging Face LlamaForCausalLM with the same shape: `babyllama.hf.hf_name(name)` gives
 the name there (the tied embedding is also its lm_head). One difference is not a renaming:
 Hugging Face rotates the two halves of each head (rotate_half) where we rotate interleaved
 pairs, so export permutes the rows of wq and wk within each head
-(`babyllama.export.pairs_to_halves`, as Meta's conversion script does in reverse).
+(`babyllama.hf.pairs_to_halves`, as Meta's conversion script does in reverse).
 
 Initialisation (the seed's, from llama2.c/GPT-2): every matrix and the embedding normal
 with std 0.02, then w3 and wo with std 0.02 / sqrt(2 * n_layers) (the seed scales

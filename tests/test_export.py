@@ -14,12 +14,12 @@ from test_generate import TINY, relative_error, write_checkpoint
 
 from babyllama.config import ModelConfig
 from babyllama.errors import UserError
-from babyllama.export import (
+from babyllama.generate import NumpyDecoder, load_model_for_inference
+from babyllama.hf import (
     halves_to_pairs,
     model_config_from_hf,
     pairs_to_halves,
 )
-from babyllama.generate import NumpyDecoder, load_model_for_inference
 
 TEXTS = ("话说天下大势，分久必合，合久必分。", "  two  spaces and 2024年 ☃\n第二行\t𝄞")
 
@@ -181,7 +181,7 @@ def test_a_llama_saved_by_transformers_reads_in_with_matching_logits(tmp_path):
     ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "scaled"),
 ])
 def test_a_llama_of_another_shape_is_refused_naming_what_differs(change, message, tmp_path):
-    from babyllama.export import hf_config
+    from babyllama.hf import hf_config
 
     config = {**hf_config(TINY, None), **change}
     with pytest.raises(UserError, match=message):

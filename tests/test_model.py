@@ -11,7 +11,7 @@ from babyllama.config import ModelConfig, param_count
 
 ms = pytest.importorskip("mindspore")
 
-from babyllama.export import HF_OUTPUT_NAME, hf_name, pairs_to_halves  # noqa: E402
+from babyllama.hf import HF_OUTPUT_NAME, hf_name, pairs_to_halves  # noqa: E402
 from babyllama.model import CachedDecoder, Transformer  # noqa: E402
 
 TINY = ModelConfig(vocab_size=97, dim=32, n_layers=2, n_heads=4, max_seq_len=16)

@@ -12,6 +12,9 @@ from typing import NamedTuple
 
 from babyllama.errors import UserError, describe_failure
 
+# A run keeps its checkpoints in RUN/checkpoints/: step_NNNNNNN folders and `latest`, the newest's name.
+CHECKPOINTS_DIR = "checkpoints"
+LATEST_FILE = "latest"
 CHECKPOINT_NAME = re.compile(r"step_(\d{7,})")
 # What a checkpoint folder holds when babyllama.train has written it completely.
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json", "config.json")
@@ -137,3 +140,28 @@ def remove_unfinished_checkpoints(checkpoints_dir: Path) -> list[Path]:
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[Checkpoint]:
+    """Complete checkpoints, oldest first."""
+    if not checkpoints_dir.is_dir():
+        return []
+    found = []
+    for entry in os.scandir(checkpoints_dir):
+        match = CHECKPOINT_NAME.fullmatch(entry.name)
+        if match and entry.is_dir():
+            found.append(Checkpoint(int(match.group(1)), Path(entry.path)))
+    return sorted(found)
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Checkpoint | None:
+    """The one `latest` names, or the newest complete one if `latest` is missing or stale."""
+    try:
+        name = (checkpoints_dir / LATEST_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        name = ""
+    match = CHECKPOINT_NAME.fullmatch(name)
+    if match and (checkpoints_dir / name).is_dir():
+        return Checkpoint(int(match.group(1)), checkpoints_dir / name)
+    complete = list_checkpoints(checkpoints_dir)
+    return complete[-1] if complete else None

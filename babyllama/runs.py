@@ -55,7 +55,15 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 
 import psutil
 
-from babyllama.checkpoint import CHECKPOINT_NAME, Checkpoint, checkpoint_problem, remove_unfinished_checkpoints
+from babyllama.checkpoint import (
+    CHECKPOINTS_DIR,
+    LATEST_FILE,
+    Checkpoint,
+    checkpoint_problem,
+    latest_checkpoint,
+    list_checkpoints,
+    remove_unfinished_checkpoints,
+)
 from babyllama.errors import UserError
 from babyllama.files import atomic_write_bytes, atomic_write_json
 
@@ -129,11 +137,11 @@ class RunDir:
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS_DIR
 
     @property
     def latest_path(self) -> Path:
-        return self.checkpoints_dir / "latest"
+        return self.checkpoints_dir / LATEST_FILE
 
     @property
     def msrun_log_dir(self) -> Path:
@@ -318,26 +326,11 @@ class RunDir:
 
     def checkpoints(self) -> list[Checkpoint]:
         """Complete checkpoints, oldest first."""
-        if not self.checkpoints_dir.is_dir():
-            return []
-        found = []
-        for entry in os.scandir(self.checkpoints_dir):
-            match = CHECKPOINT_NAME.fullmatch(entry.name)
-            if match and entry.is_dir():
-                found.append(Checkpoint(int(match.group(1)), Path(entry.path)))
-        return sorted(found)
+        return list_checkpoints(self.checkpoints_dir)
 
     def latest_checkpoint(self) -> Checkpoint | None:
         """The one `latest` names, or the newest complete one if `latest` is missing or stale."""
-        try:
-            name = self.latest_path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            name = ""
-        match = CHECKPOINT_NAME.fullmatch(name)
-        if match and (self.checkpoints_dir / name).is_dir():
-            return Checkpoint(int(match.group(1)), self.checkpoints_dir / name)
-        complete = self.checkpoints()
-        return complete[-1] if complete else None
+        return latest_checkpoint(self.checkpoints_dir)
 
     def prune_checkpoints(self, keep: int) -> list[Path]:
         """Delete all but the newest `keep` complete checkpoints (never the `latest` one), and

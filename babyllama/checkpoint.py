@@ -7,9 +7,13 @@ import logging
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
+from babyllama.config import ModelConfig, expected_weight_names, model_config_from_dict
 from babyllama.errors import UserError, describe_failure
 
 # A run keeps its checkpoints in RUN/checkpoints/: step_NNNNNNN folders and `latest`, the newest's name.
@@ -165,3 +169,86 @@ def latest_checkpoint(checkpoints_dir: Path) -> Checkpoint | None:
         return Checkpoint(int(match.group(1)), checkpoints_dir / name)
     complete = list_checkpoints(checkpoints_dir)
     return complete[-1] if complete else None
+
+
+# ---------------------------------------------------------------------------------------
+# For inference: the model's config and weights, from a run, a checkpoint or a Hugging Face folder
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's model config and float32 weights under the model's parameter names."""
+
+    cfg: ModelConfig
+    weights: dict[str, np.ndarray]
+    checkpoint: Path
+    config: dict  # the checkpoint's config.json
+
+    @property
+    def tokenizer_path(self) -> str | None:
+        return (self.config.get("tokenizer") or {}).get("path")
+
+    def describe(self) -> dict:
+        return {
+            "checkpoint": str(self.checkpoint),
+            "model": {**vars(self.cfg), "head_dim": self.cfg.head_dim, "hidden_dim": self.cfg.hidden_dim},
+            "parameters": int(sum(w.size for w in self.weights.values())),
+            "preset": self.config.get("preset"),
+            "tokenizer": self.config.get("tokenizer"),
+        }
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder `path` names: itself, or a run directory's latest checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder; give a run directory (out/runs/NAME) or a checkpoint folder")
+    if (path / WEIGHTS_FILE).is_file():
+        return path
+    checkpoints_dir = path / CHECKPOINTS_DIR
+    if checkpoints_dir.is_dir():
+        latest = latest_checkpoint(checkpoints_dir)
+        if latest is None:
+            raise UserError(f"{path}: the run has no complete checkpoint yet; wait for the first save")
+        return latest.path
+    raise UserError(
+        f"{path}: neither a checkpoint folder (no {WEIGHTS_FILE}) nor a run directory (no checkpoints/); "
+        "give out/runs/NAME or out/runs/NAME/checkpoints/step_N"
+    )
+
+
+def load_model_for_inference(path: str | Path) -> LoadedModel:
+    """Config and weights of the checkpoint at `path`: a run directory, a checkpoint folder, or a
+    Hugging Face Llama folder (`babyllama export --format hf`'s, or another Llama of a shape we have)."""
+    from safetensors.numpy import load_file
+
+    from babyllama.hf import is_hf_folder, read_hf_folder
+
+    if is_hf_folder(path):
+        return read_hf_folder(path)
+    checkpoint = find_checkpoint(path)
+    config_path = checkpoint / CONFIG_FILE
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{config_path} is missing: {checkpoint} is not a complete babyllama checkpoint") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{config_path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise UserError(f"{config_path}: has no \"model\" section; is this a babyllama checkpoint?")
+    cfg = model_config_from_dict(config["model"], source=str(config_path))
+    weights_path = checkpoint / WEIGHTS_FILE
+    try:
+        stored = load_file(str(weights_path))
+    except Exception as e:  # safetensors reports a damaged file with several exception types
+        raise UserError(f"{weights_path}: cannot be read as safetensors ({e})") from None
+    weights = {}
+    for name in expected_weight_names(cfg):
+        if name not in stored:
+            raise UserError(f"{weights_path}: lacks {name}; the checkpoint does not match its config.json")
+        weights[name] = np.ascontiguousarray(stored[name], dtype=np.float32)
+    embedding = weights["tok_embeddings.weight"]
+    if embedding.shape != (cfg.vocab_size, cfg.dim):
+        raise UserError(f"{weights_path}: tok_embeddings.weight is {embedding.shape}, config.json says "
+                        f"({cfg.vocab_size}, {cfg.dim})")
+    return LoadedModel(cfg, weights, checkpoint, config)

@@ -247,6 +247,15 @@ def param_count(model: ModelConfig) -> int:
     return model.vocab_size * d + model.n_layers * (attention + feed_forward + norms) + d
 
 
+def expected_weight_names(cfg: ModelConfig) -> list[str]:
+    per_layer = ("attention_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
+                 "ffn_norm", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
+    names = ["tok_embeddings.weight", "norm.weight"]
+    for i in range(cfg.n_layers):
+        names += [f"layers.{i}.{part}.weight" for part in per_layer]
+    return names
+
+
 def non_embedding_param_count(model: ModelConfig) -> int:
     return param_count(model) - model.vocab_size * model.dim
 

@@ -153,8 +153,8 @@ def _check_tokenizer(loaded, dataset) -> None:
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     """What `babyllama eval` reports, as plain data."""
+    from babyllama.checkpoint import load_model_for_inference
     from babyllama.data import TokenDataset
-    from babyllama.generate import load_model_for_inference
 
     if args.tokens is not None and args.tokens < 0:
         raise UserError(f"--tokens must be 0 (every window) or more, got {args.tokens}")

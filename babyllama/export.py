@@ -61,6 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
+from babyllama.checkpoint import load_model_for_inference
 from babyllama.config import ModelConfig
 from babyllama.errors import UserError
 from babyllama.files import atomic_write_bytes, temp_path
@@ -343,8 +344,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from babyllama.generate import load_model_for_inference
-
     out = args.out
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; give --force to replace it, or another --out")

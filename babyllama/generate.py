@@ -64,11 +64,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from babyllama.config import ModelConfig, model_config_from_dict
+from babyllama.checkpoint import CONFIG_FILE, LoadedModel, load_model_for_inference
+from babyllama.config import ModelConfig
 from babyllama.errors import UserError
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 SEED_PROMPTS = (
     "床前明月光，疑是地上霜。举头望明月，",
@@ -160,100 +158,6 @@ def choose_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     logits = filter_top_p(filter_top_k(logits / params.temperature, params.top_k), params.top_p)
     cumulative = np.cumsum(softmax(logits))
     return int(min(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"), len(logits) - 1))
-
-
-# ---------------------------------------------------------------------------------------
-# Loading a checkpoint
-
-
-@dataclass
-class LoadedModel:
-    """A checkpoint's model config and float32 weights under the model's parameter names."""
-
-    cfg: ModelConfig
-    weights: dict[str, np.ndarray]
-    checkpoint: Path
-    config: dict  # the checkpoint's config.json
-
-    @property
-    def tokenizer_path(self) -> str | None:
-        return (self.config.get("tokenizer") or {}).get("path")
-
-    def describe(self) -> dict:
-        return {
-            "checkpoint": str(self.checkpoint),
-            "model": {**vars(self.cfg), "head_dim": self.cfg.head_dim, "hidden_dim": self.cfg.hidden_dim},
-            "parameters": int(sum(w.size for w in self.weights.values())),
-            "preset": self.config.get("preset"),
-            "tokenizer": self.config.get("tokenizer"),
-        }
-
-
-def expected_weight_names(cfg: ModelConfig) -> list[str]:
-    per_layer = ("attention_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
-                 "ffn_norm", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
-    names = ["tok_embeddings.weight", "norm.weight"]
-    for i in range(cfg.n_layers):
-        names += [f"layers.{i}.{part}.weight" for part in per_layer]
-    return names
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """The checkpoint folder `path` names: itself, or a run directory's latest checkpoint."""
-    from babyllama.runs import RunDir
-
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file or folder; give a run directory (out/runs/NAME) or a checkpoint folder")
-    if (path / WEIGHTS_FILE).is_file():
-        return path
-    run = RunDir(path)
-    if run.checkpoints_dir.is_dir():
-        latest = run.latest_checkpoint()
-        if latest is None:
-            raise UserError(f"{path}: the run has no complete checkpoint yet; wait for the first save")
-        return latest.path
-    raise UserError(
-        f"{path}: neither a checkpoint folder (no {WEIGHTS_FILE}) nor a run directory (no checkpoints/); "
-        "give out/runs/NAME or out/runs/NAME/checkpoints/step_N"
-    )
-
-
-def load_model_for_inference(path: str | Path) -> LoadedModel:
-    """Config and weights of the checkpoint at `path`: a run directory, a checkpoint folder, or a
-    Hugging Face Llama folder (`babyllama export --format hf`'s, or another Llama of a shape we have)."""
-    from safetensors.numpy import load_file
-
-    from babyllama.hf import is_hf_folder, read_hf_folder
-
-    if is_hf_folder(path):
-        return read_hf_folder(path)
-    checkpoint = find_checkpoint(path)
-    config_path = checkpoint / CONFIG_FILE
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{config_path} is missing: {checkpoint} is not a complete babyllama checkpoint") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{config_path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-        raise UserError(f"{config_path}: has no \"model\" section; is this a babyllama checkpoint?")
-    cfg = model_config_from_dict(config["model"], source=str(config_path))
-    weights_path = checkpoint / WEIGHTS_FILE
-    try:
-        stored = load_file(str(weights_path))
-    except Exception as e:  # safetensors reports a damaged file with several exception types
-        raise UserError(f"{weights_path}: cannot be read as safetensors ({e})") from None
-    weights = {}
-    for name in expected_weight_names(cfg):
-        if name not in stored:
-            raise UserError(f"{weights_path}: lacks {name}; the checkpoint does not match its config.json")
-        weights[name] = np.ascontiguousarray(stored[name], dtype=np.float32)
-    embedding = weights["tok_embeddings.weight"]
-    if embedding.shape != (cfg.vocab_size, cfg.dim):
-        raise UserError(f"{weights_path}: tok_embeddings.weight is {embedding.shape}, config.json says "
-                        f"({cfg.vocab_size}, {cfg.dim})")
-    return LoadedModel(cfg, weights, checkpoint, config)
 
 
 # ---------------------------------------------------------------------------------------

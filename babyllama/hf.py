@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from babyllama.config import ModelConfig
+from babyllama.config import ModelConfig, expected_weight_names
 from babyllama.errors import UserError
 
 HF_CONFIG_FILE = "config.json"
@@ -216,7 +216,7 @@ def _weight_files(folder: Path) -> list[Path]:
 
 def read_hf_folder(folder: str | Path):
     """A Hugging Face Llama folder as a generate.LoadedModel: our names, our rotary layout, float32."""
-    from babyllama.generate import LoadedModel, expected_weight_names
+    from babyllama.checkpoint import LoadedModel
     from babyllama.tokenizer import HF_CONFIG_FILE as HF_TOKENIZER_CONFIG_FILE
     from babyllama.tokenizer import HF_TOKENIZER_FILE, SENTENCEPIECE_FILE
 

@@ -129,7 +129,8 @@ def runs(rates) -> str:
 def bench_shape(name: str, backends, new_tokens: int, repeats: int) -> None:
     import numpy as np
 
-    from babyllama.generate import LoadedModel, make_decoder
+    from babyllama.checkpoint import LoadedModel
+    from babyllama.generate import make_decoder
     from babyllama.model import Transformer
 
     cfg = shape_config(name, new_tokens)

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from test_generate import TINY, relative_error, write_checkpoint
 
+from babyllama.checkpoint import load_model_for_inference
 from babyllama.config import ModelConfig
 from babyllama.errors import UserError
-from babyllama.generate import NumpyDecoder, load_model_for_inference
+from babyllama.generate import NumpyDecoder
 from babyllama.hf import (
     halves_to_pairs,
     model_config_from_hf,
@@ -279,8 +280,8 @@ def test_llama2c_tokenizer_has_a_piece_per_model_id_and_decodes_as_ours(checkpoi
 
 def test_llama2c_refuses_a_rope_theta_run_c_cannot_use(tmp_path):
     cfg = ModelConfig(vocab_size=10, dim=8, n_layers=1, n_heads=2, max_seq_len=4, rope_theta=500000.0)
+    from babyllama.checkpoint import LoadedModel
     from babyllama.export import export_llama2c
-    from babyllama.generate import LoadedModel
 
     loaded = LoadedModel(cfg, {}, tmp_path / "ckpt", {})
     with pytest.raises(UserError, match="rope_theta 500000"):

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from babyllama.checkpoint import load_model_for_inference
 from babyllama.config import ModelConfig
 from babyllama.errors import UserError
 from babyllama.generate import (
@@ -22,7 +23,6 @@ from babyllama.generate import (
     filter_top_p,
     generate,
     generate_pieces,
-    load_model_for_inference,
     read_prompt_file,
 )
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from babyllama.config import ModelConfig, expected_weight_names, model_config_from_dict
 from babyllama.errors import UserError, describe_failure
+from babyllama.hf import is_hf_folder, read_hf_folder
 
 # A run keeps its checkpoints in RUN/checkpoints/: step_NNNNNNN folders and `latest`, the newest's name.
 CHECKPOINTS_DIR = "checkpoints"
@@ -222,10 +223,9 @@ def load_model_for_inference(path: str | Path) -> LoadedModel:
     Hugging Face Llama folder (`babyllama export --format hf`'s, or another Llama of a shape we have)."""
     from safetensors.numpy import load_file
 
-    from babyllama.hf import is_hf_folder, read_hf_folder
-
     if is_hf_folder(path):
-        return read_hf_folder(path)
+        cfg, weights, config = read_hf_folder(path)
+        return LoadedModel(cfg, weights, Path(path), config)
     checkpoint = find_checkpoint(path)
     config_path = checkpoint / CONFIG_FILE
     try:

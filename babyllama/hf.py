@@ -214,9 +214,9 @@ def _weight_files(folder: Path) -> list[Path]:
                     "safetensors (save_pretrained(..., safe_serialization=True))")
 
 
-def read_hf_folder(folder: str | Path):
-    """A Hugging Face Llama folder as a generate.LoadedModel: our names, our rotary layout, float32."""
-    from babyllama.checkpoint import LoadedModel
+def read_hf_folder(folder: str | Path) -> tuple[ModelConfig, dict[str, np.ndarray], dict]:
+    """A Hugging Face Llama folder's model config, its float32 weights under our names in our rotary
+    layout, and the config.json a babyllama checkpoint of it would have."""
     from babyllama.tokenizer import HF_CONFIG_FILE as HF_TOKENIZER_CONFIG_FILE
     from babyllama.tokenizer import HF_TOKENIZER_FILE, SENTENCEPIECE_FILE
 
@@ -253,4 +253,4 @@ def read_hf_folder(folder: str | Path):
         "preset": None,
         "source": "huggingface",
     }
-    return LoadedModel(cfg, weights, folder, own)
+    return cfg, weights, own

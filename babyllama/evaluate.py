@@ -98,7 +98,7 @@ class NumpyScorer:
     """batch_loss(x, y) on the numpy decoder: each window run from position 0, all positions scored."""
 
     def __init__(self, cfg, weights):
-        from babyllama.generate import NumpyDecoder
+        from babyllama.decode import NumpyDecoder
 
         self.decoder = NumpyDecoder(cfg, weights)
 

@@ -209,7 +209,7 @@ def _tokenizer_for(loaded, given: Path | None, warn):
 
 
 def export_hf(loaded, out: Path, tokenizer=None, warn=_warn) -> Path:
-    """Write `loaded` (a generate.LoadedModel) as a Hugging Face Llama folder at `out`."""
+    """Write `loaded` (a checkpoint.LoadedModel) as a Hugging Face Llama folder at `out`."""
     from safetensors.numpy import save_file
 
     description = tokenizer.describe() if tokenizer is not None else None

@@ -440,7 +440,7 @@ def plan_training(args: argparse.Namespace, world_size: int | None = None) -> Pl
 class GreedySampler:
     """Greedy continuation of one fixed prompt by the model as it is now.
 
-    Each call copies the weights into generate.NumpyDecoder (parameter names are the
+    Each call copies the weights into decode.NumpyDecoder (parameter names are the
     checkpoint's) and runs generate.generate at temperature 0, so the text is what
     `babyllama generate --temperature 0` gives for a checkpoint saved at the same step.
     """
@@ -454,7 +454,8 @@ class GreedySampler:
 
     def __call__(self) -> str | None:
         """The prompt and its continuation; None when the prompt is empty or fills the context."""
-        from babyllama.generate import NumpyDecoder, SamplingParams, generate
+        from babyllama.decode import NumpyDecoder
+        from babyllama.generate import SamplingParams, generate
 
         if not self.prompt_ids or not self.max_new_tokens:
             return None

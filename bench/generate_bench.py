@@ -130,7 +130,7 @@ def bench_shape(name: str, backends, new_tokens: int, repeats: int) -> None:
     import numpy as np
 
     from babyllama.checkpoint import LoadedModel
-    from babyllama.generate import make_decoder
+    from babyllama.decode import make_decoder
     from babyllama.model import Transformer
 
     cfg = shape_config(name, new_tokens)

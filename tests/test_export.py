@@ -14,8 +14,8 @@ from test_generate import TINY, relative_error, write_checkpoint
 
 from babyllama.checkpoint import load_model_for_inference
 from babyllama.config import ModelConfig
+from babyllama.decode import NumpyDecoder
 from babyllama.errors import UserError
-from babyllama.generate import NumpyDecoder
 from babyllama.hf import (
     halves_to_pairs,
     model_config_from_hf,

@@ -12,9 +12,9 @@ import pytest
 
 from babyllama.checkpoint import load_model_for_inference
 from babyllama.config import ModelConfig
+from babyllama.decode import NumpyDecoder
 from babyllama.errors import UserError
 from babyllama.generate import (
-    NumpyDecoder,
     Piece,
     SamplingParams,
     apply_repetition_penalty,
@@ -129,7 +129,7 @@ def test_numpy_decoder_matches_the_mindspore_model_at_prefill_and_each_decode_st
 
 @pytest.mark.slow
 def test_mindspore_backend_gives_the_numpy_decoders_logits(run_dir):
-    from babyllama.generate import MindSporeDecoder
+    from babyllama.decode import MindSporeDecoder
 
     loaded = load_model_for_inference(run_dir[0])
     ours, theirs = NumpyDecoder(loaded.cfg, loaded.weights), MindSporeDecoder(loaded.cfg, loaded.weights)

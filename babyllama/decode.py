@@ -1,0 +1,224 @@
+"""Decoders for `babyllama generate`, `serve` and `eval`: the model's forward pass with a key/value cache.
+
+The decoder. On the CPU a small model's decoding is bound by per-operation overhead, not
+arithmetic (MINDSPORE-NOTES.md: about 22 tokens/s through MindSpore), so the default
+backend, `NumpyDecoder`, runs the same weights in numpy: float32 matmuls with fused
+projections (q, k and v in one matrix, the gate and up projections in another), a
+fixed-size preallocated cache, rotary angles from precomputed tables and the tied output
+layer as one matrix-vector product. Its logits match babyllama.model.Transformer's to
+within 1e-5 relative (tests/test_generate.py). It never imports MindSpore, so `generate` and
+`serve` start in a fraction of a second. `--backend mindspore` runs model.CachedDecoder
+instead, for Ascend and GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from babyllama.checkpoint import LoadedModel
+from babyllama.config import ModelConfig
+from babyllama.errors import UserError
+
+BACKENDS = ("numpy", "mindspore")
+
+# prefill(ids) -> logits at the last prompt position; decode(id) -> logits after it
+
+
+def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    return x * (1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)) * weight
+
+
+def _silu_times(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """silu(gate) * up, computed in gate's memory."""
+    sigmoid_denominator = np.exp(-gate)
+    sigmoid_denominator += 1.0
+    gate /= sigmoid_denominator
+    gate *= up
+    return gate
+
+
+@dataclass
+class _Layer:
+    attention_norm: np.ndarray
+    wqkv: np.ndarray  # q rows (pre-scaled by 1/sqrt(head_dim)), then k rows, then v rows; (q + k + v, dim)
+    wo: np.ndarray
+    ffn_norm: np.ndarray
+    w13: np.ndarray  # gate rows then up rows, (2 * hidden, dim)
+    w2: np.ndarray
+
+
+class NumpyDecoder:
+    """The model's forward pass in numpy float32 with a fixed-size key/value cache (batch 1).
+
+    Rotary embedding as complex multiplication: viewing a head's (x0, x1), (x2, x3), ... as
+    complex numbers x0 + i x1, ..., the model's pair rotation by angle t is a product with
+    cos t + i sin t, one numpy operation over every head of q and k at once. The attention
+    scale is folded into wq's rows. decode() writes into buffers made once, so a token
+    allocates little beyond its logits.
+    """
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):
+        self.cfg = cfg
+        self.embedding = weights["tok_embeddings.weight"]
+        self.final_norm = weights["norm.weight"]
+        scale = np.float32(1.0 / math.sqrt(cfg.head_dim))
+        self.layers = []
+        for i in range(cfg.n_layers):
+            w = {name[len(f"layers.{i}."):]: value for name, value in weights.items()
+                 if name.startswith(f"layers.{i}.")}
+            self.layers.append(_Layer(
+                attention_norm=w["attention_norm.weight"],
+                wqkv=np.concatenate([w["attention.wq.weight"] * scale, w["attention.wk.weight"],
+                                     w["attention.wv.weight"]]),
+                wo=w["attention.wo.weight"],
+                ffn_norm=w["ffn_norm.weight"],
+                w13=np.concatenate([w["feed_forward.w1.weight"], w["feed_forward.w3.weight"]]),
+                w2=w["feed_forward.w2.weight"],
+            ))
+        half = cfg.head_dim // 2
+        freqs = 1.0 / (cfg.rope_theta ** (np.arange(half, dtype=np.float64) * 2 / cfg.head_dim))
+        angles = np.outer(np.arange(cfg.max_seq_len, dtype=np.float64), freqs)
+        # cos t + i sin t, each part rounded to float32 as the model's cos and sin tables are.
+        self.rotation = np.empty(angles.shape, np.complex64)
+        self.rotation.real, self.rotation.imag = np.cos(angles), np.sin(angles)
+        shape = (cfg.n_layers, cfg.kv_heads, cfg.max_seq_len, cfg.head_dim)
+        self.keys = np.zeros(shape, np.float32)
+        self.values = np.zeros(shape, np.float32)
+        self.position = 0
+        self.q_size, self.kv_size = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+        self._x = np.empty(cfg.dim, np.float32)
+        self._qkv = np.empty(self.q_size + 2 * self.kv_size, np.float32)
+        self._projected = np.empty(cfg.dim, np.float32)
+        self._gate_up = np.empty(2 * cfg.hidden_dim, np.float32)
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.cfg.max_seq_len
+
+    def prefill(self, ids) -> np.ndarray:
+        """Start over with the prompt `ids`: logits (vocab,) at its last position."""
+        self.position = 0
+        return self._logits(self._advance(np.asarray(ids, np.int64).reshape(-1))[-1])
+
+    def decode(self, token: int) -> np.ndarray:
+        """Feed one token after what the cache holds: logits (vocab,) for the next."""
+        return self._logits(self._step(int(token)))
+
+    def score(self, ids) -> np.ndarray:
+        """Start over with `ids`: logits (len(ids), vocab) at every position, for measuring a text's loss."""
+        self.position = 0
+        return self._logits(self._advance(np.asarray(ids, np.int64).reshape(-1)))
+
+    def _logits(self, hidden: np.ndarray) -> np.ndarray:
+        """The tied output layer over final hidden states (..., dim) -> (..., vocab)."""
+        return _rms_norm(hidden, self.final_norm, self.cfg.norm_eps) @ self.embedding.T
+
+    def _check_room(self, n: int) -> None:
+        if n == 0 or self.position + n > self.cfg.max_seq_len:
+            raise ValueError(f"the cache holds {self.cfg.max_seq_len} positions; {self.position} used, {n} more asked")
+
+    def _advance(self, ids: np.ndarray) -> np.ndarray:
+        """Run `ids` through the layers after what the cache holds: hidden states (len(ids), dim)."""
+        cfg = self.cfg
+        n, start = len(ids), self.position
+        self._check_room(n)
+        end = start + n
+        n_heads, n_kv, head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        q_size, kv_size = self.q_size, self.kv_size
+        rotation = self.rotation[start:end, None, :]
+        mask = None
+        if n > 1:
+            # Query i (at start + i) sees slots 0 .. start + i.
+            mask = np.where(np.arange(end)[None, :] <= np.arange(start, end)[:, None], 0.0, -np.inf).astype(np.float32)
+        x = self.embedding[ids]
+        for layer, keys, values in zip(self.layers, self.keys, self.values):
+            qkv = _rms_norm(x, layer.attention_norm, cfg.norm_eps) @ layer.wqkv.T
+            rotated = qkv[:, :q_size + kv_size].view(np.complex64).reshape(n, n_heads + n_kv, head_dim // 2)
+            rotated *= rotation
+            keys[:, start:end] = qkv[:, q_size:q_size + kv_size].reshape(n, n_kv, head_dim).transpose(1, 0, 2)
+            values[:, start:end] = qkv[:, q_size + kv_size:].reshape(n, n_kv, head_dim).transpose(1, 0, 2)
+            # (kv heads, queries per kv head, n, head_dim): the query heads sharing each key/value head.
+            q = qkv[:, :q_size].reshape(n, n_kv, n_heads // n_kv, head_dim).transpose(1, 2, 0, 3)
+            scores = q @ keys[:, None, :end].transpose(0, 1, 3, 2)
+            if mask is not None:
+                scores += mask
+            probs = _softmax_rows(scores)
+            attended = (probs @ values[:, None, :end]).transpose(2, 0, 1, 3).reshape(n, q_size)
+            h = x + attended @ layer.wo.T
+            gate_up = _rms_norm(h, layer.ffn_norm, cfg.norm_eps) @ layer.w13.T
+            x = h + _silu_times(gate_up[:, :cfg.hidden_dim], gate_up[:, cfg.hidden_dim:]) @ layer.w2.T
+        self.position = end
+        return x
+
+    def _step(self, token: int) -> np.ndarray:
+        """_advance for one token, into preallocated buffers: the hidden state (dim,)."""
+        cfg = self.cfg
+        self._check_room(1)
+        position = self.position
+        seen = position + 1
+        n_heads, n_kv, head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        q_size, kv_size = self.q_size, self.kv_size
+        qkv, projected, gate_up = self._qkv, self._projected, self._gate_up
+        rotated = qkv[:q_size + kv_size].view(np.complex64).reshape(n_heads + n_kv, head_dim // 2)
+        q = qkv[:q_size].reshape(n_kv, n_heads // n_kv, head_dim)
+        x = self._x
+        x[:] = self.embedding[token]
+        for layer, keys, values in zip(self.layers, self.keys, self.values):
+            np.dot(layer.wqkv, _rms_norm(x, layer.attention_norm, cfg.norm_eps), out=qkv)
+            rotated *= self.rotation[position]
+            keys[:, position] = qkv[q_size:q_size + kv_size].reshape(n_kv, head_dim)
+            values[:, position] = qkv[q_size + kv_size:].reshape(n_kv, head_dim)
+            probs = _softmax_rows(q @ keys[:, :seen].transpose(0, 2, 1))
+            x += np.dot(layer.wo, (probs @ values[:, :seen]).reshape(q_size), out=projected)
+            np.dot(layer.w13, _rms_norm(x, layer.ffn_norm, cfg.norm_eps), out=gate_up)
+            x += np.dot(layer.w2, _silu_times(gate_up[:cfg.hidden_dim], gate_up[cfg.hidden_dim:]), out=projected)
+        self.position = seen
+        return x
+
+
+def _softmax_rows(scores: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, computed in `scores`' memory."""
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
+
+
+class MindSporeDecoder:
+    """model.CachedDecoder behind the same prefill/decode interface, for Ascend and GPU.
+
+    It switches the process to graph mode: CachedDecoder is written to compile once per
+    prompt length and once for decoding, and op by op (PyNative) it decoded 3 tokens/s for
+    `tiny` on this CPU (bench/generate_bench.py).
+    """
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):
+        import mindspore as ms
+
+        from babyllama.model import CachedDecoder, Transformer
+
+        ms.set_context(mode=ms.GRAPH_MODE)
+        self.model = Transformer(cfg)
+        for param in self.model.trainable_params():
+            param.set_data(ms.Tensor(weights[param.name]))
+        self.model.set_train(False)
+        self.decoder = CachedDecoder(self.model, batch_size=1)
+        self.decoder.set_train(False)
+        self.max_seq_len = cfg.max_seq_len
+
+    def prefill(self, ids) -> np.ndarray:
+        return self.decoder.prefill([list(ids)])[0]
+
+    def decode(self, token: int) -> np.ndarray:
+        return self.decoder.decode([token])[0]
+
+
+def make_decoder(loaded: LoadedModel, backend: str = "numpy"):
+    if backend == "numpy":
+        return NumpyDecoder(loaded.cfg, loaded.weights)
+    if backend == "mindspore":
+        return MindSporeDecoder(loaded.cfg, loaded.weights)
+    raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

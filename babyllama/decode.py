@@ -21,6 +21,7 @@ import numpy as np
 from babyllama.checkpoint import LoadedModel
 from babyllama.config import ModelConfig
 from babyllama.errors import UserError
+from babyllama.rotary import rotary_tables
 
 BACKENDS = ("numpy", "mindspore")
 
@@ -78,12 +79,10 @@ class NumpyDecoder:
                 w13=np.concatenate([w["feed_forward.w1.weight"], w["feed_forward.w3.weight"]]),
                 w2=w["feed_forward.w2.weight"],
             ))
-        half = cfg.head_dim // 2
-        freqs = 1.0 / (cfg.rope_theta ** (np.arange(half, dtype=np.float64) * 2 / cfg.head_dim))
-        angles = np.outer(np.arange(cfg.max_seq_len, dtype=np.float64), freqs)
-        # cos t + i sin t, each part rounded to float32 as the model's cos and sin tables are.
-        self.rotation = np.empty(angles.shape, np.complex64)
-        self.rotation.real, self.rotation.imag = np.cos(angles), np.sin(angles)
+        cos, sin = rotary_tables(cfg, cfg.max_seq_len)
+        # cos t + i sin t, from the model's own float32 tables.
+        self.rotation = np.empty(cos.shape, np.complex64)
+        self.rotation.real, self.rotation.imag = cos, sin
         shape = (cfg.n_layers, cfg.kv_heads, cfg.max_seq_len, cfg.head_dim)
         self.keys = np.zeros(shape, np.float32)
         self.values = np.zeros(shape, np.float32)

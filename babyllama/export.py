@@ -66,6 +66,7 @@ from babyllama.config import ModelConfig
 from babyllama.errors import UserError
 from babyllama.files import atomic_write_bytes, temp_path
 from babyllama.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE, hf_config, hf_weights
+from babyllama.rotary import rotary_tables
 
 FORMATS = ("hf", "llama2c")
 HF_GENERATION_CONFIG_FILE = "generation_config.json"
@@ -259,10 +260,7 @@ def llama2c_tensors(cfg: ModelConfig, weights: dict[str, np.ndarray]) -> list[np
     for part in LLAMA2C_LAYER_ORDER:
         tensors += [weights[f"layers.{i}.{part}.weight"] for i in range(cfg.n_layers)]
     tensors.append(weights["norm.weight"])
-    half = cfg.head_dim // 2
-    freqs = 1.0 / (cfg.rope_theta ** (np.arange(half, dtype=np.float64) * 2 / cfg.head_dim))
-    angles = np.outer(np.arange(cfg.max_seq_len, dtype=np.float64), freqs)
-    return tensors + [np.cos(angles), np.sin(angles)]
+    return tensors + list(rotary_tables(cfg, cfg.max_seq_len))
 
 
 def llama2c_tokenizer_path(model_path: Path) -> Path:

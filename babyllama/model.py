@@ -56,14 +56,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from babyllama.config import ModelConfig
-
-
-def rotary_tables(cfg: ModelConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin of position * frequency, (length, head_dim), each value twice (once per pair member)."""
-    half = cfg.head_dim // 2
-    freqs = 1.0 / (cfg.rope_theta ** (np.arange(0, half, dtype=np.float64) * 2 / cfg.head_dim))
-    angles = np.repeat(np.outer(np.arange(length, dtype=np.float64), freqs), 2, axis=1)
-    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+from babyllama.rotary import rotary_tables
 
 
 def pair_swap_matrix(head_dim: int) -> np.ndarray:
@@ -214,10 +207,11 @@ class Transformer(nn.Cell):
         self.layers = nn.CellList([TransformerBlock(cfg, low_precision) for _ in range(cfg.n_layers)])
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output_matmul = ops.MatMul(transpose_b=True)
-        cos, sin = rotary_tables(cfg, cfg.max_seq_len)
-        # (seq, 1, head_dim): broadcasts over the heads axis of (batch, seq, heads, head_dim).
-        self.rope_cos = Tensor(cos[:, None, :])
-        self.rope_sin = Tensor(sin[:, None, :])
+        # Each value twice (once per pair member), (seq, 1, head_dim): broadcasts over the heads axis
+        # of (batch, seq, heads, head_dim).
+        cos, sin = (np.repeat(table, 2, axis=1)[:, None, :] for table in rotary_tables(cfg, cfg.max_seq_len))
+        self.rope_cos = Tensor(cos)
+        self.rope_sin = Tensor(sin)
         self.rope_swap = Tensor(pair_swap_matrix(cfg.head_dim))
         causal = np.triu(np.full((cfg.max_seq_len, cfg.max_seq_len), -np.inf, np.float32), 1)
         self.causal_mask = Tensor(causal)

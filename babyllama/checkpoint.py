@@ -1,4 +1,11 @@
-"""A checkpoint folder: its files, writing, reading and checking one (docs/ARCHITECTURE.md)."""
+"""Checkpoints: the folder `babyllama train` writes, and everything that reads one.
+
+Its file names and format; saving and loading one for training (`save_checkpoint`,
+`load_checkpoint`, `read_checkpoint_state`); what makes one incomplete (`checkpoint_problem`);
+finding them in a run's checkpoints/ folder (`list_checkpoints`, `latest_checkpoint`,
+`find_checkpoint`); and loading one, or a Hugging Face folder through babyllama.hf, for
+inference (`load_model_for_inference`). Format: docs/ARCHITECTURE.md, "Checkpoints".
+"""
 
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
-"""Decoders for `babyllama generate`, `serve` and `eval`: the model's forward pass with a key/value cache.
+"""Decoders: the model's forward pass with a key/value cache, behind prefill(ids) -> logits at the
+prompt's last position and decode(id) -> logits after it.
 
-The decoder. On the CPU a small model's decoding is bound by per-operation overhead, not
-arithmetic (MINDSPORE-NOTES.md: about 22 tokens/s through MindSpore), so the default
-backend, `NumpyDecoder`, runs the same weights in numpy: float32 matmuls with fused
-projections (q, k and v in one matrix, the gate and up projections in another), a
-fixed-size preallocated cache, rotary angles from precomputed tables and the tied output
-layer as one matrix-vector product. Its logits match babyllama.model.Transformer's to
-within 1e-5 relative (tests/test_generate.py). It never imports MindSpore, so `generate` and
-`serve` start in a fraction of a second. `--backend mindspore` runs model.CachedDecoder
-instead, for Ascend and GPU.
+`NumpyDecoder`, the default, runs the weights in numpy and never imports MindSpore;
+`MindSporeDecoder` runs model.CachedDecoder, for Ascend and GPU. Why numpy on the CPU:
+docs/MINDSPORE.md, "Decoding"; how it is laid out: docs/ARCHITECTURE.md, "Generating text".
 """
 
 from __future__ import annotations
@@ -24,8 +19,6 @@ from babyllama.errors import UserError
 from babyllama.rotary import rotary_tables
 
 BACKENDS = ("numpy", "mindspore")
-
-# prefill(ids) -> logits at the last prompt position; decode(id) -> logits after it
 
 
 def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -190,8 +183,8 @@ class MindSporeDecoder:
     """model.CachedDecoder behind the same prefill/decode interface, for Ascend and GPU.
 
     It switches the process to graph mode: CachedDecoder is written to compile once per
-    prompt length and once for decoding, and op by op (PyNative) it decoded 3 tokens/s for
-    `tiny` on this CPU (bench/generate_bench.py).
+    prompt length and once for decoding; op by op (PyNative) it is many times slower
+    (docs/MINDSPORE.md, "Decoding").
     """
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):

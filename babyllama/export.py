@@ -1,52 +1,12 @@
-"""`babyllama export`: take a checkpoint elsewhere, and read a Hugging Face Llama folder back.
+"""`babyllama export`: a checkpoint as a Hugging Face Llama folder or as llama2.c's model.bin.
 
     babyllama export --ckpt PATH --format hf --out DIR [--tokenizer PATH] [--force]
     babyllama export --ckpt PATH --format llama2c --out NAME.bin [--tokenizer PATH] [--force]
 
-`--format hf` writes a folder that `transformers.LlamaForCausalLM.from_pretrained(DIR)`
-loads, and from there llama.cpp's converter:
-
-    config.json             LlamaConfig: shape, rms_norm_eps, rope_theta (also as
-                            rope_parameters, the transformers 5 spelling), context length
-                            as max_position_embeddings, tie_word_embeddings true
-    model.safetensors       float32 weights under Hugging Face's names (the tied embedding
-                            once, as model.embed_tokens.weight)
-    generation_config.json  bos/eos ids and our default sampling temperature
-    tokenizer files         by the checkpoint's tokenizer (or --tokenizer):
-                            SentencePiece (`babyllama tokenizer train`): tokenizer.model and
-                            babyllama_tokenizer.json as trained, plus tokenizer.json and
-                            tokenizer_config.json from transformers' own conversion, checked
-                            to give our ids on a probe text, so AutoTokenizer loads it;
-                            Hugging Face folder: its tokenizer files, copied;
-                            ChatGLM2: tokenizer.model and a tokenizer_config.json naming
-                            ChatGLMTokenizer (babyllama reads it; transformers needs
-                            ChatGLM2-6B's own tokenizer code, see the folder's README.md)
-    README.md               what the folder is and how to load it
-
-The one change that is not a renaming: our rotary embedding (like Meta's and llama2.c's)
-rotates interleaved pairs (x0, x1), (x2, x3), ... of each head, Hugging Face's rotates the
-first half against the second. Export reorders the rows of wq and wk within each head
-(pairs -> halves, as transformers' convert_llama_weights_to_hf does) and import undoes it.
-
-`--format llama2c` writes llama2.c's version-0 `model.bin` as the seed's export() does:
-seven int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, max_seq_len; a
-positive vocab_size says the output layer is the embedding), then float32 tensors in
-order: embedding, every layer's attention_norm, then wq, wk, wv, wo, ffn_norm, w1, w2, w3
-(each for all layers in turn), the final norm, and the rotary cos and sin tables
-(max_seq_len x head_dim/2), which run.c skips. run.c rotates interleaved pairs as we do,
-so no rows move; it fixes rope_theta at 10000 and the RMSNorm epsilon at 1e-5, so other
-values are refused. Beside it, `NAME.tokenizer.bin` holds a SentencePiece-based tokenizer
-(ours or ChatGLM2's) in llama2.c's tokenizer.bin layout: `./run NAME.bin -z NAME.tokenizer.bin`.
-run.c decodes with it exactly; its encoder puts a space token in front of a prompt, which
-our tokenizers do not, so prompts given to run.c are encoded a little differently.
-
-Import: `read_hf_folder(DIR)` reads a folder whose config.json says model_type "llama" (ours,
-or any Llama whose shape our ModelConfig can say: SiLU, no biases, no rope scaling, a tied
-output layer, head_dim = hidden_size / heads, an intermediate_size that Meta's rule gives
-for some multiple_of) into babyllama.generate.LoadedModel, so `--ckpt DIR` works for
-generate, serve and eval. float32, float16 and bfloat16 weights, one file or sharded.
-
-Everything is written under a temporary name and renamed into place when complete.
+The Hugging Face format itself is babyllama.hf's; this module writes the folder with its
+tokenizer files and README, and llama2.c's model.bin with its tokenizer.bin. Everything is
+written under a temporary name and renamed into place when complete. What each file holds:
+docs/ARCHITECTURE.md, "Exports".
 """
 
 from __future__ import annotations

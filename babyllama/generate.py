@@ -5,39 +5,10 @@
                        [--repetition-penalty R] [--seed S] [--num-samples N] [--tokenizer PATH]
                        [--out FILE] [--backend numpy|mindspore]
 
-`--ckpt` is a run directory (its latest checkpoint), one checkpoint folder
-(`model.safetensors` + `config.json`, as `babyllama train` writes them), or a Hugging Face
-Llama folder (babyllama.export reads it). The tokenizer is the one the checkpoint's config
-names (for a Hugging Face folder, the tokenizer files beside the weights) unless
-`--tokenizer` gives another.
-
-Generation, one prompt at a time: the whole prompt goes through the model in one pass
-(prefill) filling a key/value cache, then one token at a time, each step reading the
-cache. It stops at the tokenizer's end-of-text token ("eos"), after `max_new_tokens`
-("length"), or when the prompt and the continuation fill the model's context, max_seq_len
-("context"). A prompt too long to leave room for new tokens is cut from the left, with a
-warning, to `max_seq_len - min(max_new_tokens, max_seq_len // 2)` tokens. An empty prompt
-starts from the end-of-text token, which is how the token files separate documents. Text is
-given out through the tokenizer's incremental decoder, so a streamed piece never ends inside
-a character; a byte token the model draws on its own, with no bytes to complete a character,
-comes out as U+FFFD, as in `tokenizer.decode`.
-
-No sliding window past the context. The seed's eval script cropped its sequence to the last
-max_seq_len tokens at every step and ran the model over all of them again (it had no cache);
-with a cache, every crop shifts every position, so each token past the context would cost a
-prompt pass over the whole window. More to the point, text written past the window no longer
-sees the prompt: the playground and the training samples show what a checkpoint makes of a
-prompt, and a continuation that has forgotten its prompt says nothing about that. So the
-generation stops and says why ("context"); a longer continuation wants a model trained with
-a longer max_seq_len.
-
-Sampling (`choose_token`, pure numpy on one row of logits), in the usual order:
-repetition penalty (CTRL's: over every token id in the prompt and the continuation so far,
-a positive logit is divided by the penalty and a negative one multiplied) -> temperature
-(0 means greedy: the arg max, and nothing else applies) -> top-k (keep the k largest) ->
-top-p (keep the smallest set of most likely tokens whose probabilities reach p) -> one
-draw from a numpy Generator. Sample k of each prompt draws from `default_rng(seed + k)`,
-so the same seed gives the same text, and the server's request with seed S gives sample 0's.
+Sampling (`SamplingParams`, `choose_token`), the generation loop (`generate_pieces`, which
+`serve` and the trainer's samples use too) and the command. Where a prompt is cut, why
+generation stops at the context, the sampling order and the seeds: docs/ARCHITECTURE.md,
+"Generating text".
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""The Hugging Face Llama format: names, the rotary row order, config.json both ways, reading a folder.
+"""The Hugging Face Llama format: parameter names, the rotary row order, config.json both ways,
+and reading a folder (ours, or any Llama of a shape ModelConfig can say) back.
 
-Our rotary embedding rotates interleaved pairs (x0, x1), (x2, x3), ... of each head; Hugging
-Face's rotates the first half against the second, so wq and wk rows are reordered within each
-head (`pairs_to_halves` on the way out, `halves_to_pairs` on the way in). `babyllama export`
-writes the folders; `read_hf_folder` reads ours or any Llama of a shape ModelConfig can say.
-See docs/ARCHITECTURE.md.
+`babyllama export` writes the folders. What differs from our layout besides the names, and what
+a folder must be to be read: docs/ARCHITECTURE.md, "Exports".
 """
 
 from __future__ import annotations

@@ -103,6 +103,18 @@ def describe_warning(event: dict) -> str:
     return f"babyllama prepare: warning: {event['message']}"
 
 
+def describe_message(event: dict) -> str | None:
+    """The line a note, warning or done event shows on the terminal; None for other events."""
+    kind = event["event"]
+    if kind == "note":
+        return f"babyllama prepare: {event['message']}"
+    if kind == "warning":
+        return describe_warning(event)
+    if kind == "done":
+        return describe_done(event)
+    return None
+
+
 class BarReport:
     """A one-line live bar on a terminal."""
 
@@ -122,12 +134,9 @@ class BarReport:
             self.drawn = True
         elif kind in ("note", "warning", "done", "error"):
             self.end_line()
-            if kind == "note":
-                self.stream.write(f"babyllama prepare: {event['message']}\n")
-            elif kind == "warning":
-                self.stream.write(describe_warning(event) + "\n")
-            elif kind == "done":
-                self.stream.write(describe_done(event) + "\n")
+            message = describe_message(event)
+            if message is not None:
+                self.stream.write(message + "\n")
         self.stream.flush()
 
     def end_line(self) -> None:
@@ -149,12 +158,8 @@ class LinesReport:
         if kind == "progress" and time.monotonic() - self.last >= self.interval_s:
             self.last = time.monotonic()
             self.stream.write(f"babyllama prepare: {describe_progress(event)}\n")
-        elif kind == "note":
-            self.stream.write(f"babyllama prepare: {event['message']}\n")
-        elif kind == "warning":
-            self.stream.write(describe_warning(event) + "\n")
-        elif kind == "done":
-            self.stream.write(describe_done(event) + "\n")
+        elif (message := describe_message(event)) is not None:
+            self.stream.write(message + "\n")
         self.stream.flush()
 
 

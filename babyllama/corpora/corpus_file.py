@@ -16,7 +16,7 @@ from babyllama.errors import UserError
 # Raw bytes are read in blocks of this size; JSON-array positions (`end`) move a block at a time.
 BLOCK_BYTES = 1 << 20
 
-_READ_ERRORS = (OSError, EOFError, zlib.error)
+READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 class _GzipStream(io.RawIOBase):
@@ -37,7 +37,7 @@ class _GzipStream(io.RawIOBase):
         try:
             # read1 returns what it decompressed or raises, never both.
             data = self.gzip.read1(len(buffer))
-        except _READ_ERRORS as e:
+        except READ_ERRORS as e:
             self.error = e
             return 0
         buffer[: len(data)] = data
@@ -48,7 +48,7 @@ class _GzipStream(io.RawIOBase):
         super().close()
 
 
-class _Source:
+class CorpusFile:
     """A corpus file opened for binary reading, `.gz` decompressed on the fly.
 
     `raw_tell` is None for plain files (readers count bytes themselves, which is exact and
@@ -93,7 +93,7 @@ class _Source:
             self.stream.read(3)
             self.start = 3
 
-    def __enter__(self) -> _Source:
+    def __enter__(self) -> CorpusFile:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -101,7 +101,7 @@ class _Source:
         self.raw.close()
 
 
-def _unreadable(path: Path, line: int, error: BaseException, end: int) -> BadRecord:
+def unreadable(path: Path, line: int, error: BaseException, end: int) -> BadRecord:
     return BadRecord(
         path, line, f"cannot read further ({type(error).__name__}: {error}); rest of file skipped", end, True
     )

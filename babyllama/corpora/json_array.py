@@ -9,9 +9,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from babyllama.corpora.corpus_file import _READ_ERRORS, BLOCK_BYTES, _Source, _unreadable
+from babyllama.corpora.corpus_file import BLOCK_BYTES, READ_ERRORS, CorpusFile, unreadable
 from babyllama.corpora.records import BadRecord, Document, Record
-from babyllama.corpora.shapes import _NOT_UNICODE, _SURROGATE_ESCAPE, _is_valid_unicode, _Malformed
+from babyllama.corpora.shapes import NOT_UNICODE, SURROGATE_ESCAPE, Malformed, is_valid_unicode
 
 # A JSON-array element that is still incomplete after this many characters is taken as a broken
 # array rather than read on into memory.
@@ -20,7 +20,7 @@ MAX_ELEMENT_CHARS = 1 << 26
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
-class _BrokenArray(Exception):
+class BrokenArray(Exception):
     """The JSON array cannot be read past this point."""
 
     def __init__(self, line: int, reason: str):
@@ -29,13 +29,13 @@ class _BrokenArray(Exception):
         self.reason = reason
 
 
-def _array_elements(source: _Source) -> Iterator[tuple[int, object, bool]]:
+def array_elements(source: CorpusFile) -> Iterator[tuple[int, object, bool]]:
     """Yield (line, value, suspicious) for each element of the file's top-level JSON array.
 
     The text is decoded and parsed a block at a time with raw_decode, so a 1 GB array needs
     a few MB. `suspicious` marks an element whose strings may not be valid Unicode (an
     escaped surrogate, or undecodable bytes somewhere in the file); the caller checks those.
-    Raises _BrokenArray where the array cannot be read on; `source.position` is the raw byte
+    Raises BrokenArray where the array cannot be read on; `source.position` is the raw byte
     position of what has been read so far.
     """
     read = source.stream.read
@@ -43,7 +43,7 @@ def _array_elements(source: _Source) -> Iterator[tuple[int, object, bool]]:
     raw_decode = json.JSONDecoder().raw_decode
     raw_tell = source.raw_tell
     whitespace = _WHITESPACE.match
-    surrogate_escape = _SURROGATE_ESCAPE.search
+    surrogate_escape = SURROGATE_ESCAPE.search
     buf = ""
     i = 0
     line = 1
@@ -57,8 +57,8 @@ def _array_elements(source: _Source) -> Iterator[tuple[int, object, bool]]:
             data = read(max(BLOCK_BYTES, 2 * (len(buf) - i)))
             if not data:
                 source.raise_error()
-        except _READ_ERRORS as e:
-            raise _BrokenArray(line, f"cannot read further ({type(e).__name__}: {e}); rest of file skipped") from None
+        except READ_ERRORS as e:
+            raise BrokenArray(line, f"cannot read further ({type(e).__name__}: {e}); rest of file skipped") from None
         eof = not data
         try:
             text = decoder.decode(data, eof)
@@ -80,16 +80,16 @@ def _array_elements(source: _Source) -> Iterator[tuple[int, object, bool]]:
             if i < len(buf):
                 return
             if eof:
-                raise _BrokenArray(line, f"file ends where {expected} was expected")
+                raise BrokenArray(line, f"file ends where {expected} was expected")
             grow()
 
-    def broken_at(error: json.JSONDecodeError) -> _BrokenArray:
+    def broken_at(error: json.JSONDecodeError) -> BrokenArray:
         error_line = line + buf.count("\n", i, error.pos)
-        return _BrokenArray(error_line, f"bad JSON ({error.msg.removesuffix(' at')}); rest of file skipped")
+        return BrokenArray(error_line, f"bad JSON ({error.msg.removesuffix(' at')}); rest of file skipped")
 
     skip_whitespace("a JSON array")
     if buf[i] != "[":
-        raise _BrokenArray(line, f"expected a JSON array ('['), found {buf[i]!r}")
+        raise BrokenArray(line, f"expected a JSON array ('['), found {buf[i]!r}")
     i += 1
     skip_whitespace("an element or ']'")
     if buf[i] == "]":
@@ -103,11 +103,11 @@ def _array_elements(source: _Source) -> Iterator[tuple[int, object, bool]]:
                 if eof or not cut_by_block:
                     raise broken_at(e) from None
                 if len(buf) - i > MAX_ELEMENT_CHARS:
-                    raise _BrokenArray(line, f"an element runs past {MAX_ELEMENT_CHARS} characters; rest of file skipped")
+                    raise BrokenArray(line, f"an element runs past {MAX_ELEMENT_CHARS} characters; rest of file skipped")
                 grow()
                 continue
             except RecursionError:
-                raise _BrokenArray(line, "bad JSON (nested too deeply); rest of file skipped") from None
+                raise BrokenArray(line, "bad JSON (nested too deeply); rest of file skipped") from None
             if j == len(buf) and not eof:
                 # A number or literal ending at the block's end may go on in the next block.
                 grow()
@@ -120,33 +120,33 @@ def _array_elements(source: _Source) -> Iterator[tuple[int, object, bool]]:
         if buf[i] == "]":
             return
         if buf[i] != ",":
-            raise _BrokenArray(line, f"expected ',' or ']' after an element, found {buf[i]!r}; rest of file skipped")
+            raise BrokenArray(line, f"expected ',' or ']' after an element, found {buf[i]!r}; rest of file skipped")
         i += 1
         skip_whitespace("an element")
 
 
-def _read_json_array(path: Path, shape, skip: int) -> Iterator[Record]:
+def read_json_array(path: Path, shape, skip: int) -> Iterator[Record]:
     """A record is an element of the array; a syntax error ends the file (one BadRecord)."""
-    with _Source(path) as source:
+    with CorpusFile(path) as source:
         index = 0
         try:
             source.skip_byte_order_mark()
-            for line, value, suspicious in _array_elements(source):
+            for line, value, suspicious in array_elements(source):
                 index += 1
                 if index <= skip:
                     continue
                 try:
                     segments = shape(value)
-                except _Malformed as e:
+                except Malformed as e:
                     yield BadRecord(path, line, f"element {index}: {e.reason}", source.position)
                     continue
-                if suspicious and not _is_valid_unicode(segments):
-                    yield BadRecord(path, line, f"element {index}: {_NOT_UNICODE}", source.position)
+                if suspicious and not is_valid_unicode(segments):
+                    yield BadRecord(path, line, f"element {index}: {NOT_UNICODE}", source.position)
                     continue
                 yield Document(segments, path, line, source.position)
-        except _BrokenArray as e:
+        except BrokenArray as e:
             if index >= skip:
                 yield BadRecord(path, e.line, f"element {index + 1}: {e.reason}", source.size, True)
-        except _READ_ERRORS as e:
+        except READ_ERRORS as e:
             if index >= skip:
-                yield _unreadable(path, 1, e, source.size)
+                yield unreadable(path, 1, e, source.size)

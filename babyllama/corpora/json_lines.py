@@ -7,20 +7,20 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from babyllama.corpora.corpus_file import _READ_ERRORS, _Source, _unreadable
+from babyllama.corpora.corpus_file import READ_ERRORS, CorpusFile, unreadable
 from babyllama.corpora.records import BadRecord, Document, Record
 from babyllama.corpora.shapes import (
-    _NOT_UNICODE,
-    _SURROGATE_ESCAPE_BYTES,
-    _is_valid_unicode,
-    _Malformed,
-    _parse_failure,
+    NOT_UNICODE,
+    SURROGATE_ESCAPE_BYTES,
+    Malformed,
+    is_valid_unicode,
+    parse_failure,
 )
 
 
-def _read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
+def read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
     """A record is a non-blank line; blank lines are passed over silently."""
-    with _Source(path) as source:
+    with CorpusFile(path) as source:
         stream, raw_tell = source.stream, source.raw_tell
         line_no = 0
         to_skip = skip
@@ -44,7 +44,7 @@ def _read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
                 end = position if raw_tell is None else raw_tell()
                 try:
                     segments = shape(loads(line.decode()))
-                except _Malformed as e:
+                except Malformed as e:
                     yield BadRecord(path, line_no, e.reason, end)
                     continue
                 except (ValueError, RecursionError) as e:
@@ -53,13 +53,13 @@ def _read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
                         line_no -= 1
                         break
                     if not line.isspace():
-                        yield BadRecord(path, line_no, _parse_failure(e), end)
+                        yield BadRecord(path, line_no, parse_failure(e), end)
                     continue
-                if _SURROGATE_ESCAPE_BYTES.search(line) is not None and not _is_valid_unicode(segments):
-                    yield BadRecord(path, line_no, _NOT_UNICODE, end)
+                if SURROGATE_ESCAPE_BYTES.search(line) is not None and not is_valid_unicode(segments):
+                    yield BadRecord(path, line_no, NOT_UNICODE, end)
                     continue
                 yield Document(segments, path, line_no, end)
             source.raise_error()
-        except _READ_ERRORS as e:
+        except READ_ERRORS as e:
             if not to_skip:
-                yield _unreadable(path, line_no + 1, e, source.size)
+                yield unreadable(path, line_no + 1, e, source.size)

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from babyllama.corpora.corpus_file import _READ_ERRORS, _Source, _unreadable
+from babyllama.corpora.corpus_file import READ_ERRORS, CorpusFile, unreadable
 from babyllama.corpora.records import BadRecord, Document, Record
 
 
-def _read_text(path: Path, skip: int) -> Iterator[Record]:
+def read_plain_text(path: Path, skip: int) -> Iterator[Record]:
     """A record is a block of non-blank lines; a line of ASCII whitespace separates blocks."""
-    with _Source(path) as source:
+    with CorpusFile(path) as source:
         stream, raw_tell = source.stream, source.raw_tell
         position = 0
         line_no = 0
@@ -55,6 +55,6 @@ def _read_text(path: Path, skip: int) -> Iterator[Record]:
                     to_skip -= 1
                 else:
                     yield finish_block()
-        except _READ_ERRORS as e:
+        except READ_ERRORS as e:
             if not to_skip:
-                yield _unreadable(path, block_line if block else line_no + 1, e, source.size)
+                yield unreadable(path, block_line if block else line_no + 1, e, source.size)

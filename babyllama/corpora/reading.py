@@ -9,26 +9,26 @@ from pathlib import Path
 
 from babyllama.corpora.formats import check_format
 from babyllama.corpora.inputs import expand_inputs
-from babyllama.corpora.json_array import _read_json_array
-from babyllama.corpora.json_lines import _read_json_lines
-from babyllama.corpora.plain_text import _read_text
+from babyllama.corpora.json_array import read_json_array
+from babyllama.corpora.json_lines import read_json_lines
+from babyllama.corpora.plain_text import read_plain_text
 from babyllama.corpora.records import BadRecord, Document, Record
-from babyllama.corpora.shapes import _ARRAY_SHAPES, _LINE_SHAPES, _single_field
+from babyllama.corpora.shapes import ARRAY_SHAPES, LINE_SHAPES, single_field
 from babyllama.corpora.sniff import sniff_format
 from babyllama.errors import UserError
 
 
 def _reader(fmt: str) -> Callable[[Path, int], Iterator[Record]]:
     if fmt == "text":
-        return _read_text
-    if fmt in _LINE_SHAPES:
-        shape = _LINE_SHAPES[fmt]
-        return lambda path, skip: _read_json_lines(path, shape, skip)
-    if fmt in _ARRAY_SHAPES:
-        shape = _ARRAY_SHAPES[fmt]
-        return lambda path, skip: _read_json_array(path, shape, skip)
-    shape = _single_field(fmt[len("jsonl:"):])
-    return lambda path, skip: _read_json_lines(path, shape, skip)
+        return read_plain_text
+    if fmt in LINE_SHAPES:
+        shape = LINE_SHAPES[fmt]
+        return lambda path, skip: read_json_lines(path, shape, skip)
+    if fmt in ARRAY_SHAPES:
+        shape = ARRAY_SHAPES[fmt]
+        return lambda path, skip: read_json_array(path, shape, skip)
+    shape = single_field(fmt[len("jsonl:"):])
+    return lambda path, skip: read_json_lines(path, shape, skip)
 
 
 def iter_records(path: str | Path, fmt: str, skip: int = 0) -> Iterator[Record]:

@@ -9,12 +9,12 @@ from collections.abc import Callable
 
 # An escaped UTF-16 surrogate: either half of a pair (fine once json joins them) or a lone half,
 # which is no character at all and cannot be encoded for a tokenizer.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abAB]")
-_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89abAB]")
-_NOT_UNICODE = "text holds an unpaired surrogate or undecodable bytes, so it is not valid UTF-8"
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abAB]")
+SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89abAB]")
+NOT_UNICODE = "text holds an unpaired surrogate or undecodable bytes, so it is not valid UTF-8"
 
 
-class _Malformed(Exception):
+class Malformed(Exception):
     """A record that parsed as JSON but does not have the format's shape."""
 
     def __init__(self, reason: str):
@@ -22,7 +22,7 @@ class _Malformed(Exception):
         self.reason = reason
 
 
-def _json_type(value) -> str:
+def json_type(value) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -38,10 +38,10 @@ def _json_type(value) -> str:
 
 def _string_problem(record, name: str) -> str:
     if not isinstance(record, dict):
-        return f"expected a JSON object, found {_json_type(record)}"
+        return f"expected a JSON object, found {json_type(record)}"
     if name not in record:
         return f"missing field {name!r}"
-    return f"field {name!r} is {_json_type(record[name])}, expected a string"
+    return f"field {name!r} is {json_type(record[name])}, expected a string"
 
 
 def _string_field(record, name: str, where: str = "") -> str:
@@ -51,10 +51,10 @@ def _string_field(record, name: str, where: str = "") -> str:
             return value
     except (KeyError, TypeError):
         pass
-    raise _Malformed(where + _string_problem(record, name))
+    raise Malformed(where + _string_problem(record, name))
 
 
-def _single_field(name: str) -> Callable[[object], tuple[str, ...]]:
+def single_field(name: str) -> Callable[[object], tuple[str, ...]]:
     def segments(record) -> tuple[str, ...]:
         return (_string_field(record, name),)
 
@@ -63,12 +63,12 @@ def _single_field(name: str) -> Callable[[object], tuple[str, ...]]:
 
 def _baike_segments(record) -> tuple[str, ...]:
     if not isinstance(record, dict):
-        raise _Malformed(f"expected a JSON object, found {_json_type(record)}")
+        raise Malformed(f"expected a JSON object, found {json_type(record)}")
     if "sections" not in record:
-        raise _Malformed("missing field 'sections'")
+        raise Malformed("missing field 'sections'")
     sections = record["sections"]
     if type(sections) is not list:
-        raise _Malformed(f"field 'sections' is {_json_type(sections)}, expected a list")
+        raise Malformed(f"field 'sections' is {json_type(sections)}, expected a list")
     # The seed adds "title：summary" only when both are strings (its try/except), and every
     # section as "title：content。".
     title, summary = record.get("title"), record.get("summary")
@@ -89,19 +89,19 @@ def _medical_sft_segments(record) -> tuple[str, ...]:
     return (question, _string_field(record, "output"))
 
 
-_LINE_SHAPES = {
+LINE_SHAPES = {
     "baike": _baike_segments,
-    "c4": _single_field("text"),
-    "medical": _single_field("text"),
+    "c4": single_field("text"),
+    "medical": single_field("text"),
     "medical-sft": _medical_sft_segments,
 }
-_ARRAY_SHAPES = {
-    "wiki": _single_field("completion"),
+ARRAY_SHAPES = {
+    "wiki": single_field("completion"),
     "wudao": _wudao_segments,
 }
 
 
-def _is_valid_unicode(segments: tuple[str, ...]) -> bool:
+def is_valid_unicode(segments: tuple[str, ...]) -> bool:
     try:
         for segment in segments:
             segment.encode("utf-8")
@@ -110,7 +110,7 @@ def _is_valid_unicode(segments: tuple[str, ...]) -> bool:
     return True
 
 
-def _parse_failure(error: Exception) -> str:
+def parse_failure(error: Exception) -> str:
     if isinstance(error, UnicodeDecodeError):
         return f"not UTF-8 (byte 0x{error.object[error.start]:02x} at byte {error.start + 1} of the line)"
     if isinstance(error, json.JSONDecodeError):

@@ -6,10 +6,10 @@ import codecs
 import json
 from pathlib import Path
 
-from babyllama.corpora.corpus_file import _READ_ERRORS, BLOCK_BYTES, _Source
+from babyllama.corpora.corpus_file import BLOCK_BYTES, READ_ERRORS, CorpusFile
 from babyllama.corpora.formats import FORMATS
-from babyllama.corpora.json_array import _array_elements, _BrokenArray
-from babyllama.corpora.shapes import _json_type, _parse_failure
+from babyllama.corpora.json_array import BrokenArray, array_elements
+from babyllama.corpora.shapes import json_type, parse_failure
 from babyllama.errors import UserError
 
 
@@ -28,7 +28,7 @@ class UnrecognisedFile(UserError):
 _SNIFF_BYTES = 1 << 24
 
 
-def _first_content_byte(source: _Source) -> bytes:
+def _first_content_byte(source: CorpusFile) -> bytes:
     """The first byte that is not ASCII whitespace, or b"" if there is none early on."""
     remaining = _SNIFF_BYTES
     while remaining > 0:
@@ -45,23 +45,23 @@ def _first_content_byte(source: _Source) -> bytes:
 
 def _describe_keys(value) -> str:
     if not isinstance(value, dict):
-        return f"{_json_type(value)} instead of an object"
+        return f"{json_type(value)} instead of an object"
     keys = list(value)
     shown = ", ".join(repr(k) for k in keys[:12]) + (", ..." if len(keys) > 12 else "")
     return f"keys {shown}" if keys else "no keys"
 
 
 def _sniff_array(path: Path) -> str:
-    with _Source(path) as source:
+    with CorpusFile(path) as source:
         try:
             source.skip_byte_order_mark()
-            first = next(_array_elements(source), None)
-        except _BrokenArray as e:
+            first = next(array_elements(source), None)
+        except BrokenArray as e:
             raise UnrecognisedFile(
                 f"{path}:{e.line}", f"starts like a JSON array but cannot be read ({e.reason})",
                 "if it is plain text, use --format text",
             ) from None
-        except _READ_ERRORS as e:
+        except READ_ERRORS as e:
             raise _cannot_be_read(path, e) from None
     if first is None:
         return "wiki"  # an empty array: every array format reads no documents from it
@@ -78,7 +78,7 @@ def _sniff_array(path: Path) -> str:
 
 
 def _sniff_json_lines(path: Path) -> str:
-    with _Source(path) as source:
+    with CorpusFile(path) as source:
         line_no = 0
         try:
             source.skip_byte_order_mark()
@@ -88,13 +88,13 @@ def _sniff_json_lines(path: Path) -> str:
                     break
             if not line.endswith(b"\n"):
                 source.raise_error()
-        except _READ_ERRORS as e:
+        except READ_ERRORS as e:
             raise _cannot_be_read(path, e) from None
     try:
         value = json.loads(line.decode())
     except (ValueError, RecursionError) as e:
         raise UnrecognisedFile(
-            f"{path}:{line_no}", f"starts like JSON lines but this line is not a JSON record ({_parse_failure(e)})",
+            f"{path}:{line_no}", f"starts like JSON lines but this line is not a JSON record ({parse_failure(e)})",
             "if it is plain text, use --format text",
         ) from None
     if isinstance(value, dict):
@@ -115,11 +115,11 @@ def _sniff_json_lines(path: Path) -> str:
 def _sniff_text(path: Path) -> str:
     """Text, if the file starts as UTF-8 text and is named *.txt: a README, a licence or notes
     beside a corpus are text too, but not corpus."""
-    with _Source(path) as source:
+    with CorpusFile(path) as source:
         try:
             source.skip_byte_order_mark()
             head = source.stream.read(BLOCK_BYTES)
-        except _READ_ERRORS as e:
+        except READ_ERRORS as e:
             raise _cannot_be_read(path, e) from None
     bad = head.find(b"\0")
     try:
@@ -153,11 +153,11 @@ def sniff_format(path: str | Path) -> str:
     format).
     """
     path = Path(path)
-    with _Source(path) as source:
+    with CorpusFile(path) as source:
         try:
             source.skip_byte_order_mark()
             first = _first_content_byte(source)
-        except _READ_ERRORS as e:
+        except READ_ERRORS as e:
             raise _cannot_be_read(path, e) from None
     if first == b"[":
         return _sniff_array(path)

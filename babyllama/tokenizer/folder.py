@@ -28,21 +28,21 @@ HF_TOKENIZER_FILE_PATTERNS = (
 )
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_file_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def _is_hf_tokenizer_file(name: str) -> bool:
+def is_hf_tokenizer_file(name: str) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in HF_TOKENIZER_FILE_PATTERNS)
 
 
-def _fingerprint_files(files: Sequence[Path]) -> str:
+def fingerprint_files(files: Sequence[Path]) -> str:
     digest = hashlib.sha256()
     for file in files:
-        data = _read_bytes(file)
+        data = read_file_bytes(file)
         digest.update(f"{file.name}\0{len(data)}\0".encode())
         digest.update(data)
     return "sha256:" + digest.hexdigest()

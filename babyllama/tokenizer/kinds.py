@@ -19,7 +19,7 @@ import numpy as np
 import sentencepiece as spm
 
 from babyllama.errors import UserError
-from babyllama.tokenizer.folder import HF_CONFIG_FILE, _fingerprint_files, _is_hf_tokenizer_file
+from babyllama.tokenizer.folder import HF_CONFIG_FILE, fingerprint_files, is_hf_tokenizer_file
 from babyllama.tokenizer.interface import Tokenizer
 
 CHATGLM_PIECES = 64_789
@@ -101,8 +101,8 @@ class HuggingFaceTokenizer(Tokenizer):
         self.vocab_size = len(self._tok)
         self.eos_id = self._tok.eos_token_id
         self.bos_id = self._tok.bos_token_id
-        self.fingerprint = _fingerprint_files(
-            sorted(p for p in folder.iterdir() if p.is_file() and _is_hf_tokenizer_file(p.name))
+        self.fingerprint = fingerprint_files(
+            sorted(p for p in folder.iterdir() if p.is_file() and is_hf_tokenizer_file(p.name))
         )
 
     def encode(self, text: str) -> list[int]:

@@ -15,7 +15,7 @@ from babyllama.tokenizer.folder import (
     HF_CONFIG_FILE,
     HF_TOKENIZER_FILE,
     SENTENCEPIECE_FILE,
-    _read_bytes,
+    read_file_bytes,
 )
 from babyllama.tokenizer.interface import Tokenizer
 from babyllama.tokenizer.kinds import CHATGLM_PIECES, ChatGLMTokenizer, HuggingFaceTokenizer, SentencePieceTokenizer
@@ -65,7 +65,7 @@ def _load_folder(folder: Path) -> Tokenizer:
 
 def _load_model_file(model_file: Path, *, path: Path, name: str, chatglm: bool | None = None) -> Tokenizer:
     """A SentencePiece model file; ChatGLM2's is told by its piece count unless `chatglm` says."""
-    data = _read_bytes(model_file)
+    data = read_file_bytes(model_file)
     processor = _load_sentencepiece(data, model_file)
     fingerprint = "sha256:" + hashlib.sha256(data).hexdigest()
     if chatglm is None:
@@ -97,7 +97,7 @@ def _load_sentencepiece(data: bytes, model_file: Path) -> spm.SentencePieceProce
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(_read_bytes(path))
+        data = json.loads(read_file_bytes(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid JSON ({e}); fix or remove the file") from None
     if not isinstance(data, dict):

@@ -22,7 +22,8 @@ import pytest
 
 from babyllama.data import open_token_file
 from babyllama.errors import UserError
-from babyllama.prepare import BarReport, OutputPaths, prepare
+from babyllama.prepare import OutputPaths, prepare
+from babyllama.prepare.progress import BarReport
 
 from hf_tokenizers import save_byte_bpe
 

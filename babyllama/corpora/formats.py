@@ -1,0 +1,51 @@
+"""The corpus formats `--format` names, and what a file in each holds.
+
+  wiki         one JSON array of {"completion": ...}            (wikipedia-cn-20230720-filtered)
+  baike        JSON lines {"title", "summary", "sections": [{"title", "content"}]}   (563w_baidubaike)
+  c4           JSON lines {"text", ...}                          (C4_zh)
+  wudao        JSON arrays of {"title", "content", ...}          (WuDaoCorpus2.0)
+  medical      JSON lines {"text"}                               (shibing624/medical pretrain)
+  medical-sft  JSON lines {"instruction", "input", "output"}     (shibing624/medical finetune)
+  text         plain UTF-8, one document per blank-line-separated block
+  jsonl:FIELD  any JSON lines file, the named string field
+  auto         sniff each file: JSON by its first record, plain text from .txt files only
+
+See docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+from babyllama.errors import UserError
+
+FORMATS = ("wiki", "baike", "c4", "wudao", "medical", "medical-sft", "text", "jsonl:FIELD", "auto")
+
+FORMAT_HELP = (
+    "corpus format: wiki, baike, c4, wudao, medical, medical-sft, text, jsonl:FIELD "
+    "(any JSON lines file, the named field) or auto (sniff each file's first record; "
+    "plain text only from .txt files)"
+)
+
+
+def check_format(fmt: str) -> str:
+    """Return `fmt` if it names a format; UserError listing the formats otherwise."""
+    if fmt in FORMATS or (fmt.startswith("jsonl:") and len(fmt) > len("jsonl:")):
+        return fmt
+    raise UserError(f"unknown corpus format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+
+
+_FORMAT_SHAPES = {
+    "wiki": 'a JSON array of {"completion"}',
+    "baike": 'JSON lines of {"title", "summary", "sections"}',
+    "c4": 'JSON lines of {"text"}',
+    "wudao": 'JSON arrays of {"title", "content"}',
+    "medical": 'JSON lines of {"text"}',
+    "medical-sft": 'JSON lines of {"instruction", "input", "output"}',
+    "text": "plain UTF-8 text",
+}
+
+
+def describe_format(fmt: str) -> str:
+    """What a file in `fmt` (a format, not auto) holds, in a few words."""
+    if fmt.startswith("jsonl:"):
+        return f'JSON lines of {{"{fmt[len("jsonl:"):]}"}}'
+    return _FORMAT_SHAPES[fmt]

@@ -1,0 +1,120 @@
+"""Record shapes: a format's JSON record to the segments of one document, or the reason it
+is not one. See docs/ARCHITECTURE.md."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+# An escaped UTF-16 surrogate: either half of a pair (fine once json joins them) or a lone half,
+# which is no character at all and cannot be encoded for a tokenizer.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abAB]")
+SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89abAB]")
+NOT_UNICODE = "text holds an unpaired surrogate or undecodable bytes, so it is not valid UTF-8"
+
+
+class Malformed(Exception):
+    """A record that parsed as JSON but does not have the format's shape."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return type(value).__name__
+
+
+def _string_problem(record, name: str) -> str:
+    if not isinstance(record, dict):
+        return f"expected a JSON object, found {json_type(record)}"
+    if name not in record:
+        return f"missing field {name!r}"
+    return f"field {name!r} is {json_type(record[name])}, expected a string"
+
+
+def _string_field(record, name: str, where: str = "") -> str:
+    try:
+        value = record[name]
+        if type(value) is str:
+            return value
+    except (KeyError, TypeError):
+        pass
+    raise Malformed(where + _string_problem(record, name))
+
+
+def single_field(name: str) -> Callable[[object], tuple[str, ...]]:
+    def segments(record) -> tuple[str, ...]:
+        return (_string_field(record, name),)
+
+    return segments
+
+
+def _baike_segments(record) -> tuple[str, ...]:
+    if not isinstance(record, dict):
+        raise Malformed(f"expected a JSON object, found {json_type(record)}")
+    if "sections" not in record:
+        raise Malformed("missing field 'sections'")
+    sections = record["sections"]
+    if type(sections) is not list:
+        raise Malformed(f"field 'sections' is {json_type(sections)}, expected a list")
+    # The seed adds "title：summary" only when both are strings (its try/except), and every
+    # section as "title：content。".
+    title, summary = record.get("title"), record.get("summary")
+    parts = [title, "：", summary] if type(title) is str and type(summary) is str else []
+    for number, section in enumerate(sections):
+        where = f"sections[{number}]: "
+        parts += (_string_field(section, "title", where), "：", _string_field(section, "content", where), "。")
+    return ("".join(parts),)
+
+
+def _wudao_segments(record) -> tuple[str, ...]:
+    return (_string_field(record, "title") + _string_field(record, "content"),)
+
+
+def _medical_sft_segments(record) -> tuple[str, ...]:
+    # The seed encodes question and answer separately and concatenates the ids.
+    question = _string_field(record, "instruction") + _string_field(record, "input")
+    return (question, _string_field(record, "output"))
+
+
+LINE_SHAPES = {
+    "baike": _baike_segments,
+    "c4": single_field("text"),
+    "medical": single_field("text"),
+    "medical-sft": _medical_sft_segments,
+}
+ARRAY_SHAPES = {
+    "wiki": single_field("completion"),
+    "wudao": _wudao_segments,
+}
+
+
+def is_valid_unicode(segments: tuple[str, ...]) -> bool:
+    try:
+        for segment in segments:
+            segment.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_failure(error: Exception) -> str:
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 (byte 0x{error.object[error.start]:02x} at byte {error.start + 1} of the line)"
+    if isinstance(error, json.JSONDecodeError):
+        return f"bad JSON ({error.msg.removesuffix(' at')} at column {error.colno})"
+    if isinstance(error, RecursionError):
+        return "bad JSON (nested too deeply)"
+    return f"bad JSON ({error})"

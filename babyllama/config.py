@@ -256,17 +256,6 @@ def tokens_per_step(model: ModelConfig, train: TrainConfig, world_size: int = 1)
     return train.batch_size * train.grad_accum * world_size * model.max_seq_len
 
 
-def flops_per_token(model: ModelConfig) -> int:
-    """Training FLOPs per token (forward + backward): 6 * matmul weights + causal attention.
-
-    The PaLM estimate (6N + 12·L·d·T, with N excluding the embedding gather but including
-    the tied output matmul), with the attention term halved for the causal mask's half
-    of the score matrix that does useful work.
-    """
-    n_matmul = non_embedding_param_count(model) + model.vocab_size * model.dim
-    return 6 * n_matmul + 6 * model.n_layers * model.dim * model.max_seq_len
-
-
 def bytes_per_value(dtype: str) -> int:
     return 2 if dtype in ("bfloat16", "float16") else 4
 

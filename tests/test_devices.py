@@ -14,7 +14,6 @@ import pytest
 
 from babyllama.devices import (
     AcceleratorReading,
-    host_cpu_percent,
     host_memory_mb,
     parse_npu_smi,
     parse_nvidia_smi,
@@ -85,11 +84,10 @@ def test_process_rss_includes_children():
         child.wait()
 
 
-def test_host_memory_and_cpu_readings_are_sane():
+def test_host_memory_readings_are_sane():
     used, total = host_memory_mb()
     assert 0 < used <= total
     assert total == pytest.approx(psutil.virtual_memory().total / 2**20, abs=0.1)
-    assert 0.0 <= host_cpu_percent() <= 100.0
 
 
 def memory_row_in_fresh_process(preamble: str) -> str:

@@ -398,34 +398,6 @@ def _check_type(value, f: dataclasses.Field, where: str):
     return value
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def to_toml(model: ModelConfig, train: TrainConfig) -> str:
-    lines = []
-    for section, values in config_to_dict(model, train).items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def save_config(path: Path, model: ModelConfig, train: TrainConfig) -> None:
-    """TOML for a .toml path, JSON otherwise; written atomically."""
-    from babyllama.files import atomic_write_bytes, atomic_write_json
-
-    path = Path(path)
-    if path.suffix == ".toml":
-        atomic_write_bytes(path, to_toml(model, train).encode("utf-8"))
-    else:
-        atomic_write_json(path, config_to_dict(model, train))
-
-
 def _read_toml(path: Path) -> dict:
     if sys.version_info >= (3, 11):
         import tomllib

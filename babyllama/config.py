@@ -22,11 +22,10 @@ out_dir and init_from are the trainer's `--run` and `--resume`; `bias` is always
 (no biases anywhere, as in the seed); `compile` is always on (the step is a graph);
 always_save_checkpoint is `save_interval`.
 
-Files: `save_config(path, model, train)` writes TOML (`.toml`) or JSON (any other suffix)
-as two tables, `[model]` and `[train]`; `load_config(path, base=...)` reads either,
-filling fields the file leaves out from `base` (a preset, or the defaults). A value of
-None is written by leaving the key out (TOML has no null), which is why only fields whose
-default is None may be None.
+Files: `load_config(path, base=...)` reads TOML (`.toml`) or JSON (any other suffix) with
+two tables, `[model]` and `[train]`, filling fields the file leaves out from `base` (a
+preset, or the defaults). A value of None is written by leaving the key out (TOML has no
+null), which is why only fields whose default is None may be None.
 
 Command line: `add_config_arguments(parser)` adds `--field value` (also `--field-value`
 spelling) for every field of both dataclasses, typed from the dataclass, with defaults

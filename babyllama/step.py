@@ -14,8 +14,7 @@ than a jitted function, 3x PyNative). The trainer drives it from Python:
     trainer.compile_seconds                       # the first step's time, graph compile included
 
 `trainer.model` is the `babyllama.model.Transformer` (for sampling with
-`model.CachedDecoder(trainer.model)` between steps). `trainer.optimizer_steps` counts
-updates applied (restored with the checkpoint).
+`model.CachedDecoder(trainer.model)` between steps).
 
 What one `step` does, exactly:
 - each micro-batch's loss is the mean over its tokens of -log softmax(logits)[target]
@@ -375,10 +374,6 @@ class TrainStep:
     def parameters_for_checkpoint(self) -> list[Parameter]:
         """Weights, AdamW moments and the update count, under their clean names."""
         return [p for p in self.update.get_parameters() if not p.name.startswith("grad_accum.")]
-
-    @property
-    def optimizer_steps(self) -> int:
-        return int(self.update.optimizer_step.asnumpy())
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, float]:
         """One optimizer step on grad_accum micro-batches: (mean loss, gradient norm before clipping)."""

@@ -22,11 +22,10 @@ out_dir and init_from are the trainer's `--run` and `--resume`; `bias` is always
 (no biases anywhere, as in the seed); `compile` is always on (the step is a graph);
 always_save_checkpoint is `save_interval`.
 
-Files: `save_config(path, model, train)` writes TOML (`.toml`) or JSON (any other suffix)
-as two tables, `[model]` and `[train]`; `load_config(path, base=...)` reads either,
-filling fields the file leaves out from `base` (a preset, or the defaults). A value of
-None is written by leaving the key out (TOML has no null), which is why only fields whose
-default is None may be None.
+Files: `load_config(path, base=...)` reads TOML (`.toml`) or JSON (any other suffix) with
+two tables, `[model]` and `[train]`, filling fields the file leaves out from `base` (a
+preset, or the defaults). A value of None is written by leaving the key out (TOML has no
+null), which is why only fields whose default is None may be None.
 
 Command line: `add_config_arguments(parser)` adds `--field value` (also `--field-value`
 spelling) for every field of both dataclasses, typed from the dataclass, with defaults
@@ -265,17 +264,6 @@ def tokens_per_step(model: ModelConfig, train: TrainConfig, world_size: int = 1)
     return train.batch_size * train.grad_accum * world_size * model.max_seq_len
 
 
-def flops_per_token(model: ModelConfig) -> int:
-    """Training FLOPs per token (forward + backward): 6 * matmul weights + causal attention.
-
-    The PaLM estimate (6N + 12·L·d·T, with N excluding the embedding gather but including
-    the tied output matmul), with the attention term halved for the causal mask's half
-    of the score matrix that does useful work.
-    """
-    n_matmul = non_embedding_param_count(model) + model.vocab_size * model.dim
-    return 6 * n_matmul + 6 * model.n_layers * model.dim * model.max_seq_len
-
-
 def bytes_per_value(dtype: str) -> int:
     return 2 if dtype in ("bfloat16", "float16") else 4
 
@@ -416,34 +404,6 @@ def _check_type(value, f: dataclasses.Field, where: str):
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         raise UserError(f"{where}: {f.name} must be {kind.__name__}, got {value!r}")
     return value
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def to_toml(model: ModelConfig, train: TrainConfig) -> str:
-    lines = []
-    for section, values in config_to_dict(model, train).items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def save_config(path: Path, model: ModelConfig, train: TrainConfig) -> None:
-    """TOML for a .toml path, JSON otherwise; written atomically."""
-    from babyllama.files import atomic_write_bytes, atomic_write_json
-
-    path = Path(path)
-    if path.suffix == ".toml":
-        atomic_write_bytes(path, to_toml(model, train).encode("utf-8"))
-    else:
-        atomic_write_json(path, config_to_dict(model, train))
 
 
 def _read_toml(path: Path) -> dict:

@@ -509,13 +509,6 @@ class BatchSampler:
     def tokens_per_step(self) -> int:
         return self.rows_per_step * self.dataset.seq_len
 
-    @property
-    def steps_per_epoch(self) -> float:
-        return self.dataset.train_windows / self.rows_per_step
-
-    def epoch_of(self, step: int) -> int:
-        return step * self.rows_per_step // self.dataset.train_windows
-
     def describe(self) -> dict:
         """What must match for a resumed run to see the same batches."""
         return {

@@ -56,12 +56,6 @@ def host_memory_mb() -> tuple[float, float]:
     return _mib(memory.total - memory.available), _mib(memory.total)
 
 
-def host_cpu_percent() -> float:
-    """Host CPU utilisation (all cores, 0-100) since the previous call; poll it at a steady pace,
-    as the first value covers an arbitrary interval."""
-    return psutil.cpu_percent(interval=None)
-
-
 def training_device() -> str:
     """The device this process trains on, as MindSpore's context names it ("cpu", "gpu", "ascend")."""
     import mindspore as ms

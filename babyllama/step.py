@@ -1,45 +1,9 @@
 """The compiled training step: forward, loss, gradients, accumulation, clipping, AdamW.
 
-MindSpore graph mode, the whole step inside one `nn.Cell` (MINDSPORE-NOTES: 20-50% faster
-than a jitted function, 3x PyNative). The trainer drives it from Python:
-
-    runtime = setup_runtime(train_cfg)            # graph mode, threads, seed, msrun workers
-    trainer = TrainStep(model_cfg, train_cfg)     # builds the model (seeded) and the graphs
-    for step in range(start, train_cfg.max_steps):
-        lr = lr_at(step, train_cfg)               # train_cfg resolved (config.resolve_steps)
-        loss, grad_norm = trainer.step(x, y, lr)  # x, y int32 (grad_accum, batch, seq) or (batch, seq)
-    val = trainer.eval_loss(x_val, y_val)         # (batch, seq) or (n, batch, seq): mean loss
-    ms.save_checkpoint(trainer.parameters_for_checkpoint(), path)
-    ms.load_param_into_net(trainer.checkpoint_cell, ms.load_checkpoint(path))   # to resume
-    trainer.compile_seconds                       # the first step's time, graph compile included
-
-`trainer.model` is the `babyllama.model.Transformer` (for sampling with
-`model.CachedDecoder(trainer.model)` between steps). `trainer.optimizer_steps` counts
-updates applied (restored with the checkpoint).
-
-What one `step` does, exactly:
-- each micro-batch's loss is the mean over its tokens of -log softmax(logits)[target]
-  (one fused kernel, see LossCell; not ops.cross_entropy: see MINDSPORE-NOTES); the step's
-  gradient is the mean of the micro-batches' gradients, so grad_accum micro-batches of B
-  give the gradient of one batch of grad_accum * B; the reported loss is their mean;
-- with several data-parallel workers (communication initialised, world size > 1) the
-  gradients are averaged across workers with nn.DistributedGradReducer;
-- the global gradient norm (before clipping) is reported; gradients are scaled by
-  min(1, grad_clip / (norm + 1e-6)) when grad_clip > 0 (torch's clip_grad_norm_);
-- AdamW as torch.optim.AdamW: bias-corrected moments, eps 1e-8, decoupled weight decay
-  p -= lr * weight_decay * p on matrices (every 2-D parameter, the tied embedding
-  included, as the seed's configure_optimizers) and not on norm weights; run by
-  MindSpore's fused CPU/GPU/Ascend AdamWeightDecay kernel with the bias corrections folded
-  into its learning rate, epsilon and decay (exact; see `_adamw_coefficients`).
-
-Checkpoint names are clean: the weights keep the model's names ("layers.0.attention.wq.weight"),
-the moments are "exp_avg.<name>" and "exp_avg_sq.<name>", the update count "optimizer_step".
-
-Precision: float32 everywhere on the CPU (the only dtype that trains there, MINDSPORE-NOTES).
-On GPU/Ascend, bfloat16 or float16 run the matmuls in that dtype with float32 weights,
-optimizer, norms, softmax and loss; float16 adds dynamic loss scaling (skip the update and
-halve the scale on overflow, double it after 1,000 clean steps). Those two paths cannot be
-run on this CPU-only machine and are untested here.
+`setup_runtime` prepares MindSpore (graph mode, threads, seed, msrun's data parallelism);
+`TrainStep` holds the model, its optimizer state and the step, one graph (`nn.Cell`), which
+the trainer calls once per optimizer step. Why a graph, the fused loss, graph kernel fusion
+and float32 on the CPU: docs/MINDSPORE.md.
 """
 
 from __future__ import annotations
@@ -145,16 +109,15 @@ class _FusableChain(nn.Cell):
 def fuse_elementwise_kernels() -> KernelWorkspace:
     """Graph kernel fusion (jit level O1), compiling in this process's own kernel workspace.
 
-    Fusion halved peak memory (3.1 -> 1.4 GiB at vocabulary 8,000; 4.6 -> 2.9 GiB at 64,794)
-    and at 64,794 raised tokens/s 1.56x. Its kernel compiler (AKG) runs in a server process
+    Fusion takes much less peak memory than jit level O0, and less time (docs/MINDSPORE.md,
+    "Graph kernel fusion"). Its kernel compiler (AKG) runs in a server process
     that MindSpore starts at the first fused kernel and keeps for the life of the process;
     the server writes into its working directory (dsa_transfrom.log), and no setting moves
     that. So the first fused kernel is compiled here, in an empty workspace that is also the
     working directory, which the server inherits; this process is there only for the call,
     before the trainer starts any thread. Then the workspace gets the shared cache's kernels:
-    a later run of the same shapes skips their compilation (the first step at vocabulary
-    64,794 took 15.5 s instead of 23.5 s). See babyllama.kernel_cache for why no two
-    processes compile in the same folder.
+    a later run of the same shapes skips their compilation. See babyllama.kernel_cache for why
+    no two processes compile in the same folder.
 
     A compiler that cannot start is named here, in seconds, with what to install.
     """
@@ -210,9 +173,8 @@ class LossCell(nn.Cell):
     """Mean next-token loss of a micro-batch: -log softmax(logits)[target], averaged over tokens.
 
     SparseSoftmaxCrossEntropyWithLogits computes exactly that in one fused kernel, and its
-    gradient, softmax - one_hot, in one more. Log-softmax + gather took 18% more CPU time a
-    step at vocabulary 8,000 and 31% more at 64,794, for the same peak memory;
-    ops.cross_entropy far more of both (MINDSPORE-NOTES).
+    gradient, softmax - one_hot, in one more: less CPU time and memory than log-softmax +
+    gather or ops.cross_entropy (docs/MINDSPORE.md, "The loss").
     """
 
     def __init__(self, model: Transformer):
@@ -346,7 +308,45 @@ class AccumulateCell(nn.Cell):
 
 
 class TrainStep:
-    """A model, its optimizer state and the compiled step; call `setup_runtime` first."""
+    """A model, its optimizer state and the compiled step; call `setup_runtime` first.
+
+        runtime = setup_runtime(train_cfg)            # graph mode, threads, seed, msrun workers
+        trainer = TrainStep(model_cfg, train_cfg)     # builds the model (seeded) and the graphs
+        for step in range(start, train_cfg.max_steps):
+            lr = lr_at(step, train_cfg)               # train_cfg resolved (config.resolve_steps)
+            loss, grad_norm = trainer.step(x, y, lr)  # x, y int32 (grad_accum, batch, seq) or (batch, seq)
+        val = trainer.eval_loss(x_val, y_val)         # (batch, seq) or (n, batch, seq): mean loss
+        ms.save_checkpoint(trainer.parameters_for_checkpoint(), path)
+        ms.load_param_into_net(trainer.checkpoint_cell, ms.load_checkpoint(path))   # to resume
+        trainer.compile_seconds                       # the first step's time, graph compile included
+
+    `trainer.model` is the `babyllama.model.Transformer` (for sampling with
+    `model.CachedDecoder(trainer.model)` between steps).
+
+    What one `step` does, exactly:
+    - each micro-batch's loss is the mean over its tokens of -log softmax(logits)[target]
+      (one fused kernel, see LossCell); the step's gradient is the mean of the micro-batches'
+      gradients, so grad_accum micro-batches of B give the gradient of one batch of
+      grad_accum * B; the reported loss is their mean;
+    - with several data-parallel workers (communication initialised, world size > 1) the
+      gradients are averaged across workers with nn.DistributedGradReducer;
+    - the global gradient norm (before clipping) is reported; gradients are scaled by
+      min(1, grad_clip / (norm + 1e-6)) when grad_clip > 0 (torch's clip_grad_norm_);
+    - AdamW as torch.optim.AdamW: bias-corrected moments, eps 1e-8, decoupled weight decay
+      p -= lr * weight_decay * p on matrices (every 2-D parameter, the tied embedding
+      included, as the seed's configure_optimizers) and not on norm weights; run by
+      MindSpore's fused CPU/GPU/Ascend AdamWeightDecay kernel with the bias corrections folded
+      into its learning rate, epsilon and decay (exact; see `_adamw_coefficients`).
+
+    Checkpoint names are clean: the weights keep the model's names ("layers.0.attention.wq.weight"),
+    the moments are "exp_avg.<name>" and "exp_avg_sq.<name>", the update count "optimizer_step".
+
+    Precision: float32 everywhere on the CPU, the only dtype that trains there. On GPU/Ascend,
+    bfloat16 or float16 run the matmuls in that dtype with float32 weights, optimizer, norms,
+    softmax and loss; float16 adds dynamic loss scaling (skip the update and halve the scale
+    on overflow, double it after 1,000 clean steps). Those two paths cannot be run on this
+    CPU-only machine and are untested here.
+    """
 
     def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, model: Transformer | None = None,
                  dtype: str | None = None):
@@ -375,10 +375,6 @@ class TrainStep:
     def parameters_for_checkpoint(self) -> list[Parameter]:
         """Weights, AdamW moments and the update count, under their clean names."""
         return [p for p in self.update.get_parameters() if not p.name.startswith("grad_accum.")]
-
-    @property
-    def optimizer_steps(self) -> int:
-        return int(self.update.optimizer_step.asnumpy())
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, float]:
         """One optimizer step on grad_accum micro-batches: (mean loss, gradient norm before clipping)."""

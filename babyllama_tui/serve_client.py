@@ -131,9 +131,6 @@ class ServeClient:
     def cancel(self, request_id: int) -> None:
         self._send({"op": "cancel", "id": request_id})
 
-    def request_info(self) -> None:
-        self._send({"op": "info"})
-
     async def close(self, timeout: float = CLOSE_WAIT_S) -> int | None:
         """Ask the server to shut down, kill it if it has not exited within `timeout`; its exit status."""
         process = self.process

@@ -36,8 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from babyllama.config import ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = 2
@@ -69,6 +73,19 @@ def time_steps(run_step, data, warmup: int) -> dict:
     tokens = sum(x.size for x, _ in timed)
     return {"first_step_s": first, "tokens_per_s": tokens / elapsed, "step_ms": 1000 * elapsed / len(timed),
             "cpu_ms": 1000 * cpu / len(timed), "last_loss": losses[-1], "peak_rss": peak_rss_bytes()}
+
+
+def flops_per_token(model: ModelConfig) -> int:
+    """Training FLOPs per token (forward + backward): 6 * matmul weights + causal attention.
+
+    The PaLM estimate (6N + 12·L·d·T, with N excluding the embedding gather but including
+    the tied output matmul), with the attention term halved for the causal mask's half
+    of the score matrix that does useful work.
+    """
+    from babyllama.config import non_embedding_param_count
+
+    n_matmul = non_embedding_param_count(model) + model.vocab_size * model.dim
+    return 6 * n_matmul + 6 * model.n_layers * model.dim * model.max_seq_len
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,7 +258,7 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, ROOT)
-    from babyllama.config import ModelConfig, flops_per_token, param_count
+    from babyllama.config import ModelConfig, param_count
 
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average), {os.cpu_count()} cores, {THREADS} threads each")
     peak = in_subprocess("matmul", args)["flops_per_s"]

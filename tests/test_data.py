@@ -351,9 +351,6 @@ def test_an_epoch_visits_every_training_window_once_then_reshuffles(two_shards):
     assert np.array_equal(np.sort(first_epoch), np.arange(n))
     assert np.array_equal(np.sort(second_epoch), np.arange(n))
     assert not np.array_equal(first_epoch, second_epoch)
-    first_step_reaching_epoch_1 = -(-n // 5)
-    assert sampler.epoch_of(first_step_reaching_epoch_1 - 1) == 0
-    assert sampler.epoch_of(first_step_reaching_epoch_1) == 1
 
 
 def test_ranks_are_disjoint_and_together_make_the_global_batch(two_shards):

@@ -20,6 +20,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
+from babyllama.devices import AcceleratorReading, read_accelerators
 from babyllama.runs import ACTIVE_STATES
 from babyllama_tui.eta import eta_seconds
 from babyllama_tui.follow import RunRow, RunsWatcher
@@ -39,6 +40,8 @@ from babyllama_tui.widgets.run_status import RunStatus, RunStatusBar
 from babyllama_tui.widgets.sample_list import SampleList
 
 POLL_S = 0.5
+# Each reading runs nvidia-smi and npu-smi (where installed) as processes: less often than the run's files.
+ACCELERATOR_POLL_S = 2.0
 # Points a sparkline is given; it reduces them to its width.
 SPARK_POINTS = 120
 FOLLOWING_ACTIONS = {"compare", "log_scale", "window", "raw"}
@@ -57,6 +60,18 @@ def elapsed_s(status: dict, state: str, now: float, history: MetricsHistory) -> 
         return None
     end = now if state in ACTIVE_STATES else status.get("updated", now)
     return history.seconds_before(started) + max(0.0, end - started)
+
+
+def accelerator_text(readings: list[AcceleratorReading]) -> tuple[str, str]:
+    """The device card's value and note for the host's GPUs or NPUs: memory used/total summed
+    over all chips, then the kind and the chips' mean utilisation (24 columns at 80)."""
+    used = [r.memory_used_mb for r in readings if r.memory_used_mb is not None]
+    total = [r.memory_total_mb for r in readings if r.memory_total_mb is not None]
+    busy = [r.utilization_percent for r in readings if r.utilization_percent is not None]
+    kinds = "/".join(sorted({r.kind for r in readings}))
+    note = f"{kinds} {sum(busy) / len(busy):.0f}%" if busy else kinds
+    memory = f"{format_mib_short(sum(used) if used else None)}/{format_mib_short(sum(total) if total else None)}"
+    return memory, note
 
 
 class MonitorScreen(AppScreen):
@@ -84,6 +99,9 @@ class MonitorScreen(AppScreen):
         self._watcher: RunsWatcher | None = None
         self._shown_version = -1
         self._shown_state: str | None = None
+        # What nvidia-smi and npu-smi report; empty where neither is installed.
+        self.accelerators: list[AcceleratorReading] = []
+        self._reading_accelerators = False
         # Kept as attributes: a poll may finish before the nested containers have mounted them.
         self.status_bar = RunStatusBar(id="run-status")
         self.chart = LossChart(id="loss-chart")
@@ -118,10 +136,12 @@ class MonitorScreen(AppScreen):
         # Registered before the first _follow, whose tick may itself choose the run to follow.
         self.watch(self.app, "current_run", self._chosen, init=False)
         self.set_interval(POLL_S, self._tick)
+        self.set_interval(ACCELERATOR_POLL_S, self._poll_accelerators)
         self._chosen(self.app.current_run)
 
     def on_screen_resume(self) -> None:
         self._tick()
+        self._poll_accelerators()
 
     # Which run
 
@@ -179,6 +199,21 @@ class MonitorScreen(AppScreen):
         if other is not None:
             other.poll_metrics()
         self.app.call_from_thread(self._show_polled, follower)
+
+    def _poll_accelerators(self) -> None:
+        if self.is_current and not self._reading_accelerators:
+            self._reading_accelerators = True
+            self._read_accelerators()
+
+    @work(thread=True, group="monitor-accelerators")
+    def _read_accelerators(self) -> None:
+        self.app.call_from_thread(self._show_accelerators, read_accelerators())
+
+    def _show_accelerators(self, readings: list[AcceleratorReading]) -> None:
+        self._reading_accelerators = False
+        if readings != self.accelerators:
+            self.accelerators = readings
+            self._show_cards()
 
     def _show_log(self, follower: RunFollower, lines: list[str], restarted: bool) -> None:
         if follower is self.follower:
@@ -275,7 +310,10 @@ class MonitorScreen(AppScreen):
         host = f"host {format_mib_short(used)}/{format_mib_short(total)}" if total else ""
         self.cards["memory"].show(format_mib_short(mem.get("rss_mb")), self._series("rss_mb"), host)
         device = str(mem.get("device") or "-")
-        if mem.get("device_alloc_mb") is not None:
+        if self.accelerators:
+            memory, note = accelerator_text(self.accelerators)
+            self.cards["device"].show(memory, None, note)
+        elif mem.get("device_alloc_mb") is not None:
             peak = mem.get("device_peak_mb")
             note = device + (f" peak {format_mib_short(peak)}" if peak is not None else "")
             self.cards["device"].show(format_mib_short(mem["device_alloc_mb"]), self._series("device_mb"), note)

@@ -30,10 +30,6 @@ class LogTail(ScrollView, can_focus=True):
         self.following = True
         self.border_title = TITLE
 
-    @property
-    def line_count(self) -> int:
-        return len(self.lines)
-
     def clear(self) -> None:
         self.lines.clear()
         self._widest = 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from textual.command import CommandList, CommandPalette
 
@@ -207,3 +209,23 @@ async def test_a_run_waiting_for_its_first_row_shows_no_figures_of_the_run_befor
         await wait_until(pilot, lambda: screen.follower.path == fresh.path, "the fresh run")
         await wait_until(pilot, lambda: screen.cards["speed"].value.text.plain == "tok/s -", "its empty speed card")
         assert all(card.value.text.plain.endswith(" -") for card in screen.cards.values())
+
+
+async def test_the_device_card_shows_the_hosts_gpus_when_nvidia_smi_is_there(tmp_path, monkeypatch):
+    run = running_run(tmp_path)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_monitor(pilot, run)
+        device = screen.cards["device"]
+        await wait_until(pilot, lambda: shown_step(screen) == 100, "the run")
+        assert device.value.text.plain == "device cpu (host mem)"
+
+        tools = tmp_path / "bin"
+        tools.mkdir()
+        sample = Path(__file__).parents[1] / "data" / "accelerator_tools" / "nvidia-smi.csv"
+        (tools / "nvidia-smi").write_text(f"#!/bin/sh\nexec cat '{sample}'\n")
+        (tools / "nvidia-smi").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+        # Two A100s (1,843 and 5 MiB of 40,960 used, 37% and 0% busy) and a 24,576 MiB GPU that says N/A.
+        await wait_until(pilot, lambda: device.value.text.plain == "device 1.8G/104G gpu 18%", "the GPUs' reading")
+        assert [reading.index for reading in screen.accelerators] == [0, 1, 2]

@@ -28,7 +28,7 @@ async def monitor_on(pilot, run: RunDir, step: int) -> MonitorScreen:
     screen = pilot.app.screen
     await wait_until(pilot, lambda: screen.status_bar.status is not None and screen.status_bar.status.step == step,
                      "the run's rows")
-    await wait_until(pilot, lambda: screen.log_tail.line_count > 0, "the log")
+    await wait_until(pilot, lambda: screen.log_tail.lines, "the log")
     return screen
 
 

@@ -69,7 +69,7 @@ async def monitor_ready(pilot, run: str, step: int) -> None:
     screen = pilot.app.screen
     await wait_until(pilot, lambda: screen.status_bar.status is not None and screen.status_bar.status.step == step,
                      "the run's rows")
-    await wait_until(pilot, lambda: screen.log_tail.line_count > 0, "the log")
+    await wait_until(pilot, lambda: screen.log_tail.lines, "the log")
     # The log scrolls to its newest line and the samples are laid out after a refresh; their
     # scrollbars follow a refresh later.
     await wait_until(pilot, lambda: screen.log_tail.scroll_y == screen.log_tail.max_scroll_y > 0, "the log's end")

@@ -30,7 +30,7 @@ from babyllama_tui.run_formatting import format_count, format_lr, format_mib_sho
 from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen
-from babyllama_tui.widgets.key_footer import KeyFooter
+from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.widgets.log_tail import LogTail
 from babyllama_tui.widgets.loss_chart import WINDOWS, LossChart
 from babyllama_tui.widgets.metric_card import MetricCard

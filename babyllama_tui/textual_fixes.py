@@ -1,4 +1,13 @@
-"""Where the app works around Textual: the pieces that change how Textual behaves or reach into its internals."""
+"""Every place the app works around Textual, each with the upstream issue it stands for and what to
+delete once Textual no longer needs it.
+
+They reach into Textual 8.2.8's internals, so pyproject.toml pins Textual to `TEXTUAL_VERSION` and
+tests/tui/test_textual_fixes.py fails when another version is installed: an upgrade is a
+deliberate act. After one, take each workaround out in turn to see whether it is still needed:
+the key order and the header by the test each names; the restyling ones, which are about speed,
+by counting node restyles (`Stylesheet.apply` calls) and footer keys mounted while the four
+screens are shown, with and without it. The counts below are 8.2.8's. See docs/ARCHITECTURE.md.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +21,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.widgets._header import HeaderTitle
 
+TEXTUAL_VERSION = "8.2.8"
+
 # The longest a bound key waits for the focused widget to take the keys typed before it.
 FIELD_CATCH_UP_S = 1.0
 FOCUS_ACTIONS = {"focus_next", "focus_previous"}
@@ -24,7 +35,13 @@ def takes_text(widget) -> bool:
 
 
 class KeysInOrderApp(App):
-    """Keys that arrive together are applied in the order they were typed."""
+    """Keys that arrive together are applied in the order they were typed (`_key_in_order`).
+
+    Textual issue 6605. PR 6631 (open, not in 8.2.8) would run Input's and TextArea's own
+    editing bindings in order, not tab. Delete this class, and derive BabyLlamaApp from App, once
+    tests/tui/test_app.py::test_keys_arriving_together_are_applied_in_order passes without it
+    (on 8.2.8 it fails: "abcxy" for "yaxcz").
+    """
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key) and not event.is_forwarded and await self._key_in_order(event):
@@ -67,7 +84,14 @@ class KeysInOrderApp(App):
 
 
 class StyledOnceApp(App):
-    """Re-parses the CSS and restyles the screens only when the theme changed (with StyledOnceScreen)."""
+    """Re-parses the CSS and restyles the screens only when the theme changed (with StyledOnceScreen).
+
+    Textual calls `refresh_css` from `switch_mode` (PR 5211, which notes it could be avoided
+    when not strictly required; since PR 5221 only at a screen's first showings). Showing the
+    Corpora, Monitor and Playground screens for the first time re-parsed the CSS six times and
+    made 1,043 node restyles without the override below, 666 with it. Delete this class and
+    StyledOnceScreen when Textual re-parses and restyles only when the CSS changed.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -105,15 +129,21 @@ def size_class(dimension: int, breakpoints: list[tuple[int, str]] | None) -> str
 
 
 class StyledOnceScreen(Screen):
-    """A screen styled once as it mounts, and again only when needed (the app must be a StyledOnceApp).
+    """A screen styled once as it mounts, and again only when the theme changed (the app must be a StyledOnceApp).
 
-    Textual restyles every node of a screen each time it is shown, in case the CSS changed while
-    it was hidden: 173 nodes on the Train screen, a fifth of a second on a busy machine at every
-    switch back to it. Here the CSS changes only with the theme (see `StyledOnceApp.refresh_css`),
-    so a screen is restyled when shown only if the theme is not the one it was styled with.
+    Textual restyles every node of a screen each time it is shown, in case the CSS changed
+    while it was hidden: 173 nodes on the Train screen, a fifth of a second on a busy machine
+    at every switch back to it. Here the CSS changes only with the theme (see
+    `StyledOnceApp.refresh_css`), so a screen shown again is restyled only if the theme is not
+    the one it was styled with: `ScreenResume.refresh_styles` (PR 6314) says so, which
+    `App.switch_mode` always leaves True. Eight screen switches made 1,033 node restyles
+    without `_on_screen_resume` below, 84 with it.
 
-    It also restyled every node once more on a screen's first showing, when the size classes
-    (HORIZONTAL_BREAKPOINTS, VERTICAL_BREAKPOINTS) were set; they are set before its nodes mount.
+    Textual also sets the size classes (HORIZONTAL_BREAKPOINTS, VERTICAL_BREAKPOINTS) at a
+    screen's first resize, after its nodes mounted, and restyles them all (PR 6464 made the
+    later changes cheaper, not this one); `__init__` sets them before the nodes mount: 146
+    node restyles fewer from start-up to the first showing of each screen. Delete `__init__`
+    when Textual sets them before mounting, and the class with StyledOnceApp.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -152,8 +182,10 @@ class KeyFooter(Footer):
     Textual's footer throws its key widgets away and mounts new ones each time the screen's
     bindings are refreshed: on every focus change, and on every `refresh_bindings()` a screen
     makes when its state moves. At start-up that was seven rebuilds, and ten on the first visit
-    to the Playground, each mounting and restyling a widget per key. Most of them showed the same
-    keys as before.
+    to the Playground, each mounting and restyling a widget per key; most showed the same keys
+    as before. Start-up and a first visit to each screen mounted 66 key widgets with this
+    class, 386 without. No upstream issue; `compose` reads Footer's private `_bindings_ready`
+    (PR 4584). Delete the class, and use Footer, when Footer rebuilds only when its keys change.
     """
 
     def __init__(self, *, compact: bool = False) -> None:
@@ -178,8 +210,13 @@ class KeyFooter(Footer):
 
 
 class ResizedTitleHeader(Header):
-    """A Header whose title is formatted again when its width changes."""
+    """A Header whose title is formatted again when its width changes.
+
+    Header formats its title (`format_title`, PR 6051) only when a title or sub-title changes;
+    ModeHeader's depends on the width too, and the only way to the title widget is the private
+    module `textual.widgets._header`. No upstream issue. Delete the class (ModeHeader then
+    derives from Header) once tests/tui/test_textual_fixes.py's header test passes without it.
+    """
 
     def on_resize(self, _: Resize) -> None:
-        """Whether the sub-title fits depends on the width."""
         self.query_one(HeaderTitle).update(self.format_title())

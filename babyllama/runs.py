@@ -82,6 +82,7 @@ CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json", 
 CREATE_TIME_TOLERANCE_S = 1.0
 # How far back list_runs looks in metrics.jsonl for the latest train/eval/sample rows.
 METRICS_TAIL_BYTES = 256 * 1024
+FIRST_ROW_MAX_BYTES = 64 * 1024
 _READ_BLOCK = 64 * 1024
 
 
@@ -682,6 +683,22 @@ def latest_rows(metrics_path: str | os.PathLike, *, max_bytes: int = METRICS_TAI
         if row is not None and isinstance(row.get("kind"), str):
             newest.setdefault(row["kind"], row)
     return newest
+
+
+def first_row_time(metrics_path: Path) -> float | None:
+    """The time of the first metrics row: when the run's first trainer began (a resume appends,
+    while status.json's `started` is the current attempt's)."""
+    try:
+        with open(metrics_path, "rb") as f:
+            line = f.readline(FIRST_ROW_MAX_BYTES)
+    except FileNotFoundError:
+        return None
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    time_of_row = row.get("time") if isinstance(row, dict) else None
+    return float(time_of_row) if isinstance(time_of_row, (int, float)) else None
 
 
 # Listing

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from babyllama.errors import UserError
-from babyllama.runs import RunDir, RunState, effective_state, tail_lines
+from babyllama.runs import RunDir, RunState, effective_state, first_row_time, tail_lines
 from babyllama_tui.eta import eta_seconds
 
 # Metrics rows read back from the end of a file for the runs table: enough train rows for a
 # speed estimate even when eval and sample rows come in between.
 TABLE_TAIL_LINES = 60
-FIRST_ROW_MAX_BYTES = 64 * 1024
 
 
 def file_stamp(path: Path) -> tuple[int, int, int] | None:
@@ -93,22 +92,6 @@ def _read_tail(metrics_path: Path) -> _Tail:
         elif row.get("kind") == "eval":
             evaluation = row
     return _Tail(train, evaluation, points)
-
-
-def first_row_time(metrics_path: Path) -> float | None:
-    """The time of the first metrics row: when the run's first trainer began (a resume appends,
-    while status.json's `started` is the current attempt's)."""
-    try:
-        with open(metrics_path, "rb") as f:
-            line = f.readline(FIRST_ROW_MAX_BYTES)
-    except FileNotFoundError:
-        return None
-    try:
-        row = json.loads(line)
-    except ValueError:
-        return None
-    time_of_row = row.get("time") if isinstance(row, dict) else None
-    return float(time_of_row) if isinstance(time_of_row, (int, float)) else None
 
 
 class _Watched:

@@ -738,8 +738,13 @@ class RunInfo:
         return {**asdict(self), "path": str(self.path)}
 
 
-def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_BYTES) -> RunInfo:
-    """What the runs table shows of `run`; the newest rows are looked for in the last `tail_bytes` of its metrics."""
+def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_BYTES,
+             checkpoints: bool = True) -> RunInfo:
+    """What the runs table shows of `run`; the newest rows are looked for in the last `tail_bytes` of its metrics.
+
+    Without `checkpoints` the latest checkpoint is not looked at (checking it opens its files, and
+    loads numpy): `latest_checkpoint` and `latest_checkpoint_problem` are None.
+    """
     run = _as_run(run)
     try:
         status = run.read_status()
@@ -748,7 +753,7 @@ def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_
         status, current = {}, RunState("failed", str(e))
     rows = latest_rows(run.metrics_path, max_bytes=tail_bytes)
     train, evaluation = rows.get("train", {}), rows.get("eval", {})
-    latest = run.latest_checkpoint()
+    latest = run.latest_checkpoint() if checkpoints else None
     step = status.get("step")
     if step is None:
         step = train.get("step")

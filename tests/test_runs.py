@@ -520,6 +520,7 @@ def test_list_runs_sorts_newest_first_with_status_and_metrics_fields(tmp_path):
     assert old_info.state == "finished"
     assert (old_info.loss, old_info.val_loss, old_info.tokens, old_info.tokens_per_s) == (2.0, 2.2, 64000, 5000.0)
     assert old_info.latest_checkpoint == 1000
+    assert run_info(old.path, checkpoints=False).latest_checkpoint is None
     assert 7100 < old_info.age_s(now + 1) < 7300
     assert json.loads(json.dumps(old_info.to_dict()))["path"] == str(root / "old")
     assert list_runs(tmp_path / "nowhere") == []

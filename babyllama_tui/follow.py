@@ -14,7 +14,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from babyllama.errors import UserError
 from babyllama.runs import ACTIVE_STATES, RunDir, RunInfo, run_info, sort_newest_first, tail_lines
 from babyllama_tui.eta import eta_seconds
 
@@ -32,14 +31,6 @@ def file_stamp(path: Path) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_mtime_ns, st.st_size, st.st_ino
-
-
-def read_status(run: RunDir) -> tuple[dict, str | None]:
-    """(status, problem reading it)."""
-    try:
-        return run.read_status(), None
-    except (UserError, OSError) as e:
-        return {}, str(e)
 
 
 @dataclass

@@ -87,6 +87,7 @@ DEFAULT_ROOT = Path("out/runs")
 CREATE_TIME_TOLERANCE_S = 1.0
 # How far back list_runs looks in metrics.jsonl for the latest train/eval/sample rows.
 METRICS_TAIL_BYTES = 256 * 1024
+FIRST_ROW_MAX_BYTES = 64 * 1024
 _READ_BLOCK = 64 * 1024
 
 
@@ -633,6 +634,22 @@ def latest_rows(metrics_path: str | os.PathLike, *, max_bytes: int = METRICS_TAI
     return newest
 
 
+def first_row_time(metrics_path: Path) -> float | None:
+    """The time of the first metrics row: when the run's first trainer began (a resume appends,
+    while status.json's `started` is the current attempt's)."""
+    try:
+        with open(metrics_path, "rb") as f:
+            line = f.readline(FIRST_ROW_MAX_BYTES)
+    except FileNotFoundError:
+        return None
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    time_of_row = row.get("time") if isinstance(row, dict) else None
+    return float(time_of_row) if isinstance(time_of_row, (int, float)) else None
+
+
 # Listing
 
 
@@ -651,6 +668,9 @@ class RunInfo:
     tokens: int | None
     tokens_per_s: float | None
     started: float | None
+    # When the run began: its first metrics row, or the current start if that is earlier (or
+    # there is no row yet). A resume rewrites `started`, never this.
+    created: float | None
     updated: float | None
     host: str | None
     pid: int | None
@@ -660,26 +680,33 @@ class RunInfo:
     latest_checkpoint_problem: str | None
 
     def age_s(self, now: float | None = None) -> float | None:
-        """Seconds since the current attempt started."""
-        return None if self.started is None else (time.time() if now is None else now) - self.started
+        """Seconds since the run was created, however often it was resumed since."""
+        return None if self.created is None else (time.time() if now is None else now) - self.created
 
     def to_dict(self) -> dict:
         return {**asdict(self), "path": str(self.path)}
 
 
-def run_info(run: RunDir | str | os.PathLike) -> RunInfo:
+def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_BYTES,
+             checkpoints: bool = True) -> RunInfo:
+    """What the runs table shows of `run`; the newest rows are looked for in the last `tail_bytes` of its metrics.
+
+    Without `checkpoints` the latest checkpoint is not looked at (checking it opens its files, and
+    loads numpy): `latest_checkpoint` and `latest_checkpoint_problem` are None.
+    """
     run = _as_run(run)
     try:
         status = run.read_status()
         current = effective_state(status)
-    except UserError as e:
+    except (UserError, OSError) as e:
         status, current = {}, RunState("failed", str(e))
-    rows = latest_rows(run.metrics_path)
+    rows = latest_rows(run.metrics_path, max_bytes=tail_bytes)
     train, evaluation = rows.get("train", {}), rows.get("eval", {})
-    latest = run.latest_checkpoint()
+    latest = run.latest_checkpoint() if checkpoints else None
     step = status.get("step")
     if step is None:
         step = train.get("step")
+    begun = [t for t in (first_row_time(run.metrics_path), status.get("started")) if isinstance(t, (int, float))]
     return RunInfo(
         name=run.name,
         path=run.path,
@@ -692,6 +719,7 @@ def run_info(run: RunDir | str | os.PathLike) -> RunInfo:
         tokens=train.get("tokens"),
         tokens_per_s=train.get("tokens_per_s"),
         started=status.get("started"),
+        created=min(begun) if begun else None,
         updated=status.get("updated"),
         host=status.get("host"),
         pid=status.get("pid"),
@@ -724,9 +752,13 @@ def list_runs(root: str | os.PathLike = DEFAULT_ROOT) -> list[RunInfo]:
     if not root.is_dir():
         return []
     runs = [RunDir(entry.path) for entry in os.scandir(root) if entry.is_dir()]
-    infos = [run_info(run) for run in runs if run.exists()]
+    return sort_newest_first([run_info(run) for run in runs if run.exists()])
 
-    def newest_first(info: RunInfo) -> float:
+
+def sort_newest_first(infos: list[RunInfo]) -> list[RunInfo]:
+    """Runs by their current start, newest first; a run never started by when its config was written."""
+
+    def begun(info: RunInfo) -> float:
         if info.started is not None:
             return info.started
         try:
@@ -734,7 +766,7 @@ def list_runs(root: str | os.PathLike = DEFAULT_ROOT) -> list[RunInfo]:
         except FileNotFoundError:
             return 0.0
 
-    return sorted(infos, key=newest_first, reverse=True)
+    return sorted(infos, key=begun, reverse=True)
 
 
 def resolve_run(name_or_path: str, root: str | os.PathLike = DEFAULT_ROOT) -> RunDir:
@@ -1083,7 +1115,8 @@ def _print_show(target: RunDir, as_json: bool, log_lines: int) -> int:
     print(f"state       {info.state}" + (f" - {info.reason}" if info.reason else ""))
     print(f"process     pid {_or_dash(info.pid)} on {_or_dash(info.host)}, world size {_or_dash(info.world_size)}")
     print(f"step        {_or_dash(info.step)}/{_or_dash(info.max_steps)}")
-    print(f"started     {_clock(info.started)} ({format_duration(info.age_s(now))} ago)")
+    print(f"created     {_clock(info.created)} ({format_duration(info.age_s(now))} ago)")
+    print(f"started     {_clock(info.started)}")
     print(f"updated     {_clock(info.updated)}")
     for kind in ("train", "eval", "sample"):
         if kind in rows:

@@ -12,13 +12,22 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from babyllama.errors import UserError
 from babyllama.runs import CREATED, LineFollower, MetricsReader, RunDir, RunState, effective_state
-from babyllama_tui.follow import file_stamp, read_status
 from babyllama_tui.history import MetricsHistory
+from babyllama_tui.runs_watcher import file_stamp
 
 LOG_LINES = 200
 # A first read of a long metrics file is done in pieces of this size, so progress can be shown.
 METRICS_CHUNK_BYTES = 8 * 2**20
+
+
+def read_status(run: RunDir) -> tuple[dict, str | None]:
+    """(status, problem reading it)."""
+    try:
+        return run.read_status(), None
+    except (UserError, OSError) as e:
+        return {}, str(e)
 
 
 class RunFollower:

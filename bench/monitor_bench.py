@@ -68,7 +68,7 @@ print(json.dumps({"rows": len(history), "seconds": seconds, "idle_poll_s": idle_
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
-BASELINE_IMPORTS = "import babyllama_tui.follow, resource, json; print(json.dumps({'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+BASELINE_IMPORTS = "import babyllama_tui.runs_watcher, resource, json; print(json.dumps({'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
 
 
 def write_metrics(path: Path, rows: int) -> None:

@@ -520,9 +520,34 @@ def test_list_runs_sorts_newest_first_with_status_and_metrics_fields(tmp_path):
     assert old_info.state == "finished"
     assert (old_info.loss, old_info.val_loss, old_info.tokens, old_info.tokens_per_s) == (2.0, 2.2, 64000, 5000.0)
     assert old_info.latest_checkpoint == 1000
+    assert run_info(old.path, checkpoints=False).latest_checkpoint is None
     assert 7100 < old_info.age_s(now + 1) < 7300
     assert json.loads(json.dumps(old_info.to_dict()))["path"] == str(root / "old")
     assert list_runs(tmp_path / "nowhere") == []
+
+
+def test_a_run_s_age_counts_from_its_first_metrics_row_not_from_its_last_resume(tmp_path):
+    run = RunDir(tmp_path / "resumed")
+    run.create({})
+    run.write_status(state="stopped", step=0, max_steps=10, started=1_800_000_000.0)
+    assert run_info(run).age_s(1_800_000_060.0) == 60, "no row yet: from the start"
+    with open(run.metrics_path, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"kind": "train", "step": 1, "loss": 3.0, "time": 1_800_000_005.0}) + "\n")
+    run.write_status(started=1_800_000_500.0)
+    info = run_info(run)
+    assert (info.started, info.created) == (1_800_000_500.0, 1_800_000_005.0)
+    assert info.age_s(1_800_001_005.0) == 1000
+
+
+def test_a_status_that_cannot_be_read_shows_the_run_as_failed(tmp_path):
+    run = RunDir(tmp_path / "garbled")
+    run.create({})
+    run.status_path.write_text("{not json", encoding="utf-8")
+    info = run_info(run)
+    assert info.state == "failed" and "not valid JSON" in info.reason
+    run.status_path.unlink()
+    run.status_path.mkdir()
+    assert run_info(run).state == "failed", "an OSError reading it too"
 
 
 def test_resolve_run_by_name_or_path(tmp_path):

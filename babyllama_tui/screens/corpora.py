@@ -57,8 +57,8 @@ from babyllama_tui.corpora_listing import (
 )
 from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.screens.app_screen import AppScreen
+from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.widgets.corpus_list import CorpusList
-from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.open_folder_dialog import OpenFolderDialog
 from babyllama_tui.widgets.prepare_dialog import PrepareDialog

@@ -26,6 +26,7 @@ from textual.widgets.option_list import Option
 from babyllama_tui.screen_commands import PlaygroundCommands, ScreenKeysProvider
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.serve_client import SERVE_PROGRAM, ServeClient, ServeError
+from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.widgets.checkpoint_picker import (
     CheckpointChoice,
     CheckpointPicker,
@@ -33,7 +34,6 @@ from babyllama_tui.widgets.checkpoint_picker import (
     list_checkpoints,
 )
 from babyllama_tui.widgets.continuation_panel import ContinuationPanel
-from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.prompt_input import PromptInput
 from babyllama_tui.widgets.sampling_form import SamplingForm

@@ -20,11 +20,11 @@ from textual.widgets import Button, DataTable, Static, Tab, Tabs
 
 from babyllama.errors import UserError
 from babyllama.runs import ACTIVE_STATES, ENDED_STATES, launch_detached
-from babyllama_tui.follow import RunRow, RunsWatcher
 from babyllama_tui.run_control import request_kill, request_resume, request_stop
+from babyllama_tui.runs_watcher import RunRow, RunsWatcher
 from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.screens.app_screen import AppScreen
-from babyllama_tui.widgets.key_footer import KeyFooter
+from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.runs_table import RunsTable, state_text
 

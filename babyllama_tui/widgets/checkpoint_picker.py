@@ -137,7 +137,7 @@ class FilterInput(Input):
 
     Bound here rather than on the screen so that they come before Input's own up and down
     (scrolling, which a one-line field never needs) instead of relying on those to pass the
-    key on: the app runs a text field's first binding of a key itself (BabyLlamaApp.on_event)."""
+    key on: the app runs a text field's first binding of a key itself (textual_fixes.KeysInOrderApp)."""
 
     BINDINGS = [
         Binding("up", "screen.move(-1)", "Up", show=False),

@@ -9,9 +9,8 @@ tabs when the header is wide enough for it.
 from __future__ import annotations
 
 from textual.content import Content
-from textual.events import Resize
-from textual.widgets import Header
-from textual.widgets._header import HeaderTitle
+
+from babyllama_tui.textual_fixes import ResizedTitleHeader
 
 # (mode, key, name) in key order; the app's bindings and modes use the same names.
 SCREENS = (("corpora", "1", "Corpora"), ("train", "2", "Train"), ("monitor", "3", "Monitor"),
@@ -20,7 +19,7 @@ SCREENS = (("corpora", "1", "Corpora"), ("train", "2", "Train"), ("monitor", "3"
 HEADER_EDGES = 20
 
 
-class ModeHeader(Header):
+class ModeHeader(ResizedTitleHeader):
     """Header for the screen that is mode `mode`."""
 
     def __init__(self, mode: str) -> None:
@@ -39,7 +38,3 @@ class ModeHeader(Header):
         if sub_title and title.cell_length + 2 + Content(sub_title).cell_length <= self.size.width - HEADER_EDGES:
             title = Content.assemble(title, "  ", (sub_title, "dim"))
         return title
-
-    def on_resize(self, _: Resize) -> None:
-        """Whether the sub-title fits depends on the width."""
-        self.query_one(HeaderTitle).update(self.format_title())

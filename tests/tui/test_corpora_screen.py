@@ -24,8 +24,8 @@ from babyllama.prepare import prepare
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.corpora_listing import TokenFileState, elide_middle, format_bytes
 from babyllama_tui.screens.corpora import CorporaScreen
+from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.widgets.corpus_list import CorpusList
-from babyllama_tui.widgets.key_footer import KeyFooter
 from babyllama_tui.widgets.open_folder_dialog import OpenFolderDialog
 from babyllama_tui.widgets.prepare_dialog import PrepareDialog
 from babyllama_tui.widgets.token_file_table import TokenFileTable

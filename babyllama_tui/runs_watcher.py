@@ -1,0 +1,106 @@
+"""Watching the runs under out/runs cheaply: what the runs table polls twice a second.
+
+A run's facts (state, step, losses, age, the order of the runs) are the engine's
+`babyllama.runs.run_info`; `RunsWatcher` reads them again only when the run's files changed, or
+while the run is active (which notices a trainer that was SIGKILLed), so between changes a poll
+is a few stat calls a run. It adds the time to finish at the speed of the recent train rows.
+The monitor's `RunFollower` (run_follower.py) follows one run in full.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from babyllama.runs import ACTIVE_STATES, RunDir, RunInfo, run_info, sort_newest_first, tail_lines
+from babyllama_tui.eta import eta_seconds
+
+# The table looks for a run's newest train and eval rows in the last bytes of its metrics (about
+# as many rows as TABLE_TAIL_LINES: `babyllama runs` reads 256 KiB, a few milliseconds a run), and
+# takes the speed from the train rows among its last lines.
+TABLE_TAIL_BYTES = 16 * 1024
+TABLE_TAIL_LINES = 60
+
+
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is rewritten or appended to."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+@dataclass
+class RunRow(RunInfo):
+    """One line of the runs table: the engine's facts about a run, and its time to finish."""
+
+    eta_s: float | None = None
+
+
+def train_points(metrics_path: Path) -> list[tuple[int, float]]:
+    """(step, time) of the train rows among the file's last TABLE_TAIL_LINES lines."""
+    points = []
+    for line in tail_lines(metrics_path, TABLE_TAIL_LINES):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if (isinstance(row, dict) and row.get("kind") == "train" and isinstance(row.get("step"), int)
+                and isinstance(row.get("time"), (int, float))):
+            points.append((row["step"], row["time"]))
+    return points
+
+
+class _Watched:
+    """One run's files as last read."""
+
+    def __init__(self, path: Path):
+        self.run = RunDir(path)
+        # The stamps of status.json, metrics.jsonl and config.json as last read; () is never read.
+        self.stamps: tuple = ((), (), ())
+        self.info: RunInfo | None = None
+        self.points: list[tuple[int, float]] = []
+
+    @property
+    def exists(self) -> bool:
+        """A status or a config: what makes a folder a run (RunDir.exists)."""
+        status, _, config = self.stamps
+        return status is not None or config is not None
+
+    def refresh(self) -> None:
+        run = self.run
+        stamps = (file_stamp(run.status_path), file_stamp(run.metrics_path), file_stamp(run.config_path))
+        if stamps != self.stamps or self.info is None or self.info.state in ACTIVE_STATES:
+            if stamps[1] != self.stamps[1]:
+                self.points = train_points(run.metrics_path)
+            self.stamps = stamps
+            if self.exists:
+                self.info = run_info(run, tail_bytes=TABLE_TAIL_BYTES, checkpoints=False)
+
+    def row(self, now: float) -> RunRow:
+        info = self.info
+        eta = None
+        if info.state in ("starting", "running") and self.points:
+            eta = eta_seconds(self.points, info.max_steps, now, since=info.started)
+        return RunRow(**vars(info), eta_s=eta)
+
+
+class RunsWatcher:
+    """The runs under a folder, newest first, read again only where files changed or runs are active."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._watched: dict[Path, _Watched] = {}
+
+    def poll(self, now: float) -> list[RunRow]:
+        try:
+            folders = [Path(e.path) for e in os.scandir(self.root) if e.is_dir()]
+        except FileNotFoundError:
+            folders = []
+        self._watched = {path: self._watched.get(path) or _Watched(path) for path in folders}
+        for watched in self._watched.values():
+            watched.refresh()
+        return sort_newest_first([w.row(now) for w in self._watched.values() if w.exists])

@@ -27,7 +27,7 @@ import numpy as np
 import psutil
 import pytest
 
-from babyllama import train
+from babyllama import planning, train
 from babyllama.errors import UserError
 from babyllama.runs import MetricsReader, RunDir, launch_detached, stop_run
 
@@ -178,7 +178,7 @@ def test_child_arguments_repeat_the_command(tmp_path, token_file, sp_tokenizer_d
 
 
 def test_a_new_run_takes_its_vocabulary_and_tokenizer_from_the_token_files(tmp_path, token_file, sp_tokenizer):
-    plan = train.plan_training(parse("--run", str(tmp_path / "r"), "--data", str(token_file), *SMALL_MODEL,
+    plan = planning.plan_training(parse("--run", str(tmp_path / "r"), "--data", str(token_file), *SMALL_MODEL,
                                      "--max_steps", "0", "--epochs", "2"), world_size=1)
     assert plan.model.vocab_size == sp_tokenizer.vocab_size == 2000
     assert plan.tokenizer.fingerprint == sp_tokenizer.fingerprint
@@ -197,7 +197,7 @@ def test_a_new_run_refuses_bad_input(tmp_path, token_file, other_tokenizer_dir, 
     extra = tuple(str(other_tokenizer_dir) if e == "OTHER" else e for e in extra)
     data = () if not extra else ("--data", str(token_file))
     with pytest.raises(UserError, match=message):
-        train.plan_training(parse("--run", str(tmp_path / "r"), *data, *SMALL_MODEL, *extra), world_size=1)
+        planning.plan_training(parse("--run", str(tmp_path / "r"), *data, *SMALL_MODEL, *extra), world_size=1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -656,7 +656,7 @@ def test_train_refuses_a_token_id_beyond_the_vocabulary_anywhere_in_the_file(tmp
     tokens.flush()
     del tokens
     with pytest.raises(UserError, match=f"token id 4,000 at position {position:,} is outside the vocabulary"):
-        train.plan_training(parse("--run", str(tmp_path / "r"), "--data", str(damaged), *SMALL_MODEL), world_size=1)
+        planning.plan_training(parse("--run", str(tmp_path / "r"), "--data", str(damaged), *SMALL_MODEL), world_size=1)
 
 
 @pytest.mark.slow

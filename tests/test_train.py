@@ -27,7 +27,7 @@ import numpy as np
 import psutil
 import pytest
 
-from babyllama import planning, train
+from babyllama import planning, train_command
 from babyllama.errors import UserError
 from babyllama.runs import MetricsReader, RunDir, launch_detached, stop_run
 
@@ -124,7 +124,7 @@ def communicate(process: subprocess.Popen, timeout: float = WAIT_S) -> str:
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    train.add_arguments(parser)
+    train_command.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -171,7 +171,7 @@ def test_child_arguments_repeat_the_command(tmp_path, token_file, sp_tokenizer_d
     args = parse("--run", str(tmp_path / "r"), "--data", str(token_file), "--tokenizer", str(sp_tokenizer_dir),
                  "--preset", "tiny", "--dim", "64", "--dropout", "0.1", "--decay_lr", "false",
                  "--n_kv_heads", "none", "--sample_prompt", "-a prompt-", "--detach", "--workers", "2")
-    again = parse("--run", str(tmp_path / "r"), *train.child_arguments(args))
+    again = parse("--run", str(tmp_path / "r"), *train_command.child_arguments(args))
     for name in ("data", "tokenizer", "preset", "dim", "dropout", "decay_lr", "n_kv_heads", "sample_prompt"):
         assert getattr(again, name) == getattr(args, name), name
     assert not again.detach and again.workers == 1

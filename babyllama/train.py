@@ -83,6 +83,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -102,6 +103,10 @@ from babyllama.planning import Plan
 from babyllama.runs import RunDir
 from babyllama.stop_guard import start_guard
 from babyllama.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from babyllama.kernel_cache import KernelWorkspace
+    from babyllama.step import TrainStep
 
 # Read once, when MindSpore's import loads libgomp, so set before it. OpenMP threads that
 # spin while idle (libgomp's default) take the cores from MindSpore's own kernel threads:
@@ -270,10 +275,24 @@ class Training:
         self.config = plan.config()
         self.train_cfg = plan.train
         self.dataset = plan.dataset
-        self.step = plan.start_step
+        self.main = expected_rank() == 0
+        state = plan.resume_state or {}
+        self.step = state.get("step", 0)
+        self.tokens = state.get("tokens", 0)
+        self.best_val_loss = state.get("best_val_loss")
+        self.elapsed_before = state.get("elapsed_s", 0.0)
+        self.last_saved = self.step if plan.resume_from is not None else None
+        # Set once MindSpore is up: by _start (kernels, rank, world size), then by _build.
+        self.kernels: KernelWorkspace | None = None
+        self.rank = 0
+        self.world_size = plan.world_size
+        self.trainer: TrainStep | None = None
+        self.batch_sampler: BatchSampler | None = None
+        self.tokens_per_step = 0
+        self.agreement: RankAgreement | None = None
+        self.text_sampler: GreedySampler | None = None
 
     def __call__(self) -> int:
-        self.main = expected_rank() == 0
         if not self.main:
             start_guard(None, self.stop.signal)
             self._start()
@@ -343,22 +362,16 @@ class Training:
         if plan.model.dropout > 0:
             use_seeded_dropout(model, self.train_cfg.seed, self.rank)
         self.trainer = TrainStep(plan.model, self.train_cfg, model=model)
-        self.sampler = BatchSampler(self.dataset, self.train_cfg.batch_size, self.train_cfg.seed,
-                                    self.rank, self.world_size, self.train_cfg.grad_accum)
-        self.tokens_per_step = self.sampler.tokens_per_step
-        state = plan.resume_state or {}
-        self.step = state.get("step", 0)
-        self.tokens = state.get("tokens", 0)
-        self.best_val_loss = state.get("best_val_loss")
-        self.elapsed_before = state.get("elapsed_s", 0.0)
-        self.last_saved = self.step if plan.resume_from is not None else None
+        self.batch_sampler = BatchSampler(self.dataset, self.train_cfg.batch_size, self.train_cfg.seed,
+                                          self.rank, self.world_size, self.train_cfg.grad_accum)
+        self.tokens_per_step = self.batch_sampler.tokens_per_step
         if plan.resume_from is not None:
             load_checkpoint(self.trainer, plan.resume_from.path)
-        self.agreement = RankAgreement(self.world_size) if self.world_size > 1 else None
-        self.greedy = None
+        if self.world_size > 1:
+            self.agreement = RankAgreement(self.world_size)
         if self.main and self.train_cfg.sample_tokens > 0:
-            self.greedy = GreedySampler(model, plan.tokenizer, self.train_cfg.sample_prompt,
-                                        self.train_cfg.sample_tokens)
+            self.text_sampler = GreedySampler(model, plan.tokenizer, self.train_cfg.sample_prompt,
+                                              self.train_cfg.sample_tokens)
 
     # -- the loop
 
@@ -445,7 +458,7 @@ class Training:
         return self.stop.requested and self.world_size == 1
 
     def _batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        micro = [self.sampler.batch(step, m) for m in range(self.train_cfg.grad_accum)]
+        micro = [self.batch_sampler.batch(step, m) for m in range(self.train_cfg.grad_accum)]
         return np.stack([x for x, _ in micro]), np.stack([y for _, y in micro])
 
     def _log_train(self, loss: float, lr: float, grad_norm: float, interval: Interval) -> None:
@@ -481,14 +494,14 @@ class Training:
                                  "best_val_loss": self.best_val_loss, "eval_ms": round(seconds * 1000, 1)})
         print(f"step {self.step:,}: validation loss {val_loss:.4f}{' (best)' if best else ''} "
               f"[{seconds:.1f} s]", flush=True)
-        if self.greedy is None:
+        if self.text_sampler is None:
             return
         began = time.perf_counter()
-        text = self.greedy()
+        text = self.text_sampler()
         if text is None:
             return
         seconds = time.perf_counter() - began
-        self.run.append_metrics({"kind": "sample", "step": self.step, "prompt": self.greedy.prompt, "text": text,
+        self.run.append_metrics({"kind": "sample", "step": self.step, "prompt": self.text_sampler.prompt, "text": text,
                                  "sample_ms": round(seconds * 1000, 1)})
         print(f"step {self.step:,}: sample: {text!r} [{seconds:.1f} s]", flush=True)
 
@@ -502,7 +515,7 @@ class Training:
             "tokens": self.tokens,
             "best_val_loss": self.best_val_loss,
             "elapsed_s": round(self.elapsed_before + seconds_this_process, 3),
-            "sampler": self.sampler.describe(),
+            "sampler": self.batch_sampler.describe(),
             "rng": {"seed": self.train_cfg.seed, "dropout_draws": dropout_draws(self.trainer)},
             "tokenizer": {"name": self.plan.tokenizer.name, "sha256": self.plan.tokenizer.fingerprint},
             "world_size": self.world_size,

@@ -1,75 +1,7 @@
-"""`babyllama train`: the training loop, and the run directory it keeps (docs/ARCHITECTURE.md).
+"""The training loop: one process's part of a planned run (babyllama.planning), from MindSpore's
+start to the last checkpoint, with its metrics rows, checkpoints, signals and data-parallel ranks.
 
-    babyllama train --run out/runs/NAME --data FILE.bin [FILE.bin ...] [--tokenizer PATH]
-                    [--preset P] [--config F.toml] [--field value ...] [--detach] [--workers N]
-    babyllama train --run out/runs/NAME --resume [--field value ...]
-
-A run is planned before MindSpore is imported, so mistakes are reported in a second:
-configs (preset, then the config file, then `--field value` flags), the token files, the
-tokenizer (by default the one the token files' manifest names; the model's vocab_size is
-its vocabulary), and for `--resume` the latest complete checkpoint. Then the process
-claims the run (status `running`; a detached launch said `starting`), imports MindSpore,
-builds the model and the compiled step, and trains:
-
-- every `log_interval` steps a `train` row: step, tokens seen, that step's loss, lr,
-  gradient norm, tokens/s and ms per step (averaged over the interval, the first step of a
-  process left out because it includes the graph compile), memory, time. Tokens count
-  every data-parallel worker.
-- every `eval_interval` steps (and at step 0 of a new run, and at the end) an `eval` row
-  with the loss over `eval_iters` fixed validation batches (babyllama.evaluate's
-  `validation_loss`, which `babyllama eval --split val` shares), and a `sample` row: the
-  prompt `sample_prompt` and its greedy continuation of up to `sample_tokens` tokens, by
-  the numpy decoder of `babyllama generate` over the model's current weights: the text
-  `babyllama generate --temperature 0` gives for a checkpoint of the same step, with no
-  graph to compile (the MindSpore decoder's compile took 17.8 s for `tiny` here).
-- every `save_interval` steps, at the end, and on a stop: a checkpoint (below).
-- a resumed run appends a `resume` row, {"kind": "resume", "step": k, "checkpoint": ...}:
-  rows after step k written before it (by a process that was killed) were not kept in
-  the checkpoint, and readers may drop them.
-
-Checkpoints, `RUN/checkpoints/step_NNNNNNN/` (written to a temporary folder, every file
-fsynced, renamed into place, then `latest` updated and old ones pruned):
-
-    model.safetensors      the weights, under the model's parameter names
-    optimizer.safetensors  AdamW moments (exp_avg.*, exp_avg_sq.*), optimizer_step, and
-                           the dropout draw counters (*.draws)
-    state.json             step, data position (= step), tokens seen, best validation loss,
-                           training seconds, the batch sampler's description, the RNG
-                           state, the tokenizer's fingerprint, world size
-    config.json            the run's configuration when it was saved
-
-Exact resume. Batches are a pure function of (seed, step) (data.BatchSampler), so the data
-position is the step. Dropout is the one source of randomness after initialisation, and
-MindSpore's CPU dropout keeps its generator inside the compiled kernel where it cannot be
-saved; with dropout > 0 the model's dropout layers are swapped for babyllama.dropout's
-SeededDropout, whose masks are a hash of a counter stored in the checkpoint. Weights and
-moments are stored in float32 exactly, so a run stopped at step k and resumed computes
-bit-identical losses from step k+1 on (on one machine and world size). A resume may change
-what leaves the model alone (max_steps or epochs to train further, intervals,
-keep_checkpoints, eval and sample settings, dropout); the learning rate schedule keeps
-the run's resolved lr_decay_iters unless given. A checkpoint whose model shape or
-tokenizer differs from the requested run is refused, naming the field.
-
-Signals. SIGTERM or SIGINT: status.json says `stopping` at once; the current step finishes,
-a checkpoint is saved, the state becomes `stopped` and the process exits 0; a signal before
-the first step ends the run without stepping. A second signal stops at once without saving.
-A trainer still busy STOP_DEADLINE_S after the signal (MindSpore holds the main thread in C++
-through compiles and steps) is ended by its guard process (babyllama.stop_guard), which
-records what was kept. A crash writes `failed` with the error in one line (the traceback
-goes to train.log); a full disk ends in one line with the last checkpoint intact. After a
-SIGKILL the last complete checkpoint is intact and `--resume` continues from it.
-
-The process claims the run before importing MindSpore, then works in its kernel workspace
-(babyllama.kernel_cache) with absolute paths, so nothing lands where it was started.
-
-Data parallel (msrun, or `--workers N`): every rank reads its own share of each step's
-global batch, TrainStep averages the gradients, and the ranks agree each step, through one
-all-reduce, on the mean loss and on whether any of them was asked to stop, so all stop
-after the same step. Rank 0 alone evaluates, samples and writes the run directory. Each
-rank prints a digest of its parameters when it ends, so logs show the ranks in sync.
-
-A run started from a shell copies its output into RUN/train.log; a detached one
-(`--detach`, the app) has its output sent there by the launcher.
+What it writes and why resume is exact: docs/ARCHITECTURE.md, "Training".
 """
 
 from __future__ import annotations

@@ -96,24 +96,25 @@ class ModelConfig:
 
     def validate(self) -> None:
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "multiple_of", "max_seq_len"):
-            _require(getattr(self, name) > 0, f"model.{name} must be positive, got {getattr(self, name)}")
+            _require(getattr(self, name) > 0, f"model.{name}", f"must be positive, got {getattr(self, name)}")
         _require(
             self.dim % self.n_heads == 0,
-            f"model.n_heads ({self.n_heads}) must divide model.dim ({self.dim})",
+            "model.n_heads",
+            f"({self.n_heads}) must divide model.dim ({self.dim})",
         )
-        _require(
-            self.head_dim % 2 == 0,
-            f"model.dim / model.n_heads = {self.head_dim} must be even for rotary embeddings",
-        )
+        if self.head_dim % 2:
+            raise UserError(f"model.dim / model.n_heads = {self.head_dim} must be even for rotary embeddings",
+                            field="model.dim")
         if self.n_kv_heads is not None:
-            _require(self.n_kv_heads > 0, f"model.n_kv_heads must be positive, got {self.n_kv_heads}")
+            _require(self.n_kv_heads > 0, "model.n_kv_heads", f"must be positive, got {self.n_kv_heads}")
             _require(
                 self.n_heads % self.n_kv_heads == 0,
-                f"model.n_kv_heads ({self.n_kv_heads}) must divide model.n_heads ({self.n_heads})",
+                "model.n_kv_heads",
+                f"({self.n_kv_heads}) must divide model.n_heads ({self.n_heads})",
             )
-        _require(self.norm_eps > 0, f"model.norm_eps must be positive, got {self.norm_eps}")
-        _require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
-        _require(self.rope_theta > 0, f"model.rope_theta must be positive, got {self.rope_theta}")
+        _require(self.norm_eps > 0, "model.norm_eps", f"must be positive, got {self.norm_eps}")
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        _require(self.rope_theta > 0, "model.rope_theta", f"must be positive, got {self.rope_theta}")
 
 
 @dataclass
@@ -152,43 +153,49 @@ class TrainConfig:
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval",
                      "save_interval", "keep_checkpoints"):
-            _require(getattr(self, name) > 0, f"train.{name} must be positive, got {getattr(self, name)}")
+            _require(getattr(self, name) > 0, f"train.{name}", f"must be positive, got {getattr(self, name)}")
         for name in ("warmup_iters", "lr_decay_iters", "max_steps", "sample_tokens", "threads"):
-            _require(getattr(self, name) >= 0, f"train.{name} must not be negative, got {getattr(self, name)}")
-        _require(self.epochs >= 0, f"train.epochs must not be negative, got {self.epochs}")
-        _require(
-            (self.max_steps > 0) != (self.epochs > 0),
-            "set exactly one of train.max_steps and train.epochs (the other 0), got "
-            f"max_steps={self.max_steps}, epochs={self.epochs}",
-        )
-        _require(self.learning_rate > 0, f"train.learning_rate must be positive, got {self.learning_rate}")
+            _require(getattr(self, name) >= 0, f"train.{name}", f"must not be negative, got {getattr(self, name)}")
+        _require(self.epochs >= 0, "train.epochs", f"must not be negative, got {self.epochs}")
+        if (self.max_steps > 0) == (self.epochs > 0):
+            raise UserError("set exactly one of train.max_steps and train.epochs (the other 0), got "
+                            f"max_steps={self.max_steps}, epochs={self.epochs}", field="train.max_steps")
+        _require(self.learning_rate > 0, "train.learning_rate", f"must be positive, got {self.learning_rate}")
         _require(
             0 <= self.min_lr <= self.learning_rate,
-            f"train.min_lr ({self.min_lr}) must be between 0 and train.learning_rate ({self.learning_rate})",
+            "train.min_lr",
+            f"({self.min_lr}) must be between 0 and train.learning_rate ({self.learning_rate})",
         )
         if self.decay_lr and self.lr_decay_iters > 0:
             _require(
                 self.warmup_iters < self.lr_decay_iters,
-                f"train.warmup_iters ({self.warmup_iters}) must be less than train.lr_decay_iters "
+                "train.warmup_iters",
+                f"({self.warmup_iters}) must be less than train.lr_decay_iters "
                 f"({self.lr_decay_iters})",
             )
         if self.decay_lr and self.lr_decay_iters == 0 and self.max_steps > 0:
             _require(
                 self.warmup_iters < self.max_steps,
-                f"train.warmup_iters ({self.warmup_iters}) must be less than train.max_steps "
+                "train.warmup_iters",
+                f"({self.warmup_iters}) must be less than train.max_steps "
                 f"({self.max_steps}), where the learning rate decay ends (train.lr_decay_iters is 0)",
             )
-        _require(self.weight_decay >= 0, f"train.weight_decay must not be negative, got {self.weight_decay}")
+        _require(self.weight_decay >= 0, "train.weight_decay", f"must not be negative, got {self.weight_decay}")
         for name in ("beta1", "beta2"):
-            _require(0 <= getattr(self, name) < 1, f"train.{name} must be in [0, 1), got {getattr(self, name)}")
-        _require(self.grad_clip >= 0, f"train.grad_clip must not be negative, got {self.grad_clip}")
-        _require(self.dtype in DTYPES, f"train.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        _require(0 <= self.val_fraction < 1, f"train.val_fraction must be in [0, 1), got {self.val_fraction}")
+            _require(0 <= getattr(self, name) < 1, f"train.{name}", f"must be in [0, 1), got {getattr(self, name)}")
+        _require(self.grad_clip >= 0, "train.grad_clip", f"must not be negative, got {self.grad_clip}")
+        _require(self.dtype in DTYPES, "train.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        _require(0 <= self.val_fraction < 1, "train.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
 
 
-def _require(condition: bool, message: str) -> None:
+def _require(condition: bool, field: str, problem: str) -> None:
+    """Refuse a value: "model.dim must be positive, got 0", about the field "model.dim"."""
     if not condition:
-        raise UserError(message)
+        raise UserError(f"{field} {problem}", field=field)
+
+
+# The two configs by the name of their section in files, run directories and field keys ("model.dim").
+SECTIONS = {"model": ModelConfig, "train": TrainConfig}
 
 
 @dataclass(frozen=True)
@@ -351,11 +358,11 @@ def config_to_dict(model: ModelConfig, train: TrainConfig) -> dict:
 
 
 def model_config_from_dict(values: dict, base: ModelConfig | None = None, source: str = "config") -> ModelConfig:
-    return _from_dict(ModelConfig, values, base or ModelConfig(), f"{source}: [model]")
+    return _from_dict("model", values, base or ModelConfig(), source)
 
 
 def train_config_from_dict(values: dict, base: TrainConfig | None = None, source: str = "config") -> TrainConfig:
-    return _from_dict(TrainConfig, values, base or TrainConfig(), f"{source}: [train]")
+    return _from_dict("train", values, base or TrainConfig(), source)
 
 
 def config_from_dict(
@@ -372,20 +379,21 @@ def config_from_dict(
     )
 
 
-def _from_dict(cls, values: dict, base, where: str):
+def _from_dict(section: str, values: dict, base, source: str):
+    where = f"{source}: [{section}]"
     if not isinstance(values, dict):
-        raise UserError(f"{where} must be a table of fields")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+        raise UserError(f"{where} must be a table of fields", field=section)
+    fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
     changes = {}
     for name, value in values.items():
         if name not in fields:
-            raise UserError(f"{where}: unknown field {name!r}; known fields: {', '.join(fields)}")
-        changes[name] = _check_type(value, fields[name], where)
+            raise UserError(f"{where}: unknown field {name!r}; known fields: {', '.join(fields)}", field=section)
+        changes[name] = _check_type(value, fields[name], where, f"{section}.{name}")
     config = dataclasses.replace(base, **changes)
     try:
         config.validate()
     except UserError as e:
-        raise UserError(f"{where}: {e}") from None
+        raise UserError(f"{where}: {e}", field=e.field) from None
     return config
 
 
@@ -398,14 +406,14 @@ def _field_types(f: dataclasses.Field) -> tuple[type, bool]:
     return hint, False
 
 
-def _check_type(value, f: dataclasses.Field, where: str):
+def _check_type(value, f: dataclasses.Field, where: str, key: str):
     kind, optional = _field_types(f)
     if value is None and optional:
         return None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise UserError(f"{where}: {f.name} must be {kind.__name__}, got {value!r}")
+        raise UserError(f"{where}: {f.name} must be {kind.__name__}, got {value!r}", field=key)
     return value
 
 

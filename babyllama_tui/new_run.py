@@ -184,13 +184,6 @@ class FormCheck:
     workers: int = 1
 
 
-def _field_of(message: str, section: str) -> str:
-    """The first field a config error names ("model.n_heads (5) must divide ..." -> "model.n_heads"),
-    else the section itself."""
-    named = re.search(r"\b(model|train)\.([a-z_0-9]+)", message)
-    return f"{named.group(1)}.{named.group(2)}" if named else section
-
-
 def _build(section: str, form: RunForm, errors: dict[str, str]):
     values = {}
     for spec in (s for s in FIELDS.values() if s.section == section):
@@ -208,8 +201,7 @@ def _build(section: str, form: RunForm, errors: dict[str, str]):
     try:
         config.validate()
     except UserError as e:
-        message = str(e)
-        errors[_field_of(message, section)] = message
+        errors[e.field or section] = str(e)
         return None
     return config
 

@@ -397,7 +397,7 @@ def _from_dict(section: str, values: dict, base, source: str):
     return config
 
 
-def _field_types(f: dataclasses.Field) -> tuple[type, bool]:
+def field_type(f: dataclasses.Field) -> tuple[type, bool]:
     """(the field's value type, whether None is allowed)."""
     hint = typing.get_type_hints(ModelConfig if f.name in ModelConfig.__dataclass_fields__ else TrainConfig)[f.name]
     args = typing.get_args(hint)
@@ -407,7 +407,7 @@ def _field_types(f: dataclasses.Field) -> tuple[type, bool]:
 
 
 def _check_type(value, f: dataclasses.Field, where: str, key: str):
-    kind, optional = _field_types(f)
+    kind, optional = field_type(f)
     if value is None and optional:
         return None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -508,7 +508,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group(title)
         defaults = cls()
         for f in dataclasses.fields(cls):
-            kind, optional = _field_types(f)
+            kind, optional = field_type(f)
             parse = _parse_bool if kind is bool else kind
             names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
             group.add_argument(
@@ -522,6 +522,24 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def format_value(value) -> str:
+    """A field's value as `--field value` reads it back: true/false, none, a float in its
+    shortest exact spelling ("3e-4" reads as 0.0003, "10000" as 10000.0)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}" if float(f"{value:g}") == value else repr(value)
+    return str(value)
+
+
+def given_fields(args: argparse.Namespace, cls) -> dict:
+    """The fields of `cls` (ModelConfig or TrainConfig) given on the command line, by name."""
+    given = vars(args)
+    return {f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given}
+
+
 def apply_overrides(
     model: ModelConfig, train: TrainConfig, args: argparse.Namespace
 ) -> tuple[ModelConfig, TrainConfig]:
@@ -530,9 +548,8 @@ def apply_overrides(
     Giving --epochs clears max_steps and giving --max_steps clears epochs, so either can
     override a preset that set the other.
     """
-    given = vars(args)
-    model_changes = {f.name: given[f.name] for f in dataclasses.fields(ModelConfig) if f.name in given}
-    train_changes = {f.name: given[f.name] for f in dataclasses.fields(TrainConfig) if f.name in given}
+    model_changes = given_fields(args, ModelConfig)
+    train_changes = given_fields(args, TrainConfig)
     if "epochs" in train_changes and "max_steps" not in train_changes:
         train_changes["max_steps"] = 0
     if "max_steps" in train_changes and "epochs" not in train_changes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from babyllama.config import (
     apply_overrides,
     config_from_dict,
     config_to_dict,
+    format_value,
     load_config,
     model_differences,
     preset,
@@ -261,6 +263,30 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
             )
     return Plan(run, model, train, tokenizer, dataset, world_size, config.get("preset"), True, checkpoint, state,
                 tuple(notes))
+
+
+def train_arguments(
+    *,
+    resume: bool = False,
+    data: Sequence[Path] = (),
+    tokenizer: Path | None = None,
+    preset: str | None = None,
+    config: Path | None = None,
+    fields: dict[str, object] | None = None,
+) -> list[str]:
+    """The `babyllama train` arguments after `--run RUN` that start this run in a launched process:
+    paths made absolute (it starts elsewhere), then a `--field=value` flag for each of `fields`
+    (the `=` keeps a value that starts with '-' from reading as an option)."""
+    out = ["--resume"] if resume else []
+    if data:
+        out += ["--data", *(str(Path(p).resolve()) for p in data)]
+    if tokenizer is not None:
+        out += ["--tokenizer", str(Path(tokenizer).resolve())]
+    if preset is not None:
+        out += ["--preset", preset]
+    if config is not None:
+        out += ["--config", str(Path(config).resolve())]
+    return out + [f"--{name}={format_value(value)}" for name, value in (fields or {}).items()]
 
 
 def plan_training(args: argparse.Namespace, world_size: int | None = None) -> Plan:

@@ -10,17 +10,16 @@ See docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import os
 import sys
 import time
 from pathlib import Path
 
-from babyllama.config import PRESETS, ModelConfig, TrainConfig, add_config_arguments, summary
+from babyllama.config import PRESETS, ModelConfig, TrainConfig, add_config_arguments, given_fields, summary
 from babyllama.errors import UserError
 from babyllama.msrun_env import expected_rank
-from babyllama.planning import Plan, plan_training
+from babyllama.planning import Plan, plan_training, train_arguments
 from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, LineFollower, RunDir, launch_detached, stop_run
 from babyllama.train import MINDSPORE_ENVIRONMENT, StopRequest, Training
 
@@ -108,31 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
-def _given_fields(args: argparse.Namespace, cls) -> dict:
-    given = vars(args)
-    return {f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given}
-
-
-def _flag_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "none" if value is None else str(value)
-
-
 def child_arguments(args: argparse.Namespace) -> list[str]:
     """The arguments after `--run` that repeat this command in a launched process."""
-    out = ["--resume"] if args.resume else []
-    if args.data:
-        out += ["--data", *(str(p.resolve()) for p in args.data)]
-    if args.tokenizer:
-        out += ["--tokenizer", str(args.tokenizer.resolve())]
-    if args.preset:
-        out += ["--preset", args.preset]
-    if args.config:
-        out += ["--config", str(args.config.resolve())]
-    for cls in (ModelConfig, TrainConfig):
-        out += [f"--{name}={_flag_value(value)}" for name, value in _given_fields(args, cls).items()]
-    return out
+    fields = {**given_fields(args, ModelConfig), **given_fields(args, TrainConfig)}
+    return train_arguments(resume=args.resume, data=args.data or (), tokenizer=args.tokenizer, preset=args.preset,
+                           config=args.config, fields=fields)
 
 
 def _launch(args: argparse.Namespace, plan: Plan) -> int:

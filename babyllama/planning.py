@@ -28,11 +28,18 @@ from babyllama.config import (
     preset,
     resolve_steps,
 )
-from babyllama.data import BatchSampler, TokenDataset, check_token_ids
+from babyllama.data import (
+    BatchSampler,
+    TokenDataset,
+    TokenFile,
+    check_same_tokenizer,
+    check_token_ids,
+    check_window_fits,
+)
 from babyllama.errors import UserError
 from babyllama.msrun_env import expected_rank, expected_world_size
 from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, RunDir, effective_state
-from babyllama.tokenizer import Tokenizer, load_tokenizer
+from babyllama.tokenizer import Tokenizer, load_tokenizer, tokenizer_location
 
 # Model fields that may change on resume: they shape no parameter.
 RESUMABLE_MODEL_FIELDS = ("dropout",)
@@ -109,13 +116,14 @@ def _choose_tokenizer(given: Path | None, dataset: TokenDataset) -> Tokenizer:
     if not path:
         raise UserError(
             f"{dataset.files[0].path}: no manifest names the tokenizer these tokens came from; "
-            "give it with --tokenizer PATH"
+            "give it with --tokenizer PATH", field="tokenizer"
         )
     try:
         return load_tokenizer(path)
     except UserError as e:
         raise UserError(
-            f"{e} (the tokenizer named by the manifest of {dataset.files[0].path}); give it with --tokenizer PATH"
+            f"{e} (the tokenizer named by the manifest of {dataset.files[0].path}); give it with --tokenizer PATH",
+            field="tokenizer",
         ) from None
 
 
@@ -126,16 +134,45 @@ def _check_tokenizer_fits(tokenizer: Tokenizer, dataset: TokenDataset, model: Mo
             raise UserError(
                 f"{token_file.path}: made with tokenizer {token_file.describe_tokenizer()}, not with "
                 f"{tokenizer.name} at {tokenizer.path} ({tokenizer.fingerprint[:19]}…); give the tokenizer "
-                "the files were prepared with, or re-run `babyllama prepare` with this one"
+                "the files were prepared with, or re-run `babyllama prepare` with this one", field="tokenizer"
             )
-    if dataset.vocab_size > model.vocab_size:
-        raise UserError(
-            f"{dataset.files[0].path}: token ids go up to {dataset.vocab_size - 1:,} but the model's "
-            f"vocab_size is {model.vocab_size:,}; give a vocab_size of at least {dataset.vocab_size:,}"
-        )
+    check_vocabulary(dataset.files, model)
     # Every id, not only those of the batches drawn: a damaged file must not train for days first.
     for token_file in dataset.files:
         check_token_ids(token_file, dataset.vocab_size)
+
+
+def check_vocabulary(files: Sequence[TokenFile], model: ModelConfig) -> None:
+    """Refuse a model whose vocab_size leaves out ids of the token files' tokenizer."""
+    vocab = max(f.vocab_size for f in files)
+    if model.vocab_size < vocab:
+        raise UserError(
+            f"vocab_size {model.vocab_size:,} does not cover the token files' ids (their tokenizer has "
+            f"{vocab:,}); use at least {vocab:,}", field="model.vocab_size"
+        )
+
+
+def new_run_problems(files: Sequence[TokenFile], model: ModelConfig | None, tokenizer: Path | None) -> list[UserError]:
+    """What keeps these token files, model and tokenizer from making a new run, each problem naming
+    its field, found without reading the tokens or loading the tokenizer: the new-run form's checks.
+    The same checks refuse the run in plan_new_run. `model` None (not valid) skips those about it."""
+    problems = []
+    if files:
+        problems += _problem("data", check_same_tokenizer, files)
+    if files and model is not None:
+        problems += _problem("model.vocab_size", check_vocabulary, files, model)
+        problems += _problem("model.max_seq_len", check_window_fits, files, model.max_seq_len)
+    if tokenizer is not None:
+        problems += _problem("tokenizer", tokenizer_location, tokenizer)
+    return problems
+
+
+def _problem(field: str, check, *args) -> list[UserError]:
+    try:
+        check(*args)
+    except UserError as e:
+        return [UserError(str(e), field=field)]
+    return []
 
 
 def _resolve(model: ModelConfig, train: TrainConfig, dataset: TokenDataset, world_size: int) -> TrainConfig:
@@ -174,7 +211,8 @@ def plan_new_run(args: argparse.Namespace, world_size: int) -> Plan:
             f"`babyllama train --run {run.path} --resume`, or pick another --run"
         )
     if not args.data:
-        raise UserError("a new run needs token files: --data FILE.bin [FILE.bin ...] (make them with `babyllama prepare`)")
+        raise UserError("a new run needs token files: --data FILE.bin [FILE.bin ...] (make them with "
+                        "`babyllama prepare`)", field="data")
     refuse_if_taken(run)
     base = preset(args.preset) if args.preset else (ModelConfig(), TrainConfig())
     if args.config is not None:
@@ -187,7 +225,7 @@ def plan_new_run(args: argparse.Namespace, world_size: int) -> Plan:
     elif model.vocab_size < tokenizer.vocab_size:
         raise UserError(
             f"--vocab_size {model.vocab_size:,} is smaller than tokenizer {tokenizer.name}'s vocabulary "
-            f"({tokenizer.vocab_size:,}); leave it out to use the tokenizer's"
+            f"({tokenizer.vocab_size:,}); leave it out to use the tokenizer's", field="model.vocab_size"
         )
     _check_tokenizer_fits(tokenizer, dataset, model)
     train = _resolve(model, train, dataset, world_size)
@@ -234,7 +272,7 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
 
     data_paths = args.data or [f["path"] for f in config.get("data", {}).get("files", [])]
     if not data_paths:
-        raise UserError(f"{run.config_path}: names no token files; give them with --data")
+        raise UserError(f"{run.config_path}: names no token files; give them with --data", field="data")
     dataset = _open_dataset(data_paths, model, train)
     tokenizer_path = args.tokenizer or (config.get("tokenizer") or {}).get("path")
     tokenizer = _choose_tokenizer(Path(tokenizer_path) if tokenizer_path else None, dataset)
@@ -244,7 +282,7 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
             raise UserError(
                 f"{checkpoint.path}: tokenizer fingerprint differs: the checkpoint was trained with "
                 f"{(state.get('tokenizer') or {}).get('name')} ({saved}), the requested tokenizer {tokenizer.name} "
-                f"at {tokenizer.path} is {tokenizer.fingerprint}; resume with the run's tokenizer"
+                f"at {tokenizer.path} is {tokenizer.fingerprint}; resume with the run's tokenizer", field="tokenizer"
             )
     _check_tokenizer_fits(tokenizer, dataset, model)
     train = _resolve(model, train, dataset, world_size) if train.max_steps == 0 else train
@@ -252,7 +290,7 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
         if state["step"] >= train.max_steps:
             raise UserError(
                 f"{run.path} has already trained {state['step']:,} of max_steps {train.max_steps:,} steps; "
-                f"to train further resume with a larger --max_steps (or --epochs)"
+                f"to train further resume with a larger --max_steps (or --epochs)", field="train.max_steps"
             )
         sampler = BatchSampler(dataset, train.batch_size, train.seed, 0, world_size, train.grad_accum).describe()
         changed = [f"{k} {state['sampler'].get(k)} -> {v}" for k, v in sampler.items() if state["sampler"].get(k) != v]

@@ -20,7 +20,7 @@ from pathlib import Path
 from babyllama import config as cfg
 from babyllama.data import TokenFile, open_token_file
 from babyllama.errors import UserError
-from babyllama.planning import train_arguments
+from babyllama.planning import new_run_problems, train_arguments
 from babyllama.runs import RunDir
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -202,33 +202,13 @@ def check_form(form: RunForm, runs_dir: Path, root: Path) -> FormCheck:
         errors["data"] = NO_TOKEN_FILES
     elif not files:
         errors["data"] = "choose at least one token file (space)"
-    else:
-        from babyllama.data import check_same_tokenizer
-
-        try:
-            check_same_tokenizer(files)
-        except UserError as e:
-            errors["data"] = str(e)
-    files_vocab = max((f.vocab_size for f in files), default=0)
-    if model is not None and model.vocab_size < files_vocab:
-        errors["model.vocab_size"] = (
-            f"vocab_size {model.vocab_size:,} does not cover the token files' ids (their tokenizer has "
-            f"{files_vocab:,}); use at least {files_vocab:,}"
-        )
-    if model is not None and files and max(f.n_tokens for f in files) <= model.max_seq_len:
-        errors["model.max_seq_len"] = (
-            f"max_seq_len {model.max_seq_len:,} needs files of more than {model.max_seq_len:,} tokens; "
-            f"the largest has {max(f.n_tokens for f in files):,}"
-        )
-
     tokenizer = form.tokenizer.strip()
     tokenizer_path = (root / tokenizer) if tokenizer else None
-    if not tokenizer:
-        # Until files are chosen there is no tokenizer to ask for: choosing them suggests it.
-        if files:
-            errors["tokenizer"] = "give the tokenizer the token files were made with (a file or folder)"
-    elif not tokenizer_path.exists():
-        errors["tokenizer"] = f"{tokenizer}: no such file or folder"
+    # Until files are chosen there is no tokenizer to ask for: choosing them suggests it.
+    if not tokenizer and files:
+        errors["tokenizer"] = "give the tokenizer the token files were made with (a file or folder)"
+    for problem in new_run_problems(files, model, tokenizer_path):
+        errors[problem.field] = str(problem)
 
     name = form.name.strip()
     if not RUN_NAME.fullmatch(name):

@@ -28,6 +28,8 @@ import psutil
 import pytest
 
 from babyllama import planning, train_command
+from babyllama.config import ModelConfig
+from babyllama.data import open_token_file
 from babyllama.errors import UserError
 from babyllama.runs import MetricsReader, RunDir, launch_detached, stop_run
 
@@ -198,6 +200,18 @@ def test_a_new_run_refuses_bad_input(tmp_path, token_file, other_tokenizer_dir, 
     data = () if not extra else ("--data", str(token_file))
     with pytest.raises(UserError, match=message):
         planning.plan_training(parse("--run", str(tmp_path / "r"), *data, *SMALL_MODEL, *extra), world_size=1)
+
+
+def test_new_run_problems_name_their_fields_without_loading_the_tokenizer(tmp_path, token_file, sp_tokenizer_dir):
+    files = [open_token_file(token_file)]
+    model = ModelConfig(vocab_size=1000, max_seq_len=files[0].n_tokens)
+    problems = planning.new_run_problems(files, model, tmp_path / "nowhere")
+    assert [p.field for p in problems] == ["model.vocab_size", "model.max_seq_len", "tokenizer"]
+    assert str(problems[0]) == "vocab_size 1,000 does not cover the token files' ids (their tokenizer has 2,000); " \
+                               "use at least 2,000"
+    assert "too few for one window" in str(problems[1]) and "no such file or folder" in str(problems[2])
+    assert planning.new_run_problems(files, ModelConfig(vocab_size=2000, max_seq_len=64), sp_tokenizer_dir) == []
+    assert planning.new_run_problems([], None, None) == []
 
 
 # ---------------------------------------------------------------------------------------

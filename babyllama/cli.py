@@ -22,7 +22,7 @@ COMMANDS = {
     "sample": ("babyllama.sample", "download the sample corpus (三国演义) into data/sample/"),
     "tokenizer": ("babyllama.tokenizer.command", "train or inspect a tokenizer"),
     "prepare": ("babyllama.prepare.command", "tokenize corpora into a token file (.bin + manifest)"),
-    "train": ("babyllama.train", "train a model on token files, keeping a run directory (out/runs/NAME)"),
+    "train": ("babyllama.train_command", "train a model on token files, keeping a run directory (out/runs/NAME)"),
     "runs": ("babyllama.runs", "list, inspect and stop training runs"),
     "generate": ("babyllama.generate", "continue prompts with a checkpoint, streaming the text"),
     "serve": ("babyllama.serve", "load a checkpoint once and answer JSON-line generation requests (--stdio)"),

@@ -95,24 +95,25 @@ class ModelConfig:
 
     def validate(self) -> None:
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "multiple_of", "max_seq_len"):
-            _require(getattr(self, name) > 0, f"model.{name} must be positive, got {getattr(self, name)}")
+            _require(getattr(self, name) > 0, f"model.{name}", f"must be positive, got {getattr(self, name)}")
         _require(
             self.dim % self.n_heads == 0,
-            f"model.n_heads ({self.n_heads}) must divide model.dim ({self.dim})",
+            "model.n_heads",
+            f"({self.n_heads}) must divide model.dim ({self.dim})",
         )
-        _require(
-            self.head_dim % 2 == 0,
-            f"model.dim / model.n_heads = {self.head_dim} must be even for rotary embeddings",
-        )
+        if self.head_dim % 2:
+            raise UserError(f"model.dim / model.n_heads = {self.head_dim} must be even for rotary embeddings",
+                            field="model.dim")
         if self.n_kv_heads is not None:
-            _require(self.n_kv_heads > 0, f"model.n_kv_heads must be positive, got {self.n_kv_heads}")
+            _require(self.n_kv_heads > 0, "model.n_kv_heads", f"must be positive, got {self.n_kv_heads}")
             _require(
                 self.n_heads % self.n_kv_heads == 0,
-                f"model.n_kv_heads ({self.n_kv_heads}) must divide model.n_heads ({self.n_heads})",
+                "model.n_kv_heads",
+                f"({self.n_kv_heads}) must divide model.n_heads ({self.n_heads})",
             )
-        _require(self.norm_eps > 0, f"model.norm_eps must be positive, got {self.norm_eps}")
-        _require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
-        _require(self.rope_theta > 0, f"model.rope_theta must be positive, got {self.rope_theta}")
+        _require(self.norm_eps > 0, "model.norm_eps", f"must be positive, got {self.norm_eps}")
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        _require(self.rope_theta > 0, "model.rope_theta", f"must be positive, got {self.rope_theta}")
 
 
 @dataclass
@@ -151,43 +152,49 @@ class TrainConfig:
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval",
                      "save_interval", "keep_checkpoints"):
-            _require(getattr(self, name) > 0, f"train.{name} must be positive, got {getattr(self, name)}")
+            _require(getattr(self, name) > 0, f"train.{name}", f"must be positive, got {getattr(self, name)}")
         for name in ("warmup_iters", "lr_decay_iters", "max_steps", "sample_tokens", "threads"):
-            _require(getattr(self, name) >= 0, f"train.{name} must not be negative, got {getattr(self, name)}")
-        _require(self.epochs >= 0, f"train.epochs must not be negative, got {self.epochs}")
-        _require(
-            (self.max_steps > 0) != (self.epochs > 0),
-            "set exactly one of train.max_steps and train.epochs (the other 0), got "
-            f"max_steps={self.max_steps}, epochs={self.epochs}",
-        )
-        _require(self.learning_rate > 0, f"train.learning_rate must be positive, got {self.learning_rate}")
+            _require(getattr(self, name) >= 0, f"train.{name}", f"must not be negative, got {getattr(self, name)}")
+        _require(self.epochs >= 0, "train.epochs", f"must not be negative, got {self.epochs}")
+        if (self.max_steps > 0) == (self.epochs > 0):
+            raise UserError("set exactly one of train.max_steps and train.epochs (the other 0), got "
+                            f"max_steps={self.max_steps}, epochs={self.epochs}", field="train.max_steps")
+        _require(self.learning_rate > 0, "train.learning_rate", f"must be positive, got {self.learning_rate}")
         _require(
             0 <= self.min_lr <= self.learning_rate,
-            f"train.min_lr ({self.min_lr}) must be between 0 and train.learning_rate ({self.learning_rate})",
+            "train.min_lr",
+            f"({self.min_lr}) must be between 0 and train.learning_rate ({self.learning_rate})",
         )
         if self.decay_lr and self.lr_decay_iters > 0:
             _require(
                 self.warmup_iters < self.lr_decay_iters,
-                f"train.warmup_iters ({self.warmup_iters}) must be less than train.lr_decay_iters "
+                "train.warmup_iters",
+                f"({self.warmup_iters}) must be less than train.lr_decay_iters "
                 f"({self.lr_decay_iters})",
             )
         if self.decay_lr and self.lr_decay_iters == 0 and self.max_steps > 0:
             _require(
                 self.warmup_iters < self.max_steps,
-                f"train.warmup_iters ({self.warmup_iters}) must be less than train.max_steps "
+                "train.warmup_iters",
+                f"({self.warmup_iters}) must be less than train.max_steps "
                 f"({self.max_steps}), where the learning rate decay ends (train.lr_decay_iters is 0)",
             )
-        _require(self.weight_decay >= 0, f"train.weight_decay must not be negative, got {self.weight_decay}")
+        _require(self.weight_decay >= 0, "train.weight_decay", f"must not be negative, got {self.weight_decay}")
         for name in ("beta1", "beta2"):
-            _require(0 <= getattr(self, name) < 1, f"train.{name} must be in [0, 1), got {getattr(self, name)}")
-        _require(self.grad_clip >= 0, f"train.grad_clip must not be negative, got {self.grad_clip}")
-        _require(self.dtype in DTYPES, f"train.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        _require(0 <= self.val_fraction < 1, f"train.val_fraction must be in [0, 1), got {self.val_fraction}")
+            _require(0 <= getattr(self, name) < 1, f"train.{name}", f"must be in [0, 1), got {getattr(self, name)}")
+        _require(self.grad_clip >= 0, "train.grad_clip", f"must not be negative, got {self.grad_clip}")
+        _require(self.dtype in DTYPES, "train.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        _require(0 <= self.val_fraction < 1, "train.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
 
 
-def _require(condition: bool, message: str) -> None:
+def _require(condition: bool, field: str, problem: str) -> None:
+    """Refuse a value: "model.dim must be positive, got 0", about the field "model.dim"."""
     if not condition:
-        raise UserError(message)
+        raise UserError(f"{field} {problem}", field=field)
+
+
+# The two configs by the name of their section in files, run directories and field keys ("model.dim").
+SECTIONS = {"model": ModelConfig, "train": TrainConfig}
 
 
 @dataclass(frozen=True)
@@ -348,11 +355,11 @@ def config_to_dict(model: ModelConfig, train: TrainConfig) -> dict:
 
 
 def model_config_from_dict(values: dict, base: ModelConfig | None = None, source: str = "config") -> ModelConfig:
-    return _from_dict(ModelConfig, values, base or ModelConfig(), f"{source}: [model]")
+    return _from_dict("model", values, base or ModelConfig(), source)
 
 
 def train_config_from_dict(values: dict, base: TrainConfig | None = None, source: str = "config") -> TrainConfig:
-    return _from_dict(TrainConfig, values, base or TrainConfig(), f"{source}: [train]")
+    return _from_dict("train", values, base or TrainConfig(), source)
 
 
 def config_from_dict(
@@ -369,24 +376,25 @@ def config_from_dict(
     )
 
 
-def _from_dict(cls, values: dict, base, where: str):
+def _from_dict(section: str, values: dict, base, source: str):
+    where = f"{source}: [{section}]"
     if not isinstance(values, dict):
-        raise UserError(f"{where} must be a table of fields")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+        raise UserError(f"{where} must be a table of fields", field=section)
+    fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
     changes = {}
     for name, value in values.items():
         if name not in fields:
-            raise UserError(f"{where}: unknown field {name!r}; known fields: {', '.join(fields)}")
-        changes[name] = _check_type(value, fields[name], where)
+            raise UserError(f"{where}: unknown field {name!r}; known fields: {', '.join(fields)}", field=section)
+        changes[name] = _check_type(value, fields[name], where, f"{section}.{name}")
     config = dataclasses.replace(base, **changes)
     try:
         config.validate()
     except UserError as e:
-        raise UserError(f"{where}: {e}") from None
+        raise UserError(f"{where}: {e}", field=e.field) from None
     return config
 
 
-def _field_types(f: dataclasses.Field) -> tuple[type, bool]:
+def field_type(f: dataclasses.Field) -> tuple[type, bool]:
     """(the field's value type, whether None is allowed)."""
     hint = typing.get_type_hints(ModelConfig if f.name in ModelConfig.__dataclass_fields__ else TrainConfig)[f.name]
     args = typing.get_args(hint)
@@ -395,14 +403,14 @@ def _field_types(f: dataclasses.Field) -> tuple[type, bool]:
     return hint, False
 
 
-def _check_type(value, f: dataclasses.Field, where: str):
-    kind, optional = _field_types(f)
+def _check_type(value, f: dataclasses.Field, where: str, key: str):
+    kind, optional = field_type(f)
     if value is None and optional:
         return None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise UserError(f"{where}: {f.name} must be {kind.__name__}, got {value!r}")
+        raise UserError(f"{where}: {f.name} must be {kind.__name__}, got {value!r}", field=key)
     return value
 
 
@@ -469,7 +477,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group(title)
         defaults = cls()
         for f in dataclasses.fields(cls):
-            kind, optional = _field_types(f)
+            kind, optional = field_type(f)
             parse = _parse_bool if kind is bool else kind
             names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
             group.add_argument(
@@ -483,6 +491,24 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def format_value(value) -> str:
+    """A field's value as `--field value` reads it back: true/false, none, a float in its
+    shortest exact spelling ("3e-4" reads as 0.0003, "10000" as 10000.0)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}" if float(f"{value:g}") == value else repr(value)
+    return str(value)
+
+
+def given_fields(args: argparse.Namespace, cls) -> dict:
+    """The fields of `cls` (ModelConfig or TrainConfig) given on the command line, by name."""
+    given = vars(args)
+    return {f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given}
+
+
 def apply_overrides(
     model: ModelConfig, train: TrainConfig, args: argparse.Namespace
 ) -> tuple[ModelConfig, TrainConfig]:
@@ -491,9 +517,8 @@ def apply_overrides(
     Giving --epochs clears max_steps and giving --max_steps clears epochs, so either can
     override a preset that set the other.
     """
-    given = vars(args)
-    model_changes = {f.name: given[f.name] for f in dataclasses.fields(ModelConfig) if f.name in given}
-    train_changes = {f.name: given[f.name] for f in dataclasses.fields(TrainConfig) if f.name in given}
+    model_changes = given_fields(args, ModelConfig)
+    train_changes = given_fields(args, TrainConfig)
     if "epochs" in train_changes and "max_steps" not in train_changes:
         train_changes["max_steps"] = 0
     if "max_steps" in train_changes and "epochs" not in train_changes:

@@ -197,6 +197,16 @@ def check_same_tokenizer(files: Sequence[TokenFile]) -> None:
                 )
 
 
+def check_window_fits(files: Sequence[TokenFile], seq_len: int) -> None:
+    """Refuse token files none of which holds one window of seq_len + 1 tokens."""
+    longest = max(files, key=lambda f: f.n_tokens)
+    if longest.n_tokens <= seq_len:
+        raise UserError(
+            f"{longest.path}: {longest.n_tokens:,} tokens, too few for one window of seq_len + 1 = "
+            f"{seq_len + 1:,} tokens (and no other file has more); use a shorter seq_len or more data"
+        )
+
+
 def _expand_token_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -275,13 +285,8 @@ class TokenDataset:
                 f"{self.vocab_size:,}, or re-run `babyllama prepare` with the model's tokenizer"
             )
 
+        check_window_fits(self.files, seq_len)
         windows = [max(0, (f.n_tokens - 1) // seq_len) for f in self.files]
-        if sum(windows) == 0:
-            longest = max(self.files, key=lambda f: f.n_tokens)
-            raise UserError(
-                f"{longest.path}: {longest.n_tokens:,} tokens, too few for one window of seq_len + 1 = "
-                f"{seq_len + 1:,} tokens (and no other file has more); use a shorter seq_len or more data"
-            )
         self.file_val = _allocate_validation(windows, val_fraction)
         self.file_train = [w - v for w, v in zip(windows, self.file_val)]
         self._train_offsets = np.concatenate([[0], np.cumsum(self.file_train)]).astype(np.int64)

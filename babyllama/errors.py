@@ -8,8 +8,13 @@ import re
 class UserError(Exception):
     """Bad input or environment: the message says what is wrong and what to do.
 
-    The CLI prints it as one line and exits non-zero; the app shows it as is.
+    The CLI prints it as one line and exits non-zero; the app shows it as is, beside the
+    field it concerns when `field` names one ("model.n_heads", "data", "tokenizer").
     """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 # MindSpore's C++ errors are a lead message, then blocks each under a heading between dashed banners:

@@ -22,6 +22,7 @@ from babyllama.config import ModelConfig, TrainConfig
 from babyllama.errors import UserError
 from babyllama.kernel_cache import KernelWorkspace, compiler_failure
 from babyllama.model import Transformer
+from babyllama.msrun_env import expected_world_size
 
 ADAM_EPS = 1e-8
 LOSS_SCALE_WINDOW = 1000
@@ -67,10 +68,6 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return dtype
 
 
-def launched_by_msrun() -> bool:
-    return int(os.environ.get("MS_WORKER_NUM", "1")) > 1
-
-
 def setup_runtime(train: TrainConfig, device: str | None = None) -> Runtime:
     """Graph mode, device, threads, seed; under msrun, communication and data parallelism.
 
@@ -87,7 +84,7 @@ def setup_runtime(train: TrainConfig, device: str | None = None) -> Runtime:
     if train.threads:
         ms.device_context.cpu.op_tuning.threads_num(train.threads)
     rank, world_size = 0, 1
-    if launched_by_msrun():
+    if expected_world_size() > 1:
         from mindspore.communication import get_group_size, get_rank, init
 
         init()

@@ -14,19 +14,15 @@ import dataclasses
 import os
 import re
 import time
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from babyllama import config as cfg
+from babyllama.data import TokenFile, open_token_file
 from babyllama.errors import UserError
+from babyllama.planning import new_run_problems, train_arguments
 from babyllama.runs import RunDir
 
-if TYPE_CHECKING:
-    from babyllama.data import TokenFile
-
-SECTIONS = {"model": cfg.ModelConfig, "train": cfg.TrainConfig}
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Folders under data/ searched for token files: data/*.bin and data/*/*.bin.
 TOKEN_FILE_DEPTH = 2
@@ -71,40 +67,31 @@ class FieldSpec:
         return text
 
     def format(self, value) -> str:
-        """A value as the form (and the trainer's `--field=value` flag) spells it."""
-        if value is None:
-            return ""
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, float):
-            return f"{value:g}" if float(f"{value:g}") == value else repr(value)
-        return str(value)
+        """A value as the form spells it: as the trainer's `--field=value` flag does, None left empty."""
+        return "" if value is None else cfg.format_value(value)
 
 
 def field_specs(section: str) -> list[FieldSpec]:
-    cls = SECTIONS[section]
-    hints = typing.get_type_hints(cls)
     specs = []
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(hint))
-        kind = args[0] if optional else hint
+    for f in dataclasses.fields(cfg.SECTIONS[section]):
+        kind, optional = cfg.field_type(f)
         choices = f.metadata.get("choices")
         specs.append(FieldSpec(section, f.name, kind, optional, f.metadata["help"], tuple(choices) if choices else None))
     return specs
 
 
-FIELDS: dict[str, FieldSpec] = {spec.key: spec for section in SECTIONS for spec in field_specs(section)}
+FIELDS: dict[str, FieldSpec] = {spec.key: spec for section in cfg.SECTIONS for spec in field_specs(section)}
+
+
+def field_values(model: cfg.ModelConfig, train: cfg.TrainConfig) -> dict[str, object]:
+    """Every field's value, keyed "model.dim" etc."""
+    return {f"{section}.{name}": value
+            for section, values in cfg.config_to_dict(model, train).items() for name, value in values.items()}
 
 
 def preset_values(name: str) -> dict[str, object]:
     """Every field's value in a preset, keyed "model.dim" etc."""
-    model, train = cfg.preset(name)
-    return {
-        **{f"model.{k}": v for k, v in dataclasses.asdict(model).items()},
-        **{f"train.{k}": v for k, v in dataclasses.asdict(train).items()},
-    }
+    return field_values(*cfg.preset(name))
 
 
 # Token files
@@ -132,9 +119,6 @@ def find_token_files(data_dir: Path) -> list[TokenFileEntry]:
         depth = len(Path(folder).relative_to(data_dir).parts)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth + 1 < TOKEN_FILE_DEPTH else []
         found += [Path(folder) / name for name in files if name.endswith(".bin") and not name.startswith(".")]
-    # Here, not at the top: babyllama.data brings numpy, and the form is built after the app's first screen.
-    from babyllama.data import open_token_file
-
     entries = []
     for path in sorted(found):
         try:
@@ -184,13 +168,6 @@ class FormCheck:
     workers: int = 1
 
 
-def _field_of(message: str, section: str) -> str:
-    """The first field a config error names ("model.n_heads (5) must divide ..." -> "model.n_heads"),
-    else the section itself."""
-    named = re.search(r"\b(model|train)\.([a-z_0-9]+)", message)
-    return f"{named.group(1)}.{named.group(2)}" if named else section
-
-
 def _build(section: str, form: RunForm, errors: dict[str, str]):
     values = {}
     for spec in (s for s in FIELDS.values() if s.section == section):
@@ -204,12 +181,11 @@ def _build(section: str, form: RunForm, errors: dict[str, str]):
             errors[spec.key] = str(e)
     if any(key.startswith(f"{section}.") for key in errors):
         return None
-    config = SECTIONS[section](**values)
+    config = cfg.SECTIONS[section](**values)
     try:
         config.validate()
     except UserError as e:
-        message = str(e)
-        errors[_field_of(message, section)] = message
+        errors[e.field or section] = str(e)
         return None
     return config
 
@@ -226,33 +202,13 @@ def check_form(form: RunForm, runs_dir: Path, root: Path) -> FormCheck:
         errors["data"] = NO_TOKEN_FILES
     elif not files:
         errors["data"] = "choose at least one token file (space)"
-    else:
-        from babyllama.data import check_same_tokenizer
-
-        try:
-            check_same_tokenizer(files)
-        except UserError as e:
-            errors["data"] = str(e)
-    files_vocab = max((f.vocab_size for f in files), default=0)
-    if model is not None and model.vocab_size < files_vocab:
-        errors["model.vocab_size"] = (
-            f"vocab_size {model.vocab_size:,} does not cover the token files' ids (their tokenizer has "
-            f"{files_vocab:,}); use at least {files_vocab:,}"
-        )
-    if model is not None and files and max(f.n_tokens for f in files) <= model.max_seq_len:
-        errors["model.max_seq_len"] = (
-            f"max_seq_len {model.max_seq_len:,} needs files of more than {model.max_seq_len:,} tokens; "
-            f"the largest has {max(f.n_tokens for f in files):,}"
-        )
-
     tokenizer = form.tokenizer.strip()
     tokenizer_path = (root / tokenizer) if tokenizer else None
-    if not tokenizer:
-        # Until files are chosen there is no tokenizer to ask for: choosing them suggests it.
-        if files:
-            errors["tokenizer"] = "give the tokenizer the token files were made with (a file or folder)"
-    elif not tokenizer_path.exists():
-        errors["tokenizer"] = f"{tokenizer}: no such file or folder"
+    # Until files are chosen there is no tokenizer to ask for: choosing them suggests it.
+    if not tokenizer and files:
+        errors["tokenizer"] = "give the tokenizer the token files were made with (a file or folder)"
+    for problem in new_run_problems(files, model, tokenizer_path):
+        errors[problem.field] = str(problem)
 
     name = form.name.strip()
     if not RUN_NAME.fullmatch(name):
@@ -272,7 +228,9 @@ def check_form(form: RunForm, runs_dir: Path, root: Path) -> FormCheck:
     if errors:
         return check
     assert model is not None and train is not None and tokenizer_path is not None
-    args = train_arguments([f.path for f in files], tokenizer_path, form.preset, model, train)
+    base = preset_values(form.preset)
+    changed = {FIELDS[key].name: value for key, value in field_values(model, train).items() if value != base[key]}
+    args = train_arguments(data=[f.path for f in files], tokenizer=tokenizer_path, preset=form.preset, fields=changed)
     check.plan = RunPlan(RunDir(runs_dir / name), args, check.workers, model, train)
     return check
 
@@ -300,25 +258,6 @@ def shown_path(path: Path, root: Path) -> str:
         return str(path.resolve().relative_to(root.resolve()))
     except ValueError:
         return str(path)
-
-
-def train_arguments(
-    data: list[Path], tokenizer: Path, preset: str, model: cfg.ModelConfig, train: cfg.TrainConfig
-) -> list[str]:
-    """`babyllama train` arguments after `--run`: the data, tokenizer, preset, then a
-    `--field=value` flag for each field that differs from the preset (the `=` keeps a value
-    that starts with '-' from reading as an option)."""
-    args = ["--data", *(str(p.resolve()) for p in data), "--tokenizer", str(tokenizer.resolve()), "--preset", preset]
-    base = preset_values(preset)
-    chosen = {
-        **{f"model.{k}": v for k, v in dataclasses.asdict(model).items()},
-        **{f"train.{k}": v for k, v in dataclasses.asdict(train).items()},
-    }
-    for key, value in chosen.items():
-        if value != base[key]:
-            spec = FIELDS[key]
-            args.append(f"--{spec.name}={'none' if value is None else spec.format(value)}")
-    return args
 
 
 def default_run_name(preset: str, now: float, runs_dir: Path) -> str:

@@ -89,7 +89,11 @@ def request_resume(screen: Screen, path: Path) -> None:
     def chosen(choice: ResumeChoice | None) -> None:
         if choice is None:
             return
-        args = ["--resume"] + ([f"--max_steps={choice.max_steps}"] if choice.max_steps != max_steps else [])
+        # Here, not at the top: planning brings numpy, which the app does not load to start.
+        from babyllama.planning import train_arguments
+
+        changed = {"max_steps": choice.max_steps} if choice.max_steps != max_steps else {}
+        args = train_arguments(resume=True, fields=changed)
         try:
             launch_detached(run, args, workers=choice.workers, program=app.train_program, cwd=app.root)
         except UserError as e:

@@ -55,11 +55,6 @@ def test_cli_parser_loads_no_heavy_library():
     assert not loaded & {"mindspore", "torch", "transformers", "textual"}
 
 
-# Import cycles the redesign of issue 11 is removing; each entry must still be a cycle, so it goes
-# with the fix. generate <-> export is broken up by the checkpoint module of issue 11.
-ALLOWED_CYCLES = [{"babyllama.generate", "babyllama.export"}]
-
-
 def module_files() -> dict[str, Path]:
     """Dotted name -> file for every module of the two packages (a package by its __init__.py)."""
     modules = {}
@@ -145,7 +140,4 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycles_in_the_packages():
     found = cycles(import_graph())
-    unexpected = [" -> ".join(cycle) for cycle in found if set(cycle) not in ALLOWED_CYCLES]
-    assert not unexpected, "modules that import each other:\n" + "\n".join(unexpected)
-    gone = [allowed for allowed in ALLOWED_CYCLES if allowed not in [set(cycle) for cycle in found]]
-    assert not gone, f"no longer a cycle, remove it from ALLOWED_CYCLES: {gone}"
+    assert not found, "modules that import each other:\n" + "\n".join(" -> ".join(cycle) for cycle in found)

@@ -27,7 +27,9 @@ import numpy as np
 import psutil
 import pytest
 
-from babyllama import train
+from babyllama import planning, train_command
+from babyllama.config import ModelConfig
+from babyllama.data import open_token_file
 from babyllama.errors import UserError
 from babyllama.runs import MetricsReader, RunDir, launch_detached, stop_run
 
@@ -124,7 +126,7 @@ def communicate(process: subprocess.Popen, timeout: float = WAIT_S) -> str:
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    train.add_arguments(parser)
+    train_command.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -171,14 +173,14 @@ def test_child_arguments_repeat_the_command(tmp_path, token_file, sp_tokenizer_d
     args = parse("--run", str(tmp_path / "r"), "--data", str(token_file), "--tokenizer", str(sp_tokenizer_dir),
                  "--preset", "tiny", "--dim", "64", "--dropout", "0.1", "--decay_lr", "false",
                  "--n_kv_heads", "none", "--sample_prompt", "-a prompt-", "--detach", "--workers", "2")
-    again = parse("--run", str(tmp_path / "r"), *train.child_arguments(args))
+    again = parse("--run", str(tmp_path / "r"), *train_command.child_arguments(args))
     for name in ("data", "tokenizer", "preset", "dim", "dropout", "decay_lr", "n_kv_heads", "sample_prompt"):
         assert getattr(again, name) == getattr(args, name), name
     assert not again.detach and again.workers == 1
 
 
 def test_a_new_run_takes_its_vocabulary_and_tokenizer_from_the_token_files(tmp_path, token_file, sp_tokenizer):
-    plan = train.plan_training(parse("--run", str(tmp_path / "r"), "--data", str(token_file), *SMALL_MODEL,
+    plan = planning.plan_training(parse("--run", str(tmp_path / "r"), "--data", str(token_file), *SMALL_MODEL,
                                      "--max_steps", "0", "--epochs", "2"), world_size=1)
     assert plan.model.vocab_size == sp_tokenizer.vocab_size == 2000
     assert plan.tokenizer.fingerprint == sp_tokenizer.fingerprint
@@ -197,7 +199,19 @@ def test_a_new_run_refuses_bad_input(tmp_path, token_file, other_tokenizer_dir, 
     extra = tuple(str(other_tokenizer_dir) if e == "OTHER" else e for e in extra)
     data = () if not extra else ("--data", str(token_file))
     with pytest.raises(UserError, match=message):
-        train.plan_training(parse("--run", str(tmp_path / "r"), *data, *SMALL_MODEL, *extra), world_size=1)
+        planning.plan_training(parse("--run", str(tmp_path / "r"), *data, *SMALL_MODEL, *extra), world_size=1)
+
+
+def test_new_run_problems_name_their_fields_without_loading_the_tokenizer(tmp_path, token_file, sp_tokenizer_dir):
+    files = [open_token_file(token_file)]
+    model = ModelConfig(vocab_size=1000, max_seq_len=files[0].n_tokens)
+    problems = planning.new_run_problems(files, model, tmp_path / "nowhere")
+    assert [p.field for p in problems] == ["model.vocab_size", "model.max_seq_len", "tokenizer"]
+    assert str(problems[0]) == "vocab_size 1,000 does not cover the token files' ids (their tokenizer has 2,000); " \
+                               "use at least 2,000"
+    assert "too few for one window" in str(problems[1]) and "no such file or folder" in str(problems[2])
+    assert planning.new_run_problems(files, ModelConfig(vocab_size=2000, max_seq_len=64), sp_tokenizer_dir) == []
+    assert planning.new_run_problems([], None, None) == []
 
 
 # ---------------------------------------------------------------------------------------
@@ -656,7 +670,7 @@ def test_train_refuses_a_token_id_beyond_the_vocabulary_anywhere_in_the_file(tmp
     tokens.flush()
     del tokens
     with pytest.raises(UserError, match=f"token id 4,000 at position {position:,} is outside the vocabulary"):
-        train.plan_training(parse("--run", str(tmp_path / "r"), "--data", str(damaged), *SMALL_MODEL), world_size=1)
+        planning.plan_training(parse("--run", str(tmp_path / "r"), "--data", str(damaged), *SMALL_MODEL), world_size=1)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from babyllama.tokenizer.folder import (
 )
 from babyllama.tokenizer.interface import Tokenizer
 from babyllama.tokenizer.kinds import CHATGLM_PIECES, CHATGLM_SPECIAL_TOKENS, SentencePieceTokenizer
-from babyllama.tokenizer.loading import load_tokenizer
+from babyllama.tokenizer.loading import load_tokenizer, tokenizer_location
 from babyllama.tokenizer.training import SPACE_SYMBOL, train_sentencepiece, training_lines
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "SentencePieceTokenizer",
     "Tokenizer",
     "load_tokenizer",
+    "tokenizer_location",
     "train_sentencepiece",
     "training_lines",
 ]

@@ -21,14 +21,20 @@ from babyllama.tokenizer.interface import Tokenizer
 from babyllama.tokenizer.kinds import CHATGLM_PIECES, ChatGLMTokenizer, HuggingFaceTokenizer, SentencePieceTokenizer
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """The tokenizer at `path`: a SentencePiece .model file or a tokenizer folder."""
+def tokenizer_location(path: str | Path) -> Path:
+    """`path` made absolute, refused when nothing is there; what it holds is judged on loading."""
     path = Path(path).absolute()
     if not path.exists():
         raise UserError(
             f"{path}: no such file or folder; give a tokenizer.model file or a tokenizer folder "
             "(train one with `babyllama tokenizer train --out DIR INPUT...`)"
         )
+    return path
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """The tokenizer at `path`: a SentencePiece .model file or a tokenizer folder."""
+    path = tokenizer_location(path)
     if path.is_dir():
         return _load_folder(path)
     return _load_model_file(path, path=path, name=_name_for_model_file(path))

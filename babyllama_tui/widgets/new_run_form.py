@@ -24,7 +24,6 @@ from textual.widgets import Checkbox, Collapsible, Select, SelectionList, Static
 from babyllama import config as cfg
 from babyllama_tui.new_run import (
     FIELDS,
-    SECTIONS,
     FieldSpec,
     FormCheck,
     RunForm,
@@ -125,7 +124,7 @@ class NewRunForm(VerticalScroll):
                 *(FieldRow(spec.key, spec.name, _editor(spec, values[spec.key]), spec.help) for spec in FIELDS.values()),
             )
         }
-        self.section_errors = {section: Static("", classes="section-error") for section in SECTIONS}
+        self.section_errors = {section: Static("", classes="section-error") for section in cfg.SECTIONS}
         self._show_list_if_any(entries)
 
     def compose(self) -> ComposeResult:

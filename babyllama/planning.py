@@ -1,0 +1,332 @@
+"""Planning a run: everything about it that can be checked before MindSpore is imported.
+
+Configs (preset, then the config file, then `--field value` flags), the token files, the
+tokenizer, and for a resume the latest complete checkpoint, resolved into a `Plan` that
+`babyllama.train` then trains. See docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from babyllama import __version__
+from babyllama.checkpoint import CONFIG_FILE, Checkpoint, checkpoint_problem, read_checkpoint_state
+from babyllama.config import (
+    ModelConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    format_value,
+    load_config,
+    model_differences,
+    preset,
+    resolve_steps,
+)
+from babyllama.data import (
+    BatchSampler,
+    TokenDataset,
+    TokenFile,
+    check_same_tokenizer,
+    check_token_ids,
+    check_window_fits,
+)
+from babyllama.errors import UserError
+from babyllama.msrun_env import expected_rank, expected_world_size
+from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, RunDir, effective_state
+from babyllama.tokenizer import Tokenizer, load_tokenizer, tokenizer_location
+
+# Model fields that may change on resume: they shape no parameter.
+RESUMABLE_MODEL_FIELDS = ("dropout",)
+
+
+@dataclass
+class Plan:
+    run: RunDir
+    model: ModelConfig
+    train: TrainConfig  # resolved: max_steps fixed, lr_decay_iters filled in
+    tokenizer: Tokenizer
+    dataset: TokenDataset
+    world_size: int
+    preset: str | None
+    resuming: bool = False
+    resume_from: Checkpoint | None = None
+    resume_state: dict | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def start_step(self) -> int:
+        return self.resume_state["step"] if self.resume_state else 0
+
+    def config(self) -> dict:
+        """What config.json holds."""
+        return {
+            **config_to_dict(self.model, self.train),
+            "data": describe_data(self.dataset),
+            "tokenizer": self.tokenizer.describe(),
+            "world_size": self.world_size,
+            "preset": self.preset,
+            "babyllama_version": __version__,
+        }
+
+
+def describe_data(dataset: TokenDataset) -> dict:
+    """The token files with their manifests' key facts, for config.json."""
+    files = []
+    for token_file, train_windows, val_windows in zip(dataset.files, dataset.file_train, dataset.file_val):
+        manifest = token_file.manifest or {}
+        files.append({
+            "path": str(token_file.path.resolve()),
+            "dtype": token_file.dtype.name,
+            "tokens": token_file.n_tokens,
+            "documents": manifest.get("documents"),
+            "vocab_size": token_file.vocab_size,
+            "eos_id": token_file.eos_id,
+            "tokenizer": (token_file.tokenizer or {}).get("name"),
+            "tokenizer_sha256": (token_file.tokenizer or {}).get("sha256"),
+            "created": manifest.get("created"),
+            "sources": len(manifest.get("sources", [])),
+            "train_windows": train_windows,
+            "val_windows": val_windows,
+        })
+    return {
+        "files": files,
+        "seq_len": dataset.seq_len,
+        "val_fraction": dataset.val_fraction,
+        "train_windows": dataset.train_windows,
+        "val_windows": dataset.val_windows,
+    }
+
+
+def _open_dataset(paths, model: ModelConfig, train: TrainConfig) -> TokenDataset:
+    # Absolute: token files are opened when first read, after the trainer moves to its kernel workspace.
+    return TokenDataset([Path(p).absolute() for p in paths], seq_len=model.max_seq_len,
+                        val_fraction=train.val_fraction)
+
+
+def _choose_tokenizer(given: Path | None, dataset: TokenDataset) -> Tokenizer:
+    if given is not None:
+        return load_tokenizer(given)
+    path = (dataset.tokenizer or {}).get("path")
+    if not path:
+        raise UserError(
+            f"{dataset.files[0].path}: no manifest names the tokenizer these tokens came from; "
+            "give it with --tokenizer PATH", field="tokenizer"
+        )
+    try:
+        return load_tokenizer(path)
+    except UserError as e:
+        raise UserError(
+            f"{e} (the tokenizer named by the manifest of {dataset.files[0].path}); give it with --tokenizer PATH",
+            field="tokenizer",
+        ) from None
+
+
+def _check_tokenizer_fits(tokenizer: Tokenizer, dataset: TokenDataset, model: ModelConfig) -> None:
+    for token_file in dataset.files:
+        sha = (token_file.tokenizer or {}).get("sha256")
+        if sha is not None and sha != tokenizer.fingerprint:
+            raise UserError(
+                f"{token_file.path}: made with tokenizer {token_file.describe_tokenizer()}, not with "
+                f"{tokenizer.name} at {tokenizer.path} ({tokenizer.fingerprint[:19]}…); give the tokenizer "
+                "the files were prepared with, or re-run `babyllama prepare` with this one", field="tokenizer"
+            )
+    check_vocabulary(dataset.files, model)
+    # Every id, not only those of the batches drawn: a damaged file must not train for days first.
+    for token_file in dataset.files:
+        check_token_ids(token_file, dataset.vocab_size)
+
+
+def check_vocabulary(files: Sequence[TokenFile], model: ModelConfig) -> None:
+    """Refuse a model whose vocab_size leaves out ids of the token files' tokenizer."""
+    vocab = max(f.vocab_size for f in files)
+    if model.vocab_size < vocab:
+        raise UserError(
+            f"vocab_size {model.vocab_size:,} does not cover the token files' ids (their tokenizer has "
+            f"{vocab:,}); use at least {vocab:,}", field="model.vocab_size"
+        )
+
+
+def new_run_problems(files: Sequence[TokenFile], model: ModelConfig | None, tokenizer: Path | None) -> list[UserError]:
+    """What keeps these token files, model and tokenizer from making a new run, each problem naming
+    its field, found without reading the tokens or loading the tokenizer: the new-run form's checks.
+    The same checks refuse the run in plan_new_run. `model` None (not valid) skips those about it."""
+    problems = []
+    if files:
+        problems += _problem("data", check_same_tokenizer, files)
+    if files and model is not None:
+        problems += _problem("model.vocab_size", check_vocabulary, files, model)
+        problems += _problem("model.max_seq_len", check_window_fits, files, model.max_seq_len)
+    if tokenizer is not None:
+        problems += _problem("tokenizer", tokenizer_location, tokenizer)
+    return problems
+
+
+def _problem(field: str, check, *args) -> list[UserError]:
+    try:
+        check(*args)
+    except UserError as e:
+        return [UserError(str(e), field=field)]
+    return []
+
+
+def _resolve(model: ModelConfig, train: TrainConfig, dataset: TokenDataset, world_size: int) -> TrainConfig:
+    steps_per_epoch = dataset.train_windows / (train.batch_size * train.grad_accum * world_size)
+    if train.max_steps == 0 and steps_per_epoch < 1:
+        raise UserError(
+            f"{dataset.files[0].path}: {dataset.train_windows:,} training windows are fewer than one step's "
+            f"{train.batch_size * train.grad_accum * world_size:,}; use more data or a smaller batch"
+        )
+    return resolve_steps(train, steps_per_epoch)
+
+
+def refuse_if_taken(run: RunDir) -> None:
+    """A run another live process holds (not our own launcher's `starting`) cannot be started.
+
+    Checked by rank 0 alone: it claims the run as soon as it has planned, maybe before the
+    other ranks of its msrun launch have looked, and they write nothing to the run directory.
+    """
+    if expected_rank() != 0:
+        return
+    status = run.read_status()
+    current = effective_state(status)
+    ours = status.get("launch_id") is not None and status.get("launch_id") == os.environ.get(LAUNCH_ID_ENV)
+    if current.state in ACTIVE_STATES and not ours:
+        raise UserError(
+            f"{run.path} is {current.state} (pid {status.get('pid')} on {status.get('host')}); "
+            f"stop it first with `babyllama runs stop {run.path}`"
+        )
+
+
+def plan_new_run(args: argparse.Namespace, world_size: int) -> Plan:
+    run = RunDir(args.run)
+    if run.config_path.exists() and expected_rank() == 0:
+        raise UserError(
+            f"{run.config_path} exists: {run.path} already holds a run; continue it with "
+            f"`babyllama train --run {run.path} --resume`, or pick another --run"
+        )
+    if not args.data:
+        raise UserError("a new run needs token files: --data FILE.bin [FILE.bin ...] (make them with "
+                        "`babyllama prepare`)", field="data")
+    refuse_if_taken(run)
+    base = preset(args.preset) if args.preset else (ModelConfig(), TrainConfig())
+    if args.config is not None:
+        base = load_config(args.config, base=base)
+    model, train = apply_overrides(*base, args)
+    dataset = _open_dataset(args.data, model, train)
+    tokenizer = _choose_tokenizer(args.tokenizer, dataset)
+    if "vocab_size" not in vars(args):
+        model = dataclasses.replace(model, vocab_size=tokenizer.vocab_size)
+    elif model.vocab_size < tokenizer.vocab_size:
+        raise UserError(
+            f"--vocab_size {model.vocab_size:,} is smaller than tokenizer {tokenizer.name}'s vocabulary "
+            f"({tokenizer.vocab_size:,}); leave it out to use the tokenizer's", field="model.vocab_size"
+        )
+    _check_tokenizer_fits(tokenizer, dataset, model)
+    train = _resolve(model, train, dataset, world_size)
+    return Plan(run, model, train, tokenizer, dataset, world_size, args.preset)
+
+
+def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
+    run = RunDir(args.run)
+    for option in ("preset", "config"):
+        if getattr(args, option) is not None:
+            raise UserError(
+                f"--{option} cannot be given with --resume: a run continues with its own configuration "
+                f"({run.config_path}); change single fields with --field value"
+            )
+    config = run.read_config()
+    refuse_if_taken(run)
+    try:
+        model, train = config_from_dict({"model": config["model"], "train": config["train"]}, source=str(run.config_path))
+    except (KeyError, TypeError):
+        raise UserError(f"{run.config_path}: has no [model] and [train] sections; is this a babyllama run?") from None
+    model, train = apply_overrides(model, train, args)
+
+    checkpoint = run.latest_checkpoint()
+    state = None
+    notes = []
+    if checkpoint is not None:
+        problem = checkpoint_problem(checkpoint.path)
+        if problem:
+            raise UserError(f"{problem}: the latest checkpoint is incomplete; delete {checkpoint.path} to resume "
+                            "from the one before it")
+        state, checkpoint_config = read_checkpoint_state(checkpoint.path)
+        saved_model, _ = config_from_dict(
+            {"model": checkpoint_config["model"], "train": checkpoint_config["train"]},
+            source=str(checkpoint.path / CONFIG_FILE),
+        )
+        differences = [d for d in model_differences(saved_model, model) if d.split(":")[0] not in RESUMABLE_MODEL_FIELDS]
+        if differences:
+            raise UserError(
+                f"{checkpoint.path}: the checkpoint's model differs from the requested one ({'; '.join(differences)}, "
+                "checkpoint first); a resumed run keeps its model's shape: drop those flags, or start a new run"
+            )
+    else:
+        notes.append(f"{run.path} has no checkpoint yet: training starts at step 0 with the run's configuration")
+
+    data_paths = args.data or [f["path"] for f in config.get("data", {}).get("files", [])]
+    if not data_paths:
+        raise UserError(f"{run.config_path}: names no token files; give them with --data", field="data")
+    dataset = _open_dataset(data_paths, model, train)
+    tokenizer_path = args.tokenizer or (config.get("tokenizer") or {}).get("path")
+    tokenizer = _choose_tokenizer(Path(tokenizer_path) if tokenizer_path else None, dataset)
+    if state is not None:
+        saved = (state.get("tokenizer") or {}).get("sha256")
+        if saved != tokenizer.fingerprint:
+            raise UserError(
+                f"{checkpoint.path}: tokenizer fingerprint differs: the checkpoint was trained with "
+                f"{(state.get('tokenizer') or {}).get('name')} ({saved}), the requested tokenizer {tokenizer.name} "
+                f"at {tokenizer.path} is {tokenizer.fingerprint}; resume with the run's tokenizer", field="tokenizer"
+            )
+    _check_tokenizer_fits(tokenizer, dataset, model)
+    train = _resolve(model, train, dataset, world_size) if train.max_steps == 0 else train
+    if state is not None:
+        if state["step"] >= train.max_steps:
+            raise UserError(
+                f"{run.path} has already trained {state['step']:,} of max_steps {train.max_steps:,} steps; "
+                f"to train further resume with a larger --max_steps (or --epochs)", field="train.max_steps"
+            )
+        sampler = BatchSampler(dataset, train.batch_size, train.seed, 0, world_size, train.grad_accum).describe()
+        changed = [f"{k} {state['sampler'].get(k)} -> {v}" for k, v in sampler.items() if state["sampler"].get(k) != v]
+        if changed:
+            notes.append(
+                "the batches from here on differ from those the run would have seen without the "
+                f"interruption ({', '.join(changed)})"
+            )
+    return Plan(run, model, train, tokenizer, dataset, world_size, config.get("preset"), True, checkpoint, state,
+                tuple(notes))
+
+
+def train_arguments(
+    *,
+    resume: bool = False,
+    data: Sequence[Path] = (),
+    tokenizer: Path | None = None,
+    preset: str | None = None,
+    config: Path | None = None,
+    fields: dict[str, object] | None = None,
+) -> list[str]:
+    """The `babyllama train` arguments after `--run RUN` that start this run in a launched process:
+    paths made absolute (it starts elsewhere), then a `--field=value` flag for each of `fields`
+    (the `=` keeps a value that starts with '-' from reading as an option)."""
+    out = ["--resume"] if resume else []
+    if data:
+        out += ["--data", *(str(Path(p).resolve()) for p in data)]
+    if tokenizer is not None:
+        out += ["--tokenizer", str(Path(tokenizer).resolve())]
+    if preset is not None:
+        out += ["--preset", preset]
+    if config is not None:
+        out += ["--config", str(Path(config).resolve())]
+    return out + [f"--{name}={format_value(value)}" for name, value in (fields or {}).items()]
+
+
+def plan_training(args: argparse.Namespace, world_size: int | None = None) -> Plan:
+    world_size = expected_world_size() if world_size is None else world_size
+    return plan_resume(args, world_size) if args.resume else plan_new_run(args, world_size)

@@ -33,35 +33,25 @@ unreadable); the listing reports an incomplete latest one with what to do about 
 `babyllama runs` is the CLI over the same functions.
 """
 
-from babyllama.runs.rundir import (
+from babyllama.checkpoint import checkpoint_problem
+from babyllama.runs.command import add_arguments, run
+from babyllama.runs.control import kill_run, stop_run, wait_gone
+from babyllama.runs.launch import TRAIN_PROGRAM, launch_detached
+from babyllama.runs.listing import RunInfo, list_runs, resolve_run, run_info
+from babyllama.runs.liveness import (
     ACTIVE_STATES,
     CREATED,
     ENDED_STATES,
     LAUNCH_ID_ENV,
     STALE_AFTER_S,
-    TRAIN_PROGRAM,
-    LineFollower,
-    MetricsReader,
-    RunDir,
-    RunInfo,
     RunState,
-    add_arguments,
-    checkpoint_problem,
     effective_state,
     format_duration,
-    kill_run,
-    latest_rows,
-    launch_detached,
-    list_runs,
     process_identity,
-    resolve_run,
-    run,
-    run_info,
     still_running,
-    stop_run,
-    tail_lines,
-    wait_gone,
 )
+from babyllama.runs.readers import LineFollower, MetricsReader, latest_rows, tail_lines
+from babyllama.runs.rundir import RunDir
 
 __all__ = [
     "ACTIVE_STATES",

@@ -8,17 +8,17 @@ from dataclasses import dataclass
 import psutil
 
 from babyllama.errors import UserError
-from babyllama.runs.launch import _reap_launched
+from babyllama.runs.launch import reap_launched
 from babyllama.runs.liveness import (
     ACTIVE_STATES,
     RunState,
-    _live_process,
     effective_state,
     format_duration,
+    live_process,
     still_running,
     this_host,
 )
-from babyllama.runs.rundir import RunDir, _as_run
+from babyllama.runs.rundir import RunDir, as_run
 
 
 @dataclass
@@ -39,7 +39,7 @@ def _run_processes(status: dict) -> tuple[list[int], list[psutil.Process]]:
     workers have exited); a run started by hand through its trainer pid. `kill_run` ends
     every process watched.
     """
-    launcher = _live_process(status.get("launcher_pid"), status.get("launcher_create_time"))
+    launcher = live_process(status.get("launcher_pid"), status.get("launcher_create_time"))
     if launcher is not None:
         try:
             descendants = launcher.children(recursive=True)
@@ -51,7 +51,7 @@ def _run_processes(status: dict) -> tuple[list[int], list[psutil.Process]]:
             if workers:
                 return [p.pid for p in workers], watch
         return [launcher.pid], watch
-    trainer = _live_process(status.get("pid"), status.get("pid_create_time"))
+    trainer = live_process(status.get("pid"), status.get("pid_create_time"))
     if trainer is not None:
         return [trainer.pid], [trainer]
     return [], []
@@ -80,7 +80,7 @@ def wait_gone(processes: list[psutil.Process], timeout: float) -> bool:
     # reaps has ended all the same.
     deadline = time.monotonic() + timeout
     while any(still_running(p) for p in processes):
-        _reap_launched()
+        reap_launched()
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
@@ -100,7 +100,7 @@ def stop_run(run: RunDir | str | os.PathLike, *, wait: bool = False, timeout: fl
     that died of the signal before the trainer could record it (still importing, say) is
     recorded as stopped here, with a note in `error`.
     """
-    run = _as_run(run)
+    run = as_run(run)
     status = run.read_status()
     current = effective_state(status)
     if current.state not in ACTIVE_STATES:
@@ -122,7 +122,7 @@ def stop_run(run: RunDir | str | os.PathLike, *, wait: bool = False, timeout: fl
 def kill_run(run: RunDir | str | os.PathLike, *, timeout: float = 30.0) -> StopReport:
     """Last resort: SIGKILL every process of the run. Steps after the last checkpoint are lost;
     `babyllama train --resume` continues from that checkpoint."""
-    run = _as_run(run)
+    run = as_run(run)
     status = run.read_status()
     current = effective_state(status)
     if current.state not in ACTIVE_STATES:

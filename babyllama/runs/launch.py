@@ -15,7 +15,7 @@ import psutil
 from babyllama.errors import UserError
 from babyllama.files import atomic_write_bytes
 from babyllama.runs.liveness import ACTIVE_STATES, LAUNCH_ID_ENV, effective_state, this_host
-from babyllama.runs.rundir import RunDir, _as_run
+from babyllama.runs.rundir import RunDir, as_run
 
 TRAIN_PROGRAM = ("-m", "babyllama", "train")
 
@@ -57,7 +57,7 @@ def launch_detached(
     a SIGHUP or a closed terminal never reach it. status.json says `starting` with the pid
     before this returns.
     """
-    run = _as_run(run)
+    run = as_run(run)
     if workers < 1:
         raise UserError(f"workers must be at least 1, got {workers}")
     run.path.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def launch_detached(
             f"{run.path} is already {current.state} (pid {status.get('pid')} on {status.get('host')}); "
             f"stop it first with `babyllama runs stop {run.path}`."
         )
-    _reap_launched()
+    reap_launched()
 
     trainer = [*program, "--run", str(run.path.resolve()), *args]
     launch_id = uuid.uuid4().hex
@@ -121,7 +121,7 @@ def launch_detached(
     return process.pid
 
 
-def _reap_launched() -> None:
+def reap_launched() -> None:
     for launched in list(_launched):
         if launched.poll() is not None:
             _launched.remove(launched)

@@ -9,7 +9,7 @@ from babyllama.checkpoint import Checkpoint, checkpoint_problem
 from babyllama.errors import UserError
 from babyllama.runs.liveness import RunState, effective_state
 from babyllama.runs.readers import latest_rows
-from babyllama.runs.rundir import RunDir, _as_run
+from babyllama.runs.rundir import RunDir, as_run
 
 DEFAULT_ROOT = Path("out/runs")
 
@@ -46,7 +46,7 @@ class RunInfo:
 
 
 def run_info(run: RunDir | str | os.PathLike) -> RunInfo:
-    run = _as_run(run)
+    run = as_run(run)
     try:
         status = run.read_status()
         current = effective_state(status)

@@ -60,7 +60,7 @@ def _recorded_process(pid: int, create_time: float | None) -> tuple[psutil.Proce
     return process, None
 
 
-def _live_process(pid: int | None, create_time: float | None) -> psutil.Process | None:
+def live_process(pid: int | None, create_time: float | None) -> psutil.Process | None:
     return None if pid is None else _recorded_process(pid, create_time)[0]
 
 
@@ -94,7 +94,7 @@ def effective_state(status: dict, *, now: float | None = None, stale_after: floa
     return RunState(state, None)
 
 
-def _owned_by_this_process(status: dict) -> bool:
+def owned_by_this_process(status: dict) -> bool:
     """Whether the status belongs to this process: it launched us, or names us."""
     launch_id = status.get("launch_id")
     if launch_id is not None and launch_id == os.environ.get(LAUNCH_ID_ENV):

@@ -26,8 +26,8 @@ from babyllama.runs.liveness import (
     HEARTBEAT_S,
     STATES,
     RunState,
-    _owned_by_this_process,
     effective_state,
+    owned_by_this_process,
     process_identity,
 )
 
@@ -94,7 +94,7 @@ class RunDir:
                 )
             status = self.read_status()
             current = effective_state(status)
-            if current.state in ACTIVE_STATES and not _owned_by_this_process(status):
+            if current.state in ACTIVE_STATES and not owned_by_this_process(status):
                 raise UserError(
                     f"{self.path} is {current.state} (pid {status.get('pid')} on {status.get('host')}); "
                     f"stop it first with `babyllama runs stop {self.path}`."
@@ -136,7 +136,7 @@ class RunDir:
         """
 
         def claim(status: dict) -> dict:
-            owned = _owned_by_this_process(status)
+            owned = owned_by_this_process(status)
             current = effective_state(status)
             if current.state in ACTIVE_STATES and not owned:
                 raise UserError(
@@ -290,5 +290,5 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _as_run(run: RunDir | str | os.PathLike) -> RunDir:
+def as_run(run: RunDir | str | os.PathLike) -> RunDir:
     return run if isinstance(run, RunDir) else RunDir(run)

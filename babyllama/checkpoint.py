@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from babyllama.errors import UserError, describe_failure
+from babyllama.files import fsync_dir
 
 # A run keeps its checkpoints in RUN/checkpoints/: step_NNNNNNN folders and `latest`, the newest's name.
 CHECKPOINTS_DIR = "checkpoints"
@@ -49,14 +50,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
@@ -81,7 +74,7 @@ def save_checkpoint(folder: Path, trainer, state: dict, config: dict) -> None:
     _write_json(folder / CONFIG_FILE, config)
     for name in CHECKPOINT_FILES:
         _fsync_file(folder / name)
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def load_checkpoint(trainer, checkpoint: Path) -> None:

@@ -20,7 +20,7 @@ from babyllama.checkpoint import (
     remove_unfinished_checkpoints,
 )
 from babyllama.errors import UserError
-from babyllama.files import atomic_write_bytes, atomic_write_json
+from babyllama.files import atomic_write_bytes, atomic_write_json, fsync_dir
 from babyllama.runs.liveness import (
     ACTIVE_STATES,
     HEARTBEAT_S,
@@ -245,7 +245,7 @@ class RunDir:
             replaced = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, replaced)
         os.replace(temp, final)
-        _fsync_dir(self.checkpoints_dir)
+        fsync_dir(self.checkpoints_dir)
         atomic_write_bytes(self.latest_path, f"{final.name}\n".encode())
         if replaced is not None:
             shutil.rmtree(replaced, ignore_errors=True)
@@ -280,14 +280,6 @@ def _ends_with_newline(path: Path) -> bool:
             return f.read(1) == b"\n"
     except FileNotFoundError:
         return True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def as_run(run: RunDir | str | os.PathLike) -> RunDir:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from babyllama.errors import UserError, describe_failure
-from babyllama.files import fsync_dir
+from babyllama.files import atomic_write_json, fsync_dir
 
 # A run keeps its checkpoints in RUN/checkpoints/: step_NNNNNNN folders and `latest`, the newest's name.
 CHECKPOINTS_DIR = "checkpoints"
@@ -50,10 +50,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-
 def save_checkpoint(folder: Path, trainer, state: dict, config: dict) -> None:
     """Write a complete checkpoint of `trainer` into the new folder `folder`, every file fsynced."""
     import mindspore as ms
@@ -70,9 +66,9 @@ def save_checkpoint(folder: Path, trainer, state: dict, config: dict) -> None:
                            format="safetensors")
     finally:
         logging.disable(logging.NOTSET)
-    _write_json(folder / STATE_FILE, state)
-    _write_json(folder / CONFIG_FILE, config)
-    for name in CHECKPOINT_FILES:
+    atomic_write_json(folder / STATE_FILE, state)
+    atomic_write_json(folder / CONFIG_FILE, config)
+    for name in (WEIGHTS_FILE, OPTIMIZER_FILE):
         _fsync_file(folder / name)
     fsync_dir(folder)
 

@@ -126,6 +126,7 @@ from babyllama.runs import (
     RunDir,
     effective_state,
     launch_detached,
+    stop_it_first,
     stop_run,
 )
 from babyllama.stop_guard import start_guard
@@ -323,10 +324,7 @@ def refuse_if_taken(run: RunDir) -> None:
     current = effective_state(status)
     ours = status.get("launch_id") is not None and status.get("launch_id") == os.environ.get(LAUNCH_ID_ENV)
     if current.state in ACTIVE_STATES and not ours:
-        raise UserError(
-            f"{run.path} is {current.state} (pid {status.get('pid')} on {status.get('host')}); "
-            f"stop it first with `babyllama runs stop {run.path}`"
-        )
+        raise UserError(stop_it_first(run.path, status, current.state))
 
 
 def plan_new_run(args: argparse.Namespace, world_size: int) -> Plan:

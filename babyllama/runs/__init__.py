@@ -49,6 +49,7 @@ from babyllama.runs.liveness import (
     format_duration,
     process_identity,
     still_running,
+    stop_it_first,
 )
 from babyllama.runs.readers import LineFollower, MetricsReader, latest_rows, tail_lines
 from babyllama.runs.rundir import RunDir
@@ -78,6 +79,7 @@ __all__ = [
     "run",
     "run_info",
     "still_running",
+    "stop_it_first",
     "stop_run",
     "tail_lines",
     "wait_gone",

@@ -14,7 +14,7 @@ import psutil
 
 from babyllama.errors import UserError
 from babyllama.files import atomic_write_bytes
-from babyllama.runs.liveness import ACTIVE_STATES, LAUNCH_ID_ENV, effective_state, this_host
+from babyllama.runs.liveness import ACTIVE_STATES, LAUNCH_ID_ENV, effective_state, stop_it_first, this_host
 from babyllama.runs.rundir import RunDir, as_run
 
 TRAIN_PROGRAM = ("-m", "babyllama", "train")
@@ -64,10 +64,7 @@ def launch_detached(
     status = run.read_status()
     current = effective_state(status)
     if current.state in ACTIVE_STATES:
-        raise UserError(
-            f"{run.path} is already {current.state} (pid {status.get('pid')} on {status.get('host')}); "
-            f"stop it first with `babyllama runs stop {run.path}`."
-        )
+        raise UserError(stop_it_first(run.path, status, current.state))
     reap_launched()
 
     trainer = [*program, "--run", str(run.path.resolve()), *args]

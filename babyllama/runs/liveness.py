@@ -102,6 +102,12 @@ def owned_by_this_process(status: dict) -> bool:
     return status.get("host") == this_host() and status.get("pid") == os.getpid()
 
 
+def stop_it_first(path: str | os.PathLike, status: dict, state: str) -> str:
+    """The refusal to touch a run that another live process holds, saying how to stop it."""
+    return (f"{path} is already {state} (pid {status.get('pid')} on {status.get('host')}); "
+            f"stop it first with `babyllama runs stop {path}`.")
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

@@ -29,6 +29,7 @@ from babyllama.runs.liveness import (
     effective_state,
     owned_by_this_process,
     process_identity,
+    stop_it_first,
 )
 
 
@@ -95,10 +96,7 @@ class RunDir:
             status = self.read_status()
             current = effective_state(status)
             if current.state in ACTIVE_STATES and not owned_by_this_process(status):
-                raise UserError(
-                    f"{self.path} is {current.state} (pid {status.get('pid')} on {status.get('host')}); "
-                    f"stop it first with `babyllama runs stop {self.path}`."
-                )
+                raise UserError(stop_it_first(self.path, status, current.state))
             self.metrics_path.unlink(missing_ok=True)
             shutil.rmtree(self.checkpoints_dir, ignore_errors=True)
         self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
@@ -139,10 +137,8 @@ class RunDir:
             owned = owned_by_this_process(status)
             current = effective_state(status)
             if current.state in ACTIVE_STATES and not owned:
-                raise UserError(
-                    f"{self.path} is already {current.state} (pid {status.get('pid')} on {status.get('host')}): "
-                    f"two trainers cannot share a run directory. Stop it with `babyllama runs stop {self.path}`."
-                )
+                taken = stop_it_first(self.path, status, current.state)
+                raise UserError(f"two trainers cannot share a run directory: {taken}")
             claimed = {
                 "state": "running",
                 **process_identity(),

@@ -34,7 +34,6 @@ unreadable); the listing reports an incomplete latest one with what to do about 
 """
 
 from babyllama.checkpoint import checkpoint_problem
-from babyllama.runs.command import add_arguments, run
 from babyllama.runs.control import kill_run, stop_run, wait_gone
 from babyllama.runs.launch import TRAIN_PROGRAM, launch_detached
 from babyllama.runs.listing import RunInfo, list_runs, resolve_run, run_info
@@ -66,7 +65,6 @@ __all__ = [
     "RunDir",
     "RunInfo",
     "RunState",
-    "add_arguments",
     "checkpoint_problem",
     "effective_state",
     "format_duration",
@@ -76,7 +74,6 @@ __all__ = [
     "list_runs",
     "process_identity",
     "resolve_run",
-    "run",
     "run_info",
     "still_running",
     "stop_it_first",

@@ -1,3 +1,7 @@
+"""`babyllama runs`: the table of runs, and `show`, `stop`, `kill` for one. See docs/ARCHITECTURE.md,
+"The run directory".
+"""
+
 from __future__ import annotations
 
 import argparse

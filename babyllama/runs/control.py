@@ -1,3 +1,7 @@
+"""Stopping a run on this host: SIGTERM to its trainers (`stop_run`), SIGKILL as the last resort (`kill_run`).
+See docs/ARCHITECTURE.md, "Launching and stopping".
+"""
+
 from __future__ import annotations
 
 import os

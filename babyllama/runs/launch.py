@@ -1,3 +1,7 @@
+"""Starting a trainer detached from its caller, alone or under msrun (`launch_detached`).
+See docs/ARCHITECTURE.md, "Launching and stopping".
+"""
+
 from __future__ import annotations
 
 import os

@@ -1,3 +1,7 @@
+"""What is known of a run at a glance: `run_info` for one run directory, `list_runs` for all under a root,
+`resolve_run` for a name or a path. See docs/ARCHITECTURE.md, "The run directory".
+"""
+
 from __future__ import annotations
 
 import os

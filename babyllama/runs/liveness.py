@@ -1,3 +1,10 @@
+"""Run states, and whether the process behind an active state still lives.
+
+On this host the recorded pid and its start time decide; a run on another host is judged by how old
+its `updated` heartbeat is. Also the words every report on a run shares (`format_duration`,
+`stop_it_first`). See docs/ARCHITECTURE.md, "The run directory".
+"""
+
 from __future__ import annotations
 
 import os

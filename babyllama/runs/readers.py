@@ -1,3 +1,7 @@
+"""Reading a run's growing files cheaply: `LineFollower` and `MetricsReader` poll what was appended,
+`tail_lines` and `latest_rows` read back from the end. See docs/ARCHITECTURE.md, "The run directory".
+"""
+
 from __future__ import annotations
 
 import json

@@ -1,3 +1,7 @@
+"""`RunDir`: one run directory's files (config.json, status.json under its lock and its heartbeat,
+metrics.jsonl appends, checkpoints/). See docs/ARCHITECTURE.md, "The run directory".
+"""
+
 from __future__ import annotations
 
 import contextlib

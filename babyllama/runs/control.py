@@ -97,6 +97,17 @@ def _require_local(run: RunDir, status: dict) -> None:
         raise UserError(f"{run.name} runs on host {host}, not {this_host()}: stop it from {host}.")
 
 
+def _what_to_stop(run: RunDir) -> tuple[StopReport | None, list[int], list[psutil.Process]]:
+    """(a report when the run is not active, else None; what to signal; what to watch until gone).
+    A run active on another host is refused."""
+    status = run.read_status()
+    current = effective_state(status)
+    if current.state not in ACTIVE_STATES:
+        return StopReport(run.name, current.state, [], f"{run.name} is not running ({current.state})."), [], []
+    _require_local(run, status)
+    return None, *_run_processes(status)
+
+
 def stop_run(run: RunDir | str | os.PathLike, *, wait: bool = False, timeout: float = 600.0) -> StopReport:
     """Ask a run to stop: SIGTERM to its trainer processes, which checkpoint and exit `stopped`.
 
@@ -105,12 +116,9 @@ def stop_run(run: RunDir | str | os.PathLike, *, wait: bool = False, timeout: fl
     recorded as stopped here, with a note in `error`.
     """
     run = as_run(run)
-    status = run.read_status()
-    current = effective_state(status)
-    if current.state not in ACTIVE_STATES:
-        return StopReport(run.name, current.state, [], f"{run.name} is not running ({current.state}).")
-    _require_local(run, status)
-    targets, watch = _run_processes(status)
+    idle, targets, watch = _what_to_stop(run)
+    if idle is not None:
+        return idle
     signalled = _send(targets, signal.SIGTERM)
     if not wait:
         return StopReport(run.name, "stopping", signalled,
@@ -127,12 +135,9 @@ def kill_run(run: RunDir | str | os.PathLike, *, timeout: float = 30.0) -> StopR
     """Last resort: SIGKILL every process of the run. Steps after the last checkpoint are lost;
     `babyllama train --resume` continues from that checkpoint."""
     run = as_run(run)
-    status = run.read_status()
-    current = effective_state(status)
-    if current.state not in ACTIVE_STATES:
-        return StopReport(run.name, current.state, [], f"{run.name} is not running ({current.state}).")
-    _require_local(run, status)
-    targets, watch = _run_processes(status)
+    idle, targets, watch = _what_to_stop(run)
+    if idle is not None:
+        return idle
     signalled = _send(targets, signal.SIGKILL)
     signalled += _send([p.pid for p in watch if p.pid not in signalled], signal.SIGKILL)
     wait_gone(watch, timeout)

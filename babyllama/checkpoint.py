@@ -22,6 +22,7 @@ import numpy as np
 
 from babyllama.config import ModelConfig, expected_weight_names, model_config_from_dict
 from babyllama.errors import UserError, describe_failure
+from babyllama.files import atomic_write_json, fsync_dir
 from babyllama.hf import is_hf_folder, read_hf_folder
 
 # A run keeps its checkpoints in RUN/checkpoints/: step_NNNNNNN folders and `latest`, the newest's name.
@@ -61,18 +62,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-
 def save_checkpoint(folder: Path, trainer, state: dict, config: dict) -> None:
     """Write a complete checkpoint of `trainer` into the new folder `folder`, every file fsynced."""
     import mindspore as ms
@@ -89,11 +78,11 @@ def save_checkpoint(folder: Path, trainer, state: dict, config: dict) -> None:
                            format="safetensors")
     finally:
         logging.disable(logging.NOTSET)
-    _write_json(folder / STATE_FILE, state)
-    _write_json(folder / CONFIG_FILE, config)
-    for name in CHECKPOINT_FILES:
+    atomic_write_json(folder / STATE_FILE, state)
+    atomic_write_json(folder / CONFIG_FILE, config)
+    for name in (WEIGHTS_FILE, OPTIMIZER_FILE):
         _fsync_file(folder / name)
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def load_checkpoint(trainer, checkpoint: Path) -> None:

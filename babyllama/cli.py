@@ -23,7 +23,7 @@ COMMANDS = {
     "tokenizer": ("babyllama.tokenizer.command", "train or inspect a tokenizer"),
     "prepare": ("babyllama.prepare.command", "tokenize corpora into a token file (.bin + manifest)"),
     "train": ("babyllama.train_command", "train a model on token files, keeping a run directory (out/runs/NAME)"),
-    "runs": ("babyllama.runs", "list, inspect and stop training runs"),
+    "runs": ("babyllama.runs.command", "list, inspect and stop training runs"),
     "generate": ("babyllama.generate", "continue prompts with a checkpoint, streaming the text"),
     "serve": ("babyllama.serve", "load a checkpoint once and answer JSON-line generation requests (--stdio)"),
     "eval": ("babyllama.evaluate", "mean loss and perplexity of a checkpoint over token files"),

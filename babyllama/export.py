@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import shutil
 import struct
 import sys
@@ -24,7 +23,7 @@ import numpy as np
 from babyllama.checkpoint import load_model_for_inference
 from babyllama.config import ModelConfig
 from babyllama.errors import UserError
-from babyllama.files import atomic_write_bytes, temp_path
+from babyllama.files import atomic_write_bytes, atomic_write_json, temp_path
 from babyllama.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE, hf_config, hf_weights
 from babyllama.rotary import rotary_tables
 
@@ -62,10 +61,6 @@ def _warn(message: str) -> None:
     print(f"babyllama export: warning: {message}", file=sys.stderr, flush=True)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-
 # What transformers needs to convert our SentencePiece model to a fast tokenizer that encodes as it
 # does: no dummy space in front (the model was trained without one) and no special tokens added.
 SENTENCEPIECE_AS_LLAMA = {
@@ -98,10 +93,10 @@ def _write_sentencepiece_tokenizer(folder: Path, tokenizer, warn) -> str:
     if (tokenizer.path / BABYLLAMA_CONFIG_FILE).is_file():
         shutil.copyfile(tokenizer.path / BABYLLAMA_CONFIG_FILE, folder / BABYLLAMA_CONFIG_FILE)
     else:
-        _write_json(folder / BABYLLAMA_CONFIG_FILE, {"kind": "sentencepiece", "model": SENTENCEPIECE_FILE,
-                                                     "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id,
-                                                     "bos_id": tokenizer.bos_id, "sha256": tokenizer.fingerprint})
-    _write_json(folder / "tokenizer_config.json", SENTENCEPIECE_AS_LLAMA)
+        config = {"kind": "sentencepiece", "model": SENTENCEPIECE_FILE, "vocab_size": tokenizer.vocab_size,
+                  "eos_id": tokenizer.eos_id, "bos_id": tokenizer.bos_id, "sha256": tokenizer.fingerprint}
+        atomic_write_json(folder / BABYLLAMA_CONFIG_FILE, config)
+    atomic_write_json(folder / "tokenizer_config.json", SENTENCEPIECE_AS_LLAMA)
 
     converted = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     theirs = converted.encode(TOKENIZER_PROBE, add_special_tokens=False)
@@ -122,7 +117,7 @@ def _write_tokenizer(folder: Path, tokenizer, warn) -> str:
         return _write_sentencepiece_tokenizer(folder, tokenizer, warn)
     if tokenizer.kind == "chatglm":
         shutil.copyfile(_sentencepiece_model_file(tokenizer), folder / SENTENCEPIECE_FILE)
-        _write_json(folder / "tokenizer_config.json", {"tokenizer_class": "ChatGLMTokenizer"})
+        atomic_write_json(folder / "tokenizer_config.json", {"tokenizer_class": "ChatGLMTokenizer"})
         return ("ChatGLM2-6B's tokenizer.model. babyllama reads it as it is; to load it with transformers, "
                 "add ChatGLM2-6B's tokenization_chatglm.py (THUDM/chatglm2-6b) and load with "
                 "trust_remote_code=True. Ids 64789-64793 are its special tokens.")
@@ -178,9 +173,9 @@ def export_hf(loaded, out: Path, tokenizer=None, warn=_warn) -> Path:
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
     try:
-        _write_json(temp / HF_CONFIG_FILE, hf_config(loaded.cfg, description))
+        atomic_write_json(temp / HF_CONFIG_FILE, hf_config(loaded.cfg, description))
         save_file(hf_weights(loaded.cfg, loaded.weights), str(temp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
-        _write_json(temp / HF_GENERATION_CONFIG_FILE, _generation_config(description))
+        atomic_write_json(temp / HF_GENERATION_CONFIG_FILE, _generation_config(description))
         tokenizer_line = _write_tokenizer(temp, tokenizer, warn) if tokenizer is not None else "none was exported."
         (temp / "README.md").write_text(_readme(loaded, tokenizer_line), encoding="utf-8")
         _replace(temp, out)

@@ -34,6 +34,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the renames and new names in a folder durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_json(path: Path, obj) -> None:
     text = json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))

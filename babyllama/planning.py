@@ -38,7 +38,7 @@ from babyllama.data import (
 )
 from babyllama.errors import UserError
 from babyllama.msrun_env import expected_rank, expected_world_size
-from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, RunDir, effective_state
+from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, RunDir, effective_state, stop_it_first
 from babyllama.tokenizer import Tokenizer, load_tokenizer, tokenizer_location
 
 # Model fields that may change on resume: they shape no parameter.
@@ -197,10 +197,7 @@ def refuse_if_taken(run: RunDir) -> None:
     current = effective_state(status)
     ours = status.get("launch_id") is not None and status.get("launch_id") == os.environ.get(LAUNCH_ID_ENV)
     if current.state in ACTIVE_STATES and not ours:
-        raise UserError(
-            f"{run.path} is {current.state} (pid {status.get('pid')} on {status.get('host')}); "
-            f"stop it first with `babyllama runs stop {run.path}`"
-        )
+        raise UserError(stop_it_first(run.path, status, current.state))
 
 
 def plan_new_run(args: argparse.Namespace, world_size: int) -> Plan:

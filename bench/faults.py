@@ -3,7 +3,7 @@
     python bench/faults.py [--seed 0] [--kills 20] [--terms 10] [--concurrent 2] [--max-steps 48]
                            [--quick] [--no-disk] [--work DIR] [--keep]
 
-What the trainer promises (babyllama/train.py, stop_guard.py, kernel_cache.py, runs.py), and
+What the trainer promises (babyllama/train.py, stop_guard.py, kernel_cache.py, runs/), and
 how each promise is put to the test here, on a tiny model (dim 32, 2 layers, 64-token context)
 of `--max-steps` steps with a checkpoint every 2 steps and an evaluation and a sample every 4:
 

@@ -1,0 +1,57 @@
+"""Run directories (`out/runs/NAME/`): the contract between a training process and whoever watches it.
+
+The trainer writes one through `RunDir`; the app and `babyllama runs` read it through `list_runs`,
+`run_info`, `MetricsReader` and `tail_lines`, launch trainers with `launch_detached` and stop them with
+`stop_run`. The package re-exports these names from its modules. The files, status fields and
+liveness rules: docs/ARCHITECTURE.md, "The run directory".
+"""
+
+from babyllama.checkpoint import checkpoint_problem
+from babyllama.runs.control import kill_run, stop_run, wait_gone
+from babyllama.runs.launch import TRAIN_PROGRAM, launch_detached
+from babyllama.runs.listing import RunInfo, list_runs, resolve_run, run_info, sort_newest_first
+from babyllama.runs.liveness import (
+    ACTIVE_STATES,
+    CREATED,
+    ENDED_STATES,
+    LAUNCH_ID_ENV,
+    STALE_AFTER_S,
+    RunState,
+    effective_state,
+    format_duration,
+    process_identity,
+    still_running,
+    stop_it_first,
+)
+from babyllama.runs.readers import LineFollower, MetricsReader, latest_rows, tail_lines
+from babyllama.runs.rundir import RunDir
+
+__all__ = [
+    "ACTIVE_STATES",
+    "CREATED",
+    "ENDED_STATES",
+    "LAUNCH_ID_ENV",
+    "STALE_AFTER_S",
+    "TRAIN_PROGRAM",
+    "LineFollower",
+    "MetricsReader",
+    "RunDir",
+    "RunInfo",
+    "RunState",
+    "checkpoint_problem",
+    "effective_state",
+    "format_duration",
+    "kill_run",
+    "latest_rows",
+    "launch_detached",
+    "list_runs",
+    "process_identity",
+    "resolve_run",
+    "run_info",
+    "sort_newest_first",
+    "still_running",
+    "stop_it_first",
+    "stop_run",
+    "tail_lines",
+    "wait_gone",
+]

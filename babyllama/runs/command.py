@@ -1,0 +1,133 @@
+"""`babyllama runs`: the table of runs, and `show`, `stop`, `kill` for one. See docs/ARCHITECTURE.md,
+"The run directory".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from babyllama.runs.control import kill_run, stop_run
+from babyllama.runs.listing import DEFAULT_ROOT, RunInfo, list_runs, resolve_run, run_info
+from babyllama.runs.liveness import ACTIVE_STATES, format_duration
+from babyllama.runs.readers import latest_rows, tail_lines
+from babyllama.runs.rundir import RunDir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, suppress: bool) -> None:
+        # The same options are accepted before and after the action; SUPPRESS keeps an
+        # action's parser from overwriting what was given before it.
+        p.add_argument("--root", type=Path, default=argparse.SUPPRESS if suppress else DEFAULT_ROOT,
+                       help=f"folder holding the run directories (default {DEFAULT_ROOT})")
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                       help="print JSON instead of a table")
+
+    parser.epilog = "Without an ACTION: the table of runs under --root, newest first."
+    common(parser, suppress=False)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    show = actions.add_parser("show", help="status, latest metrics, checkpoints and log tail of one run")
+    show.add_argument("run", metavar="NAME|PATH")
+    show.add_argument("--log-lines", type=int, default=15, help="lines of train.log to show (default 15)")
+    stop = actions.add_parser("stop", help="SIGTERM a run: it saves a checkpoint and exits stopped")
+    stop.add_argument("run", metavar="NAME|PATH")
+    stop.add_argument("--wait", action="store_true", help="wait until it has stopped")
+    stop.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with --wait (default 600)")
+    kill = actions.add_parser("kill", help="SIGKILL a run that does not stop; unsaved steps are lost")
+    kill.add_argument("run", metavar="NAME|PATH")
+    for action in (show, stop, kill):
+        common(action, suppress=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action is None:
+        return _print_table(list_runs(args.root), args.json)
+    target = resolve_run(args.run, args.root)
+    if args.action == "show":
+        return _print_show(target, args.json, args.log_lines)
+    report = stop_run(target, wait=args.wait, timeout=args.timeout) if args.action == "stop" else kill_run(target)
+    print(json.dumps(asdict(report)) if args.json else report.message)
+    waited = args.action == "kill" or args.wait
+    return 1 if waited and report.state in ACTIVE_STATES else 0
+
+
+def _print_table(infos: list[RunInfo], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps([info.to_dict() for info in infos], ensure_ascii=False, indent=2))
+        return 0
+    if not infos:
+        print("no runs yet")
+        return 0
+    now = time.time()
+    header = ("NAME", "STATE", "STEP", "LOSS", "VAL", "TOK/S", "AGE", "NOTE")
+    rows = [
+        (
+            info.name,
+            info.state,
+            f"{_or_dash(info.step)}/{_or_dash(info.max_steps)}",
+            _number(info.loss, ".4f"),
+            _number(info.val_loss, ".4f"),
+            _number(info.tokens_per_s, ",.0f"),
+            format_duration(info.age_s(now)),
+            "; ".join(note for note in (info.reason, _incomplete_note(info)) if note),
+        )
+        for info in infos
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def _print_show(target: RunDir, as_json: bool, log_lines: int) -> int:
+    info = run_info(target)
+    rows = latest_rows(target.metrics_path)
+    checkpoints = target.checkpoints()
+    log = tail_lines(target.log_path, log_lines)
+    if as_json:
+        print(json.dumps({"run": info.to_dict(), "status": target.read_status(), "latest_rows": rows,
+                          "checkpoints": [c.step for c in checkpoints], "log": log}, ensure_ascii=False, indent=2))
+        return 0
+    now = time.time()
+    print(f"run         {info.name}  ({info.path})")
+    print(f"state       {info.state}" + (f" - {info.reason}" if info.reason else ""))
+    print(f"process     pid {_or_dash(info.pid)} on {_or_dash(info.host)}, world size {_or_dash(info.world_size)}")
+    print(f"step        {_or_dash(info.step)}/{_or_dash(info.max_steps)}")
+    print(f"created     {_clock(info.created)} ({format_duration(info.age_s(now))} ago)")
+    print(f"started     {_clock(info.started)}")
+    print(f"updated     {_clock(info.updated)}")
+    for kind in ("train", "eval", "sample"):
+        if kind in rows:
+            print(f"last {kind:<6} {json.dumps(rows[kind], ensure_ascii=False)}")
+    names = ", ".join(c.path.name for c in checkpoints) or "none"
+    latest = ""
+    if info.latest_checkpoint is not None:
+        latest = f" (latest {info.latest_checkpoint}{', INCOMPLETE' if info.latest_checkpoint_problem else ''})"
+    print(f"checkpoints {names}{latest}")
+    if info.latest_checkpoint_problem:
+        print(f"            {info.latest_checkpoint_problem}")
+    if log:
+        print(f"--- last {len(log)} lines of {target.log_path}")
+        print("\n".join(log))
+    return 0
+
+
+def _incomplete_note(info: RunInfo) -> str | None:
+    if not info.latest_checkpoint_problem:
+        return None
+    return f"latest checkpoint, step {info.latest_checkpoint}, is incomplete: `babyllama runs show {info.path}` says what to do"
+
+
+def _or_dash(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def _number(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _clock(stamp: float | None) -> str:
+    return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))

@@ -1,0 +1,128 @@
+"""Starting a trainer detached from its caller, alone or under msrun (`launch_detached`).
+See docs/ARCHITECTURE.md, "Launching and stopping".
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import psutil
+
+from babyllama.errors import UserError
+from babyllama.files import atomic_write_bytes
+from babyllama.runs.liveness import ACTIVE_STATES, LAUNCH_ID_ENV, effective_state, stop_it_first, this_host
+from babyllama.runs.rundir import RunDir, as_run
+
+TRAIN_PROGRAM = ("-m", "babyllama", "train")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Popen objects of launched trainers, polled on each launch so the ones that ended are reaped
+# instead of lingering as zombies in a long-lived app.
+_launched: list[subprocess.Popen] = []
+
+
+def _python_shim(bin_dir: Path) -> Path:
+    """A `python` that is this interpreter: msrun runs workers as the literal command `python`."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    shim = bin_dir / "python"
+    atomic_write_bytes(shim, f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n'.encode())
+    shim.chmod(0o755)
+    return bin_dir
+
+
+def launch_detached(
+    run: RunDir | str | os.PathLike,
+    args: Sequence[str] = (),
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    program: Sequence[str] = TRAIN_PROGRAM,
+    cwd: str | os.PathLike | None = None,
+) -> int:
+    """Start `python *program --run RUN *args` in its own session and return its pid.
+
+    With `workers > 1` the same command runs under msrun on this host (one worker per
+    device, a free master port, worker logs in RUN/msrun/, rank 0's output in train.log).
+    The process reads /dev/null and appends its output to train.log, so the caller's exit,
+    a SIGHUP or a closed terminal never reach it. status.json says `starting` with the pid
+    before this returns.
+    """
+    run = as_run(run)
+    if workers < 1:
+        raise UserError(f"workers must be at least 1, got {workers}")
+    run.path.mkdir(parents=True, exist_ok=True)
+    status = run.read_status()
+    current = effective_state(status)
+    if current.state in ACTIVE_STATES:
+        raise UserError(stop_it_first(run.path, status, current.state))
+    reap_launched()
+
+    trainer = [*program, "--run", str(run.path.resolve()), *args]
+    launch_id = uuid.uuid4().hex
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), LAUNCH_ID_ENV: launch_id}
+    if workers > 1:
+        launcher = "msrun"
+        argv = [
+            sys.executable, "-m", "mindspore.parallel.cluster.run",
+            f"--worker_num={workers}", f"--local_worker_num={workers}",
+            f"--master_port={free_port()}", f"--log_dir={run.msrun_log_dir.resolve()}",
+            "--join=True", "--tail_worker_log=0",
+            "python", *trainer,
+        ]
+        shim_dir = _python_shim(run.msrun_log_dir / "bin")
+        child_env["PATH"] = f"{shim_dir.resolve()}{os.pathsep}{child_env.get('PATH', '')}"
+    else:
+        launcher = "python"
+        argv = [sys.executable, *trainer]
+
+    run.write_status(
+        state="starting", host=this_host(), pid=None, pid_create_time=None,
+        launcher=launcher, launcher_pid=None, launcher_create_time=None,
+        world_size=workers, started=time.time(), error=None, command=argv, launch_id=launch_id,
+    )
+    with open(run.log_path, "ab") as log:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        log.write(f"\n=== {stamp} launching: {shlex.join(argv)}\n".encode())
+        log.flush()
+        try:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True, env=child_env, cwd=cwd,
+            )
+        except OSError as e:
+            run.write_status(state="failed", error=f"could not start {argv[0]}: {e}")
+            raise UserError(f"could not start training for {run.path}: {e}") from None
+    _launched.append(process)
+    try:
+        create_time = psutil.Process(process.pid).create_time()
+    except psutil.NoSuchProcess:
+        create_time = None
+
+    def record_launcher(status: dict) -> dict:
+        fields = {"launcher_pid": process.pid, "launcher_create_time": create_time}
+        if status.get("pid") is None:
+            fields.update(pid=process.pid, pid_create_time=create_time)
+        return fields
+
+    run._update_status(record_launcher)
+    return process.pid
+
+
+def reap_launched() -> None:
+    for launched in list(_launched):
+        if launched.poll() is not None:
+            _launched.remove(launched)

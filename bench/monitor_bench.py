@@ -1,7 +1,7 @@
 """The monitor's reading of a long metrics.jsonl against the plain way, in one run.
 
 The plain way reads every line into a list of row dicts (and a monitor written that way
-reads the file again on every tick). The app's way (`babyllama_tui.run_follower.RunFollower`)
+reads the file again on every tick). The app's way (`babyllama_tui.training.run_follower.RunFollower`)
 reads the file once in 8 MB pieces into numpy columns and afterwards only the bytes
 appended since the last poll. Each side runs in its own process, so peak memory is its own.
 
@@ -37,8 +37,8 @@ print(json.dumps({"rows": len(rows), "seconds": seconds,
 APP = """
 import json, os, resource, sys, time
 from pathlib import Path
-from babyllama_tui.run_follower import RunFollower
-from babyllama_tui.history import bucket_means, envelope
+from babyllama_tui.training.run_follower import RunFollower
+from babyllama_tui.training.history import bucket_means, envelope
 
 run = Path(sys.argv[1]).parent
 start = time.perf_counter()
@@ -68,7 +68,7 @@ print(json.dumps({"rows": len(history), "seconds": seconds, "idle_poll_s": idle_
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
-BASELINE_IMPORTS = "import babyllama_tui.runs_watcher, resource, json; print(json.dumps({'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+BASELINE_IMPORTS = "import babyllama_tui.training.runs_watcher, resource, json; print(json.dumps({'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
 
 
 def write_metrics(path: Path, rows: int) -> None:

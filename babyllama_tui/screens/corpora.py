@@ -28,7 +28,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
-from babyllama_tui.corpora_jobs import (
+from babyllama_tui.corpora.jobs import (
     INTERRUPTED_EXIT,
     ChildProcess,
     JobStep,
@@ -40,7 +40,7 @@ from babyllama_tui.corpora_jobs import (
     sample_steps,
     shown_path,
 )
-from babyllama_tui.corpora_listing import (
+from babyllama_tui.corpora.listing import (
     CorpusEntry,
     TokenFileEntry,
     TokenFileState,
@@ -55,8 +55,8 @@ from babyllama_tui.corpora_listing import (
     restamped,
     tree_stamp,
 )
-from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.screens.app_screen import AppScreen
+from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.widgets.corpus_list import CorpusList
 from babyllama_tui.widgets.mode_header import ModeHeader

@@ -22,16 +22,16 @@ from textual.widgets import Static
 
 from babyllama.devices import AcceleratorReading, read_accelerators
 from babyllama.runs import ACTIVE_STATES
-from babyllama_tui.eta import eta_seconds
-from babyllama_tui.history import MetricsHistory, bucket_means
-from babyllama_tui.run_control import request_stop
-from babyllama_tui.run_follower import RunFollower
-from babyllama_tui.run_formatting import format_count, format_lr, format_mib_short, format_ms, format_number
-from babyllama_tui.runs_watcher import RunRow, RunsWatcher
-from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.screens.app_screen import AppScreen
+from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen
 from babyllama_tui.textual_fixes import KeyFooter
+from babyllama_tui.training.eta import eta_seconds
+from babyllama_tui.training.formatting import format_count, format_lr, format_mib_short, format_ms, format_number
+from babyllama_tui.training.history import MetricsHistory, bucket_means
+from babyllama_tui.training.run_control import request_stop
+from babyllama_tui.training.run_follower import RunFollower
+from babyllama_tui.training.runs_watcher import RunRow, RunsWatcher
 from babyllama_tui.widgets.log_tail import LogTail
 from babyllama_tui.widgets.loss_chart import WINDOWS, LossChart
 from babyllama_tui.widgets.metric_card import MetricCard

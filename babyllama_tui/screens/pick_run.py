@@ -13,8 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
-from babyllama_tui.run_formatting import format_loss, format_steps
-from babyllama_tui.runs_watcher import RunRow
+from babyllama_tui.training.formatting import format_loss, format_steps
+from babyllama_tui.training.runs_watcher import RunRow
 from babyllama_tui.widgets.runs_table import STATE_STYLES
 
 NO_RUN = "-"

@@ -23,9 +23,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from babyllama_tui.screen_commands import PlaygroundCommands, ScreenKeysProvider
+from babyllama_tui.playground.serve_client import SERVE_PROGRAM, ServeClient, ServeError
 from babyllama_tui.screens.app_screen import AppScreen
-from babyllama_tui.serve_client import SERVE_PROGRAM, ServeClient, ServeError
+from babyllama_tui.screens.commands import PlaygroundCommands, ScreenKeysProvider
 from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.widgets.checkpoint_picker import (
     CheckpointChoice,

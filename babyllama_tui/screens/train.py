@@ -20,16 +20,16 @@ from textual.widgets import Button, DataTable, Static, Tab, Tabs
 
 from babyllama.errors import UserError
 from babyllama.runs import ACTIVE_STATES, ENDED_STATES, launch_detached
-from babyllama_tui.run_control import request_kill, request_resume, request_stop
-from babyllama_tui.runs_watcher import RunRow, RunsWatcher
-from babyllama_tui.screen_commands import ScreenKeysProvider
 from babyllama_tui.screens.app_screen import AppScreen
+from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.textual_fixes import KeyFooter
+from babyllama_tui.training.run_control import request_kill, request_resume, request_stop
+from babyllama_tui.training.runs_watcher import RunRow, RunsWatcher
 from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.runs_table import RunsTable, state_text
 
 if TYPE_CHECKING:
-    from babyllama_tui.new_run import FormCheck
+    from babyllama_tui.training.new_run import FormCheck
     from babyllama_tui.widgets.new_run_form import NewRunForm
     from babyllama_tui.widgets.run_summary import RunSummary
 
@@ -114,7 +114,7 @@ class TrainScreen(AppScreen):
         the terminal: built before that, the form's widgets delayed the first frame by half, and
         importing its modules (the engine's config among them) by a further twentieth."""
         from babyllama.devices import host_memory_mb
-        from babyllama_tui.new_run import find_token_files
+        from babyllama_tui.training.new_run import find_token_files
         from babyllama_tui.widgets.new_run_form import NewRunForm
         from babyllama_tui.widgets.run_summary import RunSummary
 
@@ -271,7 +271,7 @@ class TrainScreen(AppScreen):
 
     def _rescan_token_files(self) -> None:
         if self.form is not None:
-            from babyllama_tui.new_run import find_token_files
+            from babyllama_tui.training.new_run import find_token_files
 
             self.form.show_token_files(find_token_files(self.app.data_dir))
 
@@ -282,7 +282,7 @@ class TrainScreen(AppScreen):
         form, summary = self.form, self.summary
         if form is None or summary is None:
             return
-        from babyllama_tui.new_run import check_form
+        from babyllama_tui.training.new_run import check_form
 
         values = form.read()
         self.form_check = check_form(values, self.app.runs_dir, self.app.root)
@@ -314,7 +314,7 @@ class TrainScreen(AppScreen):
 
     def _show_what_to_fix(self, form: NewRunForm, errors: dict[str, str]) -> None:
         """Name the fields to fix, and focus the first: its message is beside it."""
-        from babyllama_tui.new_run import NO_TOKEN_FILES
+        from babyllama_tui.training.new_run import NO_TOKEN_FILES
 
         if self.pane != "new":
             self.pane = "new"

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from babyllama_tui.corpora_listing import CorpusEntry, elide_middle, format_bytes, format_count
+from babyllama_tui.corpora.listing import CorpusEntry, elide_middle, format_bytes, format_count
 
 MARK = "✓"
 NAME_MIN_WIDTH = 12

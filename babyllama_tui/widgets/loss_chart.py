@@ -15,9 +15,9 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
-from babyllama_tui.history import bucket_means, envelope
-from babyllama_tui.run_follower import RunFollower
-from babyllama_tui.run_formatting import format_loss
+from babyllama_tui.training.formatting import format_loss
+from babyllama_tui.training.history import bucket_means, envelope
+from babyllama_tui.training.run_follower import RunFollower
 
 RAW_COLOR = (110, 118, 140)
 EMA_COLOR = (80, 170, 255)

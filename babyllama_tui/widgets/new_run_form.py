@@ -1,7 +1,7 @@
 """NewRunForm: token files, tokenizer, preset, name, workers and every ModelConfig/TrainConfig field.
 
 The model and training fields are generated from the dataclasses, with each field's help
-beside it. The form only collects text; `babyllama_tui.new_run.check_form` judges it, and
+beside it. The form only collects text; `babyllama_tui.training.new_run.check_form` judges it, and
 `show_check` puts each message next to the field it is about.
 
 Every editor is built in the constructor, already holding its starting value (the preset's,
@@ -22,7 +22,7 @@ from textual.widget import Widget
 from textual.widgets import Checkbox, Collapsible, Select, SelectionList, Static
 
 from babyllama import config as cfg
-from babyllama_tui.new_run import (
+from babyllama_tui.training.new_run import (
     FIELDS,
     FieldSpec,
     FormCheck,

@@ -17,7 +17,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Static
 
 from babyllama.corpora import FORMATS, check_format
 from babyllama.errors import UserError
-from babyllama_tui.corpora_jobs import PrepareRequest, TokenizerChoice, prepare_steps
+from babyllama_tui.corpora.jobs import PrepareRequest, TokenizerChoice, prepare_steps
 
 TOKEN_FILE_NAME = re.compile(r"[\w][\w.+-]*")
 DEFAULT_MIN_TOKENS = 6

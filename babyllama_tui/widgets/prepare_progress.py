@@ -9,8 +9,8 @@ from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
 from babyllama.units import format_clock
-from babyllama_tui.corpora_jobs import JobStep
-from babyllama_tui.corpora_listing import format_bytes, format_count
+from babyllama_tui.corpora.jobs import JobStep
+from babyllama_tui.corpora.listing import format_bytes, format_count
 
 # Progress events can come 5 a second and more; the screen is redrawn at most this often.
 REDRAW_INTERVAL_S = 0.25

@@ -14,7 +14,7 @@ from textual.geometry import Size
 from textual.widget import Widget
 
 from babyllama.runs import format_duration
-from babyllama_tui.run_formatting import format_count, format_steps, progress_bar
+from babyllama_tui.training.formatting import format_count, format_steps, progress_bar
 from babyllama_tui.widgets.runs_table import state_text
 
 BAR_CELLS = 10

@@ -10,8 +10,8 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Static
 
 from babyllama import config as cfg
-from babyllama_tui.new_run import FormCheck, epochs_of, training_dtype
-from babyllama_tui.run_formatting import format_count
+from babyllama_tui.training.formatting import format_count
+from babyllama_tui.training.new_run import FormCheck, epochs_of, training_dtype
 
 if TYPE_CHECKING:
     from babyllama.data import TokenFile

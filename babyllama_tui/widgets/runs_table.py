@@ -10,8 +10,8 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
 from babyllama.runs import format_duration
-from babyllama_tui.run_formatting import format_count, format_loss, format_steps
-from babyllama_tui.runs_watcher import RunRow
+from babyllama_tui.training.formatting import format_count, format_loss, format_steps
+from babyllama_tui.training.runs_watcher import RunRow
 
 STATE_STYLES = {
     "starting": "bold cyan",

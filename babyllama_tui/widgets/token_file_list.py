@@ -10,8 +10,8 @@ from textual.strip import Strip
 from textual.widgets import Checkbox, SelectionList
 from textual.widgets.selection_list import Selection
 
-from babyllama_tui.new_run import TokenFileEntry
-from babyllama_tui.run_formatting import format_count
+from babyllama_tui.training.formatting import format_count
+from babyllama_tui.training.new_run import TokenFileEntry
 
 
 def describe_entry(entry: TokenFileEntry, data_dir: Path) -> Text:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from rich.text import Text
 from textual.widgets import DataTable
 
-from babyllama_tui.corpora_listing import TokenFileEntry, TokenFileState, elide_middle, format_count
+from babyllama_tui.corpora.listing import TokenFileEntry, TokenFileState, elide_middle, format_count
 
 NAME_MIN_WIDTH = 12
 PROGRESS_REDRAW_S = 1.0

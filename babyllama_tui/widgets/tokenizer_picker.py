@@ -20,8 +20,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from babyllama_tui.corpora_jobs import ChildProcess, TokenizerChoice, error_line, shown_path, tokenizer_info_args
-from babyllama_tui.corpora_listing import TokenizerEntry
+from babyllama_tui.corpora.jobs import ChildProcess, TokenizerChoice, error_line, shown_path, tokenizer_info_args
+from babyllama_tui.corpora.listing import TokenizerEntry
 
 TRAIN_OPTION = "train"
 DEFAULT_VOCAB_SIZE = 8000

@@ -22,7 +22,7 @@ from textual.widgets._footer import FooterKey
 
 from babyllama.prepare import prepare
 from babyllama_tui.app import BabyLlamaApp
-from babyllama_tui.corpora_listing import TokenFileState, elide_middle, format_bytes
+from babyllama_tui.corpora.listing import TokenFileState, elide_middle, format_bytes
 from babyllama_tui.screens.corpora import CorporaScreen
 from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.widgets.corpus_list import CorpusList

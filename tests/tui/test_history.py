@@ -8,10 +8,10 @@ import math
 import numpy as np
 
 from babyllama.runs import RunDir
-from babyllama_tui.eta import eta_seconds
-from babyllama_tui.history import MetricsHistory, bucket_means, envelope
-from babyllama_tui.run_follower import RunFollower
-from babyllama_tui.runs_watcher import RunsWatcher
+from babyllama_tui.training.eta import eta_seconds
+from babyllama_tui.training.history import MetricsHistory, bucket_means, envelope
+from babyllama_tui.training.run_follower import RunFollower
+from babyllama_tui.training.runs_watcher import RunsWatcher
 
 
 def train_row(step: int, loss: float, time: float | None = None, **extra) -> dict:

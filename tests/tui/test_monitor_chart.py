@@ -10,9 +10,9 @@ from rich.text import Text
 
 from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
-from babyllama_tui.history import MetricsHistory
 from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.pick_run import PickRunScreen
+from babyllama_tui.training.history import MetricsHistory
 from babyllama_tui.widgets.loss_chart import loss_ticks
 
 from pilot_wait import wait_until

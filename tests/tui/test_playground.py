@@ -21,8 +21,8 @@ from textual.widgets import Input
 from babyllama.runs import RunDir
 from babyllama_tui import app as app_module
 from babyllama_tui.app import BabyLlamaApp
+from babyllama_tui.playground.serve_client import ServeClient, ServeError
 from babyllama_tui.screens.playground import PlaygroundScreen, token_count
-from babyllama_tui.serve_client import ServeClient, ServeError
 from babyllama_tui.widgets.checkpoint_picker import CheckpointPicker, list_checkpoints
 from babyllama_tui.widgets.continuation_panel import printable
 from babyllama_tui.widgets.sampling_form import check_value, default_params
@@ -197,7 +197,7 @@ async def test_close_kills_a_server_that_does_not_shut_down(tmp_path):
 CLIENT_THEN_EXIT = '''
 import asyncio, sys
 from pathlib import Path
-from babyllama_tui.serve_client import SERVE_PROGRAM, ServeClient
+from babyllama_tui.playground.serve_client import SERVE_PROGRAM, ServeClient
 
 async def main(checkpoint, how, *program):
     client = ServeClient(Path(checkpoint), program=program or SERVE_PROGRAM)

@@ -11,9 +11,9 @@ import pytest
 
 from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
-from babyllama_tui.new_run import NO_TOKEN_FILES
 from babyllama_tui.screens.corpora import CorporaScreen
 from babyllama_tui.screens.train import TrainScreen
+from babyllama_tui.training.new_run import NO_TOKEN_FILES
 from babyllama_tui.widgets.new_run_form import NewRunForm
 
 from pilot_wait import wait_until

@@ -15,11 +15,11 @@ from textual import events
 from babyllama.prepare import prepare
 from babyllama.runs import RunDir, launch_detached, stop_run
 from babyllama_tui.app import BabyLlamaApp
-from babyllama_tui.new_run import RunForm, check_form, find_token_files, preset_values
 from babyllama_tui.screens.confirm import ConfirmScreen
 from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.resume import ResumeScreen
 from babyllama_tui.screens.train import TrainScreen
+from babyllama_tui.training.new_run import RunForm, check_form, find_token_files, preset_values
 from babyllama_tui.widgets.new_run_form import NewRunForm
 from babyllama_tui.widgets.runs_table import RunsTable
 

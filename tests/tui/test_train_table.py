@@ -10,8 +10,8 @@ from textual.widgets.data_table import ColumnKey
 from babyllama.files import atomic_write_json
 from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
-from babyllama_tui.runs_watcher import RunsWatcher
 from babyllama_tui.screens.train import TrainScreen
+from babyllama_tui.training.runs_watcher import RunsWatcher
 from babyllama_tui.widgets.runs_table import RunsTable
 
 from pilot_wait import wait_until

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from babyllama.errors import UserError
 from babyllama.runs import CREATED, LineFollower, MetricsReader, RunDir, RunState, effective_state
-from babyllama_tui.history import MetricsHistory
-from babyllama_tui.runs_watcher import file_stamp
+from babyllama_tui.training.history import MetricsHistory
+from babyllama_tui.training.runs_watcher import file_stamp
 
 LOG_LINES = 200
 # A first read of a long metrics file is done in pieces of this size, so progress can be shown.

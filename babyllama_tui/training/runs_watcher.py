@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from babyllama.runs import ACTIVE_STATES, RunDir, RunInfo, run_info, sort_newest_first, tail_lines
-from babyllama_tui.eta import eta_seconds
+from babyllama_tui.training.eta import eta_seconds
 
 # The table looks for a run's newest train and eval rows in the last bytes of its metrics (about
 # as many rows as TABLE_TAIL_LINES: `babyllama runs` reads 256 KiB, a few milliseconds a run), and

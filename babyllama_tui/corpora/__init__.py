@@ -1,0 +1,1 @@
+"""What the Corpora screen lists and the jobs it runs, without widgets."""

@@ -1,0 +1,1 @@
+"""The Playground's connection to `babyllama serve`, without widgets."""

@@ -1,10 +1,8 @@
 """Checkpoints: the folder `babyllama train` writes, and everything that reads one.
 
-Its file names and format; saving and loading one for training (`save_checkpoint`,
-`load_checkpoint`, `read_checkpoint_state`); what makes one incomplete (`checkpoint_problem`);
-finding them in a run's checkpoints/ folder (`list_checkpoints`, `latest_checkpoint`,
-`find_checkpoint`); and loading one, or a Hugging Face folder through babyllama.hf, for
-inference (`load_model_for_inference`). Format: docs/ARCHITECTURE.md, "Checkpoints".
+File names and format, save and load for training, `checkpoint_problem`, finding checkpoints,
+and `load_model_for_inference` (a checkpoint or, through babyllama.hf, a Hugging Face folder).
+Format: docs/ARCHITECTURE.md, "Checkpoints".
 """
 
 from __future__ import annotations

@@ -1,41 +1,8 @@
-"""What a run trains: the model's shape (ModelConfig) and how it is trained (TrainConfig).
+"""What a run trains: the model's shape (`ModelConfig`) and how it is trained (`TrainConfig`).
 
-Both are plain dataclasses, stored inside every run directory and checkpoint, so a model
-can always be rebuilt from its files. This module stays light (no MindSpore import): the
-CLI, the app and the data side read configs without paying for the framework.
-
-Presets (`PRESETS`, `preset(name)`) pair a model shape with training settings that suit it.
-Parameter counts (tied embedding counted once) at two vocabulary sizes:
-
-    preset  dim  layers heads kv  hidden  seq   non-embedding  vocab 8,000  vocab 64,794
-    tiny    256    4      4    4    704    256       3.2 M        5.3 M        19.8 M
-    small   384    6      6    6   1024    512      10.6 M       13.7 M        35.5 M
-    base    512    8      8    8   1376    512      25.3 M       29.4 M        58.5 M
-    1b     2048   22     32    4   5632   2048     969.0 M      985.4 M      1101.7 M
-
-`base` is the seed project's model (dim 512, 8 layers, 8 heads, seq 512); `1b` is the
-TinyLlama 1.1B shape (grouped-query attention with 4 key/value heads).
-
-Mapping of the seed's pretrain.py knobs: max_epoch -> `epochs`, gradient_accumulation_steps
--> `grad_accum`, decay_lr, eval_only and the optimizer/schedule settings keep their names;
-out_dir and init_from are the trainer's `--run` and `--resume`; `bias` is always False
-(no biases anywhere, as in the seed); `compile` is always on (the step is a graph);
-always_save_checkpoint is `save_interval`.
-
-Files: `load_config(path, base=...)` reads TOML (`.toml`) or JSON (any other suffix) with
-two tables, `[model]` and `[train]`, filling fields the file leaves out from `base` (a
-preset, or the defaults). A value of None is written by leaving the key out (TOML has no
-null), which is why only fields whose default is None may be None.
-
-Command line: `add_config_arguments(parser)` adds `--field value` (also `--field-value`
-spelling) for every field of both dataclasses, typed from the dataclass, with defaults
-suppressed so that `apply_overrides(model, train, args)` changes only what was given.
-
-Step counts: a config may say `max_steps` or `epochs` (the other 0). The trainer knows
-how many steps an epoch has only once the data is open, so it calls
-`resolve_steps(train, steps_per_epoch)` to get a TrainConfig with `max_steps` fixed and
-`lr_decay_iters` (0 = "the whole run") filled in, and writes that resolved config to the
-run directory. `babyllama.step.lr_at(step, train)` expects a resolved config.
+Presets, parameter estimates, TOML/JSON config files, `--field value` overrides and
+`resolve_steps`; no MindSpore import, so the CLI and the app read configs cheaply.
+Presets, files and the seed's knobs: docs/ARCHITECTURE.md, "The model and its configs".
 """
 
 from __future__ import annotations

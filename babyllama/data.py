@@ -1,16 +1,7 @@
-"""Token files -> training batches: memory-mapped shards, a held-out slice, data-parallel ranks.
+"""Token files to training batches: memory-mapped files, a held-out slice, data-parallel ranks.
 
-A token file (`NAME.bin`) holds token ids back to back; `NAME.bin.json` beside it (the
-manifest, written by `babyllama prepare`) says which tokenizer made them. A `.bin` without a
-manifest is read as the seed's published corpus: uint16 ChatGLM2 ids, end-of-text 2.
-
-Every file is cut into windows of `seq_len + 1` tokens that start at multiples of `seq_len`
-(input = window[:-1], target = window[1:]); windows never cross a file boundary. The last
-windows of each file are held out for validation. Training visits the training windows in a
-keyed pseudo-random order that is a pure function of (seed, step), so a resumed run sees
-exactly the batches it would have seen, without storing a permutation of 10^8 windows.
-
-Pure numpy: batches come out as int32 arrays, ready to become embedding indices.
+Windows, the held-out slice and the (seed, step) batch order: docs/ARCHITECTURE.md,
+"Token files" and "Training". Pure numpy.
 """
 
 from __future__ import annotations

@@ -1,28 +1,8 @@
-"""Dropout whose masks are a function of a counter stored with the weights, so resume is exact.
+"""`SeededDropout`: dropout whose masks are a hash of a counter saved with the weights, so resume is exact.
 
-MindSpore's CPU dropout kernels (ops.Dropout behind nn.Dropout, and every other random op
-with a CPU kernel in 2.10) keep their generator state inside the compiled kernel, where
-nothing can read or restore it: a run resumed in a fresh process would draw the masks of
-its first steps again. `SeededDropout` draws its masks from a hash of (stream, draw count,
-element position) instead. The draw count is a Parameter that the step increments in the
-graph, so it is saved and loaded with the checkpoint like any weight, and a resumed run
-draws exactly the masks an uninterrupted run would have drawn.
-
-The hash, per call: key = fmix32(draws * golden + stream) (murmur3's finaliser on a
-scalar); a random 32-bit key per row and per column of the input (fmix32 of their index
-mixed with the key); then per element w = row_key + col_key and bits = w * (w + fmix32(key
-+ 5)), all modulo 2**32, and the element is kept when bits, read as a signed integer, is
-at least (2p - 1) * 2**31, which happens with probability 1 - p. The per-element work is
-one broadcast add, an add, a multiply and a compare, because MindSpore's CPU integer
-bitwise kernels are 10-40x slower than its arithmetic ones; the strong mixing happens on
-the row and column keys, which are few. Checked on 2**21-element masks: keep rate within
-0.1% of 1 - p, neighbour and row-to-row correlations, and correlations between successive
-draws and between sites, all at the 1e-3 noise floor. Cost on this CPU: about 1.6x
-MindSpore's own dropout (31 vs 19 ms on a (8, 4, 256, 256) input).
-
-`use_seeded_dropout(model, seed, rank)` swaps every nn.Dropout of a model for one of these
-(each site its own stream, different on every data-parallel rank). Its counters are named
-"<site>.draws", e.g. "layers.0.attention.attn_dropout.draws".
+`use_seeded_dropout` swaps a model's nn.Dropout layers for it (counters named "<site>.draws").
+The hash and its checks: docs/ARCHITECTURE.md, "Training"; why MindSpore's own dropout cannot
+resume: docs/MINDSPORE.md, "Dropout".
 """
 
 from __future__ import annotations

@@ -1,30 +1,8 @@
 """`babyllama eval`: a checkpoint's mean loss and perplexity over token files.
 
-    babyllama eval --ckpt PATH --data FILE.bin [FILE.bin ...] [--tokens N] [--batch-size B]
-                   [--seq-len L] [--split all|val] [--json]
-
-What is measured. The token files are cut into windows of `seq_len + 1` tokens exactly as
-the trainer cuts them (babyllama.data: windows start at multiples of seq_len and never cross
-a file); each window scores its last seq_len tokens, each predicted from the tokens before
-it within the window. The loss is the mean over all scored tokens of -log softmax(logits)
-[target] (natural log), and the perplexity is exp(loss).
-
-Which windows. `--split all` (the default, for a held-out file): every window of the files
-when they hold at most `--tokens` scored tokens, else that many tokens' worth of windows
-spread evenly over all of them. `--split val`: the validation windows the trainer holds out
-(the checkpoint's val_fraction), in the trainer's own batches (TokenDataset.val_batches):
-with the run's data, `--batch-size` and `--tokens` left at their defaults (the run's
-batch_size and eval_iters batches), it reproduces the `val_loss` the trainer logged for the
-checkpoint's step. The choice is a pure function of the files, seq_len, batch size and token
-budget, so numbers are comparable across checkpoints.
-
-One computation for both. `mean_loss(batch_loss, batches)` is the reduction, and
-`validation_loss` the trainer's choice of batches; the trainer calls them with its compiled
-MindSpore loss (TrainStep.eval_loss) and this command with `NumpyScorer`, the numpy decoder
-of babyllama.generate run over whole windows (no graph to compile, so a small model is
-measured in seconds). The two agree to float32 rounding (tests/test_eval.py). Scoring is
-bound by the matmuls: the `tiny` preset (vocabulary 2,000) scored 1,230 tokens/s on this
-2-core CPU while it was shared with other work, hence the modest default budget.
+`mean_loss` and `validation_loss` are shared with the trainer, which passes its compiled loss
+where this command passes `NumpyScorer`. What is measured and which windows:
+docs/ARCHITECTURE.md, "Evaluating".
 """
 
 from __future__ import annotations

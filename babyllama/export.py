@@ -1,12 +1,7 @@
 """`babyllama export`: a checkpoint as a Hugging Face Llama folder or as llama2.c's model.bin.
 
-    babyllama export --ckpt PATH --format hf --out DIR [--tokenizer PATH] [--force]
-    babyllama export --ckpt PATH --format llama2c --out NAME.bin [--tokenizer PATH] [--force]
-
-The Hugging Face format itself is babyllama.hf's; this module writes the folder with its
-tokenizer files and README, and llama2.c's model.bin with its tokenizer.bin. Everything is
-written under a temporary name and renamed into place when complete. What each file holds:
-docs/ARCHITECTURE.md, "Exports".
+The Hugging Face format itself is babyllama.hf's; this module writes the files. What each file
+holds: docs/ARCHITECTURE.md, "Exports".
 """
 
 from __future__ import annotations

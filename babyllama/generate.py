@@ -1,14 +1,7 @@
 """`babyllama generate`: continue prompts with a checkpoint, streaming the text as it comes.
 
-    babyllama generate --ckpt out/runs/NAME[/checkpoints/step_N] [--prompt TEXT | --prompt-file F]
-                       [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]
-                       [--repetition-penalty R] [--seed S] [--num-samples N] [--tokenizer PATH]
-                       [--out FILE] [--backend numpy|mindspore]
-
-Sampling (`SamplingParams`, `choose_token`), the generation loop (`generate_pieces`, which
-`serve` and the trainer's samples use too) and the command. Where a prompt is cut, why
-generation stops at the context, the sampling order and the seeds: docs/ARCHITECTURE.md,
-"Generating text".
+Sampling (`SamplingParams`, `choose_token`), the generation loop (`generate_pieces`, also used
+by serve and the trainer's samples) and the command. See docs/ARCHITECTURE.md, "Generating text".
 """
 
 from __future__ import annotations

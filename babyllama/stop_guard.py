@@ -1,21 +1,8 @@
-"""The deadline on a stop: a trainer asked to stop ends within STOP_DEADLINE_S, whatever it is doing.
+"""The deadline on a stop: a guard process that ends a trainer within STOP_DEADLINE_S of a stop signal.
 
-A trainer's own handler (train.StopRequest) runs only between Python bytecodes of its main
-thread, and MindSpore holds that thread in C++ for its import, graph compiles, kernel builds
-and steps: tens of seconds on big models, for ever when a kernel build waits on a dead peer.
-So the trainer also passes each signal, as a byte through `signal.set_wakeup_fd`, to a small
-guard process started with `start_guard`. The guard
-
-- writes `stopping` to status.json at the first SIGTERM or SIGINT, at once;
-- if the trainer has not ended STOP_DEADLINE_S later, ends it and its children with SIGKILL
-  (waiting up to SAVE_GRACE_S more while a checkpoint is being written) and writes `stopped`,
-  saying that the steps since the latest checkpoint were lost and how to resume;
-- after a second signal, does that within SECOND_SIGNAL_S;
-- ends with the trainer, when the pipe's other end closes.
-
-A signal sent to the trainer's whole process group (a Ctrl-C at the terminal, `kill -TERM
--PGID`; `babyllama runs stop` signals the trainer alone) reaches the guard too: the guard
-takes it as the first stop signal (never as the second), and ignores SIGHUP.
+The trainer hands it each signal through `signal.set_wakeup_fd` (`start_guard`), as its own
+handler cannot run while MindSpore holds the main thread. The guard's rules:
+docs/ARCHITECTURE.md, "Launching and stopping"; why: docs/MINDSPORE.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """`babyllama train`: the command line, planning then training here or in a launched process.
 
-    babyllama train --run out/runs/NAME --data FILE.bin [FILE.bin ...] [--tokenizer PATH]
-                    [--preset P] [--config F.toml] [--field value ...] [--detach] [--workers N]
-    babyllama train --run out/runs/NAME --resume [--field value ...]
-
-See docs/ARCHITECTURE.md.
+See docs/ARCHITECTURE.md, "Training".
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""Every place the app works around Textual, each with the upstream issue it stands for and what to
-delete once Textual no longer needs it.
+"""Every place the app works around Textual 8.2.8, each with its upstream issue and what to delete when fixed.
 
-They reach into Textual 8.2.8's internals, so pyproject.toml pins Textual to `TEXTUAL_VERSION` and
-tests/tui/test_textual_fixes.py fails when another version is installed: an upgrade is a
-deliberate act. After one, take each workaround out in turn to see whether it is still needed:
-the key order and the header by the test each names; the restyling ones, which are about speed,
-by counting node restyles (`Stylesheet.apply` calls) and footer keys mounted while the four
-screens are shown, with and without it. The counts below are 8.2.8's. See docs/ARCHITECTURE.md.
+Textual is pinned to `TEXTUAL_VERSION`; tests/tui/test_textual_fixes.py fails on another
+version. How to re-check the workarounds after an upgrade: docs/ARCHITECTURE.md, "Textual".
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
 """The corpus formats `--format` names, and what a file in each holds.
 
-  wiki         one JSON array of {"completion": ...}            (wikipedia-cn-20230720-filtered)
-  baike        JSON lines {"title", "summary", "sections": [{"title", "content"}]}   (563w_baidubaike)
-  c4           JSON lines {"text", ...}                          (C4_zh)
-  wudao        JSON arrays of {"title", "content", ...}          (WuDaoCorpus2.0)
-  medical      JSON lines {"text"}                               (shibing624/medical pretrain)
-  medical-sft  JSON lines {"instruction", "input", "output"}     (shibing624/medical finetune)
-  text         plain UTF-8, one document per blank-line-separated block
-  jsonl:FIELD  any JSON lines file, the named string field
-  auto         sniff each file: JSON by its first record, plain text from .txt files only
-
-See docs/ARCHITECTURE.md.
+The formats: docs/ARCHITECTURE.md, "corpora/".
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""The three kinds of tokenizer.
+"""The three kinds of tokenizer: `SentencePieceTokenizer`, `ChatGLMTokenizer`, `HuggingFaceTokenizer`.
 
-- "sentencepiece": a SentencePiece model, normally one trained with `babyllama tokenizer train`.
-- "chatglm": ChatGLM2-6B's SentencePiece `tokenizer.model` (64,789 pieces) plus its five
-  special tokens as ids 64,789..64,793 (vocabulary 64,794, eos 2). Ids equal what the seed's
-  `ChatGLMTokenizer.encode(text, add_special_tokens=False)` gives: that tokenizer registers no
-  added tokens, so it is plain SentencePiece encoding.
-- "huggingface": a local Hugging Face tokenizer folder, loaded offline without remote code.
-
-See docs/ARCHITECTURE.md.
+See docs/ARCHITECTURE.md, "tokenizer/".
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""What the corpora screen lists, read cheaply from the files themselves.
+"""What the corpora screen lists (corpora, token files, partial prepares, tokenizers), read cheaply.
 
-Corpora: each file or folder at the top of a listed folder, with its sniffed format, size and
-a document estimate from its first megabyte. Token files: every NAME.bin below it with its
-manifest, and every NAME.bin.partial (an unfinished `babyllama prepare`) with its journal.
-Tokenizers: ours in out/tokenizers/, tokenizer folders at the top of the project, and those
-named by token-file manifests.
-
-Nothing here loads a tokenizer or reads a corpus past its first megabyte, and a folder's walk
-stops after MAX_FILES_WALKED files, so listing a 100 GB data/ stays quick. These functions
-block: the screen calls them from worker threads.
+Nothing here loads a tokenizer or reads a corpus past its first megabyte, and walks stop after
+MAX_FILES_WALKED files. These functions block: call them from worker threads.
 """
 
 from __future__ import annotations

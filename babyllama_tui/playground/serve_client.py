@@ -1,16 +1,7 @@
 """ServeClient: one `babyllama serve --stdio` child process, driven from asyncio.
 
-The playground keeps one per loaded checkpoint. The client starts the server with the app's
-own interpreter, writes requests as JSON lines and turns the server's stdout back into event
-dicts (the protocol is in babyllama/serve.py). Two events come from the client itself:
-
-    {"event": "error", "message": ...}  for a stdout line that is not a JSON object; reading goes on
-    {"event": "exit", "returncode": n, "stderr": "its last lines"}  last, when the server's stdout ends
-
-Unlike training runs, a server belongs to the app: `close` asks it to shut down and kills it
-if it does not, and any server still running when the interpreter exits is killed then. A
-server whose app died without either still stops soon: its stdin reaches end of input, and
-it exits after the generation in hand.
+It adds two events of its own (`error`, `exit`) and owns its server: see docs/ARCHITECTURE.md,
+"babyllama serve --stdio".
 """
 
 from __future__ import annotations

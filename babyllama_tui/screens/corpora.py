@@ -1,14 +1,7 @@
-"""Corpora screen: corpus files and token files under data/ (and folders the user opens), and
-tokenization: mark sources, choose a tokenizer, run `babyllama prepare` with live progress.
+"""Corpora screen: corpus and token files, and running `babyllama prepare` with live progress.
 
-Listing happens in worker threads (a 100 GB data/ is walked with a cap and sampled, never
-read). While the screen is shown it looks again every few seconds, by stat alone: a folder
-whose modification time moved is listed again, and a corpus that grew is shown at its new size
-with its document estimate scaled, without reading it.
-
-Jobs are `babyllama` child processes read by an async worker. A prepare goes on if the app
-closes and shows up as "preparing" when it is opened again; interrupted, it keeps its progress
-and `r` resumes it with the command its journal records.
+Listing runs in worker threads and is refreshed by stat alone; a prepare outlives the app and
+resumes from its journal. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Monitor screen: one run, live: loss, speed, memory, samples and log.
 
-It follows `app.current_run`; with none chosen, the newest running run, or with none
-running the newest run, so a run launched from the command line is shown as it starts; with
-no run at all, a hint. Twice a second a worker thread reads what was appended to metrics.jsonl and
-train.log since the last look and status.json if it changed; the screen then repaints only
-what shows something new (the status line once a second, for elapsed and ETA). A run with a
-million metrics rows is read once, in pieces, the curve growing as they come.
+It follows the chosen run, else the newest running one, else the newest; a worker thread reads
+what was appended since the last look. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

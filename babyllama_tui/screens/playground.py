@@ -1,10 +1,7 @@
 """Playground screen: continue prompts with any saved checkpoint, or with two side by side.
 
-Each loaded checkpoint is a `babyllama serve --stdio` child (serve_client.ServeClient) read by
-a worker on the app's event loop; its pieces stream into a ContinuationPanel. Checkpoint A is
-the one the playground opens with (the followed run's newest, else the newest saved anywhere);
-checkpoint B, when chosen, gets the same prompts at the same time. A server is shut down when
-its checkpoint is replaced and when the app quits; switching screens leaves it loaded.
+Each loaded checkpoint is a `babyllama serve --stdio` child (`ServeClient`) whose pieces stream
+into a ContinuationPanel. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""A run's metrics in memory: compact numpy columns filled from metrics.jsonl rows as they arrive.
+"""`MetricsHistory`: a run's metrics rows as compact numpy columns, with the resume rules.
 
-A run can log a million `train` rows; a list of dicts for them would take gigabytes, these
-columns take 40 bytes a row. Charts never draw every row: `envelope` and `bucket_means`
-reduce a column to a few points per screen cell first.
-
-A run resumed after a hard kill logs again the steps it had logged after its last
-checkpoint. The rows that come later are the ones the model now continues from, so a row
-whose step is at or below one already held replaces the held rows from that step on; and
-the trainer's `resume` row ({"kind": "resume", "step": k}) drops every row after step k
-at once, before the resumed process has logged anything.
+Charts reduce a column first (`envelope`, `bucket_means`). The resume rules:
+docs/ARCHITECTURE.md, "metrics.jsonl".
 """
 
 from __future__ import annotations

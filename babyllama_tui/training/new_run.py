@@ -1,11 +1,7 @@
-"""What the Train screen's form means: its fields, their checks, and the trainer command they become.
+"""What the Train screen's form means: `check_form` turns its text into a `RunPlan` or per-field messages.
 
-The form holds text as typed. `check_form` turns it into a `RunPlan` (the configs, the run
-directory and the `babyllama train` arguments) or into messages keyed by the field they are
-about ("model.n_heads", "train.max_steps", "data", "tokenizer", "name", "workers"), so the
-screen can show each one next to its field; warnings, keyed the same way, point out what is
-allowed but probably not meant and do not block the plan. Everything here is plain Python,
-tested without a terminal.
+Messages and warnings are keyed by the field they concern ("model.n_heads", "data", "name",
+...). Plain Python, tested without a terminal. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""Watching the runs under out/runs cheaply: what the runs table polls twice a second.
+"""`RunsWatcher`: the runs table's cheap poll of out/runs.
 
-A run's facts (state, step, losses, age, the order of the runs) are the engine's
-`babyllama.runs.run_info`; `RunsWatcher` reads them again only when the run's files changed, or
-while the run is active (which notices a trainer that was SIGKILLed), so between changes a poll
-is a few stat calls a run. It adds the time to finish at the speed of the recent train rows.
-The monitor's `RunFollower` (run_follower.py) follows one run in full.
+A run's facts come from the engine's `babyllama.runs.run_info`, read again only when its files
+changed or while it is active; `RunRow` adds the time to finish. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

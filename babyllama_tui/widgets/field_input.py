@@ -1,16 +1,7 @@
-"""FieldInput: a one-line editor for a short value such as a number, lighter than Textual's Input.
+"""FieldInput: a one-line editor for a short value, lighter than Textual's Input.
 
-The new-run form holds thirty of them. Textual's Input is a scroll view with four component
-classes, each a style pass of its own, so thirty Inputs made up half of the form's cost to
-mount and to restyle every time the Train screen is shown. This editor is one widget and one
-style pass; it types, deletes, moves the cursor and takes a paste, and refuses characters
-that cannot begin the kind of value it holds, as Input's `type` does.
-
-Every key is applied in `on_key`, none through bindings. Textual resolves a widget's
-(non-priority) bindings only once the key event has bubbled from the focused widget back up
-to the App, one message queue at a time; a key that arrived in the same read from the
-terminal (`BSpace 6` in one SSH packet) is already waiting in the App's queue and reaches
-this widget first, so a bound backspace would delete the 6 typed after it.
+Every key is applied in `on_key`, none through bindings, so keys from one terminal read stay in
+order. Why: docs/ARCHITECTURE.md, "Textual".
 """
 
 from __future__ import annotations

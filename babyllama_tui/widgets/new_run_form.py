@@ -1,13 +1,7 @@
 """NewRunForm: token files, tokenizer, preset, name, workers and every ModelConfig/TrainConfig field.
 
-The model and training fields are generated from the dataclasses, with each field's help
-beside it. The form only collects text; `babyllama_tui.training.new_run.check_form` judges it, and
-`show_check` puts each message next to the field it is about.
-
-Every editor is built in the constructor, already holding its starting value (the preset's,
-and the vocabulary and tokenizer of the token files), so the form can be read before its
-widgets are mounted. They are most of the app's widgets, so each field is kept to few: a
-FieldRow that draws its own name, its editor (a FieldInput for text and numbers) and its note.
+Fields are generated from the dataclasses; the form only collects text, which
+`babyllama_tui.training.new_run.check_form` judges. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """SamplingForm: temperature, top-k, top-p, repetition penalty, max new tokens and seed, checked as typed.
 
-The rules are the engine's own (babyllama.generate.SamplingParams.validate), applied to one
-field at a time over the defaults, so the message names the field that is wrong. One row of
-short labels on a narrow terminal; a column with full names on a wide one. The note line under
-the fields says what the focused field means, or what is wrong with it.
-
-Beside max new tokens stands the loaded model's context (max_seq_len): the prompt and the
-continuation together cannot outgrow it, so it ends a generation before a larger max can. The
-field takes any count (a second checkpoint may have a longer context); its note says so
-instead.
+The rules are the engine's (`babyllama.generate.SamplingParams.validate`), applied one field at
+a time so each message names its field. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

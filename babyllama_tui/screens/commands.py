@@ -1,8 +1,8 @@
-"""ScreenKeysProvider: the command palette's entries for a screen's keys.
+"""The command palette's providers: a screen's keys (`ScreenKeysProvider`) and the playground's own entries.
 
-Put it in a screen's COMMANDS and every action the footer shows, and every screen or app key
-with a description, is also a palette entry named by that description, so the two never drift
-apart. Widgets' own hidden keys (cursor movement and the like) are left out.
+`ScreenKeysProvider` makes every key the footer shows, and every screen or app key with a
+description, a palette entry of that name, so the two never drift apart. `PlaygroundCommands`
+adds seed prompts, sampling settings, past prompts and checkpoints. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ from babyllama.runs import ACTIVE_STATES
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen
+from babyllama_tui.screens.run_control import request_stop
 from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.training.eta import eta_seconds
 from babyllama_tui.training.formatting import format_count, format_lr, format_mib_short, format_ms, format_number
 from babyllama_tui.training.history import MetricsHistory, bucket_means
-from babyllama_tui.training.run_control import request_stop
 from babyllama_tui.training.run_follower import RunFollower
 from babyllama_tui.training.runs_watcher import RunRow, RunsWatcher
 from babyllama_tui.widgets.log_tail import LogTail

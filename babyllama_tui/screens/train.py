@@ -22,8 +22,8 @@ from babyllama.errors import UserError
 from babyllama.runs import ACTIVE_STATES, ENDED_STATES, launch_detached
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
+from babyllama_tui.screens.run_control import request_kill, request_resume, request_stop
 from babyllama_tui.textual_fixes import KeyFooter
-from babyllama_tui.training.run_control import request_kill, request_resume, request_stop
 from babyllama_tui.training.runs_watcher import RunRow, RunsWatcher
 from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.runs_table import RunsTable, state_text

@@ -227,6 +227,25 @@ async def test_stop_from_the_table_stops_the_process(project, stop_afterwards):
         assert screen.check_action("resume_run", ()) is True
 
 
+async def test_kill_from_the_table_ends_the_process_after_asking(project, stop_afterwards):
+    script = write_standin(project)
+    run = RunDir(project / "out" / "runs" / "stuck")
+    stop_afterwards.append(run.path)
+    pid = launch_detached(run, ["--data", "x"], program=[str(script)])
+    wait_for(lambda: run.state().state == "running" and run.read_status().get("pid") == pid, "the stand-in")
+    app = BabyLlamaApp(root=project, train_program=[str(script)])
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: table.highlighted_run is not None, "the table")
+        await pilot.press("K")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: run.state().state not in ("running", "stopping"), "the run to end")
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        await wait_until(pilot, lambda: any("kill" in str(n.message).lower() for n in app._notifications),
+                         "the kill's report")
+
+
 async def test_resume_from_the_table_continues_from_the_checkpoint(project, stop_afterwards):
     script = write_standin(project)
     run = RunDir(project / "out" / "runs" / "paused")

@@ -7,7 +7,7 @@ liveness rules: docs/ARCHITECTURE.md, "The run directory".
 """
 
 from babyllama.checkpoint import checkpoint_problem
-from babyllama.runs.control import kill_run, stop_run, wait_gone
+from babyllama.runs.control import StopReport, kill_run, stop_run, wait_gone
 from babyllama.runs.launch import TRAIN_PROGRAM, launch_detached
 from babyllama.runs.listing import RunInfo, list_runs, resolve_run, run_info, sort_newest_first
 from babyllama.runs.liveness import (
@@ -38,6 +38,7 @@ __all__ = [
     "RunDir",
     "RunInfo",
     "RunState",
+    "StopReport",
     "checkpoint_problem",
     "effective_state",
     "format_duration",

@@ -7,12 +7,13 @@ it; the screen stays responsive meanwhile.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from textual.screen import Screen
 
 from babyllama.errors import UserError
-from babyllama.runs import ACTIVE_STATES, RunDir, kill_run, launch_detached, stop_run
+from babyllama.runs import ACTIVE_STATES, RunDir, StopReport, kill_run, launch_detached, stop_run
 from babyllama_tui.screens.confirm import ConfirmScreen
 from babyllama_tui.screens.resume import ResumeChoice, ResumeScreen, proposed_max_steps
 
@@ -20,51 +21,39 @@ STOP_TIMEOUT_S = 600.0
 
 
 def request_stop(screen: Screen, path: Path) -> None:
-    name = path.name
-
-    def answered(yes: bool | None) -> None:
-        if yes:
-            screen.notify(f"stopping {name}: it saves a checkpoint first", timeout=4)
-            screen.run_worker(lambda: _stop(screen, path), thread=True, group=f"stop-{name}", exit_on_error=False)
-
-    screen.app.push_screen(
-        ConfirmScreen(f"Stop {name}?", "The trainer finishes its step, saves a checkpoint and exits; "
-                      "resume it later with r on the Train screen.", "Stop"),
-        answered,
-    )
-
-
-def _stop(screen: Screen, path: Path) -> None:
-    try:
-        report = stop_run(path, wait=True, timeout=STOP_TIMEOUT_S)
-    except UserError as e:
-        screen.app.call_from_thread(screen.notify, str(e), severity="error")
-        return
-    severity = "warning" if report.state in ACTIVE_STATES else "information"
-    screen.app.call_from_thread(screen.notify, report.message, severity=severity)
+    question = ConfirmScreen(f"Stop {path.name}?", "The trainer finishes its step, saves a checkpoint and exits; "
+                             "resume it later with r on the Train screen.", "Stop")
+    _ask_then(screen, path, "stop", question, lambda: stop_run(path, wait=True, timeout=STOP_TIMEOUT_S),
+              ended="information", started=f"stopping {path.name}: it saves a checkpoint first")
 
 
 def request_kill(screen: Screen, path: Path) -> None:
-    name = path.name
+    question = ConfirmScreen(f"Kill {path.name}?", "SIGKILL ends it now, without a checkpoint: the steps since the "
+                             "last checkpoint are lost. Use it only when stop does not work.", "Kill")
+    _ask_then(screen, path, "kill", question, lambda: kill_run(path), ended="warning")
+
+
+def _ask_then(screen: Screen, path: Path, action: str, question: ConfirmScreen, act: Callable[[], StopReport],
+              ended: str, started: str | None = None) -> None:
+    """Ask `question`; on yes run `act` in a worker thread and notify its report, `ended` the
+    severity when the run is no longer active."""
+
+    def report() -> None:
+        try:
+            outcome = act()
+        except UserError as e:
+            screen.app.call_from_thread(screen.notify, str(e), severity="error")
+            return
+        severity = "warning" if outcome.state in ACTIVE_STATES else ended
+        screen.app.call_from_thread(screen.notify, outcome.message, severity=severity)
 
     def answered(yes: bool | None) -> None:
         if yes:
-            screen.run_worker(lambda: _kill(screen, path), thread=True, group=f"kill-{name}", exit_on_error=False)
+            if started:
+                screen.notify(started, timeout=4)
+            screen.run_worker(report, thread=True, group=f"{action}-{path.name}", exit_on_error=False)
 
-    screen.app.push_screen(
-        ConfirmScreen(f"Kill {name}?", "SIGKILL ends it now, without a checkpoint: the steps since the last "
-                      "checkpoint are lost. Use it only when stop does not work.", "Kill"),
-        answered,
-    )
-
-
-def _kill(screen: Screen, path: Path) -> None:
-    try:
-        report = kill_run(path)
-    except UserError as e:
-        screen.app.call_from_thread(screen.notify, str(e), severity="error")
-        return
-    screen.app.call_from_thread(screen.notify, report.message, severity="warning")
+    screen.app.push_screen(question, answered)
 
 
 def request_resume(screen: Screen, path: Path) -> None:

@@ -122,7 +122,7 @@ class Guard:
             owned = status.get("pid") == self.trainer.pid and status.get("state") in ACTIVE_STATES
             return fields if owned else None
 
-        self.run._update_status(change)
+        self.run.update_status(change)
 
 
 def main(argv: list[str]) -> int:

@@ -151,7 +151,7 @@ def _record_end_if_silent(run: RunDir, note: str) -> RunState:
     def end(status: dict) -> dict | None:
         return {"state": "stopped", "error": note} if status.get("state") in ACTIVE_STATES else None
 
-    run._update_status(end)
+    run.update_status(end)
     return run.state()
 
 

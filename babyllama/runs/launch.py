@@ -118,7 +118,7 @@ def launch_detached(
             fields.update(pid=process.pid, pid_create_time=create_time)
         return fields
 
-    run._update_status(record_launcher)
+    run.update_status(record_launcher)
     return process.pid
 
 

@@ -128,7 +128,7 @@ class RunDir:
 
     def write_status(self, **fields) -> dict:
         """Merge `fields` into status.json (atomically, `updated` set to now); returns the new status."""
-        return self._update_status(lambda status: fields)
+        return self.update_status(lambda status: fields)
 
     def mark_running(self, *, step: int, max_steps: int, world_size: int = 1, **fields) -> dict:
         """Claim the run for this process: state running, with the pid, host and create time.
@@ -157,7 +157,7 @@ class RunDir:
                                started=time.time())
             return claimed
 
-        return self._update_status(claim)
+        return self.update_status(claim)
 
     def state(self) -> RunState:
         return effective_state(self.read_status())
@@ -173,7 +173,7 @@ class RunDir:
         def beat() -> None:
             while not stop.wait(interval):
                 try:
-                    self._update_status(touch)
+                    self.update_status(touch)
                 except OSError as e:
                     # A full or briefly unavailable disk must not end training; the next beat retries.
                     print(f"babyllama: could not update {self.status_path}: {e}", file=sys.stderr)
@@ -198,7 +198,7 @@ class RunDir:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _update_status(self, change: Callable[[dict], dict | None]) -> dict:
+    def update_status(self, change: Callable[[dict], dict | None]) -> dict:
         """Apply `change(current) -> fields to merge` under the lock; None leaves the file alone."""
         with self._status_lock():
             status = self.read_status()

@@ -37,19 +37,21 @@ class _Tee(io.TextIOBase):
         self.log = log
 
     def write(self, text: str) -> int:
+        # The log first: when it cannot take `text` (a full disk), the note saying so reaches the
+        # terminal before `text`, so a final error line stays the last line.
+        if self.log is not None:
+            try:
+                self.log.write(text)
+                self.log.flush()
+            except OSError as e:  # the terminal still gets the output, and says why the log stops
+                self.log = None
+                self.write(f"babyllama train: {e.strerror}: stopped copying the output to train.log\n")
         if self.terminal_open:
             try:
                 self.stream.write(text)
                 self.stream.flush()
             except OSError:  # the reader went away (EPIPE); train.log keeps everything
                 self.terminal_open = False
-        if self.log is not None:
-            try:
-                self.log.write(text)
-                self.log.flush()
-            except OSError as e:  # a full disk: the terminal still gets the output, and says why the log stops
-                self.log = None
-                self.write(f"babyllama train: {e.strerror}: stopped copying the output to train.log\n")
         return len(text)
 
     def flush(self) -> None:

@@ -10,6 +10,7 @@ compared with it or with themselves. The model: dim 64, 2 layers, context 64, vo
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -707,3 +708,16 @@ def test_a_trainer_whose_terminal_reader_went_away_trains_on_and_logs_everything
              log=run / "train.log")
     assert RunDir(run).read_status()["state"] == "finished"
     assert "finished 6 steps" in (run / "train.log").read_text(encoding="utf-8")
+
+
+def test_the_last_line_stays_last_when_the_log_fills_on_it():
+    # /dev/full takes the write and refuses the flush with ENOSPC, as a disk that fills on the
+    # trainer's last line, its error, does.
+    terminal = io.StringIO()
+    tee = train_command._Tee(terminal, open("/dev/full", "a", encoding="utf-8"))
+    tee.write("babyllama train: error: no space left for the checkpoint\n")
+    assert terminal.getvalue().splitlines() == [
+        "babyllama train: No space left on device: stopped copying the output to train.log",
+        "babyllama train: error: no space left for the checkpoint",
+    ]
+    assert tee.log is None

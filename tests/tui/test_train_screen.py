@@ -204,13 +204,18 @@ async def test_launch_starts_a_detached_trainer_and_shows_it_on_the_monitor(proj
         assert "taken" in form.rows["name"].error
 
 
-async def test_stop_from_the_table_stops_the_process(project, stop_afterwards):
+def running_standin(project: Path, name: str, stop_afterwards: list) -> tuple[RunDir, int, BabyLlamaApp]:
+    """A stand-in trainer launched detached as run `name` and seen running, and an app on the project."""
     script = write_standin(project)
-    run = RunDir(project / "out" / "runs" / "standing")
+    run = RunDir(project / "out" / "runs" / name)
     stop_afterwards.append(run.path)
     pid = launch_detached(run, ["--data", "x"], program=[str(script)])
     wait_for(lambda: run.state().state == "running" and run.read_status().get("pid") == pid, "the stand-in")
-    app = BabyLlamaApp(root=project, train_program=[str(script)])
+    return run, pid, BabyLlamaApp(root=project, train_program=[str(script)])
+
+
+async def test_stop_from_the_table_stops_the_process(project, stop_afterwards):
+    run, pid, app = running_standin(project, "standing", stop_afterwards)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         table = screen.query_one(RunsTable)
@@ -228,12 +233,7 @@ async def test_stop_from_the_table_stops_the_process(project, stop_afterwards):
 
 
 async def test_kill_from_the_table_ends_the_process_after_asking(project, stop_afterwards):
-    script = write_standin(project)
-    run = RunDir(project / "out" / "runs" / "stuck")
-    stop_afterwards.append(run.path)
-    pid = launch_detached(run, ["--data", "x"], program=[str(script)])
-    wait_for(lambda: run.state().state == "running" and run.read_status().get("pid") == pid, "the stand-in")
-    app = BabyLlamaApp(root=project, train_program=[str(script)])
+    run, pid, app = running_standin(project, "stuck", stop_afterwards)
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(RunsTable)
         await wait_until(pilot, lambda: table.highlighted_run is not None, "the table")

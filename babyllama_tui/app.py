@@ -103,12 +103,6 @@ class BabyLlamaApp(KeysInOrderApp, StyledOnceApp):
         and squeezed the Monitor's chart to one row."""
         return (command for command in super().get_system_commands(screen) if command.title not in {"Quit", "Keys"})
 
-    def on_ready(self) -> None:
-        """The first frame is on the terminal: now the Train screen's form, the app's biggest
-        piece, can be built without holding that frame back."""
-        if isinstance(self.screen, TrainScreen):
-            self.screen.call_later(self.screen.build_form)
-
     @property
     def data_dir(self) -> Path:
         return self.root / "data"

@@ -110,8 +110,8 @@ class TrainScreen(AppScreen):
         self.set_interval(REFRESH_S, self._refresh_runs)
 
     async def build_form(self) -> None:
-        """Build the new-run form, if not yet built. The app calls this once its first frame is on
-        the terminal: built before that, the form's widgets delayed the first frame by half, and
+        """Build the new-run form, if not yet built. Called once the screen's first frame is on the
+        terminal: built before that, the form's widgets delayed the first frame by half, and
         importing its modules (the engine's config among them) by a further twentieth."""
         from babyllama.devices import host_memory_mb
         from babyllama_tui.training.new_run import find_token_files
@@ -135,6 +135,10 @@ class TrainScreen(AppScreen):
             self.form.focus_first()
 
     def on_screen_resume(self) -> None:
+        if self.form is None:
+            # Shown for the first time (at start, or from another screen): the form is built once
+            # this frame is on the terminal, so the screen appears at once and the form a moment later.
+            self.call_after_refresh(self.build_form)
         self._show_pane()
         self._refresh_runs()
         # Back from the Corpora screen, where new token files may have been made.

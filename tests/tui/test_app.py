@@ -51,6 +51,18 @@ async def test_an_empty_folder_opens_on_the_corpora_screen(tmp_path):
         assert isinstance(app.screen, CorporaScreen)
 
 
+async def test_the_new_run_form_is_built_when_the_train_screen_is_first_shown_from_another_screen(tmp_path):
+    """An empty folder opens on Corpora; the Train screen shown from there built no form and stayed
+    at its "Reading the form's fields…" line until n was pressed."""
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        screen = app.screen
+        assert isinstance(screen, TrainScreen)
+        await wait_until(pilot, lambda: screen.form is not None and screen.form.is_mounted, "the form", limit=10)
+        assert not screen.query("#form-loading")
+
+
 async def test_the_footer_shows_the_keys_of_the_highlighted_run(tmp_path):
     runs = tmp_path / "out" / "runs"
     fill_run(RunDir(runs / "ended"), steps=50, max_steps=50, started=time.time() - 7200, state="finished")

@@ -15,7 +15,7 @@ from textual.widget import Widget
 
 from babyllama.runs import format_duration
 from babyllama_tui.training.formatting import format_count, format_steps, progress_bar
-from babyllama_tui.widgets.runs_table import state_text
+from babyllama_tui.widgets.runs_table import state_with_hint
 
 BAR_CELLS = 10
 
@@ -31,10 +31,13 @@ class RunStatus:
     elapsed_s: float | None
     eta_s: float | None
     note: str = ""
+    # The state as shown ("stopping 42s"), and whether a stop has waited long enough to offer a kill.
+    state_words: str | None = None
+    stop_overdue: bool = False
 
 
 def status_items(status: RunStatus) -> list[Text]:
-    items = [Text(status.name, style="bold"), state_text(status.state)]
+    items = [Text(status.name, style="bold"), state_with_hint(status.state, status.state_words, status.stop_overdue)]
     if status.state == "starting" and status.step:
         # The run's status still holds the max_steps of the process that ended; the new one
         # says its own once it has read its config.

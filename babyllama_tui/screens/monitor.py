@@ -270,6 +270,9 @@ class MonitorScreen(AppScreen):
         if follower.bad_lines:
             note = f"{note} {follower.bad_lines} unreadable metrics lines".strip()
         reason = follower.state.reason or (follower.status.get("error") if state != "finished" else None)
+        if state not in ACTIVE_STATES and not len(history):
+            # The chart, with no train row to draw, says how the run ended and why, whole.
+            reason = None
         asked = follower.status.get("stop_requested")
         overdue = stop_overdue(state, asked, now)
         if (state, overdue) != self._shown_state:

@@ -83,7 +83,8 @@ class Guard:
         self.signal_name = sig.name
         self.deadline = now + STOP_DEADLINE_S
         self.final_deadline = self.deadline + SAVE_GRACE_S
-        self._update({"state": "stopping", "stop_requested": time.time()})
+        if self.run is not None:
+            self.run.mark_stopping(pid=self.trainer.pid)
 
     def _saving(self) -> bool:
         """A checkpoint of the trainer's is being written (its temporary folder exists)."""

@@ -363,7 +363,7 @@ class Training:
                 self._log_train(loss, lr, grad_norm, interval)
                 interval = Interval()
             if stop_now:
-                self.run.write_status(state="stopping", step=self.step)
+                self.run.mark_stopping(step=self.step)
             elif self.step % cfg.eval_interval == 0 or last:
                 self._evaluate()
             if self.step % cfg.save_interval == 0 or last or stop_now:

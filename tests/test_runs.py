@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import termios
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from safetensors.numpy import save_file
 from babyllama.errors import UserError
 from babyllama.runs import (
     CREATED,
+    LAUNCH_ID_ENV,
     STALE_AFTER_S,
     LineFollower,
     MetricsReader,
@@ -39,6 +41,8 @@ from babyllama.runs import (
     process_identity,
     resolve_run,
     run_info,
+    state_words,
+    stop_overdue,
     stop_run,
     tail_lines,
 )
@@ -185,6 +189,23 @@ def test_mark_running_refuses_a_run_another_live_process_holds(tmp_path):
         sleeper.wait()
 
 
+def test_a_stop_asked_while_the_trainer_starts_outlasts_its_claim_and_the_first_ask_counts(tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "r")
+    monkeypatch.setenv(LAUNCH_ID_ENV, "this-launch")
+    run.write_status(state="starting", launch_id="this-launch", host=socket.gethostname(), pid=None)
+    asked = run.mark_stopping()["stop_requested"]
+    assert run.read_status()["state"] == "stopping" and isinstance(asked, float)
+    assert run.mark_stopping(step=4)["stop_requested"] == asked, "asking again keeps the first time"
+    status = run.mark_running(step=0, max_steps=10)
+    assert (status["state"], status["stop_requested"]) == ("stopping", asked)
+    assert run.mark_stopping(pid=os.getpid() + 1)["stop_requested"] == asked, "another process's stop changes nothing"
+
+    run.write_status(state="stopped", pid=None, launch_id=None)
+    assert run.mark_stopping()["state"] == "stopped", "an ended run is not stopping"
+    status = run.mark_running(step=0, max_steps=10)
+    assert (status["state"], status["stop_requested"]) == ("running", None), "a new process starts without a stop"
+
+
 def test_heartbeat_refreshes_updated_while_running(tmp_path):
     run = RunDir(tmp_path / "r")
     first = run.mark_running(step=0, max_steps=1)["updated"]
@@ -211,6 +232,29 @@ def test_a_running_status_whose_process_is_gone_shows_failed(tmp_path):
     run.write_status(**status)
     info = run_info(run)
     assert info.state == "failed" and info.reason == f"process {pid} is gone"
+
+
+def test_a_stopping_run_says_how_long_its_stop_has_waited_and_is_overdue_after_30_s():
+    asked = 1_800_000_000.0
+    status = {"state": "stopping", **process_identity(), "stop_requested": asked}
+    assert effective_state(status) == ("stopping", None)
+    assert state_words("stopping", asked, asked + 42.7) == "stopping 42s"
+    assert not stop_overdue("stopping", asked, asked + 29.9)
+    assert stop_overdue("stopping", asked, asked + 30)
+    assert state_words("stopping", None, asked) == "stopping" and not stop_overdue("stopping", None, asked + 99)
+    # The time of an earlier stop stays in the status; it counts only while the run is stopping.
+    assert state_words("running", asked, asked + 42) == "running" and not stop_overdue("running", asked, asked + 99)
+
+
+def test_a_stopping_run_whose_process_died_reads_failed_not_stopping(tmp_path):
+    pid, created = finished_process_pid()
+    run = RunDir(tmp_path / "dead")
+    run.create({})
+    run.write_status(state="stopping", host=socket.gethostname(), pid=pid, pid_create_time=created,
+                     stop_requested=time.time() - 100)
+    info = run_info(run)
+    assert (info.state, info.reason) == ("failed", f"stopping, then process {pid} is gone")
+    assert info.state_words(time.time()) == "failed" and not info.stop_overdue(time.time())
 
 
 def test_a_reused_pid_does_not_count_as_the_trainer():
@@ -667,12 +711,32 @@ def test_kill_ends_a_run_that_ignores_sigterm(tmp_path, stand_in):
     pid = launch_detached(run, ["--mode", "stubborn"], program=[str(stand_in)])
     wait_until(lambda: run.read_status().get("state") == "running", "the stand-in to start")
     make_checkpoint(run, 3)
+    before = time.time()
+    report = stop_run(run)
+    status = run.read_status()
+    assert report.state == "stopping" and status["state"] == "stopping", "stopping from the moment of the signal"
+    assert before <= status["stop_requested"] <= time.time()
     report = stop_run(run, wait=True, timeout=0.5)
-    assert report.state == "running" and "babyllama runs kill" in report.message
+    assert report.state == "stopping" and "babyllama runs kill" in report.message
+    assert run.read_status()["stop_requested"] == status["stop_requested"]
     report = kill_run(run)
     assert report.state == "stopped" and pid in report.signalled
     assert run.read_status()["error"] == "killed with SIGKILL; resume continues from step_0000003"
     assert run.state().state == "stopped"
+
+
+def test_a_kill_during_a_stop_that_waits_is_recorded_as_the_kill(tmp_path, stand_in):
+    run = RunDir(tmp_path / "r")
+    launch_detached(run, ["--mode", "stubborn"], program=[str(stand_in)])
+    wait_until(lambda: run.read_status().get("state") == "running", "the stand-in to start")
+    stopped = []
+    waiting = threading.Thread(target=lambda: stopped.append(stop_run(run, wait=True, timeout=60)))
+    waiting.start()
+    wait_until(lambda: run.read_status().get("state") == "stopping", "the stop")
+    kill_run(run)
+    waiting.join(timeout=60)
+    assert run.read_status()["error"] == "killed with SIGKILL; no checkpoint was saved"
+    assert stopped[0].message == "r was killed before it stopped."
 
 
 def test_stopping_a_run_on_another_host_is_refused(tmp_path):
@@ -725,6 +789,25 @@ def test_cli_runs_table_json_show_and_stop(tmp_path, stand_in):
     assert stop.returncode == 0, stop.stderr
     assert stop.stdout.strip() == "live is stopped."
     assert live.read_status()["state"] == "stopped"
+
+
+def test_cli_runs_says_how_long_a_stop_has_waited_and_offers_kill_after_30_s(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "slow")
+    run.create({})
+    # This test's process plays the trainer that has not ended 42 s after its stop was asked.
+    run.write_status(state="stopping", **process_identity(), step=3, max_steps=10, started=time.time() - 100,
+                     stop_requested=time.time() - 42)
+    table = babyllama("runs", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    line = table.stdout.splitlines()[1]
+    assert line.split()[:3] in (["slow", "stopping", "42s"], ["slow", "stopping", "43s"]), line
+    assert f"`babyllama runs kill {run.path.relative_to(tmp_path)}` ends it without a checkpoint" in line
+    show = babyllama("runs", "show", "slow", cwd=tmp_path).stdout
+    assert "state       stopping 4" in show and "babyllama runs kill" in show
+
+    run.write_status(stop_requested=time.time() - 5)
+    line = babyllama("runs", cwd=tmp_path).stdout.splitlines()[1]
+    assert line.split()[1] == "stopping" and "kill" not in line, "no kill offered before 30 s"
 
 
 def test_cli_runs_show_and_table_say_the_latest_checkpoint_is_incomplete_and_what_to_do(tmp_path):

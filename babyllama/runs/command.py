@@ -66,13 +66,13 @@ def _print_table(infos: list[RunInfo], as_json: bool) -> int:
     rows = [
         (
             info.name,
-            info.state,
+            info.state_words(now),
             f"{_or_dash(info.step)}/{_or_dash(info.max_steps)}",
             _number(info.loss, ".4f"),
             _number(info.val_loss, ".4f"),
             _number(info.tokens_per_s, ",.0f"),
             format_duration(info.age_s(now)),
-            "; ".join(note for note in (info.reason, _incomplete_note(info)) if note),
+            "; ".join(note for note in (info.reason, _kill_note(info, now), _incomplete_note(info)) if note),
         )
         for info in infos
     ]
@@ -93,7 +93,10 @@ def _print_show(target: RunDir, as_json: bool, log_lines: int) -> int:
         return 0
     now = time.time()
     print(f"run         {info.name}  ({info.path})")
-    print(f"state       {info.state}" + (f" - {info.reason}" if info.reason else ""))
+    print(f"state       {info.state_words(now)}" + (f" - {info.reason}" if info.reason else ""))
+    kill = _kill_note(info, now)
+    if kill:
+        print(f"            {kill}")
     print(f"process     pid {_or_dash(info.pid)} on {_or_dash(info.host)}, world size {_or_dash(info.world_size)}")
     print(f"step        {_or_dash(info.step)}/{_or_dash(info.max_steps)}")
     print(f"created     {_clock(info.created)} ({format_duration(info.age_s(now))} ago)")
@@ -113,6 +116,12 @@ def _print_show(target: RunDir, as_json: bool, log_lines: int) -> int:
         print(f"--- last {len(log)} lines of {target.log_path}")
         print("\n".join(log))
     return 0
+
+
+def _kill_note(info: RunInfo, now: float) -> str | None:
+    if not info.stop_overdue(now):
+        return None
+    return f"the stop has not ended yet: `babyllama runs kill {info.path}` ends it without a checkpoint"
 
 
 def _incomplete_note(info: RunInfo) -> str | None:

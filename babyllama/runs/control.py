@@ -111,23 +111,31 @@ def _what_to_stop(run: RunDir) -> tuple[StopReport | None, list[int], list[psuti
 def stop_run(run: RunDir | str | os.PathLike, *, wait: bool = False, timeout: float = 600.0) -> StopReport:
     """Ask a run to stop: SIGTERM to its trainer processes, which checkpoint and exit `stopped`.
 
-    With `wait`, return once its processes are gone or after `timeout` seconds. A process
-    that died of the signal before the trainer could record it (still importing, say) is
-    recorded as stopped here, with a note in `error`.
+    The run reads `stopping` from then on, with `stop_requested`. With `wait`, return once its
+    processes are gone or after `timeout` seconds. A process that died of the signal before the
+    trainer could record it (still importing, say) is recorded as stopped here, with a note in `error`.
     """
     run = as_run(run)
     idle, targets, watch = _what_to_stop(run)
     if idle is not None:
         return idle
     signalled = _send(targets, signal.SIGTERM)
+    if signalled:
+        # Said at once, not when the trainer gets to it: a trainer in a long step or compile runs no
+        # Python until it ends, and every reader of the run (the app's too) shows how long a stop waits.
+        run.mark_stopping()
     if not wait:
         return StopReport(run.name, "stopping", signalled,
                           f"sent SIGTERM to {_pids(signalled)}; {run.name} saves a checkpoint and stops.")
     if not wait_gone(watch, timeout):
-        return StopReport(run.name, run.state().state, signalled,
-                          f"{run.name} is still running {format_duration(timeout)} after SIGTERM; "
+        state = run.state().state
+        return StopReport(run.name, state, signalled,
+                          f"{run.name} is still {state} {format_duration(timeout)} after SIGTERM; "
                           f"`babyllama runs kill {run.name}` ends it without a checkpoint.")
-    final = _record_end_if_silent(run, "process ended on SIGTERM before the trainer recorded its state")
+    final = _record_end_if_silent(run, "process ended on SIGTERM before the trainer recorded its state",
+                                  unless_killed=True)
+    if _kill_asked(run.read_status()):
+        return StopReport(run.name, "stopped", signalled, f"{run.name} was killed before it stopped.")
     return StopReport(run.name, final.state, signalled, f"{run.name} is {final.state}.")
 
 
@@ -138,6 +146,8 @@ def kill_run(run: RunDir | str | os.PathLike, *, timeout: float = 30.0) -> StopR
     idle, targets, watch = _what_to_stop(run)
     if idle is not None:
         return idle
+    # Said before the signal: a stop waiting for the same processes then leaves the end for this kill to record.
+    run.update_status(lambda status: {"kill_requested": time.time()} if status.get("state") in ACTIVE_STATES else None)
     signalled = _send(targets, signal.SIGKILL)
     signalled += _send([p.pid for p in watch if p.pid not in signalled], signal.SIGKILL)
     wait_gone(watch, timeout)
@@ -147,12 +157,21 @@ def kill_run(run: RunDir | str | os.PathLike, *, timeout: float = 30.0) -> StopR
     return StopReport(run.name, final.state, signalled, f"killed {_pids(signalled)}; {kept}.")
 
 
-def _record_end_if_silent(run: RunDir, note: str) -> RunState:
+def _record_end_if_silent(run: RunDir, note: str, *, unless_killed: bool = False) -> RunState:
+    """`stopped` with `note` if the run's processes ended without recording an end; `unless_killed`,
+    a kill asked meanwhile records its own."""
+
     def end(status: dict) -> dict | None:
-        return {"state": "stopped", "error": note} if status.get("state") in ACTIVE_STATES else None
+        if status.get("state") not in ACTIVE_STATES or (unless_killed and _kill_asked(status)):
+            return None
+        return {"state": "stopped", "error": note}
 
     run.update_status(end)
     return run.state()
+
+
+def _kill_asked(status: dict) -> bool:
+    return isinstance(status.get("kill_requested"), (int, float))
 
 
 def _pids(pids: list[int]) -> str:

@@ -92,7 +92,8 @@ def launch_detached(
     run.write_status(
         state="starting", host=this_host(), pid=None, pid_create_time=None,
         launcher=launcher, launcher_pid=None, launcher_create_time=None,
-        world_size=workers, started=time.time(), error=None, command=argv, launch_id=launch_id,
+        world_size=workers, started=time.time(), error=None, stop_requested=None, kill_requested=None,
+        command=argv, launch_id=launch_id,
     )
     with open(run.log_path, "ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

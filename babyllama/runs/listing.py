@@ -11,7 +11,7 @@ from pathlib import Path
 
 from babyllama.checkpoint import Checkpoint, checkpoint_problem
 from babyllama.errors import UserError
-from babyllama.runs.liveness import RunState, effective_state
+from babyllama.runs.liveness import RunState, effective_state, state_words, stop_overdue
 from babyllama.runs.readers import METRICS_TAIL_BYTES, first_row_time, latest_rows
 from babyllama.runs.rundir import RunDir, as_run
 
@@ -37,6 +37,8 @@ class RunInfo:
     # there is no row yet). A resume rewrites `started`, never this.
     created: float | None
     updated: float | None
+    # When a stop was asked (epoch seconds); it counts while the state is `stopping`.
+    stop_requested: float | None
     host: str | None
     pid: int | None
     world_size: int | None
@@ -47,6 +49,14 @@ class RunInfo:
     def age_s(self, now: float | None = None) -> float | None:
         """Seconds since the run was created, however often it was resumed since."""
         return None if self.created is None else (time.time() if now is None else now) - self.created
+
+    def state_words(self, now: float) -> str:
+        """The state as shown: "stopping 42s" for a stop asked 42 s ago."""
+        return state_words(self.state, self.stop_requested, now)
+
+    def stop_overdue(self, now: float) -> bool:
+        """Still stopping STOP_OVERDUE_S after the stop was asked: a kill is offered."""
+        return stop_overdue(self.state, self.stop_requested, now)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "path": str(self.path)}
@@ -86,6 +96,7 @@ def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_
         started=status.get("started"),
         created=min(begun) if begun else None,
         updated=status.get("updated"),
+        stop_requested=status.get("stop_requested"),
         host=status.get("host"),
         pid=status.get("pid"),
         world_size=status.get("world_size"),

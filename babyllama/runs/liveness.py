@@ -22,6 +22,8 @@ CREATED = "created"
 
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0
+# A run still stopping this long after its stop was asked is offered a kill (the app's K, `babyllama runs kill`).
+STOP_OVERDUE_S = 30.0
 
 # Set in a launched trainer's environment and recorded in status.json as launch_id, so the
 # trainer (any msrun rank included) knows the "starting" status it finds is its own.
@@ -88,6 +90,8 @@ def effective_state(status: dict, *, now: float | None = None, stale_after: floa
     host, pid = status.get("host"), status.get("pid")
     if host == this_host() and pid is not None:
         _, gone = _recorded_process(pid, status.get("pid_create_time"))
+        if gone and state == "stopping":
+            gone = f"stopping, then {gone}"
         return RunState("failed", gone) if gone else RunState(state, None)
     now = time.time() if now is None else now
     updated = status.get("updated")
@@ -99,6 +103,26 @@ def effective_state(status: dict, *, now: float | None = None, stale_after: floa
             f"{HEARTBEAT_S:.0f} s; silent runs count as failed after {format_duration(stale_after)})",
         )
     return RunState(state, None)
+
+
+def stopping_for(state: str, stop_requested: object, now: float) -> float | None:
+    """Seconds since the stop of a run still stopping was asked; None when it is not stopping, or
+    the time of the ask was not recorded."""
+    if state != "stopping" or not isinstance(stop_requested, (int, float)):
+        return None
+    return max(0.0, now - stop_requested)
+
+
+def state_words(state: str, stop_requested: object, now: float) -> str:
+    """A state as every report shows it: "stopping 42s" says how long a stop has waited."""
+    waited = stopping_for(state, stop_requested, now)
+    return state if waited is None else f"{state} {format_duration(waited)}"
+
+
+def stop_overdue(state: str, stop_requested: object, now: float) -> bool:
+    """Whether a stop has waited STOP_OVERDUE_S without the run ending: time to offer a kill."""
+    waited = stopping_for(state, stop_requested, now)
+    return waited is not None and waited >= STOP_OVERDUE_S
 
 
 def owned_by_this_process(status: dict) -> bool:

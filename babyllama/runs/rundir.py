@@ -143,8 +143,10 @@ class RunDir:
             if current.state in ACTIVE_STATES and not owned:
                 taken = stop_it_first(self.path, status, current.state)
                 raise UserError(f"two trainers cannot share a run directory: {taken}")
+            # A stop asked while this process started (its launcher marked it) is still under way.
+            asked_to_stop = owned and status.get("state") == "stopping"
             claimed = {
-                "state": "running",
+                "state": "stopping" if asked_to_stop else "running",
                 **process_identity(),
                 "step": step,
                 "max_steps": max_steps,
@@ -154,10 +156,23 @@ class RunDir:
             }
             if not owned:
                 claimed.update(launcher=None, launcher_pid=None, launcher_create_time=None, launch_id=None,
-                               started=time.time())
+                               started=time.time(), stop_requested=None, kill_requested=None)
             return claimed
 
         return self.update_status(claim)
+
+    def mark_stopping(self, *, pid: int | None = None, **fields) -> dict:
+        """State `stopping`, and `stop_requested` (epoch seconds) unless a stop was already asked,
+        when the run is active (and, given `pid`, that process holds it); else nothing changes."""
+
+        def stopping(status: dict) -> dict | None:
+            if status.get("state") not in ACTIVE_STATES or (pid is not None and status.get("pid") != pid):
+                return None
+            asked = status.get("stop_requested") if status.get("state") == "stopping" else None
+            return {**fields, "state": "stopping",
+                    "stop_requested": asked if isinstance(asked, (int, float)) else time.time()}
+
+        return self.update_status(stopping)
 
     def state(self) -> RunState:
         return effective_state(self.read_status())

@@ -17,11 +17,11 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
 from babyllama.devices import AcceleratorReading, read_accelerators
-from babyllama.runs import ACTIVE_STATES
+from babyllama.runs import ACTIVE_STATES, state_words, stop_overdue
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen
-from babyllama_tui.screens.run_control import request_stop
+from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_stop
 from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.training.eta import eta_seconds
 from babyllama_tui.training.formatting import format_count, format_lr, format_mib_short, format_ms, format_number
@@ -84,6 +84,8 @@ class MonitorScreen(AppScreen):
         # In the palette only: with Stop, all the keys would not fit in the footer at 80 columns.
         Binding("r", "raw", "Raw loss line", show=False),
         Binding("s", "stop_run", "Stop"),
+        # Offered in Stop's place once a stop has waited STOP_OVERDUE_S.
+        Binding("K", "kill_run", "Kill"),
     ]
 
     def __init__(self) -> None:
@@ -94,7 +96,8 @@ class MonitorScreen(AppScreen):
         self._loading: str = ""
         self._watcher: RunsWatcher | None = None
         self._shown_version = -1
-        self._shown_state: str | None = None
+        # The followed run's state and whether its stop is overdue, as the footer's keys last followed them.
+        self._shown_state: tuple[str, bool] | None = None
         # What nvidia-smi and npu-smi report; empty where neither is installed.
         self.accelerators: list[AcceleratorReading] = []
         self._reading_accelerators = False
@@ -230,9 +233,6 @@ class MonitorScreen(AppScreen):
         self._loading = ""
         self._show_status()
         self._show_rows()
-        if follower.state.state != self._shown_state:
-            self._shown_state = follower.state.state
-            self.refresh_bindings()
 
     def _show_rows(self) -> None:
         assert self.follower is not None
@@ -270,6 +270,14 @@ class MonitorScreen(AppScreen):
         if follower.bad_lines:
             note = f"{note} {follower.bad_lines} unreadable metrics lines".strip()
         reason = follower.state.reason or (follower.status.get("error") if state != "finished" else None)
+        if state not in ACTIVE_STATES and not len(history):
+            # The chart, with no train row to draw, says how the run ended and why, whole.
+            reason = None
+        asked = follower.status.get("stop_requested")
+        overdue = stop_overdue(state, asked, now)
+        if (state, overdue) != self._shown_state:
+            self._shown_state = (state, overdue)
+            self.refresh_bindings()
         bar.show(RunStatus(
             name=follower.path.name,
             state=state,
@@ -280,6 +288,8 @@ class MonitorScreen(AppScreen):
             elapsed_s=elapsed,
             eta_s=eta,
             note=note,
+            state_words=state_words(state, asked, now),
+            stop_overdue=overdue,
         ))
 
     def _series(self, name: str) -> list[float]:
@@ -335,7 +345,9 @@ class MonitorScreen(AppScreen):
         if action in FOLLOWING_ACTIONS:
             return self.follower is not None
         if action == "stop_run":
-            return self.follower is not None and self.follower.state.state in ACTIVE_STATES
+            return self.follower is not None and self.follower.state.state in STOPPABLE_STATES
+        if action == "kill_run":
+            return self._shown_state is not None and self._shown_state[1]
         return True
 
     def _run_rows(self) -> list[RunRow]:
@@ -382,3 +394,7 @@ class MonitorScreen(AppScreen):
     def action_stop_run(self) -> None:
         if self.follower is not None:
             request_stop(self, self.follower.path)
+
+    def action_kill_run(self) -> None:
+        if self.follower is not None:
+            request_kill(self, self.follower.path)

@@ -18,6 +18,9 @@ from babyllama_tui.screens.confirm import ConfirmScreen
 from babyllama_tui.screens.resume import ResumeChoice, ResumeScreen, proposed_max_steps
 
 STOP_TIMEOUT_S = 600.0
+# The states a stop is offered in: a second SIGTERM to a run already stopping would end it at once,
+# without its checkpoint, so a stopping run is offered a kill instead.
+STOPPABLE_STATES = ("starting", "running")
 
 
 def request_stop(screen: Screen, path: Path) -> None:

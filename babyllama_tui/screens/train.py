@@ -22,11 +22,11 @@ from babyllama.errors import UserError
 from babyllama.runs import ACTIVE_STATES, ENDED_STATES, launch_detached
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
-from babyllama_tui.screens.run_control import request_kill, request_resume, request_stop
+from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_resume, request_stop
 from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.training.runs_watcher import RunRow, RunsWatcher
 from babyllama_tui.widgets.mode_header import ModeHeader
-from babyllama_tui.widgets.runs_table import RunsTable, state_text
+from babyllama_tui.widgets.runs_table import RunsTable, state_text, state_with_hint
 
 if TYPE_CHECKING:
     from babyllama_tui.training.new_run import FormCheck
@@ -43,10 +43,14 @@ SECTION_NAMES = {"model": "the model section", "train": "the training section"}
 PANE_ACTIONS = {"new_run": "new", "runs": "runs"}
 
 
-def run_detail(row: RunRow) -> Text:
+def run_detail(row: RunRow, now: float) -> Text:
     text = Text(str(row.path), style="dim")
     if row.world_size and row.world_size > 1:
         text.append(f"  {row.world_size} workers", style="dim")
+    if row.stop_overdue(now):
+        text.append("\n")
+        text.append_text(state_with_hint(row.state, row.state_words(now), overdue=True))
+        text.append(" it, without a checkpoint: the trainer has not ended since the stop was asked")
     if row.reason:
         text.append("\n")
         text.append_text(state_text(row.state))
@@ -172,7 +176,7 @@ class TrainScreen(AppScreen):
         row = self.query_one(RunsTable).highlighted_run
         detail = self.query_one("#run-detail", Static)
         detail.display = row is not None
-        shown = run_detail(row) if row is not None else None
+        shown = run_detail(row, self.app.clock()) if row is not None else None
         if shown != self._detail:
             self._detail = shown
             if shown is not None:
@@ -206,7 +210,9 @@ class TrainScreen(AppScreen):
             row = self._highlighted() if self.is_mounted else None
             if row is None:
                 return False
-            if action == "stop_run" or action == "kill_run":
+            if action == "stop_run":
+                return row.state in STOPPABLE_STATES
+            if action == "kill_run":
                 return row.state in ACTIVE_STATES
             if action == "resume_run":
                 return row.state in ENDED_STATES

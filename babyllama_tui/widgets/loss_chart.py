@@ -15,6 +15,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
+from babyllama.runs import ACTIVE_STATES, CREATED, RunState
 from babyllama_tui.training.formatting import format_loss
 from babyllama_tui.training.history import bucket_means, envelope
 from babyllama_tui.training.run_follower import RunFollower
@@ -53,6 +54,21 @@ def step_ticks(low: float, high: float, count: int) -> list[float]:
     spacing = max(1, next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
     first = math.ceil(low / spacing) * spacing
     return [float(v) for v in np.arange(first, high + spacing / 2, spacing) if v <= high]
+
+
+WAITING = "waiting for the first train row (the first step compiles the model)…"
+
+
+def no_rows_text(state: RunState) -> Text:
+    """What the chart says of a run with no train row yet: that it is waiting, or how it ended, with why in full."""
+    if state.state in ACTIVE_STATES or state.state == CREATED:
+        return Text(WAITING, style="dim")
+    reason = state.reason or ""
+    how = "killed" if reason.startswith("killed") else state.state
+    text = Text(f"{how} before its first step", style="bold red" if state.state == "failed" else "bold")
+    if reason:
+        text.append(f"\n\n{reason}")
+    return text
 
 
 def window_label(window: int | None) -> str:
@@ -97,6 +113,8 @@ class LossChart(PlotextPlot):
         # The followers themselves, not only their versions: a run just opened can be at the
         # version the previous one was drawn at.
         versions = tuple((f, f.history.version) if f else None for f in (self.main, self.other))
+        # And how the run stands, which the chart says until its first train row.
+        versions += (self.main.state if self.main else None,)
         if versions != self._seen and time.monotonic() - self._redrawn_at >= MIN_REDRAW_S:
             self._seen = versions
             self._redrawn_at = time.monotonic()
@@ -132,8 +150,10 @@ class LossChart(PlotextPlot):
             self.border_subtitle = subtitle
 
     def render(self):
-        if self.main is None or len(self.main.history) == 0:
-            return Text("waiting for the first train row (the first step compiles the model)…", style="dim")
+        if self.main is None:
+            return Text(WAITING, style="dim")
+        if len(self.main.history) == 0:
+            return no_rows_text(self.main.state)
         buckets = max(8, (self.size.width - Y_AXIS_CELLS) * POINTS_PER_CELL)
         with self.main.lock:
             lines, (low, high) = self._run_lines(self.main, buckets, EMA_COLOR, VAL_COLOR, self.show_raw, None)

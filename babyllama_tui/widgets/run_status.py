@@ -1,21 +1,22 @@
 """RunStatusBar: which run, its state, step/max with a bar, tokens seen, elapsed and ETA; why it ended.
 
-Why a run stopped or failed takes at most one line: beside the other items when it fits there
-(whole, or its first clause), else a line of its own cut to the width. The whole of it is in
-train.log, which the monitor shows below.
+Why a run stopped or failed is shown whole: beside the other items when it fits there, else below
+them, wrapped (in at most REASON_LINES lines; train.log, which the monitor shows below, holds a
+longer one whole).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.console import Console
 from rich.text import Text
 from textual.geometry import Size
 from textual.widget import Widget
 
 from babyllama.runs import format_duration
 from babyllama_tui.training.formatting import format_count, format_steps, progress_bar
-from babyllama_tui.widgets.runs_table import state_text
+from babyllama_tui.widgets.runs_table import state_with_hint
 
 BAR_CELLS = 10
 
@@ -31,10 +32,13 @@ class RunStatus:
     elapsed_s: float | None
     eta_s: float | None
     note: str = ""
+    # The state as shown ("stopping 42s"), and whether a stop has waited long enough to offer a kill.
+    state_words: str | None = None
+    stop_overdue: bool = False
 
 
 def status_items(status: RunStatus) -> list[Text]:
-    items = [Text(status.name, style="bold"), state_text(status.state)]
+    items = [Text(status.name, style="bold"), state_with_hint(status.state, status.state_words, status.stop_overdue)]
     if status.state == "starting" and status.step:
         # The run's status still holds the max_steps of the process that ended; the new one
         # says its own once it has read its config.
@@ -81,31 +85,24 @@ def reason_text(state: str, reason: str) -> Text:
     return Text(text, style="red" if state == "failed" else "yellow")
 
 
-def first_clause_length(text: str) -> int:
-    """Characters up to the first "; " outside brackets ("no update for 5m (… 30 s; …)" stays whole)."""
-    depth = 0
-    for i, char in enumerate(text):
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if depth == 0 and text.startswith("; ", i):
-            return i
-    return len(text)
+# Lines a reason may take below the other items: one longer still is cut there, ending in "…"
+# (train.log, shown below, holds it whole).
+REASON_LINES = 3
 
 
-def with_reason(lines: list[Text], reason: Text, width: int) -> list[Text]:
-    """`reason` after the last line if it fits there, whole or up to its first "; " (then ending in
-    "…"), else on a line of its own cut to `width`."""
-    room = width - lines[-1].cell_len - len(GAP)
-    clause = reason[: first_clause_length(reason.plain)]
-    if len(clause) < len(reason):
-        clause.append("…")
-    for fitting in (reason, clause):
-        if fitting.cell_len <= room:
-            lines[-1].append(GAP)
-            lines[-1].append_text(fitting)
-            return lines
-    own = reason.copy()
-    own.truncate(width, overflow="ellipsis")
-    return [*lines, own]
+def with_reason(lines: list[Text], reason: Text, width: int, console: Console) -> list[Text]:
+    """`reason` after the last line if it fits there, else below it, whole, wrapped to `width`."""
+    if reason.cell_len <= width - lines[-1].cell_len - len(GAP):
+        lines[-1].append(GAP)
+        lines[-1].append_text(reason)
+        return lines
+    wrapped = list(reason.wrap(console, width))
+    if len(wrapped) > REASON_LINES:
+        wrapped = wrapped[:REASON_LINES]
+        wrapped[-1].truncate(width - 1)
+        wrapped[-1].rstrip()
+        wrapped[-1].append("…")
+    return [*lines, *wrapped]
 
 
 class RunStatusBar(Widget):
@@ -133,7 +130,7 @@ class RunStatusBar(Widget):
         width = max(20, width)
         lines = pack(status_items(self.status), width)
         if self.status.reason:
-            lines = with_reason(lines, reason_text(self.status.state, self.status.reason), width)
+            lines = with_reason(lines, reason_text(self.status.state, self.status.reason), width, self.app.console)
         return Text("\n", no_wrap=True).join(lines)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:

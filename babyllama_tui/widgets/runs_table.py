@@ -35,14 +35,29 @@ COLUMNS = (
 )
 
 
-def state_text(state: str) -> Text:
-    return Text(state, style=STATE_STYLES.get(state, ""))
+# After the state of a run still stopping STOP_OVERDUE_S after its stop was asked, where there is
+# room (the Monitor's status line, the Train screen's run detail): K is both screens' kill key.
+KILL_HINT = " — K kills"
+OVERDUE_STYLE = "bold red"
+
+
+def state_text(state: str, words: str | None = None, overdue: bool = False) -> Text:
+    """`state` in its colour, as `words` ("stopping 42s") when given; red when a stop is overdue."""
+    return Text(words or state, style=OVERDUE_STYLE if overdue else STATE_STYLES.get(state, ""))
+
+
+def state_with_hint(state: str, words: str | None = None, overdue: bool = False) -> Text:
+    """`state_text`, and how to kill a run whose stop is overdue."""
+    text = state_text(state, words, overdue)
+    if overdue:
+        text.append(KILL_HINT, style=OVERDUE_STYLE)
+    return text
 
 
 def row_cells(row: RunRow, now: float) -> tuple[Text | str, ...]:
     return (
         Text(row.name, style="bold"),
-        state_text(row.state),
+        state_text(row.state, row.state_words(now), row.stop_overdue(now)),
         format_steps(row.step, row.max_steps),
         format_loss(row.loss),
         format_count(row.tokens_per_s),

@@ -3,7 +3,8 @@
 `STANDIN_TRAINER` plays `babyllama train` for launch and stop tests: it records the
 arguments it was started with, claims the run as a trainer does, logs a train row now and
 then, and on SIGTERM saves nothing but records `stopped`, as the real trainer does after its
-checkpoint.
+checkpoint. Given `--slow-stop` it plays a trainer in its first step, which runs no Python
+until the step ends: it goes on after the first SIGTERM and stops at the second.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ stopping = []
 signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
 run.mark_running(step=0, max_steps=1000)
 step = 0
-while not stopping:
+while len(stopping) < (2 if "--slow-stop" in sys.argv else 1):
     time.sleep(0.05)
     step += 1
     if step % 10 == 0:

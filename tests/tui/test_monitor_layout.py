@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rich.console import Console
 from rich.text import Text
 from textual.widgets._footer import FooterKey
 
@@ -12,7 +13,7 @@ from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.screens.monitor import NO_RUN_HINT, MonitorScreen
 from babyllama_tui.widgets.log_tail import LogTail
-from babyllama_tui.widgets.run_status import first_clause_length, reason_text, with_reason
+from babyllama_tui.widgets.run_status import REASON_LINES, reason_text, with_reason
 from babyllama_tui.widgets.sample_list import SampleList
 
 from pilot_wait import footer_settled, wait_until
@@ -75,17 +76,49 @@ async def test_the_log_and_samples_scroll_from_the_keyboard(tmp_path):
         assert samples.scroll_y == 3
 
 
-async def test_a_stopped_runs_reason_takes_no_more_than_one_line_at_80_columns(tmp_path):
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+async def test_a_stopped_runs_reason_is_shown_whole_at_80_columns(tmp_path):
     run = RunDir(tmp_path / "out" / "runs" / "tiny-20261128-1037")
     fill_run(run, steps=74, max_steps=100, every=2, started=time.time() - 600, state="stopped", error=STOP_REASON)
     app = BabyLlamaApp(root=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await monitor_on(pilot, run, 74)
         lines = status_lines(screen)
-        assert len(lines) <= 3, lines
-        assert sum("stopped on SIGTERM at step 74" in line for line in lines) == 1
+        assert STOP_REASON in words(" ".join(lines)), lines
         assert all(len(line) <= screen.status_bar.size.width for line in lines)
         assert screen.chart.size.height >= 7
+
+
+DOOMED = ("/tmp/project/data/doomed.bin: cannot open the token file (No such file or directory); prepare it again "
+          "with `babyllama prepare`, or pick another token file")
+
+
+async def test_a_run_that_ended_before_its_first_step_says_how_and_why_in_full(tmp_path):
+    failed, killed = RunDir(tmp_path / "out" / "runs" / "failed"), RunDir(tmp_path / "out" / "runs" / "killed")
+    for run, state, error in ((failed, "failed", DOOMED),
+                              (killed, "stopped", "killed with SIGKILL; no checkpoint was saved")):
+        fill_run(run, steps=0, max_steps=1000, started=time.time() - 60, state=state, error=error)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.monitor_run(failed.path)
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the monitor")
+        screen = app.screen
+        await wait_until(pilot, lambda: "before its first step" in screen.chart.render().plain, "the chart to say")
+        chart = screen.chart.render().plain
+        assert chart.startswith("failed before its first step") and DOOMED in chart
+        assert "waiting" not in chart
+        assert "failed" in status_lines(screen)[0] and "doomed" not in " ".join(status_lines(screen)), "said once"
+        await pilot.pause()
+        shown = "\n".join(screen.chart.render_line(y).text for y in range(screen.chart.size.height))
+        assert DOOMED in words(shown), "the chart wraps the reason within its box"
+
+        app.current_run = killed.path
+        await wait_until(pilot, lambda: screen.chart.render().plain.startswith("killed before its first step"),
+                         "the killed run")
+        assert "no checkpoint was saved" in screen.chart.render().plain
 
 
 async def test_every_key_of_a_running_run_fits_the_footer_at_80_columns(tmp_path):
@@ -171,9 +204,11 @@ async def test_the_samples_panel_reaches_back_past_a_dozen_evaluations(tmp_path)
         assert "(100)" in samples.render_line(samples.scrollable_content_region.height - 1).text
 
 
-def test_a_reason_is_shortened_at_a_clause_outside_brackets():
-    stale = "no update from trainer-01 for 38m55s (a live trainer writes every 30 s; silent runs count as failed)"
-    assert first_clause_length(stale) == len(stale)
-    assert STOP_REASON[: first_clause_length(STOP_REASON)] == "stopped on SIGTERM at step 74"
-    lines = with_reason([Text("x" * 27)], reason_text("stopped", STOP_REASON), 78)
-    assert [line.plain for line in lines] == ["x" * 27 + "   stopped on SIGTERM at step 74…"]
+def test_a_reason_goes_beside_the_other_items_when_it_fits_else_below_them_wrapped():
+    short = with_reason([Text("x" * 27)], reason_text("stopped", "stopped on SIGTERM at step 74"), 78, Console())
+    assert [line.plain for line in short] == ["x" * 27 + "   stopped on SIGTERM at step 74"]
+    lines = [line.plain for line in with_reason([Text("x" * 27)], reason_text("stopped", STOP_REASON), 78, Console())]
+    assert lines[0] == "x" * 27 and words(" ".join(lines[1:])) == STOP_REASON
+    assert all(len(line) <= 78 for line in lines)
+    endless = with_reason([Text("x")], reason_text("failed", "a very long reason " * 40), 78, Console())
+    assert len(endless) == 1 + REASON_LINES and endless[-1].plain.endswith("…") and endless[-1].cell_len <= 78

@@ -5,15 +5,18 @@ the form's arguments, and the runs table stops and resumes runs."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 from textual import events
+from textual.widgets._footer import FooterKey
 
 from babyllama.prepare import prepare
-from babyllama.runs import RunDir, launch_detached, stop_run
+from babyllama.runs import ACTIVE_STATES, RunDir, kill_run, launch_detached, stop_run
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.screens.confirm import ConfirmScreen
 from babyllama_tui.screens.monitor import MonitorScreen
@@ -23,7 +26,7 @@ from babyllama_tui.training.new_run import RunForm, check_form, find_token_files
 from babyllama_tui.widgets.new_run_form import NewRunForm
 from babyllama_tui.widgets.runs_table import RunsTable
 
-from pilot_wait import wait_until
+from pilot_wait import footer_settled, wait_until
 from run_fixtures import read_argv, wait_for, write_standin
 
 
@@ -49,11 +52,12 @@ def project(tmp_path, prepared_token_file) -> Path:
 
 @pytest.fixture
 def stop_afterwards():
-    """Runs a test started; each is stopped at the end, whatever the test did."""
+    """Runs a test started; each is stopped at the end, whatever the test did (killed if it does not stop)."""
     runs: list[Path] = []
     yield runs
     for run in runs:
-        stop_run(run, wait=True, timeout=30)
+        if stop_run(run, wait=True, timeout=30).state in ACTIVE_STATES:
+            kill_run(run)
 
 
 async def open_form(pilot) -> tuple[TrainScreen, NewRunForm]:
@@ -204,14 +208,15 @@ async def test_launch_starts_a_detached_trainer_and_shows_it_on_the_monitor(proj
         assert "taken" in form.rows["name"].error
 
 
-def running_standin(project: Path, name: str, stop_afterwards: list) -> tuple[RunDir, int, BabyLlamaApp]:
-    """A stand-in trainer launched detached as run `name` and seen running, and an app on the project."""
+def running_standin(project: Path, name: str, stop_afterwards: list, *args: str,
+                    clock=time.time) -> tuple[RunDir, int, BabyLlamaApp]:
+    """A stand-in trainer launched detached as run `name` (with `args`) and seen running, and an app on the project."""
     script = write_standin(project)
     run = RunDir(project / "out" / "runs" / name)
     stop_afterwards.append(run.path)
-    pid = launch_detached(run, ["--data", "x"], program=[str(script)])
+    pid = launch_detached(run, ["--data", "x", *args], program=[str(script)])
     wait_for(lambda: run.state().state == "running" and run.read_status().get("pid") == pid, "the stand-in")
-    return run, pid, BabyLlamaApp(root=project, train_program=[str(script)])
+    return run, pid, BabyLlamaApp(root=project, train_program=[str(script)], clock=clock)
 
 
 async def test_stop_from_the_table_stops_the_process(project, stop_afterwards):
@@ -230,6 +235,55 @@ async def test_stop_from_the_table_stops_the_process(project, stop_afterwards):
         await wait_until(pilot, lambda: table.highlighted_run.state == "stopped", "the table to say stopped")
         assert screen.check_action("stop_run", ()) is False
         assert screen.check_action("resume_run", ()) is True
+
+
+async def test_a_stop_shows_stopping_with_its_time_and_offers_kill_after_30_s(project, stop_afterwards):
+    later = [0.0]
+    run, pid, app = running_standin(project, "compiling", stop_afterwards, "--slow-stop",
+                                    clock=lambda: time.time() + later[0])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        table = screen.query_one(RunsTable)
+
+        def state_cell() -> str:
+            return str(table.get_cell(str(run.path), "state"))
+
+        await wait_until(pilot, lambda: table.highlighted_run is not None, "the table")
+        await pilot.press("s")
+        await pilot.press("y")
+        # The trainer goes on with its step; the run says stopping from the moment the signal is sent.
+        await wait_until(pilot, lambda: state_cell().startswith("stopping "), "the table to say stopping", limit=20)
+        assert "K kills" not in state_cell()
+        assert run.read_status()["state"] == "stopping"
+        assert screen.check_action("stop_run", ()) is False, "a second stop would end it without its checkpoint"
+        listed = subprocess.run([sys.executable, "-m", "babyllama", "runs"], cwd=project, capture_output=True,
+                                text=True, timeout=60)
+        assert listed.stdout.splitlines()[1].split()[1] == "stopping", listed.stdout
+
+        later[0] = 31.0
+        detail = screen.query_one("#run-detail")
+        await wait_until(pilot, lambda: "stopping 3" in str(detail.render()) and "K kills" in str(detail.render()),
+                         "the run's detail to offer kill")
+        assert state_cell().startswith("stopping 3")
+        assert table.get_cell(str(run.path), "state").style == "bold red"
+        assert screen.check_action("kill_run", ())
+
+        await pilot.press("o")
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the monitor")
+        monitor = app.screen
+        await wait_until(pilot, lambda: "K kills" in monitor.status_bar.render().plain, "the monitor to offer kill")
+        assert "stopping 3" in monitor.status_bar.render().plain
+        assert monitor.check_action("kill_run", ()) and not monitor.check_action("stop_run", ())
+        await wait_until(pilot, lambda: footer_settled(monitor), "the footer")
+        assert "kill_run" in {key.action for key in monitor.query(FooterKey)}
+        await pilot.press("K")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: run.state().state == "stopped", "the kill")
+        assert run.read_status()["error"].startswith("killed with SIGKILL")
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        await wait_until(pilot, lambda: monitor.status_bar.status.state == "stopped", "the monitor to say stopped")
+        assert "K kills" not in monitor.status_bar.render().plain
 
 
 async def test_kill_from_the_table_ends_the_process_after_asking(project, stop_afterwards):

@@ -102,3 +102,20 @@ async def test_a_resize_while_another_screen_is_shown_applies_on_return(tmp_path
         await pilot.pause()
         assert screen.query_one("#new-run-pane").display and screen.query_one("#runs-pane").display
         assert screen.has_class("-wide"), "the panes' borders come with the wide class"
+
+
+async def test_the_run_detail_shows_why_a_run_failed_whole_at_80_columns(tmp_path):
+    reason = ("/tmp/a-rather-long-project-folder/data/corpora/wikipedia-cn-20230720-filtered-sanguo-4k.bin: "
+              "cannot open the token file (No such file or directory); prepare it again with `babyllama prepare` "
+              "on the Corpora screen, or pick another token file in the new-run form, then launch the run again; "
+              "nothing was trained, so no checkpoint was saved")
+    run = RunDir(tmp_path / "out" / "runs" / "tiny-20261205-1353")
+    fill_run(run, steps=0, max_steps=1000, started=time.time() - 60, state="failed", error=reason)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        detail = app.screen.query_one("#run-detail")
+        await wait_until(pilot, lambda: detail.display and detail.size.height > 0, "the run's detail")
+        await pilot.pause()
+        shown = "".join("".join(s.text for s in detail.render_line(y)) for y in range(detail.size.height))
+        # Compared without spaces: a long path is folded across lines.
+        assert "".join(f"failed: {reason}".split()) in "".join(shown.split())

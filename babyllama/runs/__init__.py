@@ -20,6 +20,7 @@ from babyllama.runs.liveness import (
     effective_state,
     format_duration,
     process_identity,
+    process_memory_mb,
     still_running,
     stop_it_first,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "launch_detached",
     "list_runs",
     "process_identity",
+    "process_memory_mb",
     "resolve_run",
     "run_info",
     "sort_newest_first",

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from babyllama.config import PRESETS, ModelConfig, TrainConfig, add_config_arguments, given_fields, summary
+from babyllama.devices import read_accelerators
 from babyllama.errors import UserError
 from babyllama.msrun_env import expected_rank
-from babyllama.devices import read_accelerators
 from babyllama.planning import Plan, memory_fit, plan_training, train_arguments
 from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, LineFollower, RunDir, launch_detached, stop_run
 from babyllama.train import MINDSPORE_ENVIRONMENT, StopRequest, Training

@@ -163,10 +163,14 @@ class TrainScreen(AppScreen):
     def _refresh_runs(self) -> None:
         """Twice a second while this screen is shown: nobody reads a table on a hidden screen."""
         if self.is_current:
-            now = self.app.clock()
-            self._show_runs(self._watcher.poll(now))
-            if self.form is not None:
-                self.form.follow_clock(now)
+            self._show_runs(self._watcher.poll(self.app.clock()))
+        if self.form is not None and not self._form_in_sight():
+            self.form.follow_clock(self.app.clock())
+
+    def _form_in_sight(self) -> bool:
+        """Whether the form is on the terminal, maybe under a dialog. Its default run name follows
+        the clock only while it is not: a launch takes the name the user saw."""
+        return self in self.app.screen_stack and self.query_one("#new-run-pane").display
 
     def _show_runs(self, rows: list[RunRow]) -> None:
         self._rows = rows

@@ -303,3 +303,21 @@ async def test_a_run_that_cannot_fit_is_launched_only_when_asked_to(project, sto
         await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the monitor")
         await wait_until(pilot, lambda: (run_path / "argv.json").exists(), "the trainer to start")
         assert "--batch_size=64" in read_argv(run_path)
+
+
+async def test_the_run_launched_has_the_name_shown_though_the_minute_turned(project, stop_afterwards):
+    clock = [time.time()]
+    app = BabyLlamaApp(root=project, train_program=[str(write_standin(project))], clock=lambda: clock[0])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen, form = await open_form(pilot)
+        shown = form.name_input.value
+        table = screen.query_one(RunsTable)
+        clock[0] += 120
+        # A run made now shows in the table once the screen has looked again, at the new minute.
+        RunDir(project / "out" / "runs" / "other").create({"model": {}, "train": {}})
+        await wait_until(pilot, lambda: len(table.runs) == 1, "the screen to look again")
+        assert form.name_input.value == shown, "the name does not change under the user's eyes"
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the monitor")
+        stop_afterwards.append(project / "out" / "runs" / shown)
+        await wait_until(pilot, lambda: (project / "out" / "runs" / shown / "argv.json").exists(), "the trainer")

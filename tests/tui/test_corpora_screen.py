@@ -322,6 +322,33 @@ async def test_a_bad_tokenizer_path_says_what_is_wrong(tmp_path, sample_jsonl, s
         assert screen.tokenizer.name == "sanguo" and screen.tokenizer.vocab_size == 2000
 
 
+async def test_a_tokenizer_error_goes_once_its_value_is_fixed(tmp_path, sample_jsonl, sp_tokenizer_dir):
+    root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        await pilot.press("space", "t")
+        picker = await modal(pilot, TokenizerPicker)
+        message = picker.query_one("#picker-message")
+        picker.query_one("#tokenizer-path").focus()
+        await pilot.press(*"out/tokenizers/sanguo2", "enter")
+        await wait_until(pilot, lambda: "no such file or folder" in str(message.render()), "the missing-path message")
+        await pilot.press("backspace")
+        assert str(message.render()) == "", "out/tokenizers/sanguo exists: the error has gone before enter"
+
+        picker.query_one("#tokenizer-options").focus()
+        await pilot.press("down")
+        vocab = picker.query_one("#train-vocab")
+        vocab.value = "100"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "vocabulary size must be" in str(message.render()), "the vocabulary message")
+        assert app.focused is vocab
+        await pilot.press("end", "0")
+        assert str(message.render()) == "", "a vocabulary of 1000 is right"
+        assert app.screen is picker
+
+
 async def test_a_new_tokenizer_is_trained_on_the_sources_before_prepare(tmp_path, sample_jsonl):
     root = tmp_path / "project"
     (root / "data" / "sample").mkdir(parents=True)

@@ -32,6 +32,7 @@ from babyllama_tui.widgets.token_file_table import TokenFileTable
 from babyllama_tui.widgets.tokenizer_picker import TokenizerPicker
 
 import pilot_wait
+from run_fixtures import write_token_file
 
 WAIT_LIMIT_S = 180.0
 wait_until = partial(pilot_wait.wait_until, limit=WAIT_LIMIT_S)
@@ -296,6 +297,21 @@ async def test_a_failed_prepare_shows_the_engines_message(tmp_path, sp_tokenizer
         await wait_until(pilot, lambda: "Failed" in str(note.render()) and not screen.job_running, "the failure")
         assert "odd.jsonl:1: cannot tell the format" in str(note.render())
         assert not list((root / "data").glob("odd.bin*"))
+
+
+async def test_at_80_columns_token_file_names_get_the_room_other_columns_do_not_need(tmp_path):
+    data = tmp_path / "data"
+    write_token_file(data / "sample", "sanguo4k.bin", tokens=4000, vocab_size=2000, tokenizer_path="tok")
+    write_token_file(data, "wiki-zh-chatglm.bin", tokens=4000, vocab_size=2000, tokenizer_path="tok")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        tokens = screen.query_one(TokenFileTable)
+        await wait_until(pilot, lambda: len(tokens.entries) == 2, "the token files")
+        assert cell_text(tokens, str(data / "sample" / "sanguo4k.bin"), "name") == "sample/sanguo4k.bin"
+        assert cell_text(tokens, str(data / "wiki-zh-chatglm.bin"), "name") == "wiki-zh-chatglm.bin"
+        assert cell_text(tokens, str(data / "wiki-zh-chatglm.bin"), "tokenizer") == "sanguo-bpe"
+        assert tokens.virtual_size.width <= tokens.size.width, "no column is pushed out of sight"
 
 
 async def test_a_bad_tokenizer_path_says_what_is_wrong(tmp_path, sample_jsonl, sp_tokenizer_dir):

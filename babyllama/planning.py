@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from babyllama.config import (
     apply_overrides,
     config_from_dict,
     config_to_dict,
+    estimate_memory,
     format_value,
     load_config,
     model_differences,
@@ -36,6 +38,7 @@ from babyllama.data import (
     check_token_ids,
     check_window_fits,
 )
+from babyllama.devices import MIB, AcceleratorReading, host_memory_mb
 from babyllama.errors import UserError
 from babyllama.msrun_env import expected_rank, expected_world_size
 from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, RunDir, effective_state, stop_it_first
@@ -173,6 +176,72 @@ def _problem(field: str, check, *args) -> list[UserError]:
     except UserError as e:
         return [UserError(str(e), field=field)]
     return []
+
+
+@dataclass(frozen=True)
+class MemoryFit:
+    """A run's memory estimate against what it would train in: the host's memory, shared by its
+    workers, or on a host with GPUs or NPUs each worker's device. `free_mb` None: not known."""
+
+    dtype: str
+    per_worker_mb: float
+    # Workers sharing the memory of `where`: all of them on the host, those given one device.
+    sharing: int
+    where: str
+    free_mb: float | None
+
+    @property
+    def need_mb(self) -> float:
+        return self.per_worker_mb * self.sharing
+
+    @property
+    def fits(self) -> bool:
+        return self.free_mb is None or self.need_mb <= self.free_mb
+
+    def problem(self) -> str:
+        """Why the run does not fit, and what to change."""
+        gib = 1024
+        need = f"≈{self.need_mb / gib:.1f} GiB"
+        if self.sharing > 1:
+            need += f" ({self.sharing} workers x ≈{self.per_worker_mb / gib:.1f} GiB, {self.dtype})"
+        else:
+            need += f" ({self.dtype})"
+        fewer = "fewer workers, " if self.sharing > 1 else ""
+        return (f"the run needs {need} but {self.where} has {(self.free_mb or 0) / gib:.1f} GiB free: choose a "
+                f"smaller preset, {fewer}a smaller batch_size (a larger grad_accum keeps the tokens per step) "
+                "or a smaller max_seq_len")
+
+
+def memory_dtype(dtype: str, on_accelerator: bool) -> str:
+    """The dtype a run computes in: "auto" is float32 on the CPU, bfloat16 on a GPU or NPU (as
+    `step.resolve_dtype` decides once MindSpore knows the device)."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if on_accelerator else "float32"
+
+
+def memory_fit(model: ModelConfig, train: TrainConfig, workers: int, *,
+               accelerators: Sequence[AcceleratorReading] = (), host_free_mb: float | None = None) -> MemoryFit:
+    """Whether `workers` processes of this run fit: the one judgement behind `babyllama train`'s
+    refusal and the app's question before a launch. With `accelerators` (devices.read_accelerators)
+    each worker has a device, and the tightest of the first `workers` devices decides; without, the
+    host's available memory (read now unless given) must hold every worker."""
+    devices = sorted(accelerators, key=lambda r: (r.kind, r.index, r.chip))
+    dtype = memory_dtype(train.dtype, bool(devices))
+    per_worker = estimate_memory(model, train, dtype)["total"] / MIB
+    if devices:
+        used = devices[:workers]
+        free = [(r.memory_total_mb - r.memory_used_mb, r) for r in used
+                if r.memory_total_mb is not None and r.memory_used_mb is not None]
+        if not free:
+            return MemoryFit(dtype, per_worker, 1, f"{used[0].kind} {used[0].index}", None)
+        tightest, reading = min(free, key=lambda pair: pair[0])
+        where = f"{reading.kind} {reading.index}" + (f" chip {reading.chip}" if reading.kind == "npu" else "")
+        return MemoryFit(dtype, per_worker, math.ceil(workers / len(devices)), where, tightest)
+    if host_free_mb is None:
+        used_mb, total_mb = host_memory_mb()
+        host_free_mb = total_mb - used_mb
+    return MemoryFit(dtype, per_worker, workers, "the host", host_free_mb)
 
 
 def _resolve(model: ModelConfig, train: TrainConfig, dataset: TokenDataset, world_size: int) -> TrainConfig:

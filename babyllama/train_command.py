@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 from babyllama.config import PRESETS, ModelConfig, TrainConfig, add_config_arguments, given_fields, summary
+from babyllama.devices import read_accelerators
 from babyllama.errors import UserError
 from babyllama.msrun_env import expected_rank
-from babyllama.planning import Plan, plan_training, train_arguments
+from babyllama.planning import Plan, memory_fit, plan_training, train_arguments
 from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, LineFollower, RunDir, launch_detached, stop_run
 from babyllama.train import MINDSPORE_ENVIRONMENT, StopRequest, Training
 
@@ -102,6 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train in the background (own session, output to RUN/train.log) and return")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="data-parallel workers on this host, through msrun (default 1)")
+    parser.add_argument("--ignore-memory-check", action="store_true",
+                        help="start even when the memory estimate exceeds what the host (or a device) has free")
     add_config_arguments(parser)
 
 
@@ -153,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     if args.detach or args.workers > 1:
         plan = plan_training(args, world_size=args.workers)
+        refuse_unless_it_fits(args, plan)
         print(summary(plan.model, plan.train, plan.world_size))
         code = _launch(args, plan)
         return code if args.detach else _follow(plan.run)
@@ -167,12 +171,24 @@ def run(args: argparse.Namespace) -> int:
         raise
     if main:
         if LAUNCH_ID_ENV not in os.environ:
+            refuse_unless_it_fits(args, plan)
             _copy_output_to_log(plan.run)
         print(summary(plan.model, plan.train, plan.world_size), flush=True)
         print(f"data: {plan.dataset.train_windows:,} training and {plan.dataset.val_windows:,} validation windows "
               f"of {plan.model.max_seq_len} tokens from {len(plan.dataset.files)} file(s); tokenizer "
               f"{plan.tokenizer.name} ({plan.tokenizer.kind}, vocab {plan.tokenizer.vocab_size:,})", flush=True)
     return Training(plan, stop)()
+
+
+def refuse_unless_it_fits(args: argparse.Namespace, plan: Plan) -> None:
+    """A run whose memory estimate exceeds what is free is refused before anything is written,
+    unless --ignore-memory-check. Judged where the user asked: a launched trainer (the app's, or
+    --detach's) does not judge again, its launcher did."""
+    if args.ignore_memory_check:
+        return
+    fit = memory_fit(plan.model, plan.train, plan.world_size, accelerators=read_accelerators())
+    if not fit.fits:
+        raise UserError(f"{fit.problem()}; or start it anyway with --ignore-memory-check")
 
 
 def _record_launch_failure(run: RunDir, error: UserError, main: bool) -> None:

@@ -89,3 +89,27 @@ def test_generated_text_into_a_reader_that_is_gone(tmp_path, sp_tokenizer):
     assert "Traceback" not in stderr and "Broken pipe" not in stderr, stderr
     assert stderr.startswith(f"babyllama generate: {checkpoint}")
     assert status == PIPE_CLOSED
+
+
+@pytest.fixture(scope="module")
+def token_file(tmp_path_factory, sample_jsonl, sp_tokenizer_dir):
+    from babyllama.prepare import prepare
+
+    out = tmp_path_factory.mktemp("tokens") / "sanguo.bin"
+    prepare([sample_jsonl], "c4", sp_tokenizer_dir, out, workers=1)
+    return out
+
+
+@pytest.mark.parametrize("how", [(), ("--detach",), ("--workers", "2")], ids=["here", "detached", "msrun"])
+def test_train_refuses_a_run_that_cannot_fit_in_one_line_and_leaves_no_run(tmp_path, token_file, how):
+    # The 1b preset at batch 64 needs terabytes, more than any host (or device) has free.
+    run = tmp_path / "runs" / "huge"
+    done = subprocess.run([sys.executable, "-m", "babyllama", "train", "--run", str(run), "--data", str(token_file),
+                           "--preset", "1b", "--batch_size", "64", *how],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("babyllama train: error: the run needs ≈"), done.stderr
+    assert "GiB free: choose a smaller preset" in done.stderr
+    assert done.stderr.endswith("; or start it anyway with --ignore-memory-check\n")
+    assert not (tmp_path / "runs").exists()

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import psutil
 
+from babyllama.devices import process_rss_mb
+
 ACTIVE_STATES = ("starting", "running", "stopping")
 ENDED_STATES = ("finished", "failed", "stopped")
 STATES = ACTIVE_STATES + ENDED_STATES
@@ -71,6 +73,20 @@ def _recorded_process(pid: int, create_time: float | None) -> tuple[psutil.Proce
 
 def live_process(pid: int | None, create_time: float | None) -> psutil.Process | None:
     return None if pid is None else _recorded_process(pid, create_time)[0]
+
+
+def process_memory_mb(status: dict) -> float | None:
+    """Resident memory (MiB) of the live process a status names, its children (msrun's workers)
+    included; None when it runs on another host or has ended."""
+    if status.get("host") != this_host():
+        return None
+    process = live_process(status.get("pid"), status.get("pid_create_time"))
+    if process is None:
+        return None
+    try:
+        return process_rss_mb(process.pid)
+    except psutil.Error:
+        return None
 
 
 def still_running(process: psutil.Process) -> bool:

@@ -10,18 +10,21 @@ from textual.widgets import Button, Label, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Dismissed with True on y/Enter or the confirm button, False on n/Escape."""
+    """Dismissed with True on y or the confirm button, False on n/Escape or the cancel button.
+    Enter presses the focused button: the confirm one, or with `cancel_first` the cancel one,
+    for a question whose safe answer is no."""
 
     BINDINGS = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, title: str, message: str, confirm: str) -> None:
+    def __init__(self, title: str, message: str, confirm: str, *, cancel_first: bool = False) -> None:
         super().__init__(classes="dialog-screen")
         self._title = title
         self._message = message
         self._confirm = confirm
+        self._cancel_first = cancel_first
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -32,7 +35,7 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Button("Cancel (n)", id="no", compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#yes", Button).focus()
+        self.query_one("#no" if self._cancel_first else "#yes", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")

@@ -98,6 +98,7 @@ class MonitorScreen(AppScreen):
         self._shown_version = -1
         # The followed run's state and whether its stop is overdue, as the footer's keys last followed them.
         self._shown_state: tuple[str, bool] | None = None
+        self._shown_process_memory: dict | None = None
         # What nvidia-smi and npu-smi report; empty where neither is installed.
         self.accelerators: list[AcceleratorReading] = []
         self._reading_accelerators = False
@@ -190,6 +191,7 @@ class MonitorScreen(AppScreen):
     @work(thread=True, group="monitor-poll")
     def _poll(self, follower: RunFollower, other: RunFollower | None) -> None:
         follower.poll_status()
+        follower.poll_process_memory()
         # The log first: the first read of a long metrics file takes a while.
         lines, restarted = follower.poll_log()
         self.app.call_from_thread(self._show_log, follower, lines, restarted)
@@ -233,6 +235,9 @@ class MonitorScreen(AppScreen):
         self._loading = ""
         self._show_status()
         self._show_rows()
+        if follower.process_memory != self._shown_process_memory:
+            self._shown_process_memory = follower.process_memory
+            self._show_cards()
 
     def _show_rows(self) -> None:
         assert self.follower is not None
@@ -304,17 +309,18 @@ class MonitorScreen(AppScreen):
     def _show_cards(self) -> None:
         follower = self.follower
         if follower is None or follower.history.last_train is None:
-            # A run waiting for its first row shows no figures, not those of the run shown before.
+            # A run waiting for its first row shows no figures, not those of the run shown before,
+            # but the memory its process holds.
             for card in self.cards.values():
                 card.show("-")
+            if follower is not None and follower.process_memory is not None:
+                self._show_memory(follower.process_memory, None)
             return
         last = follower.history.last_train
-        mem = last.get("mem") if isinstance(last.get("mem"), dict) else {}
+        mem = last.get("mem") if isinstance(last.get("mem"), dict) else follower.process_memory or {}
         self.cards["lr"].show(format_lr(last.get("lr")), self._series("lr"))
         self.cards["speed"].show(format_count(last.get("tokens_per_s")), self._series("tokens_per_s"))
-        used, total = mem.get("host_used_mb"), mem.get("host_total_mb")
-        host = f"host {format_mib_short(used)}/{format_mib_short(total)}" if total else ""
-        self.cards["memory"].show(format_mib_short(mem.get("rss_mb")), self._series("rss_mb"), host)
+        self._show_memory(mem, self._series("rss_mb"))
         device = str(mem.get("device") or "-")
         if self.accelerators:
             memory, note = accelerator_text(self.accelerators)
@@ -333,6 +339,11 @@ class MonitorScreen(AppScreen):
         tokens, step = last.get("tokens"), last.get("step")
         per_step = f"{format_count(tokens / step)}/step" if isinstance(tokens, int) and step else ""
         self.cards["tokens"].show(format_count(tokens), None, per_step)
+
+    def _show_memory(self, mem: dict, series: list[float] | None) -> None:
+        used, total = mem.get("host_used_mb"), mem.get("host_total_mb")
+        host = f"host {format_mib_short(used)}/{format_mib_short(total)}" if total else ""
+        self.cards["memory"].show(format_mib_short(mem.get("rss_mb")), series, host)
 
     def _show_sample(self) -> None:
         """The newest sample first, then older ones below it (the panel scrolls): the model learning to write."""

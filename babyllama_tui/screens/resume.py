@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -60,6 +61,7 @@ class ResumeScreen(ModalScreen[ResumeChoice | None]):
         self._checkpoint_step = checkpoint_step
         self._max_steps = max_steps
         self._workers = workers
+        self._showing_errors = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -82,11 +84,24 @@ class ResumeScreen(ModalScreen[ResumeChoice | None]):
         else:
             self.dismiss(None)
 
-    def action_submit(self) -> None:
+    def _values(self) -> tuple[str, str]:
         max_steps = self.query_one("#resume-max-steps", FieldInput).value
-        workers = self.query_one("#resume-workers", FieldInput).value
+        return max_steps, self.query_one("#resume-workers", FieldInput).value
+
+    def _show_errors(self, errors: list[str]) -> None:
+        self._showing_errors = bool(errors)
+        self.query_one("#resume-error", Static).update("\n".join(errors))
+
+    def action_submit(self) -> None:
+        max_steps, workers = self._values()
         errors = resume_errors(max_steps, workers, self._checkpoint_step)
         if errors:
-            self.query_one("#resume-error", Static).update("\n".join(errors))
+            self._show_errors(errors)
             return
         self.dismiss(ResumeChoice(int(max_steps), int(workers)))
+
+    @on(FieldInput.Changed)
+    def _values_changed(self) -> None:
+        """Errors shown follow the values as they are typed: each goes once its value is right."""
+        if self._showing_errors:
+            self._show_errors(resume_errors(*self._values(), self._checkpoint_step))

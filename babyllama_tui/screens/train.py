@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -22,6 +22,7 @@ from babyllama.errors import UserError
 from babyllama.runs import ACTIVE_STATES, ENDED_STATES, launch_detached
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
+from babyllama_tui.screens.confirm import ConfirmScreen
 from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_resume, request_stop
 from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.training.runs_watcher import RunRow, RunsWatcher
@@ -29,7 +30,9 @@ from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.runs_table import RunsTable, state_text, state_with_hint
 
 if TYPE_CHECKING:
-    from babyllama_tui.training.new_run import FormCheck
+    from babyllama.devices import AcceleratorReading
+    from babyllama.planning import MemoryFit
+    from babyllama_tui.training.new_run import FormCheck, RunPlan
     from babyllama_tui.widgets.new_run_form import NewRunForm
     from babyllama_tui.widgets.run_summary import RunSummary
 
@@ -78,7 +81,9 @@ class TrainScreen(AppScreen):
     def __init__(self) -> None:
         super().__init__()
         self.form_check: FormCheck | None = None
-        self._host_total_mb: float | None = None
+        # The host's GPUs and NPUs (empty without nvidia-smi or npu-smi), read once the form is built.
+        self._accelerators: list[AcceleratorReading] = []
+        self._launching = False
         self._known_runs: tuple = ()
         self._rows: list[RunRow] = []
         self._detail: Text | None = None
@@ -117,7 +122,6 @@ class TrainScreen(AppScreen):
         """Build the new-run form, if not yet built. Called once the screen's first frame is on the
         terminal: built before that, the form's widgets delayed the first frame by half, and
         importing its modules (the engine's config among them) by a further twentieth."""
-        from babyllama.devices import host_memory_mb
         from babyllama_tui.training.new_run import find_token_files
         from babyllama_tui.widgets.new_run_form import NewRunForm
         from babyllama_tui.widgets.run_summary import RunSummary
@@ -129,7 +133,6 @@ class TrainScreen(AppScreen):
             self.call_after_refresh(self.build_form)
             return
         app = self.app
-        self._host_total_mb = host_memory_mb()[1]
         self.form = NewRunForm(root=app.root, data_dir=app.data_dir, runs_dir=app.runs_dir, now=app.clock(),
                                 entries=find_token_files(app.data_dir), id="new-run-form")
         self.summary = RunSummary(id="run-summary")
@@ -137,6 +140,21 @@ class TrainScreen(AppScreen):
         await pane.mount(self.form, self.summary)
         if self.pane == "new":
             self.form.focus_first()
+        self._read_accelerators()
+
+    @work(thread=True, group="train-accelerators")
+    def _read_accelerators(self) -> None:
+        """The summary judges memory on the devices when the host has some; nvidia-smi and npu-smi
+        take a moment, so they run beside the form."""
+        from babyllama.devices import read_accelerators
+
+        readings = read_accelerators()
+        if readings:
+            self.app.call_from_thread(self._show_accelerators, readings)
+
+    def _show_accelerators(self, readings: list[AcceleratorReading]) -> None:
+        self._accelerators = readings
+        self._recheck()
 
     def on_screen_resume(self) -> None:
         if self.form is None:
@@ -153,10 +171,14 @@ class TrainScreen(AppScreen):
     def _refresh_runs(self) -> None:
         """Twice a second while this screen is shown: nobody reads a table on a hidden screen."""
         if self.is_current:
-            now = self.app.clock()
-            self._show_runs(self._watcher.poll(now))
-            if self.form is not None:
-                self.form.follow_clock(now)
+            self._show_runs(self._watcher.poll(self.app.clock()))
+        if self.form is not None and not self._form_in_sight():
+            self.form.follow_clock(self.app.clock())
+
+    def _form_in_sight(self) -> bool:
+        """Whether the form is on the terminal, maybe under a dialog. Its default run name follows
+        the clock only while it is not: a launch takes the name the user saw."""
+        return self in self.app.screen_stack and self.query_one("#new-run-pane").display
 
     def _show_runs(self, rows: list[RunRow]) -> None:
         self._rows = rows
@@ -292,12 +314,16 @@ class TrainScreen(AppScreen):
         form, summary = self.form, self.summary
         if form is None or summary is None:
             return
+        from babyllama.planning import memory_fit
         from babyllama_tui.training.new_run import check_form
 
         values = form.read()
-        self.form_check = check_form(values, self.app.runs_dir, self.app.root)
-        form.show_check(self.form_check)
-        summary.show(self.form_check, values.token_files, self._host_total_mb)
+        check = self.form_check = check_form(values, self.app.runs_dir, self.app.root)
+        form.show_check(check)
+        fit = None
+        if check.model is not None and check.train is not None:
+            fit = memory_fit(check.model, check.train, check.workers, accelerators=self._accelerators)
+        summary.show(check, values.token_files, fit)
         self.refresh_bindings()
 
     @on(Button.Pressed, "#launch")
@@ -308,7 +334,41 @@ class TrainScreen(AppScreen):
         if self.form_check.plan is None:
             self._show_what_to_fix(self.form, self.form_check.errors)
             return
-        plan = self.form_check.plan
+        if not self._launching:
+            self._launching = True
+            self._judge_memory(self.form_check)
+
+    @work(thread=True, group="train-launch")
+    def _judge_memory(self, check: FormCheck) -> None:
+        """Memory is judged afresh at each launch, on the devices when the host has some (their
+        tools run in this thread)."""
+        from babyllama.devices import read_accelerators
+        from babyllama.planning import memory_fit
+
+        plan = check.plan
+        assert plan is not None
+        fit = memory_fit(plan.model, plan.train, plan.workers, accelerators=read_accelerators())
+        self.app.call_from_thread(self._launch_if_it_fits, check, fit)
+
+    def _launch_if_it_fits(self, check: FormCheck, fit: MemoryFit) -> None:
+        """Launch, or when the run would not fit ask first, with Cancel focused."""
+        plan = check.plan
+        assert plan is not None
+        self._launching = False
+        if fit.fits:
+            self._launch(check, plan)
+            return
+        problem = fit.problem()
+        question = ConfirmScreen(
+            f"{plan.run.path.name} may not fit in memory",
+            f"{problem[:1].upper()}{problem[1:]}.\n\nLaunched anyway, it may fail when its memory runs out, "
+            "or slow everything else on the host.",
+            "Launch anyway", cancel_first=True,
+        )
+        self.app.push_screen(question, lambda anyway: self._launch(check, plan) if anyway else None)
+
+    def _launch(self, check: FormCheck, plan: RunPlan) -> None:
+        assert self.form is not None
         try:
             launch_detached(plan.run, plan.args, workers=plan.workers, program=self.app.train_program,
                             cwd=self.app.root)
@@ -316,8 +376,8 @@ class TrainScreen(AppScreen):
             self.notify(str(e), severity="error")
             return
         self.notify(f"launched {plan.run.path.name}")
-        if self.form_check.warnings:
-            self.notify("; ".join(self.form_check.warnings.values()), severity="warning")
+        if check.warnings:
+            self.notify("; ".join(check.warnings.values()), severity="warning")
         self.form.renew_default_name(self.app.clock())
         self._refresh_runs()
         self.app.monitor_run(plan.run.path)

@@ -269,11 +269,6 @@ def default_run_name(preset: str, now: float, runs_dir: Path) -> str:
 # Numbers shown beside the form
 
 
-def training_dtype(train: cfg.TrainConfig) -> str:
-    """The dtype the memory estimate assumes: "auto" is float32 on a CPU host like this app's."""
-    return "float32" if train.dtype == "auto" else train.dtype
-
-
 def epochs_of(model: cfg.ModelConfig, train: cfg.TrainConfig, files: list[TokenFile], workers: int) -> float | None:
     """How many passes over the training share of `files` max_steps makes."""
     tokens = sum(f.n_tokens for f in files) * (1 - train.val_fraction)

@@ -12,8 +12,18 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from babyllama.devices import host_memory_mb
 from babyllama.errors import UserError
-from babyllama.runs import CREATED, LineFollower, MetricsReader, RunDir, RunState, effective_state
+from babyllama.runs import (
+    ACTIVE_STATES,
+    CREATED,
+    LineFollower,
+    MetricsReader,
+    RunDir,
+    RunState,
+    effective_state,
+    process_memory_mb,
+)
 from babyllama_tui.training.history import MetricsHistory
 from babyllama_tui.training.runs_watcher import file_stamp
 
@@ -44,6 +54,8 @@ class RunFollower:
         self.status: dict = {}
         self.state = RunState(CREATED, None)
         self.config: dict = {}
+        # The trainer's memory read from its process, shaped as a train row's `mem`, while no row carries it.
+        self.process_memory: dict | None = None
         self._metrics = MetricsReader(self.run.metrics_path)
         self._log = LineFollower(self.run.log_path, last_lines=log_lines)
         self._status_stamp: object = ()
@@ -101,6 +113,19 @@ class RunFollower:
                 self.config = {}
         self.state = effective_state(self.status)
         return (self.state, self.status) != before
+
+    def poll_process_memory(self) -> None:
+        """Until a train row carries the run's memory (the first step may compile for minutes, and
+        a big model grows meanwhile), read it from the process its status names."""
+        last = self.history.last_train
+        rss = None
+        if not (last and isinstance(last.get("mem"), dict)) and self.state.state in ACTIVE_STATES:
+            rss = process_memory_mb(self.status)
+        if rss is None:
+            self.process_memory = None
+            return
+        used, total = host_memory_mb()
+        self.process_memory = {"rss_mb": rss, "host_used_mb": used, "host_total_mb": total}
 
     def poll_log(self) -> tuple[list[str], bool]:
         """(new lines of train.log, whether the file started over)."""

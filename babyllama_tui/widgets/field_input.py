@@ -23,7 +23,7 @@ PARTIAL_VALUES = {
 }
 CURSOR = Style(reverse=True)
 PLACEHOLDER = Style(dim=True)
-# Keys that edit or move, and the method each calls.
+# Keys that edit or move, and the method each calls: those of Textual's Input, as in the app's other fields.
 EDITING_KEYS = {
     "left": "cursor_left",
     "right": "cursor_right",
@@ -34,7 +34,12 @@ EDITING_KEYS = {
     "backspace": "delete_left",
     "delete": "delete_right",
     "ctrl+d": "delete_right",
+    "ctrl+u": "delete_left_all",
+    "ctrl+k": "delete_right_all",
+    "ctrl+w": "delete_left_word",
 }
+# What ctrl+w deletes: the word before the cursor, with the spaces after it.
+WORD_BEFORE = re.compile(r"\w*\W*$")
 
 
 class FieldInput(Widget, can_focus=True):
@@ -137,4 +142,19 @@ class FieldInput(Widget, can_focus=True):
     def delete_right(self) -> None:
         cursor = self.cursor
         self.value = self.value[:cursor] + self.value[cursor + 1:]
+        self.cursor = cursor
+
+    def delete_left_all(self) -> None:
+        self.value = self.value[self.cursor:]
+        self.cursor = 0
+
+    def delete_right_all(self) -> None:
+        cursor = self.cursor
+        self.value = self.value[:cursor]
+        self.cursor = cursor
+
+    def delete_left_word(self) -> None:
+        before = self.value[:self.cursor]
+        cursor = len(before) - len(WORD_BEFORE.search(before).group())
+        self.value = self.value[:cursor] + self.value[self.cursor:]
         self.cursor = cursor

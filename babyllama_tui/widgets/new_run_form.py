@@ -196,7 +196,9 @@ class NewRunForm(VerticalScroll):
 
     def follow_clock(self, now: float) -> None:
         """Keep the default run name at the current minute while the user has not typed a name
-        of their own: a form left open from 10:41 would otherwise offer tiny-...-1041 at 10:45."""
+        of their own: a form left from 10:41 would otherwise offer tiny-...-1041 at 10:45. The
+        screen calls it only while the form is out of sight, so the name never changes under the
+        user's eyes between reading it and launching."""
         if int(now // 60) != int(self._now // 60) and self.name_input.value == self._default_name:
             self.renew_default_name(now)
 

@@ -11,13 +11,15 @@ from textual.widgets import Button, Static
 
 from babyllama import config as cfg
 from babyllama_tui.training.formatting import format_count
-from babyllama_tui.training.new_run import FormCheck, epochs_of, training_dtype
+from babyllama_tui.training.new_run import FormCheck, epochs_of
 
 if TYPE_CHECKING:
     from babyllama.data import TokenFile
+    from babyllama.planning import MemoryFit
 
 
-def summary_text(check: FormCheck, files: list[TokenFile], host_total_mb: float | None) -> Text:
+def summary_text(check: FormCheck, files: list[TokenFile], fit: MemoryFit | None) -> Text:
+    """`fit` is the memory judgement of the form's configs (planning.memory_fit), None while either is invalid."""
     model, train, workers = check.model, check.train, check.workers
     text = Text()
     if model is not None:
@@ -25,17 +27,16 @@ def summary_text(check: FormCheck, files: list[TokenFile], host_total_mb: float 
         text.append(f" ({format_count(cfg.non_embedding_param_count(model))} w/o embedding)", style="dim")
     else:
         text.append("params -", style="dim")
-    if model is not None and train is not None:
-        dtype = training_dtype(train)
-        memory = cfg.estimate_memory(model, train, dtype)["total"] / 2**30
+    if model is not None and train is not None and fit is not None:
         text.append(" · ")
         text.append(f"{cfg.tokens_per_step(model, train, workers):,} tokens/step", style="bold")
         # One line each: params and batch, then memory and length, so no number is cut from its unit.
         text.append("\n")
-        text.append(f"≈{memory:.1f} GiB", style="bold")
-        text.append(f" a worker ({dtype})", style="dim")
-        if host_total_mb and memory * workers * 1024 > host_total_mb:
-            text.append(f" > host {host_total_mb / 1024:.0f} GiB", style="bold red")
+        text.append(f"≈{fit.per_worker_mb / 1024:.1f} GiB", style="bold")
+        text.append(f" a worker ({fit.dtype})", style="dim")
+        if not fit.fits:
+            where = fit.where.removeprefix("the ")
+            text.append(f" > {where} {(fit.free_mb or 0) / 1024:.1f} GiB free", style="bold red")
     problems = len(check.errors)
     if problems:
         # The first one in words: its field may be scrolled out of sight.
@@ -60,6 +61,6 @@ class RunSummary(Horizontal):
         yield Static("", id="summary-text")
         yield Button("Launch ^l", id="launch", variant="success", compact=True, disabled=True)
 
-    def show(self, check: FormCheck, files: list[TokenFile], host_total_mb: float | None) -> None:
-        self.query_one("#summary-text", Static).update(summary_text(check, files, host_total_mb))
+    def show(self, check: FormCheck, files: list[TokenFile], fit: MemoryFit | None) -> None:
+        self.query_one("#summary-text", Static).update(summary_text(check, files, fit))
         self.query_one("#launch", Button).disabled = check.plan is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import DataTable
 
@@ -13,9 +14,9 @@ from babyllama_tui.corpora.listing import TokenFileEntry, TokenFileState, elide_
 NAME_MIN_WIDTH = 12
 PROGRESS_REDRAW_S = 1.0
 TOKENIZER_MIN_WIDTH = 10
-# State, tokens, docs and dtype columns, cell padding included, and the padding of the two
-# columns that share what is left.
-FIXED_COLUMNS_WIDTH = 18 + 10 + 10 + 8 + 4
+# Tokens, docs and dtype columns, cell padding included, the padding of the state column and of
+# the two columns that share what is left, and the cursor's margin.
+FIXED_COLUMNS_WIDTH = 10 + 10 + 8 + 2 + 4 + 2
 STATE_STYLES = {
     TokenFileState.READY: "green",
     TokenFileState.PREPARING: "bold yellow",
@@ -31,6 +32,25 @@ def describe_state(entry: TokenFileEntry) -> str:
     if entry.state == TokenFileState.PREPARING:
         return f"preparing{percent}"
     return entry.state
+
+
+def state_width(entries: list[TokenFileEntry]) -> int:
+    """The widest state the rows can show, a percentage that grows to 100% included: "ready" needs
+    5 cells and "interrupted 100%" 16, which at 80 columns the names need more."""
+    growing = (TokenFileState.PREPARING, TokenFileState.INTERRUPTED)
+    shown = [describe_state(replace(e, done_fraction=1.0) if e.state in growing else e) for e in entries]
+    return max(map(len, ["State", *shown]))
+
+
+def tokenizer_text(entry: TokenFileEntry) -> str:
+    return entry.tokenizer_name or (entry.tokenizer_fingerprint or "")[:15] or "-"
+
+
+def share_spare(spare: int, name_need: int, tokenizer_need: int) -> tuple[int, int]:
+    """Cells beyond their minimums for the name and tokenizer columns: each its need up to its
+    share (three fifths for names), then what the other leaves; names take what is left over."""
+    tokenizer = min(tokenizer_need, spare - min(name_need, spare * 3 // 5))
+    return spare - tokenizer, tokenizer
 
 
 class TokenFileTable(DataTable):
@@ -49,20 +69,30 @@ class TokenFileTable(DataTable):
         self.add_column("Tokenizer", width=TOKENIZER_MIN_WIDTH, key="tokenizer")
 
     def on_resize(self) -> None:
-        spare = max(0, self.size.width - FIXED_COLUMNS_WIDTH - NAME_MIN_WIDTH - TOKENIZER_MIN_WIDTH - 2)
-        widths = {"name": NAME_MIN_WIDTH + spare * 3 // 5, "tokenizer": TOKENIZER_MIN_WIDTH + spare - spare * 3 // 5}
+        if self._fit_columns():
+            # Names are shortened to the column in the middle, not by the table at their end.
+            for key, label in self.labels.items():
+                self.update_cell(key, "name", self.name_cell(label))
+            self._require_update_dimensions = True
+            self.refresh(layout=True)
+
+    def _fit_columns(self) -> bool:
+        """Size the state column to its states, and share the rest of the width between the names
+        and the tokenizers by what they need; True when a width changed."""
+        entries = list(self.entries.values())
+        state = state_width(entries)
+        spare = max(0, self.size.width - FIXED_COLUMNS_WIDTH - state - NAME_MIN_WIDTH - TOKENIZER_MIN_WIDTH)
+        name_need = max((cell_len(label) for label in self.labels.values()), default=0) - NAME_MIN_WIDTH
+        tokenizer_need = max((cell_len(tokenizer_text(e)) for e in entries), default=0) - TOKENIZER_MIN_WIDTH
+        name, tokenizer = share_spare(spare, max(0, name_need), max(0, tokenizer_need))
+        widths = {"name": NAME_MIN_WIDTH + name, "state": state, "tokenizer": TOKENIZER_MIN_WIDTH + tokenizer}
         changed = False
         for key, width in widths.items():
             column = self.columns.get(key)
             if column is not None and column.width != width:
                 column.width = width
                 changed = True
-        if changed:
-            # Names are shortened to the column in the middle, not by the table at their end.
-            for key, label in self.labels.items():
-                self.update_cell(key, "name", self.name_cell(label))
-            self._require_update_dimensions = True
-            self.refresh(layout=True)
+        return changed
 
     def show_entries(self, entries: list[tuple[TokenFileEntry, str]]) -> None:
         """List (entry, label) rows, keeping the cursor on the same file when it is still there."""
@@ -70,6 +100,7 @@ class TokenFileTable(DataTable):
         self.clear()
         self.entries = {str(entry.path): entry for entry, _ in entries}
         self.labels = {str(entry.path): label for entry, label in entries}
+        self._fit_columns()
         for entry, label in entries:
             self.add_row(*self._cells(entry, label), key=str(entry.path))
         if keep in self.entries:
@@ -103,7 +134,7 @@ class TokenFileTable(DataTable):
         return Text(elide_middle(label, column.width if column is not None else NAME_MIN_WIDTH), no_wrap=True)
 
     def _cells(self, entry: TokenFileEntry, label: str) -> tuple:
-        tokenizer = entry.tokenizer_name or (entry.tokenizer_fingerprint or "")[:15] or "-"
+        tokenizer = tokenizer_text(entry)
         return (
             self.name_cell(label),
             Text(describe_state(entry), style=STATE_STYLES.get(entry.state, "")),

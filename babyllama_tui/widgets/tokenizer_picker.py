@@ -52,6 +52,8 @@ class TokenizerPicker(ModalScreen[TokenizerChoice | None]):
         self.can_train = can_train
         self.default_name = default_name
         self.note = note
+        # The field the message is an error about, while it is one.
+        self._error_about: str | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="tokenizer-picker", classes="corpora-dialog") as dialog:
@@ -92,8 +94,22 @@ class TokenizerPicker(ModalScreen[TokenizerChoice | None]):
     def action_cancel(self) -> None:
         self.dismiss(None)
 
-    def say(self, message: str, style: str = "bold red") -> None:
+    def say(self, message: str, style: str = "bold red", *, about: str | None = None) -> None:
+        """Show `message`; `about` is the id of the field it is an error about, if one."""
+        self._error_about = about
         self.query_one("#picker-message", Static).update(Text(message, style))
+
+    @on(Input.Changed)
+    def value_changed(self, event: Input.Changed) -> None:
+        """An error about a field follows its value from then on: it goes once the value is right."""
+        if event.input.id is None or event.input.id != self._error_about:
+            return
+        if event.input.id == "tokenizer-path":
+            problem = self.path_problem(event.value.strip())
+            self.say(problem or "", about="tokenizer-path" if problem else None)
+        else:
+            message, field = self.training_problem() or ("", None)
+            self.say(message, about=field)
 
     def _show_train_fields(self, option: Option | None) -> None:
         self.query_one("#train-fields").display = option is not None and option.id == TRAIN_OPTION
@@ -117,54 +133,67 @@ class TokenizerPicker(ModalScreen[TokenizerChoice | None]):
     def train_field_submitted(self) -> None:
         self.choose_training()
 
+    def typed_path(self, given: str) -> Path:
+        path = Path(given).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    def path_problem(self, given: str) -> str | None:
+        if not given:
+            return "type a path to a tokenizer.model file or a tokenizer folder"
+        if not self.typed_path(given).exists():
+            return f"{given}: no such file or folder"
+        return None
+
+    def training_problem(self) -> tuple[str, str] | None:
+        """What is wrong with the training fields, and the id of the field it concerns."""
+        vocab_text = self.query_one("#train-vocab", Input).value.strip()
+        name = self.query_one("#train-tokenizer-name", Input).value.strip()
+        if not vocab_text.isdigit() or int(vocab_text) < MIN_VOCAB_SIZE:
+            return f"vocabulary size must be a whole number of at least {MIN_VOCAB_SIZE}", "train-vocab"
+        if not TOKENIZER_NAME.fullmatch(name):
+            return "name the tokenizer with letters, digits, '.', '-' or '_'", "train-tokenizer-name"
+        out = self.root / "out" / "tokenizers" / name
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            return f"out/tokenizers/{name} exists: choose it from the list, or another name", "train-tokenizer-name"
+        return None
+
     @on(Input.Submitted, "#tokenizer-path")
     def path_submitted(self, event: Input.Submitted) -> None:
         given = event.value.strip()
-        if not given:
-            self.say("type a path to a tokenizer.model file or a tokenizer folder")
+        problem = self.path_problem(given)
+        if problem:
+            self.say(problem, about="tokenizer-path")
             return
-        path = Path(given).expanduser()
-        if not path.is_absolute():
-            path = self.root / path
-        if not path.exists():
-            self.say(f"{given}: no such file or folder")
-            return
-        self.check_and_choose(path)
+        self.check_and_choose(self.typed_path(given), about="tokenizer-path")
 
     def choose_training(self) -> None:
         if not self.can_train:
             self.say("mark the sources to train on first (space in the corpus list)")
             return
-        vocab_text = self.query_one("#train-vocab", Input).value.strip()
+        problem = self.training_problem()
+        if problem:
+            message, field = problem
+            self.say(message, about=field)
+            self.query_one(f"#{field}", Input).focus()
+            return
         name = self.query_one("#train-tokenizer-name", Input).value.strip()
-        if not vocab_text.isdigit() or int(vocab_text) < MIN_VOCAB_SIZE:
-            self.say(f"vocabulary size must be a whole number of at least {MIN_VOCAB_SIZE}")
-            self.query_one("#train-vocab", Input).focus()
-            return
-        if not TOKENIZER_NAME.fullmatch(name):
-            self.say("name the tokenizer with letters, digits, '.', '-' or '_'")
-            self.query_one("#train-tokenizer-name", Input).focus()
-            return
-        out = self.root / "out" / "tokenizers" / name
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            self.say(f"out/tokenizers/{name} exists: choose it from the list, or another name")
-            self.query_one("#train-tokenizer-name", Input).focus()
-            return
-        vocab_size = int(vocab_text)
+        vocab_size = int(self.query_one("#train-vocab", Input).value.strip())
         self.dismiss(TokenizerChoice(Path("out", "tokenizers", name), name, "sentencepiece", vocab_size, None, vocab_size))
 
     @work(exclusive=True, group="tokenizer-check")
-    async def check_and_choose(self, path: Path) -> None:
+    async def check_and_choose(self, path: Path, about: str | None = None) -> None:
+        """Choose the tokenizer at `path` once `babyllama tokenizer info` has described it; `about`,
+        the field it was typed in, if it was."""
         shown = shown_path(path, self.root)
         self.say(f"checking {shown}…", "dim")
         code, out, err = await ChildProcess(tokenizer_info_args(path), self.root).run()
         if code != 0:
             # The engine's messages name the file and say what to do.
-            self.say(error_line(err) or f"{shown}: babyllama tokenizer info exited with {code}")
+            self.say(error_line(err) or f"{shown}: babyllama tokenizer info exited with {code}", about=about)
             return
         try:
             info = json.loads(out[-1])
         except (IndexError, ValueError):
-            self.say(f"{shown}: babyllama tokenizer info gave no description")
+            self.say(f"{shown}: babyllama tokenizer info gave no description", about=about)
             return
         self.dismiss(TokenizerChoice(Path(shown), info["name"], info["kind"], info["vocab_size"], info.get("sha256")))

@@ -32,6 +32,7 @@ from babyllama_tui.widgets.token_file_table import TokenFileTable
 from babyllama_tui.widgets.tokenizer_picker import TokenizerPicker
 
 import pilot_wait
+from run_fixtures import write_token_file
 
 WAIT_LIMIT_S = 180.0
 wait_until = partial(pilot_wait.wait_until, limit=WAIT_LIMIT_S)
@@ -298,6 +299,21 @@ async def test_a_failed_prepare_shows_the_engines_message(tmp_path, sp_tokenizer
         assert not list((root / "data").glob("odd.bin*"))
 
 
+async def test_at_80_columns_token_file_names_get_the_room_other_columns_do_not_need(tmp_path):
+    data = tmp_path / "data"
+    write_token_file(data / "sample", "sanguo4k.bin", tokens=4000, vocab_size=2000, tokenizer_path="tok")
+    write_token_file(data, "wiki-zh-chatglm.bin", tokens=4000, vocab_size=2000, tokenizer_path="tok")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        tokens = screen.query_one(TokenFileTable)
+        await wait_until(pilot, lambda: len(tokens.entries) == 2, "the token files")
+        assert cell_text(tokens, str(data / "sample" / "sanguo4k.bin"), "name") == "sample/sanguo4k.bin"
+        assert cell_text(tokens, str(data / "wiki-zh-chatglm.bin"), "name") == "wiki-zh-chatglm.bin"
+        assert cell_text(tokens, str(data / "wiki-zh-chatglm.bin"), "tokenizer") == "sanguo-bpe"
+        assert tokens.virtual_size.width <= tokens.size.width, "no column is pushed out of sight"
+
+
 async def test_a_bad_tokenizer_path_says_what_is_wrong(tmp_path, sample_jsonl, sp_tokenizer_dir):
     root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
     app = BabyLlamaApp(root=root)
@@ -320,6 +336,33 @@ async def test_a_bad_tokenizer_path_says_what_is_wrong(tmp_path, sample_jsonl, s
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.screen is screen, "the picker to accept a real tokenizer")
         assert screen.tokenizer.name == "sanguo" and screen.tokenizer.vocab_size == 2000
+
+
+async def test_a_tokenizer_error_goes_once_its_value_is_fixed(tmp_path, sample_jsonl, sp_tokenizer_dir):
+    root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
+    app = BabyLlamaApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_corpora(pilot)
+        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        await pilot.press("space", "t")
+        picker = await modal(pilot, TokenizerPicker)
+        message = picker.query_one("#picker-message")
+        picker.query_one("#tokenizer-path").focus()
+        await pilot.press(*"out/tokenizers/sanguo2", "enter")
+        await wait_until(pilot, lambda: "no such file or folder" in str(message.render()), "the missing-path message")
+        await pilot.press("backspace")
+        assert str(message.render()) == "", "out/tokenizers/sanguo exists: the error has gone before enter"
+
+        picker.query_one("#tokenizer-options").focus()
+        await pilot.press("down")
+        vocab = picker.query_one("#train-vocab")
+        vocab.value = "100"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "vocabulary size must be" in str(message.render()), "the vocabulary message")
+        assert app.focused is vocab
+        await pilot.press("end", "0")
+        assert str(message.render()) == "", "a vocabulary of 1000 is right"
+        assert app.screen is picker
 
 
 async def test_a_new_tokenizer_is_trained_on_the_sources_before_prepare(tmp_path, sample_jsonl):

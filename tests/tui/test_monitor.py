@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
 from textual.command import CommandList, CommandPalette
 
-from babyllama.runs import RunDir
+from babyllama.runs import RunDir, launch_detached, stop_run
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.screens.monitor import MonitorScreen
 from babyllama_tui.screens.pick_run import PickRunScreen
@@ -16,7 +17,7 @@ from babyllama_tui.widgets.log_tail import LogTail
 from babyllama_tui.widgets.run_status import RunStatusBar
 
 from pilot_wait import wait_until
-from run_fixtures import fill_run, train_row
+from run_fixtures import fill_run, train_row, wait_for
 
 
 def running_run(root, name: str = "live", steps: int = 100) -> RunDir:
@@ -229,3 +230,35 @@ async def test_the_device_card_shows_the_hosts_gpus_when_nvidia_smi_is_there(tmp
         # Two A100s (1,843 and 5 MiB of 40,960 used, 37% and 0% busy) and a 24,576 MiB GPU that says N/A.
         await wait_until(pilot, lambda: device.value.text.plain == "device 1.8G/104G gpu 18%", "the GPUs' reading")
         assert [reading.index for reading in screen.accelerators] == [0, 1, 2]
+
+
+# A trainer that holds 64 MiB and logs no step, as one compiling its first step does.
+SILENT_TRAINER = """
+import signal, sys, time
+from babyllama.runs import RunDir
+run = RunDir(sys.argv[sys.argv.index("--run") + 1])
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+held = b"x" * (64 * 2**20)
+run.mark_running(step=0, max_steps=1000)
+while True:
+    time.sleep(0.05)
+"""
+
+
+async def test_a_run_that_has_not_logged_a_step_shows_the_memory_of_its_process(tmp_path):
+    script = tmp_path / "silent_trainer.py"
+    script.write_text(SILENT_TRAINER)
+    run = RunDir(tmp_path / "out" / "runs" / "compiling")
+    launch_detached(run, program=[str(script)])
+    try:
+        wait_for(lambda: run.state().state == "running", "the trainer to claim the run")
+        app = BabyLlamaApp(root=tmp_path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_monitor(pilot, run)
+            memory = screen.cards["memory"]
+            await wait_until(pilot, lambda: re.fullmatch(r"mem \d+M host \S+/\S+", memory.value.text.plain),
+                             "the process's memory")
+            assert int(re.search(r"mem (\d+)M", memory.value.text.plain).group(1)) >= 64
+            assert screen.cards["speed"].value.text.plain == "tok/s -", "no step, no speed"
+    finally:
+        stop_run(run.path, wait=True, timeout=30)

@@ -1,6 +1,7 @@
 """The new-run form at 80 columns: choosing token files by keyboard, states readable without
 colour, messages below their field, ctrl+l saying what to fix, warnings that do not block,
-a default name that follows the clock, and a project without token files."""
+a default name that follows the clock out of sight, ctrl+u and its kin in every field, and a
+project without token files."""
 
 from __future__ import annotations
 
@@ -129,18 +130,38 @@ async def test_intervals_beyond_max_steps_warn_without_blocking(project):
         assert save.warning is None and not save.has_class("-note-below")
 
 
-async def test_the_default_name_follows_the_clock_until_a_name_is_typed(project):
+async def test_the_default_name_follows_the_clock_out_of_sight_until_a_name_is_typed(project):
     now = [time.mktime((2026, 11, 28, 10, 41, 5, 0, 0, -1))]
     app = BabyLlamaApp(root=project, clock=lambda: now[0])
     async with app.run_test(size=(80, 24)) as pilot:
         screen, form = await open_form(pilot)
         assert form.name_input.value == "tiny-20261128-1041"
+        # The runs pane hides the form at 80 columns.
+        await pilot.press("escape")
         now[0] += 4 * 60
         await wait_until(pilot, lambda: form.name_input.value == "tiny-20261128-1045", "the name to follow")
         form.name_input.value = "mine"
         now[0] += 60
         await pilot.pause(0.6)
         assert form.name_input.value == "mine"
+
+
+async def test_ctrl_u_clears_a_field_up_to_its_cursor_in_every_field_of_the_form(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen, form = await open_form(pilot)
+        for editor in (form.name_input, form.tokenizer, form.workers_input, form.rows["train.learning_rate"].editor):
+            editor.focus()
+            await pilot.press("ctrl+u")
+            assert editor.value == "", editor.id
+        form.name_input.focus()
+        await pilot.press(*"my first-run", "ctrl+w")
+        assert form.name_input.value == "my first-"
+        await pilot.press("home", "right", "right", "ctrl+k")
+        assert form.name_input.value == "my"
+        await pilot.press(*"-run", "left", "left", "left", "ctrl+u")
+        assert form.name_input.value == "run" and form.name_input.cursor == 0
+        assert app.screen is screen
 
 
 async def test_a_project_without_token_files_says_so_plainly(tmp_path):

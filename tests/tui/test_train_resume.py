@@ -70,3 +70,22 @@ async def test_a_max_steps_at_the_checkpoint_is_refused_without_blaming_workers(
         assert app.screen is dialog
         error = str(dialog.query_one("#resume-error").render())
         assert "max steps must be a whole number above 74" in error and "workers" not in error
+
+
+async def test_an_error_goes_once_its_value_is_fixed(tmp_path):
+    ended_run(tmp_path, "short", step=74, max_steps=100, state="stopped")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: table.highlighted_run is not None, "the table")
+        await pilot.press("r")
+        dialog = app.screen
+        assert isinstance(dialog, ResumeScreen)
+        error = dialog.query_one("#resume-error")
+        await pilot.press("backspace", "backspace", "backspace", "7", "enter")
+        assert "max steps must be a whole number above 74" in str(error.render())
+        await pilot.press("4")
+        assert "max steps must be a whole number above 74" in str(error.render()), "74 is still wrong"
+        await pilot.press("0")
+        assert str(error.render()) == "", "740 is right: the error has gone before enter"
+        assert app.screen is dialog

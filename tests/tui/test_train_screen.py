@@ -4,6 +4,7 @@ the form's arguments, and the runs table stops and resumes runs."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -322,3 +323,55 @@ async def test_resume_from_the_table_continues_from_the_checkpoint(project, stop
         await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the monitor")
         await wait_until(pilot, lambda: (run.path / "argv.json").exists(), "the trainer to start")
         assert read_argv(run.path) == ["--run", str(run.path.resolve()), "--resume", "--max_steps=200"]
+
+
+async def test_a_run_that_cannot_fit_is_launched_only_when_asked_to(project, stop_afterwards):
+    app = BabyLlamaApp(root=project, train_program=[str(write_standin(project))])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen, form = await open_form(pilot)
+        form.preset.value = "1b"
+        await retype(pilot, form, "name", "huge")
+        # The 1b preset at batch 64 needs terabytes, more than any host has free.
+        await retype(pilot, form, "train.batch_size", "64")
+        await wait_until(pilot, lambda: screen.form_check.plan is not None
+                         and screen.form_check.plan.run.path.name == "huge"
+                         and screen.form_check.plan.train.batch_size == 64, "the 1b form")
+        summary = screen.query_one("#summary-text")
+        assert re.search(r" a worker \(float32\) > host \d+\.\d GiB free", str(summary.render()))
+        run_path = project / "out" / "runs" / "huge"
+
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        body = str(app.screen.query_one(".dialog-body").render())
+        assert re.match(r"The run needs ≈\d+\.\d GiB \(float32\) but the host has \d+\.\d GiB free: choose a "
+                        r"smaller preset, a smaller batch_size", body), body
+        assert app.focused.id == "no", "Cancel is the default"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen is screen, "the form again")
+        assert not run_path.exists(), "cancelled: nothing launched"
+
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question again")
+        stop_afterwards.append(run_path)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the monitor")
+        await wait_until(pilot, lambda: (run_path / "argv.json").exists(), "the trainer to start")
+        assert "--batch_size=64" in read_argv(run_path)
+
+
+async def test_the_run_launched_has_the_name_shown_though_the_minute_turned(project, stop_afterwards):
+    clock = [time.time()]
+    app = BabyLlamaApp(root=project, train_program=[str(write_standin(project))], clock=lambda: clock[0])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen, form = await open_form(pilot)
+        shown = form.name_input.value
+        table = screen.query_one(RunsTable)
+        clock[0] += 120
+        # A run made now shows in the table once the screen has looked again, at the new minute.
+        RunDir(project / "out" / "runs" / "other").create({"model": {}, "train": {}})
+        await wait_until(pilot, lambda: len(table.runs) == 1, "the screen to look again")
+        assert form.name_input.value == shown, "the name does not change under the user's eyes"
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the monitor")
+        stop_afterwards.append(project / "out" / "runs" / shown)
+        await wait_until(pilot, lambda: (project / "out" / "runs" / shown / "argv.json").exists(), "the trainer")

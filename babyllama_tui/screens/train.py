@@ -209,7 +209,7 @@ class TrainScreen(AppScreen):
             if action == "stop_run" or action == "kill_run":
                 return row.state in ACTIVE_STATES
             if action == "resume_run":
-                return row.state in ENDED_STATES
+                return row.state in ENDED_STATES and row.latest_checkpoint is not None
         if action == "launch":
             # Shown and live even while the form has errors: ctrl+l then says what to fix.
             return not narrow or self.pane == "new"

@@ -18,6 +18,7 @@ from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.signal import Signal
 
 from babyllama import __version__
 from babyllama.runs import TRAIN_PROGRAM
@@ -96,6 +97,8 @@ class BabyLlamaApp(KeysInOrderApp, StyledOnceApp):
         self.root = root
         self.clock = clock
         self.train_program = tuple(train_program)
+        # Published with (old folder, new folder or None) when a run is renamed or moved to the trash.
+        self.runs_moved: Signal[tuple[Path, Path | None]] = Signal(self, "runs-moved")
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Textual's own palette entries, less two: each screen's entries already list every key
@@ -110,6 +113,12 @@ class BabyLlamaApp(KeysInOrderApp, StyledOnceApp):
     @property
     def runs_dir(self) -> Path:
         return self.root / "out" / "runs"
+
+    def run_moved(self, old: Path, new: Path | None) -> None:
+        """The run at `old` was renamed to `new`, or moved to the trash (None): what followed it follows too."""
+        if self.current_run == old:
+            self.current_run = new
+        self.runs_moved.publish((old, new))
 
     def monitor_run(self, run: Path) -> None:
         """Follow `run` on the monitor screen and show it."""

@@ -39,12 +39,15 @@ from babyllama.runs import (
     launch_detached,
     list_runs,
     process_identity,
+    rename_run,
     resolve_run,
     run_info,
+    set_note,
     state_words,
     stop_overdue,
     stop_run,
     tail_lines,
+    trash_run,
 )
 
 STAND_IN_TRAINER = """\
@@ -564,7 +567,10 @@ def test_list_runs_sorts_newest_first_with_status_and_metrics_fields(tmp_path):
     assert old_info.state == "finished"
     assert (old_info.loss, old_info.val_loss, old_info.tokens, old_info.tokens_per_s) == (2.0, 2.2, 64000, 5000.0)
     assert old_info.latest_checkpoint == 1000
-    assert run_info(old.path, checkpoints=False).latest_checkpoint is None
+    # Without checking checkpoints the latest is still found, but not opened: no problem is reported.
+    unchecked = run_info(old.path, checkpoints=False)
+    assert (unchecked.latest_checkpoint, unchecked.latest_checkpoint_problem) == (1000, None)
+    assert old_info.latest_checkpoint_problem is not None
     assert 7100 < old_info.age_s(now + 1) < 7300
     assert json.loads(json.dumps(old_info.to_dict()))["path"] == str(root / "old")
     assert list_runs(tmp_path / "nowhere") == []
@@ -746,6 +752,87 @@ def test_stopping_a_run_on_another_host_is_refused(tmp_path):
         stop_run(run)
 
 
+# Deleting, renaming and notes
+
+
+def ended(root: Path, name: str, **status) -> RunDir:
+    run = RunDir(root / "out" / "runs" / name)
+    run.create({})
+    run.write_status(**{"state": "failed", "host": "h", "pid": 1, **status})
+    return run
+
+
+def test_a_deleted_run_moves_to_the_trash_beside_the_runs_folder_whole(tmp_path):
+    run = ended(tmp_path, "doomed", error="no such token file")
+    run.append_metrics({"kind": "train", "step": 1, "loss": 3.0})
+    make_checkpoint(run, 1)
+    now = time.mktime((2025, 3, 1, 12, 30, 5, 0, 0, -1))
+    moved = trash_run(run, now=now)
+    assert moved == (tmp_path / "out" / "trash" / "doomed-20250301-123005").resolve()
+    assert not run.path.exists()
+    assert sorted(p.name for p in moved.iterdir()) == [".status.lock", "checkpoints", "config.json",
+                                                       "metrics.jsonl", "status.json"]
+    assert RunDir(moved).latest_checkpoint().step == 1
+
+    again = ended(tmp_path, "doomed")  # a new run of the same name, deleted in the same second
+    assert trash_run(again, now=now).name == "doomed-20250301-123005-2"
+    assert list_runs(tmp_path / "out" / "runs") == []
+
+
+def test_an_active_run_is_neither_deleted_nor_renamed(tmp_path):
+    run = ended(tmp_path, "live")
+    run.mark_running(step=0, max_steps=10)  # this process is its trainer, alive
+    for act in (lambda: trash_run(run), lambda: rename_run(run, "other")):
+        with pytest.raises(UserError) as refused:
+            act()
+        assert str(refused.value).startswith(("cannot delete live: it is running (pid ", "cannot rename live: it is running"))
+        assert f"stop it first with `babyllama runs stop {run.path}`" in str(refused.value)
+    assert run.status_path.exists() and not (tmp_path / "out" / "trash").exists()
+
+
+def test_a_run_whose_status_cannot_be_read_can_be_deleted(tmp_path):
+    run = ended(tmp_path, "garbled")
+    run.status_path.write_text("{not json")
+    assert trash_run(run).is_dir() and not run.path.exists()
+
+
+def test_rename_refuses_bad_and_taken_names_and_repoints_the_status(tmp_path):
+    run = ended(tmp_path, "old")
+    old = run.path.resolve()
+    advice = f"disk full; free some, then `babyllama train --run {old} --resume` continues"
+    run.write_status(error=advice, command=[sys.executable, "-m", "babyllama", "train", "--run", str(old)])
+    ended(tmp_path, "taken")
+    (tmp_path / "out" / "runs" / "old-notes.txt").write_text("a file, not a run")
+    for name, why in (("bad name", "a run name is letters"), ("-x", "a run name is letters"),
+                      ("taken", "out/runs/taken exists; choose another name"),
+                      ("old-notes.txt", "exists; choose another name"), ("old", "old already has that name")):
+        with pytest.raises(UserError, match=why):
+            rename_run(run, name)
+    updated = run.read_status()["updated"]
+
+    renamed = rename_run(run, "new.v2")
+    new = old.parent / "new.v2"
+    assert renamed.path == tmp_path / "out" / "runs" / "new.v2" and not run.path.exists()
+    status = renamed.read_status()
+    assert status["error"] == f"disk full; free some, then `babyllama train --run {new} --resume` continues"
+    assert status["command"][-1] == str(new) and status["updated"] == updated
+    assert sorted(info.name for info in list_runs(tmp_path / "out" / "runs")) == ["new.v2", "taken"]
+
+
+def test_a_note_is_one_line_kept_in_the_run_folder_and_listed(tmp_path):
+    run = ended(tmp_path, "noted")
+    assert run_info(run).note is None
+    assert set_note(run, "  lr 3e-4,\n  batch  16 ") == "lr 3e-4, batch 16"
+    assert run.note_path.read_text() == "lr 3e-4, batch 16\n"
+    assert run_info(run).note == list_runs(tmp_path / "out" / "runs")[0].note == "lr 3e-4, batch 16"
+    with pytest.raises(UserError, match="a note is at most 200 characters; this one has 201"):
+        set_note(run, "x" * 201)
+    assert run_info(run).note == "lr 3e-4, batch 16"
+    assert set_note(run, "  ") is None and not run.note_path.exists()
+    with pytest.raises(UserError, match="is not a run directory"):
+        set_note(tmp_path / "nowhere", "hello")
+
+
 # CLI
 
 
@@ -808,6 +895,27 @@ def test_cli_runs_says_how_long_a_stop_has_waited_and_offers_kill_after_30_s(tmp
     run.write_status(stop_requested=time.time() - 5)
     line = babyllama("runs", cwd=tmp_path).stdout.splitlines()[1]
     assert line.split()[1] == "stopping" and "kill" not in line, "no kill offered before 30 s"
+
+
+def test_cli_runs_note_rename_and_delete(tmp_path):
+    ended(tmp_path, "first", error="process 1 is gone")
+    note = babyllama("runs", "note", "first", "the baseline", cwd=tmp_path)
+    assert (note.returncode, note.stdout) == (0, "first: the baseline\n")
+    assert babyllama("runs", cwd=tmp_path).stdout.splitlines()[1].endswith("the baseline; process 1 is gone")
+
+    renamed = babyllama("runs", "rename", "first", "baseline", cwd=tmp_path)
+    assert (renamed.returncode, renamed.stdout) == (0, f"renamed first to baseline ({Path('out/runs/baseline')})\n")
+    show = babyllama("runs", "show", "baseline", cwd=tmp_path).stdout
+    assert "note        the baseline\n" in show
+    bad = babyllama("runs", "rename", "baseline", "two words", cwd=tmp_path)
+    assert (bad.returncode, bad.stderr) == (2, "babyllama runs: error: cannot rename baseline to 'two words': a run "
+                                                "name is letters, digits, '.', '_' and '-', starting with a letter or digit\n")
+
+    deleted = json.loads(babyllama("runs", "delete", "baseline", "--json", cwd=tmp_path).stdout)
+    trash = Path(deleted["trash"])
+    assert deleted["name"] == "baseline" and trash.parent == (tmp_path / "out" / "trash").resolve()
+    assert RunDir(trash).read_note() == "the baseline"
+    assert babyllama("runs", cwd=tmp_path).stdout == "no runs yet\n"
 
 
 def test_cli_runs_show_and_table_say_the_latest_checkpoint_is_incomplete_and_what_to_do(tmp_path):

@@ -1,9 +1,10 @@
 """Run directories (`out/runs/NAME/`): the contract between a training process and whoever watches it.
 
 The trainer writes one through `RunDir`; the app and `babyllama runs` read it through `list_runs`,
-`run_info`, `MetricsReader` and `tail_lines`, launch trainers with `launch_detached` and stop them with
-`stop_run`. The package re-exports these names from its modules. The files, status fields and
-liveness rules: docs/ARCHITECTURE.md, "The run directory".
+`run_info`, `MetricsReader` and `tail_lines`, launch trainers with `launch_detached`, stop them with
+`stop_run`, and trash, rename and annotate them with `trash_run`, `rename_run` and `set_note`. The
+package re-exports these names from its modules. The files, status fields and liveness rules:
+docs/ARCHITECTURE.md, "The run directory".
 """
 
 from babyllama.checkpoint import checkpoint_problem
@@ -27,6 +28,15 @@ from babyllama.runs.liveness import (
     stop_it_first,
     stop_overdue,
 )
+from babyllama.runs.manage import (
+    note_problem,
+    rename_problem,
+    rename_run,
+    run_name_problem,
+    set_note,
+    trash_dir,
+    trash_run,
+)
 from babyllama.runs.readers import LineFollower, MetricsReader, latest_rows, tail_lines
 from babyllama.runs.rundir import RunDir
 
@@ -49,12 +59,17 @@ __all__ = [
     "format_duration",
     "kill_run",
     "latest_rows",
+    "note_problem",
     "launch_detached",
     "list_runs",
     "process_identity",
     "process_memory_mb",
+    "rename_problem",
+    "rename_run",
     "resolve_run",
     "run_info",
+    "run_name_problem",
+    "set_note",
     "sort_newest_first",
     "state_words",
     "still_running",
@@ -62,5 +77,7 @@ __all__ = [
     "stop_overdue",
     "stop_run",
     "tail_lines",
+    "trash_dir",
+    "trash_run",
     "wait_gone",
 ]

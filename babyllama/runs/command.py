@@ -1,11 +1,12 @@
-"""`babyllama runs`: the table of runs, and `show`, `stop`, `kill` for one. See docs/ARCHITECTURE.md,
-"The run directory".
+"""`babyllama runs`: the table of runs, and `show`, `stop`, `kill`, `delete`, `rename`, `note` for one.
+See docs/ARCHITECTURE.md, "The run directory".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from babyllama.runs.control import kill_run, stop_run
 from babyllama.runs.listing import DEFAULT_ROOT, RunInfo, list_runs, resolve_run, run_info
 from babyllama.runs.liveness import ACTIVE_STATES, format_duration
+from babyllama.runs.manage import NOTE_MAX_CHARS, rename_run, set_note, trash_run
 from babyllama.runs.readers import latest_rows, tail_lines
 from babyllama.runs.rundir import RunDir
 
@@ -38,7 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stop.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with --wait (default 600)")
     kill = actions.add_parser("kill", help="SIGKILL a run that does not stop; unsaved steps are lost")
     kill.add_argument("run", metavar="NAME|PATH")
-    for action in (show, stop, kill):
+    delete = actions.add_parser("delete", help="move a run that is not active to the trash, out/trash/NAME-TIME "
+                                "(moving it back restores it)")
+    delete.add_argument("run", metavar="NAME|PATH")
+    rename = actions.add_parser("rename", help="rename a run that is not active")
+    rename.add_argument("run", metavar="NAME|PATH")
+    rename.add_argument("new_name", metavar="NEW")
+    note = actions.add_parser("note", help=f"give a run a note of one line, at most {NOTE_MAX_CHARS} characters "
+                              "(\"\" removes it)")
+    note.add_argument("run", metavar="NAME|PATH")
+    note.add_argument("text")
+    for action in (show, stop, kill, delete, rename, note):
         common(action, suppress=True)
 
 
@@ -48,10 +60,40 @@ def run(args: argparse.Namespace) -> int:
     target = resolve_run(args.run, args.root)
     if args.action == "show":
         return _print_show(target, args.json, args.log_lines)
+    if args.action in MANAGING:
+        return MANAGING[args.action](target, args)
     report = stop_run(target, wait=args.wait, timeout=args.timeout) if args.action == "stop" else kill_run(target)
     print(json.dumps(asdict(report)) if args.json else report.message)
     waited = args.action == "kill" or args.wait
     return 1 if waited and report.state in ACTIVE_STATES else 0
+
+
+def _delete(target: RunDir, args: argparse.Namespace) -> int:
+    moved = trash_run(target)
+    if args.json:
+        print(json.dumps({"name": target.name, "trash": str(moved)}))
+    else:
+        print(f"moved {target.name} to {moved}; to restore it: {shlex.join(['mv', str(moved), str(target.path)])}")
+    return 0
+
+
+def _rename(target: RunDir, args: argparse.Namespace) -> int:
+    renamed = rename_run(target, args.new_name)
+    print(json.dumps({"name": renamed.name, "path": str(renamed.path)}) if args.json
+          else f"renamed {target.name} to {renamed.name} ({renamed.path})")
+    return 0
+
+
+def _note(target: RunDir, args: argparse.Namespace) -> int:
+    note = set_note(target, args.text)
+    if args.json:
+        print(json.dumps({"name": target.name, "note": note}, ensure_ascii=False))
+    else:
+        print(f"{target.name}: {note}" if note else f"{target.name}: note removed")
+    return 0
+
+
+MANAGING = {"delete": _delete, "rename": _rename, "note": _note}
 
 
 def _print_table(infos: list[RunInfo], as_json: bool) -> int:
@@ -72,7 +114,7 @@ def _print_table(infos: list[RunInfo], as_json: bool) -> int:
             _number(info.val_loss, ".4f"),
             _number(info.tokens_per_s, ",.0f"),
             format_duration(info.age_s(now)),
-            "; ".join(note for note in (info.reason, _kill_note(info, now), _incomplete_note(info)) if note),
+            "; ".join(note for note in (info.note, info.reason, _kill_note(info, now), _incomplete_note(info)) if note),
         )
         for info in infos
     ]
@@ -97,6 +139,8 @@ def _print_show(target: RunDir, as_json: bool, log_lines: int) -> int:
     kill = _kill_note(info, now)
     if kill:
         print(f"            {kill}")
+    if info.note:
+        print(f"note        {info.note}")
     print(f"process     pid {_or_dash(info.pid)} on {_or_dash(info.host)}, world size {_or_dash(info.world_size)}")
     print(f"step        {_or_dash(info.step)}/{_or_dash(info.max_steps)}")
     print(f"created     {_clock(info.created)} ({format_duration(info.age_s(now))} ago)")

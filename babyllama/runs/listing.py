@@ -45,6 +45,8 @@ class RunInfo:
     latest_checkpoint: int | None
     # Set when the latest checkpoint is incomplete: what is wrong with it and what to do.
     latest_checkpoint_problem: str | None
+    # The user's note (`babyllama runs note`).
+    note: str | None
 
     def age_s(self, now: float | None = None) -> float | None:
         """Seconds since the run was created, however often it was resumed since."""
@@ -66,8 +68,8 @@ def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_
              checkpoints: bool = True) -> RunInfo:
     """What the runs table shows of `run`; the newest rows are looked for in the last `tail_bytes` of its metrics.
 
-    Without `checkpoints` the latest checkpoint is not looked at (checking it opens its files, and
-    loads numpy): `latest_checkpoint` and `latest_checkpoint_problem` are None.
+    Without `checkpoints` the latest checkpoint is found but not checked (checking it opens its
+    files): `latest_checkpoint_problem` is None.
     """
     run = as_run(run)
     try:
@@ -77,7 +79,7 @@ def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_
         status, current = {}, RunState("failed", str(e))
     rows = latest_rows(run.metrics_path, max_bytes=tail_bytes)
     train, evaluation = rows.get("train", {}), rows.get("eval", {})
-    latest = run.latest_checkpoint() if checkpoints else None
+    latest = run.latest_checkpoint()
     step = status.get("step")
     if step is None:
         step = train.get("step")
@@ -101,7 +103,8 @@ def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_
         pid=status.get("pid"),
         world_size=status.get("world_size"),
         latest_checkpoint=latest.step if latest else None,
-        latest_checkpoint_problem=_incomplete_latest(run, latest) if latest else None,
+        latest_checkpoint_problem=_incomplete_latest(run, latest) if latest and checkpoints else None,
+        note=run.read_note(),
     )
 
 

@@ -79,6 +79,10 @@ class RunDir:
     def msrun_log_dir(self) -> Path:
         return self.path / "msrun"
 
+    @property
+    def note_path(self) -> Path:
+        return self.path / "note.txt"
+
     def exists(self) -> bool:
         return self.config_path.exists() or self.status_path.exists()
 
@@ -113,6 +117,13 @@ class RunDir:
             raise UserError(f"{self.config_path} does not exist: {self.path} is not a run directory.") from None
         except json.JSONDecodeError as e:
             raise UserError(f"{self.config_path}:{e.lineno}: not valid JSON ({e.msg}).") from None
+
+    def read_note(self) -> str | None:
+        """The note a user gave the run (`babyllama runs note`), or None when it has none or it cannot be read."""
+        try:
+            return self.note_path.read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
 
     # status.json
 
@@ -202,7 +213,7 @@ class RunDir:
             thread.join()
 
     @contextlib.contextmanager
-    def _status_lock(self) -> Iterator[None]:
+    def status_lock(self) -> Iterator[None]:
         # Read-merge-write must not interleave between the launcher, the trainer and its
         # heartbeat thread; flock serialises separate open() calls even within one process.
         self.path.mkdir(parents=True, exist_ok=True)
@@ -215,7 +226,7 @@ class RunDir:
 
     def update_status(self, change: Callable[[dict], dict | None]) -> dict:
         """Apply `change(current) -> fields to merge` under the lock; None leaves the file alone."""
-        with self._status_lock():
+        with self.status_lock():
             status = self.read_status()
             fields = change(status)
             if fields is None:

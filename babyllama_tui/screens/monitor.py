@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
 from babyllama.devices import AcceleratorReading, read_accelerators
-from babyllama.runs import ACTIVE_STATES, state_words, stop_overdue
+from babyllama.runs import ACTIVE_STATES, RunDir, state_words, stop_overdue
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen
@@ -176,6 +176,11 @@ class MonitorScreen(AppScreen):
 
     def _tick(self) -> None:
         if not self.is_current:
+            return
+        chosen = self.app.current_run
+        if chosen is not None and not RunDir(chosen).exists():
+            # Renamed or deleted outside the app (`babyllama runs`): show the run shown when none is chosen.
+            self.app.current_run = None
             return
         if self.app.current_run is None:
             default = self._default_run()

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -29,6 +30,7 @@ from babyllama_tui.widgets.checkpoint_picker import (
     CheckpointPicker,
     PickedCheckpoint,
     list_checkpoints,
+    moved_choice,
 )
 from babyllama_tui.widgets.continuation_panel import ContinuationPanel
 from babyllama_tui.widgets.mode_header import ModeHeader
@@ -165,6 +167,15 @@ class PlaygroundScreen(AppScreen):
         first = self._first_checkpoint()
         if first is not None:
             self.load("A", first)
+        self.app.runs_moved.subscribe(self, self._run_moved)
+
+    def _run_moved(self, moved: tuple[Path, Path | None]) -> None:
+        """A run renamed on the Train screen: a checkpoint of it loaded here is named by its new folder."""
+        old, new = moved
+        for slot, engine in self.engines.items():
+            if new is not None and engine is not None and engine.choice.path.is_relative_to(old):
+                engine.choice = moved_choice(engine.choice, old, new)
+                self.panels[slot].border_title = f"{slot} · {engine.choice.label}"
 
     async def on_unmount(self) -> None:
         clients = [engine.client for engine in self.engines.values() if engine is not None] + list(self.closing)

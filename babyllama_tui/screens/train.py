@@ -8,6 +8,7 @@ which touches a run's files only when they changed. Launching starts a detached
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -24,6 +25,7 @@ from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.screens.confirm import ConfirmScreen
 from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_resume, request_stop
+from babyllama_tui.screens.run_manage import request_delete, request_note, request_rename
 from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.training.runs_watcher import RunRow, RunsWatcher
 from babyllama_tui.widgets.mode_header import ModeHeader
@@ -40,8 +42,10 @@ REFRESH_S = 0.5
 # Columns from which the form and the runs table are shown side by side.
 WIDE_FROM = 120
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
-RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run"}
+RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run", "delete_run", "rename_run", "note_run"}
 SECTION_NAMES = {"model": "the model section", "train": "the training section"}
+# Delete, rename and note share one place in the footer: named one by one they did not fit in 80 columns.
+MANAGE_KEYS = Binding.Group("manage", compact=True)
 # On a narrow terminal a pane's key is shown only while the other pane is.
 PANE_ACTIONS = {"new_run": "new", "runs": "runs"}
 
@@ -50,6 +54,8 @@ def run_detail(row: RunRow, now: float) -> Text:
     text = Text(str(row.path), style="dim")
     if row.world_size and row.world_size > 1:
         text.append(f"  {row.world_size} workers", style="dim")
+    if row.note:
+        text.append(f"\n{row.note}", style="italic")
     if row.stop_overdue(now):
         text.append("\n")
         text.append_text(state_with_hint(row.state, row.state_words(now), overdue=True))
@@ -73,6 +79,9 @@ class TrainScreen(AppScreen):
         Binding("s", "stop_run", "Stop"),
         Binding("r", "resume_run", "Resume"),
         Binding("K", "kill_run", "Kill"),
+        Binding("d", "delete_run", "Delete", group=MANAGE_KEYS),
+        Binding("R", "rename_run", "Rename", group=MANAGE_KEYS),
+        Binding("N", "note_run", "Note", group=MANAGE_KEYS),
         Binding("ctrl+l", "launch", "Launch"),
     ]
 
@@ -237,7 +246,9 @@ class TrainScreen(AppScreen):
             if action == "kill_run":
                 return row.state in ACTIVE_STATES
             if action == "resume_run":
-                return row.state in ENDED_STATES
+                return row.state in ENDED_STATES and row.latest_checkpoint is not None
+            if action == "delete_run" or action == "rename_run":
+                return row.state not in ACTIVE_STATES
         if action == "launch":
             # Shown and live even while the form has errors: ctrl+l then says what to fix.
             return not narrow or self.pane == "new"
@@ -262,6 +273,25 @@ class TrainScreen(AppScreen):
         row = self._highlighted()
         if row is not None:
             request_resume(self, row.path)
+
+    def action_delete_run(self) -> None:
+        row = self._highlighted()
+        if row is not None:
+            request_delete(self, row.path, self._refresh_runs)
+
+    def action_rename_run(self) -> None:
+        row = self._highlighted()
+        if row is not None:
+            request_rename(self, row.path, self._show_renamed)
+
+    def action_note_run(self) -> None:
+        row = self._highlighted()
+        if row is not None:
+            request_note(self, row.path, self._refresh_runs)
+
+    def _show_renamed(self, path: Path) -> None:
+        self._refresh_runs()
+        self.query_one(RunsTable).highlight(path)
 
     # Panes
 

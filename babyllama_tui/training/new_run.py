@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,8 @@ from babyllama import config as cfg
 from babyllama.data import TokenFile, open_token_file
 from babyllama.errors import UserError
 from babyllama.planning import new_run_problems, train_arguments
-from babyllama.runs import RunDir
+from babyllama.runs import RunDir, run_name_problem
 
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Folders under data/ searched for token files: data/*.bin and data/*/*.bin.
 TOKEN_FILE_DEPTH = 2
 NO_TOKEN_FILES = "no token files in data/ yet: make one on the Corpora screen (key 1), then come back"
@@ -207,8 +205,9 @@ def check_form(form: RunForm, runs_dir: Path, root: Path) -> FormCheck:
         errors[problem.field] = str(problem)
 
     name = form.name.strip()
-    if not RUN_NAME.fullmatch(name):
-        errors["name"] = "a run name is letters, digits, '.', '_' and '-', starting with a letter or digit"
+    name_problem = run_name_problem(name)
+    if name_problem is not None:
+        errors["name"] = name_problem
     elif RunDir(runs_dir / name).exists():
         errors["name"] = f"{name} is taken: {shown_path(runs_dir / name, root)} holds a run; choose another name"
 

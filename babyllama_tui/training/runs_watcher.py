@@ -56,20 +56,22 @@ class _Watched:
 
     def __init__(self, path: Path):
         self.run = RunDir(path)
-        # The stamps of status.json, metrics.jsonl and config.json as last read; () is never read.
-        self.stamps: tuple = ((), (), ())
+        # The stamps of status.json, metrics.jsonl, config.json, checkpoints/ and note.txt as last
+        # read; () is never read.
+        self.stamps: tuple = ((), (), (), (), ())
         self.info: RunInfo | None = None
         self.points: list[tuple[int, float]] = []
 
     @property
     def exists(self) -> bool:
         """A status or a config: what makes a folder a run (RunDir.exists)."""
-        status, _, config = self.stamps
+        status, _, config, _, _ = self.stamps
         return status is not None or config is not None
 
     def refresh(self) -> None:
         run = self.run
-        stamps = (file_stamp(run.status_path), file_stamp(run.metrics_path), file_stamp(run.config_path))
+        stamps = (file_stamp(run.status_path), file_stamp(run.metrics_path), file_stamp(run.config_path),
+                  file_stamp(run.checkpoints_dir), file_stamp(run.note_path))
         if stamps != self.stamps or self.info is None or self.info.state in ACTIVE_STATES:
             if stamps[1] != self.stamps[1]:
                 self.points = train_points(run.metrics_path)

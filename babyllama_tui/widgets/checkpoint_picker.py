@@ -8,6 +8,7 @@ folder). Up and down move through the list without leaving the line; enter loads
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -43,6 +44,14 @@ class PickedCheckpoint:
     """The answer: a checkpoint, or None when the user chose "none" (cancelling dismisses with None instead)."""
 
     choice: CheckpointChoice | None
+
+
+def moved_choice(choice: CheckpointChoice, old: Path, new: Path) -> CheckpointChoice:
+    """`choice` after the run folder `old` it is in was renamed to `new`."""
+    label = choice.label
+    if label.startswith(f"{old.name} "):
+        label = new.name + label[len(old.name):]
+    return dataclasses.replace(choice, path=new / choice.path.relative_to(old), label=label)
 
 
 def run_checkpoints(runs_dir: Path) -> list[CheckpointChoice]:

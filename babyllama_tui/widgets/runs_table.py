@@ -111,6 +111,11 @@ class RunsTable(DataTable):
         if highlighted in self.runs:
             self.move_cursor(row=order.index(highlighted), animate=False)
 
+    def highlight(self, path: Path) -> None:
+        """Put the cursor on the run at `path`, if it is shown."""
+        if path in self.runs:
+            self.move_cursor(row=list(self.runs).index(path), animate=False)
+
     @property
     def highlighted_run(self) -> RunRow | None:
         if not self.runs or self.cursor_row < 0 or self.cursor_row >= len(self.runs):

@@ -65,7 +65,11 @@ async def test_the_new_run_form_is_built_when_the_train_screen_is_first_shown_fr
 
 async def test_the_footer_shows_the_keys_of_the_highlighted_run(tmp_path):
     runs = tmp_path / "out" / "runs"
-    fill_run(RunDir(runs / "ended"), steps=50, max_steps=50, started=time.time() - 7200, state="finished")
+    ended = RunDir(runs / "ended")
+    fill_run(ended, steps=50, max_steps=50, started=time.time() - 7200, state="finished")
+    saved = ended.checkpoint_temp_path(50)
+    saved.mkdir()
+    ended.publish_checkpoint(saved, 50)  # resume is offered only with a checkpoint to resume from
     fill_run(RunDir(runs / "live"), steps=40, max_steps=1000, started=time.time() - 60, state="running")
     app = BabyLlamaApp(root=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:

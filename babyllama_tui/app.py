@@ -75,6 +75,8 @@ class BabyLlamaApp(KeysInOrderApp, StyledOnceApp):
     BINDINGS = [
         *(Binding(key, f"switch_mode('{mode}')", name, group=SCREEN_KEYS) for mode, key, name in SCREENS),
         Binding("q", "quit", "Quit"),
+        # A priority key, so dialogs (which take no app keys) answer it too; a text field still types it.
+        Binding("question_mark", "help", "Help: every key of this screen", show=False, priority=True),
     ]
 
     # The run the monitor follows: a run directory, or None until one is chosen.
@@ -108,6 +110,15 @@ class BabyLlamaApp(KeysInOrderApp, StyledOnceApp):
         piece, can be built without holding that frame back."""
         if isinstance(self.screen, TrainScreen):
             self.screen.call_later(self.screen.build_form)
+
+    def action_help(self) -> None:
+        """Help for the screen shown (closed again by ?)."""
+        from babyllama_tui.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss()
+        else:
+            self.push_screen(HelpScreen(self.screen))
 
     @property
     def data_dir(self) -> Path:

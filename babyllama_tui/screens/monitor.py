@@ -40,7 +40,7 @@ POLL_S = 0.5
 ACCELERATOR_POLL_S = 2.0
 # Points a sparkline is given; it reduces them to its width.
 SPARK_POINTS = 120
-FOLLOWING_ACTIONS = {"compare", "log_scale", "window", "raw"}
+FOLLOWING_ACTIONS = {"compare", "log_scale", "window", "raw", "show_config", "full_log"}
 
 NO_RUN_HINT = (
     "No run yet.\n\n"
@@ -84,6 +84,8 @@ class MonitorScreen(AppScreen):
         # In the palette only: with Stop, all the keys would not fit in the footer at 80 columns.
         Binding("r", "raw", "Raw loss line", show=False),
         Binding("s", "stop_run", "Stop"),
+        Binding("i", "show_config", "How the run was started", show=False),
+        Binding("L", "full_log", "Whole log from its first line", show=False),
     ]
 
     def __init__(self) -> None:
@@ -382,3 +384,15 @@ class MonitorScreen(AppScreen):
     def action_stop_run(self) -> None:
         if self.follower is not None:
             request_stop(self, self.follower.path)
+
+    def action_show_config(self) -> None:
+        from babyllama_tui.screens.run_config import RunConfigScreen
+
+        if self.follower is not None:
+            self.app.push_screen(RunConfigScreen(self.follower.path))
+
+    def action_full_log(self) -> None:
+        from babyllama_tui.screens.full_log import FullLogScreen
+
+        if self.follower is not None:
+            self.app.push_screen(FullLogScreen(self.follower.path))

@@ -37,7 +37,7 @@ REFRESH_S = 0.5
 # Columns from which the form and the runs table are shown side by side.
 WIDE_FROM = 120
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
-RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run"}
+RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run", "show_config"}
 SECTION_NAMES = {"model": "the model section", "train": "the training section"}
 # On a narrow terminal a pane's key is shown only while the other pane is.
 PANE_ACTIONS = {"new_run": "new", "runs": "runs"}
@@ -67,6 +67,7 @@ class TrainScreen(AppScreen):
         Binding("r", "resume_run", "Resume"),
         Binding("K", "kill_run", "Kill"),
         Binding("ctrl+l", "launch", "Launch"),
+        Binding("i", "show_config", "How the run was started", show=False),
     ]
 
     pane: reactive[str] = reactive("runs", init=False)
@@ -230,6 +231,13 @@ class TrainScreen(AppScreen):
         row = self._highlighted()
         if row is not None:
             request_resume(self, row.path)
+
+    def action_show_config(self) -> None:
+        from babyllama_tui.screens.run_config import RunConfigScreen
+
+        row = self._highlighted()
+        if row is not None:
+            self.app.push_screen(RunConfigScreen(row.path))
 
     # Panes
 

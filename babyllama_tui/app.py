@@ -76,6 +76,8 @@ class BabyLlamaApp(KeysInOrderApp, StyledOnceApp):
     BINDINGS = [
         *(Binding(key, f"switch_mode('{mode}')", name, group=SCREEN_KEYS) for mode, key, name in SCREENS),
         Binding("q", "quit", "Quit"),
+        # A priority key, so dialogs (which take no app keys) answer it too; a text field still types it.
+        Binding("question_mark", "help", "Help: every key of this screen", show=False, priority=True),
     ]
 
     # The run the monitor follows: a run directory, or None until one is chosen.
@@ -105,6 +107,15 @@ class BabyLlamaApp(KeysInOrderApp, StyledOnceApp):
         with what it does (Quit under q), and Textual's Keys panel could not be closed with esc
         and squeezed the Monitor's chart to one row."""
         return (command for command in super().get_system_commands(screen) if command.title not in {"Quit", "Keys"})
+
+    def action_help(self) -> None:
+        """Help for the screen shown (closed again by ?)."""
+        from babyllama_tui.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss()
+        else:
+            self.push_screen(HelpScreen(self.screen))
 
     @property
     def data_dir(self) -> Path:

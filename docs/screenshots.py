@@ -1,4 +1,4 @@
-"""Take the README's screenshots of the four screens from a real project folder.
+"""Take the README's screenshots of the four screens, and the Monitor's help, from a real project folder.
 
     python docs/screenshots.py PROJECT [--run NAME] [--compare STEP_FOLDER] [--size 150x42]
 
@@ -41,6 +41,8 @@ async def take(root: Path, run: str | None, compare: Path | None, size: tuple[in
         if run:
             app.current_run = root / "out" / "runs" / run
         await shot("monitor", "3")
+        await shot("help", "question_mark")
+        await pilot.press("escape")
         await pilot.press("4")
         await pilot.pause(SETTLE_S)
         playground = app.screen

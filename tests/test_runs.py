@@ -4,6 +4,7 @@ in place of `python -m babyllama train`, through launch_detached's `program` par
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -23,6 +24,7 @@ import psutil
 import pytest
 from safetensors.numpy import save_file
 
+from babyllama.config import config_to_dict, preset
 from babyllama.errors import UserError
 from babyllama.runs import (
     CREATED,
@@ -49,6 +51,7 @@ from babyllama.runs import (
     tail_lines,
     trash_run,
 )
+from babyllama.runs.settings import NO_CONFIG, format_settings, run_settings
 
 STAND_IN_TRAINER = """\
 import signal, sys, time
@@ -175,6 +178,8 @@ def test_mark_running_records_this_process_and_clears_a_strangers_launcher(tmp_p
     assert status["pid_create_time"] == psutil.Process().create_time()
     assert (status["step"], status["max_steps"], status["world_size"]) == (3, 10, 2)
     assert status["launcher_pid"] is None and status["launcher"] is None and status["launch_id"] is None
+    # A run started from a shell records its own command line, as a launched one records its launcher's.
+    assert status["command"] == sys.orig_argv
     assert run.state() == ("running", None)
 
 
@@ -860,8 +865,10 @@ def test_cli_runs_table_json_show_and_stop(tmp_path, stand_in):
 
     show = babyllama("runs", "show", "done", cwd=tmp_path)
     assert "state       finished" in show.stdout and "hello from the trainer" in show.stdout
+    assert "batch       8 x 1 accumulation x 1 worker(s) x 256 tokens = 2,048 tokens per" in show.stdout
     shown = json.loads(babyllama("runs", "show", str(done.path), "--json", cwd=tmp_path / "..").stdout)
     assert shown["status"]["state"] == "finished" and shown["log"] == ["hello from the trainer"]
+    assert shown["settings"]["parameters"].startswith("24,636,384 ")
 
     missing = babyllama("runs", "stop", "nope", cwd=tmp_path)
     assert missing.returncode == 2
@@ -916,6 +923,40 @@ def test_cli_runs_note_rename_and_delete(tmp_path):
     assert deleted["name"] == "baseline" and trash.parent == (tmp_path / "out" / "trash").resolve()
     assert RunDir(trash).read_note() == "the baseline"
     assert babyllama("runs", cwd=tmp_path).stdout == "no runs yet\n"
+
+
+def test_run_settings_say_how_a_run_was_started_wrapped_at_80_columns(tmp_path):
+    model, train = preset("tiny")
+    run = RunDir(tmp_path / "r")
+    data_file = f"{tmp_path}/data/{'sanguo-' * 12}bpe.bin"
+    run.create({**config_to_dict(model, dataclasses.replace(train, max_steps=600, lr_decay_iters=500)),
+                "data": {"files": [{"path": data_file, "tokens": 812345}], "train_windows": 3000, "val_windows": 30},
+                "tokenizer": {"name": "sanguo-bpe", "kind": "sentencepiece", "path": "/t/sanguo-bpe", "vocab_size": 8000},
+                "world_size": 2, "preset": "tiny", "babyllama_version": "9.9"})
+    run.write_status(state="finished", command=["python", "-m", "babyllama", "train", "--run", str(run.path)])
+    settings = dict(run_settings(run))
+    assert settings["parameters"] == "19,800,832 (3,213,568 without the embedding)"
+    assert settings["batch"].endswith("x 2 worker(s) x 256 tokens = 4,096 tokens per step")
+    assert settings["lr"] == "warm-up 50 steps to 0.001, cosine decay to 0.0001 at step 500"
+    assert settings["data"] == f"{data_file} (812,345 tokens)\n3,000 training and 30 validation windows"
+    assert settings["tokenizer"] == "sanguo-bpe (sentencepiece, vocab 8,000) /t/sanguo-bpe"
+    assert settings["command"] == f"python -m babyllama train --run {run.path}"
+    lines = format_settings(run_settings(run))
+    assert max(len(line) for line in lines) <= 80
+    assert "".join(line.strip() for line in lines if line.startswith("data") or line.startswith(" " * 12)).count(
+        "sanguo-") == 12, "a long path is wrapped, not cut"
+
+
+def test_run_settings_of_a_run_without_a_readable_config_say_so_in_one_line(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.write_status(state="failed", command=["python", "train"])
+    assert run_settings(run) == [("config", NO_CONFIG), ("command", "python train")]
+    run.config_path.write_text("{not json")
+    assert run_settings(run)[0] == ("config", f"{run.config_path}:1: not valid JSON (Expecting property name "
+                                              "enclosed in double quotes).")
+    run.config_path.write_text(json.dumps({"model": {"dim": -1}}))
+    problem = dict(run_settings(run))["config"]
+    assert problem == "config.json: [model]: model.dim must be positive, got -1"
 
 
 def test_cli_runs_show_and_table_say_the_latest_checkpoint_is_incomplete_and_what_to_do(tmp_path):

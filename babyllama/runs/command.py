@@ -17,6 +17,7 @@ from babyllama.runs.liveness import ACTIVE_STATES, format_duration
 from babyllama.runs.manage import NOTE_MAX_CHARS, rename_run, set_note, trash_run
 from babyllama.runs.readers import latest_rows, tail_lines
 from babyllama.runs.rundir import RunDir
+from babyllama.runs.settings import format_settings, run_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -129,9 +130,11 @@ def _print_show(target: RunDir, as_json: bool, log_lines: int) -> int:
     rows = latest_rows(target.metrics_path)
     checkpoints = target.checkpoints()
     log = tail_lines(target.log_path, log_lines)
+    settings = run_settings(target)
     if as_json:
         print(json.dumps({"run": info.to_dict(), "status": target.read_status(), "latest_rows": rows,
-                          "checkpoints": [c.step for c in checkpoints], "log": log}, ensure_ascii=False, indent=2))
+                          "checkpoints": [c.step for c in checkpoints], "settings": dict(settings), "log": log},
+                         ensure_ascii=False, indent=2))
         return 0
     now = time.time()
     print(f"run         {info.name}  ({info.path})")
@@ -146,6 +149,7 @@ def _print_show(target: RunDir, as_json: bool, log_lines: int) -> int:
     print(f"created     {_clock(info.created)} ({format_duration(info.age_s(now))} ago)")
     print(f"started     {_clock(info.started)}")
     print(f"updated     {_clock(info.updated)}")
+    print("\n".join(format_settings(settings)))
     for kind in ("train", "eval", "sample"):
         if kind in rows:
             print(f"last {kind:<6} {json.dumps(rows[kind], ensure_ascii=False)}")

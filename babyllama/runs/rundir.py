@@ -166,8 +166,10 @@ class RunDir:
                 **fields,
             }
             if not owned:
+                # Not launched by launch_detached: this process's own command line is how it was started.
                 claimed.update(launcher=None, launcher_pid=None, launcher_create_time=None, launch_id=None,
-                               started=time.time(), stop_requested=None, kill_requested=None)
+                               started=time.time(), stop_requested=None, kill_requested=None,
+                               command=list(sys.orig_argv))
             return claimed
 
         return self.update_status(claim)

@@ -1,36 +1,72 @@
 """The command palette's providers: a screen's keys (`ScreenKeysProvider`) and the playground's own entries.
 
 `ScreenKeysProvider` makes every key the footer shows, and every screen or app key with a
-description, a palette entry of that name, so the two never drift apart. `PlaygroundCommands`
-adds seed prompts, sampling settings, past prompts and checkpoints. See docs/ARCHITECTURE.md.
+description, a palette entry of that name, so the two never drift apart; `bound_keys`, what it
+lists, is what the help screen lists too. `PlaygroundCommands` adds seed prompts, sampling
+settings, past prompts and checkpoints. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 
 from textual.app import App
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.dom import DOMNode
 from textual.screen import Screen
 
 # The palette's own key is no entry in it.
 PALETTE_ITSELF = {"command_palette", "app.command_palette"}
 
 
+@dataclass
+class BoundKey:
+    """One action of a screen's live bindings, with every key bound to it (the footer's first)."""
+
+    description: str
+    action: str
+    node: DOMNode
+    enabled: bool
+    shown: bool
+    keys: list[str] = field(default_factory=list)
+
+
+def bound_keys(screen: Screen) -> list[BoundKey]:
+    """The actions a screen's keys run now, each once, with a description: what the palette
+    lists and the help screen shows. An action with several keys is listed under the key the
+    footer shows first (q, not ^q)."""
+    found: dict[str, BoundKey] = {}
+    app = screen.app
+    for active in screen.active_bindings.values():
+        binding = active.binding
+        if not binding.description:
+            continue
+        key = app.get_key_display(binding)
+        entry = found.get(binding.action)
+        if entry is None:
+            found[binding.action] = BoundKey(binding.description, binding.action, active.node, active.enabled,
+                                             binding.show, [key])
+        elif key not in entry.keys:
+            if binding.show and not entry.shown:
+                entry.description, entry.shown = binding.description, True
+                entry.keys.insert(0, key)
+            else:
+                entry.keys.append(key)
+    return list(found.values())
+
+
 class ScreenKeysProvider(Provider):
     def _commands(self) -> list[tuple[str, str, object, str]]:
-        """(description, action, namespace, key) of the calling screen's enabled bindings; an
-        action with several keys is listed once, under the key the footer shows (q, not ^q)."""
-        found = {}
-        for active in self.screen.active_bindings.values():
-            binding = active.binding
-            listed = binding.show or isinstance(active.node, (Screen, App))
-            if not (listed and binding.description and active.enabled) or binding.action in PALETTE_ITSELF:
-                continue
-            if binding.action not in found or (binding.show and not found[binding.action][0]):
-                found[binding.action] = (binding.show, (binding.description, binding.action, active.node,
-                                                        self.app.get_key_display(binding)))
-        return [command for _, command in found.values()]
+        """(description, action, namespace, key) of the calling screen's enabled bindings that the
+        footer shows or that belong to the screen or the app."""
+        return [
+            (entry.description, entry.action, entry.node, entry.keys[0])
+            for entry in bound_keys(self.screen)
+            if (entry.shown or isinstance(entry.node, (Screen, App)))
+            and entry.enabled
+            and entry.action not in PALETTE_ITSELF
+        ]
 
     def _hit_command(self, action: str, namespace):
         return partial(self.app.run_action, action, namespace)

@@ -40,7 +40,7 @@ POLL_S = 0.5
 ACCELERATOR_POLL_S = 2.0
 # Points a sparkline is given; it reduces them to its width.
 SPARK_POINTS = 120
-FOLLOWING_ACTIONS = {"compare", "log_scale", "window", "raw"}
+FOLLOWING_ACTIONS = {"compare", "log_scale", "window", "raw", "show_config", "full_log"}
 
 NO_RUN_HINT = (
     "No run yet.\n\n"
@@ -86,6 +86,8 @@ class MonitorScreen(AppScreen):
         Binding("s", "stop_run", "Stop"),
         # Offered in Stop's place once a stop has waited STOP_OVERDUE_S.
         Binding("K", "kill_run", "Kill"),
+        Binding("i", "show_config", "How the run was started", show=False),
+        Binding("L", "full_log", "Whole log from its first line", show=False),
     ]
 
     def __init__(self) -> None:
@@ -414,3 +416,15 @@ class MonitorScreen(AppScreen):
     def action_kill_run(self) -> None:
         if self.follower is not None:
             request_kill(self, self.follower.path)
+
+    def action_show_config(self) -> None:
+        from babyllama_tui.screens.run_config import RunConfigScreen
+
+        if self.follower is not None:
+            self.app.push_screen(RunConfigScreen(self.follower.path))
+
+    def action_full_log(self) -> None:
+        from babyllama_tui.screens.full_log import FullLogScreen
+
+        if self.follower is not None:
+            self.app.push_screen(FullLogScreen(self.follower.path))

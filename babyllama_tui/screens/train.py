@@ -42,7 +42,7 @@ REFRESH_S = 0.5
 # Columns from which the form and the runs table are shown side by side.
 WIDE_FROM = 120
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
-RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run", "delete_run", "rename_run", "note_run"}
+RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run", "delete_run", "rename_run", "note_run", "show_config"}
 SECTION_NAMES = {"model": "the model section", "train": "the training section"}
 # Delete, rename and note share one place in the footer: named one by one they did not fit in 80 columns.
 MANAGE_KEYS = Binding.Group("manage", compact=True)
@@ -83,6 +83,7 @@ class TrainScreen(AppScreen):
         Binding("R", "rename_run", "Rename", group=MANAGE_KEYS),
         Binding("N", "note_run", "Note", group=MANAGE_KEYS),
         Binding("ctrl+l", "launch", "Launch"),
+        Binding("i", "show_config", "How the run was started", show=False),
     ]
 
     pane: reactive[str] = reactive("runs", init=False)
@@ -292,6 +293,13 @@ class TrainScreen(AppScreen):
     def _show_renamed(self, path: Path) -> None:
         self._refresh_runs()
         self.query_one(RunsTable).highlight(path)
+
+    def action_show_config(self) -> None:
+        from babyllama_tui.screens.run_config import RunConfigScreen
+
+        row = self._highlighted()
+        if row is not None:
+            self.app.push_screen(RunConfigScreen(row.path))
 
     # Panes
 

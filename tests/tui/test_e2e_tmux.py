@@ -141,6 +141,15 @@ def test_a_run_outlives_the_app_and_stops_from_it(project, terminal):
     (run,) = (project / "out" / "runs").iterdir()
     trainer = status_of(run)["pid"]
 
+    # How it was started, wrapped at 80 columns, and its log from the first line.
+    terminal.keys("i")
+    terminal.wait_for("the run's config", lambda s: "cosine decay" in s and "-m babyllama train" in s, 10)
+    terminal.keys("Escape")
+    terminal.wait_for("the monitor again", lambda s: "cosine decay" not in s, 10)
+    terminal.keys("L")
+    terminal.wait_for("the whole log", lambda s: "launching:" in s and "lines 1-" in s, 10)
+    terminal.keys("Escape")
+
     # The connection drops: the app dies with its terminal, the trainer does not.
     terminal.close()
     time.sleep(1)

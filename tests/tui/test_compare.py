@@ -1,13 +1,17 @@
 """The runs compared on the Monitor's chart, without a terminal: each run's last loss, the step
-axis over all of them, slots that stay with a run, and an ended run read once."""
+axis over all of them, slots that stay with a run, and an ended run read once; and the legend's
+layout."""
 
 from __future__ import annotations
 
 import time
 
+from rich.text import Text
+
 from babyllama.runs import RunDir
 from babyllama_tui.training.compare import ComparedRun, CompareSet, LastLoss, last_loss, run_span, step_axis
 from babyllama_tui.training.history import MetricsHistory
+from babyllama_tui.widgets.loss_chart import legend_entries, legend_lines
 
 from run_fixtures import fill_run, loss_at, train_row
 
@@ -89,4 +93,32 @@ def test_a_running_run_is_followed(tmp_path):
     run.append_metrics(train_row(110, loss=1.0, time=time.time()))
     assert compared.poll()
     assert last_loss(compared.follower.history).step == 110
+
+
+def test_legend_entries_align_and_drop_the_validation_loss_before_a_name(tmp_path):
+    short, long = (ComparedRun(run.path, 0) for run in make_runs(tmp_path, ("tiny-20250301-1100", 300),
+                                                                    ("small-20250228-0900", 700)))
+    for run in (short, long):
+        run.poll()
+    runs = [(run.path.name, (80, 170, 255), "●", run.follower) for run in (short, long)]
+    wide = [entry.plain for entry in legend_entries(runs, 80)]
+    assert wide == [
+        f"━● tiny-20250301-1100   {loss_at(300):.3f} @300  val {loss_at(300) + 0.2:.3f}",
+        f"━● small-20250228-0900  {loss_at(700):.3f} @700  val {loss_at(700) + 0.2:.3f}",
+    ]
+    narrow = [entry.plain for entry in legend_entries(runs, 36)]
+    assert narrow == [f"━● tiny-20250301-1100   {loss_at(300):.3f} @300",
+                      f"━● small-20250228-0900  {loss_at(700):.3f} @700"]
+    tight = legend_entries(runs, 20)
+    assert all(entry.cell_len <= 20 and entry.plain.endswith("…") for entry in tight)
+
+
+def test_legend_lines_one_entry_a_line_then_columns_then_a_count():
+    entries = [Text(f"run-{i}") for i in range(5)]
+    assert [line.plain for line in legend_lines(entries, 30, 5)] == [f"run-{i}" for i in range(5)]
+    # Three lines, and room for two columns: down the first column, then the second.
+    assert [line.plain for line in legend_lines(entries, 30, 3)] == ["run-0   run-3", "run-1   run-4", "run-2"]
+    # One column only: the last place says how many more there are.
+    assert [line.plain for line in legend_lines(entries, 8, 3)] == ["run-0", "run-1", "+3 more"]
+    assert legend_lines([], 30, 3) == []
 

@@ -20,7 +20,7 @@ from babyllama.devices import AcceleratorReading, read_accelerators
 from babyllama.runs import ACTIVE_STATES
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
-from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen, PickRunsScreen
+from babyllama_tui.screens.pick_run import PickRunScreen, PickRunsScreen
 from babyllama_tui.screens.run_control import request_stop
 from babyllama_tui.textual_fixes import KeyFooter
 from babyllama_tui.training.compare import ComparedRun, CompareSet
@@ -347,9 +347,9 @@ class MonitorScreen(AppScreen):
     def action_open_run(self) -> None:
         current = self.follower.path if self.follower else None
 
-        def picked(choice: PickedRun | None) -> None:
-            if choice is not None and choice.path is not None:
-                self.app.current_run = choice.path
+        def picked(path: Path | None) -> None:
+            if path is not None:
+                self.app.current_run = path
 
         self.app.push_screen(PickRunScreen("Monitor which run?", self._run_rows(), current=current), picked)
 

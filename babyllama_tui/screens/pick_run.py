@@ -3,7 +3,6 @@ compare with the one shown."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
@@ -20,15 +19,6 @@ from babyllama_tui.training.runs_watcher import RunRow
 from babyllama_tui.widgets.check_list import CheckList
 from babyllama_tui.widgets.runs_table import STATE_STYLES
 
-NO_RUN = "-"
-
-
-@dataclass(frozen=True)
-class PickedRun:
-    """The answer: a run, or None when the user chose "none" (cancelling dismisses with None instead)."""
-
-    path: Path | None
-
 
 def run_prompt(row: RunRow) -> Text:
     text = Text(row.name, style="bold")
@@ -37,21 +27,19 @@ def run_prompt(row: RunRow) -> Text:
     return text
 
 
-class PickRunScreen(ModalScreen[PickedRun | None]):
+class PickRunScreen(ModalScreen[Path | None]):
+    """The run chosen; cancelling dismisses with None."""
+
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
-    def __init__(self, title: str, rows: list[RunRow], *, none_label: str | None = None,
-                 current: Path | None = None) -> None:
+    def __init__(self, title: str, rows: list[RunRow], *, current: Path | None = None) -> None:
         super().__init__(classes="dialog-screen")
         self._title = title
         self._rows = rows
-        self._none_label = none_label
         self._current = current
 
     def compose(self) -> ComposeResult:
         options = [Option(run_prompt(row), id=str(row.path)) for row in self._rows]
-        if self._none_label is not None:
-            options.insert(0, Option(Text(self._none_label, style="italic"), id=NO_RUN))
         with Vertical(classes="dialog"):
             yield Label(self._title, classes="dialog-title")
             if options:
@@ -68,8 +56,7 @@ class PickRunScreen(ModalScreen[PickedRun | None]):
                 pass
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        chosen = event.option.id
-        self.dismiss(PickedRun(None if chosen == NO_RUN else Path(chosen)))
+        self.dismiss(Path(event.option.id))
 
 
 class RunChoiceList(CheckList[Path]):

@@ -20,9 +20,10 @@ from babyllama.devices import AcceleratorReading, read_accelerators
 from babyllama.runs import ACTIVE_STATES, RunDir, state_words, stop_overdue
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
-from babyllama_tui.screens.pick_run import PickedRun, PickRunScreen
+from babyllama_tui.screens.pick_run import PickRunScreen, PickRunsScreen
 from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_stop
 from babyllama_tui.textual_fixes import KeyFooter
+from babyllama_tui.training.compare import ComparedRun, CompareSet
 from babyllama_tui.training.eta import eta_seconds
 from babyllama_tui.training.formatting import format_count, format_lr, format_mib_short, format_ms, format_number
 from babyllama_tui.training.history import MetricsHistory, bucket_means
@@ -93,7 +94,8 @@ class MonitorScreen(AppScreen):
     def __init__(self) -> None:
         super().__init__()
         self.follower: RunFollower | None = None
-        self.other: RunFollower | None = None
+        # The runs whose loss is drawn with the followed run's.
+        self.compared = CompareSet()
         self._polling = False
         self._loading: str = ""
         self._watcher: RunsWatcher | None = None
@@ -151,9 +153,9 @@ class MonitorScreen(AppScreen):
         if path is not None and self.follower is not None and self.follower.path == path:
             return
         self.follower = RunFollower(path) if path is not None else None
-        if self.other is not None and path is not None and self.other.path == path:
-            self.other = None
-        self.chart.follow(self.follower, self.other)
+        if path is not None:
+            self.compared.drop(path)
+        self.chart.follow(self.follower, self.compared.runs)
         self.log_tail.clear()
         self.sample_view.show([])
         self.set_class(self.follower is None, "-no-run")
@@ -192,11 +194,11 @@ class MonitorScreen(AppScreen):
             return
         if not self._polling:
             self._polling = True
-            self._poll(self.follower, self.other)
+            self._poll(self.follower, self.compared.runs)
         self._show_status()
 
     @work(thread=True, group="monitor-poll")
-    def _poll(self, follower: RunFollower, other: RunFollower | None) -> None:
+    def _poll(self, follower: RunFollower, compared: list[ComparedRun]) -> None:
         follower.poll_status()
         follower.poll_process_memory()
         # The log first: the first read of a long metrics file takes a while.
@@ -204,8 +206,8 @@ class MonitorScreen(AppScreen):
         self.app.call_from_thread(self._show_log, follower, lines, restarted)
         follower.poll_metrics(progress=lambda done, size: self.app.call_from_thread(
             self._show_loading, follower, done, size))
-        if other is not None:
-            other.poll_metrics()
+        for run in compared:
+            run.poll()
         self.app.call_from_thread(self._show_polled, follower)
 
     def _poll_accelerators(self) -> None:
@@ -375,28 +377,24 @@ class MonitorScreen(AppScreen):
     def action_open_run(self) -> None:
         current = self.follower.path if self.follower else None
 
-        def picked(choice: PickedRun | None) -> None:
-            if choice is not None and choice.path is not None:
-                self.app.current_run = choice.path
+        def picked(path: Path | None) -> None:
+            if path is not None:
+                self.app.current_run = path
 
         self.app.push_screen(PickRunScreen("Monitor which run?", self._run_rows(), current=current), picked)
 
     def action_compare(self) -> None:
         assert self.follower is not None
         rows = [row for row in self._run_rows() if row.path != self.follower.path]
-        current = self.other.path if self.other else None
 
-        def picked(choice: PickedRun | None) -> None:
-            if choice is None:
+        def picked(paths: list[Path] | None) -> None:
+            if paths is None:
                 return
-            self.other = RunFollower(choice.path, log_lines=0) if choice.path is not None else None
-            self.chart.follow(self.follower, self.other)
+            self.compared.choose(paths)
+            self.chart.follow(self.follower, self.compared.runs)
             self._tick()
 
-        self.app.push_screen(
-            PickRunScreen("Compare the loss with which run?", rows, none_label="no comparison", current=current),
-            picked,
-        )
+        self.app.push_screen(PickRunsScreen("Compare the loss with which runs?", rows, self.compared.paths), picked)
 
     def action_log_scale(self) -> None:
         self.chart.log_scale = not self.chart.log_scale

@@ -1,8 +1,8 @@
-"""PickRunScreen: choose a run from a list (to monitor it, or to compare with the one shown)."""
+"""PickRunScreen: choose a run from a list (to monitor it); PickRunsScreen: choose the runs to
+compare with the one shown."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
@@ -12,19 +12,12 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
+from textual.widgets.selection_list import Selection
 
 from babyllama_tui.training.formatting import format_loss, format_steps
 from babyllama_tui.training.runs_watcher import RunRow
+from babyllama_tui.widgets.check_list import CheckList
 from babyllama_tui.widgets.runs_table import STATE_STYLES
-
-NO_RUN = "-"
-
-
-@dataclass(frozen=True)
-class PickedRun:
-    """The answer: a run, or None when the user chose "none" (cancelling dismisses with None instead)."""
-
-    path: Path | None
 
 
 def run_prompt(row: RunRow) -> Text:
@@ -34,21 +27,19 @@ def run_prompt(row: RunRow) -> Text:
     return text
 
 
-class PickRunScreen(ModalScreen[PickedRun | None]):
+class PickRunScreen(ModalScreen[Path | None]):
+    """The run chosen; cancelling dismisses with None."""
+
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
-    def __init__(self, title: str, rows: list[RunRow], *, none_label: str | None = None,
-                 current: Path | None = None) -> None:
+    def __init__(self, title: str, rows: list[RunRow], *, current: Path | None = None) -> None:
         super().__init__(classes="dialog-screen")
         self._title = title
         self._rows = rows
-        self._none_label = none_label
         self._current = current
 
     def compose(self) -> ComposeResult:
         options = [Option(run_prompt(row), id=str(row.path)) for row in self._rows]
-        if self._none_label is not None:
-            options.insert(0, Option(Text(self._none_label, style="italic"), id=NO_RUN))
         with Vertical(classes="dialog"):
             yield Label(self._title, classes="dialog-title")
             if options:
@@ -65,5 +56,55 @@ class PickRunScreen(ModalScreen[PickedRun | None]):
                 pass
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        chosen = event.option.id
-        self.dismiss(PickedRun(None if chosen == NO_RUN else Path(chosen)))
+        self.dismiss(Path(event.option.id))
+
+
+class RunChoiceList(CheckList[Path]):
+    """Space toggles a run; Enter confirms the choice (a SelectionList would toggle on it too)."""
+
+    BINDINGS = [
+        Binding("space", "toggle_highlighted", "Choose", show=False),
+        Binding("enter", "screen.confirm", "Compare", show=False),
+    ]
+
+    def action_toggle_highlighted(self) -> None:
+        """At once: SelectionList toggles through a message, which an Enter typed right after the
+        space (both in one packet over SSH) overtook, confirming the choice without that run."""
+        if self.highlighted is not None:
+            self.toggle(self.get_option_at_index(self.highlighted))
+
+
+class PickRunsScreen(ModalScreen[list[Path] | None]):
+    """The runs chosen, in the list's order (none: no comparison); cancelling dismisses with None."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel"),
+        Binding("c", "clear", "Clear all"),
+    ]
+
+    def __init__(self, title: str, rows: list[RunRow], chosen: list[Path]) -> None:
+        super().__init__(classes="dialog-screen")
+        self._title = title
+        self._rows = rows
+        self._chosen = set(chosen)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self._title, classes="dialog-title")
+            if self._rows:
+                yield RunChoiceList(
+                    *(Selection(run_prompt(row), row.path, row.path in self._chosen) for row in self._rows),
+                    id="run-choices",
+                )
+                yield Label("space choose · enter compare · c clear all · esc cancel", classes="dialog-keys")
+            else:
+                yield Label("No other run yet: start one on the Train screen (2).", classes="dialog-body")
+
+    def action_clear(self) -> None:
+        for choices in self.query(RunChoiceList):
+            choices.deselect_all()
+
+    def action_confirm(self) -> None:
+        choices = self.query(RunChoiceList)
+        chosen = set(choices.first().selected) if choices else set()
+        self.dismiss([row.path for row in self._rows if row.path in chosen])

@@ -1,8 +1,9 @@
-"""LossChart: training loss (raw and smoothed), validation points, and a second run to compare.
+"""LossChart: training loss (raw and smoothed), validation points, and the runs compared with it.
 
 Drawn with plotext. However many rows a run has, each line is first reduced to a few
 points per character cell (`envelope` for the noisy raw loss, `bucket_means` for the
-smooth ones), and new rows redraw the chart at most once a second.
+smooth ones), and new rows redraw the chart at most once a second. While runs are compared,
+each has its colour and marker, and a legend under the plot names each with its last loss.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
 from babyllama.runs import ACTIVE_STATES, CREATED, RunState
+from babyllama_tui.training.compare import ComparedRun, last_loss, run_span, step_axis
 from babyllama_tui.training.formatting import format_loss
 from babyllama_tui.training.history import bucket_means, envelope
 from babyllama_tui.training.run_follower import RunFollower
@@ -23,7 +25,16 @@ from babyllama_tui.training.run_follower import RunFollower
 RAW_COLOR = (110, 118, 140)
 EMA_COLOR = (80, 170, 255)
 VAL_COLOR = (255, 176, 32)
-OTHER_COLOR = (225, 105, 225)
+# A compared run's line and validation points take the colour and marker of its slot (both cycle,
+# the markers with a different period, so two runs differ in one or the other).
+COMPARE_COLORS = ((225, 105, 225), (110, 210, 110), (240, 90, 90), (230, 210, 80), (80, 215, 215), (170, 140, 255))
+COMPARE_MARKERS = ("◆", "▲", "■", "▼", "◇", "△", "□", "▽")
+MAIN_MARKER = "●"
+# Rows the plot keeps, its axis and labels included, however many runs the legend lists; and the
+# legend takes at most this fraction (1/LEGEND_SHARE) of the chart.
+MIN_PLOT_ROWS = 6
+LEGEND_SHARE = 3
+LEGEND_GAP = 3
 # Dots of braille per character cell across: the resolution lines are reduced to.
 POINTS_PER_CELL = 2
 Y_AXIS_CELLS = 7
@@ -75,8 +86,66 @@ def window_label(window: int | None) -> str:
     return "all steps" if window is None else f"last {window:,} steps"
 
 
+def compare_style(slot: int) -> tuple[tuple[int, int, int], str]:
+    """A compared run's colour and marker."""
+    return COMPARE_COLORS[slot % len(COMPARE_COLORS)], COMPARE_MARKERS[slot % len(COMPARE_MARKERS)]
+
+
+def legend_entries(runs: list[tuple[str, tuple[int, int, int], str, RunFollower]], width: int) -> list[Text]:
+    """One entry a run: its colour and marker, its name, its last loss at its last step and its
+    last validation loss, aligned in columns; the validation loss is left out when an entry would
+    be wider than `width`, and only then is a name cut short."""
+    facts = []
+    for name, color, marker, follower in runs:
+        with follower.lock:
+            last = last_loss(follower.history)
+        facts.append((name, color, marker, last))
+    name_width = max(len(name) for name, *_ in facts)
+    loss_width = max(len(format_loss(last.loss if last else None)) for *_, last in facts)
+    step_width = max(len(f"@{last.step:,}") if last else 0 for *_, last in facts)
+    entries = []
+    for with_val in (True, False):
+        entries = []
+        for name, color, marker, last in facts:
+            text = Text("━", style=_hex(color))
+            text.append(marker, style=_hex(color))
+            text.append(f" {name:<{name_width}}  ")
+            text.append(f"{format_loss(last.loss if last else None):>{loss_width}}", style="bold")
+            text.append(f" {f'@{last.step:,}' if last else '':<{step_width}}", style="dim")
+            if with_val:
+                text.append(f"  val {format_loss(last.val_loss if last else None)}", style="dim")
+            entries.append(text)
+        if max(entry.cell_len for entry in entries) <= width:
+            return entries
+    for entry in entries:
+        entry.truncate(width, overflow="ellipsis")
+    return entries
+
+
+def legend_lines(entries: list[Text], width: int, rows: int) -> list[Text]:
+    """The entries one a line, on at most `rows` lines: in more columns, down each column first,
+    when there are more entries than lines and `width` has room; when they still do not fit,
+    the last place says how many were left out."""
+    if not entries:
+        return []
+    column_width = max(entry.cell_len for entry in entries) + LEGEND_GAP
+    lines = min(max(1, rows), len(entries))
+    columns = min(max(1, (width + LEGEND_GAP) // column_width), math.ceil(len(entries) / lines))
+    places = lines * columns
+    if len(entries) > places:
+        entries = [*entries[: places - 1], Text(f"+{len(entries) - places + 1} more", style="dim")]
+    out = []
+    for i in range(lines):
+        line = Text()
+        for j, entry in enumerate(entries[i::lines]):
+            line.append(" " * (j * column_width - line.cell_len))
+            line.append_text(entry)
+        out.append(line)
+    return out
+
+
 class LossChart(PlotextPlot):
-    """The loss of the followed run and, optionally, of one more run."""
+    """The loss of the followed run and of the runs compared with it."""
 
     log_scale: reactive[bool] = reactive(False)
     window: reactive[int | None] = reactive(None)
@@ -85,14 +154,16 @@ class LossChart(PlotextPlot):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.main: RunFollower | None = None
-        self.other: RunFollower | None = None
+        self.compared: list[ComparedRun] = []
         self._seen: tuple = ()
         self._redrawn_at = -math.inf
+        # The step axis last drawn.
+        self.step_range: tuple[float, float] | None = None
         self._title_markup = ""
         self._subtitle_markup = ""
 
-    def follow(self, main: RunFollower | None, other: RunFollower | None = None) -> None:
-        self.main, self.other = main, other
+    def follow(self, main: RunFollower | None, compared: list[ComparedRun] | None = None) -> None:
+        self.main, self.compared = main, list(compared or [])
         self.update_titles()
         self.refresh()
 
@@ -112,7 +183,8 @@ class LossChart(PlotextPlot):
         """Refresh when a run logged something since the last drawing, and MIN_REDRAW_S has passed."""
         # The followers themselves, not only their versions: a run just opened can be at the
         # version the previous one was drawn at.
-        versions = tuple((f, f.history.version) if f else None for f in (self.main, self.other))
+        followers = [self.main, *(run.follower for run in self.compared)]
+        versions = tuple((f, f.history.version) if f else None for f in followers)
         # And how the run stands, which the chart says until its first train row.
         versions += (self.main.state if self.main else None,)
         if versions != self._seen and time.monotonic() - self._redrawn_at >= MIN_REDRAW_S:
@@ -122,6 +194,18 @@ class LossChart(PlotextPlot):
             self.refresh()
 
     def update_titles(self) -> None:
+        title = self._compare_title() if self.compared else self._run_title()
+        subtitle = Text(f"{window_label(self.window)} · {'log' if self.log_scale else 'linear'} y")
+        # Setting a title repaints the chart even when it is unchanged.
+        if title.markup != self._title_markup:
+            self._title_markup = title.markup
+            self.border_title = title
+        if subtitle.markup != self._subtitle_markup:
+            self._subtitle_markup = subtitle.markup
+            self.border_subtitle = subtitle
+
+    def _run_title(self) -> Text:
+        """The followed run's legend: its last raw, smoothed and validation losses."""
         title = Text()
         history = self.main.history if self.main else None
         last_train = history.last_train if history else None
@@ -134,32 +218,49 @@ class LossChart(PlotextPlot):
         title.append(f"ema {format_loss(ema)}  ")
         title.append("● ", style=_hex(VAL_COLOR))
         title.append(f"val {format_loss(last_eval.get('val_loss') if last_eval else None)}")
-        # The compared run is named in the subtitle, where the whole name fits beside the short
-        # window and scale labels (the title's legend leaves it a few cells at 80 columns).
-        subtitle = Text()
-        if self.other is not None:
-            subtitle.append("━ ", style=_hex(OTHER_COLOR))
-            subtitle.append(f"vs {self.other.path.name} · ")
-        subtitle.append(f"{window_label(self.window)} · {'log' if self.log_scale else 'linear'} y")
-        # Setting a title repaints the chart even when it is unchanged.
-        if title.markup != self._title_markup:
-            self._title_markup = title.markup
-            self.border_title = title
-        if subtitle.markup != self._subtitle_markup:
-            self._subtitle_markup = subtitle.markup
-            self.border_subtitle = subtitle
+        return title
+
+    def _compare_title(self) -> Text:
+        """Short enough for 80 columns: each run's figures are in the legend under the plot."""
+        title = Text(f"loss · {len(self.compared) + 1} runs")
+        if self.show_raw:
+            title.append("  ━ ", style=_hex(RAW_COLOR))
+            title.append("raw")
+        return title
+
+    def _styled_runs(self) -> list[tuple[str, tuple[int, int, int], str, RunFollower]]:
+        """(name, colour, marker, follower) of each run drawn: the followed one first."""
+        assert self.main is not None
+        runs = [(self.main.path.name, EMA_COLOR, MAIN_MARKER, self.main)]
+        for run in self.compared:
+            runs.append((run.path.name, *compare_style(run.slot), run.follower))
+        return runs
 
     def render(self):
         if self.main is None:
             return Text(WAITING, style="dim")
         if len(self.main.history) == 0:
             return no_rows_text(self.main.state)
+        runs = self._styled_runs()
+        legend = []
+        if self.compared:
+            entries = legend_entries(runs, self.size.width)
+            rows = min(self.size.height - MIN_PLOT_ROWS, self.size.height // LEGEND_SHARE)
+            legend = legend_lines(entries, self.size.width, rows)
+        height = max(1, self.size.height - len(legend))
         buckets = max(8, (self.size.width - Y_AXIS_CELLS) * POINTS_PER_CELL)
-        with self.main.lock:
-            lines, (low, high) = self._run_lines(self.main, buckets, EMA_COLOR, VAL_COLOR, self.show_raw, None)
-        if self.other is not None:
-            with self.other.lock:
-                lines += self._run_lines(self.other, buckets, OTHER_COLOR, OTHER_COLOR, False, (low, high))[0]
+        spans = []
+        for *_, follower in runs:
+            with follower.lock:
+                spans.append(run_span(follower.history))
+        low, high = step_axis(spans[0], spans[1:], self.window)
+        lines = []
+        for i, (_, color, marker, follower) in enumerate(runs):
+            # Alone, the followed run's validation points are orange; compared, each run is one colour.
+            val_color = VAL_COLOR if not self.compared else color
+            with follower.lock:
+                lines += self._run_lines(follower, buckets, color, val_color, marker, self.show_raw and i == 0,
+                                         (low, high))
         if self.log_scale:
             lines = [(xs[ys > 0], ys[ys > 0], color, marker) for xs, ys, color, marker in lines]
         lines = [line for line in lines if len(line[0])]
@@ -173,47 +274,44 @@ class LossChart(PlotextPlot):
         x_ticks = step_ticks(low, high, max(2, self.size.width // 12))
         plt.xticks(x_ticks, [step_label(t) for t in x_ticks])
         plt.xlim(low, high)
+        self.step_range = (low, high)
         if lines:
             y_low = min(float(ys.min()) for _, ys, _, _ in lines)
             y_high = max(float(ys.max()) for _, ys, _, _ in lines)
-            y_ticks = loss_ticks(y_low, y_high, max(2, self.size.height // 2), self.log_scale)
+            y_ticks = loss_ticks(y_low, y_high, max(2, height // 2), self.log_scale)
             plt.yticks(y_ticks, [f"{t:.4g}" for t in y_ticks])
         if self.log_scale:
             plt.yscale("log")
-        return super().render()
+        # PlotextPlot.render would draw over the whole widget; this is it, less the legend's lines.
+        plt.plotsize(self.size.width, height)
+        plt.theme(self._get_plotext_theme_name(self.app.theme))
+        plot = Text.from_ansi(plt.build())
+        if not legend:
+            return plot
+        # plotext ends its drawing with a newline: the legend goes right under the axis labels.
+        plot.rstrip()
+        return Text("\n").join([plot, *legend])
 
-    def _run_lines(self, follower: RunFollower, buckets: int, line_color, val_color, raw: bool,
-                   clip: tuple[float, float] | None) -> tuple[list[tuple], tuple[float, float]]:
-        """One run's lines as (xs, ys, color, marker), and the step range they cover. With `clip`,
-        only the part within that step range (the main run's) is taken."""
+    def _run_lines(self, follower: RunFollower, buckets: int, line_color, val_color, val_marker: str, raw: bool,
+                   clip: tuple[float, float]) -> list[tuple]:
+        """One run's lines within the step range `clip`, as (xs, ys, color, marker)."""
         history = follower.history
         steps = history.steps.values
-        if clip is None:
-            start, stop = history.start_index(self.window), len(steps)
-        else:
-            start = int(np.searchsorted(steps, clip[0]))
-            stop = int(np.searchsorted(steps, clip[1], side="right"))
+        start = int(np.searchsorted(steps, clip[0]))
+        stop = int(np.searchsorted(steps, clip[1], side="right"))
         x = steps[start:stop].astype(np.float64)
         if len(x) == 0:
-            return [], clip or (0.0, 1.0)
-        val_steps = history.val_steps.values
-        if clip is not None:
-            first = clip[0]
-        elif start == 0 and len(val_steps):
-            # The evaluation before the first step (step 0) belongs on the chart too.
-            first = min(x[0], float(val_steps[0]))
-        else:
-            first = x[0]
+            return []
         lines = []
         if raw:
             lines.append((*envelope(x, history.series["loss"].values[start:stop], buckets), RAW_COLOR, "braille"))
         lines.append((*bucket_means(x, history.series["ema"].values[start:stop], buckets), line_color, "braille"))
-        shown = (val_steps >= first) & (val_steps <= x[-1])
+        val_steps = history.val_steps.values
+        shown = (val_steps >= clip[0]) & (val_steps <= x[-1])
         # A dot takes a whole cell: past one per two cells they would hide the lines.
         val_x, val_y = bucket_means(val_steps[shown], history.val_loss.values[shown], max(1, buckets // 4))
-        lines.append((val_x, val_y, val_color, "●"))
-        first, last = float(first), float(x[-1])
-        return lines, (first, max(last, first + 1.0))
+        lines.append((val_x, val_y, val_color, val_marker))
+        return lines
 
 
 def loss_ticks(low: float, high: float, count: int, log: bool) -> list[float]:

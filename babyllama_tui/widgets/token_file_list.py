@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.segment import Segment
 from rich.text import Text
-from textual.strip import Strip
-from textual.widgets import Checkbox, SelectionList
 from textual.widgets.selection_list import Selection
 
 from babyllama_tui.training.formatting import format_count
 from babyllama_tui.training.new_run import TokenFileEntry
+from babyllama_tui.widgets.check_list import CheckList
 
 
 def describe_entry(entry: TokenFileEntry, data_dir: Path) -> Text:
@@ -37,13 +35,8 @@ def _selections(entries: list[TokenFileEntry], chosen: set[Path], data_dir: Path
     ]
 
 
-class TokenFileList(SelectionList[Path]):
-    """Space toggles a file; files that cannot be read are listed, disabled, with the reason.
-
-    A file not chosen shows an empty box: SelectionList draws the same X for both states, told
-    apart by colour alone. Some file is highlighted whenever the list has focus, so the first
-    Down moves to the second file rather than highlighting the first.
-    """
+class TokenFileList(CheckList[Path]):
+    """Space toggles a file; files that cannot be read are listed, disabled, with the reason."""
 
     def __init__(self, data_dir: Path, entries: list[TokenFileEntry], chosen: set[Path], **kwargs) -> None:
         super().__init__(*_selections(entries, chosen, data_dir), **kwargs)
@@ -65,21 +58,6 @@ class TokenFileList(SelectionList[Path]):
     @property
     def highlighted_path(self) -> Path | None:
         return None if self.highlighted is None else self.get_option_at_index(self.highlighted).value
-
-    def on_focus(self) -> None:
-        if self.highlighted is None:
-            self.action_first()
-
-    def render_line(self, y: int) -> Strip:
-        strip = super().render_line(y)
-        index = self.scroll_offset.y + y
-        if index >= self.option_count or self.get_option_at_index(index).value in self.selected:
-            return strip
-        segments = list(strip)
-        if len(segments) < 2 or segments[1].text != Checkbox.BUTTON_INNER:
-            return strip
-        segments[1] = Segment(" ", segments[1].style)
-        return Strip(segments, strip.cell_length)
 
     @property
     def chosen(self) -> list[TokenFileEntry]:

@@ -12,7 +12,7 @@ from textual.command import CommandList, CommandPalette
 from babyllama.runs import RunDir, launch_detached, stop_run
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.screens.monitor import MonitorScreen
-from babyllama_tui.screens.pick_run import PickRunScreen
+from babyllama_tui.screens.pick_run import PickRunsScreen
 from babyllama_tui.widgets.log_tail import LogTail
 from babyllama_tui.widgets.run_status import RunStatusBar
 
@@ -164,16 +164,16 @@ async def test_chart_toggles_and_a_second_run_to_compare(tmp_path):
         assert not chart.show_raw
 
         await pilot.press("c")
-        picker = app.screen
-        assert isinstance(picker, PickRunScreen)
-        await pilot.press("down", "enter")
+        assert isinstance(app.screen, PickRunsScreen)
+        await pilot.press("space", "enter")
         assert app.screen is screen
-        await wait_until(pilot, lambda: chart.other is not None and len(chart.other.history) == 30, "the other run")
-        assert chart.other.path == other.path
-        assert "vs baseline" in str(chart.border_subtitle)
-        # The picker opens on the run compared now; the entry above it ends the comparison.
-        await pilot.press("c", "up", "enter")
-        assert chart.other is None
+        await wait_until(pilot, lambda: chart.compared and len(chart.compared[0].follower.history) == 30,
+                         "the other run")
+        assert chart.compared[0].path == other.path
+        assert "2 runs" in str(chart.border_title)
+        # The picker opens with the run compared now chosen; space unchooses it.
+        await pilot.press("c", "space", "enter")
+        assert chart.compared == []
 
 
 def palette_hits(app) -> int:
@@ -193,7 +193,7 @@ async def test_monitor_keys_are_in_the_command_palette(tmp_path):
         await pilot.press("ctrl+p", *"Compare")
         await wait_until(pilot, lambda: palette_hits(app), "the palette's hits")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, PickRunScreen), "the palette's Compare")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickRunsScreen), "the palette's Compare")
 
 
 async def test_a_run_waiting_for_its_first_row_shows_no_figures_of_the_run_before(tmp_path):

@@ -1,17 +1,19 @@
-"""The Monitor's loss chart under Pilot: its legend when another run is opened, the compared run's
-name and smoothing, and the log-y axis."""
+"""The Monitor's loss chart under Pilot: its legend when another run is opened, runs compared (their
+axis, legend and smoothing), and the log-y axis."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
 from rich.text import Text
+from textual import events
 
 from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.screens.monitor import MonitorScreen
-from babyllama_tui.screens.pick_run import PickRunScreen
+from babyllama_tui.screens.pick_run import PickRunScreen, PickRunsScreen, RunChoiceList
 from babyllama_tui.training.history import MetricsHistory
 from babyllama_tui.widgets.loss_chart import loss_ticks
 
@@ -56,21 +58,124 @@ async def test_the_legend_follows_a_run_opened_after_another(tmp_path):
         assert "val" in str(chart.border_title) and "val -" not in str(chart.border_title)
 
 
-async def test_the_compared_run_is_named_whole_at_80_columns(tmp_path):
+def chart_text(chart) -> str:
+    return chart.render().plain
+
+
+def axis_end(chart) -> float | None:
+    """The last step on the chart's axis as last drawn."""
+    return chart.step_range[1] if chart.step_range else None
+
+
+def fits_in_border(chart, markup) -> bool:
+    return Text.from_markup(markup).cell_len <= chart.size.width - 2
+
+
+def in_legend(chart, run: RunDir, steps: int, val: bool = False) -> bool:
+    """Whether the legend names `run` with its last loss, at its last step (and its last validation loss)."""
+    entry = rf"{run.path.name} +{loss_at(steps):.3f} @{steps}" + (rf" +val {loss_at(steps) + 0.2:.3f}" if val else "")
+    return re.search(entry, chart_text(chart)) is not None
+
+
+async def choose_runs(pilot, *keys: str) -> list:
+    """Open the compare picker, type `keys` in it, and confirm with Enter; returns the runs chosen
+    in the picker as it opened."""
+    app = pilot.app
+    monitor = app.screen
+    await pilot.press("c")
+    await wait_until(pilot, lambda: isinstance(app.screen, PickRunsScreen), "the compare picker")
+    chosen = list(app.screen.query_one(RunChoiceList).selected)
+    await pilot.press(*keys, "enter")
+    await wait_until(pilot, lambda: app.screen is monitor, "the monitor again")
+    return chosen
+
+
+async def test_runs_compared_share_an_axis_that_covers_them_all_and_each_shows_its_last_loss(tmp_path):
+    short = finished_run(tmp_path, "short-0300", 300)
+    long = finished_run(tmp_path, "long-0700", 700, started_ago=90_000)
+    mid = finished_run(tmp_path, "mid-0500", 500, started_ago=190_000)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await monitor_following(pilot, short, 30)
+        chart = screen.chart
+        await wait_until(pilot, lambda: axis_end(chart) == 300, "the short run's axis")
+        # The picker lists the other runs, newest first: the long run, then the middle one.
+        await choose_runs(pilot, "space")
+        assert screen.compared.paths == [long.path]
+        await wait_until(pilot, lambda: axis_end(chart) == 700, "an axis that reaches the long run's end",
+                         limit=LEGEND_WAIT_S)
+        await wait_until(pilot, lambda: in_legend(chart, long, 700), "the long run's last loss",
+                         limit=LEGEND_WAIT_S)
+        assert in_legend(chart, short, 300, val=True) and in_legend(chart, long, 700, val=True)
+        assert Text.from_markup(chart.border_title).plain == "loss · 2 runs  ━ raw"
+        assert fits_in_border(chart, chart.border_title) and fits_in_border(chart, chart.border_subtitle)
+
+        # The picker opens with the compared run chosen; a third run is added to it.
+        assert await choose_runs(pilot, "down", "space") == [long.path]
+        assert screen.compared.paths == [long.path, mid.path]
+        await wait_until(pilot, lambda: in_legend(chart, mid, 500), "the third run's last loss",
+                         limit=LEGEND_WAIT_S)
+        assert in_legend(chart, short, 300) and in_legend(chart, long, 700)
+        assert axis_end(chart) == 700
+        assert Text.from_markup(chart.border_title).plain.startswith("loss · 3 runs")
+        # Each compared run has its own marker on the chart and in the legend.
+        legend = [line for line in chart_text(chart).splitlines() if line.startswith("━")]
+        assert len({line.split(" ")[0] for line in legend}) == 3, legend
+
+
+async def test_clear_all_ends_the_comparison(tmp_path):
+    main = finished_run(tmp_path, "main", 300)
+    other = finished_run(tmp_path, "other", 700, started_ago=90_000)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await monitor_following(pilot, main, 30)
+        chart = screen.chart
+        await choose_runs(pilot, "space")
+        assert screen.compared.paths == [other.path]
+        await wait_until(pilot, lambda: axis_end(chart) == 700, "the comparison", limit=LEGEND_WAIT_S)
+        await choose_runs(pilot, "c")
+        assert screen.compared.paths == []
+        await wait_until(pilot, lambda: axis_end(chart) == 300, "the main run alone")
+        assert Text.from_markup(chart.border_title).plain.startswith("━ loss 3.")
+        # Escape leaves the choice as it was.
+        await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickRunsScreen), "the compare picker")
+        await pilot.press("space", "escape")
+        await wait_until(pilot, lambda: app.screen is screen, "the monitor again")
+        assert screen.compared.paths == []
+
+
+async def test_a_choice_typed_in_one_packet_is_kept(tmp_path):
+    main = finished_run(tmp_path, "main", 300)
+    finished_run(tmp_path, "other", 700, started_ago=90_000)
+    third = finished_run(tmp_path, "third", 500, started_ago=190_000)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await monitor_following(pilot, main, 30)
+        await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickRunsScreen), "the compare picker")
+        await wait_until(pilot, lambda: app.focused is not None and app.focused.highlighted == 0, "the first run")
+        # Down, space and Enter together, as over SSH: Enter sees the run space chose.
+        for key, character in (("down", None), ("space", " "), ("enter", None)):
+            app.post_message(events.Key(key, character))
+        await wait_until(pilot, lambda: app.screen is screen, "the monitor again")
+        assert screen.compared.paths == [third.path]
+
+
+async def test_the_compared_runs_are_named_whole_at_80_columns(tmp_path):
     main = finished_run(tmp_path, "tiny-20261128-1037", 400)
     other = finished_run(tmp_path, "tiny-20261128-0806", 600, started_ago=90_000)
     app = BabyLlamaApp(root=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await monitor_following(pilot, main, 40)
         chart = screen.chart
-        await pilot.press("c")
-        await wait_until(pilot, lambda: isinstance(app.screen, PickRunScreen), "the run picker")
-        await pilot.press("down", "enter")
-        await wait_until(pilot, lambda: chart.other is not None and chart.other.path == other.path, "the comparison")
-        subtitle = str(chart.border_subtitle)
-        assert "vs tiny-20261128-0806" in subtitle
-        # The whole subtitle fits the chart's bottom border beside its corners.
-        assert Text.from_markup(chart.border_subtitle).cell_len <= chart.size.width - 2
+        await choose_runs(pilot, "space")
+        await wait_until(pilot, lambda: in_legend(chart, other, 600), "the legend",
+                         limit=LEGEND_WAIT_S)
+        lines = chart_text(chart).splitlines()
+        assert all(len(line) <= chart.size.width for line in lines)
+        assert len(lines) <= chart.size.height
+        assert fits_in_border(chart, chart.border_title) and fits_in_border(chart, chart.border_subtitle)
 
 
 def smoothed(every: int, steps: int = 400) -> dict[int, float]:

@@ -619,6 +619,21 @@ async def test_wide_the_session_prompts_are_listed_and_recalled(tmp_path):
         assert screen.focused is screen.prompt_input
 
 
+async def test_a_sampling_error_stays_shown_until_it_is_fixed(tmp_path):
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await set_field(pilot, screen, "temperature", "-1")
+        await set_field(pilot, screen, "top_k", "5")
+        assert screen.focused is screen.form.inputs["top_k"]
+        assert "temperature must be a number in [0.0, inf]" in str(screen.form.note.render())
+        await pilot.press("escape")
+        assert "temperature must be" in str(screen.form.note.render())
+        await set_field(pilot, screen, "temperature", "0.5")
+        assert "temperature must be" not in str(screen.form.note.render())
+        assert not screen.form.note.has_class("-error")
+
+
 def test_playground_side_by_side_snapshot(tmp_path, monkeypatch, snap_compare):
     monkeypatch.chdir(tmp_path)
     app = stand_in_app(Path("."), tmp_path)

@@ -78,7 +78,8 @@ def format_rate(tokens_per_s: float) -> str:
 
 def engine_status(engine: Engine, now: float, width: int | None = None) -> Text:
     """A panel's subtitle: loading, or how the last generation went, or how the current one goes.
-    Longer than `width` cells, it leaves out the rate: how many tokens and why they stopped matter more."""
+    Longer than `width` cells (two panels side by side at 80 columns), its words are shortened,
+    and only then is the rate left out: how many tokens and why they stopped matter more."""
     if engine.state == "loading":
         return Text("loading…", style="italic")
     if engine.state == "failed":
@@ -91,13 +92,17 @@ def engine_status(engine: Engine, now: float, width: int | None = None) -> Text:
         return Text(f"▶ {engine.tokens} tokens{rate}", style="bold")
     done = engine.last_done
     if done is not None:
-        tokens = f"{done.get('tokens', 0)} tokens"
-        stopped = stop_label(str(done.get("stopped")), engine.context)
-        status = f"{tokens} · {format_rate(done.get('tokens_per_s', 0.0))} · {stopped}"
-        if width is not None and cell_len(status) > width:
-            status = f"{tokens} · {stopped}"
-        return Text(status)
+        tokens, stopped = done.get("tokens", 0), str(done.get("stopped"))
+        rate = format_rate(done.get("tokens_per_s", 0.0))
+        short = SHORT_STOP_LABELS.get(stopped, stopped)
+        shortest = f"{tokens} tok · {short}"
+        longer = (f"{tokens} tokens · {rate} · {stop_label(stopped, engine.context)}", f"{tokens} tok · {rate} · {short}")
+        return Text(next((status for status in longer if width is None or cell_len(status) <= width), shortest))
     return Text(f"{format_parameters(engine.parameters)} params · ready")
+
+
+# Why a generation ended, in a panel too narrow for stop_label's words.
+SHORT_STOP_LABELS = {"eos": "end", "length": "max", "context": "ctx full", "cancelled": "stopped"}
 
 
 def stop_label(stopped: str, context: int | None) -> str:
@@ -284,8 +289,8 @@ class PlaygroundScreen(AppScreen):
 
     def _show_status(self, engine: Engine) -> None:
         panel = self.panels[engine.slot]
-        # The border's corners and the spaces around the subtitle take six cells.
-        width = panel.size.width - 6 if panel.size.width else None
+        # Of the box's whole width, the corners, a line each side and the spaces around the subtitle take six cells.
+        width = panel.outer_size.width - 6 if panel.outer_size.width else None
         status = engine_status(engine, time.monotonic(), width)
         # Setting a subtitle repaints the panel: twice a second, unchanged, would be wasted on an SSH link.
         if self.statuses.get(engine.slot) != status:

@@ -18,6 +18,7 @@ from test_generate import TINY, write_checkpoint
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Input
 
+from babyllama.generate import SEED_PROMPTS
 from babyllama.runs import RunDir
 from babyllama_tui import app as app_module
 from babyllama_tui.app import BabyLlamaApp
@@ -617,6 +618,37 @@ async def test_wide_the_session_prompts_are_listed_and_recalled(tmp_path):
         await pilot.press("down", "enter")
         assert screen.prompt_input.value == "床前明月光，疑是地上霜。举头望明月，"
         assert screen.focused is screen.prompt_input
+
+
+# The stand-in's continuations of F3's prompt by step 5,000 (A) and step 1,000 (B).
+SEED_3 = SEED_PROMPTS[2]
+NEWER = "一个来自遥远星球的小王子，他离开了自己的玫瑰，去别的星球旅行。他遇见了国王、商人和点灯人，最后来到地球。"
+OLDER = "了王子的玩耍，国王一个人说：“你好。”我们到了下的，把她"
+
+
+async def side_by_side(pilot, root: Path) -> PlaygroundScreen:
+    """The playground with step 5,000 in A and step 1,000 in B, both done with F3's prompt."""
+    screen = await open_playground(pilot)
+    await wait_until(pilot, lambda: state_of(screen, "A") == "ready", "A")
+    screen.load("B", list_checkpoints(root)[1])
+    await wait_until(pilot, lambda: state_of(screen, "B") == "ready", "B")
+    await pilot.press("f3")
+    await wait_until(pilot, lambda: finished(screen, "A") and finished(screen, "B"), "both continuations")
+    return screen
+
+
+def messages(app) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+async def test_the_rate_stays_in_a_narrow_panels_subtitle_after_a_generation(tmp_path):
+    app = stand_in_app(tmp_path, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await side_by_side(pilot, tmp_path)
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: finished(screen, "A") and finished(screen, "B"), "both continuations again")
+        assert str(screen.panels["A"].border_subtitle).endswith("tok · 58.2 tok/s · end")
+        assert str(screen.panels["B"].border_subtitle) == "247 tok · 61.5 tok/s · ctx full"
 
 
 async def test_a_sampling_error_stays_shown_until_it_is_fixed(tmp_path):

@@ -186,7 +186,12 @@ class PlaygroundScreen(AppScreen):
     # Loading and unloading checkpoints
 
     def load(self, slot: str, choice: CheckpointChoice) -> None:
-        """Serve `choice` in `slot`, shutting down what was there."""
+        """Serve `choice` in `slot`, shutting down what was there; a checkpoint that is already
+        served (or loading) there stays, with its continuation."""
+        engine = self.engines[slot]
+        if engine is not None and engine.choice.path == choice.path and engine.state in ("loading", "ready"):
+            self.notify(f"{slot} has {engine.choice.label} loaded already")
+            return
         self.unload(slot)
         client = ServeClient(choice.path, program=self.serve_program, cwd=self.app.root)
         engine = Engine(slot, choice, client)

@@ -651,6 +651,20 @@ async def test_the_rate_stays_in_a_narrow_panels_subtitle_after_a_generation(tmp
         assert str(screen.panels["B"].border_subtitle) == "247 tok · 61.5 tok/s · ctx full"
 
 
+async def test_choosing_the_loaded_checkpoint_again_keeps_its_panel(tmp_path):
+    app = stand_in_app(tmp_path, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await side_by_side(pilot, tmp_path)
+        engine = screen.engines["A"]
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, CheckpointPicker), "the picker")
+        await pilot.press("enter")  # the highlighted one: A's own
+        await wait_until(pilot, lambda: app.screen is screen, "the playground")
+        assert screen.engines["A"] is engine and engine.state == "ready"
+        assert screen.panels["A"].text == NEWER
+        assert messages(app)[-1] == "A has tiny step 5,000 loaded already"
+
+
 async def test_a_sampling_error_stays_shown_until_it_is_fixed(tmp_path):
     app = BabyLlamaApp(root=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:

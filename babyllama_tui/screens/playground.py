@@ -22,6 +22,7 @@ from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from babyllama_tui.playground.serve_client import SERVE_PROGRAM, ServeClient, ServeError
+from babyllama_tui.playground.session import PanelRecord, save_session, session_markdown
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import PlaygroundCommands, ScreenKeysProvider
 from babyllama_tui.textual_fixes import KeyFooter
@@ -57,6 +58,7 @@ class Engine:
     tokens: int = 0  # generated so far by that generation
     began: float | None = None
     last_done: dict | None = None
+    params: dict | None = None  # the sampling settings of the generation shown
     parameters: int | None = None
     context: int | None = None  # the model's max_seq_len: prompt and continuation together
 
@@ -80,7 +82,8 @@ def format_rate(tokens_per_s: float) -> str:
 
 def engine_status(engine: Engine, now: float, width: int | None = None) -> Text:
     """A panel's subtitle: loading, or how the last generation went, or how the current one goes.
-    Longer than `width` cells, it leaves out the rate: how many tokens and why they stopped matter more."""
+    Longer than `width` cells (two panels side by side at 80 columns), its words are shortened,
+    and only then is the rate left out: how many tokens and why they stopped matter more."""
     if engine.state == "loading":
         return Text("loading…", style="italic")
     if engine.state == "failed":
@@ -93,13 +96,25 @@ def engine_status(engine: Engine, now: float, width: int | None = None) -> Text:
         return Text(f"▶ {engine.tokens} tokens{rate}", style="bold")
     done = engine.last_done
     if done is not None:
-        tokens = f"{done.get('tokens', 0)} tokens"
-        stopped = stop_label(str(done.get("stopped")), engine.context)
-        status = f"{tokens} · {format_rate(done.get('tokens_per_s', 0.0))} · {stopped}"
-        if width is not None and cell_len(status) > width:
-            status = f"{tokens} · {stopped}"
-        return Text(status)
+        tokens, stopped = done.get("tokens", 0), str(done.get("stopped"))
+        rate = format_rate(done.get("tokens_per_s", 0.0))
+        short = SHORT_STOP_LABELS.get(stopped, stopped)
+        shortest = f"{tokens} tok · {short}"
+        longer = (f"{tokens} tokens · {rate} · {stop_label(stopped, engine.context)}", f"{tokens} tok · {rate} · {short}")
+        return Text(next((status for status in longer if width is None or cell_len(status) <= width), shortest))
     return Text(f"{format_parameters(engine.parameters)} params · ready")
+
+
+# Why a generation ended, in a panel too narrow for stop_label's words.
+SHORT_STOP_LABELS = {"eos": "end", "length": "max", "context": "ctx full", "cancelled": "stopped"}
+
+
+def project_path(path: Path, root: Path) -> str:
+    """`path` relative to the project when inside it."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def stop_label(stopped: str, context: int | None) -> str:
@@ -125,6 +140,10 @@ class PlaygroundScreen(AppScreen):
         Binding("f2", "seed_prompt(1)", "Seed prompt 2", show=False),
         Binding("f3", "seed_prompt(2)", "Seed prompt 3", show=False),
         Binding("escape", "stop", "Stop"),
+        # In the palette only: the footer has no room left at 80 columns, and ctrl+c is where users look for copy.
+        Binding("ctrl+c", "copy", "Copy the focused panel's text (outside the panels, every panel's)", show=False),
+        Binding("ctrl+y", "copy_all", "Copy every panel's text", show=False),
+        Binding("ctrl+s", "save_session", "Save the session to out/playground/", show=False),
         # Shown while a field has focus, where the number keys are typed: esc gets them back.
         Binding("escape", "leave_input", "Leave field"),
         Binding("enter", "focus_prompt", "Prompt", show=False),
@@ -192,7 +211,12 @@ class PlaygroundScreen(AppScreen):
     # Loading and unloading checkpoints
 
     def load(self, slot: str, choice: CheckpointChoice) -> None:
-        """Serve `choice` in `slot`, shutting down what was there."""
+        """Serve `choice` in `slot`, shutting down what was there; a checkpoint that is already
+        served (or loading) there stays, with its continuation."""
+        engine = self.engines[slot]
+        if engine is not None and engine.choice.path == choice.path and engine.state in ("loading", "ready"):
+            self.notify(f"{slot} has {engine.choice.label} loaded already")
+            return
         self.unload(slot)
         client = ServeClient(choice.path, program=self.serve_program, cwd=self.app.root)
         engine = Engine(slot, choice, client)
@@ -295,8 +319,8 @@ class PlaygroundScreen(AppScreen):
 
     def _show_status(self, engine: Engine) -> None:
         panel = self.panels[engine.slot]
-        # The border's corners and the spaces around the subtitle take six cells.
-        width = panel.size.width - 6 if panel.size.width else None
+        # Of the box's whole width, the corners, a line each side and the spaces around the subtitle take six cells.
+        width = panel.outer_size.width - 6 if panel.outer_size.width else None
         status = engine_status(engine, time.monotonic(), width)
         # Setting a subtitle repaints the panel: twice a second, unchanged, would be wasted on an SSH link.
         if self.statuses.get(engine.slot) != status:
@@ -358,7 +382,7 @@ class PlaygroundScreen(AppScreen):
                 engine.request = None
                 panel.add_note(str(e), "bold red")
                 continue
-            engine.tokens, engine.began, engine.last_done = 0, time.monotonic(), None
+            engine.tokens, engine.began, engine.last_done, engine.params = 0, time.monotonic(), None, params
             panel.start(prompt)
             self._show_engine(engine)
         return True
@@ -401,6 +425,63 @@ class PlaygroundScreen(AppScreen):
 
     def action_focus_prompt(self) -> None:
         self.prompt_input.focus()
+
+    def shown_text(self, slot: str) -> str:
+        """What panel `slot` shows of a generation: the prompt and its continuation, without notes."""
+        panel = self.panels[slot]
+        return panel.prompt + panel.text if self.engines[slot] is not None else ""
+
+    def panel_title(self, slot: str) -> str:
+        return f"{slot} · {self.engines[slot].choice.label}"
+
+    def action_copy(self) -> None:
+        if self.get_selected_text():
+            self.action_copy_text()
+            return
+        focused = [slot for slot, panel in self.panels.items() if panel is self.focused]
+        self.copy_panels(focused or list(SLOTS))
+
+    def action_copy_all(self) -> None:
+        self.copy_panels(list(SLOTS))
+
+    def copy_panels(self, slots: list[str]) -> None:
+        """Put the text of `slots`' panels on the clipboard (the terminal's too, by OSC 52, so over SSH
+        as well), each under its checkpoint when there are several, and say what was copied."""
+        shown = [slot for slot in slots if self.shown_text(slot)]
+        if not shown:
+            where = slots[0] if len(slots) == 1 else "any panel"
+            self.notify(f"Nothing to copy yet: {where} holds no continuation", severity="warning")
+            return
+        if len(shown) == 1:
+            text = self.shown_text(shown[0])
+        else:
+            text = "\n\n".join(f"[{self.panel_title(slot)}]\n{self.shown_text(slot)}" for slot in shown)
+        self.app.copy_to_clipboard(text)
+        self.notify(f"Copied {len(text):,} characters from {' and '.join(map(self.panel_title, shown))}")
+
+    def action_save_session(self) -> None:
+        """Write each panel's checkpoint, prompt, settings and continuation to a new file under out/playground/."""
+        records = []
+        for slot, engine in self.engines.items():
+            if engine is None or engine.params is None:
+                continue
+            if engine.generating:
+                outcome = f"still generating when saved ({engine.tokens} tokens so far)"
+            else:
+                outcome = engine_status(engine, time.monotonic()).plain
+            records.append(PanelRecord(self.panel_title(slot), project_path(engine.choice.path, self.app.root),
+                                       self.panels[slot].prompt, engine.params, self.panels[slot].text, outcome))
+        if not records:
+            self.notify("Nothing to save yet: continue a prompt first", severity="warning")
+            return
+        now = self.app.clock()
+        text = session_markdown(records, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)))
+        try:
+            path = save_session(self.app.root / "out" / "playground", text, now)
+        except OSError as e:
+            self.notify(f"Not saved: {e.strerror or e}: {e.filename}", severity="error")
+            return
+        self.notify(f"Saved the session to {project_path(path, self.app.root)}")
 
     def action_seed_prompt(self, index: int) -> None:
         from babyllama.generate import SEED_PROMPTS

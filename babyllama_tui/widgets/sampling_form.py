@@ -77,6 +77,7 @@ class SamplingForm(Vertical):
         self.inputs = {field.key: Input(str(self.defaults[field.key]), id=f"sampling-{field.key}", compact=True,
                                         select_on_focus=True) for field in FIELDS}
         self.note = Static(FORM_HINT, id="sampling-note", markup=False)
+        self._note_key: str | None = None  # the field whose note is shown
         self.contexts: tuple[int, ...] = ()
         self.context_labels = (Label("", classes="short-label context-label -empty"),
                                Label("", classes="long-label context-label -empty"))
@@ -141,8 +142,7 @@ class SamplingForm(Vertical):
         else:
             self.errors[key] = error
         event.input.set_class(error is not None, "-invalid")
-        if event.input.has_focus or error is not None:
-            self._show_note(key)
+        self._show_note(key if event.input.has_focus or error is not None else self._note_key)
 
     @on(DescendantFocus)
     def _focused(self, event: DescendantFocus) -> None:
@@ -150,16 +150,22 @@ class SamplingForm(Vertical):
         if key is not None:
             self._show_note(key)
 
-    def _show_note(self, key: str) -> None:
-        error = self.errors.get(key)
-        field = next(f for f in FIELDS if f.key == key)
+    def _show_note(self, key: str | None) -> None:
+        """The note on field `key`; while any field is wrong, an error instead (that field's own
+        first), which stays, whichever field has the focus, until it is fixed."""
+        self._note_key = key
+        error = self.errors.get(key) if key is not None else None
+        if error is None and self.errors:
+            _, error = self.first_error()
         warning = False
         if error is not None:
             note = error
+        elif key is None:
+            note = FORM_HINT
         elif key == "max_new_tokens":
             note, warning = self.max_tokens_note()
         else:
-            note = f"{field.long}: {field.help}"
+            note = f"{LABELS[key]}: {FIELD_HELP[key]}"
         self.note.update(note)
         self.note.set_class(error is not None, "-error")
         self.note.set_class(warning, "-warning")

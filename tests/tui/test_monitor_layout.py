@@ -201,7 +201,26 @@ async def test_the_samples_panel_reaches_back_past_a_dozen_evaluations(tmp_path)
         assert [step for step, _ in samples.samples][::29] == [3000, 100]
         await pilot.press("tab", "end")
         await wait_until(pilot, lambda: samples.scroll_y == samples.max_scroll_y > 0, "the oldest sample")
-        assert "(100)" in samples.render_line(samples.scrollable_content_region.height - 1).text
+        assert "(100)" in samples.render_line(0).text, "the oldest sample scrolls up to the top"
+
+
+async def test_ctrl_c_copies_the_sample_at_the_top_of_the_samples_panel(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "long")
+    fill_run(run, steps=3000, max_steps=3000, started=time.time() - 9000, state="finished")
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await monitor_on(pilot, run, 3000)
+        samples = screen.query_one(SampleList)
+        await wait_until(pilot, lambda: len(samples.samples) == 30, "thirty samples")
+        await pilot.press("tab", "ctrl+c")
+        assert app.clipboard == "话说天下大势，分久必合 (3000)"
+        assert str(list(app._notifications)[-1].message) == "Copied the sample of step 3,000 (18 characters)"
+        await pilot.press("down", "down", "ctrl+c")
+        assert app.clipboard == "话说天下大势，分久必合 (2800)"
+        # The oldest sample, below all others, can be brought to the top too.
+        await pilot.press("end", "ctrl+c")
+        assert app.clipboard == "话说天下大势，分久必合 (100)"
+        assert "quit" not in " ".join(str(n.message) for n in app._notifications)
 
 
 def test_a_reason_goes_beside_the_other_items_when_it_fits_else_below_them_wrapped():

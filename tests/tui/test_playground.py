@@ -18,10 +18,12 @@ from test_generate import TINY, write_checkpoint
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Input
 
+from babyllama.generate import SEED_PROMPTS
 from babyllama.runs import RunDir
 from babyllama_tui import app as app_module
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.playground.serve_client import ServeClient, ServeError
+from babyllama_tui.playground.session import PanelRecord, session_markdown
 from babyllama_tui.screens.playground import PlaygroundScreen, token_count
 from babyllama_tui.widgets.checkpoint_picker import CheckpointPicker, list_checkpoints
 from babyllama_tui.widgets.continuation_panel import printable
@@ -617,6 +619,161 @@ async def test_wide_the_session_prompts_are_listed_and_recalled(tmp_path):
         await pilot.press("down", "enter")
         assert screen.prompt_input.value == "床前明月光，疑是地上霜。举头望明月，"
         assert screen.focused is screen.prompt_input
+
+
+# The stand-in's continuations of F3's prompt by step 5,000 (A) and step 1,000 (B).
+SEED_3 = SEED_PROMPTS[2]
+NEWER = "一个来自遥远星球的小王子，他离开了自己的玫瑰，去别的星球旅行。他遇见了国王、商人和点灯人，最后来到地球。"
+OLDER = "了王子的玩耍，国王一个人说：“你好。”我们到了下的，把她"
+
+
+async def side_by_side(pilot, root: Path) -> PlaygroundScreen:
+    """The playground with step 5,000 in A and step 1,000 in B, both done with F3's prompt."""
+    screen = await open_playground(pilot)
+    await wait_until(pilot, lambda: state_of(screen, "A") == "ready", "A")
+    screen.load("B", list_checkpoints(root)[1])
+    await wait_until(pilot, lambda: state_of(screen, "B") == "ready", "B")
+    await pilot.press("f3")
+    await wait_until(pilot, lambda: finished(screen, "A") and finished(screen, "B"), "both continuations")
+    return screen
+
+
+def messages(app) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+async def test_ctrl_c_copies_the_focused_panel_and_ctrl_y_every_panel(tmp_path):
+    app = stand_in_app(tmp_path, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await side_by_side(pilot, tmp_path)
+        screen.panels["B"].focus()
+        await pilot.press("ctrl+c")
+        assert app.clipboard == SEED_3 + OLDER
+        assert messages(app)[-1] == f"Copied {len(SEED_3 + OLDER)} characters from B · tiny step 1,000"
+        assert not any("quit" in message for message in messages(app))
+
+        await pilot.press("ctrl+y")
+        both = f"[A · tiny step 5,000]\n{SEED_3}{NEWER}\n\n[B · tiny step 1,000]\n{SEED_3}{OLDER}"
+        assert app.clipboard == both
+        assert messages(app)[-1] == f"Copied {len(both)} characters from A · tiny step 5,000 and B · tiny step 1,000"
+
+        # In the prompt field, with nothing selected, ctrl+c copies the panels too.
+        app.copy_to_clipboard("")
+        screen.prompt_input.focus()
+        await pilot.press("ctrl+c")
+        assert app.clipboard == both
+
+
+async def test_ctrl_c_in_a_panel_with_no_continuation_says_so_and_does_not_offer_to_quit(tmp_path):
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        assert screen.focused is screen.panels["A"]
+        await pilot.press("ctrl+c")
+        assert app.clipboard == ""
+        assert messages(app) == ["Nothing to copy yet: A holds no continuation"]
+
+
+async def test_ctrl_s_saves_the_session_as_markdown_under_out_playground(tmp_path):
+    app = stand_in_app(tmp_path, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await side_by_side(pilot, tmp_path)
+        await set_field(pilot, screen, "seed", "7")  # after the generation: the file keeps the settings it used
+        await pilot.press("escape", "ctrl+s")
+        saved = sorted((tmp_path / "out" / "playground").iterdir())
+        assert len(saved) == 1 and saved[0].suffix == ".md"
+        assert messages(app)[-1] == f"Saved the session to out/playground/{saved[0].name}"
+        text = saved[0].read_text(encoding="utf-8")
+        title, rest = text.split("\n", 1)
+        assert title.startswith("# Playground session, 20")
+        settings = "--max-new-tokens 256 --temperature 0.8 --top-k 0 --top-p 1.0 --repetition-penalty 1.0 --seed 0"
+        assert rest == f"""
+Settings (as `babyllama generate` takes them): `{settings}`
+
+Prompt:
+
+```text
+{SEED_3}
+```
+
+## A · tiny step 5,000
+
+- checkpoint: `out/runs/tiny/checkpoints/step_0005000`
+- {len(range(0, len(NEWER), 3))} tokens · 58.2 tok/s · end of text
+
+```text
+{NEWER}
+```
+
+## B · tiny step 1,000
+
+- checkpoint: `out/runs/tiny/checkpoints/step_0001000`
+- 247 tokens · 61.5 tok/s · context full (256)
+
+```text
+{OLDER}
+```
+"""
+        await pilot.press("ctrl+s")
+        assert len(list((tmp_path / "out" / "playground").iterdir())) == 2, "a second save never overwrites the first"
+
+
+async def test_a_session_that_cannot_be_written_is_said_in_one_line(tmp_path):
+    app = stand_in_app(tmp_path, tmp_path)
+    (tmp_path / "out" / "playground").write_text("a file where the folder would go")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await side_by_side(pilot, tmp_path)
+        await pilot.press("ctrl+s")
+        assert messages(app)[-1] == f"Not saved: File exists: {tmp_path / 'out' / 'playground'}"
+
+
+def test_panels_with_different_prompts_or_settings_each_show_their_own_and_fences_outlast_backticks():
+    settings = {"temperature": 0.0, "seed": 1}
+    a = PanelRecord("A · x", "a", "prompt", settings, "some ``` code", "3 tokens")
+    b = dataclasses.replace(a, title="B · y", settings={**settings, "seed": 2}, continuation="plain")
+    text = session_markdown([a, b], "now")
+    assert "````text\nsome ``` code\n````" in text
+    assert text.count("Prompt:") == 2
+    assert text.index("`--temperature 0.0 --seed 1`") < text.index("## B · y") < text.index("`--temperature 0.0 --seed 2`")
+
+
+async def test_the_rate_stays_in_a_narrow_panels_subtitle_after_a_generation(tmp_path):
+    app = stand_in_app(tmp_path, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await side_by_side(pilot, tmp_path)
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: finished(screen, "A") and finished(screen, "B"), "both continuations again")
+        assert str(screen.panels["A"].border_subtitle).endswith("tok · 58.2 tok/s · end")
+        assert str(screen.panels["B"].border_subtitle) == "247 tok · 61.5 tok/s · ctx full"
+
+
+async def test_choosing_the_loaded_checkpoint_again_keeps_its_panel(tmp_path):
+    app = stand_in_app(tmp_path, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await side_by_side(pilot, tmp_path)
+        engine = screen.engines["A"]
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, CheckpointPicker), "the picker")
+        await pilot.press("enter")  # the highlighted one: A's own
+        await wait_until(pilot, lambda: app.screen is screen, "the playground")
+        assert screen.engines["A"] is engine and engine.state == "ready"
+        assert screen.panels["A"].text == NEWER
+        assert messages(app)[-1] == "A has tiny step 5,000 loaded already"
+
+
+async def test_a_sampling_error_stays_shown_until_it_is_fixed(tmp_path):
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await set_field(pilot, screen, "temperature", "-1")
+        await set_field(pilot, screen, "top_k", "5")
+        assert screen.focused is screen.form.inputs["top_k"]
+        assert "temperature must be a number in [0.0, inf]" in str(screen.form.note.render())
+        await pilot.press("escape")
+        assert "temperature must be" in str(screen.form.note.render())
+        await set_field(pilot, screen, "temperature", "0.5")
+        assert "temperature must be" not in str(screen.form.note.render())
+        assert not screen.form.note.has_class("-error")
 
 
 def test_playground_side_by_side_snapshot(tmp_path, monkeypatch, snap_compare):

@@ -22,9 +22,12 @@ from babyllama.errors import UserError
 from babyllama.runs import ACTIVE_STATES, ENDED_STATES, launch_detached
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
+from babyllama_tui.screens.job_dialogs import request_eval, request_export
 from babyllama_tui.screens.run_control import request_kill, request_resume, request_stop
 from babyllama_tui.textual_fixes import KeyFooter
+from babyllama_tui.training.run_jobs import has_checkpoint
 from babyllama_tui.training.runs_watcher import RunRow, RunsWatcher
+from babyllama_tui.widgets.jobs_strip import JobsStrip
 from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.runs_table import RunsTable, state_text
 
@@ -37,7 +40,7 @@ REFRESH_S = 0.5
 # Columns from which the form and the runs table are shown side by side.
 WIDE_FROM = 120
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
-RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run"}
+RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run", "export", "evaluate"}
 SECTION_NAMES = {"model": "the model section", "train": "the training section"}
 # On a narrow terminal a pane's key is shown only while the other pane is.
 PANE_ACTIONS = {"new_run": "new", "runs": "runs"}
@@ -67,6 +70,8 @@ class TrainScreen(AppScreen):
         Binding("r", "resume_run", "Resume"),
         Binding("K", "kill_run", "Kill"),
         Binding("ctrl+l", "launch", "Launch"),
+        Binding("x", "export", "Export a checkpoint (hf, llama2.c)", show=False),
+        Binding("v", "evaluate", "Evaluate a checkpoint on a token file", show=False),
     ]
 
     pane: reactive[str] = reactive("runs", init=False)
@@ -99,6 +104,7 @@ class TrainScreen(AppScreen):
                 runs_pane.border_title = "Runs"
                 yield RunsTable(id="runs-table")
                 yield Static("", id="run-detail")
+                yield JobsStrip(self.app.root, id="run-jobs")
                 yield Static("No runs yet: fill in the form (n) and launch it (ctrl+l).", id="no-runs")
         yield KeyFooter()
 
@@ -147,6 +153,7 @@ class TrainScreen(AppScreen):
         if self.is_current:
             now = self.app.clock()
             self._show_runs(self._watcher.poll(now))
+            self.query_one(JobsStrip).refresh_jobs()
             if self.form is not None:
                 self.form.follow_clock(now)
 
@@ -169,6 +176,7 @@ class TrainScreen(AppScreen):
         detail = self.query_one("#run-detail", Static)
         detail.display = row is not None
         shown = run_detail(row) if row is not None else None
+        self.query_one(JobsStrip).show_run(row.path if row is not None else None)
         if shown != self._detail:
             self._detail = shown
             if shown is not None:
@@ -206,6 +214,8 @@ class TrainScreen(AppScreen):
                 return row.state in ACTIVE_STATES
             if action == "resume_run":
                 return row.state in ENDED_STATES
+            if action in ("export", "evaluate"):
+                return has_checkpoint(row.path)
         if action == "launch":
             # Shown and live even while the form has errors: ctrl+l then says what to fix.
             return not narrow or self.pane == "new"
@@ -230,6 +240,16 @@ class TrainScreen(AppScreen):
         row = self._highlighted()
         if row is not None:
             request_resume(self, row.path)
+
+    def action_export(self) -> None:
+        row = self._highlighted()
+        if row is not None:
+            request_export(self, row.path)
+
+    def action_evaluate(self) -> None:
+        row = self._highlighted()
+        if row is not None:
+            request_eval(self, row.path)
 
     # Panes
 

@@ -339,11 +339,14 @@ class TokenDataset:
                 f"window(s) of {self.seq_len + 1:,} tokens and val_fraction is {self.val_fraction}; "
                 f"use more data, a shorter seq_len or a val_fraction above 0"
             )
-        count = math.ceil(self.val_windows / batch_size)
-        if n_batches is not None:
-            count = min(count, n_batches)
+        count = self.val_batch_count(batch_size, n_batches)
         picks = np.arange(count * batch_size, dtype=np.int64) * self.val_windows // (count * batch_size)
         return (split_inputs_targets(self.val_rows(picks[b * batch_size : (b + 1) * batch_size])) for b in range(count))
+
+    def val_batch_count(self, batch_size: int, n_batches: int | None = None) -> int:
+        """How many batches `val_batches(batch_size, n_batches)` gives."""
+        count = math.ceil(self.val_windows / batch_size)
+        return count if n_batches is None else min(count, n_batches)
 
     def _tokens(self, file_index: int) -> np.ndarray:
         mm = self._maps[file_index]

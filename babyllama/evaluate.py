@@ -20,11 +20,14 @@ import numpy as np
 
 from babyllama.config import TrainConfig
 from babyllama.errors import UserError
+from babyllama.events import Emit, Throttle, add_progress_argument, event_printer
 
 SPLITS = ("all", "val")
 DEFAULT_TOKENS = 32_768
 
 BatchLoss = Callable[[np.ndarray, np.ndarray], float]
+# Called after each batch with the windows and tokens scored so far.
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -38,7 +41,8 @@ class LossResult:
         return math.exp(self.loss) if self.loss < 700 else math.inf
 
 
-def mean_loss(batch_loss: BatchLoss, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> LossResult:
+def mean_loss(batch_loss: BatchLoss, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+              progress: Progress | None = None) -> LossResult:
     """The token-weighted mean of `batch_loss(x, y)` (a batch's mean loss) over (x, y) batches of (rows, seq)."""
     total = 0.0
     tokens = windows = 0
@@ -46,14 +50,17 @@ def mean_loss(batch_loss: BatchLoss, batches: Iterable[tuple[np.ndarray, np.ndar
         total += float(batch_loss(x, y)) * y.size
         tokens += y.size
         windows += y.shape[0]
+        if progress is not None:
+            progress(windows, tokens)
     if tokens == 0:
         raise UserError("no windows to evaluate")
     return LossResult(total / tokens, tokens, windows)
 
 
-def validation_loss(batch_loss: BatchLoss, dataset, batch_size: int, n_batches: int) -> LossResult:
+def validation_loss(batch_loss: BatchLoss, dataset, batch_size: int, n_batches: int | None,
+                    progress: Progress | None = None) -> LossResult:
     """Mean loss over the first `n_batches` of the dataset's fixed validation batches (the trainer's eval)."""
-    return mean_loss(batch_loss, dataset.val_batches(batch_size, n_batches))
+    return mean_loss(batch_loss, dataset.val_batches(batch_size, n_batches), progress)
 
 
 def spread_batches(dataset, batch_size: int, n_windows: int):
@@ -102,15 +109,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=SPLITS, default="all",
                         help="all: windows spread over the whole files (default); val: the trainer's "
                         "held-out validation windows")
-    parser.add_argument("--tokens", type=int, metavar="N",
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--tokens", type=int, metavar="N",
                         help=f"score about N tokens, 0 = every window (default: {DEFAULT_TOKENS:,} for "
                         "--split all; the run's eval_iters batches for --split val)")
+    budget.add_argument("--batches", type=int, metavar="N",
+                        help="score N batches of --batch-size windows instead (fewer when the data has fewer)")
     parser.add_argument("--batch-size", type=int, metavar="B",
                         help="windows a batch (default: the run's batch_size); with --split val it "
                         "decides which windows, as in the trainer")
     parser.add_argument("--seq-len", type=int, metavar="L",
                         help="tokens scored a window (default and maximum: the model's max_seq_len)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    add_progress_argument(parser)
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -129,8 +140,8 @@ def _check_tokenizer(loaded, dataset) -> None:
         )
 
 
-def evaluate_checkpoint(args: argparse.Namespace) -> dict:
-    """What `babyllama eval` reports, as plain data."""
+def evaluate_checkpoint(args: argparse.Namespace, emit: Emit | None = None) -> dict:
+    """What `babyllama eval` reports, as plain data; `emit` gets the start and progress events."""
     from babyllama.checkpoint import load_model_for_inference
     from babyllama.data import TokenDataset
 
@@ -138,6 +149,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
         raise UserError(f"--tokens must be 0 (every window) or more, got {args.tokens}")
     _positive("--batch-size", args.batch_size)
     _positive("--seq-len", args.seq_len)
+    _positive("--batches", args.batches)
     loaded = load_model_for_inference(args.ckpt)
     cfg = loaded.cfg
     seq_len = args.seq_len or cfg.max_seq_len
@@ -150,17 +162,31 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     dataset = TokenDataset(args.data, seq_len=seq_len, val_fraction=val_fraction, vocab_size=cfg.vocab_size)
     _check_tokenizer(loaded, dataset)
     scorer = NumpyScorer(cfg, loaded.weights)
-    began = time.perf_counter()
     if args.split == "val":
-        if args.tokens is None:
+        if args.batches is not None:
+            n_batches = args.batches
+        elif args.tokens is None:
             n_batches = train["eval_iters"]
         else:
             n_batches = math.ceil(args.tokens / (batch_size * seq_len)) if args.tokens else None
-        result = validation_loss(scorer, dataset, batch_size, n_batches)
+        total_windows = dataset.val_batch_count(batch_size, n_batches) * batch_size if dataset.val_windows else 0
     else:
-        tokens = DEFAULT_TOKENS if args.tokens is None else args.tokens
-        n_windows = math.ceil(tokens / seq_len) if tokens else dataset.train_windows
-        result = mean_loss(scorer, spread_batches(dataset, batch_size, n_windows))
+        if args.batches is not None:
+            n_windows = args.batches * batch_size
+        else:
+            tokens = DEFAULT_TOKENS if args.tokens is None else args.tokens
+            n_windows = math.ceil(tokens / seq_len) if tokens else dataset.train_windows
+        total_windows = min(n_windows, dataset.train_windows)
+    progress = None
+    if emit is not None:
+        emit({"event": "start", "checkpoint": str(loaded.checkpoint), "data": [str(f.path) for f in dataset.files],
+              "split": args.split, "seq_len": seq_len, "batch_size": batch_size, "total_windows": total_windows})
+        progress = _progress_events(emit, total_windows)
+    began = time.perf_counter()
+    if args.split == "val":
+        result = validation_loss(scorer, dataset, batch_size, n_batches, progress)
+    else:
+        result = mean_loss(scorer, spread_batches(dataset, batch_size, n_windows), progress)
     seconds = time.perf_counter() - began
     return {
         "checkpoint": str(loaded.checkpoint),
@@ -176,7 +202,28 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     }
 
 
+def _progress_events(emit: Emit, total_windows: int) -> Progress:
+    throttle = Throttle()
+    began = time.perf_counter()
+
+    def progress(windows: int, tokens: int) -> None:
+        if throttle.due(last=windows >= total_windows):
+            emit({"event": "progress", "windows": windows, "total_windows": total_windows, "tokens": tokens,
+                  "elapsed_s": round(time.perf_counter() - began, 3)})
+
+    return progress
+
+
 def run(args: argparse.Namespace) -> int:
+    emit = event_printer(args.progress)
+    if emit is not None:
+        try:
+            report = evaluate_checkpoint(args, emit)
+        except UserError as e:
+            emit({"event": "error", "message": str(e)})
+            raise
+        emit({"event": "done", **report})
+        return 0
     report = evaluate_checkpoint(args)
     if args.json:
         print(json.dumps(report, ensure_ascii=False), flush=True)

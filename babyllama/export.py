@@ -18,6 +18,7 @@ import numpy as np
 from babyllama.checkpoint import load_model_for_inference
 from babyllama.config import ModelConfig
 from babyllama.errors import UserError
+from babyllama.events import add_progress_argument, event_printer
 from babyllama.files import atomic_write_bytes, atomic_write_json, temp_path
 from babyllama.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE, hf_config, hf_weights
 from babyllama.rotary import rotary_tables
@@ -159,8 +160,13 @@ def _tokenizer_for(loaded, given: Path | None, warn):
     return tokenizer
 
 
-def export_hf(loaded, out: Path, tokenizer=None, warn=_warn) -> Path:
-    """Write `loaded` (a checkpoint.LoadedModel) as a Hugging Face Llama folder at `out`."""
+def _no_stage(message: str) -> None:
+    pass
+
+
+def export_hf(loaded, out: Path, tokenizer=None, warn=_warn, stage=_no_stage) -> Path:
+    """Write `loaded` (a checkpoint.LoadedModel) as a Hugging Face Llama folder at `out`; `stage(message)`
+    is told what is being written."""
     from safetensors.numpy import save_file
 
     description = tokenizer.describe() if tokenizer is not None else None
@@ -168,9 +174,12 @@ def export_hf(loaded, out: Path, tokenizer=None, warn=_warn) -> Path:
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
     try:
+        stage(f"writing {HF_WEIGHTS_FILE}")
         atomic_write_json(temp / HF_CONFIG_FILE, hf_config(loaded.cfg, description))
         save_file(hf_weights(loaded.cfg, loaded.weights), str(temp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
         atomic_write_json(temp / HF_GENERATION_CONFIG_FILE, _generation_config(description))
+        if tokenizer is not None:
+            stage(f"writing the tokenizer {tokenizer.name}")
         tokenizer_line = _write_tokenizer(temp, tokenizer, warn) if tokenizer is not None else "none was exported."
         (temp / "README.md").write_text(_readme(loaded, tokenizer_line), encoding="utf-8")
         _replace(temp, out)
@@ -249,7 +258,7 @@ def llama2c_tokenizer_bytes(tokenizer, vocab_size: int) -> bytes:
     return b"".join(out)
 
 
-def export_llama2c(loaded, out: Path, tokenizer=None) -> Path:
+def export_llama2c(loaded, out: Path, tokenizer=None, stage=_no_stage) -> Path:
     """model.bin at `out`, and with a SentencePiece-based `tokenizer` its tokenizer.bin beside it."""
     cfg = loaded.cfg
     if cfg.rope_theta != LLAMA2C_ROPE_THETA or cfg.norm_eps != LLAMA2C_NORM_EPS:
@@ -257,12 +266,14 @@ def export_llama2c(loaded, out: Path, tokenizer=None) -> Path:
                         f"llama2.c's run.c fixes them at {LLAMA2C_ROPE_THETA:g} and {LLAMA2C_NORM_EPS:g}: "
                         "export this model with --format hf instead")
     temp = temp_path(out)
+    stage(f"writing {out.name}")
     try:
         with open(temp, "wb") as f:
             f.write(llama2c_header(cfg))
             for tensor in llama2c_tensors(cfg, loaded.weights):
                 f.write(np.ascontiguousarray(tensor, dtype="<f4").tobytes())
         if tokenizer is not None:
+            stage(f"writing {llama2c_tokenizer_path(out).name}")
             atomic_write_bytes(llama2c_tokenizer_path(out), llama2c_tokenizer_bytes(tokenizer, cfg.vocab_size))
         _replace(temp, out)
     except BaseException:
@@ -289,28 +300,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", type=Path, metavar="PATH",
                         help="the tokenizer to put beside the weights (default: the checkpoint's)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    emit = event_printer(args.progress)
+    if emit is None:
+        _export(args, _warn, _no_stage, print)
+        return 0
+    warnings = []
+
+    def warn(message: str) -> None:
+        _warn(message)
+        warnings.append(message)
+
+    def stage(message: str) -> None:
+        emit({"event": "stage", "message": message})
+
+    try:
+        done = _export(args, warn, stage, lambda line: None)
+    except UserError as e:
+        emit({"event": "error", "message": str(e)})
+        raise
+    emit({"event": "done", **done, "warnings": warnings})
+    return 0
+
+
+def _export(args: argparse.Namespace, warn, stage, say) -> dict:
+    """The export `args` ask for; `say` gets the lines of the text report. Returns what a done event holds."""
     out = args.out
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; give --force to replace it, or another --out")
     if args.format == "llama2c" and out.is_dir():
         raise UserError(f"{out} is a folder; --format llama2c writes one file, e.g. --out model.bin")
     out.parent.mkdir(parents=True, exist_ok=True)
+    stage("loading the checkpoint")
     loaded = load_model_for_inference(args.ckpt)
-    tokenizer = _tokenizer_for(loaded, args.tokenizer, _warn)
+    tokenizer = _tokenizer_for(loaded, args.tokenizer, warn)
     parameters = sum(w.size for w in loaded.weights.values())
+    done = {"out": str(out), "format": args.format, "checkpoint": str(loaded.checkpoint), "parameters": parameters,
+            "tokenizer": None}
     if args.format == "hf":
-        export_hf(loaded, out, tokenizer, _warn)
-        print(f"wrote {out} from {loaded.checkpoint}: {parameters:,} parameters")
-        return 0
+        export_hf(loaded, out, tokenizer, warn, stage)
+        say(f"wrote {out} from {loaded.checkpoint}: {parameters:,} parameters")
+        return {**done, "tokenizer": str(out) if tokenizer is not None else None}
     if tokenizer is not None and tokenizer.kind not in LLAMA2C_TOKENIZER_KINDS:
-        _warn(f"{tokenizer.path}: llama2.c reads SentencePiece tokenizers only; no tokenizer.bin written")
+        warn(f"{tokenizer.path}: llama2.c reads SentencePiece tokenizers only; no tokenizer.bin written")
         tokenizer = None
-    export_llama2c(loaded, out, tokenizer)
-    print(f"wrote {out} from {loaded.checkpoint}: {parameters:,} parameters")
-    if tokenizer is not None:
-        print(f"and its tokenizer {llama2c_tokenizer_path(out)}; run it with llama2.c: "
-              f"./run {out} -z {llama2c_tokenizer_path(out)}")
-    return 0
+    export_llama2c(loaded, out, tokenizer, stage)
+    say(f"wrote {out} from {loaded.checkpoint}: {parameters:,} parameters")
+    if tokenizer is None:
+        return done
+    say(f"and its tokenizer {llama2c_tokenizer_path(out)}; run it with llama2.c: "
+        f"./run {out} -z {llama2c_tokenizer_path(out)}")
+    return {**done, "tokenizer": str(llama2c_tokenizer_path(out))}

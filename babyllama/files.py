@@ -10,9 +10,9 @@ from pathlib import Path
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def temp_path(path: Path) -> Path:
-    """The name a file is written under before it is renamed into place."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def temp_path(path: Path, pid: int | None = None) -> Path:
+    """The name a file is written under before it is renamed into place, by this process or by `pid`."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid() if pid is None else pid}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

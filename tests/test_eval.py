@@ -147,3 +147,59 @@ def test_eval_on_the_validation_split_gives_the_trainers_validation_loss(tmp_pat
     assert report["loss"] == pytest.approx(logged[3], rel=1e-5)
     # Training moved the loss, so matching step 3's is not matching the initial model's.
     assert logged[3] < logged[0] - 0.05
+
+
+# ---------------------------------------------------------------------------------------
+# --progress jsonl and --batches, on a checkpoint written with numpy
+
+
+def jsonl_events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    from numpy_checkpoints import SMALL, write_numpy_checkpoint
+
+    folder = write_numpy_checkpoint(tmp_path_factory.mktemp("small") / "step_0000005", SMALL)
+    tokens = np.random.default_rng(5).integers(0, SMALL.vocab_size, 40 * SMALL.max_seq_len + 1)
+    data = write_token_file(folder.parent / "small.bin", tokens, {}, vocab_size=SMALL.vocab_size)
+    return folder, data, SMALL
+
+
+def test_progress_jsonl_counts_windows_up_to_the_total_then_reports_the_loss(small_checkpoint):
+    folder, data, cfg = small_checkpoint
+    done = babyllama_eval("--ckpt", folder, "--data", data, "--batches", 3, "--batch-size", 4, "--progress", "jsonl")
+    assert done.returncode == 0, done.stderr
+    events = jsonl_events(done.stdout)
+    assert [e["event"] for e in events[:2]] == ["start", "progress"] and events[-1]["event"] == "done"
+    assert events[0]["total_windows"] == 12
+    windows = [e["windows"] for e in events if e["event"] == "progress"]
+    assert windows == sorted(windows) and windows[-1] == 12
+    report = events[-1]
+    assert (report["windows"], report["tokens"]) == (12, 12 * cfg.max_seq_len)
+    assert report["perplexity"] == pytest.approx(np.exp(report["loss"]))
+
+
+def test_batches_of_the_validation_split_are_the_trainers_batches(small_checkpoint):
+    folder, data, _ = small_checkpoint
+    done = babyllama_eval("--ckpt", folder, "--data", data, "--split", "val", "--batches", 1, "--batch-size", 1,
+                          "--progress", "jsonl")
+    assert done.returncode == 0, done.stderr
+    events = jsonl_events(done.stdout)
+    assert events[0]["total_windows"] == 1 and events[-1]["windows"] == 1
+
+
+def test_progress_jsonl_ends_in_an_error_event_and_the_one_line_error(small_checkpoint, tmp_path):
+    folder, _, _ = small_checkpoint
+    done = babyllama_eval("--ckpt", folder, "--data", tmp_path / "gone.bin", "--progress", "jsonl")
+    assert done.returncode == 2
+    (event,) = jsonl_events(done.stdout)
+    assert event["event"] == "error" and str(tmp_path / "gone.bin") in event["message"]
+    assert done.stderr.strip() == f"babyllama eval: error: {event['message']}"
+
+
+def test_batches_and_tokens_cannot_both_be_given(small_checkpoint):
+    folder, data, _ = small_checkpoint
+    done = babyllama_eval("--ckpt", folder, "--data", data, "--batches", 2, "--tokens", 100)
+    assert done.returncode == 2 and "not allowed with argument" in done.stderr

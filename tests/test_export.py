@@ -287,3 +287,20 @@ def test_llama2c_refuses_a_rope_theta_run_c_cannot_use(tmp_path):
     with pytest.raises(UserError, match="rope_theta 500000"):
         export_llama2c(loaded, tmp_path / "model.bin")
     assert not list(tmp_path.iterdir())
+
+
+def test_progress_jsonl_names_each_stage_then_what_was_written(tmp_path):
+    from numpy_checkpoints import write_numpy_checkpoint
+
+    folder = write_numpy_checkpoint(tmp_path / "step_0000005")
+    out = tmp_path / "exports" / "small.bin"
+    done = babyllama("export", "--ckpt", folder, "--format", "llama2c", "--out", out, "--progress", "jsonl")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(e["event"], e.get("message")) for e in events[:-1]] == [
+        ("stage", "loading the checkpoint"), ("stage", "writing small.bin")]
+    assert events[-1] == {"event": "done", "out": str(out), "format": "llama2c", "checkpoint": str(folder),
+                          "parameters": events[-1]["parameters"], "tokenizer": None,
+                          "warnings": [f"{folder}: names no tokenizer; the export has none (give one with "
+                                       "--tokenizer PATH)"]}
+    assert out.is_file()

@@ -69,7 +69,6 @@ def launch_detached(
     current = effective_state(status)
     if current.state in ACTIVE_STATES:
         raise UserError(stop_it_first(run.path, status, current.state))
-    reap_launched()
 
     trainer = [*program, "--run", str(run.path.resolve()), *args]
     launch_id = uuid.uuid4().hex
@@ -89,37 +88,59 @@ def launch_detached(
         launcher = "python"
         argv = [sys.executable, *trainer]
 
-    run.write_status(
+    return start_detached(run, argv, run.log_path, what=f"training for {run.path}", env=child_env, cwd=cwd,
+                          launcher=launcher, world_size=workers, launch_id=launch_id,
+                          stop_requested=None, kill_requested=None)
+
+
+def start_detached(
+    status: RunDir,
+    argv: Sequence[str],
+    log_path: Path,
+    *,
+    what: str,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+    command: Sequence[str] | None = None,
+    **fields,
+) -> int:
+    """Start `argv` in its own session, reading /dev/null and appending its output to `log_path`,
+    and return its pid; `status` (a run's or a job's status.json) says `starting` with `fields`
+    and `command` (default: `argv`) before the process exists, and its pid before this returns.
+
+    Shared by trainers (`launch_detached`) and jobs (`runs.jobs.launch_job`).
+    """
+    reap_launched()
+    command = list(argv if command is None else command)
+    status.write_status(
         state="starting", host=this_host(), pid=None, pid_create_time=None,
-        launcher=launcher, launcher_pid=None, launcher_create_time=None,
-        world_size=workers, started=time.time(), error=None, stop_requested=None, kill_requested=None,
-        command=argv, launch_id=launch_id,
+        launcher_pid=None, launcher_create_time=None, started=time.time(), error=None, command=command, **fields,
     )
-    with open(run.log_path, "ab") as log:
+    with open(log_path, "ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        log.write(f"\n=== {stamp} launching: {shlex.join(argv)}\n".encode())
+        log.write(f"\n=== {stamp} launching: {shlex.join(command)}\n".encode())
         log.flush()
         try:
             process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, env=child_env, cwd=cwd,
+                list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True, env=env, cwd=cwd,
             )
         except OSError as e:
-            run.write_status(state="failed", error=f"could not start {argv[0]}: {e}")
-            raise UserError(f"could not start training for {run.path}: {e}") from None
+            status.write_status(state="failed", error=f"could not start {argv[0]}: {e}")
+            raise UserError(f"could not start {what}: {e}") from None
     _launched.append(process)
     try:
         create_time = psutil.Process(process.pid).create_time()
     except psutil.NoSuchProcess:
         create_time = None
 
-    def record_launcher(status: dict) -> dict:
-        fields = {"launcher_pid": process.pid, "launcher_create_time": create_time}
-        if status.get("pid") is None:
-            fields.update(pid=process.pid, pid_create_time=create_time)
-        return fields
+    def record_launcher(current: dict) -> dict:
+        recorded = {"launcher_pid": process.pid, "launcher_create_time": create_time}
+        if current.get("pid") is None:
+            recorded.update(pid=process.pid, pid_create_time=create_time)
+        return recorded
 
-    run.update_status(record_launcher)
+    status.update_status(record_launcher)
     return process.pid
 
 

@@ -20,6 +20,7 @@ from babyllama.devices import AcceleratorReading, read_accelerators
 from babyllama.runs import ACTIVE_STATES, RunDir, state_words, stop_overdue
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
+from babyllama_tui.screens.job_dialogs import request_eval, request_export
 from babyllama_tui.screens.pick_run import PickRunScreen, PickRunsScreen
 from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_stop
 from babyllama_tui.textual_fixes import KeyFooter
@@ -28,7 +29,9 @@ from babyllama_tui.training.eta import eta_seconds
 from babyllama_tui.training.formatting import format_count, format_lr, format_mib_short, format_ms, format_number
 from babyllama_tui.training.history import MetricsHistory, bucket_means
 from babyllama_tui.training.run_follower import RunFollower
+from babyllama_tui.training.run_jobs import has_checkpoint
 from babyllama_tui.training.runs_watcher import RunRow, RunsWatcher
+from babyllama_tui.widgets.jobs_strip import JobsStrip
 from babyllama_tui.widgets.log_tail import LogTail
 from babyllama_tui.widgets.loss_chart import WINDOWS, LossChart
 from babyllama_tui.widgets.metric_card import MetricCard
@@ -89,6 +92,9 @@ class MonitorScreen(AppScreen):
         Binding("K", "kill_run", "Kill"),
         Binding("i", "show_config", "How the run was started", show=False),
         Binding("L", "full_log", "Whole log from its first line", show=False),
+        # In the palette (ctrl+p) only, as Raw: the footer is full at 80 columns.
+        Binding("x", "export", "Export a checkpoint (hf, llama2.c)", show=False),
+        Binding("v", "evaluate", "Evaluate a checkpoint on a token file", show=False),
     ]
 
     def __init__(self) -> None:
@@ -126,6 +132,8 @@ class MonitorScreen(AppScreen):
         yield ModeHeader("monitor")
         yield Static(NO_RUN_HINT, id="monitor-hint")
         yield self.status_bar
+        self.jobs_strip = JobsStrip(self.app.root, id="monitor-jobs")
+        yield self.jobs_strip
         with Horizontal(id="monitor-main"):
             yield self.chart
             with Vertical(id="metric-cards"):
@@ -160,6 +168,7 @@ class MonitorScreen(AppScreen):
         self.sample_view.show([])
         self.set_class(self.follower is None, "-no-run")
         self.sub_title = path.name if path is not None else ""
+        self.jobs_strip.show_run(path)
         self._loading = ""
         self._shown_version = -1
         self._shown_state = None
@@ -196,6 +205,7 @@ class MonitorScreen(AppScreen):
             self._polling = True
             self._poll(self.follower, self.compared.runs)
         self._show_status()
+        self.jobs_strip.refresh_jobs()
 
     @work(thread=True, group="monitor-poll")
     def _poll(self, follower: RunFollower, compared: list[ComparedRun]) -> None:
@@ -368,6 +378,8 @@ class MonitorScreen(AppScreen):
             return self.follower is not None and self.follower.state.state in STOPPABLE_STATES
         if action == "kill_run":
             return self._shown_state is not None and self._shown_state[1]
+        if action in ("export", "evaluate"):
+            return self.follower is not None and has_checkpoint(self.follower.path)
         return True
 
     def _run_rows(self) -> list[RunRow]:
@@ -426,3 +438,11 @@ class MonitorScreen(AppScreen):
 
         if self.follower is not None:
             self.app.push_screen(FullLogScreen(self.follower.path))
+
+    def action_export(self) -> None:
+        if self.follower is not None:
+            request_export(self, self.follower.path)
+
+    def action_evaluate(self) -> None:
+        if self.follower is not None:
+            request_eval(self, self.follower.path)

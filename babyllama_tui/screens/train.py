@@ -24,10 +24,13 @@ from babyllama.runs import ACTIVE_STATES, ENDED_STATES, launch_detached
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.screens.confirm import ConfirmScreen
+from babyllama_tui.screens.job_dialogs import request_eval, request_export
 from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_resume, request_stop
 from babyllama_tui.screens.run_manage import request_delete, request_note, request_rename
 from babyllama_tui.textual_fixes import KeyFooter
+from babyllama_tui.training.run_jobs import has_checkpoint
 from babyllama_tui.training.runs_watcher import RunRow, RunsWatcher
+from babyllama_tui.widgets.jobs_strip import JobsStrip
 from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.runs_table import RunsTable, state_text, state_with_hint
 
@@ -42,7 +45,10 @@ REFRESH_S = 0.5
 # Columns from which the form and the runs table are shown side by side.
 WIDE_FROM = 120
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
-RUN_ACTIONS = {"open_run", "stop_run", "resume_run", "kill_run", "delete_run", "rename_run", "note_run", "show_config"}
+RUN_ACTIONS = {
+    "open_run", "stop_run", "resume_run", "kill_run", "delete_run", "rename_run", "note_run", "show_config", "export",
+    "evaluate",
+}
 SECTION_NAMES = {"model": "the model section", "train": "the training section"}
 # Delete, rename and note share one place in the footer: named one by one they did not fit in 80 columns.
 MANAGE_KEYS = Binding.Group("manage", compact=True)
@@ -84,6 +90,8 @@ class TrainScreen(AppScreen):
         Binding("N", "note_run", "Note", group=MANAGE_KEYS),
         Binding("ctrl+l", "launch", "Launch"),
         Binding("i", "show_config", "How the run was started", show=False),
+        Binding("x", "export", "Export a checkpoint (hf, llama2.c)", show=False),
+        Binding("v", "evaluate", "Evaluate a checkpoint on a token file", show=False),
     ]
 
     pane: reactive[str] = reactive("runs", init=False)
@@ -118,6 +126,7 @@ class TrainScreen(AppScreen):
                 runs_pane.border_title = "Runs"
                 yield RunsTable(id="runs-table")
                 yield Static("", id="run-detail")
+                yield JobsStrip(self.app.root, id="run-jobs")
                 yield Static("No runs yet: fill in the form (n) and launch it (ctrl+l).", id="no-runs")
         yield KeyFooter()
 
@@ -181,7 +190,9 @@ class TrainScreen(AppScreen):
     def _refresh_runs(self) -> None:
         """Twice a second while this screen is shown: nobody reads a table on a hidden screen."""
         if self.is_current:
-            self._show_runs(self._watcher.poll(self.app.clock()))
+            now = self.app.clock()
+            self._show_runs(self._watcher.poll(now))
+            self.query_one(JobsStrip).refresh_jobs()
         if self.form is not None and not self._form_in_sight():
             self.form.follow_clock(self.app.clock())
 
@@ -209,6 +220,7 @@ class TrainScreen(AppScreen):
         detail = self.query_one("#run-detail", Static)
         detail.display = row is not None
         shown = run_detail(row, self.app.clock()) if row is not None else None
+        self.query_one(JobsStrip).show_run(row.path if row is not None else None)
         if shown != self._detail:
             self._detail = shown
             if shown is not None:
@@ -250,6 +262,8 @@ class TrainScreen(AppScreen):
                 return row.state in ENDED_STATES and row.latest_checkpoint is not None
             if action == "delete_run" or action == "rename_run":
                 return row.state not in ACTIVE_STATES
+            if action in ("export", "evaluate"):
+                return has_checkpoint(row.path)
         if action == "launch":
             # Shown and live even while the form has errors: ctrl+l then says what to fix.
             return not narrow or self.pane == "new"
@@ -300,6 +314,16 @@ class TrainScreen(AppScreen):
         row = self._highlighted()
         if row is not None:
             self.app.push_screen(RunConfigScreen(row.path))
+
+    def action_export(self) -> None:
+        row = self._highlighted()
+        if row is not None:
+            request_export(self, row.path)
+
+    def action_evaluate(self) -> None:
+        row = self._highlighted()
+        if row is not None:
+            request_eval(self, row.path)
 
     # Panes
 

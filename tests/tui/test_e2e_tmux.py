@@ -1,8 +1,8 @@
-"""End to end in a real terminal: the app in tmux launches a tiny run, dies, comes back, stops it.
+"""End to end in a real terminal: the app in tmux launches a tiny run, dies, comes back, stops it, exports it.
 
 This is what a user over SSH does: start a run from the app, lose the connection (tmux
-kills the app with SIGHUP), reconnect and find the run still going, then stop it and get a
-checkpoint. The app is the installed `babyllama_tui` under this interpreter; the trainer is
+kills the app with SIGHUP), reconnect and find the run still going, then stop it, get a
+checkpoint and export it as a Hugging Face folder. The app is the installed `babyllama_tui` under this interpreter; the trainer is
 the real `babyllama train` it launches.
 """
 
@@ -179,3 +179,11 @@ def test_a_run_outlives_the_app_and_stops_from_it(project, terminal):
     assert json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))["step"] >= first_step
     assert ends_within(trainer, 30), "the trainer went on after writing `stopped`"
     assert "Traceback" not in (run / "train.log").read_text(encoding="utf-8")
+
+    # Export the checkpoint from the runs table, as the dialog proposes: a Hugging Face folder under out/exports/.
+    terminal.keys("x")
+    terminal.wait_for("the export dialog", lambda s: "Export (enter)" in s, 10)
+    terminal.keys("Enter")
+    terminal.wait_for("the export done", lambda s: "as hf: done" in s, 300)
+    exported = project / "out" / "exports" / f"{run.name}-{int(latest.removeprefix('step_'))}-hf"
+    assert {"model.safetensors", "config.json", "tokenizer.model"} <= {p.name for p in exported.iterdir()}

@@ -1,0 +1,181 @@
+"""Export and evaluation of a run's checkpoint as detached jobs (`babyllama.runs.jobs`): the
+commands the dialogs start, their checks, and a job in one line for the Monitor and the runs table.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from babyllama.checkpoint import Checkpoint
+from babyllama.errors import UserError
+from babyllama.runs import ACTIVE_STATES, RunDir
+from babyllama.runs.jobs import JobInfo, launch_job, list_jobs
+
+EXPORTS_DIR = Path("out") / "exports"
+EXPORT_FORMATS = {
+    "hf": "hf: a Hugging Face folder (transformers, llama.cpp)",
+    "llama2c": "llama2c: llama2.c's model.bin",
+}
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    checkpoint: Checkpoint
+    format: str
+    out: Path  # absolute
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    checkpoint: Checkpoint
+    data: Path
+    batches: int
+    split: str = "all"
+
+
+SPLIT_NOTES = {
+    "val": "the run trained on this file: its held-out windows, as the run's val loss",
+    "all": "windows spread over the whole file",
+}
+
+
+def run_checkpoints(run_path: Path) -> list[Checkpoint]:
+    """The run's complete checkpoints, newest first."""
+    return list(reversed(RunDir(run_path).checkpoints()))
+
+
+def has_checkpoint(run_path: Path) -> bool:
+    return RunDir(run_path).latest_checkpoint() is not None
+
+
+def shown_path(path: Path | str, root: Path) -> str:
+    """`path` relative to the project when inside it, as a user would type it there."""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def default_export_path(root: Path, run_name: str, step: int, fmt: str) -> Path:
+    """out/exports/RUN-STEP-hf/ (a folder), or out/exports/RUN-STEP-llama2c.bin (its tokenizer beside it)."""
+    name = f"{run_name}-{step}-{fmt}"
+    return root / EXPORTS_DIR / (f"{name}.bin" if fmt == "llama2c" else name)
+
+
+def resolve(typed: str, root: Path) -> Path:
+    path = Path(typed.strip()).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def export_problem(out: Path, fmt: str) -> str | None:
+    """Why the export cannot be written at `out`, or None. An empty folder may be written into."""
+    if not str(out).strip() or out == out.parent:
+        return "give the output"
+    if fmt == "llama2c" and out.is_dir():
+        return f"{out} is a folder; llama2c writes one file, e.g. {out / 'model.bin'}"
+    if out.is_dir():
+        with os.scandir(out) as entries:
+            if next(entries, None) is not None:
+                return f"{out} exists and is not empty; choose another output"
+    elif out.exists():
+        return f"{out} exists; choose another output"
+    return None
+
+
+def batches_problem(typed: str) -> str | None:
+    try:
+        return None if int(typed) >= 1 else "batches must be at least 1"
+    except ValueError:
+        return "batches must be a whole number, at least 1"
+
+
+def default_batches(run_path: Path) -> int:
+    """The run's eval_iters: as many batches as the trainer's validation loss takes."""
+    from babyllama.config import TrainConfig
+
+    try:
+        train = RunDir(run_path).read_config().get("train") or {}
+    except (UserError, OSError):  # an unreadable config: the dialog still opens, with the default
+        train = {}
+    eval_iters = train.get("eval_iters") if isinstance(train, dict) else None
+    return eval_iters if isinstance(eval_iters, int) and eval_iters > 0 else TrainConfig().eval_iters
+
+
+def run_data_files(run_path: Path) -> set[Path]:
+    """The token files the run trained on, as its config.json lists them."""
+    try:
+        data = RunDir(run_path).read_config().get("data")
+    except (UserError, OSError):
+        return set()
+    files = data.get("files") if isinstance(data, dict) else None
+    return {Path(f["path"]) for f in files or [] if isinstance(f, dict) and isinstance(f.get("path"), str)}
+
+
+def eval_split(data: Path, run_data: set[Path]) -> str:
+    """val (the held-out windows) for a file the run trained on, else all (spread over the file)."""
+    return "val" if data.resolve() in run_data else "all"
+
+
+def start_export(run_path: Path, request: ExportRequest, root: Path) -> JobInfo:
+    args = ["export", "--ckpt", str(request.checkpoint.path), "--format", request.format, "--out", str(request.out)]
+    if request.out.is_dir():  # empty: export_problem refuses any other
+        args.append("--force")
+    details = {"step": request.checkpoint.step, "format": request.format}
+    return launch_job(run_path, "export", args, output=str(request.out), details=details, cwd=root)
+
+
+def start_eval(run_path: Path, request: EvalRequest, root: Path) -> JobInfo:
+    args = ["eval", "--ckpt", str(request.checkpoint.path), "--data", str(request.data),
+            "--batches", str(request.batches), "--split", request.split]
+    details = {"step": request.checkpoint.step, "data": shown_path(request.data, root)}
+    return launch_job(run_path, "eval", args, details=details, cwd=root)
+
+
+def shown_job(run_path: Path) -> tuple[JobInfo | None, int]:
+    """The job a run's strip shows (the newest active one, else the newest), and how many
+    other jobs are active: one line, as the Monitor at 24 rows has few to give."""
+    jobs = list_jobs(run_path)
+    active = [job for job in jobs if job.state in ACTIVE_STATES]
+    return (active or jobs or [None])[0], max(0, len(active) - 1)
+
+
+def job_title(job: JobInfo) -> str:
+    """What the job does: "export step 400 as hf", "eval step 400 on data/x.bin"."""
+    details = job.details
+    step = f"step {details['step']:,}" if isinstance(details.get("step"), int) else "a checkpoint"
+    if job.kind == "export":
+        return f"export {step} as {details.get('format', '?')}"
+    return f"{job.kind} {step} on {details.get('data', '?')}"
+
+
+def describe_job(job: JobInfo, root: Path) -> str:
+    """The job in a line: what, on which checkpoint, and how far it got or how it ended."""
+    what = job_title(job)
+    if job.kind == "export":
+        target = shown_path(job.output, root) if job.output else ""
+        if job.state == "finished":
+            parameters = (job.result or {}).get("parameters")
+            size = f" ({parameters:,} parameters)" if isinstance(parameters, int) else ""
+            return f"{what}: done, {target}{size}"
+        if job.state in ACTIVE_STATES:
+            stage = (job.progress or {}).get("message") or job.state
+            return f"{what} → {target}: {stage}"
+    else:
+        if job.state == "finished":
+            result = job.result or {}
+            return (f"{what}: loss {_number(result.get('loss'), '.4f')}, perplexity "
+                    f"{_number(result.get('perplexity'), ',.2f')} over {_number(result.get('tokens'), ',')} tokens")
+        if job.state in ACTIVE_STATES:
+            progress = job.progress or {}
+            done, total = progress.get("windows", 0), progress.get("total_windows")
+            if isinstance(total, int) and total > 0:
+                return f"{what}: {done:,}/{total:,} windows ({math.floor(100 * done / total)}%)"
+            return f"{what}: {job.state}"
+    return f"{what}: {job.state}: {job.reason or 'no reason recorded'}"
+
+
+def _number(value, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "-"

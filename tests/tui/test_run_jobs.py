@@ -1,0 +1,250 @@
+"""Export and evaluation from the app: the palette finds them, the dialogs start real detached
+jobs on a checkpoint written with numpy, and what the jobs do shows on the Monitor and the runs table."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from numpy_checkpoints import SMALL, write_run_with_checkpoint
+from textual.command import CommandList, CommandPalette
+
+from babyllama.files import atomic_write_json
+from babyllama.runs import ACTIVE_STATES, RunDir
+from babyllama_tui.app import BabyLlamaApp
+
+from pilot_wait import wait_until
+from run_fixtures import write_token_file
+
+RUN = "small-run"
+STEP = 20
+# Enough windows that scoring all of them outlasts what a test does meanwhile.
+LONG_TOKENS = 4_000_000
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A finished run with a checkpoint, and a token file in data/."""
+    write_run_with_checkpoint(tmp_path / "out" / "runs" / RUN, STEP)
+    write_token_file(tmp_path / "data", "held.bin", tokens=20_000, vocab_size=SMALL.vocab_size, tokenizer_path="x")
+    return tmp_path
+
+
+def run_path(project: Path, name: str = RUN) -> Path:
+    return project / "out" / "runs" / name
+
+
+def jobs(project: Path) -> list:
+    from babyllama.runs.jobs import list_jobs
+
+    return list_jobs(run_path(project))
+
+
+def strip_text(screen) -> str:
+    from babyllama_tui.widgets.jobs_strip import JobsStrip
+
+    strip = screen.query_one(JobsStrip)
+    return strip.render().plain if strip.display else ""
+
+
+def notes(app) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+def palette_titles(app) -> list[str]:
+    if not isinstance(app.screen, CommandPalette):
+        return []
+    options = app.screen.query_one(CommandList)
+    return [str(options.get_option_at_index(i).prompt).splitlines()[0].strip() for i in range(options.option_count)]
+
+
+async def palette_finds(pilot, typed: str, title: str) -> None:
+    """Type `typed` into the palette and wait for `title` among what it lists."""
+    app = pilot.app
+    await pilot.press("ctrl+p", *typed)
+    await wait_until(pilot, lambda: title in palette_titles(app), f"{title!r} in the palette")
+    await pilot.press("escape")
+    await wait_until(pilot, lambda: not isinstance(app.screen, CommandPalette), "the palette to close")
+
+
+def offered(screen, action: str) -> bool:
+    """Whether the screen's key for `action` is enabled: the palette lists only those."""
+    return any(a.binding.action == action and a.enabled for a in screen.active_bindings.values())
+
+
+async def on_monitor(pilot, project: Path, name: str = RUN):
+    pilot.app.monitor_run(run_path(project, name))
+    await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "MonitorScreen"
+                     and pilot.app.screen.follower is not None
+                     and pilot.app.screen.follower.path == run_path(project, name), "the monitor")
+    await pilot.pause()
+    return pilot.app.screen
+
+
+async def open_dialog(pilot, key: str, dialog: str):
+    await pilot.press(key)
+    await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == dialog, f"the {dialog}")
+    await pilot.pause()
+    return pilot.app.screen
+
+
+async def test_the_palette_finds_export_and_evaluate_for_a_run_with_a_checkpoint(project):
+    bare = RunDir(run_path(project, "bare-run"))
+    bare.create({"model": {}, "train": {}})
+    bare.write_status(state="failed", step=0, error="stopped before its first checkpoint")
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await on_monitor(pilot, project)
+        await palette_finds(pilot, "exp", "Export a checkpoint (hf, llama2.c)")
+        await palette_finds(pilot, "eval", "Evaluate a checkpoint on a token file")
+        await on_monitor(pilot, project, "bare-run")
+        assert not offered(monitor, "export") and not offered(monitor, "evaluate"), "the bare run has no checkpoint"
+        await pilot.press("2")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "TrainScreen", "the Train screen")
+        table = app.screen.query_one("RunsTable")
+        await wait_until(pilot, lambda: table.highlighted_run is not None, "the runs")
+        table.move_cursor(row=[row.name for row in table.runs.values()].index(RUN))
+        await wait_until(pilot, lambda: offered(app.screen, "export"), "the run's keys")
+        await palette_finds(pilot, "exp", "Export a checkpoint (hf, llama2.c)")
+        await palette_finds(pilot, "eval", "Evaluate a checkpoint on a token file")
+
+
+async def test_export_from_the_monitor_writes_the_folder_and_shows_where(project):
+    app = BabyLlamaApp(root=project)
+    out = project / "out" / "exports" / f"{RUN}-{STEP}-hf"
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await on_monitor(pilot, project)
+        dialog = await open_dialog(pilot, "x", "ExportScreen")
+        assert dialog.out_input.value == f"out/exports/{RUN}-{STEP}-hf"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: ": done," in strip_text(monitor), "the export to be done")
+        assert strip_text(monitor).startswith(f"● export step {STEP} as hf: done, out/exports/{RUN}-{STEP}-hf (")
+        assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+        await wait_until(pilot, lambda: any(": done," in note for note in notes(app)), "the notification")
+    (job,) = jobs(project)
+    assert (job.kind, job.state, job.result["out"]) == ("export", "finished", str(out))
+
+
+async def test_the_output_follows_the_format_and_a_folder_with_files_is_refused(project):
+    taken = project / "out" / "exports" / f"{RUN}-{STEP}-hf"
+    taken.mkdir(parents=True)
+    (taken / "notes.txt").write_text("mine")
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await on_monitor(pilot, project)
+        dialog = await open_dialog(pilot, "x", "ExportScreen")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "not empty" in str(dialog.query_one("#job-error").render()), "the refusal")
+        assert str(dialog.query_one("#job-error").render()) == \
+            f"{taken} exists and is not empty; choose another output"
+        dialog.format_select.value = "llama2c"
+        await wait_until(pilot, lambda: dialog.out_input.value.endswith("-llama2c.bin"), "the output to follow")
+        assert str(dialog.query_one("#job-error").render()) == ""
+        await pilot.press("escape")
+    assert jobs(project) == [] and [p.name for p in taken.iterdir()] == ["notes.txt"]
+
+
+async def test_eval_from_the_runs_table_shows_the_loss_and_perplexity(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "TrainScreen", "the Train screen")
+        train = app.screen
+        await pilot.pause()
+        dialog = await open_dialog(pilot, "v", "EvalScreen")
+        assert str(dialog.data_select.value) == str(project / "data" / "held.bin")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "perplexity" in strip_text(train), "the loss")
+        (job,) = jobs(project)
+        loss, perplexity = job.result["loss"], job.result["perplexity"]
+        assert strip_text(train) == (f"● eval step {STEP} on data/held.bin: loss {loss:.4f}, perplexity "
+                                     f"{perplexity:,.2f} over {job.result['tokens']:,} tokens")
+
+
+async def test_eval_on_the_run_s_own_data_scores_its_held_out_windows(project):
+    run = RunDir(run_path(project))
+    held = project / "data" / "held.bin"
+    # As a trainer writes it: the token files the run trained on.
+    atomic_write_json(run.config_path, {**run.read_config(), "data": {"files": [{"path": str(held.resolve())}]}})
+    write_token_file(project / "data", "another.bin", tokens=20_000, vocab_size=SMALL.vocab_size, tokenizer_path="x")
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await on_monitor(pilot, project)
+        dialog = await open_dialog(pilot, "v", "EvalScreen")
+        assert str(dialog.data_select.value) == str(held), "the run's own data first, though another.bin sorts before it"
+        assert "held-out windows" in str(dialog.split_note.render())
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "perplexity" in strip_text(monitor), "the loss")
+    (job,) = jobs(project)
+    assert job.result["split"] == "val" and job.status["command"][-4:-2] == ["--split", "val"]
+
+
+async def test_a_token_file_gone_before_the_job_starts_ends_in_one_line(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await on_monitor(pilot, project)
+        await open_dialog(pilot, "v", "EvalScreen")
+        (project / "data" / "held.bin").unlink()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: ": failed: " in strip_text(monitor), "the failure")
+        (note,) = [n for n in notes(app) if ": failed: " in n]
+        assert note.startswith(f"eval step {STEP} on data/held.bin: failed: ") and "\n" not in note
+        assert str(project / "data" / "held.bin") in note
+    (job,) = jobs(project)
+    assert job.state == "failed" and job.reason in note
+
+
+async def start_long_eval(pilot, project: Path, screen) -> object:
+    """An eval of every window of a long file, started from the dialog, once its progress shows."""
+    write_token_file(project / "data", "long.bin", tokens=LONG_TOKENS, vocab_size=SMALL.vocab_size, tokenizer_path="x")
+    dialog = await open_dialog(pilot, "v", "EvalScreen")
+    dialog.data_select.value = str(project / "data" / "long.bin")
+    dialog.batches_input.value = "1000000"
+    await pilot.pause()
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: " windows (" in strip_text(screen), "the eval's progress")
+    (job,) = jobs(project)
+    return job
+
+
+def ended(project: Path) -> bool:
+    return all(job.state not in ACTIVE_STATES for job in jobs(project))
+
+
+async def test_a_job_killed_says_so_in_one_line(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await on_monitor(pilot, project)
+        job = await start_long_eval(pilot, project, monitor)
+        assert "on data/long.bin: " in strip_text(monitor) and "/" in strip_text(monitor)
+        os.kill(job.status["child_pid"], signal.SIGKILL)
+        await wait_until(pilot, lambda: any(n.endswith(": failed: killed by SIGKILL") for n in notes(app)),
+                         "the job's end")
+        await wait_until(pilot, lambda: strip_text(monitor).endswith("long.bin: failed: killed by SIGKILL"),
+                         "the strip to say so")
+
+
+async def test_a_job_outlives_the_app_and_a_second_app_shows_it(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await on_monitor(pilot, project)
+        job = await start_long_eval(pilot, project, monitor)
+    runner = psutil.Process(job.status["pid"])
+    try:
+        assert runner.is_running() and runner.status() != psutil.STATUS_ZOMBIE, "the job outlived the app"
+        again = BabyLlamaApp(root=project)
+        async with again.run_test(size=(200, 50)) as pilot:
+            monitor = await on_monitor(pilot, project)
+            await wait_until(pilot, lambda: " windows (" in strip_text(monitor), "the job's progress")
+            runner.send_signal(signal.SIGTERM)
+            await wait_until(pilot, lambda: "failed: stopped by SIGTERM" in strip_text(monitor), "the job's end")
+    finally:
+        if ended(project) is False:
+            runner.kill()
+    deadline = time.monotonic() + 60
+    while not ended(project):
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(0.05)

@@ -187,3 +187,29 @@ def test_a_run_outlives_the_app_and_stops_from_it(project, terminal):
     terminal.wait_for("the export done", lambda s: "as hf: done" in s, 300)
     exported = project / "out" / "exports" / f"{run.name}-{int(latest.removeprefix('step_'))}-hf"
     assert {"model.safetensors", "config.json", "tokenizer.model"} <= {p.name for p in exported.iterdir()}
+
+
+def test_at_80_columns_a_failed_runs_whole_reason_reads_and_a_run_that_cannot_fit_is_not_launched(project, terminal):
+    from babyllama.runs import RunDir
+
+    reason = (f"{project}/data/doomed.bin: cannot open the token file (No such file or directory); make it again "
+              "with `babyllama prepare` on the Corpora screen, or choose another file, then start a new run")
+    RunDir(project / "out" / "runs" / "doomed").write_status(state="failed", error=reason, started=time.time() - 60)
+    terminal.start(f"{shlex.quote(sys.executable)} -m babyllama_tui", project, 80, 24)
+
+    def whole(screen: str) -> bool:
+        return "".join(reason.split()) in "".join(screen.split())
+
+    terminal.wait_for("the failed run's whole reason below the runs table", whole, 30)
+
+    # The 1b preset on this host: the form says it does not fit, and ctrl+l asks instead of launching.
+    terminal.keys("n")
+    terminal.wait_for("the form's summary", lambda s: "params" in s and "tokens/step" in s, 60)
+    terminal.keys("Tab", "Tab", "Enter", "Down", "Down", "Down", "Enter")
+    terminal.wait_for("the 1b preset's estimate", lambda s: "free" in s and "GiB a worker" in s, 30)
+    terminal.keys("C-l")
+    terminal.wait_for("the memory question", lambda s: "may not fit in memory" in s and "Launch anyway" in s, 10)
+    terminal.keys("Enter")
+    terminal.wait_for("the question gone", lambda s: "may not fit in memory" not in s, 10)
+    time.sleep(1)
+    assert [run.name for run in (project / "out" / "runs").iterdir()] == ["doomed"], "a run was launched"

@@ -7,6 +7,8 @@ what was appended since the last look. See docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from rich.text import Text
@@ -419,30 +421,29 @@ class MonitorScreen(AppScreen):
     def action_raw(self) -> None:
         self.chart.show_raw = not self.chart.show_raw
 
-    def action_stop_run(self) -> None:
+    def _on_followed(self, act: Callable[[Path], object]) -> None:
+        """Apply `act` to the followed run's folder, if a run is followed."""
         if self.follower is not None:
-            request_stop(self, self.follower.path)
+            act(self.follower.path)
+
+    def action_stop_run(self) -> None:
+        self._on_followed(partial(request_stop, self))
 
     def action_kill_run(self) -> None:
-        if self.follower is not None:
-            request_kill(self, self.follower.path)
+        self._on_followed(partial(request_kill, self))
 
     def action_show_config(self) -> None:
         from babyllama_tui.screens.run_config import RunConfigScreen
 
-        if self.follower is not None:
-            self.app.push_screen(RunConfigScreen(self.follower.path))
+        self._on_followed(lambda path: self.app.push_screen(RunConfigScreen(path)))
 
     def action_full_log(self) -> None:
         from babyllama_tui.screens.full_log import FullLogScreen
 
-        if self.follower is not None:
-            self.app.push_screen(FullLogScreen(self.follower.path))
+        self._on_followed(lambda path: self.app.push_screen(FullLogScreen(path)))
 
     def action_export(self) -> None:
-        if self.follower is not None:
-            request_export(self, self.follower.path)
+        self._on_followed(partial(request_export, self))
 
     def action_evaluate(self) -> None:
-        if self.follower is not None:
-            request_eval(self, self.follower.path)
+        self._on_followed(partial(request_eval, self))

@@ -8,6 +8,8 @@ which touches a run's files only when they changed. Launching starts a detached
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -269,40 +271,32 @@ class TrainScreen(AppScreen):
             return not narrow or self.pane == "new"
         return True
 
-    def action_open_run(self) -> None:
+    def _on_highlighted(self, act: Callable[[Path], object]) -> None:
+        """Apply `act` to the highlighted run's folder, if a run is highlighted."""
         row = self._highlighted()
         if row is not None:
-            self.app.monitor_run(row.path)
+            act(row.path)
+
+    def action_open_run(self) -> None:
+        self._on_highlighted(self.app.monitor_run)
 
     def action_stop_run(self) -> None:
-        row = self._highlighted()
-        if row is not None:
-            request_stop(self, row.path)
+        self._on_highlighted(partial(request_stop, self))
 
     def action_kill_run(self) -> None:
-        row = self._highlighted()
-        if row is not None:
-            request_kill(self, row.path)
+        self._on_highlighted(partial(request_kill, self))
 
     def action_resume_run(self) -> None:
-        row = self._highlighted()
-        if row is not None:
-            request_resume(self, row.path)
+        self._on_highlighted(partial(request_resume, self))
 
     def action_delete_run(self) -> None:
-        row = self._highlighted()
-        if row is not None:
-            request_delete(self, row.path, self._refresh_runs)
+        self._on_highlighted(lambda path: request_delete(self, path, self._refresh_runs))
 
     def action_rename_run(self) -> None:
-        row = self._highlighted()
-        if row is not None:
-            request_rename(self, row.path, self._show_renamed)
+        self._on_highlighted(lambda path: request_rename(self, path, self._show_renamed))
 
     def action_note_run(self) -> None:
-        row = self._highlighted()
-        if row is not None:
-            request_note(self, row.path, self._refresh_runs)
+        self._on_highlighted(lambda path: request_note(self, path, self._refresh_runs))
 
     def _show_renamed(self, path: Path) -> None:
         self._refresh_runs()
@@ -311,19 +305,13 @@ class TrainScreen(AppScreen):
     def action_show_config(self) -> None:
         from babyllama_tui.screens.run_config import RunConfigScreen
 
-        row = self._highlighted()
-        if row is not None:
-            self.app.push_screen(RunConfigScreen(row.path))
+        self._on_highlighted(lambda path: self.app.push_screen(RunConfigScreen(path)))
 
     def action_export(self) -> None:
-        row = self._highlighted()
-        if row is not None:
-            request_export(self, row.path)
+        self._on_highlighted(partial(request_export, self))
 
     def action_evaluate(self) -> None:
-        row = self._highlighted()
-        if row is not None:
-            request_eval(self, row.path)
+        self._on_highlighted(partial(request_eval, self))
 
     # Panes
 

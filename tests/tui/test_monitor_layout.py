@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
@@ -190,14 +191,25 @@ def test_the_no_run_hint_breaks_lines_only_between_paragraphs():
         assert "\n" not in paragraph
 
 
-async def test_the_samples_panel_reaches_back_past_a_dozen_evaluations(tmp_path):
-    run = RunDir(tmp_path / "out" / "runs" / "long")
+def long_run(root: Path) -> RunDir:
+    """A finished run of 3,000 steps that wrote a sample every 100."""
+    run = RunDir(root / "out" / "runs" / "long")
     fill_run(run, steps=3000, max_steps=3000, started=time.time() - 9000, state="finished")
+    return run
+
+
+async def thirty_samples(pilot, run: RunDir) -> SampleList:
+    screen = await monitor_on(pilot, run, 3000)
+    samples = screen.query_one(SampleList)
+    await wait_until(pilot, lambda: len(samples.samples) == 30, "thirty samples")
+    return samples
+
+
+async def test_the_samples_panel_reaches_back_past_a_dozen_evaluations(tmp_path):
+    run = long_run(tmp_path)
     app = BabyLlamaApp(root=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await monitor_on(pilot, run, 3000)
-        samples = screen.query_one(SampleList)
-        await wait_until(pilot, lambda: len(samples.samples) == 30, "thirty samples")
+        samples = await thirty_samples(pilot, run)
         assert [step for step, _ in samples.samples][::29] == [3000, 100]
         await pilot.press("tab", "end")
         await wait_until(pilot, lambda: samples.scroll_y == samples.max_scroll_y > 0, "the oldest sample")
@@ -205,13 +217,10 @@ async def test_the_samples_panel_reaches_back_past_a_dozen_evaluations(tmp_path)
 
 
 async def test_ctrl_c_copies_the_sample_at_the_top_of_the_samples_panel(tmp_path):
-    run = RunDir(tmp_path / "out" / "runs" / "long")
-    fill_run(run, steps=3000, max_steps=3000, started=time.time() - 9000, state="finished")
+    run = long_run(tmp_path)
     app = BabyLlamaApp(root=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await monitor_on(pilot, run, 3000)
-        samples = screen.query_one(SampleList)
-        await wait_until(pilot, lambda: len(samples.samples) == 30, "thirty samples")
+        await thirty_samples(pilot, run)
         await pilot.press("tab", "ctrl+c")
         assert app.clipboard == "话说天下大势，分久必合 (3000)"
         assert str(list(app._notifications)[-1].message) == "Copied the sample of step 3,000 (18 characters)"

@@ -56,15 +56,20 @@ async def test_enter_on_a_finished_run_resumes_to_twice_its_steps(tmp_path):
         stop_run(run.path, wait=True, timeout=30)
 
 
+async def resume_dialog(pilot, app: BabyLlamaApp) -> ResumeScreen:
+    """r on the runs table's one run: its Resume dialog."""
+    table = app.screen.query_one(RunsTable)
+    await wait_until(pilot, lambda: table.highlighted_run is not None, "the table")
+    await pilot.press("r")
+    assert isinstance(app.screen, ResumeScreen)
+    return app.screen
+
+
 async def test_a_max_steps_at_the_checkpoint_is_refused_without_blaming_workers(tmp_path):
     ended_run(tmp_path, "short", step=74, max_steps=100, state="stopped")
     app = BabyLlamaApp(root=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        table = app.screen.query_one(RunsTable)
-        await wait_until(pilot, lambda: table.highlighted_run is not None, "the table")
-        await pilot.press("r")
-        dialog = app.screen
-        assert isinstance(dialog, ResumeScreen)
+        dialog = await resume_dialog(pilot, app)
         assert dialog.query_one("#resume-max-steps", FieldInput).value == "100"
         await pilot.press("backspace", "backspace", "backspace", "7", "4", "enter")
         assert app.screen is dialog
@@ -76,11 +81,7 @@ async def test_an_error_goes_once_its_value_is_fixed(tmp_path):
     ended_run(tmp_path, "short", step=74, max_steps=100, state="stopped")
     app = BabyLlamaApp(root=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        table = app.screen.query_one(RunsTable)
-        await wait_until(pilot, lambda: table.highlighted_run is not None, "the table")
-        await pilot.press("r")
-        dialog = app.screen
-        assert isinstance(dialog, ResumeScreen)
+        dialog = await resume_dialog(pilot, app)
         error = dialog.query_one("#resume-error")
         await pilot.press("backspace", "backspace", "backspace", "7", "enter")
         assert "max steps must be a whole number above 74" in str(error.render())

@@ -189,17 +189,30 @@ def test_a_run_outlives_the_app_and_stops_from_it(project, terminal):
     assert {"model.safetensors", "config.json", "tokenizer.model"} <= {p.name for p in exported.iterdir()}
 
 
-def test_at_80_columns_a_failed_runs_whole_reason_reads_and_a_run_that_cannot_fit_is_not_launched(project, terminal):
+def test_at_80_columns_a_stop_shows_stopping_a_failed_runs_whole_reason_reads_and_a_run_that_cannot_fit_is_not_launched(project, terminal):
     from babyllama.runs import RunDir
 
     reason = (f"{project}/data/doomed.bin: cannot open the token file (No such file or directory); make it again "
               "with `babyllama prepare` on the Corpora screen, or choose another file, then start a new run")
     RunDir(project / "out" / "runs" / "doomed").write_status(state="failed", error=reason, started=time.time() - 60)
+    # A run stopped in its first step, while the step compiles: it stays `stopping` for seconds.
+    starting = project / "out" / "runs" / "starting"
+    subprocess.run([sys.executable, "-m", "babyllama", "train", "--run", str(starting), "--data",
+                    str(project / "data" / "sanguo.bin"), "--preset", "tiny", "--detach"],
+                   check=True, capture_output=True, cwd=project)
     terminal.start(f"{shlex.quote(sys.executable)} -m babyllama_tui", project, 80, 24)
+    terminal.wait_for("the new run first in the table", lambda s: re.search(r"starting\s+(starting|running)", s), 30)
+    terminal.keys("s")
+    terminal.wait_for("the stop confirmation", lambda s: "Stop (y)" in s, 10)
+    terminal.keys("y")
+    terminal.wait_for("the run shown stopping", lambda s: re.search(r"starting\s+stopping", s), 10)
+    terminal.wait_for("the run shown stopped", lambda s: re.search(r"starting\s+stopped", s), 120)
+    assert ends_within(status_of(starting)["pid"], 30)
 
     def whole(screen: str) -> bool:
         return "".join(reason.split()) in "".join(screen.split())
 
+    terminal.keys("Down")
     terminal.wait_for("the failed run's whole reason below the runs table", whole, 30)
 
     # The 1b preset on this host: the form says it does not fit, and ctrl+l asks instead of launching.
@@ -212,4 +225,4 @@ def test_at_80_columns_a_failed_runs_whole_reason_reads_and_a_run_that_cannot_fi
     terminal.keys("Enter")
     terminal.wait_for("the question gone", lambda s: "may not fit in memory" not in s, 10)
     time.sleep(1)
-    assert [run.name for run in (project / "out" / "runs").iterdir()] == ["doomed"], "a run was launched"
+    assert sorted(run.name for run in (project / "out" / "runs").iterdir()) == ["doomed", "starting"], "a run was launched"

@@ -141,7 +141,7 @@ class PlaygroundScreen(AppScreen):
         Binding("f3", "seed_prompt(2)", "Seed prompt 3", show=False),
         Binding("escape", "stop", "Stop"),
         # In the palette only: the footer has no room left at 80 columns, and ctrl+c is where users look for copy.
-        Binding("ctrl+c", "copy", "Copy the focused panel's text (outside the panels, every panel's)", show=False),
+        Binding("ctrl+c", "copy", "Copy the focused panel (else every panel)", show=False),
         Binding("ctrl+y", "copy_all", "Copy every panel's text", show=False),
         Binding("ctrl+s", "save_session", "Save the session to out/playground/", show=False),
         # Shown while a field has focus, where the number keys are typed: esc gets them back.

@@ -43,6 +43,13 @@ def listing_done(screen: CorporaScreen) -> bool:
     return bool(corpora.entries) and all(entry is not None for entry in corpora.entries.values())
 
 
+async def corpora_listed(pilot) -> CorporaScreen:
+    """The Corpora screen, once its lists are read."""
+    screen = await open_corpora(pilot)
+    await wait_until(pilot, lambda: listing_done(screen), "the listing")
+    return screen
+
+
 async def open_corpora(pilot) -> CorporaScreen:
     await pilot.press("1")
     screen = pilot.app.screen
@@ -153,8 +160,7 @@ async def test_prepare_with_our_tokenizer_lists_the_new_token_file(tmp_path, sam
     root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        screen = await corpora_listed(pilot)
         assert screen.query_one(TokenFileTable).display is False
         await start_prepare(pilot, screen)
         out = root / "data" / "sample.bin"
@@ -177,8 +183,7 @@ async def test_a_corpus_cut_short_is_prepared_up_to_the_cut_and_the_outcome_says
     sample.unlink()
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        screen = await corpora_listed(pilot)
         await start_prepare(pilot, screen)
         out = root / "data" / "sample.bin"
         await wait_until(pilot, lambda: out.exists() and not screen.job_running, "prepare to finish")
@@ -197,8 +202,7 @@ async def test_cancel_keeps_the_partial_and_resume_finishes_it(tmp_path, sample_
     journal = root / "data" / "big.bin.partial.json"
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        screen = await corpora_listed(pilot)
         corpora = screen.query_one(CorpusList)
         corpora.move_cursor(row=corpora.get_row_index(str(big.parent)))
         await start_prepare(pilot, screen)
@@ -290,8 +294,7 @@ async def test_a_failed_prepare_shows_the_engines_message(tmp_path, sp_tokenizer
     shutil.copytree(sp_tokenizer_dir, root / "out" / "tokenizers" / "sanguo")
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        screen = await corpora_listed(pilot)
         await start_prepare(pilot, screen)
         note = screen.query_one("#prepare-note")
         await wait_until(pilot, lambda: "Failed" in str(note.render()) and not screen.job_running, "the failure")
@@ -342,8 +345,7 @@ async def test_a_tokenizer_error_goes_once_its_value_is_fixed(tmp_path, sample_j
     root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        await corpora_listed(pilot)
         await pilot.press("space", "t")
         picker = await modal(pilot, TokenizerPicker)
         message = picker.query_one("#picker-message")
@@ -371,8 +373,7 @@ async def test_a_new_tokenizer_is_trained_on_the_sources_before_prepare(tmp_path
     shutil.copy(sample_jsonl, root / "data" / "sample" / "sanguo.jsonl")
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        screen = await corpora_listed(pilot)
         await pilot.press("space", "t")
         picker = await modal(pilot, TokenizerPicker)
         await pilot.press("down")
@@ -440,8 +441,7 @@ def test_snapshot_at_80x24(snap_compare, tmp_path, sp_tokenizer_dir):
     fixed_corpora(root, sp_tokenizer_dir)
 
     async def listed(pilot) -> None:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        screen = await corpora_listed(pilot)
         await wait_until(pilot, lambda: len(screen.query_one(TokenFileTable).entries) == 3, "the token files")
         await pilot.press("down", "space")
         await pilot.pause()
@@ -464,8 +464,7 @@ async def test_a_corpus_being_written_is_shown_at_its_new_size(tmp_path):
     growing = write_lines(root / "data" / "big" / "part-0.jsonl", [{"text": CHAPTER}] * 10)
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        screen = await corpora_listed(pilot)
         corpora = screen.query_one(CorpusList)
         key = str(growing.parent)
         assert (cell_text(corpora, key, "docs"), cell_text(corpora, key, "size")) == ("10", format_bytes(growing.stat().st_size))
@@ -486,8 +485,7 @@ async def test_a_token_file_written_below_data_is_listed(tmp_path):
     shards.mkdir()
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        screen = await corpora_listed(pilot)
         tokens = screen.query_one(TokenFileTable)
         assert not tokens.entries
 
@@ -502,8 +500,7 @@ async def test_refresh_is_offered_in_the_panel_and_the_palette(tmp_path):
     write_lines(root / "data" / "notes.jsonl", [{"text": CHAPTER}])
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        screen = await corpora_listed(pilot)
         assert "f5 re-reads" in str(screen.query_one("#prepare-stats").render())
         assert screen.active_bindings["f5"].binding.description == "Refresh"
 
@@ -539,8 +536,7 @@ async def test_every_key_fits_the_footer_at_80_columns(tmp_path, sp_tokenizer_di
     try:
         app = BabyLlamaApp(root=root)
         async with app.run_test(size=(80, 24)) as pilot:
-            screen = await open_corpora(pilot)
-            await wait_until(pilot, lambda: listing_done(screen), "the listing")
+            screen = await corpora_listed(pilot)
             tokens = screen.query_one(TokenFileTable)
             foreign = str(root / "data" / "c4-again.bin.partial")
             await wait_until(pilot, lambda: tokens.entries.get(foreign) and tokens.entries[foreign].pid == stand_in.pid,
@@ -572,8 +568,7 @@ async def test_lists_are_as_tall_as_their_rows_and_no_taller(tmp_path, sp_tokeni
     fixed_corpora(root, sp_tokenizer_dir)
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(200, 50)) as pilot:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        screen = await corpora_listed(pilot)
         tokens = screen.query_one(TokenFileTable)
         await wait_until(pilot, lambda: len(tokens.entries) == 3, "the token files")
         lists = screen.query_one("#corpora-lists")
@@ -649,8 +644,7 @@ async def test_space_says_that_it_steps_down(tmp_path):
         (root / "data" / name).write_text("滚滚长江东逝水\n", encoding="utf-8")
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        screen = await corpora_listed(pilot)
         assert any("space marks and steps down" in line for line in screen_lines(app))
         corpora = screen.query_one(CorpusList)
         corpora.focus()
@@ -662,8 +656,7 @@ async def test_dialogs_say_their_text_whole_at_80_columns(tmp_path, sample_jsonl
     root = make_project(tmp_path, sample_jsonl, sp_tokenizer_dir)
     app = BabyLlamaApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_corpora(pilot)
-        await wait_until(pilot, lambda: listing_done(screen), "the listing")
+        screen = await corpora_listed(pilot)
         await pilot.press("o")
         await modal(pilot, OpenFolderDialog)
         said = " ".join(" ".join(screen_lines(app)).split())

@@ -99,6 +99,8 @@ class BabyLlamaApp(KeysInOrderApp, StyledOnceApp):
         self.root = root
         self.clock = clock
         self.train_program = tuple(train_program)
+        # Whether the app's first frame is on the terminal (Textual's Ready event).
+        self.first_frame_shown = False
         # Published with (old folder, new folder or None) when a run is renamed or moved to the trash.
         self.runs_moved: Signal[tuple[Path, Path | None]] = Signal(self, "runs-moved")
 
@@ -107,6 +109,13 @@ class BabyLlamaApp(KeysInOrderApp, StyledOnceApp):
         with what it does (Quit under q), and Textual's Keys panel could not be closed with esc
         and squeezed the Monitor's chart to one row."""
         return (command for command in super().get_system_commands(screen) if command.title not in {"Quit", "Keys"})
+
+    def on_ready(self) -> None:
+        """The first frame is on the terminal: now the Train screen's form, the app's biggest
+        piece, can be built without holding that frame back."""
+        self.first_frame_shown = True
+        if isinstance(self.screen, TrainScreen):
+            self.screen.call_later(self.screen.build_form)
 
     def action_help(self) -> None:
         """Help for the screen shown (closed again by ?)."""

@@ -141,7 +141,7 @@ class TrainScreen(AppScreen):
 
     async def build_form(self) -> None:
         """Build the new-run form, if not yet built. Called once the screen's first frame is on the
-        terminal: built before that, the form's widgets delayed the first frame by half, and
+        terminal (see on_screen_resume and the app's on_ready): built before that, the form's widgets delayed the first frame by half, and
         importing its modules (the engine's config among them) by a further twentieth."""
         from babyllama_tui.training.new_run import find_token_files
         from babyllama_tui.widgets.new_run_form import NewRunForm
@@ -178,9 +178,10 @@ class TrainScreen(AppScreen):
         self._recheck()
 
     def on_screen_resume(self) -> None:
-        if self.form is None:
-            # Shown for the first time (at start, or from another screen): the form is built once
-            # this frame is on the terminal, so the screen appears at once and the form a moment later.
+        if self.form is None and self.app.first_frame_shown:
+            # First shown from another screen: the form is built once this frame is on the terminal,
+            # so the screen appears at once and the form a moment later. At the app's start, its
+            # on_ready builds it.
             self.call_after_refresh(self.build_form)
         self._show_pane()
         self._refresh_runs()

@@ -1046,3 +1046,20 @@ def test_a_two_worker_msrun_launch_stops_every_worker(tmp_path):
     assert not psutil.pid_exists(launcher) or psutil.Process(launcher).status() == psutil.STATUS_ZOMBIE
     for rank in (0, 1):
         assert f"rank {rank} stopped" in (run.msrun_log_dir / f"worker_{rank}.log").read_text()
+
+
+def test_append_alert_writes_a_row_and_counts_alerts_in_the_status(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.create({})
+    run.write_status(state="running", step=3)
+    run.append_alert(step=3, alert="spike", action="skipped", message="loss 9.1 at step 3, 5x its median: skipped",
+                     loss=9.1)
+    row = run.append_alert(step=4, alert="rollback", action="rolled_back", message="back to step 2")
+    rows = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
+    assert [(r["kind"], r["alert"], r["step"]) for r in rows] == [("alert", "spike", 3), ("alert", "rollback", 4)]
+    assert rows[0]["loss"] == 9.1 and row["message"] == "back to step 2"
+    status = run.read_status()
+    assert status["alerts"] == 2 and status["state"] == "running"
+    assert status["last_alert"] == {"step": 4, "alert": "rollback", "message": "back to step 2"}
+    with pytest.raises(ValueError, match="unknown alert"):
+        run.append_alert(step=5, alert="bad", action="none", message="")

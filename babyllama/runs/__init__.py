@@ -38,10 +38,11 @@ from babyllama.runs.manage import (
     trash_run,
 )
 from babyllama.runs.readers import LineFollower, MetricsReader, latest_rows, tail_lines
-from babyllama.runs.rundir import RunDir
+from babyllama.runs.rundir import ALERT_KINDS, RunDir
 
 __all__ = [
     "ACTIVE_STATES",
+    "ALERT_KINDS",
     "CREATED",
     "ENDED_STATES",
     "LAUNCH_ID_ENV",

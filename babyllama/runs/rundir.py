@@ -36,6 +36,12 @@ from babyllama.runs.liveness import (
     stop_it_first,
 )
 
+# What an alert row's "alert" field may say: a step not applied (its loss or gradient norm not
+# finite, or its loss far above its recent level), a return to the last good checkpoint, the
+# end of a run that kept diverging, memory near the machine's limit, validation loss rising
+# while the training loss falls.
+ALERT_KINDS = ("nonfinite", "spike", "rollback", "diverged", "memory", "overfitting")
+
 
 class RunDir:
     """One run directory. Creating the object touches nothing on disk."""
@@ -255,6 +261,23 @@ class RunDir:
             self._metrics_line_checked = True
         with open(self.metrics_path, "ab") as f:
             f.write(line.encode("utf-8"))
+
+    def append_alert(self, *, step: int, alert: str, message: str, action: str, **fields) -> dict:
+        """Record a health event: a metrics row `{"kind": "alert", ...}` and, in status.json, the
+        count of alerts and the last one (what `babyllama runs` and the app mark a run by).
+
+        `alert` names what happened (ALERT_KINDS), `action` what the trainer did about it, `message`
+        is the line a user reads. Returns the row.
+        """
+        if alert not in ALERT_KINDS:
+            raise ValueError(f"unknown alert {alert!r}; expected one of {', '.join(ALERT_KINDS)}")
+        row = {"kind": "alert", "step": step, "alert": alert, "action": action, "message": message, **fields}
+        self.append_metrics(row)
+        self.update_status(lambda status: {
+            "alerts": (status.get("alerts") if isinstance(status.get("alerts"), int) else 0) + 1,
+            "last_alert": {"step": step, "alert": alert, "message": message},
+        })
+        return row
 
     # checkpoints/
 

@@ -47,6 +47,11 @@ def _ask_then(screen: Screen, path: Path, action: str, question: ConfirmScreen, 
         except UserError as e:
             screen.app.call_from_thread(screen.notify, str(e), severity="error")
             return
+        except OSError as e:
+            # The signal may have gone out; what could not be recorded is said, with the file.
+            said = f"{action} {path.name}: could not write {e.filename or 'the run folder'}: {e.strerror or e}"
+            screen.app.call_from_thread(screen.notify, said, severity="error")
+            return
         severity = "warning" if outcome.state in ACTIVE_STATES else ended
         screen.app.call_from_thread(screen.notify, outcome.message, severity=severity)
 

@@ -4,6 +4,7 @@ the form's arguments, and the runs table stops and resumes runs."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -376,3 +377,67 @@ async def test_the_run_launched_has_the_name_shown_though_the_minute_turned(proj
         await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the monitor")
         stop_afterwards.append(project / "out" / "runs" / shown)
         await wait_until(pilot, lambda: (project / "out" / "runs" / shown / "argv.json").exists(), "the trainer")
+
+
+QUIET_TRAINER = '''
+import signal, sys, time
+from babyllama.runs import RunDir
+
+run = RunDir(sys.argv[sys.argv.index("--run") + 1])
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+run.mark_running(step=0, max_steps=1000)
+while True:
+    time.sleep(0.05)
+'''
+
+
+@pytest.fixture
+def small_disk(tmp_path, prepared_token_file):
+    """A project on a 1 MiB tmpfs (root only), unmounted at the end whatever happened."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                             capture_output=True, text=True, timeout=30, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"a tmpfs cannot be mounted (not root?): {mounted.stderr.strip()}")
+    try:
+        (folder / "data").mkdir()
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30, check=False)
+
+
+async def test_a_stop_that_cannot_write_the_full_disk_says_so(small_disk, stop_afterwards):
+    script = small_disk / "quiet_trainer.py"
+    script.write_text(QUIET_TRAINER)
+    run = RunDir(small_disk / "out" / "runs" / "cramped")
+    stop_afterwards.append(run.path)
+    pid = launch_detached(run, ["--data", "x"], program=[str(script)])
+    wait_for(lambda: run.state().state == "running" and run.read_status().get("pid") == pid, "the quiet trainer")
+    app = BabyLlamaApp(root=small_disk, train_program=[str(script)])
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: table.highlighted_run is not None, "the table")
+        fill(small_disk / "filler")
+        try:
+            await pilot.press("s")
+            await pilot.press("y")
+            await wait_until(pilot, lambda: any("No space left" in str(n.message) for n in app._notifications),
+                             "the stop to say the disk is full")
+        finally:
+            (small_disk / "filler").unlink()
+        said = next(n for n in app._notifications if "No space left" in str(n.message))
+        assert said.severity == "error"
+        assert "cramped" in str(said.message) and "status.json" in str(said.message)
+
+
+def fill(path: Path) -> None:
+    """Write zeros to `path` until its filesystem is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

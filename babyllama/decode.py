@@ -104,6 +104,13 @@ class NumpyDecoder:
         self.position = 0
         return self._logits(self._advance(np.asarray(ids, np.int64).reshape(-1)))
 
+    def rewind(self, position: int) -> None:
+        """Forget every position from `position` on: the next decode() follows the first `position` tokens.
+        For scoring several continuations of one prompt, prefilled once."""
+        if not 0 <= position <= self.position:
+            raise ValueError(f"cannot rewind to {position}: the cache holds {self.position} positions")
+        self.position = position
+
     def _logits(self, hidden: np.ndarray) -> np.ndarray:
         """The tied output layer over final hidden states (..., dim) -> (..., vocab)."""
         return _rms_norm(hidden, self.final_norm, self.cfg.norm_eps) @ self.embedding.T

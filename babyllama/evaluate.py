@@ -1,4 +1,5 @@
-"""`babyllama eval`: a checkpoint's mean loss and perplexity over token files.
+"""`babyllama eval`: a checkpoint's mean loss and perplexity over token files, or with `--task` its
+C-Eval or CMMLU score (`babyllama.mcq`, to which `run` hands the command).
 
 `mean_loss` and `validation_loss` are shared with the trainer, which passes its compiled loss
 where this command passes `NumpyScorer`. What is measured and which windows:
@@ -21,6 +22,7 @@ import numpy as np
 from babyllama.config import TrainConfig
 from babyllama.errors import UserError
 from babyllama.events import Emit, Throttle, add_progress_argument, event_printer
+from babyllama.mcq.questions import TASKS
 
 SPLITS = ("all", "val")
 DEFAULT_TOKENS = 32_768
@@ -99,13 +101,14 @@ class NumpyScorer:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Mean loss and perplexity of a checkpoint over token files, on a deterministic set of windows "
-        "(the trainer's validation loss is the same computation)."
+        "(the trainer's validation loss is the same computation); or, with --task, its C-Eval or CMMLU accuracy."
     )
     parser.add_argument("--ckpt", required=True, type=Path, metavar="PATH",
                         help="a run directory (its latest checkpoint), a checkpoint folder or an exported "
                         "Hugging Face folder")
     parser.add_argument("--data", required=True, nargs="+", type=Path, metavar="FILE.bin",
-                        help="token files or folders of them, made with the model's tokenizer")
+                        help="token files or folders of them, made with the model's tokenizer; with --task, "
+                        "the benchmark's folder")
     parser.add_argument("--split", choices=SPLITS, default="all",
                         help="all: windows spread over the whole files (default); val: the trainer's "
                         "held-out validation windows")
@@ -122,6 +125,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tokens scored a window (default and maximum: the model's max_seq_len)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_progress_argument(parser)
+    bench = parser.add_argument_group("benchmarks", "multiple-choice accuracy by the log-likelihood of the answer "
+                                      "letter, in lm-evaluation-harness's prompt format")
+    bench.add_argument("--task", choices=list(TASKS),
+                       help="score a benchmark instead: --data is its folder as published (C-Eval: dev/ and "
+                       "val/; CMMLU: dev/ and test/)")
+    bench.add_argument("--shots", type=int, default=0, metavar="K",
+                       help="examples before each question, the first K of the subject's dev split (default 0)")
+    bench.add_argument("--subjects", nargs="+", metavar="NAME", help="only these subjects (file names' stems)")
+    bench.add_argument("--questions", type=int, metavar="N",
+                       help="only N questions, spread over the subjects (the trainer's bench_questions subset)")
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -145,6 +158,9 @@ def evaluate_checkpoint(args: argparse.Namespace, emit: Emit | None = None) -> d
     from babyllama.checkpoint import load_model_for_inference
     from babyllama.data import TokenDataset
 
+    given = [name for name in ("shots", "subjects", "questions") if getattr(args, name) not in (None, 0)]
+    if given:
+        raise UserError(f"{', '.join('--' + name for name in given)} go with --task ceval or --task cmmlu")
     if args.tokens is not None and args.tokens < 0:
         raise UserError(f"--tokens must be 0 (every window) or more, got {args.tokens}")
     _positive("--batch-size", args.batch_size)
@@ -215,6 +231,10 @@ def _progress_events(emit: Emit, total_windows: int) -> Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task is not None:
+        from babyllama.mcq.command import run as run_benchmark
+
+        return run_benchmark(args)
     emit = event_printer(args.progress)
     if emit is not None:
         try:

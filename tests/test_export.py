@@ -152,6 +152,70 @@ def test_eval_reads_the_export_too(checkpoint, hf_folder, tmp_path, sp_tokenizer
     assert losses[0] == losses[1]
 
 
+def harness_letter_scores(model, tokenizer, description: str, examples, question, shots: int, max_length: int):
+    """The four letters' log-likelihoods as lm-evaluation-harness computes them for its ceval-valid
+    tasks (its prompt written out here, its request split and its left truncation), through
+    transformers' tokenizer and model; examples are dropped, last first, while the prompt does not fit."""
+    import torch
+
+    def text(row) -> str:
+        return f"{row[0].strip()}\nA. {row[1]}\nB. {row[2]}\nC. {row[3]}\nD. {row[4]}\n答案："
+
+    for k in range(shots, -1, -1):
+        context = description + "".join(f"{text(e)} {e[5]}\n\n" for e in examples[:k]) + text(question)
+        context_ids = tokenizer.encode(context, add_special_tokens=False)
+        continuations = [tokenizer.encode(f"{context} {letter}", add_special_tokens=False)[len(context_ids):]
+                         for letter in "ABCD"]
+        if len(context_ids) + max(map(len, continuations)) - 1 <= max_length or k == 0:
+            break
+    scores = []
+    for continuation in continuations:
+        inputs = (context_ids + continuation)[-(max_length + 1):][:-1]
+        with torch.no_grad():
+            logits = model(torch.tensor([inputs])).logits[0].double()
+        log_probs = torch.log_softmax(logits, dim=-1)
+        start = len(inputs) - len(continuation)
+        scores.append(sum(float(log_probs[start + j, token]) for j, token in enumerate(continuation)))
+    return scores
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shots", [0, 1])
+def test_benchmark_scores_of_the_export_through_transformers_equal_ours(checkpoint, hf_folder, tmp_path, shots):
+    torch = pytest.importorskip("torch", reason="torch (the dev extra) runs transformers' Llama")
+    from test_mcq import write_ceval
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from babyllama.decode import NumpyDecoder
+    from babyllama.mcq import TASKS, load_subjects
+    from babyllama.mcq.scoring import score_questions
+    from babyllama.tokenizer import load_tokenizer
+
+    folder = write_ceval(tmp_path / "ceval", {"law": "ABCDAB", "logic": "DCBADC", "art_studies": "AACCBD"}, dev=2)
+    subjects = load_subjects(TASKS["ceval"], folder, shots=shots)
+    theirs_model = LlamaForCausalLM.from_pretrained(str(hf_folder), dtype=torch.float32).eval()
+    theirs_tokenizer = AutoTokenizer.from_pretrained(str(hf_folder))
+    theirs = []
+    for subject in subjects:
+        description = f"以下是中国关于{subject.title}的单项选择题，请选出其中的正确答案。\n\n"
+        examples = [(e.question, *e.choices, e.answer) for e in subject.examples]
+        for q in subject.questions:
+            theirs.append(harness_letter_scores(theirs_model, theirs_tokenizer, description, examples,
+                                                (q.question, *q.choices, q.answer), shots, TINY.max_seq_len))
+    loaded = load_model_for_inference(hf_folder)
+    ours = score_questions(NumpyDecoder(loaded.cfg, loaded.weights), load_tokenizer(loaded.tokenizer_path),
+                           TASKS["ceval"], subjects, shots)
+    np.testing.assert_allclose([s.log_likelihoods for s in ours], theirs, rtol=0, atol=1e-4)
+    predicted = ["ABCD"[int(np.argmax(scores))] for scores in theirs]
+    assert [s.predicted for s in ours] == predicted
+    answers = [q.answer for subject in subjects for q in subject.questions]
+    accuracy = sum(p == a for p, a in zip(predicted, answers)) / len(answers)
+    for ckpt in (hf_folder, checkpoint[0]):
+        done = babyllama("eval", "--ckpt", ckpt, "--task", "ceval", "--data", folder, "--shots", shots, "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["accuracy"] == accuracy
+
+
 @pytest.mark.slow
 def test_a_llama_saved_by_transformers_reads_in_with_matching_logits(tmp_path):
     """Any Llama of a shape we have: saved by transformers itself, sharded, in bfloat16."""

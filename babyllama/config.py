@@ -20,6 +20,8 @@ from pathlib import Path
 from babyllama.errors import UserError
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
+# The benchmarks `babyllama eval --task` scores (babyllama.mcq.TASKS).
+BENCH_TASKS = ("ceval", "cmmlu")
 
 # MindSpore itself (libraries, kernels, graph compiler) before any tensor exists: about
 # 400 MiB after import plus the compiled graphs, measured on this CPU.
@@ -115,6 +117,14 @@ class TrainConfig:
     )
     val_fraction: float = field(default=0.01, metadata=_help("share of the token files held out for validation"))
     threads: int = field(default=0, metadata=_help("CPU threads for MindSpore kernels; 0 = its default"))
+    # Benchmark scores during training: every bench_interval steps rank 0 scores the same
+    # bench_questions questions of a C-Eval or CMMLU folder with the current weights (a `bench` row).
+    bench_interval: int = field(default=0, metadata=_help("steps between benchmark scores; 0 = off"))
+    bench_task: str = field(default="ceval", metadata=_help("ceval | cmmlu", choices=BENCH_TASKS))
+    bench_data: str = field(default="", metadata=_help(
+        "the benchmark's folder as published (C-Eval: dev/ and val/; CMMLU: dev/ and test/)"))
+    bench_questions: int = field(default=200, metadata=_help("questions scored, spread over the subjects"))
+    bench_shots: int = field(default=0, metadata=_help("examples before each question, from the dev split"))
 
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval",
@@ -152,6 +162,13 @@ class TrainConfig:
         _require(self.grad_clip >= 0, "train.grad_clip", f"must not be negative, got {self.grad_clip}")
         _require(self.dtype in DTYPES, "train.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         _require(0 <= self.val_fraction < 1, "train.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        for name in ("bench_interval", "bench_shots"):
+            _require(getattr(self, name) >= 0, f"train.{name}", f"must not be negative, got {getattr(self, name)}")
+        _require(self.bench_questions > 0, "train.bench_questions", f"must be positive, got {self.bench_questions}")
+        _require(self.bench_task in BENCH_TASKS, "train.bench_task",
+                 f"must be one of {', '.join(BENCH_TASKS)}, got {self.bench_task!r}")
+        _require(self.bench_interval == 0 or self.bench_data.strip() != "", "train.bench_data",
+                 "must name the benchmark's folder when train.bench_interval is set")
 
 
 def _require(condition: bool, field: str, problem: str) -> None:

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from babyllama.config import TrainConfig
+from babyllama.config import BENCH_TASKS, TrainConfig
 from babyllama.errors import UserError
 from babyllama.events import Emit, Throttle, add_progress_argument, event_printer
-from babyllama.mcq.questions import TASKS
 
 SPLITS = ("all", "val")
 DEFAULT_TOKENS = 32_768
@@ -127,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_progress_argument(parser)
     bench = parser.add_argument_group("benchmarks", "multiple-choice accuracy by the log-likelihood of the answer "
                                       "letter, in lm-evaluation-harness's prompt format")
-    bench.add_argument("--task", choices=list(TASKS),
+    bench.add_argument("--task", choices=BENCH_TASKS,
                        help="score a benchmark instead: --data is its folder as published (C-Eval: dev/ and "
                        "val/; CMMLU: dev/ and test/)")
     bench.add_argument("--shots", type=int, default=0, metavar="K",

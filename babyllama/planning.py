@@ -106,6 +106,21 @@ def describe_data(dataset: TokenDataset) -> dict:
     }
 
 
+def _check_bench(train: TrainConfig) -> TrainConfig:
+    """bench_data made absolute (the trainer reads it from its kernel workspace) and its questions read
+    once, so a wrong folder or a bad file stops the run here, before MindSpore starts."""
+    if train.bench_interval == 0:
+        return train
+    from babyllama.mcq import TASKS, load_subjects
+
+    folder = Path(train.bench_data).expanduser().resolve()
+    try:
+        load_subjects(TASKS[train.bench_task], folder, shots=train.bench_shots)
+    except UserError as e:
+        raise UserError(f"train.bench_data: {e}", field="train.bench_data") from None
+    return dataclasses.replace(train, bench_data=str(folder))
+
+
 def _open_dataset(paths, model: ModelConfig, train: TrainConfig) -> TokenDataset:
     # Absolute: token files are opened when first read, after the trainer moves to its kernel workspace.
     return TokenDataset([Path(p).absolute() for p in paths], seq_len=model.max_seq_len,
@@ -294,7 +309,7 @@ def plan_new_run(args: argparse.Namespace, world_size: int) -> Plan:
             f"({tokenizer.vocab_size:,}); leave it out to use the tokenizer's", field="model.vocab_size"
         )
     _check_tokenizer_fits(tokenizer, dataset, model)
-    train = _resolve(model, train, dataset, world_size)
+    train = _check_bench(_resolve(model, train, dataset, world_size))
     return Plan(run, model, train, tokenizer, dataset, world_size, args.preset)
 
 
@@ -351,7 +366,7 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
                 f"at {tokenizer.path} is {tokenizer.fingerprint}; resume with the run's tokenizer", field="tokenizer"
             )
     _check_tokenizer_fits(tokenizer, dataset, model)
-    train = _resolve(model, train, dataset, world_size) if train.max_steps == 0 else train
+    train = _check_bench(_resolve(model, train, dataset, world_size) if train.max_steps == 0 else train)
     if state is not None:
         if state["step"] >= train.max_steps:
             raise UserError(

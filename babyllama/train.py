@@ -38,6 +38,7 @@ from babyllama.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from babyllama.kernel_cache import KernelWorkspace
+    from babyllama.mcq import TrainingBench
     from babyllama.step import TrainStep
 
 # Read once, when MindSpore's import loads libgomp, so set before it. OpenMP threads that
@@ -82,7 +83,12 @@ class StopRequest:
 
 
 # ---------------------------------------------------------------------------------------
-# Samples (called between steps)
+# Samples and benchmark scores (called between steps)
+
+
+def numpy_weights(model) -> dict[str, np.ndarray]:
+    """The model's weights now, under the checkpoint's parameter names, for decode.NumpyDecoder."""
+    return {p.name: p.asnumpy().astype(np.float32, copy=False) for p in model.trainable_params()}
 
 
 class GreedySampler:
@@ -107,8 +113,7 @@ class GreedySampler:
 
         if not self.prompt_ids or not self.max_new_tokens:
             return None
-        weights = {p.name: p.asnumpy().astype(np.float32, copy=False) for p in self.model.trainable_params()}
-        decoder = NumpyDecoder(self.model.cfg, weights)
+        decoder = NumpyDecoder(self.model.cfg, numpy_weights(self.model))
         result = generate(decoder, self.tokenizer, self.prompt,
                           SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0))
         return self.prompt + result.text
@@ -224,6 +229,7 @@ class Training:
         self.tokens_per_step = 0
         self.agreement: RankAgreement | None = None
         self.text_sampler: GreedySampler | None = None
+        self.bench: TrainingBench | None = None
 
     def __call__(self) -> int:
         if not self.main:
@@ -305,6 +311,10 @@ class Training:
         if self.main and self.train_cfg.sample_tokens > 0:
             self.text_sampler = GreedySampler(model, plan.tokenizer, self.train_cfg.sample_prompt,
                                               self.train_cfg.sample_tokens)
+        if self.main and self.train_cfg.bench_interval > 0:
+            from babyllama.mcq import TrainingBench
+
+            self.bench = TrainingBench(plan.tokenizer, self.train_cfg)
 
     # -- the loop
 
@@ -366,6 +376,8 @@ class Training:
                 self.run.mark_stopping(step=self.step)
             elif self.step % cfg.eval_interval == 0 or last:
                 self._evaluate()
+            if self.bench is not None and not stop_now and (self.step % cfg.bench_interval == 0 or last):
+                self._bench()
             if self.step % cfg.save_interval == 0 or last or stop_now:
                 self._save(time.monotonic() - started)
         digest = parameter_digest(self.trainer.model)
@@ -437,6 +449,14 @@ class Training:
         self.run.append_metrics({"kind": "sample", "step": self.step, "prompt": self.text_sampler.prompt, "text": text,
                                  "sample_ms": round(seconds * 1000, 1)})
         print(f"step {self.step:,}: sample: {text!r} [{seconds:.1f} s]", flush=True)
+
+    def _bench(self) -> None:
+        from babyllama.decode import NumpyDecoder
+
+        row = self.bench(self.step, NumpyDecoder(self.plan.model, numpy_weights(self.trainer.model)))
+        self.run.append_metrics(row)
+        print(f"step {self.step:,}: {row['task']} accuracy {row['accuracy']:.1%} over {row['questions']:,} questions "
+              f"(guessing {row['chance']:.0%}) [{row['bench_ms'] / 1000:.1f} s]", flush=True)
 
     def _save(self, seconds_this_process: float) -> None:
         if self.last_saved == self.step:

@@ -216,6 +216,26 @@ def test_new_run_problems_name_their_fields_without_loading_the_tokenizer(tmp_pa
     assert planning.new_run_problems([], None, None) == []
 
 
+def test_a_run_with_benchmarks_reads_their_folder_before_it_starts(tmp_path, token_file, monkeypatch):
+    from test_mcq import write_ceval
+
+    def plan(*extra):
+        return planning.plan_training(parse("--run", str(tmp_path / "r"), "--data", str(token_file), *SMALL_MODEL,
+                                            "--bench_interval", "2", *extra), world_size=1)
+
+    with pytest.raises(UserError, match="must name the benchmark's folder") as e:
+        plan()
+    assert e.value.field == "train.bench_data"
+    with pytest.raises(UserError, match=f"^train.bench_data: {tmp_path / 'nowhere'}: no such folder") as e:
+        plan("--bench_data", str(tmp_path / "nowhere"))
+    assert e.value.field == "train.bench_data"
+    folder = write_ceval(tmp_path / "ceval", {"law": "AB"}, dev=1)
+    with pytest.raises(UserError, match="holds 1 examples, fewer than the 2 shots asked"):
+        plan("--bench_data", str(folder), "--bench_shots", "2")
+    monkeypatch.chdir(tmp_path)
+    assert plan("--bench_data", "ceval").train.bench_data == str(folder.resolve())
+
+
 def test_memory_fit_judges_the_host_shared_by_the_workers_or_each_workers_device():
     model, train = preset("base")
     per_worker = estimate_memory(model, train, "float32")["total"] / 2**20
@@ -334,6 +354,32 @@ def test_the_last_sample_is_what_generate_gives_at_temperature_0_for_the_last_ch
     assert done.returncode == 0, done.stderr
     assert done.stdout == sample["text"] + "\n\n"
     assert len(sample["text"]) > len(sample["prompt"])
+
+
+@pytest.mark.slow
+def test_bench_rows_score_the_weights_as_eval_task_scores_that_steps_checkpoint(tmp_path, token_file):
+    from test_mcq import write_ceval
+
+    folder = write_ceval(tmp_path / "ceval", {"law": "ABCDAB", "logic": "DCBA", "high_school_physics": "AABB"}, dev=2)
+    run = tmp_path / "runs" / "bench"
+    done = babyllama_train(run, "--data", str(token_file), *SMALL_MODEL, "--max_steps", "4", "--eval_interval", "4",
+                           "--save_interval", "2", "--sample_tokens", "0", "--bench_interval", "2", "--bench_data",
+                           str(folder), "--bench_questions", "7", "--bench_shots", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    benches = [r for r in rows_of(run) if r["kind"] == "bench"]
+    assert [r["step"] for r in benches] == [2, 4]
+    for row in benches:
+        assert {"kind", "step", "task", "shots", "accuracy", "questions", "subjects", "chance", "time"} <= set(row)
+        assert (row["task"], row["shots"], row["questions"], row["subjects"], row["chance"]) == ("ceval", 1, 7, 3, 0.25)
+        scored = subprocess.run(
+            [sys.executable, "-m", "babyllama", "eval", "--ckpt", str(RunDir(run).checkpoint_path(row["step"])),
+             "--task", "ceval", "--data", str(folder), "--shots", "1", "--questions", "7", "--json"],
+            capture_output=True, text=True, timeout=WAIT_S)
+        assert scored.returncode == 0, scored.stderr
+        result = json.loads(scored.stdout)
+        assert (result["accuracy"], result["answer_log_likelihood"]) == (row["accuracy"], row["answer_log_likelihood"])
+    assert benches[0]["answer_log_likelihood"] != benches[1]["answer_log_likelihood"]
+    assert f"step 4: ceval accuracy {benches[1]['accuracy']:.1%} over 7 questions" in done.stdout
 
 
 @pytest.mark.slow

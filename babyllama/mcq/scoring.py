@@ -10,11 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from babyllama.errors import UserError
-from babyllama.mcq.questions import LETTERS, Question, Subject, Task
+from babyllama.mcq.questions import LETTERS, TASKS, Question, Subject, Task, fixed_subset, load_subjects
 
 CHANCE = 0.25
 ANSWER_CUE = "答案："
@@ -103,6 +104,10 @@ class Scored:
     def correct(self) -> bool:
         return self.predicted == self.answer
 
+    @property
+    def answer_log_likelihood(self) -> float:
+        return self.log_likelihoods[LETTERS.index(self.answer)]
+
 
 def score_questions(decoder, tokenizer, task: Task, subjects: list[Subject], shots: int,
                     progress: Progress | None = None) -> list[Scored]:
@@ -156,6 +161,8 @@ def report(task: Task, subjects: list[Subject], scored: list[Scored], shots: int
         "subjects": len(subjects),
         **_group(scored, [entry["accuracy"] for entry in per_subject.values()]),
         "chance": CHANCE,
+        # Moves before the accuracy leaves chance: the mean log-likelihood of the right letter.
+        "answer_log_likelihood": float(np.mean([r.answer_log_likelihood for r in scored])),
         "fewer_shots": fewer,
         "cut": cut,
         "per_category": per_category,
@@ -166,11 +173,13 @@ def report(task: Task, subjects: list[Subject], scored: list[Scored], shots: int
 class TrainingBench:
     """The benchmark the trainer scores every bench_interval steps: a fixed subset, loaded once."""
 
-    def __init__(self, tokenizer, task: Task, subjects: list[Subject], shots: int):
+    def __init__(self, tokenizer, train):
+        """`train` is the run's TrainConfig: its bench_task, bench_data (absolute), bench_questions and bench_shots."""
         self.tokenizer = tokenizer
-        self.task = task
-        self.subjects = subjects
-        self.shots = shots
+        self.task = TASKS[train.bench_task]
+        subjects = load_subjects(self.task, Path(train.bench_data), shots=train.bench_shots)
+        self.subjects = fixed_subset(subjects, train.bench_questions)
+        self.shots = train.bench_shots
 
     def __call__(self, step: int, decoder) -> dict:
         """The `bench` metrics row for the weights `decoder` holds."""
@@ -179,4 +188,5 @@ class TrainingBench:
                                                                   self.shots), self.shots)
         return {"kind": "bench", "step": step, "task": self.task.name, "shots": self.shots,
                 "accuracy": result["accuracy"], "questions": result["questions"], "subjects": result["subjects"],
-                "chance": CHANCE, "bench_ms": round((time.perf_counter() - began) * 1000, 1)}
+                "chance": CHANCE, "answer_log_likelihood": result["answer_log_likelihood"],
+                "bench_ms": round((time.perf_counter() - began) * 1000, 1)}

@@ -38,7 +38,7 @@ from babyllama.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from babyllama.kernel_cache import KernelWorkspace
-    from babyllama.mcq import TrainingBench
+    from babyllama.mcq.scoring import TrainingBench
     from babyllama.step import TrainStep
 
 # Read once, when MindSpore's import loads libgomp, so set before it. OpenMP threads that
@@ -312,7 +312,7 @@ class Training:
             self.text_sampler = GreedySampler(model, plan.tokenizer, self.train_cfg.sample_prompt,
                                               self.train_cfg.sample_tokens)
         if self.main and self.train_cfg.bench_interval > 0:
-            from babyllama.mcq import TrainingBench
+            from babyllama.mcq.scoring import TrainingBench
 
             self.bench = TrainingBench(plan.tokenizer, self.train_cfg)
 

@@ -1,4 +1,4 @@
-"""Jobs on a run's checkpoints (`babyllama export` and `eval`) that outlive whoever started them.
+"""Jobs on a run's checkpoints (`babyllama export`, `eval` and `eval --task`) that outlive whoever started them.
 
 `launch_job` starts this module as a runner (`python -m babyllama.runs.jobs FOLDER`) in its own
 session, as trainers are started; the runner runs the job's command with `--progress jsonl`,
@@ -28,7 +28,8 @@ from babyllama.runs.rundir import RunDir
 
 JOBS_DIR = "jobs"
 OUTPUT_LOG = "output.log"
-JOB_KINDS = ("export", "eval")
+# A bench job is `babyllama eval --task`: a benchmark score rather than a loss.
+JOB_KINDS = ("export", "eval", "bench")
 # What a runner forwards to its command, which then cleans up as on Ctrl-C.
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 INTERRUPTED_EXIT = 130

@@ -1,4 +1,4 @@
-"""Export or evaluate a run's checkpoint from any screen: a dialog, then a detached job.
+"""Export, evaluate or benchmark a run's checkpoint from any screen: a dialog, then a detached job.
 
 The job outlives the app (`babyllama.runs.jobs`); while this app runs, it says in a
 notification how each job it started ended, whatever screen is shown. The run's jobs strip
@@ -18,15 +18,19 @@ from textual.widgets import Button, Label, Select, Static
 
 from babyllama.checkpoint import Checkpoint
 from babyllama.errors import UserError
+from babyllama.mcq import TASKS
 from babyllama.runs import ACTIVE_STATES
 from babyllama.runs.jobs import JobInfo, read_job
 from babyllama_tui.training.run_jobs import (
     EXPORT_FORMATS,
     SPLIT_NOTES,
+    BenchRequest,
     EvalRequest,
     ExportRequest,
     batches_problem,
+    bench_folder_problem,
     default_batches,
+    default_bench_folder,
     default_export_path,
     describe_job,
     eval_split,
@@ -35,7 +39,9 @@ from babyllama_tui.training.run_jobs import (
     resolve,
     run_checkpoints,
     run_data_files,
+    shots_problem,
     shown_path,
+    start_bench,
     start_eval,
     start_export,
 )
@@ -211,6 +217,64 @@ class EvalScreen(JobDialog):
         self.dismiss(EvalRequest(self.checkpoint, data, int(self.batches_input.value), eval_split(data, self.run_data)))
 
 
+class BenchScreen(JobDialog):
+    """A C-Eval or CMMLU folder as published, and how many examples go before each question; the
+    folder follows the task until edited."""
+
+    TITLE_TEXT = "Benchmark"
+    START = "Score"
+    NOTE = "accuracy by the answer letter's likelihood; published scores are mostly 5-shot"
+
+    def __init__(self, run_name: str, checkpoints: list[Checkpoint], root: Path, data_dir: Path) -> None:
+        super().__init__(run_name, checkpoints, root)
+        self.data_dir = data_dir
+        self.bench_task = next(iter(TASKS))
+        options = [(f"{task.title} ({task.eval_split} split)", name) for name, task in TASKS.items()]
+        self.task_select = Select(options, value=self.bench_task, allow_blank=False, compact=True, id="bench-task")
+        self._default_data = self._default()
+        self.data_input = FieldInput(self._default_data, id="bench-data")
+        self.shots_input = FieldInput("0", kind="integer", id="bench-shots")
+
+    def fields(self) -> ComposeResult:
+        with Horizontal(classes="dialog-field"):
+            yield Label("benchmark", classes="field-label")
+            yield self.task_select
+        with Horizontal(classes="dialog-field"):
+            yield Label("folder", classes="field-label")
+            yield self.data_input
+        with Horizontal(classes="dialog-field"):
+            yield Label("shots", classes="field-label")
+            yield self.shots_input
+        yield Static(self.NOTE, classes="dialog-note", markup=False)
+
+    def on_mount(self) -> None:
+        self.data_input.focus()
+
+    def _default(self) -> str:
+        return shown_path(default_bench_folder(self.data_dir, self.bench_task), self.root)
+
+    @on(Select.Changed, "#bench-task")
+    def _task_chosen(self, event: Select.Changed) -> None:
+        self.bench_task = str(event.value)
+        self.choices_changed()
+
+    def choices_changed(self) -> None:
+        if self.data_input.value == self._default_data:
+            self.data_input.value = self._default()
+        self._default_data = self._default()
+        self.show_error("")
+
+    def action_submit(self) -> None:
+        typed = self.data_input.value
+        folder = resolve(typed, self.root)
+        problem = (bench_folder_problem(self.bench_task, folder) if typed.strip() else "give the benchmark's folder") \
+            or shots_problem(self.shots_input.value)
+        if problem:
+            self.show_error(problem)
+            return
+        self.dismiss(BenchRequest(self.checkpoint, self.bench_task, folder, int(self.shots_input.value)))
+
+
 def _checkpoints_or_say(screen: Screen, run_path: Path, doing: str) -> list[Checkpoint] | None:
     checkpoints = run_checkpoints(run_path)
     if not checkpoints:
@@ -249,6 +313,19 @@ def request_eval(screen: Screen, run_path: Path) -> None:
     dialog = EvalScreen(run_path.name, checkpoints, app.root, token_files, default_batches(run_path),
                         run_data_files(run_path))
     app.push_screen(dialog, chosen)
+
+
+def request_bench(screen: Screen, run_path: Path) -> None:
+    checkpoints = _checkpoints_or_say(screen, run_path, "benchmark")
+    if checkpoints is None:
+        return
+    app = screen.app
+
+    def chosen(request: BenchRequest | None) -> None:
+        if request is not None:
+            _start(screen, lambda: start_bench(run_path, request, app.root))
+
+    app.push_screen(BenchScreen(run_path.name, checkpoints, app.root, app.data_dir), chosen)
 
 
 def _start(screen: Screen, start) -> None:

@@ -22,7 +22,7 @@ from babyllama.devices import AcceleratorReading, read_accelerators
 from babyllama.runs import ACTIVE_STATES, RunDir, state_words, stop_overdue
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
-from babyllama_tui.screens.job_dialogs import request_eval, request_export
+from babyllama_tui.screens.job_dialogs import request_bench, request_eval, request_export
 from babyllama_tui.screens.pick_run import PickRunScreen, PickRunsScreen
 from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_stop
 from babyllama_tui.textual_fixes import KeyFooter
@@ -97,6 +97,7 @@ class MonitorScreen(AppScreen):
         # In the palette (ctrl+p) only, as Raw: the footer is full at 80 columns.
         Binding("x", "export", "Export a checkpoint (hf, llama2.c)", show=False),
         Binding("v", "evaluate", "Evaluate a checkpoint on a token file", show=False),
+        Binding("b", "benchmark", "Benchmark a checkpoint (ceval, cmmlu)", show=False),
     ]
 
     def __init__(self) -> None:
@@ -380,7 +381,7 @@ class MonitorScreen(AppScreen):
             return self.follower is not None and self.follower.state.state in STOPPABLE_STATES
         if action == "kill_run":
             return self._shown_state is not None and self._shown_state[1]
-        if action in ("export", "evaluate"):
+        if action in ("export", "evaluate", "benchmark"):
             return self.follower is not None and has_checkpoint(self.follower.path)
         return True
 
@@ -447,3 +448,6 @@ class MonitorScreen(AppScreen):
 
     def action_evaluate(self) -> None:
         self._on_followed(partial(request_eval, self))
+
+    def action_benchmark(self) -> None:
+        self._on_followed(partial(request_bench, self))

@@ -26,7 +26,7 @@ from babyllama.runs import ACTIVE_STATES, ENDED_STATES, launch_detached
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.screens.confirm import ConfirmScreen
-from babyllama_tui.screens.job_dialogs import request_eval, request_export
+from babyllama_tui.screens.job_dialogs import request_bench, request_eval, request_export
 from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_resume, request_stop
 from babyllama_tui.screens.run_manage import request_delete, request_note, request_rename
 from babyllama_tui.textual_fixes import KeyFooter
@@ -49,7 +49,7 @@ WIDE_FROM = 120
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
 RUN_ACTIONS = {
     "open_run", "stop_run", "resume_run", "kill_run", "delete_run", "rename_run", "note_run", "show_config", "export",
-    "evaluate",
+    "evaluate", "benchmark",
 }
 SECTION_NAMES = {"model": "the model section", "train": "the training section"}
 # Delete, rename and note share one place in the footer: named one by one they did not fit in 80 columns.
@@ -94,6 +94,7 @@ class TrainScreen(AppScreen):
         Binding("i", "show_config", "How the run was started", show=False),
         Binding("x", "export", "Export a checkpoint (hf, llama2.c)", show=False),
         Binding("v", "evaluate", "Evaluate a checkpoint on a token file", show=False),
+        Binding("b", "benchmark", "Benchmark a checkpoint (ceval, cmmlu)", show=False),
     ]
 
     pane: reactive[str] = reactive("runs", init=False)
@@ -265,7 +266,7 @@ class TrainScreen(AppScreen):
                 return row.state in ENDED_STATES and row.latest_checkpoint is not None
             if action == "delete_run" or action == "rename_run":
                 return row.state not in ACTIVE_STATES
-            if action in ("export", "evaluate"):
+            if action in ("export", "evaluate", "benchmark"):
                 return has_checkpoint(row.path)
         if action == "launch":
             # Shown and live even while the form has errors: ctrl+l then says what to fix.
@@ -313,6 +314,9 @@ class TrainScreen(AppScreen):
 
     def action_evaluate(self) -> None:
         self._on_highlighted(partial(request_eval, self))
+
+    def action_benchmark(self) -> None:
+        self._on_highlighted(partial(request_bench, self))
 
     # Panes
 

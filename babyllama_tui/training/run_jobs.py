@@ -1,5 +1,5 @@
-"""Export and evaluation of a run's checkpoint as detached jobs (`babyllama.runs.jobs`): the
-commands the dialogs start, their checks, and a job in one line for the Monitor and the runs table.
+"""Export, evaluation and benchmarks of a run's checkpoint as detached jobs (`babyllama.runs.jobs`):
+the commands the dialogs start, their checks, and a job in one line for the Monitor and the runs table.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from babyllama.checkpoint import Checkpoint
 from babyllama.errors import UserError
+from babyllama.mcq import TASKS, find_subjects
 from babyllama.runs import ACTIVE_STATES, RunDir
 from babyllama.runs.jobs import JobInfo, launch_job, list_jobs
 
@@ -34,6 +35,14 @@ class EvalRequest:
     data: Path
     batches: int
     split: str = "all"
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    checkpoint: Checkpoint
+    task: str  # a key of babyllama.mcq.TASKS
+    data: Path  # absolute
+    shots: int
 
 
 SPLIT_NOTES = {
@@ -92,6 +101,27 @@ def batches_problem(typed: str) -> str | None:
         return "batches must be a whole number, at least 1"
 
 
+def default_bench_folder(data_dir: Path, task: str) -> Path:
+    """data/ceval or data/cmmlu: where a user unpacks the benchmark."""
+    return data_dir / task
+
+
+def bench_folder_problem(task: str, folder: Path) -> str | None:
+    """Why `folder` is not the task's folder as published, or None (its files are read by the job)."""
+    try:
+        find_subjects(TASKS[task], folder)
+    except UserError as e:
+        return str(e)
+    return None
+
+
+def shots_problem(typed: str) -> str | None:
+    try:
+        return None if int(typed) >= 0 else "shots must be 0 or more"
+    except ValueError:
+        return "shots must be a whole number, 0 or more"
+
+
 def default_batches(run_path: Path) -> int:
     """The run's eval_iters: as many batches as the trainer's validation loss takes."""
     from babyllama.config import TrainConfig
@@ -134,6 +164,14 @@ def start_eval(run_path: Path, request: EvalRequest, root: Path) -> JobInfo:
     return launch_job(run_path, "eval", args, details=details, cwd=root)
 
 
+def start_bench(run_path: Path, request: BenchRequest, root: Path) -> JobInfo:
+    args = ["eval", "--ckpt", str(request.checkpoint.path), "--task", request.task, "--data", str(request.data),
+            "--shots", str(request.shots)]
+    details = {"step": request.checkpoint.step, "task": request.task, "shots": request.shots,
+               "data": shown_path(request.data, root)}
+    return launch_job(run_path, "bench", args, details=details, cwd=root)
+
+
 def shown_job(run_path: Path) -> tuple[JobInfo | None, int]:
     """The job a run's strip shows (the newest active one, else the newest), and how many
     other jobs are active: one line, as the Monitor at 24 rows has few to give."""
@@ -148,6 +186,9 @@ def job_title(job: JobInfo) -> str:
     step = f"step {details['step']:,}" if isinstance(details.get("step"), int) else "a checkpoint"
     if job.kind == "export":
         return f"export {step} as {details.get('format', '?')}"
+    if job.kind == "bench":
+        task = TASKS.get(str(details.get("task")))
+        return f"{task.title if task else 'benchmark'} {step}, {details.get('shots', 0)}-shot"
     return f"{job.kind} {step} on {details.get('data', '?')}"
 
 
@@ -163,6 +204,17 @@ def describe_job(job: JobInfo, root: Path) -> str:
         if job.state in ACTIVE_STATES:
             stage = (job.progress or {}).get("message") or job.state
             return f"{what} → {target}: {stage}"
+    elif job.kind == "bench":
+        if job.state == "finished":
+            result = job.result or {}
+            return (f"{what}: {_number(result.get('accuracy'), '.1%')} over {_number(result.get('questions'), ',')} "
+                    f"questions (guessing {_number(result.get('chance'), '.0%')})")
+        if job.state in ACTIVE_STATES:
+            progress = job.progress or {}
+            done, total = progress.get("questions", 0), progress.get("total_questions")
+            if isinstance(total, int) and total > 0:
+                return f"{what}: {done:,}/{total:,} questions ({math.floor(100 * done / total)}%)"
+            return f"{what}: {job.state}"
     else:
         if job.state == "finished":
             result = job.result or {}

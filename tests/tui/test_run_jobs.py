@@ -248,3 +248,76 @@ async def test_a_job_outlives_the_app_and_a_second_app_shows_it(project):
     while not ended(project):
         assert time.monotonic() < deadline, "the job did not end"
         time.sleep(0.05)
+
+
+def bench_run(project: Path, tokenizer, letter: str) -> Path:
+    """A finished run whose checkpoint always answers `letter` (test_mcq's model), and a C-Eval folder
+    in data/ceval where it is right 3 times out of 5 when `letter` is B."""
+    import dataclasses
+
+    from test_mcq import FAVOURING, favouring_checkpoint, write_ceval
+
+    run = RunDir(run_path(project, "bench-run"))
+    run.create({"model": dataclasses.asdict(FAVOURING), "train": {}})
+    favouring_checkpoint(run.checkpoint_path(STEP), tokenizer, letter)
+    run.latest_path.write_text(f"{run.checkpoint_path(STEP).name}\n")
+    run.write_status(state="finished", step=STEP, max_steps=STEP)
+    write_ceval(project / "data" / "ceval", {"law": "BBAD", "logic": "B"})
+    return run.path
+
+
+async def test_a_benchmark_from_the_monitor_shows_its_accuracy_where_jobs_show(project, sp_tokenizer):
+    bench_run(project, sp_tokenizer, "B")
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await on_monitor(pilot, project, "bench-run")
+        await palette_finds(pilot, "bench", "Benchmark a checkpoint (ceval, cmmlu)")
+        dialog = await open_dialog(pilot, "b", "BenchScreen")
+        assert (dialog.bench_task, dialog.data_input.value, dialog.shots_input.value) == ("ceval", "data/ceval", "0")
+        dialog.shots_input.value = "2"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "questions (guessing" in strip_text(monitor), "the accuracy")
+        assert strip_text(monitor) == f"● C-Eval step {STEP}, 2-shot: 60.0% over 5 questions (guessing 25%)"
+        await wait_until(pilot, lambda: any("60.0% over 5 questions" in note for note in notes(app)), "the notification")
+    from babyllama.runs.jobs import list_jobs
+
+    (job,) = list_jobs(run_path(project, "bench-run"))
+    assert (job.kind, job.state, job.result["accuracy"], job.result["shots"]) == ("bench", "finished", 0.6, 2)
+    assert job.status["command"][-8:-2] == ["--task", "ceval", "--data", str(project / "data" / "ceval"), "--shots", "2"]
+
+
+async def test_the_benchmark_dialog_follows_the_task_and_refuses_a_folder_of_another_layout(project, sp_tokenizer):
+    bench_run(project, sp_tokenizer, "A")
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "TrainScreen", "the Train screen")
+        table = app.screen.query_one("RunsTable")
+        await wait_until(pilot, lambda: table.highlighted_run is not None, "the runs")
+        table.move_cursor(row=[row.name for row in table.runs.values()].index("bench-run"))
+        await wait_until(pilot, lambda: offered(app.screen, "benchmark"), "the run's keys")
+        dialog = await open_dialog(pilot, "b", "BenchScreen")
+        error = dialog.query_one("#job-error")
+        dialog.task_select.value = "cmmlu"
+        await wait_until(pilot, lambda: dialog.data_input.value == "data/cmmlu", "the folder to follow the task")
+        dialog.data_input.value = "data/ceval"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "CMMLU" in str(error.render()), "the refusal")
+        assert str(error.render()) == (f"{project / 'data' / 'ceval'}: no test/SUBJECT.csv files; is it the CMMLU "
+                                       "folder? (expected dev/SUBJECT.csv and test/SUBJECT.csv files, as published)")
+        dialog.task_select.value = "ceval"
+        dialog.shots_input.value = "-1"
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: str(error.render()) == "shots must be 0 or more", "the shots refusal")
+        await pilot.press("escape")
+    assert not (run_path(project, "bench-run") / "jobs").exists()
+
+
+def test_a_running_benchmark_says_how_many_questions_it_has_scored(tmp_path):
+    from babyllama.runs.jobs import JobInfo
+    from babyllama_tui.training.run_jobs import describe_job
+
+    status = {"details": {"step": 400, "task": "cmmlu", "shots": 5},
+              "progress": {"event": "progress", "questions": 120, "total_questions": 11528}}
+    job = JobInfo(tmp_path, "bench", "running", None, status)
+    assert describe_job(job, tmp_path) == "CMMLU step 400, 5-shot: 120/11,528 questions (1%)"

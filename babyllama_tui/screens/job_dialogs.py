@@ -223,7 +223,7 @@ class BenchScreen(JobDialog):
 
     TITLE_TEXT = "Benchmark"
     START = "Score"
-    NOTE = "accuracy by the answer letter's likelihood; published scores are mostly 5-shot"
+    NOTE = "published scores are mostly 5-shot (examples from dev/)"
 
     def __init__(self, run_name: str, checkpoints: list[Checkpoint], root: Path, data_dir: Path) -> None:
         super().__init__(run_name, checkpoints, root)

@@ -190,6 +190,8 @@ async def test_a_token_file_gone_before_the_job_starts_ends_in_one_line(project)
         (project / "data" / "held.bin").unlink()
         await pilot.press("enter")
         await wait_until(pilot, lambda: ": failed: " in strip_text(monitor), "the failure")
+        # The strip and the notification poll the job each on its own timer: either may say it first.
+        await wait_until(pilot, lambda: any(": failed: " in n for n in notes(app)), "the notification")
         (note,) = [n for n in notes(app) if ": failed: " in n]
         assert note.startswith(f"eval step {STEP} on data/held.bin: failed: ") and "\n" not in note
         assert str(project / "data" / "held.bin") in note

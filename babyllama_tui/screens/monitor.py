@@ -146,7 +146,7 @@ class MonitorScreen(AppScreen):
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        self._watcher = RunsWatcher(self.app.runs_dir)
+        self._watcher = RunsWatcher(self.app.runs_dir, self.app.stall_after_s)
         # Registered before the first _follow, whose tick may itself choose the run to follow.
         self.watch(self.app, "current_run", self._chosen, init=False)
         self.set_interval(POLL_S, self._tick)

@@ -27,7 +27,7 @@ from babyllama_tui.screens.job_dialogs import request_eval, request_export
 from babyllama_tui.screens.pick_run import PickRunScreen, PickRunsScreen
 from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_stop
 from babyllama_tui.textual_fixes import KeyFooter
-from babyllama_tui.training.compare import ComparedRun, CompareSet
+from babyllama_tui.training.compare import ComparedRun, CompareSet, same_data_runs
 from babyllama_tui.training.eta import eta_seconds
 from babyllama_tui.training.formatting import (
     format_bench,
@@ -60,7 +60,7 @@ ACCELERATOR_POLL_S = 2.0
 SPARK_POINTS = 120
 # From this width the screen is -wide (app.tcss): the metric cards have room for longer notes.
 WIDE_FROM = 120
-FOLLOWING_ACTIONS = {"compare", "log_scale", "window", "raw", "show_config", "full_log"}
+FOLLOWING_ACTIONS = {"compare", "compare_previous", "log_scale", "window", "raw", "show_config", "full_log"}
 
 NO_RUN_HINT = (
     "No run yet.\n\n"
@@ -113,6 +113,8 @@ class MonitorScreen(AppScreen):
     BINDINGS = [
         Binding("o", "open_run", "Open"),
         Binding("c", "compare", "Compare"),
+        # In the palette and the help: the footer is full at 80 columns; the compare dialog names it.
+        Binding("p", "compare_previous", "Compare with the previous run of the same data and tokenizer", show=False),
         Binding("l", "log_scale", "Log y"),
         Binding("w", "window", "Window"),
         # In the palette only: with Stop, all the keys would not fit in the footer at 80 columns.
@@ -461,18 +463,38 @@ class MonitorScreen(AppScreen):
 
         self.app.push_screen(PickRunScreen("Monitor which run?", self._run_rows(), current=current), picked)
 
+    def _compare_with(self, paths: list[Path]) -> None:
+        self.compared.choose(paths)
+        self.chart.follow(self.follower, self.compared.runs)
+        self._tick()
+
     def action_compare(self) -> None:
+        """The runs of the same data and tokenizer first (their losses compare directly), then the others."""
         assert self.follower is not None
-        rows = [row for row in self._run_rows() if row.path != self.follower.path]
+        rows = self._run_rows()
+        same = same_data_runs(self.follower.path, rows)
+        suggested = {row.path for row in same}
+        others = [row for row in rows if row.path != self.follower.path and row.path not in suggested]
 
         def picked(paths: list[Path] | None) -> None:
-            if paths is None:
-                return
-            self.compared.choose(paths)
-            self.chart.follow(self.follower, self.compared.runs)
-            self._tick()
+            if paths is not None:
+                self._compare_with(paths)
 
-        self.app.push_screen(PickRunsScreen("Compare the loss with which runs?", rows, self.compared.paths), picked)
+        self.app.push_screen(PickRunsScreen("Compare the loss with which runs?", same + others, self.compared.paths,
+                                            suggested=suggested), picked)
+
+    def action_compare_previous(self) -> None:
+        """Draw (or take away) the curve of the previous run of the same data and tokenizer: one key."""
+        assert self.follower is not None
+        same = same_data_runs(self.follower.path, self._run_rows())
+        if not same:
+            self.notify("No other run of the same data and tokenizer: c compares with any run.", severity="warning")
+            return
+        previous = same[0].path
+        if previous in self.compared.paths:
+            self._compare_with([path for path in self.compared.paths if path != previous])
+        else:
+            self._compare_with([*self.compared.paths, previous])
 
     def action_log_scale(self) -> None:
         self.chart.log_scale = not self.chart.log_scale

@@ -35,6 +35,7 @@ def alert_lines(alerts: list[dict], width: int, console: Console) -> Text:
             entry.append(f": {message}", style="dim")
         for i, piece in enumerate(entry.wrap(console, max(10, width - LABEL_CELLS))):
             line = Text(f"{row['step']:>7,}  " if i == 0 else " " * LABEL_CELLS, style="dim")
+            piece.rstrip()
             line.append_text(piece)
             lines.append(line)
     return Text("\n").join(lines)

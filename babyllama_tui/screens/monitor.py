@@ -339,6 +339,9 @@ class MonitorScreen(AppScreen):
             health = check_health(state=state, now=now, started=started, last_row_at=follower.metrics_changed_at,
                                   heartbeat_at=follower.status.get("updated"), train_times=times, speeds=speeds,
                                   stall_after_s=self.app.stall_after_s, checkpoints_dir=follower.run.checkpoints_dir)
+        if health is not None and health.mark == "stalled":
+            # A run that does not move has no time to finish.
+            eta = None
         evaluation = history.last_eval or {}
         bench = history.last_bench
         reason = follower.state.reason or (follower.status.get("error") if state != "finished" else None)

@@ -97,6 +97,9 @@ class _Watched:
             last_row_at=metrics[0] / 1e9 if metrics else None, heartbeat_at=info.updated,
             train_times=[time for time, _ in mine], speeds=[speed for _, speed in mine if speed is not None],
             stall_after_s=stall_after_s, checkpoints_dir=self.run.checkpoints_dir)
+        if health is not None and health.mark == "stalled":
+            # A run that does not move has no time to finish.
+            eta = None
         return RunRow(**vars(info), eta_s=eta, health=health)
 
 

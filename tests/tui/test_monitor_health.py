@@ -183,6 +183,7 @@ async def test_a_stalled_run_is_marked_on_the_monitor_with_why_until_a_row_comes
         screen = await follow(pilot, run, 10)
         await wait_until(pilot, lambda: "stalled: no new metrics row for 15m" in status_text(screen), "the stall")
         assert all(len(line) <= 78 for line in status_text(screen).splitlines())
+        assert "ETA" not in status_text(screen), "a run that does not move has no time to finish"
         run.append_metrics(train_row(110, loss=3.0, time=time.time()))
         run.write_status(step=110)
         await wait_until(pilot, lambda: "stalled" not in status_text(screen), "the mark to go with the new row")

@@ -57,6 +57,7 @@ async def test_the_table_marks_a_runs_alerts_and_a_stall_with_the_reason_in_the_
         await wait_until(pilot, lambda: len(table.runs) == 2, "both runs")
         header, stuck_line, bumpy_line = (line.split() for line in table_text(table))
         assert header[-1] == "alerts" and stuck_line[1] == "stalled" and bumpy_line[-1] == "2"
+        assert stuck_line[6] == "-", "a stalled run has no ETA"
         detail = app.screen.query_one("#run-detail")
         await wait_until(pilot, lambda: "no new metrics row for 15m" in str(detail.render()), "the stall's reason")
         assert "running, stalled: no new metrics row for 15m" in str(detail.render())

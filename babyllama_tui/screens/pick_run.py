@@ -105,8 +105,9 @@ class PickRunsScreen(ModalScreen[list[Path] | None]):
                 )
                 yield Label("space choose · enter compare · c clear all · esc cancel", classes="dialog-keys")
                 if self._suggested:
-                    yield Label(f"{SAME_DATA}: trained on the same token files with the same tokenizer; "
-                                "p on the Monitor compares with the previous one at once", classes="dialog-keys")
+                    # One line at 80 columns: p is the Monitor's key for the previous such run.
+                    yield Label(f"{SAME_DATA} = same token files and tokenizer (p: the previous one)",
+                                classes="dialog-keys")
             else:
                 yield Label("No other run yet: start one on the Train screen (2).", classes="dialog-body")
 

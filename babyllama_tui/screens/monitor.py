@@ -334,7 +334,7 @@ class MonitorScreen(AppScreen):
         health = None
         if state == "running":
             with follower.lock:
-                times = [time for _, time in history.recent]
+                times = [at for _, at in history.recent]
                 speeds = history.process_speeds().tolist()
             health = check_health(state=state, now=now, started=started, last_row_at=follower.metrics_changed_at,
                                   heartbeat_at=follower.status.get("updated"), train_times=times, speeds=speeds,

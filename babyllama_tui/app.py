@@ -24,6 +24,7 @@ from babyllama import __version__
 from babyllama.runs import TRAIN_PROGRAM
 from babyllama_tui.screens.train import TrainScreen
 from babyllama_tui.textual_fixes import KeysInOrderApp, StyledOnceApp
+from babyllama_tui.training.run_health import STALL_AFTER_S
 from babyllama_tui.widgets.mode_header import SCREENS
 
 # The header names the screens; the footer only reminds of their keys.
@@ -89,9 +90,11 @@ class BabyLlamaApp(KeysInOrderApp, StyledOnceApp):
         *,
         clock: Callable[[], float] = time.time,
         train_program: Sequence[str] = TRAIN_PROGRAM,
+        stall_after_s: float = STALL_AFTER_S,
     ) -> None:
         """`clock` is "now" for ages and ETAs (fixed in snapshot tests); `train_program` is what
-        Launch runs after `python` (a stand-in trainer in tests)."""
+        Launch runs after `python` (a stand-in trainer in tests); a running run that writes no
+        metrics row for `stall_after_s` is marked stalled (`training.run_health`)."""
         if not any_entry(root / "data") and not any_entry(root / "out"):
             # A new project starts where its work starts: a corpus (the sample is offered there).
             self.DEFAULT_MODE = "corpora"
@@ -99,6 +102,7 @@ class BabyLlamaApp(KeysInOrderApp, StyledOnceApp):
         self.root = root
         self.clock = clock
         self.train_program = tuple(train_program)
+        self.stall_after_s = stall_after_s
         # Whether the app's first frame is on the terminal (Textual's Ready event).
         self.first_frame_shown = False
         # Published with (old folder, new folder or None) when a run is renamed or moved to the trash.
@@ -151,7 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root", type=Path, default=Path.cwd(), help="project folder holding data/ and out/ (default: .)"
     )
+    parser.add_argument(
+        "--stall-after", type=float, default=STALL_AFTER_S / 60, metavar="MINUTES",
+        help=f"mark a running run stalled after this long without a metrics row (default {STALL_AFTER_S / 60:g}; "
+        "a run's first step and slow logging are given longer)",
+    )
     parser.add_argument("--version", action="version", version=f"babyllama-tui {__version__}")
     args = parser.parse_args(argv)
-    BabyLlamaApp(root=args.root.resolve()).run()
+    if args.stall_after <= 0:
+        parser.error("--stall-after must be a positive number of minutes")
+    BabyLlamaApp(root=args.root.resolve(), stall_after_s=args.stall_after * 60).run()
     return 0

@@ -904,6 +904,18 @@ def test_cli_runs_says_how_long_a_stop_has_waited_and_offers_kill_after_30_s(tmp
     assert line.split()[1] == "stopping" and "kill" not in line, "no kill offered before 30 s"
 
 
+def test_cli_runs_counts_a_runs_alerts_and_names_the_last(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "bumpy")
+    run.create({})
+    run.write_status(state="finished", step=400, max_steps=400, started=time.time() - 100)
+    run.append_alert(step=120, alert="spike", action="skipped", message="loss 9.1 at step 120, far above 5.2")
+    run.append_alert(step=130, alert="rollback", action="rolled_back", message="rolled back to step 100")
+    line = babyllama("runs", cwd=tmp_path).stdout.splitlines()[1]
+    assert line.endswith("2 alerts, the last at step 130: rolled back to step 100"), line
+    (listed,) = json.loads(babyllama("runs", "--json", cwd=tmp_path).stdout)
+    assert listed["alerts"] == 2 and listed["last_alert"]["alert"] == "rollback"
+
+
 def test_cli_runs_note_rename_and_delete(tmp_path):
     ended(tmp_path, "first", error="process 1 is gone")
     note = babyllama("runs", "note", "first", "the baseline", cwd=tmp_path)

@@ -115,7 +115,8 @@ def _print_table(infos: list[RunInfo], as_json: bool) -> int:
             _number(info.val_loss, ".4f"),
             _number(info.tokens_per_s, ",.0f"),
             format_duration(info.age_s(now)),
-            "; ".join(note for note in (info.note, info.reason, _kill_note(info, now), _incomplete_note(info)) if note),
+            "; ".join(note for note in (info.note, info.reason, _kill_note(info, now), _incomplete_note(info),
+                                        _alerts_note(info)) if note),
         )
         for info in infos
     ]
@@ -176,6 +177,17 @@ def _incomplete_note(info: RunInfo) -> str | None:
     if not info.latest_checkpoint_problem:
         return None
     return f"latest checkpoint, step {info.latest_checkpoint}, is incomplete: `babyllama runs show {info.path}` says what to do"
+
+
+def _alerts_note(info: RunInfo) -> str | None:
+    """How many health events the run recorded, and the newest in its own words."""
+    if not info.alerts:
+        return None
+    count = f"{info.alerts} alert{'s' if info.alerts != 1 else ''}"
+    last = info.last_alert or {}
+    if not isinstance(last.get("step"), int) or not isinstance(last.get("message"), str):
+        return count
+    return f"{count}, the last at step {last['step']:,}: {last['message']}"
 
 
 def _or_dash(value) -> str:

@@ -47,6 +47,9 @@ class RunInfo:
     latest_checkpoint_problem: str | None
     # The user's note (`babyllama runs note`).
     note: str | None
+    # Health events recorded (status.json's `alerts`) and the newest one ({step, alert, message}).
+    alerts: int = 0
+    last_alert: dict | None = None
 
     def age_s(self, now: float | None = None) -> float | None:
         """Seconds since the run was created, however often it was resumed since."""
@@ -105,6 +108,8 @@ def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_
         latest_checkpoint=latest.step if latest else None,
         latest_checkpoint_problem=_incomplete_latest(run, latest) if latest and checkpoints else None,
         note=run.read_note(),
+        alerts=status.get("alerts") if isinstance(status.get("alerts"), int) else 0,
+        last_alert=status.get("last_alert") if isinstance(status.get("last_alert"), dict) else None,
     )
 
 

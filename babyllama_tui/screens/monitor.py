@@ -1,4 +1,5 @@
-"""Monitor screen: one run, live: loss, speed, memory, samples and log.
+"""Monitor screen: one run, live: loss with its baselines and alerts, bits per byte, speed and MFU,
+memory, the latest benchmark score, samples, alerts and log; whether it stalled or slowed.
 
 It follows the chosen run, else the newest running one, else the newest; a worker thread reads
 what was appended since the last look. See docs/ARCHITECTURE.md.
@@ -26,13 +27,24 @@ from babyllama_tui.screens.job_dialogs import request_bench, request_eval, reque
 from babyllama_tui.screens.pick_run import PickRunScreen, PickRunsScreen
 from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_stop
 from babyllama_tui.textual_fixes import KeyFooter
-from babyllama_tui.training.compare import ComparedRun, CompareSet
+from babyllama_tui.training.compare import ComparedRun, CompareSet, same_data_runs
 from babyllama_tui.training.eta import eta_seconds
-from babyllama_tui.training.formatting import format_count, format_lr, format_mib_short, format_ms, format_number
+from babyllama_tui.training.formatting import (
+    format_bench,
+    format_count,
+    format_flops,
+    format_lr,
+    format_mfu,
+    format_mib_short,
+    format_ms,
+    format_number,
+)
 from babyllama_tui.training.history import MetricsHistory, bucket_means
 from babyllama_tui.training.run_follower import RunFollower
+from babyllama_tui.training.run_health import check_health
 from babyllama_tui.training.run_jobs import has_checkpoint
 from babyllama_tui.training.runs_watcher import RunRow, RunsWatcher
+from babyllama_tui.widgets.alert_list import AlertList
 from babyllama_tui.widgets.jobs_strip import JobsStrip
 from babyllama_tui.widgets.log_tail import LogTail
 from babyllama_tui.widgets.loss_chart import WINDOWS, LossChart
@@ -46,13 +58,19 @@ POLL_S = 0.5
 ACCELERATOR_POLL_S = 2.0
 # Points a sparkline is given; it reduces them to its width.
 SPARK_POINTS = 120
-FOLLOWING_ACTIONS = {"compare", "log_scale", "window", "raw", "show_config", "full_log"}
+# From this width the screen is -wide (app.tcss): the metric cards have room for longer notes.
+WIDE_FROM = 120
+FOLLOWING_ACTIONS = {"compare", "compare_previous", "log_scale", "window", "raw", "show_config", "full_log"}
 
 NO_RUN_HINT = (
     "No run yet.\n\n"
     "Start one on the Train screen (2). Runs started with `babyllama train` in this project "
     "show here too, as they start."
 )
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def elapsed_s(status: dict, state: str, now: float, history: MetricsHistory) -> float | None:
@@ -62,6 +80,16 @@ def elapsed_s(status: dict, state: str, now: float, history: MetricsHistory) -> 
         return None
     end = now if state in ACTIVE_STATES else status.get("updated", now)
     return history.seconds_before(started) + max(0.0, end - started)
+
+
+def speed_note(row: dict, wide: bool) -> str:
+    """The speed card's note: MFU where the device's peak is known, else the achieved FLOP/s; both
+    when wide (24 columns hold one at 80)."""
+    flops = format_flops(row.get("flops_per_s")) if isinstance(row.get("flops_per_s"), (int, float)) else ""
+    mfu = f"MFU {format_mfu(row['mfu'])}" if isinstance(row.get("mfu"), (int, float)) else ""
+    if wide:
+        return " ".join(part for part in (flops, mfu) if part)
+    return mfu or flops
 
 
 def accelerator_text(readings: list[AcceleratorReading]) -> tuple[str, str]:
@@ -78,13 +106,15 @@ def accelerator_text(readings: list[AcceleratorReading]) -> tuple[str, str]:
 
 class MonitorScreen(AppScreen):
     COMMANDS = {ScreenKeysProvider}
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
     # Up and Down scroll the log at once; Tab moves to the samples.
     AUTO_FOCUS = "#log-tail"
     BINDINGS = [
         Binding("o", "open_run", "Open"),
         Binding("c", "compare", "Compare"),
+        # In the palette and the help: the footer is full at 80 columns; the compare dialog names it.
+        Binding("p", "compare_previous", "Compare with the previous run of the same data and tokenizer", show=False),
         Binding("l", "log_scale", "Log y"),
         Binding("w", "window", "Window"),
         # In the palette only: with Stop, all the keys would not fit in the footer at 80 columns.
@@ -129,7 +159,10 @@ class MonitorScreen(AppScreen):
             "tokens": MetricCard("tokens", id="card-tokens", classes="-extra"),
         }
         self.sample_view = SampleList(id="sample")
+        self.alert_list = AlertList(id="alerts")
         self.log_tail = LogTail(id="log-tail")
+        # Whether the speed card's note was last made for the wide layout.
+        self._wide_cards: bool | None = None
 
     def compose(self) -> ComposeResult:
         yield ModeHeader("monitor")
@@ -143,11 +176,12 @@ class MonitorScreen(AppScreen):
                 yield from self.cards.values()
         with Horizontal(id="monitor-bottom"):
             yield self.sample_view
+            yield self.alert_list
             yield self.log_tail
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        self._watcher = RunsWatcher(self.app.runs_dir)
+        self._watcher = RunsWatcher(self.app.runs_dir, self.app.stall_after_s)
         # Registered before the first _follow, whose tick may itself choose the run to follow.
         self.watch(self.app, "current_run", self._chosen, init=False)
         self.set_interval(POLL_S, self._tick)
@@ -169,6 +203,7 @@ class MonitorScreen(AppScreen):
         self.chart.follow(self.follower, self.compared.runs)
         self.log_tail.clear()
         self.sample_view.show([])
+        self._show_alerts()
         self.set_class(self.follower is None, "-no-run")
         self.sub_title = path.name if path is not None else ""
         self.jobs_strip.show_run(path)
@@ -269,6 +304,7 @@ class MonitorScreen(AppScreen):
             self._shown_version = self.follower.history.version
             self._show_cards()
             self._show_sample()
+            self._show_alerts()
 
     # Drawing
 
@@ -296,6 +332,19 @@ class MonitorScreen(AppScreen):
         note = self._loading
         if follower.bad_lines:
             note = f"{note} {follower.bad_lines} unreadable metrics lines".strip()
+        health = None
+        if state == "running":
+            with follower.lock:
+                times = [at for _, at in history.recent]
+                speeds = history.process_speeds().tolist()
+            health = check_health(state=state, now=now, started=started, last_row_at=follower.metrics_changed_at,
+                                  heartbeat_at=follower.status.get("updated"), train_times=times, speeds=speeds,
+                                  stall_after_s=self.app.stall_after_s, checkpoints_dir=follower.run.checkpoints_dir)
+        if health is not None and health.mark == "stalled":
+            # A run that does not move has no time to finish.
+            eta = None
+        evaluation = history.last_eval or {}
+        bench = history.last_bench
         reason = follower.state.reason or (follower.status.get("error") if state != "finished" else None)
         if state not in ACTIVE_STATES and not len(history):
             # The chart, with no train row to draw, says how the run ended and why, whole.
@@ -317,6 +366,10 @@ class MonitorScreen(AppScreen):
             note=note,
             state_words=state_words(state, asked, now),
             stop_overdue=overdue,
+            bpb=_number(last.get("bpb")),
+            val_bpb=_number(evaluation.get("val_bpb")),
+            bench=format_bench(bench) if bench else None,
+            health=health,
         ))
 
     def _series(self, name: str) -> list[float]:
@@ -341,7 +394,9 @@ class MonitorScreen(AppScreen):
         last = follower.history.last_train
         mem = last.get("mem") if isinstance(last.get("mem"), dict) else follower.process_memory or {}
         self.cards["lr"].show(format_lr(last.get("lr")), self._series("lr"))
-        self.cards["speed"].show(format_count(last.get("tokens_per_s")), self._series("tokens_per_s"))
+        self._wide_cards = self.size.width >= WIDE_FROM
+        self.cards["speed"].show(format_count(last.get("tokens_per_s")), self._series("tokens_per_s"),
+                                 speed_note(last, self._wide_cards))
         self._show_memory(mem, self._series("rss_mb"))
         device = str(mem.get("device") or "-")
         if self.accelerators:
@@ -366,6 +421,20 @@ class MonitorScreen(AppScreen):
         used, total = mem.get("host_used_mb"), mem.get("host_total_mb")
         host = f"host {format_mib_short(used)}/{format_mib_short(total)}" if total else ""
         self.cards["memory"].show(format_mib_short(mem.get("rss_mb")), series, host)
+
+    def on_resize(self) -> None:
+        if self._wide_cards is not None and self._wide_cards != (self.size.width >= WIDE_FROM):
+            self._show_cards()
+
+    def _show_alerts(self) -> None:
+        follower = self.follower
+        if follower is None:
+            self.alert_list.show([], 0)
+        else:
+            with follower.lock:
+                alerts, count = list(follower.history.alerts), follower.history.alert_count
+            self.alert_list.show(alerts, count)
+        self.set_class(self.alert_list.count > 0, "-alerts")
 
     def _show_sample(self) -> None:
         """The newest sample first, then older ones below it (the panel scrolls): the model learning to write."""
@@ -398,18 +467,38 @@ class MonitorScreen(AppScreen):
 
         self.app.push_screen(PickRunScreen("Monitor which run?", self._run_rows(), current=current), picked)
 
+    def _compare_with(self, paths: list[Path]) -> None:
+        self.compared.choose(paths)
+        self.chart.follow(self.follower, self.compared.runs)
+        self._tick()
+
     def action_compare(self) -> None:
+        """The runs of the same data and tokenizer first (their losses compare directly), then the others."""
         assert self.follower is not None
-        rows = [row for row in self._run_rows() if row.path != self.follower.path]
+        rows = self._run_rows()
+        same = same_data_runs(self.follower.path, rows)
+        suggested = {row.path for row in same}
+        others = [row for row in rows if row.path != self.follower.path and row.path not in suggested]
 
         def picked(paths: list[Path] | None) -> None:
-            if paths is None:
-                return
-            self.compared.choose(paths)
-            self.chart.follow(self.follower, self.compared.runs)
-            self._tick()
+            if paths is not None:
+                self._compare_with(paths)
 
-        self.app.push_screen(PickRunsScreen("Compare the loss with which runs?", rows, self.compared.paths), picked)
+        self.app.push_screen(PickRunsScreen("Compare the loss with which runs?", same + others, self.compared.paths,
+                                            suggested=suggested), picked)
+
+    def action_compare_previous(self) -> None:
+        """Draw (or take away) the curve of the previous run of the same data and tokenizer: one key."""
+        assert self.follower is not None
+        same = same_data_runs(self.follower.path, self._run_rows())
+        if not same:
+            self.notify("No other run of the same data and tokenizer: c compares with any run.", severity="warning")
+            return
+        previous = same[0].path
+        if previous in self.compared.paths:
+            self._compare_with([path for path in self.compared.paths if path != previous])
+        else:
+            self._compare_with([*self.compared.paths, previous])
 
     def action_log_scale(self) -> None:
         self.chart.log_scale = not self.chart.log_scale

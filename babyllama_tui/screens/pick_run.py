@@ -1,5 +1,5 @@
 """PickRunScreen: choose a run from a list (to monitor it); PickRunsScreen: choose the runs to
-compare with the one shown."""
+compare with the one shown, those of the same data and tokenizer first and marked."""
 
 from __future__ import annotations
 
@@ -19,11 +19,15 @@ from babyllama_tui.training.runs_watcher import RunRow
 from babyllama_tui.widgets.check_list import CheckList
 from babyllama_tui.widgets.runs_table import STATE_STYLES
 
+SAME_DATA = "same data"
 
-def run_prompt(row: RunRow) -> Text:
+
+def run_prompt(row: RunRow, same_data: bool = False) -> Text:
     text = Text(row.name, style="bold")
     text.append(f"  {row.state}", style=STATE_STYLES.get(row.state, ""))
     text.append(f"  step {format_steps(row.step, row.max_steps)}  loss {format_loss(row.loss)}", style="dim")
+    if same_data:
+        text.append(f"  {SAME_DATA}", style="green")
     return text
 
 
@@ -82,21 +86,28 @@ class PickRunsScreen(ModalScreen[list[Path] | None]):
         Binding("c", "clear", "Clear all"),
     ]
 
-    def __init__(self, title: str, rows: list[RunRow], chosen: list[Path]) -> None:
+    def __init__(self, title: str, rows: list[RunRow], chosen: list[Path], suggested: set[Path] = frozenset()) -> None:
+        """`suggested`: the runs of the same data and tokenizer, marked (the caller lists them first)."""
         super().__init__(classes="dialog-screen")
         self._title = title
         self._rows = rows
         self._chosen = set(chosen)
+        self._suggested = suggested
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self._title, classes="dialog-title")
             if self._rows:
                 yield RunChoiceList(
-                    *(Selection(run_prompt(row), row.path, row.path in self._chosen) for row in self._rows),
+                    *(Selection(run_prompt(row, row.path in self._suggested), row.path, row.path in self._chosen)
+                      for row in self._rows),
                     id="run-choices",
                 )
                 yield Label("space choose · enter compare · c clear all · esc cancel", classes="dialog-keys")
+                if self._suggested:
+                    # One line at 80 columns: p is the Monitor's key for the previous such run.
+                    yield Label(f"{SAME_DATA} = same token files and tokenizer (p: the previous one)",
+                                classes="dialog-keys")
             else:
                 yield Label("No other run yet: start one on the Train screen (2).", classes="dialog-body")
 

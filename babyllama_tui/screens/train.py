@@ -34,7 +34,7 @@ from babyllama_tui.training.run_jobs import has_checkpoint
 from babyllama_tui.training.runs_watcher import RunRow, RunsWatcher
 from babyllama_tui.widgets.jobs_strip import JobsStrip
 from babyllama_tui.widgets.mode_header import ModeHeader
-from babyllama_tui.widgets.runs_table import RunsTable, state_text, state_with_hint
+from babyllama_tui.widgets.runs_table import ALERTS_STYLE, HEALTH_STYLES, RunsTable, state_text, state_with_hint
 
 if TYPE_CHECKING:
     from babyllama.devices import AcceleratorReading
@@ -72,6 +72,16 @@ def run_detail(row: RunRow, now: float) -> Text:
         text.append("\n")
         text.append_text(state_text(row.state))
         text.append(f": {row.reason}")
+    if row.health is not None:
+        text.append("\n")
+        text.append(f"{row.state}, {row.health.mark}", style=HEALTH_STYLES[row.health.mark])
+        text.append(f": {row.health.reason}")
+    if row.alerts:
+        text.append("\n")
+        text.append(f"{row.alerts:,} alert{'s' if row.alerts != 1 else ''}", style=ALERTS_STYLE)
+        last = row.last_alert or {}
+        if isinstance(last.get("step"), int) and isinstance(last.get("message"), str):
+            text.append(f", the last at step {last['step']:,}: {last['message']}")
     return text
 
 
@@ -112,7 +122,7 @@ class TrainScreen(AppScreen):
         self.summary: RunSummary | None = None
 
     def compose(self) -> ComposeResult:
-        self._watcher = RunsWatcher(self.app.runs_dir)
+        self._watcher = RunsWatcher(self.app.runs_dir, self.app.stall_after_s)
         self._rows = self._watcher.poll(self.app.clock())
         # A first-time user starts at the form; someone with runs, at the table.
         self.set_reactive(TrainScreen.pane, "runs" if self._rows else "new")

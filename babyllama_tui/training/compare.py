@@ -1,14 +1,16 @@
-"""The runs compared on the Monitor's loss chart: which runs, each one's last loss, and the step
-axis that covers them all. A compared run that has ended is read once.
+"""The runs compared on the Monitor's loss chart: which runs, each one's last loss, the step axis
+that covers them all, and the runs of the same data and tokenizer (`same_data_runs`), whose curves
+compare directly. A compared run that has ended is read once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from babyllama.runs import ACTIVE_STATES
+from babyllama.runs import ACTIVE_STATES, RunInfo
 from babyllama_tui.training.history import MetricsHistory
 from babyllama_tui.training.run_follower import RunFollower
 
@@ -59,6 +61,35 @@ def step_axis(main: tuple[float, float], others: Iterable[tuple[float, float] | 
             if span is not None:
                 low, high = min(low, span[0]), max(high, span[1])
     return low, max(high, low + 1.0)
+
+
+def data_key(run_path: Path) -> tuple | None:
+    """What a run trained on, from its config.json: its token files (path and token count) and its
+    tokenizer (sha256, else name and vocabulary); None when the config does not say."""
+    try:
+        config = json.loads((run_path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    data = config.get("data") if isinstance(config, dict) else None
+    files = data.get("files") if isinstance(data, dict) else None
+    tokenizer = config.get("tokenizer")
+    if not isinstance(files, list) or not files or not isinstance(tokenizer, dict):
+        return None
+    which = tokenizer.get("sha256") or (tokenizer.get("name"), tokenizer.get("vocab_size"))
+    return tuple(sorted((str(f.get("path")), f.get("tokens")) for f in files if isinstance(f, dict))), which
+
+
+def same_data_runs(followed: Path, rows: Sequence[RunInfo]) -> list[RunInfo]:
+    """The runs that trained on the followed run's data with its tokenizer, the most recent one that
+    began before it first (the previous run), then the others newest first."""
+    key = data_key(followed)
+    if key is None:
+        return []
+    mine = next((row for row in rows if row.path == followed), None)
+    began = mine.started if mine is not None and mine.started is not None else float("inf")
+    same = [row for row in rows if row.path != followed and data_key(row.path) == key]
+    earlier = [row for row in same if row.started is not None and row.started < began]
+    return earlier + [row for row in same if row.path not in {r.path for r in earlier}]
 
 
 class ComparedRun:

@@ -66,3 +66,34 @@ def progress_bar(fraction: float, width: int) -> str:
     full, part = divmod(eighths, 8)
     partial = " ▏▎▍▌▋▊▉"[part] if part and full < width else ""
     return ("█" * full + partial).ljust(width)
+
+
+def format_flops(value) -> str:
+    """Achieved model FLOP/s: 4.12e10 -> "41.2 GFLOP/s"."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    count = format_count(value)
+    if abs(value) >= 1e3:
+        # format_count's suffix (k, M, G, T) becomes the unit's prefix.
+        return f"{count[:-1]} {count[-1]}FLOP/s"
+    return f"{count} FLOP/s"
+
+
+def format_mfu(value) -> str:
+    """Model FLOPs utilisation, 0..1: 0.123 -> "12.3%", 0.004 -> "0.40%"."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    return f"{value:.1%}" if value >= 0.01 else f"{value:.2%}"
+
+
+BENCH_NAMES = {"ceval": "C-Eval", "cmmlu": "CMMLU"}
+
+
+def format_bench(row: dict) -> str:
+    """A `bench` row: "C-Eval 5-shot 27.1% (chance 25%) @600"."""
+    task = str(row.get("task"))
+    shots = row.get("shots")
+    shot = f" {shots}-shot" if isinstance(shots, int) else ""
+    chance = row.get("chance")
+    against = f" (chance {chance:.0%})" if isinstance(chance, (int, float)) else ""
+    return f"{BENCH_NAMES.get(task, task)}{shot} {row['accuracy']:.1%}{against} @{row['step']:,}"

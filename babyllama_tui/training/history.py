@@ -22,6 +22,10 @@ EMA_STEP_DECAY = EMA_WEIGHT ** (1 / EMA_STEPS)
 RATE_POINTS = 20
 # Sample rows kept to show how the model's writing changed: the samples panel scrolls through them.
 SAMPLES_KEPT = 50
+# Alert rows kept for the Monitor's list and the chart's markers (the newest; `alert_count` counts all).
+ALERTS_KEPT = 500
+# Benchmark rows kept (one every bench_interval steps per task).
+BENCHES_KEPT = 200
 
 TRAIN_SERIES = ("loss", "ema", "lr", "tokens_per_s", "rss_mb", "device_mb", "grad_norm", "step_ms")
 
@@ -76,6 +80,15 @@ class MetricsHistory:
         self.last_eval: dict | None = None
         self.samples: deque[dict] = deque(maxlen=SAMPLES_KEPT)
         self.recent: deque[tuple[int, float]] = deque(maxlen=RATE_POINTS)
+        # Health events in file order. Kept across a `resume` row: they happened (a rollback's alert
+        # comes just before the resume row it causes), even when the steps they were at were redone.
+        self.alerts: deque[dict] = deque(maxlen=ALERTS_KEPT)
+        self.alert_count = 0
+        # The newest `baselines` row: what a model that knows nothing, or only token frequencies, scores.
+        self.baselines: dict | None = None
+        self.benches: deque[dict] = deque(maxlen=BENCHES_KEPT)
+        # Index of the current trainer process's first train row: its speed is compared with its own rows only.
+        self.process_start = 0
         # [first, last] time of each trainer process's rows (a `resume` row starts the next one):
         # the run's training time is their sum, not the time since the newest process started.
         self.sessions: list[list[float]] = []
@@ -120,6 +133,16 @@ class MetricsHistory:
             elif kind == "sample" and isinstance(row.get("text"), str) and type(row.get("step")) is int:
                 self._add_sample(row)
                 sampled = True
+            elif kind == "alert" and type(row.get("step")) is int:
+                self.alerts.append(row)
+                self.alert_count += 1
+                sampled = True
+            elif kind == "baselines":
+                self.baselines = row
+                sampled = True
+            elif kind == "bench" and type(row.get("step")) is int and _is_time(row.get("accuracy")):
+                self._add_bench(row)
+                sampled = True
         for piece in _increasing_runs(train):
             self._add_train(piece)
         for piece in _increasing_runs(evals):
@@ -150,9 +173,27 @@ class MetricsHistory:
         self.val_loss.truncate(kept)
         while self.samples and self.samples[-1]["step"] > step:
             self.samples.pop()
+        while self.benches and self.benches[-1]["step"] > step:
+            self.benches.pop()
         self.last_train = _row_at(self.last_train, step)
         self.last_eval = _row_at(self.last_eval, step)
+        self.process_start = len(self.steps)
         return (len(self.steps), len(self.val_steps), len(self.samples)) != before
+
+    def _add_bench(self, row: dict) -> None:
+        """A benchmark score; one logged again (by a process resumed after a hard kill) replaces the old."""
+        while self.benches and (self.benches[-1]["step"] > row["step"] or (
+                self.benches[-1]["step"] == row["step"] and self.benches[-1].get("task") == row.get("task"))):
+            self.benches.pop()
+        self.benches.append(row)
+
+    @property
+    def last_bench(self) -> dict | None:
+        return self.benches[-1] if self.benches else None
+
+    def process_speeds(self) -> np.ndarray:
+        """tokens/s of the current trainer process's train rows, oldest first (NaN where a row had none)."""
+        return self.series["tokens_per_s"].values[self.process_start:]
 
     def _add_sample(self, row: dict) -> None:
         while self.samples and self.samples[-1]["step"] >= row["step"]:
@@ -205,6 +246,7 @@ class MetricsHistory:
 
     def _truncate_train(self, size: int) -> None:
         self.steps.truncate(size)
+        self.process_start = min(self.process_start, size)
         for column in self.series.values():
             column.truncate(size)
         # The rate of the attempt that died says nothing about the resumed one.

@@ -60,6 +60,8 @@ class RunFollower:
         self._log = LineFollower(self.run.log_path, last_lines=log_lines)
         self._status_stamp: object = ()
         self._config_stamp: object = ()
+        # When metrics.jsonl last grew (epoch seconds), as of the last poll: how long the run has been quiet.
+        self.metrics_changed_at: float | None = None
 
     @property
     def path(self) -> Path:
@@ -89,6 +91,7 @@ class RunFollower:
                     changed = True
                 changed = self.history.add(rows) or changed
             size = file_stamp(self.run.metrics_path)
+            self.metrics_changed_at = size[0] / 1e9 if size else None
             if size is None or self._metrics.offset >= size[1]:
                 return changed
             if progress is not None:

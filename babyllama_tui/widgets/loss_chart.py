@@ -4,6 +4,12 @@ Drawn with plotext. However many rows a run has, each line is first reduced to a
 points per character cell (`envelope` for the noisy raw loss, `bucket_means` for the
 smooth ones), and new rows redraw the chart at most once a second. While runs are compared,
 each has its colour and marker, and a legend under the plot names each with its last loss.
+
+The run's baselines (the loss of a model that knows nothing, ln vocab, and of one that knows
+only token frequencies, the unigram entropy) are drawn as labelled lines when they lie within
+BASELINE_REACH of the curves' range, which then grows to hold them; one further away would crush
+the curves, so it is only named at the plot's edge, with an arrow towards it. The run's alerts
+are marked at their steps along the top of the plot (▼, as in the Monitor's list of alerts).
 """
 
 from __future__ import annotations
@@ -38,6 +44,15 @@ LEGEND_GAP = 3
 # Dots of braille per character cell across: the resolution lines are reduced to.
 POINTS_PER_CELL = 2
 Y_AXIS_CELLS = 7
+
+BASELINE_COLOR = (170, 170, 120)
+# A baseline is drawn when it lies within this fraction of the curves' span beyond their range.
+BASELINE_REACH = 0.25
+BASELINES = (("uniform", "uniform_loss"), ("unigram", "unigram_loss"))
+ALERT_MARKER = "▼"
+# An alert whose step was rolled back or that ended the run is red; a skipped step or a warning, amber.
+ALERT_COLORS = {"rolled_back": (240, 90, 90), "stopped": (240, 90, 90)}
+ALERT_COLOR = (255, 176, 32)
 
 WINDOWS: tuple[int | None, ...] = (None, 10_000, 1_000, 100)
 # New rows redraw the chart at most this often: a redraw is most of what a slow link carries.
@@ -80,6 +95,30 @@ def no_rows_text(state: RunState) -> Text:
     if reason:
         text.append(f"\n\n{reason}")
     return text
+
+
+def baseline_values(row: dict | None) -> list[tuple[str, float]]:
+    """(name, loss) of each baseline a `baselines` row gives."""
+    if not row:
+        return []
+    return [(name, float(row[key])) for name, key in BASELINES
+            if isinstance(row.get(key), (int, float)) and math.isfinite(row[key]) and row[key] > 0]
+
+
+def place_baselines(baselines: list[tuple[str, float]], low: float, high: float
+                    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]], list[tuple[str, float]], float, float]:
+    """(drawn, above, below, low, high): the baselines within reach of the curves' range [low, high]
+    are drawn and the range grows to hold them; the others are above or below it."""
+    reach = BASELINE_REACH * max(high - low, abs(high) * 0.01)
+    drawn = [(name, v) for name, v in baselines if low - reach <= v <= high + reach]
+    above = [(name, v) for name, v in baselines if v > high + reach]
+    below = [(name, v) for name, v in baselines if v < low - reach]
+    values = [v for _, v in drawn]
+    return drawn, above, below, min([low, *values]), max([high, *values])
+
+
+def baseline_label(baselines: list[tuple[str, float]]) -> str:
+    return " · ".join(f"{name} {format_loss(value)}" for name, value in baselines)
 
 
 def window_label(window: int | None) -> str:
@@ -159,6 +198,8 @@ class LossChart(PlotextPlot):
         self._redrawn_at = -math.inf
         # The step axis last drawn.
         self.step_range: tuple[float, float] | None = None
+        # The baselines last drawn as lines, and those named above and below the plot.
+        self.baselines_shown: tuple[list, list, list] = ([], [], [])
         self._title_markup = ""
         self._subtitle_markup = ""
 
@@ -275,9 +316,23 @@ class LossChart(PlotextPlot):
         plt.xticks(x_ticks, [step_label(t) for t in x_ticks])
         plt.xlim(low, high)
         self.step_range = (low, high)
+        self.baselines_shown = ([], [], [])
         if lines:
             y_low = min(float(ys.min()) for _, ys, _, _ in lines)
             y_high = max(float(ys.max()) for _, ys, _, _ in lines)
+            with self.main.lock:
+                baselines = baseline_values(self.main.history.baselines)
+                alerts = [(row["step"], row.get("action")) for row in self.main.history.alerts
+                          if low <= row["step"] <= high]
+            drawn, above, below, y_low, y_high = place_baselines(baselines, y_low, y_high)
+            self.baselines_shown = (drawn, above, below)
+            if drawn:
+                plt.ylim(y_low, y_high)
+            self._draw_baselines(drawn, above, below, (low, high), (y_low, y_high))
+            for action in dict.fromkeys(action for _, action in alerts):
+                steps = [float(step) for step, a in alerts if a == action]
+                plt.scatter(steps, [y_high] * len(steps), marker=ALERT_MARKER,
+                            color=ALERT_COLORS.get(action, ALERT_COLOR))
             y_ticks = loss_ticks(y_low, y_high, max(2, height // 2), self.log_scale)
             plt.yticks(y_ticks, [f"{t:.4g}" for t in y_ticks])
         if self.log_scale:
@@ -291,6 +346,20 @@ class LossChart(PlotextPlot):
         # plotext ends its drawing with a newline: the legend goes right under the axis labels.
         plot.rstrip()
         return Text("\n").join([plot, *legend])
+
+    def _draw_baselines(self, drawn: list[tuple[str, float]], above: list[tuple[str, float]],
+                        below: list[tuple[str, float]], x: tuple[float, float], y: tuple[float, float]) -> None:
+        """Each baseline within reach as a line labelled at its right end (where a falling curve is
+        lowest); those out of reach named at the top right (above) or the bottom left (below),
+        corners a falling curve leaves free."""
+        plt = self.plt
+        for name, value in drawn:
+            plt.hline(value, color=BASELINE_COLOR)
+            plt.text(f"{name} {format_loss(value)}", x=x[1], y=value, alignment="right", color=BASELINE_COLOR)
+        if above:
+            plt.text(f"↑ {baseline_label(above)}", x=x[1], y=y[1], alignment="right", color=BASELINE_COLOR)
+        if below:
+            plt.text(f"↓ {baseline_label(below)}", x=x[0], y=y[0], alignment="left", color=BASELINE_COLOR)
 
     def _run_lines(self, follower: RunFollower, buckets: int, line_color, val_color, val_marker: str, raw: bool,
                    clip: tuple[float, float]) -> list[tuple]:

@@ -1,4 +1,5 @@
-"""RunStatusBar: which run, its state, step/max with a bar, tokens seen, elapsed and ETA; why it ended.
+"""RunStatusBar: which run, its state, step/max with a bar, tokens seen, elapsed and ETA, bits per
+byte and the latest benchmark score; why it ended, or that it stalled or slowed.
 
 Why a run stopped or failed is shown whole: beside the other items when it fits there, else below
 them, wrapped (in at most REASON_LINES lines; train.log, which the monitor shows below, holds a
@@ -16,7 +17,8 @@ from textual.widget import Widget
 
 from babyllama.runs import format_duration
 from babyllama_tui.training.formatting import format_count, format_steps, progress_bar
-from babyllama_tui.widgets.runs_table import state_with_hint
+from babyllama_tui.training.run_health import Health
+from babyllama_tui.widgets.runs_table import HEALTH_STYLES, state_with_hint
 
 BAR_CELLS = 10
 
@@ -35,6 +37,13 @@ class RunStatus:
     # The state as shown ("stopping 42s"), and whether a stop has waited long enough to offer a kill.
     state_words: str | None = None
     stop_overdue: bool = False
+    # Bits per byte of the newest train row (an estimate) and evaluation, comparable across tokenizers.
+    bpb: float | None = None
+    val_bpb: float | None = None
+    # The newest benchmark score, in words (formatting.format_bench).
+    bench: str | None = None
+    # A running run that stalled or slowed: said in place of a reason.
+    health: Health | None = None
 
 
 def status_items(status: RunStatus) -> list[Text]:
@@ -58,9 +67,20 @@ def _after_progress(status: RunStatus) -> list[Text]:
     items.append(Text(f"elapsed {format_duration(status.elapsed_s)}"))
     if status.eta_s is not None:
         items.append(Text(f"ETA {format_duration(status.eta_s)}", style="bold"))
+    if status.bpb is not None or status.val_bpb is not None:
+        bpb = Text("bpb ")
+        bpb.append(_bits(status.bpb), style="bold")
+        bpb.append(f" val {_bits(status.val_bpb)}")
+        items.append(bpb)
+    if status.bench:
+        items.append(Text(status.bench))
     if status.note:
         items.append(Text(status.note, style="dim"))
     return items
+
+
+def _bits(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 GAP = "   "
@@ -131,6 +151,10 @@ class RunStatusBar(Widget):
         lines = pack(status_items(self.status), width)
         if self.status.reason:
             lines = with_reason(lines, reason_text(self.status.state, self.status.reason), width, self.app.console)
+        elif self.status.health:
+            health = self.status.health
+            lines = with_reason(lines, Text(f"{health.mark}: {health.reason}", style=HEALTH_STYLES[health.mark]),
+                                width, self.app.console)
         return Text("\n", no_wrap=True).join(lines)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:

@@ -1,4 +1,5 @@
-"""RunsTable: every run under out/runs, newest first, with its state, progress, loss, speed, age and ETA."""
+"""RunsTable: every run under out/runs, newest first, with its state (or that it stalled or slowed),
+progress, loss, speed, age, ETA and how many alerts it recorded."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ COLUMNS = (
     ("age", "age"),
     ("eta", "ETA"),
     ("val", "val"),
+    ("alerts", "alerts"),
 )
 
 
@@ -39,6 +41,9 @@ COLUMNS = (
 # room (the Monitor's status line, the Train screen's run detail): K is both screens' kill key.
 KILL_HINT = " — K kills"
 OVERDUE_STYLE = "bold red"
+# A running run that stalled or slowed shows that word in place of `running`; the reason is in the run's detail.
+HEALTH_STYLES = {"stalled": "bold red", "slow": "bold yellow"}
+ALERTS_STYLE = "bold red"
 
 
 def state_text(state: str, words: str | None = None, overdue: bool = False) -> Text:
@@ -54,16 +59,26 @@ def state_with_hint(state: str, words: str | None = None, overdue: bool = False)
     return text
 
 
+def alerts_text(count: int) -> Text:
+    """A run's alerts count, red; nothing when it has none."""
+    return Text(f"{count:,}" if count else "", style=ALERTS_STYLE)
+
+
 def row_cells(row: RunRow, now: float) -> tuple[Text | str, ...]:
+    if row.health is not None:
+        state = Text(row.health.mark, style=HEALTH_STYLES[row.health.mark])
+    else:
+        state = state_text(row.state, row.state_words(now), row.stop_overdue(now))
     return (
         Text(row.name, style="bold"),
-        state_text(row.state, row.state_words(now), row.stop_overdue(now)),
+        state,
         format_steps(row.step, row.max_steps),
         format_loss(row.loss),
         format_count(row.tokens_per_s),
         format_duration(row.age_s(now)),
         format_duration(row.eta_s) if row.eta_s is not None else "-",
         format_loss(row.val_loss),
+        alerts_text(row.alerts),
     )
 
 

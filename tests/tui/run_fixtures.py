@@ -48,13 +48,26 @@ def write_standin(folder: Path) -> Path:
 
 
 def train_row(step: int, *, loss: float, time: float, tokens_per_step: int = 2048, lr: float = 1e-3,
-              speed: float = 4000.0, rss_mb: float = 900.0) -> dict:
+              speed: float = 4000.0, rss_mb: float = 900.0, **extra) -> dict:
+    """A train row; `extra` adds fields (`bpb`, `flops_per_s`, `mfu`)."""
     return {
         "kind": "train", "step": step, "tokens": step * tokens_per_step, "loss": loss, "lr": lr,
         "grad_norm": 1.0, "tokens_per_s": speed, "step_ms": 500.0,
         "mem": {"rss_mb": rss_mb, "host_used_mb": 6000.0, "host_total_mb": 24000.0, "device": "cpu"},
-        "time": time,
+        "time": time, **extra,
     }
+
+
+# What the trainer's `baselines` row says of a vocabulary of 8,000 ids (ln 8000) and the sample corpus.
+UNIFORM_LOSS = 8.987
+UNIGRAM_LOSS = 7.180
+
+
+def baselines_row(*, time: float, step: int = 0, uniform: float = UNIFORM_LOSS, unigram: float = UNIGRAM_LOSS) -> dict:
+    """A `baselines` row as the trainer writes it when it starts."""
+    return {"kind": "baselines", "step": step, "uniform_loss": uniform, "unigram_loss": unigram,
+            "bytes_per_token": 4.1, "val_bytes_per_token": 4.1, "flops_per_token": 3.2e7, "peak_flops": 2.0e11,
+            "peak_source": "measured: 2 cores float32 matmul", "time": time}
 
 
 def loss_at(step: int) -> float:

@@ -14,8 +14,8 @@ from babyllama_tui.training.run_follower import RunFollower
 from babyllama_tui.training.runs_watcher import RunsWatcher
 
 
-def train_row(step: int, loss: float, time: float | None = None, **extra) -> dict:
-    row = {"kind": "train", "step": step, "loss": loss, "lr": 1e-3, "tokens_per_s": 1000.0,
+def train_row(step: int, loss: float, time: float | None = None, speed: float = 1000.0, **extra) -> dict:
+    row = {"kind": "train", "step": step, "loss": loss, "lr": 1e-3, "tokens_per_s": speed,
            "mem": {"rss_mb": 500.0, "device": "cpu"}, **extra}
     if time is not None:
         row["time"] = time
@@ -44,6 +44,23 @@ def test_the_trainers_resume_row_drops_what_came_after_its_checkpoint_at_once():
     assert history.val_steps.values.tolist() == [50]
     assert list(history.samples) == []
     assert history.last_train["step"] == 70
+
+
+def test_alerts_outlive_a_resume_but_scores_of_undone_steps_do_not():
+    history = MetricsHistory()
+    history.add([{"kind": "baselines", "step": 0, "uniform_loss": 8.99, "unigram_loss": 7.18}])
+    history.add([train_row(s, 5.0, speed=s) for s in range(10, 110, 10)])
+    history.add([{"kind": "bench", "step": 50, "task": "ceval", "shots": 0, "accuracy": 0.26},
+                 {"kind": "bench", "step": 100, "task": "ceval", "shots": 0, "accuracy": 0.27},
+                 {"kind": "alert", "step": 95, "alert": "spike", "action": "skipped", "message": "m"},
+                 {"kind": "alert", "step": 100, "alert": "rollback", "action": "rolled_back", "message": "m"},
+                 {"kind": "resume", "step": 60, "checkpoint": "step_0000060"}, train_row(70, 1.0, speed=2.0)])
+    assert [row["step"] for row in history.alerts] == [95, 100] and history.alert_count == 2
+    assert history.last_bench["step"] == 50, "the score of step 100 was of work undone"
+    assert history.baselines["unigram_loss"] == 7.18
+    assert history.process_speeds().tolist() == [2.0], "the resumed process is judged by its own speed"
+    history.add([{"kind": "bench", "step": 50, "task": "ceval", "shots": 0, "accuracy": 0.3}])
+    assert [row["accuracy"] for row in history.benches] == [0.3], "a score logged again replaces the old one"
 
 
 def test_a_repeat_inside_one_batch_is_handled_like_one_across_polls():

@@ -3,6 +3,7 @@ from a run's creation, and resizing shows both panes whenever the terminal is wi
 
 from __future__ import annotations
 
+import os
 import time
 
 from textual.widgets.data_table import ColumnKey
@@ -39,6 +40,35 @@ async def test_the_step_column_widens_as_the_step_grows_and_stays_wide_when_the_
         run.write_status(step=5)
         await wait_until(pilot, lambda: any(" 5/100 " in line for line in table_text(table)), "5/100")
         assert table.columns[ColumnKey("step")].content_width == len("32/100"), "no narrowing while the rows stay"
+
+
+async def test_the_table_marks_a_runs_alerts_and_a_stall_with_the_reason_in_the_detail(tmp_path):
+    bumpy = RunDir(tmp_path / "out" / "runs" / "bumpy")
+    fill_run(bumpy, steps=300, max_steps=300, started=time.time() - 7200)
+    bumpy.append_alert(step=120, alert="spike", action="skipped", message="loss 9.1 far above its recent 5.2")
+    bumpy.append_alert(step=130, alert="rollback", action="rolled_back", message="rolled back to step 100")
+    stuck = RunDir(tmp_path / "out" / "runs" / "stuck")
+    fill_run(stuck, steps=100, max_steps=1000, started=time.time() - 3600, state="running")
+    # Its heartbeat is fresh (fill_run's status), but its last metrics row was written 15 minutes ago.
+    os.utime(stuck.metrics_path, (time.time() - 900, time.time() - 900))
+    app = BabyLlamaApp(root=tmp_path, stall_after_s=600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: len(table.runs) == 2, "both runs")
+        header, stuck_line, bumpy_line = (line.split() for line in table_text(table))
+        assert header[-1] == "alerts" and stuck_line[1] == "stalled" and bumpy_line[-1] == "2"
+        assert stuck_line[6] == "-", "a stalled run has no ETA"
+        detail = app.screen.query_one("#run-detail")
+        await wait_until(pilot, lambda: "no new metrics row for 15m" in str(detail.render()), "the stall's reason")
+        assert "running, stalled: no new metrics row for 15m" in str(detail.render())
+        await pilot.press("down")
+        await wait_until(pilot, lambda: "2 alerts, the last at step 130: rolled back to step 100"
+                         in str(detail.render()), "the alerts in the detail")
+    app = BabyLlamaApp(root=tmp_path, stall_after_s=1200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: len(table.runs) == 2, "both runs")
+        assert table_text(table)[1].split()[1] == "running", "15 minutes is no stall when 20 are allowed"
 
 
 def test_age_counts_from_the_first_metrics_row_not_from_the_last_resume(tmp_path):

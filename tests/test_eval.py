@@ -87,6 +87,19 @@ def test_text_output_names_loss_perplexity_and_tokens_scored(checkpoint, tokens_
     assert done.returncode == 0, done.stderr
     assert "loss " in done.stdout and "perplexity " in done.stdout
     assert f"over {WINDOWS * SEQ_LEN} tokens in {WINDOWS} windows" in done.stdout
+    assert "bits per byte " in done.stdout and " bytes of text)" in done.stdout
+
+
+def test_eval_reports_bits_per_byte_of_the_text_its_windows_score(checkpoint, tokens_path, sp_tokenizer):
+    from babyllama.measures import TextBytes, windows_bytes
+
+    done = babyllama_eval("--ckpt", checkpoint[0], "--data", tokens_path, "--seq-len", SEQ_LEN, "--tokens", 40,
+                          "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    dataset = TokenDataset(tokens_path, seq_len=SEQ_LEN, val_fraction=0.0)
+    assert report["bytes"] == windows_bytes(TextBytes(sp_tokenizer, 2), dataset, [0, 1, 3]) > 0
+    assert report["bpb"] == pytest.approx(report["loss"] * report["tokens"] / (report["bytes"] * np.log(2)))
 
 
 def test_spread_batches_cover_the_picked_windows_in_order(tokens_path):
@@ -178,6 +191,8 @@ def test_progress_jsonl_counts_windows_up_to_the_total_then_reports_the_loss(sma
     assert windows == sorted(windows) and windows[-1] == 12
     report = events[-1]
     assert (report["windows"], report["tokens"]) == (12, 12 * cfg.max_seq_len)
+    # Neither the token file nor the checkpoint names a tokenizer: no text to count bytes of.
+    assert report["bpb"] is None and report["bytes"] is None
     assert report["perplexity"] == pytest.approx(np.exp(report["loss"]))
 
 

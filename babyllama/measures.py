@@ -397,7 +397,7 @@ class RunMeasures:
         return _per_byte(val_loss, self.val_bytes_per_token)
 
     def describe(self) -> str:
-        """The log line at start."""
+        """The log lines at start."""
         unigram = self.unigram
         how = (f"all {unigram.total:,} training tokens" if unigram.exact
                else f"{unigram.counted:,} of {unigram.total:,} training tokens")
@@ -405,8 +405,8 @@ class RunMeasures:
         per_token = [f"{value:.3f} ({what})" for value, what in
                      ((self.bytes_per_token, "train"), (self.val_bytes_per_token, "validation")) if value]
         return (f"baselines: uniform loss {self.uniform_loss:.4f}, unigram loss {unigram.loss:.4f} ({how}); "
-                f"bytes per token {', '.join(per_token) or 'unknown'}; "
-                f"{self.flops_per_token / 1e6:,.1f} MFLOP per token; peak {peak} ({self.peak.source})")
+                f"bytes per token {', '.join(per_token) or 'unknown'}\n"
+                f"throughput: {self.flops_per_token / 1e6:,.1f} MFLOP per token; peak {peak} ({self.peak.source})")
 
 
 def _per_byte(loss: float, bytes_per_token: float | None) -> float | None:

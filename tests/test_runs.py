@@ -867,8 +867,8 @@ def test_cli_runs_table_json_show_and_stop(tmp_path, stand_in):
 
     show = babyllama("runs", "show", "done", cwd=tmp_path)
     assert "state       finished" in show.stdout and "hello from the trainer" in show.stdout
-    assert ("measures    bits per byte 1.250 val, 1.500 train; MFU 1.2%; baselines: uniform 7.601, unigram 6.437"
-            in show.stdout.splitlines())
+    assert ("measures    bits per byte 1.250 val, 1.500 train; MFU 1.2%; baselines: uniform\n"
+            "            7.601, unigram 6.437\n") in show.stdout
     assert "batch       8 x 1 accumulation x 1 worker(s) x 256 tokens = 2,048 tokens per" in show.stdout
     shown = json.loads(babyllama("runs", "show", str(done.path), "--json", cwd=tmp_path / "..").stdout)
     assert shown["status"]["state"] == "finished" and shown["log"] == ["hello from the trainer"]

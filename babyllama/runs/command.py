@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import textwrap
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -154,7 +155,7 @@ def _print_show(target: RunDir, as_json: bool, log_lines: int) -> int:
     print("\n".join(format_settings(settings)))
     measures = _measures_line(info, rows.get("baselines"))
     if measures:
-        print(f"measures    {measures}")
+        print(textwrap.fill(measures, 80, initial_indent="measures    ", subsequent_indent=" " * 12))
     for kind in ("train", "eval", "sample", "baselines"):
         if kind in rows:
             print(f"last {kind:<6} {json.dumps(rows[kind], ensure_ascii=False)}")

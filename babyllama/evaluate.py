@@ -198,7 +198,7 @@ def evaluate_checkpoint(args: argparse.Namespace, emit: Emit | None = None) -> d
         "batch_size": batch_size,
         "loss": result.loss,
         "perplexity": result.perplexity,
-        "bpb": None if n_bytes is None else bits_per_byte(result.loss, result.tokens, n_bytes),
+        "bpb": None if n_bytes is None else bits_per_byte(result.loss, n_bytes / result.tokens),
         "tokens": result.tokens,
         "bytes": n_bytes,
         "windows": result.windows,

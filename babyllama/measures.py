@@ -130,11 +130,11 @@ def windows_bytes(text_bytes: TextBytes, dataset: TokenDataset, indices, validat
     return total
 
 
-def bits_per_byte(loss: float, tokens: int, n_bytes: int) -> float | None:
+def bits_per_byte(loss: float, bytes_per_token: float | None) -> float | None:
     """loss (nats a token) x tokens / (bytes x ln 2); None when the tokens decode to no text."""
-    if not n_bytes or not math.isfinite(loss):
+    if not bytes_per_token or not math.isfinite(loss):
         return None
-    return loss * tokens / (n_bytes * LN2)
+    return loss / (bytes_per_token * LN2)
 
 
 # ---------------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ def table_peak(name: str, dtype: str) -> tuple[str, float] | None:
     return None
 
 
-def _openblas() -> tuple[Callable, Callable] | None:
+def openblas_thread_functions() -> tuple[Callable, Callable] | None:
     """numpy's OpenBLAS thread-count functions, found among the libraries this process has loaded."""
     try:
         with open("/proc/self/maps", encoding="utf-8") as f:
@@ -300,7 +300,7 @@ def _openblas() -> tuple[Callable, Callable] | None:
 @contextmanager
 def _blas_threads(threads: int) -> Iterator[int | None]:
     """numpy's matmuls on `threads` threads for the block; yields None when it cannot be set."""
-    functions = _openblas()
+    functions = openblas_thread_functions()
     if functions is None:
         yield None
         return
@@ -388,13 +388,13 @@ class RunMeasures:
         """`bpb`, `flops_per_s` and `mfu` of a train row."""
         flops = None if tokens_per_s is None else self.flops_per_token * tokens_per_s
         return {
-            "bpb": _per_byte(loss, self.bytes_per_token),
+            "bpb": bits_per_byte(loss, self.bytes_per_token),
             "flops_per_s": flops,
             "mfu": None if flops is None or not self.peak.flops else flops / self.peak.flops,
         }
 
     def val_bpb(self, val_loss: float) -> float | None:
-        return _per_byte(val_loss, self.val_bytes_per_token)
+        return bits_per_byte(val_loss, self.val_bytes_per_token)
 
     def describe(self) -> str:
         """The log lines at start."""
@@ -407,12 +407,6 @@ class RunMeasures:
         return (f"baselines: uniform loss {self.uniform_loss:.4f}, unigram loss {unigram.loss:.4f} ({how}); "
                 f"bytes per token {', '.join(per_token) or 'unknown'}\n"
                 f"throughput: {self.flops_per_token / 1e6:,.1f} MFLOP per token; peak {peak} ({self.peak.source})")
-
-
-def _per_byte(loss: float, bytes_per_token: float | None) -> float | None:
-    if not bytes_per_token or not math.isfinite(loss):
-        return None
-    return loss / (bytes_per_token * LN2)
 
 
 def _bytes_per_token(text_bytes: TextBytes, dataset: TokenDataset, indices, validation: bool) -> float | None:

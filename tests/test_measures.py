@@ -20,11 +20,11 @@ from babyllama.measures import (
     RunMeasures,
     TextBytes,
     UnigramCount,
-    _openblas,
     bits_per_byte,
     device_peak,
     flops_per_token,
     matmul_parameters,
+    openblas_thread_functions,
     stored_unigram_loss,
     table_peak,
     unigram_loss,
@@ -99,10 +99,10 @@ def test_bits_per_byte_equals_a_hand_computation_on_a_known_text(tmp_path, reque
     assert sum(by_window) == windows_bytes(text_bytes, dataset, windows) == hand_bytes
     scored = dataset.train_windows * SEQ_LEN
     loss = 2.5
-    assert bits_per_byte(loss, scored, hand_bytes) == pytest.approx(loss * scored / (hand_bytes * math.log(2)))
+    assert bits_per_byte(loss, hand_bytes / scored) == pytest.approx(loss * scored / (hand_bytes * math.log(2)))
     # A window listed twice (as the validation batches may list one) counts twice.
     assert windows_bytes(text_bytes, dataset, [0, 0]) == 2 * by_window[0]
-    assert bits_per_byte(float("nan"), scored, hand_bytes) is None and bits_per_byte(1.0, scored, 0) is None
+    assert bits_per_byte(float("nan"), hand_bytes / scored) is None and bits_per_byte(1.0, 0.0) is None
 
 
 def test_any_cut_of_a_real_corpus_adds_up_to_the_bytes_of_its_documents(tmp_path, sample_jsonl, sp_tokenizer):
@@ -191,7 +191,7 @@ def test_the_peak_of_a_run_comes_from_the_table_the_environment_or_a_measured_ma
     assert device_peak("Ascend", "bfloat16", 8, 1, ["910B3"]) == Peak(8 * 280e12, f"{PEAK_ENV}=280 x 8")
     monkeypatch.delenv(PEAK_ENV)
 
-    blas = _openblas()
+    blas = openblas_thread_functions()
     before = blas[0]() if blas else None
     cpu = device_peak("CPU", "float32", 1, 1)
     assert cpu.flops > 1e8 and cpu.source == "measured: float32 matmul on 1 threads"

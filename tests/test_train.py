@@ -669,7 +669,7 @@ def test_a_second_sigterm_during_the_compile_stops_at_once_and_leaves_nothing_be
     # An interrupted compile writes its analysis (rank_0/om/analyze_fail.ir) into the kernel workspace, not here.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cold-cache", "runs"]
     assert {p.name for p in run.iterdir()} <= {"checkpoints", "config.json", "metrics.jsonl", "status.json", ".status.lock",
-                                              "train.log"}
+                                              "train.log", "baselines.json"}
 
 
 @pytest.mark.slow

@@ -225,7 +225,8 @@ class Training:
         self.tokens_per_step = 0
         self.agreement: RankAgreement | None = None
         self.text_sampler: GreedySampler | None = None
-        # Rank 0's, from _start's device and dtype: the baselines row and the measures in train and eval rows.
+        # MindSpore's device and the dtype the run computes in (set by _start); rank 0's baselines and the
+        # constants of its train and eval rows' measures (set by _baselines).
         self.device = self.dtype = ""
         self.measures: RunMeasures | None = None
 

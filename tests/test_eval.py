@@ -152,12 +152,14 @@ def test_eval_on_the_validation_split_gives_the_trainers_validation_loss(tmp_pat
         assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = {row["step"]: row["val_loss"] for row in rows if row["kind"] == "eval"}
+    logged_bpb = {row["step"]: row["val_bpb"] for row in rows if row["kind"] == "eval"}
     done = babyllama_eval("--ckpt", run, "--data", data, "--split", "val", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["checkpoint"].endswith("step_0000003")
     assert (report["tokens"], report["windows"]) == (3 * 4 * 32, 3 * 4)
     assert report["loss"] == pytest.approx(logged[3], rel=1e-5)
+    assert report["bpb"] == pytest.approx(logged_bpb[3], rel=1e-5)
     # Training moved the loss, so matching step 3's is not matching the initial model's.
     assert logged[3] < logged[0] - 0.05
 

@@ -34,9 +34,10 @@ LN2 = math.log(2)
 TRAIN_SAMPLE_TOKENS = 1 << 16
 
 # The unigram baseline counts every training token up to this many; above, blocks of
-# UNIGRAM_BLOCK_TOKENS spread evenly over the training tokens, this many in all. A numpy
-# bincount does about 330 M tokens/s on one core here, so the count is bound to a few seconds
-# plus reading 2 GiB (uint16); the whole of a 63 G-token corpus would take over three minutes.
+# UNIGRAM_BLOCK_TOKENS spread evenly over the training tokens, this many in all. numpy's
+# bincount ran at 220-510 M tokens/s here (uint16, from the page cache), so the count is bound
+# to 2-5 s plus reading 2 GiB; all 63 G tokens of the seed's corpus would take 2-5 minutes plus
+# reading 126 GB.
 UNIGRAM_MAX_TOKENS = 1 << 30
 UNIGRAM_BLOCK_TOKENS = 1 << 20
 UNIGRAM_CHUNK_TOKENS = 1 << 22

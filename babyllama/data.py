@@ -319,11 +319,11 @@ class TokenDataset:
 
     def train_rows(self, indices) -> np.ndarray:
         """Training windows by index in [0, train_windows), as int32 rows of seq_len + 1 tokens."""
-        return self._rows(indices, self._train_offsets, self._train_first)
+        return self._rows(indices, validation=False)
 
     def val_rows(self, indices) -> np.ndarray:
         """Validation windows by index in [0, val_windows), as int32 rows of seq_len + 1 tokens."""
-        return self._rows(indices, self._val_offsets, self._val_first)
+        return self._rows(indices, validation=True)
 
     def val_batches(self, batch_size: int, n_batches: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The same validation (x, y) batches on every call, all of `batch_size` rows.
@@ -339,37 +339,54 @@ class TokenDataset:
                 f"window(s) of {self.seq_len + 1:,} tokens and val_fraction is {self.val_fraction}; "
                 f"use more data, a shorter seq_len or a val_fraction above 0"
             )
-        count = self.val_batch_count(batch_size, n_batches)
-        picks = np.arange(count * batch_size, dtype=np.int64) * self.val_windows // (count * batch_size)
+        picks = self.val_indices(batch_size, n_batches)
+        count = len(picks) // batch_size
         return (split_inputs_targets(self.val_rows(picks[b * batch_size : (b + 1) * batch_size])) for b in range(count))
+
+    def val_indices(self, batch_size: int, n_batches: int | None = None) -> np.ndarray:
+        """The validation windows `val_batches(batch_size, n_batches)` visits, in order (a window may repeat)."""
+        count = self.val_batch_count(batch_size, n_batches)
+        return np.arange(count * batch_size, dtype=np.int64) * self.val_windows // (count * batch_size)
+
+    def spread_train_indices(self, n_windows: int) -> np.ndarray:
+        """`n_windows` training windows (at most all of them), evenly spread over all of them, in order."""
+        n_windows = min(n_windows, self.train_windows)
+        return np.arange(n_windows, dtype=np.int64) * self.train_windows // n_windows
 
     def val_batch_count(self, batch_size: int, n_batches: int | None = None) -> int:
         """How many batches `val_batches(batch_size, n_batches)` gives."""
         count = math.ceil(self.val_windows / batch_size)
         return count if n_batches is None else min(count, n_batches)
 
-    def _tokens(self, file_index: int) -> np.ndarray:
+    def file_tokens(self, file_index: int) -> np.ndarray:
+        """Every token of file `file_index`, memory-mapped."""
         mm = self._maps[file_index]
         if mm is None:
             # A plain-ndarray view of the map slices several times faster than the np.memmap subclass.
             mm = self._maps[file_index] = self.files[file_index].open().view(np.ndarray)
         return mm
 
-    def _rows(self, indices, offsets: np.ndarray, first_window: np.ndarray) -> np.ndarray:
+    def window_starts(self, indices, validation: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(file index, position of the first token) of training windows, or of validation windows."""
+        offsets, first_window = ((self._val_offsets, self._val_first) if validation
+                                 else (self._train_offsets, self._train_first))
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size and (indices.min() < 0 or indices.max() >= offsets[-1]):
             raise IndexError(f"window index out of range [0, {int(offsets[-1])})")
         file_of = np.searchsorted(offsets, indices, side="right") - 1
-        starts = (indices - offsets[file_of] + first_window[file_of]) * self.seq_len
+        return file_of, (indices - offsets[file_of] + first_window[file_of]) * self.seq_len
+
+    def _rows(self, indices, validation: bool) -> np.ndarray:
+        file_of, starts = self.window_starts(indices, validation)
         width = self.seq_len + 1
-        rows = np.empty((indices.size, width), dtype=np.int32)
+        rows = np.empty((starts.size, width), dtype=np.int32)
         for row, (f, start) in enumerate(zip(file_of.tolist(), starts.tolist())):
-            rows[row] = self._tokens(f)[start : start + width]
+            rows[row] = self.file_tokens(f)[start : start + width]
         # Viewed unsigned, a uint32 id that wrapped negative in int32 also compares as too large.
         if rows.size and int(rows.view(np.uint32).max()) >= self.vocab_size:
             row, col = np.argwhere(rows.view(np.uint32) >= self.vocab_size)[0]
             f, position = int(file_of[row]), int(starts[row]) + int(col)
-            raise bad_token_error(self.files[f].path, position, int(self._tokens(f)[position]), self.vocab_size)
+            raise bad_token_error(self.files[f].path, position, int(self.file_tokens(f)[position]), self.vocab_size)
         return rows
 
 

@@ -66,9 +66,8 @@ def validation_loss(batch_loss: BatchLoss, dataset, batch_size: int, n_batches: 
 
 def spread_batches(dataset, batch_size: int, n_windows: int):
     """`n_windows` of the dataset's training windows, evenly spread over all of them, in batches."""
-    n_windows = min(n_windows, dataset.train_windows)
-    picks = np.arange(n_windows, dtype=np.int64) * dataset.train_windows // n_windows
-    for start in range(0, n_windows, batch_size):
+    picks = dataset.spread_train_indices(n_windows)
+    for start in range(0, len(picks), batch_size):
         rows = dataset.train_rows(picks[start:start + batch_size])
         yield np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
 
@@ -156,6 +155,7 @@ def evaluate_checkpoint(args: argparse.Namespace, emit: Emit | None = None) -> d
     """What `babyllama eval` reports, as plain data; `emit` gets the start and progress events."""
     from babyllama.checkpoint import load_model_for_inference
     from babyllama.data import TokenDataset
+    from babyllama.measures import bits_per_byte
 
     given = [name for name in ("shots", "subjects", "questions") if getattr(args, name) not in (None, 0)]
     if given:
@@ -200,8 +200,10 @@ def evaluate_checkpoint(args: argparse.Namespace, emit: Emit | None = None) -> d
     began = time.perf_counter()
     if args.split == "val":
         result = validation_loss(scorer, dataset, batch_size, n_batches, progress)
+        n_bytes = _text_bytes(loaded, dataset, dataset.val_indices(batch_size, n_batches), validation=True)
     else:
         result = mean_loss(scorer, spread_batches(dataset, batch_size, n_windows), progress)
+        n_bytes = _text_bytes(loaded, dataset, dataset.spread_train_indices(n_windows), validation=False)
     seconds = time.perf_counter() - began
     return {
         "checkpoint": str(loaded.checkpoint),
@@ -211,10 +213,29 @@ def evaluate_checkpoint(args: argparse.Namespace, emit: Emit | None = None) -> d
         "batch_size": batch_size,
         "loss": result.loss,
         "perplexity": result.perplexity,
+        "bpb": None if n_bytes is None else bits_per_byte(result.loss, n_bytes / result.tokens),
         "tokens": result.tokens,
+        "bytes": n_bytes,
         "windows": result.windows,
         "seconds": round(seconds, 3),
     }
+
+
+def _text_bytes(loaded, dataset, indices, validation: bool) -> int | None:
+    """The bytes of the text the scored tokens decode to (measures.TextBytes), with the tokenizer the
+    token files' manifest names, else the checkpoint's; None when neither loads."""
+    from babyllama.measures import TextBytes, windows_bytes
+    from babyllama.tokenizer import load_tokenizer
+
+    for path in ((dataset.tokenizer or {}).get("path"), loaded.tokenizer_path):
+        if not path:
+            continue
+        try:
+            tokenizer = load_tokenizer(path)
+        except UserError:
+            continue
+        return windows_bytes(TextBytes(tokenizer, dataset.eos_id), dataset, indices, validation)
+    return None
 
 
 def _progress_events(emit: Emit, total_windows: int) -> Progress:
@@ -250,5 +271,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{report['checkpoint']} on {', '.join(report['data'])} ({report['split']} windows of {report['seq_len']})")
     print(f"loss {report['loss']:.4f}  perplexity {report['perplexity']:.2f}  over {report['tokens']:,} tokens "
           f"in {report['windows']:,} windows  [{report['seconds']:.1f} s]")
+    if report["bpb"] is None:
+        print("bits per byte unknown: neither the token files nor the checkpoint name a tokenizer that loads")
+    else:
+        print(f"bits per byte {report['bpb']:.4f}  ({report['bytes']:,} bytes of text)")
     sys.stdout.flush()
     return 0

@@ -30,6 +30,7 @@ from babyllama.data import BatchSampler
 from babyllama.errors import UserError, describe_failure
 from babyllama.evaluate import validation_loss
 from babyllama.files import atomic_write_json, out_of_space
+from babyllama.measures import MINDSPORE_CPU_THREADS, RunMeasures, run_measures
 from babyllama.msrun_env import expected_rank
 from babyllama.planning import Plan
 from babyllama.runs import RunDir
@@ -230,6 +231,10 @@ class Training:
         self.agreement: RankAgreement | None = None
         self.text_sampler: GreedySampler | None = None
         self.bench: TrainingBench | None = None
+        # MindSpore's device and the dtype the run computes in (set by _start); rank 0's baselines and the
+        # constants of its train and eval rows' measures (set by _baselines).
+        self.device = self.dtype = ""
+        self.measures: RunMeasures | None = None
 
     def __call__(self) -> int:
         if not self.main:
@@ -288,6 +293,7 @@ class Training:
             raise UserError(f"msrun announced {self.plan.world_size} workers but communication reports "
                             f"{runtime.world_size}")
         self.rank, self.world_size = runtime.rank, runtime.world_size
+        self.device, self.dtype = runtime.device, runtime.dtype
 
     # -- setup
 
@@ -331,6 +337,7 @@ class Training:
                                          "checkpoint": self.plan.resume_from.path.name})
                 print(f"resuming from {self.plan.resume_from.path} (step {self.step:,}, "
                       f"{self.tokens:,} tokens seen)", flush=True)
+            self._baselines()
         if cfg.eval_only:
             if self.main:
                 self._evaluate()
@@ -406,17 +413,28 @@ class Training:
         micro = [self.batch_sampler.batch(step, m) for m in range(self.train_cfg.grad_accum)]
         return np.stack([x for x, _ in micro]), np.stack([y for _, y in micro])
 
+    def _baselines(self) -> None:
+        cfg = self.train_cfg
+        self.measures = run_measures(
+            self.run.path, self.plan.model, self.dataset, self.plan.tokenizer, batch_size=cfg.batch_size,
+            eval_iters=cfg.eval_iters, device=self.device, dtype=self.dtype, world_size=self.world_size,
+            cpu_threads=cfg.threads or MINDSPORE_CPU_THREADS)
+        self.run.append_metrics(self.measures.row(self.step))
+        print(self.measures.describe(), flush=True)
+
     def _log_train(self, loss: float, lr: float, grad_norm: float, interval: Interval) -> None:
         from babyllama.devices import memory_row
 
         seconds = interval.mean_seconds()
         mem = memory_row()
+        tokens_per_s = None if seconds is None else self.tokens_per_step / seconds
         row = {
             "kind": "train", "step": self.step, "tokens": self.tokens, "loss": loss, "lr": lr,
             "grad_norm": grad_norm,
-            "tokens_per_s": None if seconds is None else round(self.tokens_per_step / seconds, 1),
+            "tokens_per_s": None if seconds is None else round(tokens_per_s, 1),
             "step_ms": None if seconds is None else round(seconds * 1000, 1),
             "mem": mem,
+            **self.measures.train_fields(loss, tokens_per_s),
         }
         if interval.compile_seconds is not None:
             row["compile_s"] = round(interval.compile_seconds, 2)
@@ -424,6 +442,8 @@ class Training:
         self.run.write_status(step=self.step)
         speed = "compiling" if seconds is None else \
             f"{self.tokens_per_step / seconds:,.0f} tok/s  {seconds * 1000:,.0f} ms/step"
+        if row["mfu"] is not None:
+            speed += f"  mfu {row['mfu']:.1%}"
         print(f"step {self.step:,}/{self.train_cfg.max_steps:,}  loss {loss:.4f}  lr {lr:.2e}  "
               f"grad {grad_norm:.3f}  {speed}  rss {_format_mib(mem['rss_mb'])}", flush=True)
 
@@ -435,9 +455,12 @@ class Training:
         best = self.best_val_loss is None or val_loss < self.best_val_loss
         if best:
             self.best_val_loss = val_loss
+        val_bpb = self.measures.val_bpb(val_loss)
         self.run.append_metrics({"kind": "eval", "step": self.step, "val_loss": val_loss,
-                                 "best_val_loss": self.best_val_loss, "eval_ms": round(seconds * 1000, 1)})
-        print(f"step {self.step:,}: validation loss {val_loss:.4f}{' (best)' if best else ''} "
+                                 "best_val_loss": self.best_val_loss, "eval_ms": round(seconds * 1000, 1),
+                                 "val_bpb": val_bpb})
+        bpb = "" if val_bpb is None else f", {val_bpb:.4f} bits per byte"
+        print(f"step {self.step:,}: validation loss {val_loss:.4f}{' (best)' if best else ''}{bpb} "
               f"[{seconds:.1f} s]", flush=True)
         if self.text_sampler is None:
             return

@@ -58,7 +58,7 @@ def test_runs_table_into_a_reader_that_stops_after_one_line(tmp_path):
         run.mkdir(parents=True)
         (run / "config.json").write_text("{}")
     status, stderr, first_line = into_head("runs", cwd=tmp_path)
-    assert first_line.split() == ["NAME", "STATE", "STEP", "LOSS", "VAL", "TOK/S", "AGE", "NOTE"]
+    assert first_line.split() == ["NAME", "STATE", "STEP", "LOSS", "VAL", "BPB", "TOK/S", "MFU", "AGE", "NOTE"]
     assert stderr == ""
     assert status == PIPE_CLOSED
 

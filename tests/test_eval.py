@@ -87,6 +87,19 @@ def test_text_output_names_loss_perplexity_and_tokens_scored(checkpoint, tokens_
     assert done.returncode == 0, done.stderr
     assert "loss " in done.stdout and "perplexity " in done.stdout
     assert f"over {WINDOWS * SEQ_LEN} tokens in {WINDOWS} windows" in done.stdout
+    assert "bits per byte " in done.stdout and " bytes of text)" in done.stdout
+
+
+def test_eval_reports_bits_per_byte_of_the_text_its_windows_score(checkpoint, tokens_path, sp_tokenizer):
+    from babyllama.measures import TextBytes, windows_bytes
+
+    done = babyllama_eval("--ckpt", checkpoint[0], "--data", tokens_path, "--seq-len", SEQ_LEN, "--tokens", 40,
+                          "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    dataset = TokenDataset(tokens_path, seq_len=SEQ_LEN, val_fraction=0.0)
+    assert report["bytes"] == windows_bytes(TextBytes(sp_tokenizer, 2), dataset, [0, 1, 3]) > 0
+    assert report["bpb"] == pytest.approx(report["loss"] * report["tokens"] / (report["bytes"] * np.log(2)))
 
 
 def test_spread_batches_cover_the_picked_windows_in_order(tokens_path):
@@ -139,12 +152,14 @@ def test_eval_on_the_validation_split_gives_the_trainers_validation_loss(tmp_pat
         assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = {row["step"]: row["val_loss"] for row in rows if row["kind"] == "eval"}
+    logged_bpb = {row["step"]: row["val_bpb"] for row in rows if row["kind"] == "eval"}
     done = babyllama_eval("--ckpt", run, "--data", data, "--split", "val", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["checkpoint"].endswith("step_0000003")
     assert (report["tokens"], report["windows"]) == (3 * 4 * 32, 3 * 4)
     assert report["loss"] == pytest.approx(logged[3], rel=1e-5)
+    assert report["bpb"] == pytest.approx(logged_bpb[3], rel=1e-5)
     # Training moved the loss, so matching step 3's is not matching the initial model's.
     assert logged[3] < logged[0] - 0.05
 
@@ -178,6 +193,8 @@ def test_progress_jsonl_counts_windows_up_to_the_total_then_reports_the_loss(sma
     assert windows == sorted(windows) and windows[-1] == 12
     report = events[-1]
     assert (report["windows"], report["tokens"]) == (12, 12 * cfg.max_seq_len)
+    # Neither the token file nor the checkpoint names a tokenizer: no text to count bytes of.
+    assert report["bpb"] is None and report["bytes"] is None
     assert report["perplexity"] == pytest.approx(np.exp(report["loss"]))
 
 

@@ -851,20 +851,24 @@ def test_cli_runs_table_json_show_and_stop(tmp_path, stand_in):
     done = RunDir(root / "done")
     done.create({})
     done.write_status(state="finished", step=50, max_steps=50, started=time.time() - 90, host="h", pid=1)
-    done.append_metrics({"kind": "train", "step": 50, "loss": 3.25, "tokens_per_s": 1234.0})
+    done.append_metrics({"kind": "baselines", "step": 0, "uniform_loss": 7.6009, "unigram_loss": 6.4371})
+    done.append_metrics({"kind": "train", "step": 50, "loss": 3.25, "tokens_per_s": 1234.0, "bpb": 1.5, "mfu": 0.0123})
+    done.append_metrics({"kind": "eval", "step": 50, "val_loss": 3.5, "val_bpb": 1.25})
     done.log_path.write_text("hello from the trainer\n")
 
     table = babyllama("runs", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     header, line = table.stdout.splitlines()
-    assert header.split() == ["NAME", "STATE", "STEP", "LOSS", "VAL", "TOK/S", "AGE", "NOTE"]
-    assert line.split()[:6] == ["done", "finished", "50/50", "3.2500", "-", "1,234"]
+    assert header.split() == ["NAME", "STATE", "STEP", "LOSS", "VAL", "BPB", "TOK/S", "MFU", "AGE", "NOTE"]
+    assert line.split()[:8] == ["done", "finished", "50/50", "3.2500", "3.5000", "1.250", "1,234", "1.2%"]
 
     listed = json.loads(babyllama("runs", "--json", "--root", str(root), cwd=tmp_path / "..").stdout)
     assert [(r["name"], r["state"], r["loss"]) for r in listed] == [("done", "finished", 3.25)]
 
     show = babyllama("runs", "show", "done", cwd=tmp_path)
     assert "state       finished" in show.stdout and "hello from the trainer" in show.stdout
+    assert ("measures    bits per byte 1.250 val, 1.500 train; MFU 1.2%; baselines: uniform\n"
+            "            7.601, unigram 6.437\n") in show.stdout
     assert "batch       8 x 1 accumulation x 1 worker(s) x 256 tokens = 2,048 tokens per" in show.stdout
     shown = json.loads(babyllama("runs", "show", str(done.path), "--json", cwd=tmp_path / "..").stdout)
     assert shown["status"]["state"] == "finished" and shown["log"] == ["hello from the trainer"]

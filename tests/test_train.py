@@ -40,10 +40,13 @@ SMALL_MODEL = [
     "--batch_size", "4", "--warmup_iters", "2", "--learning_rate", "3e-3", "--log_interval", "1", "--seed", "7",
 ]
 REFERENCE_STEPS = 24
-TRAIN_FIELDS = {"kind", "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "step_ms", "mem", "time"}
+TRAIN_FIELDS = {"kind", "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "step_ms", "mem", "bpb",
+                "flops_per_s", "mfu", "time"}
 ROW_FIELDS = {
     "train": TRAIN_FIELDS,
-    "eval": {"kind", "step", "val_loss", "time"},
+    "eval": {"kind", "step", "val_loss", "val_bpb", "time"},
+    "baselines": {"kind", "step", "uniform_loss", "unigram_loss", "bytes_per_token", "val_bytes_per_token",
+                  "flops_per_token", "peak_flops", "peak_source", "time"},
     "sample": {"kind", "step", "prompt", "text", "time"},
     "resume": {"kind", "step", "checkpoint", "time"},
 }
@@ -339,6 +342,57 @@ def test_a_run_learns_and_keeps_its_run_directory(reference_run, token_file, sp_
     log = (run / "train.log").read_text(encoding="utf-8")
     assert "parameters" in log and "first step took" in log and "finished 24 steps" in log
     assert digests(output)[0][1] == 24
+
+
+@pytest.mark.slow
+def test_rows_carry_bits_per_byte_throughput_and_the_baselines(reference_run, token_file, sp_tokenizer):
+    from babyllama.data import TokenDataset
+    from babyllama.measures import TextBytes, flops_per_token, unigram_loss, windows_bytes
+
+    run, output = reference_run
+    rows = rows_of(run)
+    assert rows[0]["kind"] == "baselines" and [r for r in rows if r["kind"] == "baselines"] == rows[:1]
+    baselines = rows[0]
+    dataset = TokenDataset(token_file, seq_len=64, val_fraction=0.01)
+    assert baselines["uniform_loss"] == pytest.approx(np.log(2000))
+    assert baselines["unigram_loss"] == pytest.approx(unigram_loss(dataset).loss)
+    # The validation windows of each evaluation: eval_iters (10) batches of 4.
+    scored = dataset.val_indices(4, 10)
+    val_bytes = windows_bytes(TextBytes(sp_tokenizer, dataset.eos_id), dataset, scored, validation=True)
+    assert baselines["val_bytes_per_token"] == val_bytes / (len(scored) * 64)
+    assert 1 < baselines["bytes_per_token"] < 4  # mostly Chinese: up to 3 bytes a character, a piece or so a token
+    model = ModelConfig(vocab_size=2000, dim=64, n_layers=2, n_heads=2, max_seq_len=64)
+    assert baselines["flops_per_token"] == flops_per_token(model)
+    assert baselines["peak_flops"] > 0 and baselines["peak_source"].startswith("measured: float32 matmul on ")
+
+    for row in (r for r in rows if r["kind"] == "eval"):
+        assert row["val_bpb"] == pytest.approx(row["val_loss"] * len(scored) * 64 / (val_bytes * np.log(2)))
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert (train_rows[0]["flops_per_s"], train_rows[0]["mfu"]) == (None, None)  # the compile step alone
+    for row in train_rows[1:]:
+        assert row["bpb"] == pytest.approx(row["loss"] / (baselines["bytes_per_token"] * np.log(2)))
+        assert row["flops_per_s"] == pytest.approx(baselines["flops_per_token"] * row["tokens_per_s"], rel=1e-4)
+        assert row["mfu"] == pytest.approx(row["flops_per_s"] / baselines["peak_flops"])
+    assert "baselines: uniform loss 7.6009" in output and re.search(r"tok/s .* mfu \d+\.\d%", output)
+    assert json.loads((run / "baselines.json").read_text())["unigram_loss"] == baselines["unigram_loss"]
+
+
+@pytest.mark.slow
+def test_a_resumed_run_writes_its_baselines_again_from_the_count_kept_in_the_run(tmp_path, reference_run):
+    run = tmp_path / "resumed"
+    shutil.copytree(reference_run[0], run)
+    kept = json.loads((run / "baselines.json").read_text())
+    # A count the data could not give: the resume must take it from the run, not count again.
+    (run / "baselines.json").write_text(json.dumps({**kept, "unigram_loss": 1.25}))
+    done = babyllama_train(run, "--resume", "--max_steps", str(REFERENCE_STEPS + 2), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = rows_of(run)
+    resumed = max(i for i, r in enumerate(rows) if r["kind"] == "resume")
+    assert rows[resumed + 1]["kind"] == "baselines" and rows[resumed + 1]["step"] == REFERENCE_STEPS
+    assert rows[resumed + 1]["unigram_loss"] == 1.25
+    assert {k: v for k, v in rows[resumed + 1].items() if k not in ("unigram_loss", "peak_flops", "time")} == \
+        {k: v for k, v in rows[0].items() if k not in ("unigram_loss", "peak_flops", "time", "step")} | \
+        {"step": REFERENCE_STEPS}
 
 
 @pytest.mark.slow
@@ -661,7 +715,7 @@ def test_a_second_sigterm_during_the_compile_stops_at_once_and_leaves_nothing_be
     # An interrupted compile writes its analysis (rank_0/om/analyze_fail.ir) into the kernel workspace, not here.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cold-cache", "runs"]
     assert {p.name for p in run.iterdir()} <= {"checkpoints", "config.json", "metrics.jsonl", "status.json", ".status.lock",
-                                              "train.log"}
+                                              "train.log", "baselines.json"}
 
 
 @pytest.mark.slow

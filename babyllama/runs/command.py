@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import textwrap
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -105,7 +106,7 @@ def _print_table(infos: list[RunInfo], as_json: bool) -> int:
         print("no runs yet")
         return 0
     now = time.time()
-    header = ("NAME", "STATE", "STEP", "LOSS", "VAL", "TOK/S", "AGE", "NOTE")
+    header = ("NAME", "STATE", "STEP", "LOSS", "VAL", "BPB", "TOK/S", "MFU", "AGE", "NOTE")
     rows = [
         (
             info.name,
@@ -113,7 +114,9 @@ def _print_table(infos: list[RunInfo], as_json: bool) -> int:
             f"{_or_dash(info.step)}/{_or_dash(info.max_steps)}",
             _number(info.loss, ".4f"),
             _number(info.val_loss, ".4f"),
+            _number(info.val_bpb if info.val_bpb is not None else info.bpb, ".3f"),
             _number(info.tokens_per_s, ",.0f"),
+            _number(info.mfu, ".1%"),
             format_duration(info.age_s(now)),
             "; ".join(note for note in (info.note, info.reason, _kill_note(info, now), _incomplete_note(info),
                                         _alerts_note(info)) if note),
@@ -151,7 +154,10 @@ def _print_show(target: RunDir, as_json: bool, log_lines: int) -> int:
     print(f"started     {_clock(info.started)}")
     print(f"updated     {_clock(info.updated)}")
     print("\n".join(format_settings(settings)))
-    for kind in ("train", "eval", "sample"):
+    measures = _measures_line(info, rows.get("baselines"))
+    if measures:
+        print(textwrap.fill(measures, 80, initial_indent="measures    ", subsequent_indent=" " * 12))
+    for kind in ("train", "eval", "sample", "baselines"):
         if kind in rows:
             print(f"last {kind:<6} {json.dumps(rows[kind], ensure_ascii=False)}")
     names = ", ".join(c.path.name for c in checkpoints) or "none"
@@ -165,6 +171,20 @@ def _print_show(target: RunDir, as_json: bool, log_lines: int) -> int:
         print(f"--- last {len(log)} lines of {target.log_path}")
         print("\n".join(log))
     return 0
+
+
+def _measures_line(info: RunInfo, baselines: dict | None) -> str:
+    """Bits per byte, MFU and the baselines, as far as the run has written them."""
+    parts = []
+    bpb = [f"{value:.3f} {what}" for value, what in ((info.val_bpb, "val"), (info.bpb, "train")) if value is not None]
+    if bpb:
+        parts.append(f"bits per byte {', '.join(bpb)}")
+    if info.mfu is not None:
+        parts.append(f"MFU {info.mfu:.1%}")
+    if baselines:
+        parts.append(f"baselines: uniform {_number(baselines.get('uniform_loss'), '.3f')}, "
+                     f"unigram {_number(baselines.get('unigram_loss'), '.3f')}")
+    return "; ".join(parts)
 
 
 def _kill_note(info: RunInfo, now: float) -> str | None:

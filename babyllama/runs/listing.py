@@ -32,6 +32,10 @@ class RunInfo:
     val_loss: float | None
     tokens: int | None
     tokens_per_s: float | None
+    # The newest bits per byte (validation, train estimate) and model FLOPs utilisation (0..1).
+    val_bpb: float | None
+    bpb: float | None
+    mfu: float | None
     started: float | None
     # When the run began: its first metrics row, or the current start if that is earlier (or
     # there is no row yet). A resume rewrites `started`, never this.
@@ -98,6 +102,9 @@ def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_
         val_loss=evaluation.get("val_loss"),
         tokens=train.get("tokens"),
         tokens_per_s=train.get("tokens_per_s"),
+        val_bpb=evaluation.get("val_bpb"),
+        bpb=train.get("bpb"),
+        mfu=train.get("mfu"),
         started=status.get("started"),
         created=min(begun) if begun else None,
         updated=status.get("updated"),

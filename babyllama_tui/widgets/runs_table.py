@@ -1,5 +1,5 @@
 """RunsTable: every run under out/runs, newest first, with its state (or that it stalled or slowed),
-progress, loss, speed, age, ETA and how many alerts it recorded."""
+progress, loss, speed, age, ETA, how many alerts it recorded and its model FLOPs utilisation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
 from babyllama.runs import format_duration
-from babyllama_tui.training.formatting import format_count, format_loss, format_steps
+from babyllama_tui.training.formatting import format_count, format_loss, format_mfu, format_steps
 from babyllama_tui.training.runs_watcher import RunRow
 
 STATE_STYLES = {
@@ -34,6 +34,8 @@ COLUMNS = (
     ("eta", "ETA"),
     ("val", "val"),
     ("alerts", "alerts"),
+    # Last: at 80 columns the table scrolls to it, the columns a user reads first stay in view.
+    ("mfu", "MFU"),
 )
 
 
@@ -79,6 +81,7 @@ def row_cells(row: RunRow, now: float) -> tuple[Text | str, ...]:
         format_duration(row.eta_s) if row.eta_s is not None else "-",
         format_loss(row.val_loss),
         alerts_text(row.alerts),
+        format_mfu(row.mfu) if row.mfu is not None else "",
     )
 
 

@@ -56,7 +56,7 @@ async def test_the_table_marks_a_runs_alerts_and_a_stall_with_the_reason_in_the_
         table = app.screen.query_one(RunsTable)
         await wait_until(pilot, lambda: len(table.runs) == 2, "both runs")
         header, stuck_line, bumpy_line = (line.split() for line in table_text(table))
-        assert header[-1] == "alerts" and stuck_line[1] == "stalled" and bumpy_line[-1] == "2"
+        assert header[-2:] == ["alerts", "MFU"] and stuck_line[1] == "stalled" and bumpy_line[-1] == "2"
         assert stuck_line[6] == "-", "a stalled run has no ETA"
         detail = app.screen.query_one("#run-detail")
         await wait_until(pilot, lambda: "no new metrics row for 15m" in str(detail.render()), "the stall's reason")
@@ -69,6 +69,22 @@ async def test_the_table_marks_a_runs_alerts_and_a_stall_with_the_reason_in_the_
         table = app.screen.query_one(RunsTable)
         await wait_until(pilot, lambda: len(table.runs) == 2, "both runs")
         assert table_text(table)[1].split()[1] == "running", "15 minutes is no stall when 20 are allowed"
+
+
+async def test_the_table_shows_each_runs_model_flops_utilisation_in_its_last_column(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "measured")
+    fill_run(run, steps=100, max_steps=200, started=time.time() - 600)
+    run.append_metrics({"kind": "train", "step": 110, "loss": 3.0, "tokens_per_s": 500.0, "mfu": 0.123,
+                        "time": time.time()})
+    unmeasured = RunDir(tmp_path / "out" / "runs" / "unmeasured")
+    fill_run(unmeasured, steps=100, max_steps=200, started=time.time() - 1200)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(200, 50)) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: len(table.runs) == 2, "both runs")
+        header, measured_line, unmeasured_line = (line.split() for line in table_text(table))
+        assert header[-1] == "MFU" and measured_line[0] == "measured" and measured_line[-1] == "12.3%"
+        assert unmeasured_line[-1] != "-" and "%" not in unmeasured_line[-1], "no MFU where none was measured"
 
 
 def test_age_counts_from_the_first_metrics_row_not_from_the_last_resume(tmp_path):

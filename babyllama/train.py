@@ -30,6 +30,7 @@ from babyllama.data import BatchSampler
 from babyllama.errors import UserError, describe_failure
 from babyllama.evaluate import validation_loss
 from babyllama.files import atomic_write_json, out_of_space
+from babyllama.memory_watch import MemoryWatch
 from babyllama.msrun_env import expected_rank
 from babyllama.planning import Plan
 from babyllama.runs import RunDir
@@ -215,6 +216,8 @@ class Training:
         self.best_val_loss = state.get("best_val_loss")
         self.elapsed_before = state.get("elapsed_s", 0.0)
         self.last_saved = self.step if plan.resume_from is not None else None
+        # Rank 0 watches the memory of every process of the run on this host.
+        self.memory = MemoryWatch(plan.train, self.run, lambda: self.step) if self.main else None
         # Set once MindSpore is up: by _start (kernels, rank, world size), then by _build.
         self.kernels: KernelWorkspace | None = None
         self.rank = 0
@@ -237,7 +240,7 @@ class Training:
         self.run.mark_running(step=self.plan.start_step, max_steps=self.train_cfg.max_steps,
                               world_size=self.plan.world_size)
         start_guard(self.run, self.stop.signal)
-        with self.run.heartbeat():
+        with self.run.heartbeat(), self.memory.watching():
             try:
                 self._start()
                 return self._train()
@@ -340,10 +343,11 @@ class Training:
             step_started = time.perf_counter()
             x, y = self._batch(self.step)
             local_loss, grad_norm = self.trainer.step(x, y, lr)
+            stop_asked = self.stop.requested or (self.main and self.memory.stop_after_step())
             if self.agreement is not None:
-                stop_now, loss = self.agreement(self.stop.requested, local_loss)
+                stop_now, loss = self.agreement(stop_asked, local_loss)
             else:
-                stop_now, loss = self.stop.requested, local_loss
+                stop_now, loss = stop_asked, local_loss
             seconds = time.perf_counter() - step_started
             self.step += 1
             self.tokens += self.tokens_per_step
@@ -373,6 +377,8 @@ class Training:
               f"parameters {digest}", flush=True)
         if not self.main:
             return 0
+        if self.step < cfg.max_steps and self.memory.over is not None:
+            return self.memory.record_stop()
         if self.step < cfg.max_steps:
             self.run.write_status(
                 state="stopped", step=self.step,

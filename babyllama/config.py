@@ -115,18 +115,22 @@ class TrainConfig:
     )
     val_fraction: float = field(default=0.01, metadata=_help("share of the token files held out for validation"))
     threads: int = field(default=0, metadata=_help("CPU threads for MindSpore kernels; 0 = its default"))
-    # Run health: the trainer's watch on its memory (babyllama.memory_watch).
+    # Run health: the trainer's watch on its memory (babyllama.memory_watch) and the overfitting alert
+    # (babyllama.overfitting).
     memory_limit: float = field(default=0.9, metadata=_help(
         "share of the machine's memory (host, or container limit) the trainer may use"))
     memory_limit_mb: int = field(default=0, metadata=_help("that limit in MiB instead; 0 = use memory_limit"))
     memory_stop_at: float = field(default=0.9, metadata=_help(
         "share of the limit where training stops after the step, with a checkpoint"))
+    overfit_evals: int = field(default=3, metadata=_help(
+        "evaluations of rising val loss (train loss falling) that alert; 0 = never"))
 
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval",
                      "save_interval", "keep_checkpoints"):
             _require(getattr(self, name) > 0, f"train.{name}", f"must be positive, got {getattr(self, name)}")
-        for name in ("warmup_iters", "lr_decay_iters", "max_steps", "sample_tokens", "threads", "memory_limit_mb"):
+        for name in ("warmup_iters", "lr_decay_iters", "max_steps", "sample_tokens", "threads", "memory_limit_mb",
+                     "overfit_evals"):
             _require(getattr(self, name) >= 0, f"train.{name}", f"must not be negative, got {getattr(self, name)}")
         _require(self.epochs >= 0, "train.epochs", f"must not be negative, got {self.epochs}")
         if (self.max_steps > 0) == (self.epochs > 0):

@@ -32,6 +32,7 @@ from babyllama.evaluate import validation_loss
 from babyllama.files import atomic_write_json, out_of_space
 from babyllama.memory_watch import MemoryWatch
 from babyllama.msrun_env import expected_rank
+from babyllama.overfitting import OverfittingWatch
 from babyllama.planning import Plan
 from babyllama.runs import RunDir
 from babyllama.stop_guard import start_guard
@@ -216,6 +217,7 @@ class Training:
         self.best_val_loss = state.get("best_val_loss")
         self.elapsed_before = state.get("elapsed_s", 0.0)
         self.last_saved = self.step if plan.resume_from is not None else None
+        self.overfitting = OverfittingWatch.from_state(plan.train.overfit_evals, state.get("overfitting"))
         # Rank 0 watches the memory of every process of the run on this host.
         self.memory = MemoryWatch(plan.train, self.run, lambda: self.step) if self.main else None
         # Set once MindSpore is up: by _start (kernels, rank, world size), then by _build.
@@ -362,6 +364,7 @@ class Training:
                                 "and resume from the last checkpoint")
             if not self.main:
                 continue
+            self.overfitting.add_train(loss)
             last = self.step == cfg.max_steps
             if self.step % cfg.log_interval == 0 or last or stop_now:
                 self._log_train(loss, lr, grad_norm, interval)
@@ -433,6 +436,11 @@ class Training:
                                  "best_val_loss": self.best_val_loss, "eval_ms": round(seconds * 1000, 1)})
         print(f"step {self.step:,}: validation loss {val_loss:.4f}{' (best)' if best else ''} "
               f"[{seconds:.1f} s]", flush=True)
+        epochs = self.tokens / (self.dataset.train_windows * self.dataset.seq_len)
+        alert = self.overfitting.add_eval(self.step, val_loss, epochs)
+        if alert is not None:
+            print(f"alert: {alert['message']}", flush=True)
+            self.run.append_alert(step=self.step, alert="overfitting", action="none", **alert)
         if self.text_sampler is None:
             return
         began = time.perf_counter()
@@ -453,6 +461,7 @@ class Training:
             "data_position": self.step,
             "tokens": self.tokens,
             "best_val_loss": self.best_val_loss,
+            "overfitting": self.overfitting.state(),
             "elapsed_s": round(self.elapsed_before + seconds_this_process, 3),
             "sampler": self.batch_sampler.describe(),
             "rng": {"seed": self.train_cfg.seed, "dropout_draws": dropout_draws(self.trainer)},

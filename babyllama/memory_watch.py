@@ -111,7 +111,7 @@ def tree_rss_mb(root: psutil.Process) -> tuple[float, list[psutil.Process]]:
     """Resident memory of `root` and its descendants, and those processes."""
     try:
         processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
+    except psutil.Error:
         return 0.0, []
     total = 0
     for process in processes:

@@ -125,12 +125,22 @@ class TrainConfig:
         "the benchmark's folder as published (C-Eval: dev/ and val/; CMMLU: dev/ and test/)"))
     bench_questions: int = field(default=200, metadata=_help("questions scored, spread over the subjects"))
     bench_shots: int = field(default=0, metadata=_help("examples before each question, from the dev split"))
+    # Run health: the trainer's watch on its memory (babyllama.memory_watch) and the overfitting alert
+    # (babyllama.overfitting).
+    memory_limit: float = field(default=0.9, metadata=_help(
+        "share of the machine's memory (host, or container limit) the trainer may use"))
+    memory_limit_mb: int = field(default=0, metadata=_help("that limit in MiB instead; 0 = use memory_limit"))
+    memory_stop_at: float = field(default=0.9, metadata=_help(
+        "share of the limit where training stops after the step, with a checkpoint"))
+    overfit_evals: int = field(default=3, metadata=_help(
+        "evaluations of rising val loss (train loss falling) that alert; 0 = never"))
 
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval",
                      "save_interval", "keep_checkpoints"):
             _require(getattr(self, name) > 0, f"train.{name}", f"must be positive, got {getattr(self, name)}")
-        for name in ("warmup_iters", "lr_decay_iters", "max_steps", "sample_tokens", "threads"):
+        for name in ("warmup_iters", "lr_decay_iters", "max_steps", "sample_tokens", "threads", "memory_limit_mb",
+                     "overfit_evals"):
             _require(getattr(self, name) >= 0, f"train.{name}", f"must not be negative, got {getattr(self, name)}")
         _require(self.epochs >= 0, "train.epochs", f"must not be negative, got {self.epochs}")
         if (self.max_steps > 0) == (self.epochs > 0):
@@ -169,6 +179,8 @@ class TrainConfig:
                  f"must be one of {', '.join(BENCH_TASKS)}, got {self.bench_task!r}")
         _require(self.bench_interval == 0 or self.bench_data.strip() != "", "train.bench_data",
                  "must name the benchmark's folder when train.bench_interval is set")
+        for name in ("memory_limit", "memory_stop_at"):
+            _require(0 < getattr(self, name) <= 1, f"train.{name}", f"must be in (0, 1], got {getattr(self, name)}")
 
 
 def _require(condition: bool, field: str, problem: str) -> None:

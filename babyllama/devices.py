@@ -8,6 +8,7 @@ that has already loaded it (the trainer). Sizes are MiB (2**20 bytes).
 from __future__ import annotations
 
 import csv
+import functools
 import re
 import shutil
 import subprocess
@@ -77,6 +78,25 @@ def device_memory_mb() -> dict:
         "device_alloc_mb": _mib(ms.runtime.memory_allocated()),
         "device_peak_mb": _mib(ms.runtime.max_memory_allocated()),
     }
+
+
+def device_memory_use_mb() -> tuple[float, float] | None:
+    """(peak allocated, total) memory of this process's GPU or NPU, from MindSpore; None on the CPU,
+    in a process without MindSpore, or where the device does not give its size. Untested: this
+    project's host has no GPU or NPU."""
+    if "mindspore" not in sys.modules or training_device() == "cpu":
+        return None
+    import mindspore as ms
+
+    total = _device_total_bytes(ms.get_current_device().device_id)
+    return (_mib(ms.runtime.max_memory_allocated()), _mib(total)) if total else None
+
+
+@functools.cache
+def _device_total_bytes(device_id: int) -> int:
+    import mindspore as ms
+
+    return getattr(ms.hal.get_device_properties(device_id), "total_memory", 0)
 
 
 def memory_row() -> dict:

@@ -31,7 +31,9 @@ from babyllama.errors import UserError, describe_failure
 from babyllama.evaluate import validation_loss
 from babyllama.files import atomic_write_json, out_of_space
 from babyllama.measures import MINDSPORE_CPU_THREADS, RunMeasures, run_measures
+from babyllama.memory_watch import MemoryWatch
 from babyllama.msrun_env import expected_rank
+from babyllama.overfitting import OverfittingWatch
 from babyllama.planning import Plan
 from babyllama.runs import RunDir
 from babyllama.stop_guard import start_guard
@@ -221,6 +223,9 @@ class Training:
         self.best_val_loss = state.get("best_val_loss")
         self.elapsed_before = state.get("elapsed_s", 0.0)
         self.last_saved = self.step if plan.resume_from is not None else None
+        self.overfitting = OverfittingWatch.from_state(plan.train.overfit_evals, state.get("overfitting"))
+        # Rank 0 watches the memory of every process of the run on this host.
+        self.memory = MemoryWatch(plan.train, self.run, lambda: self.step) if self.main else None
         # Set once MindSpore is up: by _start (kernels, rank, world size), then by _build.
         self.kernels: KernelWorkspace | None = None
         self.rank = 0
@@ -248,7 +253,7 @@ class Training:
         self.run.mark_running(step=self.plan.start_step, max_steps=self.train_cfg.max_steps,
                               world_size=self.plan.world_size)
         start_guard(self.run, self.stop.signal)
-        with self.run.heartbeat():
+        with self.run.heartbeat(), self.memory.watching():
             try:
                 self._start()
                 return self._train()
@@ -357,10 +362,11 @@ class Training:
             step_started = time.perf_counter()
             x, y = self._batch(self.step)
             local_loss, grad_norm = self.trainer.step(x, y, lr)
+            stop_asked = self.stop.requested or (self.main and self.memory.stop_after_step())
             if self.agreement is not None:
-                stop_now, loss = self.agreement(self.stop.requested, local_loss)
+                stop_now, loss = self.agreement(stop_asked, local_loss)
             else:
-                stop_now, loss = self.stop.requested, local_loss
+                stop_now, loss = stop_asked, local_loss
             seconds = time.perf_counter() - step_started
             self.step += 1
             self.tokens += self.tokens_per_step
@@ -375,6 +381,7 @@ class Training:
                                 "and resume from the last checkpoint")
             if not self.main:
                 continue
+            self.overfitting.add_train(loss)
             last = self.step == cfg.max_steps
             if self.step % cfg.log_interval == 0 or last or stop_now:
                 self._log_train(loss, lr, grad_norm, interval)
@@ -392,6 +399,8 @@ class Training:
               f"parameters {digest}", flush=True)
         if not self.main:
             return 0
+        if self.step < cfg.max_steps and self.memory.over is not None:
+            return self.memory.record_stop()
         if self.step < cfg.max_steps:
             self.run.write_status(
                 state="stopped", step=self.step,
@@ -462,6 +471,11 @@ class Training:
         bpb = "" if val_bpb is None else f", {val_bpb:.4f} bits per byte"
         print(f"step {self.step:,}: validation loss {val_loss:.4f}{' (best)' if best else ''}{bpb} "
               f"[{seconds:.1f} s]", flush=True)
+        epochs = self.tokens / (self.dataset.train_windows * self.dataset.seq_len)
+        alert = self.overfitting.add_eval(self.step, val_loss, epochs)
+        if alert is not None:
+            print(f"alert: {alert['message']}", flush=True)
+            self.run.append_alert(step=self.step, alert="overfitting", action="none", **alert)
         if self.text_sampler is None:
             return
         began = time.perf_counter()
@@ -490,6 +504,7 @@ class Training:
             "data_position": self.step,
             "tokens": self.tokens,
             "best_val_loss": self.best_val_loss,
+            "overfitting": self.overfitting.state(),
             "elapsed_s": round(self.elapsed_before + seconds_this_process, 3),
             "sampler": self.batch_sampler.describe(),
             "rng": {"seed": self.train_cfg.seed, "dropout_draws": dropout_draws(self.trainer)},

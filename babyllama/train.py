@@ -301,7 +301,8 @@ class Training:
                                           self.rank, self.world_size, self.train_cfg.grad_accum)
         self.tokens_per_step = self.batch_sampler.tokens_per_step
         if plan.resume_from is not None:
-            load_checkpoint(self.trainer, plan.resume_from.path)
+            # The run's absolute path: a relative --run means nothing in the kernel workspace.
+            load_checkpoint(self.trainer, self.run.checkpoint_path(plan.resume_from.step))
         if self.world_size > 1:
             self.agreement = RankAgreement()
         self.guard = DivergenceGuard(self.train_cfg, plan.model.vocab_size, (plan.resume_state or {}).get("divergence"),

@@ -185,3 +185,49 @@ def test_checkpoint_resumes_bit_identically(fresh, tmp_path):
     assert fresh.step(x, y, LR)[:2] == (loss, norm)
     again = state_of(fresh)
     assert all(np.array_equal(again[k], after[k]) for k in after)
+
+
+def test_a_step_not_below_the_ceiling_changes_nothing_and_the_next_one_is_as_if_it_never_ran(fresh, initial):
+    x, y = batch(11)
+    skipped = fresh.step(x, y, LR, ceiling=1.0)
+    assert not skipped.applied and skipped.loss == pytest.approx(math.log(MODEL.vocab_size), rel=0.05)
+    assert skipped.loss == skipped.local_loss and math.isfinite(skipped.grad_norm)
+    unchanged = state_of(fresh)
+    assert all(np.array_equal(unchanged[k], initial[k]) for k in initial)
+    # Strictly below: a loss equal to the ceiling is not applied either.
+    assert not fresh.step(x, y, LR, ceiling=skipped.loss).applied
+    applied = fresh.step(x, y, LR)
+    assert applied.applied and applied[:2] == skipped[:2]
+    after_skips = state_of(fresh)
+    restore(fresh, initial)
+    fresh.step(x, y, LR)
+    assert all(np.array_equal(after_skips[k], v) for k, v in state_of(fresh).items())
+    assert int(fresh.update.optimizer_step.asnumpy()) == 1
+
+
+def test_a_non_finite_loss_is_never_applied(fresh, initial):
+    # A finite weight whose activations overflow: the loss is not finite, the update not applied.
+    weight = fresh.model.norm.weight
+    poisoned = initial["norm.weight"].copy()
+    poisoned[0] = 3e38
+    weight.set_data(ms.Tensor(poisoned))
+    result = fresh.step(*batch(12), LR)
+    assert not result.applied and not math.isfinite(result.loss)
+    after = state_of(fresh)
+    assert all(np.array_equal(after[k], initial[k]) for k in initial if k != "norm.weight")
+    assert np.array_equal(after["norm.weight"], poisoned)
+
+
+def test_the_ceiling_judges_the_mean_loss_of_all_micro_batches(initial):
+    accumulating = TrainStep(MODEL, dataclasses.replace(TRAIN, batch_size=2, grad_accum=2))
+    restore(accumulating, initial)
+    x, y = batch(13)
+    x, y = x.reshape(2, 2, -1), y.reshape(2, 2, -1)
+    losses = sorted(accumulating.eval_loss(x[i], y[i]) for i in range(2))
+    assert losses[0] < losses[1]
+    mean = sum(losses) / 2
+    # Between the first micro-batch's loss and the mean: the mean is judged, so not applied.
+    result = accumulating.step(x, y, LR, ceiling=(losses[0] + mean) / 2)
+    assert not result.applied and result.loss == pytest.approx(mean, rel=1e-6)
+    assert int(accumulating.update.optimizer_step.asnumpy()) == 0
+    assert accumulating.step(x, y, LR, ceiling=(mean + losses[1]) / 2).applied

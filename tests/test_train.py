@@ -603,7 +603,8 @@ def test_a_run_resumed_after_a_rollback_meets_the_same_losses_and_the_same_end(t
     run = tmp_path / "copy"
     shutil.copytree(diverged_run[0], run)
     before = train_losses(rows_of(run))
-    resumed = babyllama_train(run, "--resume", cwd=tmp_path)
+    # A relative --run, as typed in a shell: the trainer works in its kernel workspace, not there.
+    resumed = babyllama_train(Path("copy"), "--resume", cwd=tmp_path)
     assert resumed.returncode == 2, resumed.stdout + resumed.stderr
     rows = rows_of(run)
     assert [r["step"] for r in rows if r["kind"] == "resume"] == [40, 45]
@@ -613,6 +614,28 @@ def test_a_run_resumed_after_a_rollback_meets_the_same_losses_and_the_same_end(t
     assert resumed.stderr == diverged_run[1].stderr
     assert alerts_of(rows)[-4:] == [(47, "spike", "skipped"), (48, "spike", "skipped"), (49, "spike", "skipped"),
                                     (49, "diverged", "stopped")]
+
+
+@pytest.mark.slow
+def test_learning_rate_10_on_the_sample_corpus_tries_every_rollback_then_fails_as_diverged(tmp_path, token_file):
+    run = tmp_path / "runs" / "lr10"
+    done = babyllama_train(run, "--data", str(token_file), "--preset", "tiny", "--learning_rate", "10",
+                           "--max_steps", "60", "--log_interval", "1", "--eval_iters", "2", "--sample_tokens", "0",
+                           cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("babyllama train: error: diverged at step ") and "after 3 rollbacks" in done.stderr
+    rows = rows_of(run)
+    alerts = alerts_of(rows)
+    # No checkpoint yet (save_interval 200): each rollback starts over from the initial weights.
+    assert [a[1:] for a in alerts if a[1] in ("rollback", "diverged")] == [("rollback", "rolled_back")] * 3 + [
+        ("diverged", "stopped")]
+    assert {a[1:] for a in alerts if a[1] not in ("rollback", "diverged")} <= {("nonfinite", "skipped"),
+                                                                                ("spike", "skipped")}
+    assert [(r["step"], r["checkpoint"]) for r in rows if r["kind"] == "resume"] == [(0, None)] * 3
+    lr_scales = [r["lr_scale"] for r in rows if r["kind"] == "alert" and r["alert"] == "rollback"]
+    assert lr_scales == [0.5, 0.25, 0.125]
+    status = RunDir(run).read_status()
+    assert status["state"] == "failed" and status["error"].startswith("diverged at step ")
 
 
 # ---------------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ class DivergenceGuard:
         else:
             kind = "spike"
             basis = (f"the median of the last {len(self.detector.losses)} steps is {self.detector.median():.4f}"
-                     if self.detector.judging else "a model that knows nothing scores ln(vocab)")
+                     if self._ceiling < self.detector.cap else "2 ln vocab, twice what a model that knows nothing scores")
             what = f"the loss jumped to {loss:.4f}, above {self._ceiling:.4f} ({basis})"
             said = f"the loss jumped to {loss:.4f} (limit {self._ceiling:.4f})"
         verdict = Verdict([Alert(kind, "skipped", f"step {step}: {what}; the step was skipped", fields)])

@@ -46,6 +46,20 @@ def test_the_trainers_resume_row_drops_what_came_after_its_checkpoint_at_once():
     assert history.last_train["step"] == 70
 
 
+def test_a_rollback_draws_only_the_curve_the_run_went_on_from():
+    # As babyllama.train writes a rollback: the bad steps' rows (a non-finite loss as null), their
+    # alerts, then a resume row at the checkpoint gone back to; null when it was the run's start.
+    history = MetricsHistory()
+    history.add([train_row(1, 5.0), train_row(2, 4.0), train_row(3, None, skipped=True),
+                 {"kind": "alert", "step": 3, "alert": "nonfinite", "action": "skipped", "message": "m"},
+                 train_row(4, 90.0, skipped=True),
+                 {"kind": "alert", "step": 4, "alert": "rollback", "action": "rolled_back", "message": "m"},
+                 {"kind": "resume", "step": 0, "checkpoint": None}, train_row(1, 5.0), train_row(2, 3.5)])
+    assert history.steps.values.tolist() == [1, 2]
+    assert history.series["loss"].values.tolist() == [5.0, 3.5]
+    assert history.series["ema"].values[-1] < 5.0 and history.last_train["step"] == 2
+
+
 def test_a_repeat_inside_one_batch_is_handled_like_one_across_polls():
     history = MetricsHistory()
     history.add([train_row(10, 5.0), train_row(20, 4.0), train_row(30, 3.0), train_row(20, 2.0), train_row(30, 1.0)])

@@ -22,6 +22,7 @@ from babyllama.errors import UserError
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 # The benchmarks `babyllama eval --task` scores (babyllama.mcq.TASKS).
 BENCH_TASKS = ("ceval", "cmmlu")
+DIVERGENCE_POLICIES = ("rollback", "skip", "stop")
 
 # MindSpore itself (libraries, kernels, graph compiler) before any tensor exists: about
 # 400 MiB after import plus the compiled graphs, measured on this CPU.
@@ -134,6 +135,24 @@ class TrainConfig:
         "share of the limit where training stops after the step, with a checkpoint"))
     overfit_evals: int = field(default=3, metadata=_help(
         "evaluations of rising val loss (train loss falling) that alert; 0 = never"))
+    # Divergence (babyllama.divergence): a step whose loss or gradient norm is not finite, or whose loss
+    # is a spike, is never applied; these say what is a spike and what the run does next.
+    on_divergence: str = field(
+        default="rollback",
+        metadata=_help("after rollback_after bad steps within rollback_window: rollback (to the last good "
+                       "checkpoint, at most max_rollbacks times, then stop) | skip (bad steps; then stop) | "
+                       "stop (at the first bad step)", choices=DIVERGENCE_POLICIES),
+    )
+    spike_window: int = field(default=50, metadata=_help("recent applied steps whose losses define a spike; "
+                                                         "0 = no spike detection"))
+    spike_threshold: float = field(default=6.0, metadata=_help("a loss this many spreads above the recent median "
+                                                               "is a spike"))
+    rollback_after: int = field(default=3, metadata=_help("bad steps within rollback_window that roll the run back "
+                                                          "(or stop it)"))
+    rollback_window: int = field(default=20, metadata=_help("steps within which rollback_after bad steps count"))
+    max_rollbacks: int = field(default=3, metadata=_help("rollbacks before the run stops as diverged"))
+    rollback_lr_scale: float = field(default=0.5, metadata=_help("the learning rate is multiplied by this at each "
+                                                                 "rollback; 1 = unchanged"))
 
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval",
@@ -181,6 +200,15 @@ class TrainConfig:
                  "must name the benchmark's folder when train.bench_interval is set")
         for name in ("memory_limit", "memory_stop_at"):
             _require(0 < getattr(self, name) <= 1, f"train.{name}", f"must be in (0, 1], got {getattr(self, name)}")
+        _require(self.on_divergence in DIVERGENCE_POLICIES, "train.on_divergence",
+                 f"must be one of {', '.join(DIVERGENCE_POLICIES)}, got {self.on_divergence!r}")
+        for name in ("spike_window", "max_rollbacks"):
+            _require(getattr(self, name) >= 0, f"train.{name}", f"must not be negative, got {getattr(self, name)}")
+        for name in ("rollback_after", "rollback_window"):
+            _require(getattr(self, name) > 0, f"train.{name}", f"must be positive, got {getattr(self, name)}")
+        _require(self.spike_threshold > 0, "train.spike_threshold", f"must be positive, got {self.spike_threshold}")
+        _require(0 < self.rollback_lr_scale <= 1, "train.rollback_lr_scale",
+                 f"must be in (0, 1], got {self.rollback_lr_scale}")
 
 
 def _require(condition: bool, field: str, problem: str) -> None:

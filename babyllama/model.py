@@ -176,9 +176,14 @@ class Transformer(nn.Cell):
         self.init_weights(np.random.default_rng(seed))
 
     def init_weights(self, rng: np.random.Generator) -> None:
-        """The seed's initialisation, drawn from `rng` so that a seed gives the same model."""
+        """The seed's initialisation, drawn from `rng` so that a seed gives the same model.
+
+        Only the weights: counters added later (dropout's draws) are left alone, so the same `rng`
+        gives the same weights again (a rollback to the run's start)."""
         residual_std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
         for name, param in self.parameters_and_names():
+            if not param.requires_grad:
+                continue
             if param.ndim == 1:
                 values = np.ones(param.shape, np.float32)
             else:

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import mindspore as ms
 import numpy as np
@@ -212,12 +213,18 @@ def _adamw_coefficients(lr, step, weight_decay, beta1, beta2):
 class UpdateCell(nn.Cell):
     """One optimizer step: gradients of the last micro-batch (plus any accumulated), clip, AdamW.
 
+    The update is applied only when the gradient norm is finite and the step's loss (the mean over
+    its micro-batches and, in data parallel, over the ranks, so every rank decides alike) is below
+    `ceiling` (inf: no limit); else weights, moments and step count stay as they were
+    (babyllama.divergence decides what follows). Returns (loss, gradient norm, applied, this
+    rank's loss).
+
     Holds the weights (by reference, through the model), the AdamW moments and the step count;
     `auto_prefix=False` keeps every name as the model and checkpoints know it.
     """
 
     def __init__(self, model: Transformer, train: TrainConfig, accumulated: ParameterTuple | None,
-                 world_size: int, loss_scaling: bool):
+                 loss_sum: Parameter | None, world_size: int, loss_scaling: bool):
         super().__init__(auto_prefix=False)
         self.loss_cell = LossCell(model)
         self.params = ParameterTuple(model.trainable_params())
@@ -233,12 +240,15 @@ class UpdateCell(nn.Cell):
         self.grad_fn = ms.value_and_grad(self.loss_cell, None, self.params)
         self.adam = ops.AdamWeightDecay()
         self.half_square_sum = ops.L2Loss()
+        self.loss_sum = loss_sum
+        self.world_size = world_size
         self.reducer = None
         if world_size > 1:
             from mindspore.communication.management import GlobalComm
 
             self.reducer = nn.DistributedGradReducer(self.params, mean=True, degree=world_size,
                                                      group=GlobalComm.WORLD_COMM_GROUP)
+            self.loss_all_reduce = ops.AllReduce(ops.ReduceOp.SUM, GlobalComm.WORLD_COMM_GROUP)
         self.loss_scaling = loss_scaling
         if loss_scaling:
             self.loss_scaler = ms.amp.DynamicLossScaler(2.0**16, 2, LOSS_SCALE_WINDOW)
@@ -250,58 +260,87 @@ class UpdateCell(nn.Cell):
             return self.loss_scaler.unscale(loss), self.loss_scaler.unscale(grads)
         return self.grad_fn(tokens, targets)
 
-    def construct(self, tokens, targets, lr):
+    def construct(self, tokens, targets, lr, ceiling):
         loss, grads = self.gradients(tokens, targets)
         if self.accumulated is not None:
             grads = tuple(g + a for g, a in zip(grads, self.accumulated))
             for a in self.accumulated:
                 ops.assign(a, ops.zeros_like(a))
+            loss = (self.loss_sum + loss) / self.micro_batches
+            ops.assign(self.loss_sum, ops.zeros_like(self.loss_sum))
         if self.micro_batches > 1:
             grads = tuple(g / self.micro_batches for g in grads)
+        global_loss = loss
         if self.reducer is not None:
             grads = self.reducer(grads)
+            global_loss = self.loss_all_reduce(loss) / self.world_size
         grad_norm = ops.sqrt(2.0 * ops.addn([self.half_square_sum(g) for g in grads]))
         if self.grad_clip > 0:
             scale = ops.minimum(1.0, self.grad_clip / (grad_norm + 1e-6))
             grads = tuple(g * scale for g in grads)
+        # NaN < ceiling is false, and so is inf < inf: a non-finite loss is never applied.
+        below_ceiling = global_loss < ceiling
         if self.loss_scaling:
             finite = ms.amp.all_finite(grads)
             self.loss_scaler.adjust(finite)
-            if finite:
-                self.apply_adamw(grads, lr)
         else:
-            self.apply_adamw(grads, lr)
-        return loss, grad_norm
+            finite = ops.isfinite(grad_norm)
+        applied = ops.logical_and(finite, below_ceiling)
+        self.apply_adamw(grads, lr, applied)
+        return global_loss, grad_norm, applied, loss
 
-    def apply_adamw(self, grads, lr):
-        step = self.optimizer_step + 1.0
+    def apply_adamw(self, grads, lr, applied):
+        """AdamW, or when `applied` is false an update that leaves everything as it was.
+
+        No graph branch: parameters given new data after a branch has run (a checkpoint loaded
+        for a rollback) were not seen by it (docs/MINDSPORE.md, "A step not applied"). So a
+        step not applied runs the kernel with learning rate 0, betas 1 and zero gradients
+        (p - 0 * finite = p, m = 1 * m + 0 * 0 = m): bit for bit the same state.
+        """
+        gate = ops.cast(applied, ms.float32)
+        step = self.optimizer_step + gate
         ops.assign(self.optimizer_step, step)
-        lr_folded, eps_folded, decay_folded = _adamw_coefficients(lr, step, self.weight_decay, self.beta1, self.beta2)
+        lr_folded, eps_folded, decay_folded = _adamw_coefficients(lr, ops.maximum(step, 1.0), self.weight_decay,
+                                                                  self.beta1, self.beta2)
+        lr_folded = lr_folded * gate
+        one = ops.ones_like(gate)
+        beta1 = ops.select(applied, one * self.beta1, one)
+        beta2 = ops.select(applied, one * self.beta2, one)
         no_decay = ops.zeros_like(decay_folded)
         for param, m, v, grad, decays in zip(self.params, self.exp_avg, self.exp_avg_sq, grads, self.decay_mask):
-            self.adam(param, m, v, lr_folded, self.beta1, self.beta2, eps_folded,
-                      decay_folded if decays else no_decay, grad)
+            self.adam(param, m, v, lr_folded, beta1, beta2, eps_folded,
+                      decay_folded if decays else no_decay,
+                      ops.select(ops.broadcast_to(applied, grad.shape), grad, ops.zeros_like(grad)))
 
 
 class AccumulateCell(nn.Cell):
-    """Adds one micro-batch's gradients into the accumulation buffers; returns its loss."""
+    """Adds one micro-batch's gradients and loss into the accumulation buffers."""
 
-    def __init__(self, model: Transformer, accumulated: ParameterTuple):
+    def __init__(self, model: Transformer, accumulated: ParameterTuple, loss_sum: Parameter):
         super().__init__(auto_prefix=False)
         self.loss_cell = LossCell(model)
         self.params = ParameterTuple(model.trainable_params())
         self.accumulated = accumulated
+        self.loss_sum = loss_sum
         self.grad_fn = ms.value_and_grad(self.loss_cell, None, self.params)
 
     def construct(self, tokens, targets):
         loss, grads = self.grad_fn(tokens, targets)
         for a, g in zip(self.accumulated, grads):
             ops.assign_add(a, g)
+        ops.assign_add(self.loss_sum, loss)
         return loss
 
 
 # ---------------------------------------------------------------------------------------
 # The trainer's handle
+
+
+class StepResult(NamedTuple):
+    loss: float  # the step's mean loss over its micro-batches (and data-parallel ranks)
+    grad_norm: float  # the global gradient norm before clipping
+    applied: bool  # whether the update was applied (see UpdateCell)
+    local_loss: float  # this rank's mean loss
 
 
 class TrainStep:
@@ -311,7 +350,8 @@ class TrainStep:
         trainer = TrainStep(model_cfg, train_cfg)     # builds the model (seeded) and the graphs
         for step in range(start, train_cfg.max_steps):
             lr = lr_at(step, train_cfg)               # train_cfg resolved (config.resolve_steps)
-            loss, grad_norm = trainer.step(x, y, lr)  # x, y int32 (grad_accum, batch, seq) or (batch, seq)
+            result = trainer.step(x, y, lr, ceiling)  # x, y int32 (grad_accum, batch, seq) or (batch, seq)
+            result.loss, result.grad_norm, result.applied  # applied: grad norm finite, loss < ceiling
         val = trainer.eval_loss(x_val, y_val)         # (batch, seq) or (n, batch, seq): mean loss
         ms.save_checkpoint(trainer.parameters_for_checkpoint(), path)
         ms.load_param_into_net(trainer.checkpoint_cell, ms.load_checkpoint(path))   # to resume
@@ -333,7 +373,9 @@ class TrainStep:
       p -= lr * weight_decay * p on matrices (every 2-D parameter, the tied embedding
       included, as the seed's configure_optimizers) and not on norm weights; run by
       MindSpore's fused CPU/GPU/Ascend AdamWeightDecay kernel with the bias corrections folded
-      into its learning rate, epsilon and decay (exact; see `_adamw_coefficients`).
+      into its learning rate, epsilon and decay (exact; see `_adamw_coefficients`);
+    - the update is applied only when the gradient norm is finite and the step's loss is below
+      `ceiling`, inside the one compiled graph (see `UpdateCell.apply_adamw`); the result says whether.
 
     Checkpoint names are clean: the weights keep the model's names ("layers.0.attention.wq.weight"),
     the moments are "exp_avg.<name>" and "exp_avg_sq.<name>", the update count "optimizer_step".
@@ -355,11 +397,12 @@ class TrainStep:
         self.dtype = resolve_dtype(dtype or train_cfg.dtype, device)
         self.model = model if model is not None else Transformer(model_cfg, train_cfg.seed, self.dtype)
         self.model.set_train(True)
-        accumulated = None
+        accumulated = loss_sum = None
         if train_cfg.grad_accum > 1:
             accumulated = ParameterTuple(self.model.trainable_params()).clone(prefix="grad_accum", init="zeros")
-            self.accumulate = AccumulateCell(self.model, accumulated)
-        self.update = UpdateCell(self.model, train_cfg, accumulated, self.world_size,
+            loss_sum = Parameter(Tensor(0.0, ms.float32), name="grad_accum.loss_sum", requires_grad=False)
+            self.accumulate = AccumulateCell(self.model, accumulated, loss_sum)
+        self.update = UpdateCell(self.model, train_cfg, accumulated, loss_sum, self.world_size,
                                  loss_scaling=self.dtype == "float16")
         self.evaluate = LossCell(self.model)
         self.compile_seconds: float | None = None
@@ -373,19 +416,23 @@ class TrainStep:
         """Weights, AdamW moments and the update count, under their clean names."""
         return [p for p in self.update.get_parameters() if not p.name.startswith("grad_accum.")]
 
-    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, float]:
-        """One optimizer step on grad_accum micro-batches: (mean loss, gradient norm before clipping)."""
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float, ceiling: float = math.inf) -> StepResult:
+        """One optimizer step on grad_accum micro-batches, applied only when its gradient norm is
+        finite and its mean loss is below `ceiling` (see UpdateCell)."""
         micro = self.train_cfg.grad_accum
         x = np.asarray(x, np.int32).reshape(micro, -1, x.shape[-1])
         y = np.asarray(y, np.int32).reshape(micro, -1, y.shape[-1])
         self.model.set_train(True)
         started = time.perf_counter()
-        losses = [self.accumulate(Tensor(x[i]), Tensor(y[i])) for i in range(micro - 1)]
-        loss, grad_norm = self.update(Tensor(x[-1]), Tensor(y[-1]), Tensor(lr, ms.float32))
-        mean_loss = (sum(float(v.asnumpy()) for v in losses) + float(loss.asnumpy())) / micro
+        for i in range(micro - 1):
+            self.accumulate(Tensor(x[i]), Tensor(y[i]))
+        loss, grad_norm, applied, local_loss = self.update(Tensor(x[-1]), Tensor(y[-1]), Tensor(lr, ms.float32),
+                                                           Tensor(ceiling, ms.float32))
+        result = StepResult(float(loss.asnumpy()), float(grad_norm.asnumpy()), bool(applied.asnumpy()),
+                            float(local_loss.asnumpy()))
         if self.compile_seconds is None:
             self.compile_seconds = time.perf_counter() - started
-        return mean_loss, float(grad_norm.asnumpy())
+        return result
 
     def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
         """Mean loss over one or more (batch, seq) batches, without dropout or updates."""

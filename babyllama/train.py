@@ -23,10 +23,12 @@ from babyllama.checkpoint import (
     CHECKPOINT_FORMAT,
     Checkpoint,
     load_checkpoint,
+    read_checkpoint_state,
     remove_unfinished_checkpoints,
     save_checkpoint,
 )
 from babyllama.data import BatchSampler
+from babyllama.divergence import DivergenceGuard, Verdict, drop_checkpoints_after, reset_to_start, rollback_target
 from babyllama.errors import UserError, describe_failure
 from babyllama.evaluate import validation_loss
 from babyllama.files import atomic_write_json, out_of_space
@@ -166,19 +168,17 @@ def parameter_digest(model) -> str:
 
 
 class RankAgreement:
-    """One all-reduce per step: the mean loss over ranks, and whether any rank must stop."""
+    """One all-reduce per step: whether any rank must stop (the step's loss is already global)."""
 
-    def __init__(self, world_size: int):
+    def __init__(self):
         from mindspore import ops
 
-        self.world_size = world_size
         self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
 
-    def __call__(self, stop: bool, loss: float) -> tuple[bool, float]:
+    def __call__(self, stop: bool) -> bool:
         from mindspore import Tensor
 
-        total = self.all_reduce(Tensor(np.array([1.0 if stop else 0.0, loss], np.float32))).asnumpy()
-        return bool(total[0] > 0), float(total[1]) / self.world_size
+        return bool(self.all_reduce(Tensor(np.array([1.0 if stop else 0.0], np.float32))).asnumpy()[0] > 0)
 
 
 @dataclass
@@ -219,6 +219,7 @@ class Training:
         self.main = expected_rank() == 0
         state = plan.resume_state or {}
         self.step = state.get("step", 0)
+        self.data_position = state.get("data_position", self.step)
         self.tokens = state.get("tokens", 0)
         self.best_val_loss = state.get("best_val_loss")
         self.elapsed_before = state.get("elapsed_s", 0.0)
@@ -240,6 +241,7 @@ class Training:
         # constants of its train and eval rows' measures (set by _baselines).
         self.device = self.dtype = ""
         self.measures: RunMeasures | None = None
+        self.guard: DivergenceGuard | None = None
 
     def __call__(self) -> int:
         if not self.main:
@@ -316,9 +318,12 @@ class Training:
                                           self.rank, self.world_size, self.train_cfg.grad_accum)
         self.tokens_per_step = self.batch_sampler.tokens_per_step
         if plan.resume_from is not None:
-            load_checkpoint(self.trainer, plan.resume_from.path)
+            # The run's absolute path: a relative --run means nothing in the kernel workspace.
+            load_checkpoint(self.trainer, self.run.checkpoint_path(plan.resume_from.step))
         if self.world_size > 1:
-            self.agreement = RankAgreement(self.world_size)
+            self.agreement = RankAgreement()
+        self.guard = DivergenceGuard(self.train_cfg, plan.model.vocab_size, (plan.resume_state or {}).get("divergence"),
+                                     loss_scaling=self.trainer.update.loss_scaling)
         if self.main and self.train_cfg.sample_tokens > 0:
             self.text_sampler = GreedySampler(model, plan.tokenizer, self.train_cfg.sample_prompt,
                                               self.train_cfg.sample_tokens)
@@ -355,20 +360,20 @@ class Training:
         started = time.monotonic()
         interval = Interval()
         first = True
-        loss = local_loss = float("nan")
+        local_loss = float("nan")
         stop_now = self._stop_before_stepping()
         while self.step < cfg.max_steps and not stop_now:
-            lr = lr_at(self.step, cfg)
+            lr = lr_at(self.step, cfg) * self.guard.lr_scale
             step_started = time.perf_counter()
-            x, y = self._batch(self.step)
-            local_loss, grad_norm = self.trainer.step(x, y, lr)
+            position = self.guard.position(self.data_position)
+            x, y = self._batch(position)
+            result = self.trainer.step(x, y, lr, self.guard.ceiling())
+            loss, grad_norm, local_loss = result.loss, result.grad_norm, result.local_loss
             stop_asked = self.stop.requested or (self.main and self.memory.stop_after_step())
-            if self.agreement is not None:
-                stop_now, loss = self.agreement(stop_asked, local_loss)
-            else:
-                stop_now, loss = stop_asked, local_loss
+            stop_now = self.agreement(stop_asked) if self.agreement is not None else stop_asked
             seconds = time.perf_counter() - step_started
             self.step += 1
+            self.data_position = position + 1
             self.tokens += self.tokens_per_step
             interval.add(seconds, compiled=first)
             if first and self.kernels is not None:
@@ -376,16 +381,22 @@ class Training:
             if first and self.main:
                 print(f"first step took {seconds:.1f} s (graph compile included)", flush=True)
             first = False
-            if not math.isfinite(loss):
-                raise UserError(f"the loss became {loss} at step {self.step}; lower learning_rate or grad_clip "
-                                "and resume from the last checkpoint")
+            verdict = self.guard.judge(self.step, result, position)
+            last = self.step == cfg.max_steps
+            if self.main and (self.step % cfg.log_interval == 0 or last or stop_now or verdict.alerts):
+                self._log_train(loss, lr, grad_norm, interval, skipped=not result.applied)
+                interval = Interval()
+            if verdict.alerts or verdict.rollback_from is not None:
+                self._follow(verdict)
+                if verdict.rollback_from is not None:
+                    if stop_now and self.main:
+                        self.run.mark_stopping(step=self.step)
+                        self._save(time.monotonic() - started)
+                    continue
             if not self.main:
                 continue
-            self.overfitting.add_train(loss)
-            last = self.step == cfg.max_steps
-            if self.step % cfg.log_interval == 0 or last or stop_now:
-                self._log_train(loss, lr, grad_norm, interval)
-                interval = Interval()
+            if result.applied:
+                self.overfitting.add_train(loss)
             if stop_now:
                 self.run.mark_stopping(step=self.step)
             elif self.step % cfg.eval_interval == 0 or last:
@@ -418,8 +429,8 @@ class Training:
     def _stop_before_stepping(self) -> bool:
         return self.stop.requested and self.world_size == 1
 
-    def _batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        micro = [self.batch_sampler.batch(step, m) for m in range(self.train_cfg.grad_accum)]
+    def _batch(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        micro = [self.batch_sampler.batch(position, m) for m in range(self.train_cfg.grad_accum)]
         return np.stack([x for x, _ in micro]), np.stack([y for _, y in micro])
 
     def _baselines(self) -> None:
@@ -431,22 +442,62 @@ class Training:
         self.run.append_metrics(self.measures.row(self.step))
         print(self.measures.describe(), flush=True)
 
-    def _log_train(self, loss: float, lr: float, grad_norm: float, interval: Interval) -> None:
+    def _follow(self, verdict: Verdict) -> None:
+        """Record a bad step's alerts; roll back, or end the run as failed, as the verdict says."""
+        if self.main:
+            for alert in verdict.alerts:
+                self.run.append_alert(step=self.step, alert=alert.alert, action=alert.action, message=alert.message,
+                                      **alert.fields)
+                print(f"alert: {alert.message}", flush=True)
+        if verdict.stop is not None:
+            raise UserError(verdict.stop)
+        if verdict.rollback_from is None:
+            return
+        decided_at = self.step
+        target = rollback_target(self.run.checkpoints_dir, verdict.rollback_from)
+        if target is None:
+            reset_to_start(self.trainer, self.train_cfg.seed)
+            state = {}
+        else:
+            load_checkpoint(self.trainer, target.path)
+            state, _ = read_checkpoint_state(target.path)
+        self.step = state.get("step", 0)
+        self.data_position = state.get("data_position", self.step)
+        self.tokens = state.get("tokens", 0)
+        self.best_val_loss = state.get("best_val_loss")
+        self.last_saved = None if target is None else target.step
+        alert = self.guard.rolled_back(decided_at, verdict, target, state.get("divergence"))
+        if not self.main:
+            return
+        drop_checkpoints_after(self.run.checkpoints_dir, target)
+        self.run.append_alert(step=decided_at, alert=alert.alert, action=alert.action, message=alert.message,
+                              **alert.fields)
+        print(f"alert: {alert.message}", flush=True)
+        self.run.append_metrics({"kind": "resume", "step": self.step,
+                                 "checkpoint": None if target is None else target.path.name})
+        self.run.write_status(step=self.step)
+
+    def _log_train(self, loss: float, lr: float, grad_norm: float, interval: Interval, skipped: bool = False) -> None:
         from babyllama.devices import memory_row
 
         seconds = interval.mean_seconds()
         mem = memory_row()
         tokens_per_s = None if seconds is None else self.tokens_per_step / seconds
         row = {
-            "kind": "train", "step": self.step, "tokens": self.tokens, "loss": loss, "lr": lr,
-            "grad_norm": grad_norm,
+            "kind": "train", "step": self.step, "tokens": self.tokens,
+            "loss": loss if math.isfinite(loss) else None, "lr": lr,
+            "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
             "tokens_per_s": None if seconds is None else round(tokens_per_s, 1),
             "step_ms": None if seconds is None else round(seconds * 1000, 1),
             "mem": mem,
             **self.measures.train_fields(loss, tokens_per_s),
         }
+        if row["bpb"] is not None and not math.isfinite(row["bpb"]):
+            row["bpb"] = None
         if interval.compile_seconds is not None:
             row["compile_s"] = round(interval.compile_seconds, 2)
+        if skipped:
+            row["skipped"] = True
         self.run.append_metrics(row)
         self.run.write_status(step=self.step)
         speed = "compiling" if seconds is None else \
@@ -501,13 +552,14 @@ class Training:
         state = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
-            "data_position": self.step,
+            "data_position": self.data_position,
             "tokens": self.tokens,
             "best_val_loss": self.best_val_loss,
             "overfitting": self.overfitting.state(),
             "elapsed_s": round(self.elapsed_before + seconds_this_process, 3),
             "sampler": self.batch_sampler.describe(),
             "rng": {"seed": self.train_cfg.seed, "dropout_draws": dropout_draws(self.trainer)},
+            "divergence": self.guard.state(),
             "tokenizer": {"name": self.plan.tokenizer.name, "sha256": self.plan.tokenizer.fingerprint},
             "world_size": self.world_size,
             "saved": time.time(),

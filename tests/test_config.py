@@ -82,6 +82,11 @@ def test_model_validation_names_the_field(changes, message):
         ({"batch_size": 0}, r"train.batch_size must be positive"),
         ({"dtype": "float64"}, r"train.dtype must be one of float32, bfloat16, float16, auto"),
         ({"beta2": 1.0}, r"train.beta2 must be in \[0, 1\)"),
+        ({"on_divergence": "ignore"}, r"train.on_divergence must be one of rollback, skip, stop, got 'ignore'"),
+        ({"spike_window": -1}, r"train.spike_window must not be negative"),
+        ({"spike_threshold": 0.0}, r"train.spike_threshold must be positive"),
+        ({"rollback_after": 0}, r"train.rollback_after must be positive"),
+        ({"rollback_lr_scale": 1.5}, r"train.rollback_lr_scale must be in \(0, 1\], got 1.5"),
     ],
 )
 def test_train_validation_names_the_field(changes, message):

@@ -129,7 +129,7 @@ def test_two_steps_equal_torch_style_adamw_with_clipping(fresh):
         before = [p.asnumpy() for p in params]
         _, grads = fresh.update.grad_fn(ms.Tensor(x), ms.Tensor(y))
         expected, norm = adamw_reference(before, [g.asnumpy() for g in grads], m, v, t, names)
-        _, grad_norm = fresh.step(x, y, LR)
+        grad_norm = fresh.step(x, y, LR).grad_norm
         assert grad_norm == pytest.approx(norm, rel=1e-5)
         for name, p, want in zip(names, params, expected):
             np.testing.assert_allclose(p.asnumpy(), want, rtol=1e-5, atol=1e-6, err_msg=f"{name} at step {t}")
@@ -151,8 +151,8 @@ def test_two_micro_batches_equal_one_double_batch(fresh, initial):
     accumulating = TrainStep(MODEL, dataclasses.replace(TRAIN, batch_size=2, grad_accum=2))
     restore(accumulating, initial)
     x, y = batch(6)
-    loss_one, norm_one = fresh.step(x, y, LR)
-    loss_two, norm_two = accumulating.step(x.reshape(2, 2, -1), y.reshape(2, 2, -1), LR)
+    loss_one, norm_one = fresh.step(x, y, LR)[:2]
+    loss_two, norm_two = accumulating.step(x.reshape(2, 2, -1), y.reshape(2, 2, -1), LR)[:2]
     assert loss_two == pytest.approx(loss_one, rel=1e-5)
     assert norm_two == pytest.approx(norm_one, rel=1e-4)
     # The first moments are the clipped gradients times (1 - beta1), so they compare the
@@ -164,8 +164,8 @@ def test_two_micro_batches_equal_one_double_batch(fresh, initial):
     # A second step shows the accumulation buffers were emptied. Looser: Adam's division by
     # sqrt(v) magnified rounding where gradients were near 0, so the weights now differ a little.
     x, y = batch(7)
-    loss_one, norm_one = fresh.step(x, y, LR)
-    loss_two, norm_two = accumulating.step(x.reshape(2, 2, -1), y.reshape(2, 2, -1), LR)
+    loss_one, norm_one = fresh.step(x, y, LR)[:2]
+    loss_two, norm_two = accumulating.step(x.reshape(2, 2, -1), y.reshape(2, 2, -1), LR)[:2]
     assert loss_two == pytest.approx(loss_one, rel=1e-4)
     assert norm_two == pytest.approx(norm_one, rel=1e-3)
 
@@ -175,13 +175,59 @@ def test_checkpoint_resumes_bit_identically(fresh, tmp_path):
     path = str(tmp_path / "step.ckpt")
     ms.save_checkpoint(fresh.parameters_for_checkpoint(), path)
     x, y = batch(9)
-    loss, norm = fresh.step(x, y, LR)
+    loss, norm = fresh.step(x, y, LR)[:2]
     after = state_of(fresh)
     fresh.step(*batch(10), LR)
 
     not_loaded, _ = ms.load_param_into_net(fresh.checkpoint_cell, ms.load_checkpoint(path))
     assert not_loaded == []
     assert int(fresh.update.optimizer_step.asnumpy()) == 1
-    assert fresh.step(x, y, LR) == (loss, norm)
+    assert fresh.step(x, y, LR)[:2] == (loss, norm)
     again = state_of(fresh)
     assert all(np.array_equal(again[k], after[k]) for k in after)
+
+
+def test_a_step_not_below_the_ceiling_changes_nothing_and_the_next_one_is_as_if_it_never_ran(fresh, initial):
+    x, y = batch(11)
+    skipped = fresh.step(x, y, LR, ceiling=1.0)
+    assert not skipped.applied and skipped.loss == pytest.approx(math.log(MODEL.vocab_size), rel=0.05)
+    assert skipped.loss == skipped.local_loss and math.isfinite(skipped.grad_norm)
+    unchanged = state_of(fresh)
+    assert all(np.array_equal(unchanged[k], initial[k]) for k in initial)
+    # Strictly below: a loss equal to the ceiling is not applied either.
+    assert not fresh.step(x, y, LR, ceiling=skipped.loss).applied
+    applied = fresh.step(x, y, LR)
+    assert applied.applied and applied[:2] == skipped[:2]
+    after_skips = state_of(fresh)
+    restore(fresh, initial)
+    fresh.step(x, y, LR)
+    assert all(np.array_equal(after_skips[k], v) for k, v in state_of(fresh).items())
+    assert int(fresh.update.optimizer_step.asnumpy()) == 1
+
+
+def test_a_non_finite_loss_is_never_applied(fresh, initial):
+    # A finite weight whose activations overflow: the loss is not finite, the update not applied.
+    weight = fresh.model.norm.weight
+    poisoned = initial["norm.weight"].copy()
+    poisoned[0] = 3e38
+    weight.set_data(ms.Tensor(poisoned))
+    result = fresh.step(*batch(12), LR)
+    assert not result.applied and not math.isfinite(result.loss)
+    after = state_of(fresh)
+    assert all(np.array_equal(after[k], initial[k]) for k in initial if k != "norm.weight")
+    assert np.array_equal(after["norm.weight"], poisoned)
+
+
+def test_the_ceiling_judges_the_mean_loss_of_all_micro_batches(initial):
+    accumulating = TrainStep(MODEL, dataclasses.replace(TRAIN, batch_size=2, grad_accum=2))
+    restore(accumulating, initial)
+    x, y = batch(13)
+    x, y = x.reshape(2, 2, -1), y.reshape(2, 2, -1)
+    losses = sorted(accumulating.eval_loss(x[i], y[i]) for i in range(2))
+    assert losses[0] < losses[1]
+    mean = sum(losses) / 2
+    # Between the first micro-batch's loss and the mean: the mean is judged, so not applied.
+    result = accumulating.step(x, y, LR, ceiling=(losses[0] + mean) / 2)
+    assert not result.applied and result.loss == pytest.approx(mean, rel=1e-6)
+    assert int(accumulating.update.optimizer_step.asnumpy()) == 0
+    assert accumulating.step(x, y, LR, ceiling=(mean + losses[1]) / 2).applied

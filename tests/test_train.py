@@ -606,6 +606,139 @@ def test_two_msrun_workers_train_in_sync_and_rank_0_alone_writes_the_run(tmp_pat
 
 
 # ---------------------------------------------------------------------------------------
+# Divergence: bad steps skipped, rolled back over, and the run stopped
+
+
+# Data positions (0-based batches) whose windows hold random ids (see spiky_token_file). 27 is
+# step 28's batch, alone: skipped. 40, 42 and 43 are steps 41, 43 and 44: three bad steps within
+# rollback_window 10, so the run rolls back to step_0000040 and skips batches 40-43; from there
+# step k reads batch k + 3, so 50-52 are steps 47-49: three more, after max_rollbacks 1: diverged.
+# The spike window is short, as the loss falls fast: the median of the last 10 steps is near its level.
+SPIKY_BATCHES = (27, 40, 42, 43, 50, 51, 52)
+DIVERGING = ["--learning_rate", "1e-2", "--max_steps", "60", "--save_interval", "5", "--keep_checkpoints", "3",
+             "--eval_interval", "1000", "--sample_tokens", "0", "--spike_window", "10", "--rollback_window", "10",
+             "--max_rollbacks", "1"]
+
+
+def spiky_token_file(folder: Path, like: Path, batches, windows: int = 400) -> Path:
+    """A token file a tiny model learns in a few steps (one cycle of 20 ids, repeated), except the
+    windows that SMALL_MODEL's batches `batches` read, which hold random ids: their loss spikes.
+
+    A real cause of bad steps at known steps, the same on every run."""
+    from babyllama.data import BatchSampler, TokenDataset
+
+    seq_len, batch_size, seed = 64, 4, 7
+    manifest = json.loads(like.with_name(like.name + ".json").read_text(encoding="utf-8"))
+    tokens = np.resize(np.arange(100, 120, dtype=np.uint16), windows * seq_len + 1)
+    path = folder / "spiky.bin"
+    tokens.tofile(path)
+    (folder / "spiky.bin.json").write_text(json.dumps({**manifest, "tokens": int(tokens.size), "documents": 1}))
+    sampler = BatchSampler(TokenDataset(path, seq_len), batch_size, seed)
+    rng = np.random.default_rng(0)
+    for position in batches:
+        for window in sampler.train_indices(position).tolist():
+            tokens[window * seq_len : (window + 1) * seq_len + 1] = rng.integers(3, 2000, seq_len + 1)
+    tokens.tofile(path)
+    return path
+
+
+def alerts_of(rows: list[dict]) -> list[tuple[int, str, str]]:
+    return [(r["step"], r["alert"], r["action"]) for r in rows if r["kind"] == "alert"]
+
+
+@pytest.fixture(scope="module")
+def diverged_run(tmp_path_factory, token_file):
+    """A run on spiky_token_file: a skip at step 28, a rollback at 44, diverged at 49."""
+    workdir = tmp_path_factory.mktemp("diverged")
+    data = spiky_token_file(workdir, token_file, SPIKY_BATCHES)
+    run = workdir / "runs" / "spiky"
+    done = babyllama_train(run, "--data", str(data), *SMALL_MODEL, *DIVERGING, cwd=workdir)
+    return run, done
+
+
+@pytest.mark.slow
+def test_bad_steps_are_skipped_then_rolled_back_over_then_the_run_stops_as_diverged(diverged_run):
+    run, done = diverged_run
+    assert done.returncode == 2, done.stdout + done.stderr
+    reason = done.stderr.strip()
+    assert reason.startswith("babyllama train: error: diverged at step 49: 3 bad steps within 10 steps after 1 "
+                             "rollback, the last: the loss jumped to "), done.stderr
+    assert len(reason.splitlines()) == 1 and "Traceback" not in done.stderr
+    rows = rows_of(run)
+    assert alerts_of(rows) == [
+        (28, "spike", "skipped"),
+        (41, "spike", "skipped"), (43, "spike", "skipped"), (44, "spike", "skipped"), (44, "rollback", "rolled_back"),
+        (47, "spike", "skipped"), (48, "spike", "skipped"), (49, "spike", "skipped"), (49, "diverged", "stopped"),
+    ]
+    alerts = [r for r in rows if r["kind"] == "alert"]
+    spike = alerts[0]
+    assert spike["data_position"] == 27 and spike["loss"] > spike["ceiling"] and "step 28: the loss jumped" in \
+        spike["message"]
+    rollback = alerts[4]
+    assert rollback["checkpoint"] == "step_0000040" and rollback["skipped_batches"] == [40, 43]
+    assert rollback["lr_scale"] == 0.5 and rollback["rollbacks"] == 1
+    # Readers drop the rows after step 40 at the resume row that follows the rollback.
+    after = rows.index(rollback) + 1
+    assert rows[after]["kind"] == "resume" and rows[after]["step"] == 40 and rows[after]["checkpoint"] == "step_0000040"
+    train = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [*range(1, 45), *range(41, 50)]
+    assert [r["step"] for r in train if r.get("skipped")] == [28, 41, 43, 44, 47, 48, 49]
+    before, again = train[41], train[45]  # step 42, before the rollback and after it at half the learning rate
+    assert before["step"] == again["step"] == 42 and again["lr"] == pytest.approx(before["lr"] / 2)
+    log = (run / "train.log").read_text(encoding="utf-8")
+    assert all(f"alert: {a['message']}" in log for a in alerts)
+
+    status = RunDir(run).read_status()
+    assert status["state"] == "failed" and status["error"] == reason.removeprefix("babyllama train: error: ")
+    assert status["alerts"] == 9 and status["last_alert"]["alert"] == "diverged"
+    # The checkpoint saved after the rollback carries what resume needs to meet the same events.
+    state = json.loads((RunDir(run).latest_checkpoint().path / "state.json").read_text())
+    assert state["step"] == 45 and state["data_position"] == 49  # the batch step 46 reads
+    assert state["divergence"]["rollbacks"] == 1 and state["divergence"]["skipped"] == [[40, 43]]
+    assert state["divergence"]["lr_scale"] == 0.5 and len(state["divergence"]["losses"]) == 10
+
+
+@pytest.mark.slow
+def test_a_run_resumed_after_a_rollback_meets_the_same_losses_and_the_same_end(tmp_path, diverged_run):
+    run = tmp_path / "copy"
+    shutil.copytree(diverged_run[0], run)
+    before = train_losses(rows_of(run))
+    # A relative --run, as typed in a shell: the trainer works in its kernel workspace, not there.
+    resumed = babyllama_train(Path("copy"), "--resume", cwd=tmp_path)
+    assert resumed.returncode == 2, resumed.stdout + resumed.stderr
+    rows = rows_of(run)
+    assert [r["step"] for r in rows if r["kind"] == "resume"] == [40, 45]
+    after = train_losses(rows)
+    assert sorted(after) == [46, 47, 48, 49]
+    assert after == {s: before[s] for s in after}
+    assert resumed.stderr == diverged_run[1].stderr
+    assert alerts_of(rows)[-4:] == [(47, "spike", "skipped"), (48, "spike", "skipped"), (49, "spike", "skipped"),
+                                    (49, "diverged", "stopped")]
+
+
+@pytest.mark.slow
+def test_learning_rate_10_on_the_sample_corpus_tries_every_rollback_then_fails_as_diverged(tmp_path, token_file):
+    run = tmp_path / "runs" / "lr10"
+    done = babyllama_train(run, "--data", str(token_file), "--preset", "tiny", "--learning_rate", "10",
+                           "--max_steps", "60", "--log_interval", "1", "--eval_iters", "2", "--sample_tokens", "0",
+                           cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("babyllama train: error: diverged at step ") and "after 3 rollbacks" in done.stderr
+    rows = rows_of(run)
+    alerts = alerts_of(rows)
+    # No checkpoint yet (save_interval 200): each rollback starts over from the initial weights.
+    assert [a[1:] for a in alerts if a[1] in ("rollback", "diverged")] == [("rollback", "rolled_back")] * 3 + [
+        ("diverged", "stopped")]
+    assert {a[1:] for a in alerts if a[1] not in ("rollback", "diverged")} <= {("nonfinite", "skipped"),
+                                                                                ("spike", "skipped")}
+    assert [(r["step"], r["checkpoint"]) for r in rows if r["kind"] == "resume"] == [(0, None)] * 3
+    lr_scales = [r["lr_scale"] for r in rows if r["kind"] == "alert" and r["alert"] == "rollback"]
+    assert lr_scales == [0.5, 0.25, 0.125]
+    status = RunDir(run).read_status()
+    assert status["state"] == "failed" and status["error"].startswith("diverged at step ")
+
+
+# ---------------------------------------------------------------------------------------
 # Faults: a compiler that cannot start, a peer killed mid-compile, signals at start-up, a full disk
 
 

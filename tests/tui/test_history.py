@@ -61,6 +61,18 @@ def test_alerts_outlive_a_resume_but_scores_of_undone_steps_do_not():
     assert history.process_speeds().tolist() == [2.0], "the resumed process is judged by its own speed"
     history.add([{"kind": "bench", "step": 50, "task": "ceval", "shots": 0, "accuracy": 0.3}])
     assert [row["accuracy"] for row in history.benches] == [0.3], "a score logged again replaces the old one"
+def test_a_rollback_draws_only_the_curve_the_run_went_on_from():
+    # As babyllama.train writes a rollback: the bad steps' rows (a non-finite loss as null), their
+    # alerts, then a resume row at the checkpoint gone back to; null when it was the run's start.
+    history = MetricsHistory()
+    history.add([train_row(1, 5.0), train_row(2, 4.0), train_row(3, None, skipped=True),
+                 {"kind": "alert", "step": 3, "alert": "nonfinite", "action": "skipped", "message": "m"},
+                 train_row(4, 90.0, skipped=True),
+                 {"kind": "alert", "step": 4, "alert": "rollback", "action": "rolled_back", "message": "m"},
+                 {"kind": "resume", "step": 0, "checkpoint": None}, train_row(1, 5.0), train_row(2, 3.5)])
+    assert history.steps.values.tolist() == [1, 2]
+    assert history.series["loss"].values.tolist() == [5.0, 3.5]
+    assert history.series["ema"].values[-1] < 5.0 and history.last_train["step"] == 2
 
 
 def test_a_repeat_inside_one_batch_is_handled_like_one_across_polls():

@@ -21,7 +21,7 @@ import numpy as np
 
 from babyllama.config import BENCH_TASKS, TrainConfig
 from babyllama.errors import UserError
-from babyllama.events import Emit, Throttle, add_progress_argument, event_printer
+from babyllama.events import Emit, Throttle, add_progress_argument, report_or_events
 
 SPLITS = ("all", "val")
 DEFAULT_TOKENS = 32_768
@@ -255,16 +255,9 @@ def run(args: argparse.Namespace) -> int:
         from babyllama.mcq.command import run as run_benchmark
 
         return run_benchmark(args)
-    emit = event_printer(args.progress)
-    if emit is not None:
-        try:
-            report = evaluate_checkpoint(args, emit)
-        except UserError as e:
-            emit({"event": "error", "message": str(e)})
-            raise
-        emit({"event": "done", **report})
+    report = report_or_events(args.progress, lambda emit: evaluate_checkpoint(args, emit))
+    if report is None:
         return 0
-    report = evaluate_checkpoint(args)
     if args.json:
         print(json.dumps(report, ensure_ascii=False), flush=True)
         return 0

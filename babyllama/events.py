@@ -10,6 +10,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from babyllama.errors import UserError
+
 PROGRESS_CHOICES = ("none", "jsonl")
 # Progress events come at most this often; start, stage, done and error events always.
 PROGRESS_INTERVAL_S = 0.2
@@ -51,3 +53,18 @@ class Throttle:
             self.shown = now
             return True
         return False
+
+
+def report_or_events(progress: str, compute: Callable[[Emit | None], dict]) -> dict | None:
+    """`compute(emit)`'s report for the text and `--json` output, or None once, with `--progress
+    jsonl`, its events went out followed by `done` (or `error`, and the UserError raised again)."""
+    emit = event_printer(progress)
+    if emit is None:
+        return compute(None)
+    try:
+        report = compute(emit)
+    except UserError as e:
+        emit({"event": "error", "message": str(e)})
+        raise
+    emit({"event": "done", **report})
+    return None

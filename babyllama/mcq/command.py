@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from babyllama.errors import UserError
-from babyllama.events import Emit, Throttle, event_printer
+from babyllama.events import Emit, Throttle, report_or_events
 from babyllama.mcq.questions import TASKS, fixed_subset, load_subjects
 from babyllama.mcq.scoring import Progress, report, score_questions
 
@@ -115,16 +115,9 @@ def format_report(result: dict) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    emit = event_printer(args.progress)
-    if emit is not None:
-        try:
-            result = benchmark_checkpoint(args, emit)
-        except UserError as e:
-            emit({"event": "error", "message": str(e)})
-            raise
-        emit({"event": "done", **result})
+    result = report_or_events(args.progress, lambda emit: benchmark_checkpoint(args, emit))
+    if result is None:
         return 0
-    result = benchmark_checkpoint(args)
     if args.json:
         print(json.dumps(result, ensure_ascii=False), flush=True)
         return 0

@@ -210,23 +210,24 @@ def describe_job(job: JobInfo, root: Path) -> str:
             return (f"{what}: {_number(result.get('accuracy'), '.1%')} over {_number(result.get('questions'), ',')} "
                     f"questions (guessing {_number(result.get('chance'), '.0%')})")
         if job.state in ACTIVE_STATES:
-            progress = job.progress or {}
-            done, total = progress.get("questions", 0), progress.get("total_questions")
-            if isinstance(total, int) and total > 0:
-                return f"{what}: {done:,}/{total:,} questions ({math.floor(100 * done / total)}%)"
-            return f"{what}: {job.state}"
+            return _counted(what, job, "questions")
     else:
         if job.state == "finished":
             result = job.result or {}
             return (f"{what}: loss {_number(result.get('loss'), '.4f')}, perplexity "
                     f"{_number(result.get('perplexity'), ',.2f')} over {_number(result.get('tokens'), ',')} tokens")
         if job.state in ACTIVE_STATES:
-            progress = job.progress or {}
-            done, total = progress.get("windows", 0), progress.get("total_windows")
-            if isinstance(total, int) and total > 0:
-                return f"{what}: {done:,}/{total:,} windows ({math.floor(100 * done / total)}%)"
-            return f"{what}: {job.state}"
+            return _counted(what, job, "windows")
     return f"{what}: {job.state}: {job.reason or 'no reason recorded'}"
+
+
+def _counted(what: str, job, unit: str) -> str:
+    """An active job's progress in `unit` ("windows", "questions": its events' `unit` and `total_unit`)."""
+    progress = job.progress or {}
+    done, total = progress.get(unit, 0), progress.get(f"total_{unit}")
+    if isinstance(total, int) and total > 0:
+        return f"{what}: {done:,}/{total:,} {unit} ({math.floor(100 * done / total)}%)"
+    return f"{what}: {job.state}"
 
 
 def _number(value, spec: str) -> str:

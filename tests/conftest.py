@@ -35,3 +35,31 @@ def sp_tokenizer(sp_tokenizer_dir):
     from babyllama.tokenizer import load_tokenizer
 
     return load_tokenizer(sp_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def chatglm_shaped_dir(tmp_path_factory, sp_tokenizer_dir) -> Path:
+    """A real SentencePiece file with ChatGLM2's shape: 64,789 pieces, eos 2, a dummy space in front."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    from babyllama.tokenizer import CHATGLM_PIECES
+
+    model = sentencepiece_model_pb2.ModelProto()
+    model.ParseFromString((sp_tokenizer_dir / "tokenizer.model").read_bytes())
+    for i in range(CHATGLM_PIECES - len(model.pieces)):
+        piece = model.pieces.add()
+        piece.piece = f"<unused{i}>"
+        piece.score = 0.0
+        piece.type = sentencepiece_model_pb2.ModelProto.SentencePiece.UNUSED
+    model.normalizer_spec.add_dummy_prefix = True
+    folder = tmp_path_factory.mktemp("chatglm") / "chatglm2-shaped"
+    folder.mkdir()
+    (folder / "tokenizer.model").write_bytes(model.SerializeToString())
+    return folder
+
+
+@pytest.fixture(scope="session")
+def chatglm_shaped(chatglm_shaped_dir):
+    from babyllama.tokenizer import load_tokenizer
+
+    return load_tokenizer(chatglm_shaped_dir / "tokenizer.model")

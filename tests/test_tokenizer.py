@@ -65,30 +65,6 @@ def sample_texts(sample_jsonl) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def chatglm_shaped_dir(tmp_path_factory, sp_tokenizer_dir) -> Path:
-    """A real SentencePiece file with ChatGLM2's shape: 64,789 pieces, eos 2, a dummy space in front."""
-    from sentencepiece import sentencepiece_model_pb2
-
-    model = sentencepiece_model_pb2.ModelProto()
-    model.ParseFromString((sp_tokenizer_dir / "tokenizer.model").read_bytes())
-    for i in range(CHATGLM_PIECES - len(model.pieces)):
-        piece = model.pieces.add()
-        piece.piece = f"<unused{i}>"
-        piece.score = 0.0
-        piece.type = sentencepiece_model_pb2.ModelProto.SentencePiece.UNUSED
-    model.normalizer_spec.add_dummy_prefix = True
-    folder = tmp_path_factory.mktemp("chatglm") / "chatglm2-shaped"
-    folder.mkdir()
-    (folder / "tokenizer.model").write_bytes(model.SerializeToString())
-    return folder
-
-
-@pytest.fixture(scope="module")
-def chatglm_shaped(chatglm_shaped_dir):
-    return load_tokenizer(chatglm_shaped_dir / "tokenizer.model")
-
-
-@pytest.fixture(scope="module")
 def hf_tokenizer_dir(tmp_path_factory, sample_texts) -> Path:
     """A Hugging Face tokenizer folder made here: byte-level BPE trained on the sample, saved by transformers."""
     # A few chapters are plenty; Chinese has no spaces, so every paragraph is one long word to merge in.
@@ -295,7 +271,7 @@ def test_flush_gives_an_unfinished_character_and_starts_over(sp_tokenizer):
 def test_streaming_with_a_leading_space_symbol_matches_decode(chatglm_shaped):
     # ChatGLM2 puts a dummy space in front and decode drops it from the first piece only.
     ids = chatglm_shaped.encode("玄德 曰  hello") + chatglm_shaped.encode(" 孔明")
-    specials = list(chatglm_shaped.special_ids.values())
+    specials = list(chatglm_shaped.special_ids_after_pieces.values())
     mixed = specials[:2] + ids[:3] + [chatglm_shaped.eos_id] + ids[3:] + specials[2:]
     for sequence in (ids, mixed):
         pieces = stream(chatglm_shaped, sequence)
@@ -305,7 +281,7 @@ def test_streaming_with_a_leading_space_symbol_matches_decode(chatglm_shaped):
 
 def test_streaming_keeps_the_dummy_space_after_tokens_that_are_no_text(chatglm_shaped):
     # Each encode call puts a space symbol in front; after the first text it is a real space.
-    eos, gmask = chatglm_shaped.eos_id, chatglm_shaped.special_ids["[gMASK]"]
+    eos, gmask = chatglm_shaped.eos_id, chatglm_shaped.special_ids_after_pieces["[gMASK]"]
     encode = chatglm_shaped.encode
     ids = encode("玄德") + [eos] + encode("孔明") + [gmask] + encode("曰")
     assert chatglm_shaped.decode(ids) == "玄德 孔明 曰"
@@ -320,20 +296,20 @@ def test_chatglm_shaped_file_is_recognised_by_its_piece_count(chatglm_shaped, ch
     assert chatglm_shaped.name == "chatglm2-6b"
     assert chatglm_shaped.vocab_size == 64_794
     assert chatglm_shaped.eos_id == 2
-    assert chatglm_shaped.special_ids == {
+    assert chatglm_shaped.special_ids_after_pieces == {
         "[MASK]": 64_789,
         "[gMASK]": 64_790,
         "[sMASK]": 64_791,
         "sop": 64_792,
         "eop": 64_793,
     }
-    assert tuple(chatglm_shaped.special_ids) == CHATGLM_SPECIAL_TOKENS
+    assert tuple(chatglm_shaped.special_ids_after_pieces) == CHATGLM_SPECIAL_TOKENS
     assert load_tokenizer(chatglm_shaped_dir).kind == "chatglm"
 
 
 def test_chatglm_special_tokens_decode_to_no_text(chatglm_shaped):
     ids = chatglm_shaped.encode("天下大势")
-    specials = list(chatglm_shaped.special_ids.values())
+    specials = list(chatglm_shaped.special_ids_after_pieces.values())
     assert chatglm_shaped.decode(specials + ids + specials) == "天下大势"
     assert all(i < CHATGLM_PIECES for i in chatglm_shaped.encode("[gMASK]sop eop"))
 

@@ -12,11 +12,12 @@ from babyllama.tokenizer.folder import (
 from babyllama.tokenizer.interface import Tokenizer
 from babyllama.tokenizer.kinds import CHATGLM_PIECES, CHATGLM_SPECIAL_TOKENS, SentencePieceTokenizer
 from babyllama.tokenizer.loading import load_tokenizer, tokenizer_location
-from babyllama.tokenizer.training import SPACE_SYMBOL, train_sentencepiece, training_lines
+from babyllama.tokenizer.training import CHAT_TOKENS, SPACE_SYMBOL, train_sentencepiece, training_lines
 
 __all__ = [
     "BABYLLAMA_CONFIG_FILE",
     "CHATGLM_PIECES",
+    "CHAT_TOKENS",
     "CHATGLM_SPECIAL_TOKENS",
     "HF_CONFIG_FILE",
     "HF_TOKENIZER_FILE",

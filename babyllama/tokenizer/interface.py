@@ -41,6 +41,10 @@ class Tokenizer(ABC):
     def incremental_decoder(self) -> IncrementalDecoder:
         return IncrementalDecoder(self)
 
+    def special_ids(self) -> dict[str, int]:
+        """Tokens that no text encodes to (control pieces, added special tokens), by name."""
+        return {}
+
     def describe(self) -> dict:
         """What manifests and run configs record about the tokenizer."""
         return {

@@ -53,6 +53,9 @@ class SentencePieceTokenizer(Tokenizer):
     def decode(self, ids: Iterable[int]) -> str:
         return self._sp.decode([i for i in map(int, ids) if 0 <= i < self.piece_count])
 
+    def special_ids(self) -> dict[str, int]:
+        return {self._sp.id_to_piece(i): i for i in range(self.piece_count) if self._sp.is_control(i)}
+
 
 class ChatGLMTokenizer(SentencePieceTokenizer):
     """ChatGLM2-6B's tokenizer: its SentencePiece pieces, then five special tokens after them."""
@@ -61,8 +64,11 @@ class ChatGLMTokenizer(SentencePieceTokenizer):
 
     def __init__(self, processor: spm.SentencePieceProcessor, *, path: Path, fingerprint: str):
         super().__init__(processor, path=path, name="chatglm2-6b", fingerprint=fingerprint)
-        self.special_ids = {token: self.piece_count + i for i, token in enumerate(CHATGLM_SPECIAL_TOKENS)}
+        self.special_ids_after_pieces = {token: self.piece_count + i for i, token in enumerate(CHATGLM_SPECIAL_TOKENS)}
         self.vocab_size = self.piece_count + len(CHATGLM_SPECIAL_TOKENS)
+
+    def special_ids(self) -> dict[str, int]:
+        return {**super().special_ids(), **self.special_ids_after_pieces}
 
 
 class HuggingFaceTokenizer(Tokenizer):
@@ -106,6 +112,9 @@ class HuggingFaceTokenizer(Tokenizer):
             return []
         batch = self._tok(list(texts), add_special_tokens=False, return_attention_mask=False, verbose=False)
         return batch["input_ids"]
+
+    def special_ids(self) -> dict[str, int]:
+        return dict(zip(self._tok.all_special_tokens, self._tok.all_special_ids))
 
     def decode(self, ids: Iterable[int]) -> str:
         # No clean-up of spaces: it rewrites text next to punctuation, which breaks exact

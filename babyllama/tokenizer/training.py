@@ -27,7 +27,10 @@ from babyllama.tokenizer.kinds import SentencePieceTokenizer
 DEFAULT_VOCAB_SIZE = 8000
 DEFAULT_MAX_LINES = 2_000_000
 DEFAULT_CHARACTER_COVERAGE = 0.9995
-CONTROL_PIECES = 3  # <unk> <s> </s>
+# The chat template's markers (babyllama/chat_template.py), reserved as control pieces: single
+# ids that no text encodes to, so a conversation's structure cannot be forged by its content.
+CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+CONTROL_PIECES = 3 + len(CHAT_TOKENS)  # <unk> <s> </s> and the chat tokens
 BYTE_PIECES = 256
 MIN_VOCAB_SIZE = 384
 CHARACTER_SHARE = 0.75  # of the pieces after control and byte pieces; the rest are merges
@@ -117,6 +120,7 @@ def train_sentencepiece(
             bos_id=1,
             eos_id=2,
             pad_id=-1,
+            control_symbols=list(CHAT_TOKENS),
             input_sentence_size=0,
             max_sentence_length=MAX_LINE_CHARS * UTF8_MAX_BYTES,
             num_threads=num_threads or os.cpu_count() or 1,
@@ -134,6 +138,7 @@ def train_sentencepiece(
         "vocab_size": vocab_size,
         "eos_id": 2,
         "bos_id": 1,
+        "chat_tokens": list(CHAT_TOKENS),
         "sha256": "sha256:" + hashlib.sha256(model.getvalue()).hexdigest(),
         "training": {
             "model_type": "bpe",

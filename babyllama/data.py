@@ -29,6 +29,9 @@ SEED_TOKENIZER_KIND = "chatglm"
 
 DEFAULT_VAL_FRACTION = 0.005
 
+# The target of a token fine-tuning does not train on (an SFT batch's masked positions); the loss skips it.
+IGNORE_ID = -100
+
 REPREPARE = "re-run `babyllama prepare` to rewrite it"
 
 

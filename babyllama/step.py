@@ -20,6 +20,7 @@ import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from babyllama.config import ModelConfig, TrainConfig
+from babyllama.data import IGNORE_ID
 from babyllama.errors import UserError
 from babyllama.kernel_cache import KernelWorkspace, compiler_failure
 from babyllama.model import Transformer
@@ -185,6 +186,28 @@ class LossCell(nn.Cell):
         return self.cross_entropy(logits, targets.reshape(-1))
 
 
+class MaskedLossCell(nn.Cell):
+    """Fine-tuning's loss: -log softmax(logits)[target] summed over the targets that are not IGNORE_ID,
+    divided by `count`, the trained targets of the whole step on this rank (so its micro-batches' losses
+    add up to the step's mean, see UpdateCell).
+
+    Pretraining keeps LossCell's fused kernel; this one is log_softmax then a gather, its masked
+    positions' targets replaced by 0 (any id) and their losses multiplied by 0.
+    """
+
+    def __init__(self, model: Transformer):
+        super().__init__(auto_prefix=False)
+        self.model = model
+
+    def construct(self, tokens, targets, count):
+        logits = self.model.logits_of(self.model.hidden_states(tokens))
+        targets = targets.reshape(-1, 1)
+        trained = targets != IGNORE_ID
+        safe = targets * ops.cast(trained, targets.dtype)
+        picked = ops.gather_elements(ops.log_softmax(logits, -1), 1, safe)
+        return -(picked * ops.cast(trained, picked.dtype)).sum() / count
+
+
 class ScaledLossCell(nn.Cell):
     """The loss times the dynamic loss scale (float16), so small gradients stay representable."""
 
@@ -193,8 +216,8 @@ class ScaledLossCell(nn.Cell):
         self.loss_cell = loss_cell
         self.scaler = scaler
 
-    def construct(self, tokens, targets):
-        return self.scaler.scale(self.loss_cell(tokens, targets))
+    def construct(self, *inputs):
+        return self.scaler.scale(self.loss_cell(*inputs))
 
 
 def _adamw_coefficients(lr, step, weight_decay, beta1, beta2):
@@ -224,9 +247,12 @@ class UpdateCell(nn.Cell):
     """
 
     def __init__(self, model: Transformer, train: TrainConfig, accumulated: ParameterTuple | None,
-                 loss_sum: Parameter | None, world_size: int, loss_scaling: bool):
+                 loss_sum: Parameter | None, world_size: int, loss_scaling: bool, masked: bool = False):
         super().__init__(auto_prefix=False)
-        self.loss_cell = LossCell(model)
+        # Masked (fine-tuning): each micro-batch's loss is already its share of the step's mean
+        # (MaskedLossCell), so micro-batches add up, and ranks are weighted by their trained targets.
+        self.masked = masked
+        self.loss_cell = MaskedLossCell(model) if masked else LossCell(model)
         self.params = ParameterTuple(model.trainable_params())
         self.exp_avg = self.params.clone(prefix="exp_avg", init="zeros")
         self.exp_avg_sq = self.params.clone(prefix="exp_avg_sq", init="zeros")
@@ -254,24 +280,35 @@ class UpdateCell(nn.Cell):
             self.loss_scaler = ms.amp.DynamicLossScaler(2.0**16, 2, LOSS_SCALE_WINDOW)
             self.scaled_grad_fn = ms.value_and_grad(ScaledLossCell(self.loss_cell, self.loss_scaler), None, self.params)
 
-    def gradients(self, tokens, targets):
+    def gradients(self, *inputs):
         if self.loss_scaling:
-            loss, grads = self.scaled_grad_fn(tokens, targets)
+            loss, grads = self.scaled_grad_fn(*inputs)
             return self.loss_scaler.unscale(loss), self.loss_scaler.unscale(grads)
-        return self.grad_fn(tokens, targets)
+        return self.grad_fn(*inputs)
 
-    def construct(self, tokens, targets, lr, ceiling):
-        loss, grads = self.gradients(tokens, targets)
+    def construct(self, tokens, targets, lr, ceiling, count):
+        """`count`: this rank's trained targets over the step's micro-batches (masked only; else unused)."""
+        if self.masked:
+            loss, grads = self.gradients(tokens, targets, count)
+        else:
+            loss, grads = self.gradients(tokens, targets)
         if self.accumulated is not None:
             grads = tuple(g + a for g, a in zip(grads, self.accumulated))
             for a in self.accumulated:
                 ops.assign(a, ops.zeros_like(a))
-            loss = (self.loss_sum + loss) / self.micro_batches
+            loss = self.loss_sum + loss if self.masked else (self.loss_sum + loss) / self.micro_batches
             ops.assign(self.loss_sum, ops.zeros_like(self.loss_sum))
-        if self.micro_batches > 1:
+        if self.micro_batches > 1 and not self.masked:
             grads = tuple(g / self.micro_batches for g in grads)
         global_loss = loss
-        if self.reducer is not None:
+        if self.reducer is not None and self.masked:
+            # The reducer averages over ranks: weighting each by its share of the trained targets makes
+            # the average the gradient of the mean over all of them.
+            total = self.loss_all_reduce(count)
+            share = count * self.world_size / total
+            grads = self.reducer(tuple(g * share for g in grads))
+            global_loss = self.loss_all_reduce(loss * count) / total
+        elif self.reducer is not None:
             grads = self.reducer(grads)
             global_loss = self.loss_all_reduce(loss) / self.world_size
         grad_norm = ops.sqrt(2.0 * ops.addn([self.half_square_sum(g) for g in grads]))
@@ -316,16 +353,20 @@ class UpdateCell(nn.Cell):
 class AccumulateCell(nn.Cell):
     """Adds one micro-batch's gradients and loss into the accumulation buffers."""
 
-    def __init__(self, model: Transformer, accumulated: ParameterTuple, loss_sum: Parameter):
+    def __init__(self, model: Transformer, accumulated: ParameterTuple, loss_sum: Parameter, masked: bool = False):
         super().__init__(auto_prefix=False)
-        self.loss_cell = LossCell(model)
+        self.masked = masked
+        self.loss_cell = MaskedLossCell(model) if masked else LossCell(model)
         self.params = ParameterTuple(model.trainable_params())
         self.accumulated = accumulated
         self.loss_sum = loss_sum
         self.grad_fn = ms.value_and_grad(self.loss_cell, None, self.params)
 
-    def construct(self, tokens, targets):
-        loss, grads = self.grad_fn(tokens, targets)
+    def construct(self, tokens, targets, count):
+        if self.masked:
+            loss, grads = self.grad_fn(tokens, targets, count)
+        else:
+            loss, grads = self.grad_fn(tokens, targets)
         for a, g in zip(self.accumulated, grads):
             ops.assign_add(a, g)
         ops.assign_add(self.loss_sum, loss)
@@ -388,7 +429,7 @@ class TrainStep:
     """
 
     def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, model: Transformer | None = None,
-                 dtype: str | None = None):
+                 dtype: str | None = None, masked: bool = False):
         model_cfg.validate()
         train_cfg.validate()
         self.model_cfg, self.train_cfg = model_cfg, train_cfg
@@ -401,10 +442,11 @@ class TrainStep:
         if train_cfg.grad_accum > 1:
             accumulated = ParameterTuple(self.model.trainable_params()).clone(prefix="grad_accum", init="zeros")
             loss_sum = Parameter(Tensor(0.0, ms.float32), name="grad_accum.loss_sum", requires_grad=False)
-            self.accumulate = AccumulateCell(self.model, accumulated, loss_sum)
+            self.accumulate = AccumulateCell(self.model, accumulated, loss_sum, masked)
         self.update = UpdateCell(self.model, train_cfg, accumulated, loss_sum, self.world_size,
-                                 loss_scaling=self.dtype == "float16")
-        self.evaluate = LossCell(self.model)
+                                 loss_scaling=self.dtype == "float16", masked=masked)
+        self.masked = masked
+        self.evaluate = MaskedLossCell(self.model) if masked else LossCell(self.model)
         self.compile_seconds: float | None = None
 
     @property
@@ -422,12 +464,14 @@ class TrainStep:
         micro = self.train_cfg.grad_accum
         x = np.asarray(x, np.int32).reshape(micro, -1, x.shape[-1])
         y = np.asarray(y, np.int32).reshape(micro, -1, y.shape[-1])
+        # Masked: the step's loss is the mean over the trained targets of all its micro-batches.
+        count = Tensor(float(max(1, np.count_nonzero(y != IGNORE_ID))) if self.masked else 1.0, ms.float32)
         self.model.set_train(True)
         started = time.perf_counter()
         for i in range(micro - 1):
-            self.accumulate(Tensor(x[i]), Tensor(y[i]))
+            self.accumulate(Tensor(x[i]), Tensor(y[i]), count)
         loss, grad_norm, applied, local_loss = self.update(Tensor(x[-1]), Tensor(y[-1]), Tensor(lr, ms.float32),
-                                                           Tensor(ceiling, ms.float32))
+                                                           Tensor(ceiling, ms.float32), count)
         result = StepResult(float(loss.asnumpy()), float(grad_norm.asnumpy()), bool(applied.asnumpy()),
                             float(local_loss.asnumpy()))
         if self.compile_seconds is None:
@@ -435,12 +479,18 @@ class TrainStep:
         return result
 
     def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Mean loss over one or more (batch, seq) batches, without dropout or updates."""
+        """Mean loss over one or more (batch, seq) batches, without dropout or updates; masked, the mean
+        over their trained targets."""
         x = np.asarray(x, np.int32)
         y = np.asarray(y, np.int32)
         x = x.reshape(-1, *x.shape[-2:])
         y = y.reshape(-1, *y.shape[-2:])
         self.model.set_train(False)
-        losses = [float(self.evaluate(Tensor(xb), Tensor(yb)).asnumpy()) for xb, yb in zip(x, y)]
+        if self.masked:
+            count = Tensor(float(max(1, np.count_nonzero(y != IGNORE_ID))), ms.float32)
+            loss = sum(float(self.evaluate(Tensor(xb), Tensor(yb), count).asnumpy()) for xb, yb in zip(x, y))
+        else:
+            losses = [float(self.evaluate(Tensor(xb), Tensor(yb)).asnumpy()) for xb, yb in zip(x, y)]
+            loss = sum(losses) / len(losses)
         self.model.set_train(True)
-        return sum(losses) / len(losses)
+        return loss

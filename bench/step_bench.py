@@ -15,6 +15,7 @@ steps) with a kernel cache of its own, empty at the start, as a first run has:
     omp-spin       without OMP_WAIT_POLICY=PASSIVE (libgomp's default: idle threads spin)
     float16, bfloat16  the matmuls in half precision on the CPU (the trainer refuses both there)
     float16-o0     float16 at jit level O0
+    masked         fine-tuning's step (TrainStep masked=True), half of each row's targets IGNORE_ID
 
 Per case it prints the first step (graph compile included), wall and CPU ms per step (CPU
 time is less skewed by other processes), peak RSS and the loss after the last step; a case
@@ -35,7 +36,8 @@ import tempfile
 from mindspore import ops
 from train_bench import ROOT, THREADS, batches, time_steps
 
-CASES = ("baseline", "o0", "pynative", "log-softmax", "cross-entropy", "omp-spin", "float16", "float16-o0", "bfloat16")
+CASES = ("baseline", "o0", "pynative", "log-softmax", "cross-entropy", "omp-spin", "float16", "float16-o0", "bfloat16",
+         "masked")
 
 
 def log_softmax_loss(self, tokens, targets):
@@ -72,8 +74,13 @@ def run_case(case: str, args) -> dict:
         step.LossCell.construct = cross_entropy_loss
     elif dtype != "float32":
         step.resolve_dtype = lambda wanted, device: wanted
-    trainer = step.TrainStep(model_cfg, train_cfg, dtype=dtype)
+    trainer = step.TrainStep(model_cfg, train_cfg, dtype=dtype, masked=case == "masked")
     data = batches(args.vocab, args.batch, model_cfg.max_seq_len, args.warmup + args.steps)
+    if case == "masked":
+        from babyllama.data import IGNORE_ID
+
+        for _, y in data:
+            y[:, : y.shape[1] // 2] = IGNORE_ID
     try:
         return time_steps(lambda x, y: trainer.step(x, y, 1e-3)[0], data, args.warmup)
     except (RuntimeError, TypeError, ValueError) as e:

@@ -104,6 +104,24 @@ def load_checkpoint(trainer, checkpoint: Path) -> None:
         raise UserError(f"{checkpoint}: lacks {len(missing)} parameter(s) of the model, e.g. {', '.join(missing[:3])}")
 
 
+def load_weights(trainer, checkpoint: Path) -> None:
+    """Only the weights of a checkpoint into `trainer`: a fine-tuning run's start (`--init-from`), whose
+    optimizer state, step count and dropout counters stay new."""
+    import mindspore as ms
+
+    from babyllama.dropout import DRAWS_SUFFIX
+
+    path = checkpoint / WEIGHTS_FILE
+    try:
+        params = ms.load_checkpoint(str(path), format="safetensors")
+    except Exception as e:  # MindSpore reports unreadable files with several exception types
+        raise UserError(f"{path}: cannot be read ({describe_failure(e)})") from None
+    not_loaded, _ = ms.load_param_into_net(trainer.model, params)
+    missing = [n for n in not_loaded if not n.endswith(DRAWS_SUFFIX)]
+    if missing:
+        raise UserError(f"{checkpoint}: lacks {len(missing)} weight(s) of the model, e.g. {', '.join(missing[:3])}")
+
+
 def checkpoint_problem(checkpoint: Path) -> str | None:
     """Why the checkpoint folder `checkpoint` cannot be resumed from, or None when it is complete.
 

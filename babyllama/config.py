@@ -153,6 +153,10 @@ class TrainConfig:
     max_rollbacks: int = field(default=3, metadata=_help("rollbacks before the run stops as diverged"))
     rollback_lr_scale: float = field(default=0.5, metadata=_help("the learning rate is multiplied by this at each "
                                                                  "rollback; 1 = unchanged"))
+    # Fine-tuning (a run on SFT token files, usually started with --init-from): its sample row is the
+    # greedy answer to this question, asked through the tokenizer's chat template.
+    sample_question: str = field(default="刘备的两个结义兄弟是谁？", metadata=_help(
+        "question a fine-tuning run answers for its sample row (instead of continuing sample_prompt)"))
 
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval",

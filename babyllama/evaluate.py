@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from babyllama.config import BENCH_TASKS, TrainConfig
+from babyllama.data import IGNORE_ID
 from babyllama.errors import UserError
 from babyllama.events import Emit, Throttle, add_progress_argument, report_or_events
 
@@ -44,12 +45,14 @@ class LossResult:
 
 def mean_loss(batch_loss: BatchLoss, batches: Iterable[tuple[np.ndarray, np.ndarray]],
               progress: Progress | None = None) -> LossResult:
-    """The token-weighted mean of `batch_loss(x, y)` (a batch's mean loss) over (x, y) batches of (rows, seq)."""
+    """The token-weighted mean of `batch_loss(x, y)` (a batch's mean loss) over (x, y) batches of (rows, seq).
+    Targets equal to IGNORE_ID (an SFT batch's untrained ones) are not scored: a batch weighs its others."""
     total = 0.0
     tokens = windows = 0
     for x, y in batches:
-        total += float(batch_loss(x, y)) * y.size
-        tokens += y.size
+        scored = int(np.count_nonzero(y != IGNORE_ID))
+        total += float(batch_loss(x, y)) * scored
+        tokens += scored
         windows += y.shape[0]
         if progress is not None:
             progress(windows, tokens)

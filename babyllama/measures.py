@@ -24,6 +24,7 @@ import numpy as np
 from babyllama.config import ModelConfig
 from babyllama.data import TokenDataset
 from babyllama.files import atomic_write_json
+from babyllama.sft_windows import is_sft
 from babyllama.tokenizer import Tokenizer
 from babyllama.tokenizer.interface import REPLACEMENT_CHARACTER
 
@@ -120,15 +121,31 @@ class TextBytes:
 
 def windows_bytes(text_bytes: TextBytes, dataset: TokenDataset, indices, validation: bool = False) -> int:
     """The bytes of the target tokens (each window's last seq_len) of these windows, a window counted
-    as often as it is listed."""
+    as often as it is listed; of an SFT dataset's, only the trained targets (each run of them)."""
     file_of, starts = dataset.window_starts(indices, validation)
     counted: dict[tuple[int, int], int] = {}
     total = 0
     for f, start in zip(file_of.tolist(), starts.tolist()):
         if (f, start) not in counted:
-            counted[f, start] = text_bytes.between(dataset.file_tokens(f), start + 1, start + 1 + dataset.seq_len)
+            runs = _trained_runs(dataset, f, start) if is_sft(dataset) else [(0, dataset.seq_len)]
+            counted[f, start] = sum(text_bytes.between(dataset.file_tokens(f), start + 1 + a, start + 1 + b)
+                                    for a, b in runs)
         total += counted[f, start]
     return total
+
+
+def _trained_runs(dataset, file_index: int, start: int) -> list[tuple[int, int]]:
+    """[a, b) spans of a window's targets that are trained, in target positions."""
+    trained = np.concatenate([[0], dataset.file_mask(file_index)[start + 1 : start + 1 + dataset.seq_len] != 0, [0]])
+    edges = np.flatnonzero(np.diff(trained.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def scored_targets(dataset: TokenDataset, indices, validation: bool = False) -> int:
+    """How many targets of these windows the loss scores: all of them, or an SFT dataset's trained ones."""
+    if is_sft(dataset):
+        return int(dataset.target_mask(indices, validation).sum())
+    return len(indices) * dataset.seq_len
 
 
 def bits_per_byte(loss: float, bytes_per_token: float | None) -> float | None:
@@ -160,7 +177,10 @@ class UnigramCount:
 
 
 def _training_targets(dataset: TokenDataset) -> list[tuple[int, int, int]]:
-    """(file, start, end) of the tokens the training windows predict, file by file."""
+    """(file, start, end) of the tokens the training windows predict, file by file (of an SFT dataset,
+    the ranges whose trained tokens they are)."""
+    if is_sft(dataset):
+        return dataset.training_target_ranges()
     return [(f, 1, windows * dataset.seq_len + 1) for f, windows in enumerate(dataset.file_train) if windows]
 
 
@@ -179,11 +199,13 @@ def _spread_blocks(ranges: list[tuple[int, int, int]], budget: int, block: int) 
 def unigram_loss(dataset: TokenDataset, max_tokens: int = UNIGRAM_MAX_TOKENS,
                  block: int = UNIGRAM_BLOCK_TOKENS) -> UnigramCount:
     """The loss of a model that knows only how often each id occurs: the entropy, in nats, of the
-    training tokens' frequencies. Exact up to `max_tokens` tokens; above, estimated from that many
-    in blocks spread over the data."""
+    training tokens' frequencies (an SFT dataset's trained ones). Exact up to `max_tokens` tokens;
+    above, estimated from that many in blocks spread over the data."""
     began = time.perf_counter()
     ranges = _training_targets(dataset)
     total = sum(end - start for _, start, end in ranges)
+    trained = (sum(int(np.count_nonzero(dataset.file_mask(f)[start:end])) for f, start, end in ranges)
+               if is_sft(dataset) else total)
     pieces = ranges if total <= max_tokens else list(_spread_blocks(ranges, max_tokens, block))
     counts = np.zeros(dataset.vocab_size, dtype=np.int64)
     counted = 0
@@ -191,10 +213,12 @@ def unigram_loss(dataset: TokenDataset, max_tokens: int = UNIGRAM_MAX_TOKENS,
         tokens = dataset.file_tokens(f)
         for chunk_start in range(start, end, UNIGRAM_CHUNK_TOKENS):
             chunk = tokens[chunk_start : min(end, chunk_start + UNIGRAM_CHUNK_TOKENS)]
+            if is_sft(dataset):
+                chunk = chunk[dataset.file_mask(f)[chunk_start : chunk_start + chunk.size] != 0]
             counts += np.bincount(chunk, minlength=dataset.vocab_size)[: dataset.vocab_size]
             counted += chunk.size
     p = counts[counts > 0] / counted
-    return UnigramCount(float(-(p * np.log(p)).sum()), counted, total, time.perf_counter() - began)
+    return UnigramCount(float(-(p * np.log(p)).sum()), counted, trained, time.perf_counter() - began)
 
 
 def _data_key(dataset: TokenDataset) -> dict:
@@ -414,7 +438,7 @@ def _bytes_per_token(text_bytes: TextBytes, dataset: TokenDataset, indices, vali
     if len(indices) == 0:
         return None
     n_bytes = windows_bytes(text_bytes, dataset, indices, validation)
-    return n_bytes / (len(indices) * dataset.seq_len) if n_bytes else None
+    return n_bytes / scored_targets(dataset, indices, validation) if n_bytes else None
 
 
 def run_measures(run_path: Path, model: ModelConfig, dataset: TokenDataset, tokenizer: Tokenizer, *,

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from babyllama import __version__
-from babyllama.checkpoint import CONFIG_FILE, Checkpoint, checkpoint_problem, read_checkpoint_state
+from babyllama.checkpoint import (
+    CHECKPOINT_NAME,
+    CONFIG_FILE,
+    Checkpoint,
+    checkpoint_problem,
+    find_checkpoint,
+    read_checkpoint_state,
+)
 from babyllama.config import (
     ModelConfig,
     TrainConfig,
@@ -42,6 +49,7 @@ from babyllama.devices import MIB, AcceleratorReading, host_memory_mb
 from babyllama.errors import UserError
 from babyllama.msrun_env import expected_rank, expected_world_size
 from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, RunDir, effective_state, stop_it_first
+from babyllama.sft_windows import is_sft, open_dataset
 from babyllama.tokenizer import Tokenizer, load_tokenizer, tokenizer_location
 
 # Model fields that may change on resume: they shape no parameter.
@@ -61,14 +69,16 @@ class Plan:
     resume_from: Checkpoint | None = None
     resume_state: dict | None = None
     notes: tuple[str, ...] = ()
+    # A fine-tuning run's parent: {"run", "checkpoint", "step"} (its weights start this run).
+    init_from: dict | None = None
 
     @property
     def start_step(self) -> int:
         return self.resume_state["step"] if self.resume_state else 0
 
     def config(self) -> dict:
-        """What config.json holds."""
-        return {
+        """What config.json holds (the run's, and each checkpoint's)."""
+        config = {
             **config_to_dict(self.model, self.train),
             "data": describe_data(self.dataset),
             "tokenizer": self.tokenizer.describe(),
@@ -76,6 +86,22 @@ class Plan:
             "preset": self.preset,
             "babyllama_version": __version__,
         }
+        template = chat_template_of(self.tokenizer)
+        if template is not None:
+            config["chat_template"] = template.describe()
+        if self.init_from is not None:
+            config["init_from"] = self.init_from
+        return config
+
+
+def chat_template_of(tokenizer: Tokenizer):
+    """The tokenizer's chat template, or None when it has none (a tokenizer without chat tokens)."""
+    from babyllama.chat_template import template_for
+
+    try:
+        return template_for(tokenizer)
+    except UserError:
+        return None
 
 
 def describe_data(dataset: TokenDataset) -> dict:
@@ -123,8 +149,7 @@ def _check_bench(train: TrainConfig) -> TrainConfig:
 
 def _open_dataset(paths, model: ModelConfig, train: TrainConfig) -> TokenDataset:
     # Absolute: token files are opened when first read, after the trainer moves to its kernel workspace.
-    return TokenDataset([Path(p).absolute() for p in paths], seq_len=model.max_seq_len,
-                        val_fraction=train.val_fraction)
+    return open_dataset([Path(p).absolute() for p in paths], model.max_seq_len, train.val_fraction)
 
 
 def _choose_tokenizer(given: Path | None, dataset: TokenDataset) -> Tokenizer:
@@ -155,6 +180,11 @@ def _check_tokenizer_fits(tokenizer: Tokenizer, dataset: TokenDataset, model: Mo
                 "the files were prepared with, or re-run `babyllama prepare` with this one", field="tokenizer"
             )
     check_vocabulary(dataset.files, model)
+    if is_sft(dataset):
+        from babyllama.chat_template import check_template
+
+        for token_file in dataset.files:
+            check_template((token_file.manifest or {}).get("chat_template"), tokenizer, str(token_file.path))
     # Every id, not only those of the batches drawn: a damaged file must not train for days first.
     for token_file in dataset.files:
         check_token_ids(token_file, dataset.vocab_size)
@@ -284,6 +314,56 @@ def refuse_if_taken(run: RunDir) -> None:
         raise UserError(stop_it_first(run.path, status, current.state))
 
 
+@dataclass(frozen=True)
+class Parent:
+    """The checkpoint a fine-tuning run starts from (`--init-from`)."""
+
+    checkpoint: Checkpoint
+    model: ModelConfig
+    train: TrainConfig
+    config: dict  # its config.json
+
+    def record(self) -> dict:
+        """What the run's config.json records as `init_from`."""
+        folder = self.checkpoint.path.resolve()
+        run = folder.parent.parent if CHECKPOINT_NAME.fullmatch(folder.name) else None
+        return {"run": None if run is None else str(run), "checkpoint": str(folder), "step": self.checkpoint.step}
+
+
+def read_parent(given: Path) -> Parent:
+    """The checkpoint `--init-from` names (a run directory: its latest), complete and readable."""
+    folder = find_checkpoint(given)
+    problem = checkpoint_problem(folder)
+    if problem:
+        raise UserError(f"--init-from {given}: {problem}: the checkpoint is incomplete; give another", field="init_from")
+    state, config = read_checkpoint_state(folder)
+    try:
+        model, train = config_from_dict({"model": config["model"], "train": config["train"]},
+                                        source=str(folder / CONFIG_FILE))
+    except (KeyError, TypeError):
+        raise UserError(f"{folder / CONFIG_FILE}: has no [model] and [train] sections; is this a babyllama "
+                        "checkpoint?", field="init_from") from None
+    return Parent(Checkpoint(state["step"], folder), model, train, config)
+
+
+def check_parent_fits(parent: Parent, model: ModelConfig, tokenizer: Tokenizer) -> None:
+    """Refuse a fine-tuning run whose model shape or tokenizer differs from its parent's, in one line."""
+    where = parent.checkpoint.path
+    differences = [d for d in model_differences(parent.model, model) if d.split(":")[0] not in RESUMABLE_MODEL_FIELDS]
+    if differences:
+        raise UserError(
+            f"--init-from {where}: the model's shape differs from the parent's ({'; '.join(differences)}, parent "
+            "first); a fine-tuning run keeps its parent's shape: drop those flags", field="init_from"
+        )
+    recorded = parent.config.get("tokenizer") or {}
+    if recorded.get("sha256") != tokenizer.fingerprint:
+        raise UserError(
+            f"--init-from {where}: the parent was trained with tokenizer {recorded.get('name')} "
+            f"({str(recorded.get('sha256'))[:19]}…), the data's is {tokenizer.name} at {tokenizer.path} "
+            f"({tokenizer.fingerprint[:19]}…); prepare the data with the parent's tokenizer", field="tokenizer"
+        )
+
+
 def plan_new_run(args: argparse.Namespace, world_size: int) -> Plan:
     run = RunDir(args.run)
     if run.config_path.exists() and expected_rank() == 0:
@@ -295,13 +375,20 @@ def plan_new_run(args: argparse.Namespace, world_size: int) -> Plan:
         raise UserError("a new run needs token files: --data FILE.bin [FILE.bin ...] (make them with "
                         "`babyllama prepare`)", field="data")
     refuse_if_taken(run)
+    init_from = getattr(args, "init_from", None)
+    parent = read_parent(init_from) if init_from is not None else None
     base = preset(args.preset) if args.preset else (ModelConfig(), TrainConfig())
+    if parent is not None:
+        # The parent's shape, and its training settings unless a preset gives others.
+        base = (parent.model, base[1] if args.preset else parent.train)
     if args.config is not None:
         base = load_config(args.config, base=base)
     model, train = apply_overrides(*base, args)
     dataset = _open_dataset(args.data, model, train)
     tokenizer = _choose_tokenizer(args.tokenizer, dataset)
-    if "vocab_size" not in vars(args):
+    if parent is not None:
+        check_parent_fits(parent, model, tokenizer)
+    elif "vocab_size" not in vars(args):
         model = dataclasses.replace(model, vocab_size=tokenizer.vocab_size)
     elif model.vocab_size < tokenizer.vocab_size:
         raise UserError(
@@ -310,16 +397,17 @@ def plan_new_run(args: argparse.Namespace, world_size: int) -> Plan:
         )
     _check_tokenizer_fits(tokenizer, dataset, model)
     train = _check_bench(_resolve(model, train, dataset, world_size))
-    return Plan(run, model, train, tokenizer, dataset, world_size, args.preset)
+    return Plan(run, model, train, tokenizer, dataset, world_size, args.preset,
+                init_from=None if parent is None else parent.record())
 
 
 def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
     run = RunDir(args.run)
-    for option in ("preset", "config"):
-        if getattr(args, option) is not None:
+    for option in ("preset", "config", "init_from"):
+        if getattr(args, option, None) is not None:
             raise UserError(
-                f"--{option} cannot be given with --resume: a run continues with its own configuration "
-                f"({run.config_path}); change single fields with --field value"
+                f"--{option.replace('_', '-')} cannot be given with --resume: a run continues with its own "
+                f"configuration ({run.config_path}); change single fields with --field value"
             )
     config = run.read_config()
     refuse_if_taken(run)
@@ -348,6 +436,9 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
                 f"{checkpoint.path}: the checkpoint's model differs from the requested one ({'; '.join(differences)}, "
                 "checkpoint first); a resumed run keeps its model's shape: drop those flags, or start a new run"
             )
+    elif isinstance(config.get("init_from"), dict):
+        notes.append(f"{run.path} has no checkpoint yet: fine-tuning starts again at step 0 from "
+                     f"{config['init_from'].get('checkpoint')}")
     else:
         notes.append(f"{run.path} has no checkpoint yet: training starts at step 0 with the run's configuration")
 
@@ -380,8 +471,9 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
                 "the batches from here on differ from those the run would have seen without the "
                 f"interruption ({', '.join(changed)})"
             )
+    init_from = config.get("init_from") if isinstance(config.get("init_from"), dict) else None
     return Plan(run, model, train, tokenizer, dataset, world_size, config.get("preset"), True, checkpoint, state,
-                tuple(notes))
+                tuple(notes), init_from)
 
 
 def train_arguments(
@@ -392,6 +484,7 @@ def train_arguments(
     preset: str | None = None,
     config: Path | None = None,
     fields: dict[str, object] | None = None,
+    init_from: Path | None = None,
 ) -> list[str]:
     """The `babyllama train` arguments after `--run RUN` that start this run in a launched process:
     paths made absolute (it starts elsewhere), then a `--field=value` flag for each of `fields`
@@ -405,6 +498,8 @@ def train_arguments(
         out += ["--preset", preset]
     if config is not None:
         out += ["--config", str(Path(config).resolve())]
+    if init_from is not None:
+        out += ["--init-from", str(Path(init_from).resolve())]
     return out + [f"--{name}={format_value(value)}" for name, value in (fields or {}).items()]
 
 

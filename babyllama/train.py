@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +24,7 @@ from babyllama.checkpoint import (
     CHECKPOINT_FORMAT,
     Checkpoint,
     load_checkpoint,
+    load_weights,
     read_checkpoint_state,
     remove_unfinished_checkpoints,
     save_checkpoint,
@@ -38,6 +40,7 @@ from babyllama.msrun_env import expected_rank
 from babyllama.overfitting import OverfittingWatch
 from babyllama.planning import Plan
 from babyllama.runs import RunDir
+from babyllama.sft_windows import batch_sampler_for, is_sft
 from babyllama.stop_guard import start_guard
 from babyllama.tokenizer import Tokenizer
 
@@ -122,6 +125,40 @@ class GreedySampler:
         result = generate(decoder, self.tokenizer, self.prompt,
                           SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0))
         return self.prompt + result.text
+
+
+class ChatSampler:
+    """A fine-tuning run's sample: the model's greedy answer, as it is now, to one fixed question asked
+    through the tokenizer's chat template (`template.prompt`), ended by one of `template.stop_ids`."""
+
+    def __init__(self, model, tokenizer: Tokenizer, question: str, max_new_tokens: int):
+        from babyllama.chat_template import template_for
+
+        template = template_for(tokenizer)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompt = question
+        self.prompt_ids = template.prompt([{"role": "user", "content": question}])
+        self.stop_ids = template.stop_ids
+        self.max_new_tokens = max(0, min(max_new_tokens, model.cfg.max_seq_len - len(self.prompt_ids)))
+
+    def __call__(self) -> str | None:
+        """The answer; None when the question fills the context."""
+        from babyllama.decode import NumpyDecoder
+
+        if not self.max_new_tokens:
+            return None
+        decoder = NumpyDecoder(self.model.cfg, numpy_weights(self.model))
+        logits = decoder.prefill(self.prompt_ids)
+        answer: list[int] = []
+        while len(answer) < self.max_new_tokens:
+            token = int(np.argmax(logits))
+            if token in self.stop_ids:
+                break
+            answer.append(token)
+            if len(answer) < self.max_new_tokens:
+                logits = decoder.decode(token)
+        return self.tokenizer.decode(answer)
 
 
 # ---------------------------------------------------------------------------------------
@@ -235,7 +272,7 @@ class Training:
         self.batch_sampler: BatchSampler | None = None
         self.tokens_per_step = 0
         self.agreement: RankAgreement | None = None
-        self.text_sampler: GreedySampler | None = None
+        self.text_sampler: GreedySampler | ChatSampler | None = None
         self.bench: TrainingBench | None = None
         # MindSpore's device and the dtype the run computes in (set by _start); rank 0's baselines and the
         # constants of its train and eval rows' measures (set by _baselines).
@@ -313,24 +350,35 @@ class Training:
         model = Transformer(plan.model, seed=self.train_cfg.seed)
         if plan.model.dropout > 0:
             use_seeded_dropout(model, self.train_cfg.seed, self.rank)
-        self.trainer = TrainStep(plan.model, self.train_cfg, model=model)
-        self.batch_sampler = BatchSampler(self.dataset, self.train_cfg.batch_size, self.train_cfg.seed,
-                                          self.rank, self.world_size, self.train_cfg.grad_accum)
+        sft = is_sft(self.dataset)
+        self.trainer = TrainStep(plan.model, self.train_cfg, model=model, masked=sft)
+        self.batch_sampler = batch_sampler_for(self.dataset, self.train_cfg.batch_size, self.train_cfg.seed,
+                                               self.rank, self.world_size, self.train_cfg.grad_accum)
         self.tokens_per_step = self.batch_sampler.tokens_per_step
         if plan.resume_from is not None:
             # The run's absolute path: a relative --run means nothing in the kernel workspace.
             load_checkpoint(self.trainer, self.run.checkpoint_path(plan.resume_from.step))
+        else:
+            self._load_parent()
         if self.world_size > 1:
             self.agreement = RankAgreement()
         self.guard = DivergenceGuard(self.train_cfg, plan.model.vocab_size, (plan.resume_state or {}).get("divergence"),
                                      loss_scaling=self.trainer.update.loss_scaling)
-        if self.main and self.train_cfg.sample_tokens > 0:
+        if self.main and self.train_cfg.sample_tokens > 0 and sft:
+            self.text_sampler = ChatSampler(model, plan.tokenizer, self.train_cfg.sample_question,
+                                            self.train_cfg.sample_tokens)
+        elif self.main and self.train_cfg.sample_tokens > 0:
             self.text_sampler = GreedySampler(model, plan.tokenizer, self.train_cfg.sample_prompt,
                                               self.train_cfg.sample_tokens)
         if self.main and self.train_cfg.bench_interval > 0:
             from babyllama.mcq.scoring import TrainingBench
 
             self.bench = TrainingBench(plan.tokenizer, self.train_cfg)
+
+    def _load_parent(self) -> None:
+        """A fine-tuning run's weights at step 0: its parent checkpoint's."""
+        if self.plan.init_from is not None:
+            load_weights(self.trainer, Path(self.plan.init_from["checkpoint"]))
 
     # -- the loop
 
@@ -457,6 +505,7 @@ class Training:
         target = rollback_target(self.run.checkpoints_dir, verdict.rollback_from)
         if target is None:
             reset_to_start(self.trainer, self.train_cfg.seed)
+            self._load_parent()
             state = {}
         else:
             load_checkpoint(self.trainer, target.path)

@@ -99,6 +99,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=list(PRESETS), help="model size and training settings to start from")
     parser.add_argument("--config", type=Path, metavar="F.toml", help="a config file ([model] and [train] tables)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    parser.add_argument("--init-from", type=Path, metavar="RUN_OR_CHECKPOINT",
+                        help="fine-tune: start a new run from this checkpoint's weights (a run directory: its "
+                        "latest), with a fresh optimizer and schedule; the model's shape and tokenizer are the "
+                        "parent's, and its training settings unless --preset or --config give others")
     parser.add_argument("--detach", action="store_true",
                         help="train in the background (own session, output to RUN/train.log) and return")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
@@ -112,7 +116,7 @@ def child_arguments(args: argparse.Namespace) -> list[str]:
     """The arguments after `--run` that repeat this command in a launched process."""
     fields = {**given_fields(args, ModelConfig), **given_fields(args, TrainConfig)}
     return train_arguments(resume=args.resume, data=args.data or (), tokenizer=args.tokenizer, preset=args.preset,
-                           config=args.config, fields=fields)
+                           config=args.config, fields=fields, init_from=args.init_from)
 
 
 def _launch(args: argparse.Namespace, plan: Plan) -> int:
@@ -177,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"data: {plan.dataset.train_windows:,} training and {plan.dataset.val_windows:,} validation windows "
               f"of {plan.model.max_seq_len} tokens from {len(plan.dataset.files)} file(s); tokenizer "
               f"{plan.tokenizer.name} ({plan.tokenizer.kind}, vocab {plan.tokenizer.vocab_size:,})", flush=True)
+        if plan.init_from is not None:
+            print(f"fine-tuning from {plan.init_from['checkpoint']} (step {plan.init_from['step']:,}); the loss "
+                  "counts the trained (answer) tokens only", flush=True)
     return Training(plan, stop)()
 
 

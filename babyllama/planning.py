@@ -330,6 +330,15 @@ class Parent:
         return {"run": None if run is None else str(run), "checkpoint": str(folder), "step": self.checkpoint.step}
 
 
+# A fine-tuning run's schedule starts afresh: these come from the defaults, not from its parent.
+SCHEDULE_FIELDS = ("max_steps", "epochs", "warmup_iters", "lr_decay_iters")
+
+
+def fresh_schedule(train: TrainConfig) -> TrainConfig:
+    defaults = TrainConfig()
+    return dataclasses.replace(train, **{name: getattr(defaults, name) for name in SCHEDULE_FIELDS})
+
+
 def read_parent(given: Path) -> Parent:
     """The checkpoint `--init-from` names (a run directory: its latest), complete and readable."""
     folder = find_checkpoint(given)
@@ -379,8 +388,8 @@ def plan_new_run(args: argparse.Namespace, world_size: int) -> Plan:
     parent = read_parent(init_from) if init_from is not None else None
     base = preset(args.preset) if args.preset else (ModelConfig(), TrainConfig())
     if parent is not None:
-        # The parent's shape, and its training settings unless a preset gives others.
-        base = (parent.model, base[1] if args.preset else parent.train)
+        # The parent's shape, and its training settings unless a preset gives others; never its schedule.
+        base = (parent.model, base[1] if args.preset else fresh_schedule(parent.train))
     if args.config is not None:
         base = load_config(args.config, base=base)
     model, train = apply_overrides(*base, args)

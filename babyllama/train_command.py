@@ -102,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", type=Path, metavar="RUN_OR_CHECKPOINT",
                         help="fine-tune: start a new run from this checkpoint's weights (a run directory: its "
                         "latest), with a fresh optimizer and schedule; the model's shape and tokenizer are the "
-                        "parent's, and its training settings unless --preset or --config give others")
+                        "parent's, and its training settings (not its steps, warm-up and decay) unless --preset "
+                        "or --config give others")
     parser.add_argument("--detach", action="store_true",
                         help="train in the background (own session, output to RUN/train.log) and return")
     parser.add_argument("--workers", type=int, default=1, metavar="N",

@@ -7,7 +7,6 @@ Slow tests share one pretrained parent and one uninterrupted fine-tuning run of 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import subprocess
@@ -24,7 +23,6 @@ from test_train import (
     parse,
     rows_of,
     start_trainer,
-    token_file,  # noqa: F401  (a fixture: the sample corpus prepared for pretraining)
     train_losses,
     trained_a_step,
     trainer_env,
@@ -89,6 +87,16 @@ def pairs_file(folder: Path, tokenizer, repeat: int = 60) -> Path:
 
 
 @pytest.fixture(scope="module")
+def corpus_tokens(tmp_path_factory, sample_jsonl, sp_tokenizer_dir) -> Path:
+    """The sample corpus prepared for pretraining."""
+    from babyllama.prepare import prepare
+
+    out = tmp_path_factory.mktemp("tokens") / "sanguo.bin"
+    prepare([sample_jsonl], "c4", sp_tokenizer_dir, out, workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
 def sft_file(tmp_path_factory, sp_tokenizer) -> Path:
     return pairs_file(tmp_path_factory.mktemp("sft"), sp_tokenizer)
 
@@ -127,9 +135,9 @@ def test_sft_batches_mask_untrained_targets_and_skip_windows_without_one(tmp_pat
         assert (y != IGNORE_ID).any(axis=1).all()
 
 
-def test_sft_and_pretraining_files_are_not_mixed(sft_file, token_file):
-    with pytest.raises(UserError, match=f"is an SFT token file but {token_file} is not"):
-        open_dataset([sft_file, token_file], 16, 0.1)
+def test_sft_and_pretraining_files_are_not_mixed(sft_file, corpus_tokens):
+    with pytest.raises(UserError, match=f"is an SFT token file but {corpus_tokens} is not"):
+        open_dataset([sft_file, corpus_tokens], 16, 0.1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -140,13 +148,14 @@ def numpy_parent(folder: Path, tokenizer, cfg: ModelConfig, recorded: dict | Non
     """A run directory with one complete checkpoint of a random model (numpy only), recording
     `tokenizer` (or the `recorded` description)."""
     checkpoint = write_run_with_checkpoint(folder, 5, cfg, recorded or tokenizer.describe(),
-                                           train={"batch_size": 4, "learning_rate": 1e-3})
+                                           train={"batch_size": 4, "learning_rate": 1e-3, "lr_decay_iters": 5})
     from safetensors.numpy import save_file
 
     save_file({"optimizer_step": np.zeros((), np.float32)}, str(checkpoint / "optimizer.safetensors"))
     (checkpoint / "state.json").write_text(json.dumps({"format": 1, "step": 5}), encoding="utf-8")
     config = json.loads((checkpoint / CONFIG_FILE).read_text(encoding="utf-8"))
-    config["train"] = {"batch_size": 4, "learning_rate": 1e-3}
+    config["train"] = {"batch_size": 4, "learning_rate": 1e-3, "max_steps": 5, "lr_decay_iters": 5,
+                       "warmup_iters": 1}
     (checkpoint / CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
     return folder
 
@@ -161,6 +170,8 @@ def test_a_fine_tuning_plan_takes_the_parents_shape_and_records_it(tmp_path, sp_
                                   world_size=1)
     assert plan.model == PARENT_MODEL
     assert plan.train.batch_size == 4 and plan.train.learning_rate == 1e-3 and plan.train.max_steps == 10
+    # The parent's schedule is not taken: the decay ends at this run's last step.
+    assert plan.train.lr_decay_iters == 10
     config = plan.config()
     assert config["init_from"] == {"run": str(parent.resolve()),
                                    "checkpoint": str((parent / "checkpoints" / "step_0000005").resolve()), "step": 5}
@@ -170,8 +181,8 @@ def test_a_fine_tuning_plan_takes_the_parents_shape_and_records_it(tmp_path, sp_
                                  "--data", str(sft_file), "--dropout", "0.1"), world_size=1)
 
 
-def test_a_pretraining_plan_records_the_tokenizers_chat_template(tmp_path, sp_tokenizer, token_file):
-    plan = planning.plan_training(parse("--run", str(tmp_path / "runs" / "pre"), "--data", str(token_file),
+def test_a_pretraining_plan_records_the_tokenizers_chat_template(tmp_path, sp_tokenizer, corpus_tokens):
+    plan = planning.plan_training(parse("--run", str(tmp_path / "runs" / "pre"), "--data", str(corpus_tokens),
                                         *SMALL_MODEL), world_size=1)
     config = plan.config()
     assert config["chat_template"] == template_for(sp_tokenizer).describe()
@@ -211,3 +222,136 @@ def test_init_from_is_repeated_for_a_launched_trainer(tmp_path, sft_file):
     args = parse("--run", "r", "--init-from", "out/runs/base", "--data", str(sft_file), "--max_steps", "9")
     arguments = train_command.child_arguments(args)
     assert arguments[arguments.index("--init-from") + 1] == str(Path("out/runs/base").resolve())
+
+
+# ---------------------------------------------------------------------------------------
+# Fine-tuning runs (MindSpore, subprocesses)
+
+
+@pytest.fixture(scope="module")
+def parent_run(tmp_path_factory, corpus_tokens) -> Path:
+    """A short pretraining run on the sample corpus, the parent of the fine-tuning runs."""
+    workdir = tmp_path_factory.mktemp("parent")
+    run = workdir / "runs" / "base"
+    done = babyllama_train(run, "--data", str(corpus_tokens), *SMALL_MODEL, "--max_steps", str(PARENT_STEPS),
+                           "--eval_interval", "1000", "--save_interval", str(PARENT_STEPS), "--sample_tokens", "0",
+                           cwd=workdir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, parent_run, sft_file):
+    """An uninterrupted fine-tuning run of the parent on the PAIRS."""
+    workdir = tmp_path_factory.mktemp("sft")
+    run = workdir / "runs" / "chat"
+    done = babyllama_train(run, "--init-from", str(parent_run), "--data", str(sft_file), *SFT_FLAGS, cwd=workdir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return run, done.stdout
+
+
+def greedy_answer(loaded, tokenizer, question: str, limit: int = 24) -> str:
+    from babyllama.decode import NumpyDecoder
+
+    template = template_for(tokenizer)
+    decoder = NumpyDecoder(loaded.cfg, loaded.weights)
+    logits = decoder.prefill(template.prompt([{"role": "user", "content": question}]))
+    answer: list[int] = []
+    while len(answer) < limit:
+        token = int(np.argmax(logits))
+        if token in template.stop_ids:
+            break
+        answer.append(token)
+        logits = decoder.decode(token)
+    return tokenizer.decode(answer)
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_model_answers_its_pairs_exactly(sft_run, parent_run, sp_tokenizer):
+    from babyllama.checkpoint import load_model_for_inference
+
+    run, output = sft_run
+    assert "fine-tuning from" in output
+    loaded = load_model_for_inference(run)
+    for question, answer in PAIRS:
+        assert greedy_answer(loaded, sp_tokenizer, question) == answer
+    # The sample row is the chat answer to sample_question, as the checkpoint of its step gives it.
+    samples = [r for r in rows_of(run) if r["kind"] == "sample"]
+    assert [r["step"] for r in samples] == [0, 80, 160]
+    assert samples[-1]["prompt"] == PAIRS[0][0] and samples[-1]["text"] == PAIRS[0][1]
+    # The parent, before fine-tuning, does not answer.
+    assert greedy_answer(load_model_for_inference(parent_run), sp_tokenizer, PAIRS[0][0]) != PAIRS[0][1]
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_run_records_its_parent_and_the_template_and_starts_from_its_weights(
+        sft_run, parent_run, sft_file, sp_tokenizer):
+    from babyllama.checkpoint import load_model_for_inference
+    from babyllama.evaluate import token_losses
+
+    run, _ = sft_run
+    parent_checkpoint = parent_run / "checkpoints" / f"step_{PARENT_STEPS:07d}"
+    config = RunDir(run).read_config()
+    assert config["init_from"] == {"run": str(parent_run.resolve()), "checkpoint": str(parent_checkpoint.resolve()),
+                                   "step": PARENT_STEPS}
+    assert config["model"] == RunDir(parent_run).read_config()["model"]
+    for checkpoint in (run / "checkpoints" / "step_0000160", parent_checkpoint):
+        recorded = json.loads((checkpoint / CONFIG_FILE).read_text(encoding="utf-8"))
+        assert recorded["chat_template"] == template_for(sp_tokenizer).describe()
+    # A fresh schedule: warm-up from 0 at step 1.
+    rows = rows_of(run)
+    first = next(r for r in rows if r["kind"] == "train")
+    assert first["step"] == 1 and first["lr"] == 0.0
+    # The evaluation at step 0 scores the parent's weights on the answer tokens of the held-out windows.
+    parent = load_model_for_inference(parent_checkpoint)
+    from babyllama.decode import NumpyDecoder
+
+    decoder = NumpyDecoder(parent.cfg, parent.weights)
+    dataset = open_dataset([sft_file], parent.cfg.max_seq_len, config["train"]["val_fraction"])
+    losses = []
+    for x, y in dataset.val_batches(config["train"]["batch_size"], config["train"]["eval_iters"]):
+        for row, targets in zip(x, y):
+            trained = targets != IGNORE_ID
+            losses += token_losses(decoder.score(row), np.where(trained, targets, 0))[trained].tolist()
+    step0 = next(r for r in rows if r["kind"] == "eval" and r["step"] == 0)
+    assert step0["val_loss"] == pytest.approx(float(np.mean(losses)), rel=1e-4)
+    assert step0["val_bpb"] is not None
+    evals = [r["val_loss"] for r in rows if r["kind"] == "eval"]
+    assert evals[-1] < 0.2 * evals[0]
+
+
+@pytest.mark.slow
+def test_a_stopped_and_resumed_fine_tuning_run_gives_the_uninterrupted_runs_losses(tmp_path, sft_run, parent_run,
+                                                                                  sft_file):
+    reference, _ = sft_run
+    run = tmp_path / "runs" / "stopped"
+    flags = [*SFT_FLAGS, "--max_steps", "1000", "--lr_decay_iters", str(SFT_STEPS), "--eval_interval", "1000",
+             "--save_interval", "1000", "--sample_tokens", "0"]
+    trainer = start_trainer(run, "--init-from", str(parent_run), "--data", str(sft_file), *flags, cwd=tmp_path)
+    try:
+        wait_for(lambda: trained_a_step(run), "the first step", log=run / "train.log")
+        trainer.send_signal(signal.SIGTERM)
+        output = communicate(trainer)
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 0, output
+    stopped_at = RunDir(run).read_status()["step"]
+    assert RunDir(run).read_status()["state"] == "stopped" and 1 <= stopped_at < SFT_STEPS
+    resumed = babyllama_train(run, "--resume", "--max_steps", str(SFT_STEPS), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    expected = {s: loss for s, loss in train_losses(rows_of(reference)).items() if s > stopped_at}
+    assert train_losses(rows_of(run)) == expected
+    assert RunDir(run).read_config()["init_from"] == RunDir(reference).read_config()["init_from"]
+
+
+@pytest.mark.slow
+def test_runs_and_runs_show_name_the_parent(sft_run, parent_run):
+    run, _ = sft_run
+    root = run.parent
+    listing = subprocess.run([sys.executable, "-m", "babyllama", "runs", "--root", str(root)], capture_output=True,
+                             text=True, env=trainer_env(), check=True).stdout
+    assert f"from base@{PARENT_STEPS}" in listing.splitlines()[1]
+    shown = subprocess.run([sys.executable, "-m", "babyllama", "runs", "show", str(run)], capture_output=True,
+                           text=True, env=trainer_env(), check=True).stdout
+    assert f"parent      base at step {PARENT_STEPS}" in shown
+

@@ -18,7 +18,7 @@ from babyllama.runs.liveness import ACTIVE_STATES, format_duration
 from babyllama.runs.manage import NOTE_MAX_CHARS, rename_run, set_note, trash_run
 from babyllama.runs.readers import latest_rows, tail_lines
 from babyllama.runs.rundir import RunDir
-from babyllama.runs.settings import format_settings, run_settings
+from babyllama.runs.settings import format_settings, run_parent, run_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +118,7 @@ def _print_table(infos: list[RunInfo], as_json: bool) -> int:
             _number(info.tokens_per_s, ",.0f"),
             _number(info.mfu, ".1%"),
             format_duration(info.age_s(now)),
-            "; ".join(note for note in (info.note, info.reason, _kill_note(info, now), _incomplete_note(info),
+            "; ".join(note for note in (_parent_note(info), info.note, info.reason, _kill_note(info, now), _incomplete_note(info),
                                         _alerts_note(info)) if note),
         )
         for info in infos
@@ -185,6 +185,11 @@ def _measures_line(info: RunInfo, baselines: dict | None) -> str:
         parts.append(f"baselines: uniform {_number(baselines.get('uniform_loss'), '.3f')}, "
                      f"unigram {_number(baselines.get('unigram_loss'), '.3f')}")
     return "; ".join(parts)
+
+
+def _parent_note(info: RunInfo) -> str | None:
+    parent = run_parent(RunDir(info.path))
+    return None if parent is None else f"from {parent}"
 
 
 def _kill_note(info: RunInfo, now: float) -> str | None:

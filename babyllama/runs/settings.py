@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 import textwrap
+from pathlib import Path
 
 from babyllama.config import (
     config_from_dict,
@@ -88,6 +89,28 @@ def _tokenizer_settings(tokenizer: dict) -> str:
     ).strip()
 
 
+def parent_words(config: dict, short: bool = False) -> str | None:
+    """A fine-tuning run's parent (config.json's `init_from`): "base at step 1,200 (CHECKPOINT)", or
+    short, "base@1200"; None for a run without one."""
+    parent = config.get("init_from") if isinstance(config, dict) else None
+    if not isinstance(parent, dict):
+        return None
+    checkpoint = str(parent.get("checkpoint") or "?")
+    name = Path(parent["run"]).name if parent.get("run") else checkpoint
+    step = parent.get("step")
+    if short:
+        return f"{name}@{step}"
+    return f"{name} at step {_count(step)} ({checkpoint})"
+
+
+def run_parent(run: RunDir) -> str | None:
+    """`parent_words(short=True)` of a run's config.json; None when it has none or cannot be read."""
+    try:
+        return parent_words(run.read_config(), short=True) if run.config_path.exists() else None
+    except UserError:
+        return None
+
+
 def run_settings(run: RunDir) -> list[tuple[str, str]]:
     """(label, value) pairs: preset, model shape, parameters, tokens per step, steps, learning-rate
     schedule, optimizer, data files, tokenizer, the command line of the latest start. A value may
@@ -110,6 +133,9 @@ def run_settings(run: RunDir) -> list[tuple[str, str]]:
         return [*problem, ("config", found), ("command", command_text)]
     world_size = config.get("world_size") or status.get("world_size")
     settings = [*problem, ("preset", str(config.get("preset") or "none"))]
+    parent = parent_words(config)
+    if parent is not None:
+        settings.append(("parent", parent))
     try:
         settings += _model_settings(config, world_size if isinstance(world_size, int) else 1)
     except UserError as e:

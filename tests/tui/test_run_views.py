@@ -104,6 +104,25 @@ async def test_i_shows_how_the_run_was_started_from_the_monitor_and_from_the_run
         assert app.screen.run == run.path and "tokens per step" in " ".join(" ".join(wrapped(app.screen)).split())
 
 
+async def test_the_config_view_of_a_fine_tuning_run_names_its_parent(tmp_path):
+    run = started_run(tmp_path, name="chat")
+    parent = tmp_path / "out" / "runs" / "tiny-sanguo"
+    config = run.read_config()
+    config["init_from"] = {"run": str(parent), "checkpoint": str(parent / "checkpoints" / "step_0001200"),
+                           "step": 1200}
+    run.create(config, overwrite=True)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: table.highlighted_run is not None, "the runs table")
+        await pilot.press("i")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunConfigScreen), "the config view")
+        lines = wrapped(app.screen)
+        assert max(len(line) for line in lines) <= 80
+        solid = "".join(" ".join(lines).split())
+        assert f"parenttiny-sanguoatstep1,200({parent}/checkpoints/step_0001200)" in solid
+
+
 async def test_shift_l_reads_the_whole_log_from_its_first_line(tmp_path):
     run = started_run(tmp_path, log_lines=250_000)
     app = BabyLlamaApp(root=tmp_path)

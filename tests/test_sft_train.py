@@ -18,8 +18,10 @@ import pytest
 from numpy_checkpoints import write_run_with_checkpoint
 from test_train import (
     SMALL_MODEL,
+    WAIT_S,
     babyllama_train,
     communicate,
+    digests,
     parse,
     rows_of,
     start_trainer,
@@ -35,7 +37,7 @@ from babyllama.checkpoint import CONFIG_FILE
 from babyllama.config import ModelConfig
 from babyllama.data import IGNORE_ID
 from babyllama.errors import UserError
-from babyllama.runs import RunDir
+from babyllama.runs import RunDir, launch_detached
 from babyllama.sft_windows import SFTBatchSampler, SFTDataset, open_dataset
 
 PAIRS = [
@@ -355,3 +357,34 @@ def test_runs_and_runs_show_name_the_parent(sft_run, parent_run):
                            text=True, env=trainer_env(), check=True).stdout
     assert f"parent      base at step {PARENT_STEPS}" in shown
 
+
+
+@pytest.mark.slow
+def test_two_msrun_workers_fine_tune_as_one_batch_weighted_by_their_trained_targets(tmp_path, parent_run, sft_file):
+    run = RunDir(tmp_path / "runs" / "pair")
+    # SFT_FLAGS' batches (seed 3, batch 4, context 64): the first step whose two shares hold different
+    # numbers of trained targets is the last.
+    dataset = open_dataset([sft_file], 64, 0.05)
+
+    def counts(step: int) -> list[int]:
+        return [int((SFTBatchSampler(dataset, 4, 3, rank, 2).batch(step)[1] != IGNORE_ID).sum()) for rank in (0, 1)]
+
+    steps = next(step for step in range(1, 20) if len(set(counts(step - 1))) == 2)
+    launch_detached(run, ["--init-from", str(parent_run), "--data", str(sft_file), *SFT_FLAGS, "--max_steps",
+                          str(steps), "--warmup_iters", "1", "--eval_interval", "1000", "--save_interval", str(steps),
+                          "--sample_tokens", "0"],
+                    workers=2, env={"GLOG_v": "3"}, cwd=tmp_path)
+    wait_for(lambda: run.state().state not in ("starting", "running", "stopping"), "the two workers to finish",
+             timeout=2 * WAIT_S, every=0.5, log=run.log_path)
+    status = run.read_status()
+    assert status["state"] == "finished" and status["world_size"] == 2, (status, run.log_path.read_text())
+    logs = [(run.msrun_log_dir / f"worker_{rank}.log").read_text(encoding="utf-8") for rank in (0, 1)]
+    (_, _, loss0, digest0), = digests(logs[0])
+    (_, _, loss1, digest1), = digests(logs[1])
+    assert digest0 == digest1
+    # The step's loss is the mean over both ranks' trained targets: each rank's mean weighted by its count.
+    c0, c1 = counts(steps - 1)
+    last = [r for r in rows_of(run.path) if r["kind"] == "train"][-1]
+    assert last["step"] == steps
+    assert last["loss"] == pytest.approx((loss0 * c0 + loss1 * c1) / (c0 + c1), rel=1e-5)
+    assert last["loss"] != pytest.approx((loss0 + loss1) / 2, rel=1e-4)

@@ -583,9 +583,11 @@ class Training:
         if text is None:
             return
         seconds = time.perf_counter() - began
+        chat = isinstance(self.text_sampler, ChatSampler)
         self.run.append_metrics({"kind": "sample", "step": self.step, "prompt": self.text_sampler.prompt, "text": text,
-                                 "sample_ms": round(seconds * 1000, 1)})
-        print(f"step {self.step:,}: sample: {text!r} [{seconds:.1f} s]", flush=True)
+                                 "sample_ms": round(seconds * 1000, 1), **({"chat": True} if chat else {})})
+        asked = f"{self.text_sampler.prompt!r} -> " if chat else ""
+        print(f"step {self.step:,}: sample: {asked}{text!r} [{seconds:.1f} s]", flush=True)
 
     def _bench(self) -> None:
         from babyllama.decode import NumpyDecoder

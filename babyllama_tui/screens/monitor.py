@@ -437,9 +437,11 @@ class MonitorScreen(AppScreen):
         self.set_class(self.alert_list.count > 0, "-alerts")
 
     def _show_sample(self) -> None:
-        """The newest sample first, then older ones below it (the panel scrolls): the model learning to write."""
+        """The newest sample first, then older ones below it (the panel scrolls): the model learning to write.
+        A fine-tuning run's sample is an answer, shown after its question."""
         samples = list(self.follower.history.samples) if self.follower else []
-        self.sample_view.show([(sample["step"], sample["text"]) for sample in reversed(samples)])
+        self.sample_view.show([(sample["step"], f"{sample.get('prompt')} → {sample['text']}" if sample.get("chat")
+                                else sample["text"]) for sample in reversed(samples)])
 
     # Actions
 

@@ -216,6 +216,20 @@ async def test_the_samples_panel_reaches_back_past_a_dozen_evaluations(tmp_path)
         assert "(100)" in samples.render_line(0).text, "the oldest sample scrolls up to the top"
 
 
+async def test_a_fine_tuning_runs_samples_show_the_question_before_the_answer(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "chat")
+    fill_run(run, steps=100, max_steps=100, started=time.time() - 900, state="finished")
+    run.append_metrics({"kind": "sample", "step": 100, "prompt": "刘备的两个结义兄弟是谁？", "text": "关羽和张飞。",
+                        "chat": True, "time": time.time()})
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await monitor_on(pilot, run, 100)
+        samples = screen.query_one(SampleList)
+        # The chat sample replaced the one fill_run wrote for the same step.
+        await wait_until(pilot, lambda: samples.samples == [(100, "刘备的两个结义兄弟是谁？ → 关羽和张飞。")], "the answer")
+        assert "刘备的两个结义兄弟是谁？ → 关羽和张飞。" in samples.render_line(0).text
+
+
 async def test_ctrl_c_copies_the_sample_at_the_top_of_the_samples_panel(tmp_path):
     run = long_run(tmp_path)
     app = BabyLlamaApp(root=tmp_path)

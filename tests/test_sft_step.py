@@ -105,3 +105,14 @@ def test_two_masked_micro_batches_equal_one_big_batch(fresh, initial):
     for name in (n for n in one if n.startswith("exp_avg.")):
         scale = np.abs(one[name]).max()
         np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+
+
+def test_a_masked_step_above_the_ceiling_is_not_applied(fresh, initial):
+    """The divergence guard judges the masked step's loss, the mean over trained targets."""
+    x, y = masked_batch(4)
+    expected = hand_loss(fresh, x, y)
+    skipped = fresh.step(x, y, LR, ceiling=expected * 0.99)
+    assert not skipped.applied and skipped.loss == pytest.approx(expected, rel=1e-6)
+    unchanged = state_of(fresh)
+    assert all(np.array_equal(unchanged[k], initial[k]) for k in initial)
+    assert fresh.step(x, y, LR, ceiling=expected * 1.01).applied

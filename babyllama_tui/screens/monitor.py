@@ -369,6 +369,7 @@ class MonitorScreen(AppScreen):
             bpb=_number(last.get("bpb")),
             val_bpb=_number(evaluation.get("val_bpb")),
             bench=format_bench(bench) if bench else None,
+            bench_short=format_bench(bench, short=True) if bench else None,
             health=health,
         ))
 

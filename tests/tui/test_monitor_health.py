@@ -70,6 +70,23 @@ async def test_bits_per_byte_and_the_latest_benchmark_score_are_on_the_status_li
         assert "C-Eval" not in status_text(screen)
 
 
+async def test_the_benchmark_score_drops_its_shots_and_chance_where_that_saves_a_line(tmp_path):
+    run = finished(tmp_path, name="sanguo-tiny-lr3e-4-batch16-long")
+    now = time.time()
+    run.append_metrics(train_row(310, loss=2.9, time=now, bpb=1.0213))
+    run.append_metrics({"kind": "eval", "step": 310, "val_loss": 3.1, "val_bpb": 1.0918, "time": now})
+    run.append_metrics({"kind": "bench", "step": 310, "task": "ceval", "shots": 5, "accuracy": 0.2712,
+                        "questions": 260, "subjects": 52, "chance": 0.25, "time": now})
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await follow(pilot, run, 31)
+        await wait_until(pilot, lambda: "C-Eval 27.1% @310" in status_text(screen), "the short score")
+        assert len(status_text(screen).splitlines()) == 2
+        await pilot.resize_terminal(200, 50)
+        await wait_until(pilot, lambda: "C-Eval 5-shot 27.1% (chance 25%) @310" in status_text(screen),
+                         "the whole score where there is room")
+
+
 async def test_mfu_and_the_achieved_flops_are_with_the_throughput(tmp_path):
     run = finished(tmp_path)
     run.append_metrics(train_row(310, loss=2.9, time=time.time(), flops_per_s=4.1e10, mfu=0.205))

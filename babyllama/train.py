@@ -389,8 +389,13 @@ class Training:
             if verdict.alerts or verdict.rollback_from is not None:
                 self._follow(verdict)
                 if verdict.rollback_from is not None:
-                    if stop_now and self.main:
-                        self.run.mark_stopping(step=self.step)
+                    if self.main:
+                        # The checkpoint rolled back to is saved again with the guard's new state
+                        # (rollbacks, the lowered learning rate, the batches to skip): resumed from,
+                        # after this stop or a crash later, it meets the same events as this run.
+                        if stop_now:
+                            self.run.mark_stopping(step=self.step)
+                        self.last_saved = None
                         self._save(time.monotonic() - started)
                     continue
             if not self.main:
@@ -448,7 +453,6 @@ class Training:
             for alert in verdict.alerts:
                 self.run.append_alert(step=self.step, alert=alert.alert, action=alert.action, message=alert.message,
                                       **alert.fields)
-                print(f"alert: {alert.message}", flush=True)
         if verdict.stop is not None:
             raise UserError(verdict.stop)
         if verdict.rollback_from is None:
@@ -465,14 +469,13 @@ class Training:
         self.data_position = state.get("data_position", self.step)
         self.tokens = state.get("tokens", 0)
         self.best_val_loss = state.get("best_val_loss")
-        self.last_saved = None if target is None else target.step
+        self.overfitting = OverfittingWatch.from_state(self.train_cfg.overfit_evals, state.get("overfitting"))
         alert = self.guard.rolled_back(decided_at, verdict, target, state.get("divergence"))
         if not self.main:
             return
         drop_checkpoints_after(self.run.checkpoints_dir, target)
         self.run.append_alert(step=decided_at, alert=alert.alert, action=alert.action, message=alert.message,
                               **alert.fields)
-        print(f"alert: {alert.message}", flush=True)
         self.run.append_metrics({"kind": "resume", "step": self.step,
                                  "checkpoint": None if target is None else target.path.name})
         self.run.write_status(step=self.step)
@@ -525,7 +528,6 @@ class Training:
         epochs = self.tokens / (self.dataset.train_windows * self.dataset.seq_len)
         alert = self.overfitting.add_eval(self.step, val_loss, epochs)
         if alert is not None:
-            print(f"alert: {alert['message']}", flush=True)
             self.run.append_alert(step=self.step, alert="overfitting", action="none", **alert)
         if self.text_sampler is None:
             return

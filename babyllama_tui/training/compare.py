@@ -17,7 +17,7 @@ from babyllama_tui.training.run_follower import RunFollower
 
 @dataclass(frozen=True)
 class LastLoss:
-    """A run's newest train row's step and loss, and its newest validation loss."""
+    """A run's newest train row whose loss counts (its step and loss), and its newest validation loss."""
 
     step: int
     loss: float | None
@@ -25,8 +25,8 @@ class LastLoss:
 
 
 def last_loss(history: MetricsHistory) -> LastLoss | None:
-    """None before the run's first train row."""
-    last = history.last_train
+    """None before the run's first train row whose loss counts."""
+    last = history.last_counted
     if last is None:
         return None
     loss = last.get("loss")

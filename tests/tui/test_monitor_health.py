@@ -9,6 +9,8 @@ import os
 import re
 import time
 
+from rich.text import Text
+
 from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.screens.monitor import MonitorScreen
@@ -189,6 +191,32 @@ async def test_a_rollback_is_an_alert_and_the_chart_shows_the_steps_redone_not_t
         assert screen.alert_list.count == 3
         await wait_until(pilot, lambda: "▼" in chart_text(screen), "the markers")
         assert max(y_tick_labels(screen)) < 10, "the undone attempt's climb to 13 is not drawn"
+
+
+async def test_a_skipped_spike_is_marked_but_kept_out_of_the_loss_its_smoothing_and_bits_per_byte(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "spiky")
+    run.create({"model": {"dim": 256}, "train": {"max_steps": 500}})
+    start = time.time() - 3000
+    for step in range(10, 410, 10):
+        run.append_metrics(train_row(step, loss=3.0, time=start + step, bpb=1.0))
+    # As the trainer writes a step it did not apply: its row, marked, and its alert.
+    run.append_metrics(train_row(410, loss=9.5, time=start + 410, bpb=3.2, skipped=True))
+    run.append_alert(step=410, alert="spike", action="skipped", message="loss 9.5 at step 410, far above its recent 3.0")
+    run.write_status(state="finished", step=410, max_steps=500, started=start, host="trainer-01", pid=4242)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await follow(pilot, run, 41)
+        await wait_until(pilot, lambda: "▼" in chart_text(screen) and "bpb 1.000" in status_text(screen),
+                         "the alert's marker and the bits per byte")
+        legend = Text.from_markup(screen.chart.border_title).plain
+        assert "loss 3.000" in legend and "ema 3.000" in legend, \
+            "the last loss and its smoothing are those of the last step applied, not " + legend
+        assert chart_text(screen).count("▼") == 1
+        assert max(y_tick_labels(screen)) < 5, "the skipped 9.5 is not drawn"
+        run.append_metrics(train_row(420, loss=3.0, time=start + 420, bpb=1.0))
+        await wait_until(pilot, lambda: len(screen.follower.history) == 42, "the next step")
+        assert screen.follower.history.series["ema"].last() == 3.0
+        assert "▼" in chart_text(screen) and "ema 3.000" in Text.from_markup(screen.chart.border_title).plain
 
 
 async def test_a_stalled_run_is_marked_on_the_monitor_with_why_until_a_row_comes(tmp_path):

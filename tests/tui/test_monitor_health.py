@@ -279,3 +279,20 @@ async def test_p_draws_the_previous_run_of_the_same_data_and_compare_lists_such_
         await wait_until(pilot, lambda: any("No other run of the same data" in n.message for n in app._notifications),
                          "the note that there is none")
         assert screen.compared.paths == []
+
+
+
+async def test_p_takes_the_run_created_last_before_the_followed_one_however_later_it_was_resumed(tmp_path):
+    runs = {}
+    for name, ago in (("first", 9000), ("resumed", 8000), ("followed", 6000)):
+        runs[name] = RunDir(tmp_path / "out" / "runs" / name)
+        fill_run(runs[name], steps=100, max_steps=100, started=time.time() - ago)
+        same_data(runs[name])
+    # Resumed after the followed run began: its status's `started` is now the newest of the three.
+    runs["resumed"].write_status(started=time.time() - 1000)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await follow(pilot, runs["followed"], 10)
+        await pilot.press("p")
+        await wait_until(pilot, lambda: screen.compared.paths != [], "a previous run drawn")
+        assert screen.compared.paths == [runs["resumed"].path], "the previous run by creation, not by the last start"

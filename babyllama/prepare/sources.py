@@ -13,6 +13,7 @@ from babyllama.corpora import (
     check_format,
     describe_format,
     expand_inputs,
+    is_sft_format,
     iter_records,
     sniff_format,
 )
@@ -37,7 +38,7 @@ def resolve_sources(
     """The files to read, each with its format, and under --format auto the files left out
     because their format cannot be told."""
     check_format(fmt)
-    own_files = {p.resolve() for p in (paths.out, paths.manifest, paths.partial, paths.journal)}
+    own_files = {p.resolve() for p in paths.all()}
     sources = []
     left_out = []
     for path in expand_inputs(inputs):
@@ -56,6 +57,20 @@ def resolve_sources(
                 continue
         sources.append(Source(path, file_format, stat.st_size, stat.st_mtime_ns))
     return sources, left_out
+
+
+def holds_conversations(sources: list[Source]) -> bool:
+    """Whether the sources are conversations (the sft-* formats) or pretraining text; one token
+    file holds one or the other, so a mix is refused, naming a file of each."""
+    conversations = [s for s in sources if is_sft_format(s.format)]
+    if conversations and len(conversations) < len(sources):
+        text = next(s for s in sources if not is_sft_format(s.format))
+        raise UserError(
+            f"the inputs mix conversations for fine-tuning ({conversations[0].path}: {conversations[0].format}) "
+            f"with pretraining text ({text.path}: {text.format}); a token file holds one or the other, so "
+            "prepare each with its own command"
+        )
+    return bool(conversations)
 
 
 def describe_left_out(left_out: list[UnrecognisedFile]) -> str:

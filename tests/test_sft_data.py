@@ -240,6 +240,14 @@ def test_conversations_and_pretraining_text_in_one_prepare_are_refused(tmp_path,
     assert not out.parent.exists()
 
 
+def test_inputs_whose_every_conversation_is_refused_say_why_and_write_nothing(tmp_path, sp_tokenizer_dir):
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"conversations": [{"role": "user", "content": "只问不答"}]}] * 2)
+    out = tmp_path / "out" / "chat.bin"
+    assert_refused(run_prepare("--tokenizer", sp_tokenizer_dir, "--out", out, corpus), out,
+                   f"nothing was written: {corpus}: 2 malformed records, the first on line 1: the conversation must "
+                   "end with an assistant turn")
+
+
 @pytest.fixture(scope="module")
 def sft_and_pretraining_files(tmp_path_factory, sp_tokenizer_dir) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("kinds")

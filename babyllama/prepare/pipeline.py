@@ -133,7 +133,7 @@ def prepare(
     counts = partial.counts
     if counts.documents == 0:
         partial.discard()
-        raise nothing_to_write(not_recognised + [what_was_found(source, min_tokens) for source in sources])
+        raise nothing_to_write(not_recognised + [what_was_found(source, min_tokens, template) for source in sources])
     partial.finish()
     tracker.update(offsets[-1], counts, final=True)
     for entry in counts.cut_short:

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from babyllama.chat_template import BadConversation, ChatTemplate
 from babyllama.corpora import (
+    BadRecord,
     Document,
     UnrecognisedFile,
     check_format,
@@ -82,12 +84,18 @@ def describe_left_out(left_out: list[UnrecognisedFile]) -> str:
     )
 
 
-def what_was_found(source: Source, min_tokens: int) -> str:
+def what_was_found(source: Source, min_tokens: int, template: ChatTemplate | None = None) -> str:
     """What a file that gave no document holds, in a few words, and the format to try if it
-    looks like another."""
+    looks like another. With a chat `template`, the file's conversations are checked by it, and
+    those it refuses count as malformed, as prepare counts them."""
     documents = bad = 0
     first_bad = cut = None
     for record in iter_records(source.path, source.format):
+        if type(record) is Document and template is not None:
+            try:
+                template.encode([{"role": r, "content": c} for r, c in zip(record.roles, record.segments)])
+            except BadConversation as e:
+                record = BadRecord(record.path, record.line, str(e))
         if type(record) is Document:
             documents += 1
         elif record.rest_skipped:
@@ -97,7 +105,8 @@ def what_was_found(source: Source, min_tokens: int) -> str:
             first_bad = first_bad or record
     parts = []
     if documents:
-        parts.append(f"{documents:,} documents, all shorter than --min-tokens {min_tokens} (ids, eos included)")
+        kind = "conversations" if template is not None else "documents"
+        parts.append(f"{documents:,} {kind}, all shorter than --min-tokens {min_tokens} (ids, eos included)")
     if first_bad:
         parts.append(f"{bad:,} malformed records, the first on line {first_bad.line}: {first_bad.reason}")
     if cut:

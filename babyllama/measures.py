@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ MINDSPORE_CPU_THREADS = 25
 # The CPU's peak: the best of short float32 matmuls of this size, for about this long.
 CPU_MATMUL_SIZE = 1024
 CPU_MATMUL_SECONDS = 0.25
+MEASURED = "measured:"  # how a measured peak's source begins
 
 # One device's dense peak in TFLOP/s, when the table does not know it (Ascend 910B, a float32
 # run on a GPU) or to override it.
@@ -329,7 +330,13 @@ def measure_cpu_peak(threads: int) -> Peak:
             np.matmul(a, b, out=out)
             best = min(best, time.perf_counter() - start)
     on = f"{used} threads" if used is not None else "numpy's default threads"
-    return Peak(2 * CPU_MATMUL_SIZE**3 / best, f"measured: float32 matmul on {on}")
+    return Peak(2 * CPU_MATMUL_SIZE**3 / best, f"{MEASURED} float32 matmul on {on}")
+
+
+def cpu_peak_threads(cpu_threads: int, world_size: int) -> int:
+    """The threads the run's workers use on this host's cores, which its CPU peak is measured on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, cpu_threads * world_size))
 
 
 def device_peak(device: str, dtype: str, world_size: int, cpu_threads: int,
@@ -347,8 +354,7 @@ def device_peak(device: str, dtype: str, world_size: int, cpu_threads: int,
         if tflops > 0:
             return Peak(tflops * 1e12 * world_size, f"{PEAK_ENV}={given} x {world_size}")
     if device == "CPU":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return measure_cpu_peak(max(1, min(cores, cpu_threads * world_size)))
+        return measure_cpu_peak(cpu_peak_threads(cpu_threads, world_size))
     if accelerator_names is None:
         from babyllama.devices import read_accelerators
 
@@ -378,6 +384,7 @@ class RunMeasures:
     val_bytes_per_token: float | None  # exactly the validation windows scored at each evaluation
     flops_per_token: int
     peak: Peak
+    peak_threads: int | None = None  # the threads a CPU peak was measured on; None: not measured
 
     def row(self, step: int) -> dict:
         return {"kind": "baselines", "step": step, "uniform_loss": self.uniform_loss,
@@ -396,6 +403,19 @@ class RunMeasures:
 
     def val_bpb(self, val_loss: float) -> float | None:
         return bits_per_byte(val_loss, self.val_bytes_per_token)
+
+    def peak_remeasured(self, achieved_flops: float | None) -> RunMeasures | None:
+        """These measures with the CPU's peak measured again, when the run went faster than the
+        peak measured at its start (other programs had slowed that matmul) and the new measure is
+        higher; None otherwise, and where the peak did not come from a measure."""
+        peak = self.peak
+        if not self.peak_threads or not peak.flops or not achieved_flops or achieved_flops <= peak.flops:
+            return None
+        again = measure_cpu_peak(self.peak_threads)
+        if again.flops <= peak.flops:
+            return None
+        return replace(self, peak=Peak(again.flops, f"{again.source}, again after the run went faster than "
+                                                     f"the {peak.flops / 1e12:,.3g} TFLOP/s measured at its start"))
 
     def describe(self) -> str:
         """The log lines at start."""
@@ -426,11 +446,13 @@ def run_measures(run_path: Path, model: ModelConfig, dataset: TokenDataset, toke
     text_bytes = TextBytes(tokenizer, dataset.eos_id)
     train = dataset.spread_train_indices(math.ceil(TRAIN_SAMPLE_TOKENS / dataset.seq_len))
     val = dataset.val_indices(batch_size, eval_iters) if dataset.val_windows else []
+    peak = device_peak(device, dtype, world_size, cpu_threads)
     return RunMeasures(
         uniform_loss=uniform_loss(model.vocab_size),
         unigram=unigram,
         bytes_per_token=_bytes_per_token(text_bytes, dataset, train, validation=False),
         val_bytes_per_token=_bytes_per_token(text_bytes, dataset, val, validation=True),
         flops_per_token=flops_per_token(model),
-        peak=device_peak(device, dtype, world_size, cpu_threads),
+        peak=peak,
+        peak_threads=cpu_peak_threads(cpu_threads, world_size) if peak.source.startswith(MEASURED) else None,
     )

@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 # spin while idle (libgomp's default) take the cores from MindSpore's own kernel threads:
 # on 2 shared cores a step at vocabulary 8,000 took 10.3 s spinning, 4.4-6.0 s sleeping.
 MINDSPORE_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+# A run faster than the CPU peak measured at its start measures it again, a few times at most: each
+# measure holds up the run for a quarter second, and under load it may not come out higher.
+PEAK_REMEASURES = 3
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,6 +244,7 @@ class Training:
         # constants of its train and eval rows' measures (set by _baselines).
         self.device = self.dtype = ""
         self.measures: RunMeasures | None = None
+        self.peak_remeasures = 0  # times the CPU's peak was measured again (at most PEAK_REMEASURES)
         self.guard: DivergenceGuard | None = None
 
     def __call__(self) -> int:
@@ -501,6 +505,15 @@ class Training:
             row["compile_s"] = round(interval.compile_seconds, 2)
         if skipped:
             row["skipped"] = True
+        if row["mfu"] is not None and row["mfu"] > 1 and self.peak_remeasures < PEAK_REMEASURES:
+            # Faster than the CPU's peak measured at the start: other programs slowed that measure.
+            self.peak_remeasures += 1
+            better = self.measures.peak_remeasured(row["flops_per_s"])
+            if better is not None:
+                self.measures = better
+                self.run.append_metrics(better.row(self.step))
+                print(better.describe().splitlines()[-1], flush=True)
+                row.update(mfu=better.train_fields(loss, tokens_per_s)["mfu"])
         self.run.append_metrics(row)
         self.run.write_status(step=self.step)
         speed = "compiling" if seconds is None else \

@@ -40,7 +40,8 @@ def check_conversation(messages: Sequence[dict], *, ends_with: str) -> None:
             raise BadConversation(f"turn {where} is {message['role']} where {expected} was expected "
                                   "(a system turn may come first, then user and assistant take turns)")
     if not turns or turns[-1]["role"] != ends_with:
-        raise BadConversation(f"the conversation must end with a {ends_with} turn")
+        article = "an" if ends_with == ASSISTANT else "a"
+        raise BadConversation(f"the conversation must end with {article} {ends_with} turn")
 
 
 class ChatTemplate(ABC):

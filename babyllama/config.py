@@ -210,6 +210,9 @@ class TrainConfig:
             _require(getattr(self, name) >= 0, f"train.{name}", f"must not be negative, got {getattr(self, name)}")
         for name in ("rollback_after", "rollback_window"):
             _require(getattr(self, name) > 0, f"train.{name}", f"must be positive, got {getattr(self, name)}")
+        # More bad steps than the window holds could never be counted: bad steps would be skipped forever.
+        _require(self.rollback_after <= self.rollback_window, "train.rollback_after",
+                 f"must not exceed train.rollback_window ({self.rollback_window}), got {self.rollback_after}")
         _require(self.spike_threshold > 0, "train.spike_threshold", f"must be positive, got {self.spike_threshold}")
         _require(0 < self.rollback_lr_scale <= 1, "train.rollback_lr_scale",
                  f"must be in (0, 1], got {self.rollback_lr_scale}")

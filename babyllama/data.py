@@ -1,7 +1,9 @@
 """Token files to training batches: memory-mapped files, a held-out slice, data-parallel ranks.
 
 Windows, the held-out slice and the (seed, step) batch order: docs/ARCHITECTURE.md,
-"Token files" and "Training". Pure numpy.
+"Token files" and "Training". SFT token files (conversations with a loss mask, "kind": "sft")
+are read by `SftDataset` only, and pretraining files by `TokenDataset` only: `is_sft_data` says
+which a run's data is. Pure numpy.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import numpy as np
 from babyllama.errors import UserError
 
 MANIFEST_KIND = "babyllama-token-file"
+SFT_KIND = "sft"
 MANIFEST_VERSION = 1
+# The target of an SFT batch where the loss mask is 0: the loss leaves it out.
+IGNORE_ID = -100
 TOKEN_DTYPES = ("uint16", "uint32")
 
 # How a .bin without a manifest is read: the seed's published Baby-Llama2 corpus.
@@ -29,10 +34,23 @@ SEED_TOKENIZER_KIND = "chatglm"
 
 DEFAULT_VAL_FRACTION = 0.005
 
-# The target of a token fine-tuning does not train on (an SFT batch's masked positions); the loss skips it.
-IGNORE_ID = -100
-
 REPREPARE = "re-run `babyllama prepare` to rewrite it"
+
+
+def sft_file_refused(path: Path) -> UserError:
+    """What a pretraining reader says of an SFT token file."""
+    return UserError(
+        f"{path}: an SFT token file (conversations with a loss mask), not pretraining text: fine-tune "
+        f"on it with `babyllama train --init-from RUN --data {path}`"
+    )
+
+
+def pretraining_file_refused(path: Path) -> UserError:
+    """What an SFT reader says of a pretraining token file (or the seed's corpus, without a manifest)."""
+    return UserError(
+        f"{path}: a pretraining token file (text, no loss mask), not conversations: pretrain on it, or "
+        "make an SFT token file with `babyllama prepare --format sft-alpaca` (or sft-conversations)"
+    )
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,7 @@ class TokenFile:
     eos_id: int
     tokenizer: dict | None
     manifest: dict | None
+    mask_path: Path | None = None  # an SFT file's loss mask: a uint8 per token, 1 = trained on
 
     def open(self) -> np.memmap:
         """A read-only map of the whole file; pages are read only when touched."""
@@ -53,6 +72,13 @@ class TokenFile:
             return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.n_tokens,))
         except OSError as e:
             raise UserError(f"{self.path}: cannot open the token file ({e.strerror or e})") from e
+
+    def open_mask(self) -> np.memmap:
+        """A read-only map of an SFT file's loss mask, a uint8 per token."""
+        try:
+            return np.memmap(self.mask_path, dtype=np.uint8, mode="r", shape=(self.n_tokens,))
+        except OSError as e:
+            raise UserError(f"{self.mask_path}: cannot open the loss mask ({e.strerror or e})") from e
 
     def describe_tokenizer(self) -> str:
         if self.tokenizer is None:
@@ -73,8 +99,11 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def read_manifest(path: str | Path) -> dict | None:
-    """The manifest beside token file `path` (NAME.bin.json), checked; None when there is none."""
+def read_manifest(path: str | Path, sft: bool = False) -> dict | None:
+    """The manifest beside token file `path` (NAME.bin.json), checked; None when there is none.
+
+    A pretraining manifest, or with `sft` an SFT one; a manifest of the other kind is refused
+    with one line that says what the file is for."""
     mpath = manifest_path(path)
     try:
         text = mpath.read_text(encoding="utf-8")
@@ -90,8 +119,13 @@ def read_manifest(path: str | Path) -> dict | None:
     def bad(what: str) -> UserError:
         return UserError(f"{mpath}: {what}; {REPREPARE}")
 
-    if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
-        raise bad(f'not a babyllama token-file manifest (expected "kind": "{MANIFEST_KIND}")')
+    kind = manifest.get("kind") if isinstance(manifest, dict) else None
+    if kind == SFT_KIND and not sft:
+        raise sft_file_refused(Path(path))
+    if kind == MANIFEST_KIND and sft:
+        raise pretraining_file_refused(Path(path))
+    if kind not in (MANIFEST_KIND, SFT_KIND):
+        raise bad(f'not a babyllama token-file manifest (expected "kind": "{MANIFEST_KIND}" or "{SFT_KIND}")')
     version = manifest.get("version")
     if _is_int(version) and version > MANIFEST_VERSION:
         raise UserError(
@@ -112,14 +146,29 @@ def read_manifest(path: str | Path) -> dict | None:
         raise bad(f"vocab_size {vocab_size:,} does not fit {manifest['dtype']} token ids")
     if manifest.get("tokenizer") is not None and not isinstance(manifest["tokenizer"], dict):
         raise bad('"tokenizer" is not an object')
+    if sft:
+        mask = manifest.get("mask")
+        if not isinstance(mask, str) or not mask or Path(mask).name != mask:
+            raise bad('"mask" is not the name of the loss-mask file beside the token file')
+        if not isinstance(manifest.get("chat_template"), dict):
+            raise bad('"chat_template" is missing or not an object')
+        for key in ("conversations", "trained_tokens"):
+            if not _is_int(manifest.get(key)) or manifest[key] < 0:
+                raise bad(f'"{key}" is missing or not a non-negative whole number')
     return manifest
 
 
-def open_token_file(path: str | Path) -> TokenFile:
-    """Describe a token file after checking that it is complete and agrees with its manifest."""
+def open_token_file(path: str | Path, sft: bool = False) -> TokenFile:
+    """Describe a token file after checking that it is complete and agrees with its manifest.
+
+    A pretraining file, or with `sft` an SFT file with its loss mask (`mask_path`), checked to
+    hold a byte per token; a file of the other kind is refused in one line."""
     path = Path(path)
     if path.name.endswith(".json"):
         raise UserError(f"{path}: this is a manifest; pass the token file itself ({path.name[:-5]})")
+    if path.name.endswith(".bin.mask"):
+        raise UserError(f"{path}: this is the loss mask of an SFT token file; pass the token file itself "
+                        f"({path.name[: -len('.mask')]})")
     if path.name.endswith(".partial"):
         raise UserError(
             f"{path}: unfinished output of `babyllama prepare`; run prepare again to finish it "
@@ -136,7 +185,9 @@ def open_token_file(path: str | Path) -> TokenFile:
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a token file")
 
-    manifest = read_manifest(path)
+    manifest = read_manifest(path, sft)
+    if manifest is None and sft:
+        raise pretraining_file_refused(path)
     if manifest is None:
         dtype, vocab_size, eos_id, tokenizer = np.dtype(SEED_DTYPE), SEED_VOCAB_SIZE, SEED_EOS_ID, None
         convention = " (a file without a manifest is read as the seed's corpus: uint16 ChatGLM2 ids)"
@@ -159,7 +210,28 @@ def open_token_file(path: str | Path) -> TokenFile:
             f"{path}: holds {n_tokens:,} tokens but its manifest {manifest_path(path).name} says "
             f"{manifest['tokens']:,}; the file is truncated or the manifest belongs to another file; {REPREPARE}"
         )
-    return TokenFile(path, dtype, n_tokens, vocab_size, eos_id, tokenizer, manifest)
+    mask_path = None
+    if sft:
+        mask_path = path.with_name(manifest["mask"])
+        if not mask_path.is_file():
+            raise UserError(f"{path}: its loss mask {mask_path.name} is missing; {REPREPARE}")
+        if mask_path.stat().st_size != n_tokens:
+            raise UserError(
+                f"{mask_path}: {mask_path.stat().st_size:,} bytes, but the token file holds {n_tokens:,} tokens "
+                f"(a byte each); the mask belongs to another file or is damaged; {REPREPARE}"
+            )
+    return TokenFile(path, dtype, n_tokens, vocab_size, eos_id, tokenizer, manifest, mask_path)
+
+
+def is_sft_data(paths: str | Path | Sequence[str | Path]) -> bool:
+    """Whether token files (files, folders) are SFT data, by the first file's manifest: then
+    `SftDataset` reads them, else `TokenDataset`; each refuses a file of the other kind."""
+    first = _expand_token_paths(paths)[0]
+    try:
+        manifest = json.loads(manifest_path(first).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # no manifest, or one that opening the file will name as damaged
+    return isinstance(manifest, dict) and manifest.get("kind") == SFT_KIND
 
 
 def _tokenizer_kind_vocab_eos(token_file: TokenFile) -> tuple:
@@ -253,6 +325,8 @@ class TokenDataset:
     the batch); `check_token_ids` scans a whole file.
     """
 
+    sft = False  # SftDataset: conversations, targets masked with IGNORE_ID
+
     def __init__(
         self,
         paths: str | Path | Sequence[str | Path],
@@ -264,7 +338,7 @@ class TokenDataset:
             raise UserError(f"seq_len must be a whole number of at least 1, not {seq_len!r}")
         if not 0 <= val_fraction < 1:
             raise UserError(f"val_fraction must be at least 0 and below 1, not {val_fraction!r}")
-        self.files = [open_token_file(p) for p in _expand_token_paths(paths)]
+        self.files = [open_token_file(p, self.sft) for p in _expand_token_paths(paths)]
         check_same_tokenizer(self.files)
         self.seq_len = seq_len
         self.val_fraction = val_fraction
@@ -280,7 +354,7 @@ class TokenDataset:
             )
 
         check_window_fits(self.files, seq_len)
-        windows = [max(0, (f.n_tokens - 1) // seq_len) for f in self.files]
+        windows = self._file_windows()
         self.file_val = _allocate_validation(windows, val_fraction)
         self.file_train = [w - v for w, v in zip(windows, self.file_val)]
         self._train_offsets = np.concatenate([[0], np.cumsum(self.file_train)]).astype(np.int64)
@@ -289,6 +363,10 @@ class TokenDataset:
         self._train_first = np.zeros(len(self.files), dtype=np.int64)
         self._val_first = np.asarray(self.file_train, dtype=np.int64)
         self._maps: list[np.ndarray | None] = [None] * len(self.files)
+
+    def _file_windows(self) -> list[int]:
+        """How many windows each file gives."""
+        return [max(0, (f.n_tokens - 1) // self.seq_len) for f in self.files]
 
     @property
     def train_windows(self) -> int:
@@ -344,7 +422,15 @@ class TokenDataset:
             )
         picks = self.val_indices(batch_size, n_batches)
         count = len(picks) // batch_size
-        return (split_inputs_targets(self.val_rows(picks[b * batch_size : (b + 1) * batch_size])) for b in range(count))
+        return (self.val_batch(picks[b * batch_size : (b + 1) * batch_size]) for b in range(count))
+
+    def train_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of training windows by index: int32 arrays (len(indices), seq_len), y being x shifted by one."""
+        return split_inputs_targets(self.train_rows(indices))
+
+    def val_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of validation windows by index, as `train_batch`."""
+        return split_inputs_targets(self.val_rows(indices))
 
     def val_indices(self, batch_size: int, n_batches: int | None = None) -> np.ndarray:
         """The validation windows `val_batches(batch_size, n_batches)` visits, in order (a window may repeat)."""
@@ -391,6 +477,81 @@ class TokenDataset:
             f, position = int(file_of[row]), int(starts[row]) + int(col)
             raise bad_token_error(self.files[f].path, position, int(self.file_tokens(f)[position]), self.vocab_size)
         return rows
+
+
+class SftDataset(TokenDataset):
+    """Windows over SFT token files (conversations with a loss mask), as TokenDataset's: fixed
+    windows of `seq_len + 1` tokens, conversations packed back to back, the same held-out slice
+    and, through BatchSampler, the same (seed, step) order. Only windows whose targets hold a
+    trained token are counted, so a window of nothing but questions is never drawn; targets where
+    the mask is 0 are IGNORE_ID. The interface is TokenDataset's (`train_batch`, `val_batches`,
+    `window_starts`, ...); `file_mask` gives a file's mask. A pretraining file is refused."""
+
+    sft = True
+
+    def _file_windows(self) -> list[int]:
+        # Window w of a file holds tokens [w * seq_len, (w + 1) * seq_len]; its targets start one later.
+        self._trained_windows = [trained_windows(f.open_mask(), self.seq_len) for f in self.files]
+        self._masks: list[np.ndarray | None] = [None] * len(self.files)
+        if not any(len(w) for w in self._trained_windows):
+            raise UserError(
+                f"{self.files[0].path}: no window of seq_len + 1 = {self.seq_len + 1:,} tokens holds a trained token "
+                "(an assistant's answer); use more conversations or a longer seq_len"
+            )
+        return [len(w) for w in self._trained_windows]
+
+    def window_starts(self, indices, validation: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        file_of, starts = super().window_starts(indices, validation)
+        # The parent numbers the counted windows of each file; map them to the windows they are.
+        counted = starts // self.seq_len
+        for f in np.unique(file_of).tolist():
+            here = file_of == f
+            starts[here] = self._trained_windows[f][counted[here]] * self.seq_len
+        return file_of, starts
+
+    def file_mask(self, file_index: int) -> np.ndarray:
+        """The loss mask of file `file_index` (a uint8 per token, 1 = trained on), memory-mapped."""
+        mask = self._masks[file_index]
+        if mask is None:
+            mask = self._masks[file_index] = self.files[file_index].open_mask().view(np.ndarray)
+        return mask
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_masks"] = [None] * len(self.files)
+        return state
+
+    def describe(self) -> dict:
+        return {**super().describe(), "kind": SFT_KIND,
+                "trained_tokens": sum(f.manifest["trained_tokens"] for f in self.files)}
+
+    def train_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        return self._masked(super().train_batch(indices), indices, validation=False)
+
+    def val_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        return self._masked(super().val_batch(indices), indices, validation=True)
+
+    def _masked(self, batch: tuple[np.ndarray, np.ndarray], indices, validation: bool) -> tuple[np.ndarray, np.ndarray]:
+        inputs, targets = batch
+        file_of, starts = self.window_starts(indices, validation)
+        trained = np.empty(targets.shape, dtype=bool)
+        for row, (f, start) in enumerate(zip(file_of.tolist(), starts.tolist())):
+            trained[row] = self.file_mask(f)[start + 1 : start + 1 + self.seq_len]
+        # A new array: targets may share memory with the inputs (one row is contiguous as it is).
+        return inputs, np.where(trained, targets, np.int32(IGNORE_ID))
+
+
+def trained_windows(mask: np.ndarray, seq_len: int, chunk_tokens: int = 1 << 24) -> np.ndarray:
+    """The windows (numbers w: tokens [w * seq_len, (w + 1) * seq_len]) of a loss mask whose
+    targets, tokens w * seq_len + 1 to (w + 1) * seq_len, hold a trained one; read in chunks."""
+    windows = max(0, (len(mask) - 1) // seq_len)
+    per_chunk = max(1, chunk_tokens // seq_len)
+    found = [np.empty(0, dtype=np.int64)]
+    for first in range(0, windows, per_chunk):
+        last = min(windows, first + per_chunk)
+        targets = np.asarray(mask[first * seq_len + 1 : last * seq_len + 1]).reshape(last - first, seq_len)
+        found.append(first + np.flatnonzero(targets.any(axis=1)))
+    return np.concatenate(found)
 
 
 def split_inputs_targets(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -560,8 +721,9 @@ class BatchSampler:
         return indices
 
     def batch(self, step: int, micro: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y), int32 arrays of shape (batch_size, seq_len), y being x shifted by one token."""
-        return split_inputs_targets(self.dataset.train_rows(self.train_indices(step, micro)))
+        """(x, y), int32 arrays of shape (batch_size, seq_len), y being x shifted by one token
+        (for an SftDataset, IGNORE_ID where the loss mask is 0)."""
+        return self.dataset.train_batch(self.train_indices(step, micro))
 
     def _permutation(self, epoch: int) -> FeistelPermutation:
         permutation = self._permutations.get(epoch)

@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,6 @@ import numpy as np
 from babyllama.config import ModelConfig
 from babyllama.data import TokenDataset
 from babyllama.files import atomic_write_json
-from babyllama.sft_windows import is_sft
 from babyllama.tokenizer import Tokenizer
 from babyllama.tokenizer.interface import REPLACEMENT_CHARACTER
 
@@ -51,6 +50,7 @@ MINDSPORE_CPU_THREADS = 25
 # The CPU's peak: the best of short float32 matmuls of this size, for about this long.
 CPU_MATMUL_SIZE = 1024
 CPU_MATMUL_SECONDS = 0.25
+MEASURED = "measured:"  # how a measured peak's source begins
 
 # One device's dense peak in TFLOP/s, when the table does not know it (Ascend 910B, a float32
 # run on a GPU) or to override it.
@@ -127,7 +127,7 @@ def windows_bytes(text_bytes: TextBytes, dataset: TokenDataset, indices, validat
     total = 0
     for f, start in zip(file_of.tolist(), starts.tolist()):
         if (f, start) not in counted:
-            runs = _trained_runs(dataset, f, start) if is_sft(dataset) else [(0, dataset.seq_len)]
+            runs = _trained_runs(dataset, f, start) if dataset.sft else [(0, dataset.seq_len)]
             counted[f, start] = sum(text_bytes.between(dataset.file_tokens(f), start + 1 + a, start + 1 + b)
                                     for a, b in runs)
         total += counted[f, start]
@@ -143,9 +143,11 @@ def _trained_runs(dataset, file_index: int, start: int) -> list[tuple[int, int]]
 
 def scored_targets(dataset: TokenDataset, indices, validation: bool = False) -> int:
     """How many targets of these windows the loss scores: all of them, or an SFT dataset's trained ones."""
-    if is_sft(dataset):
-        return int(dataset.target_mask(indices, validation).sum())
-    return len(indices) * dataset.seq_len
+    if not dataset.sft:
+        return len(indices) * dataset.seq_len
+    file_of, starts = dataset.window_starts(indices, validation)
+    return sum(int(np.count_nonzero(dataset.file_mask(f)[start + 1 : start + 1 + dataset.seq_len]))
+               for f, start in zip(file_of.tolist(), starts.tolist()))
 
 
 def bits_per_byte(loss: float, bytes_per_token: float | None) -> float | None:
@@ -179,9 +181,26 @@ class UnigramCount:
 def _training_targets(dataset: TokenDataset) -> list[tuple[int, int, int]]:
     """(file, start, end) of the tokens the training windows predict, file by file (of an SFT dataset,
     the ranges whose trained tokens they are)."""
-    if is_sft(dataset):
-        return dataset.training_target_ranges()
+    if dataset.sft:
+        return _sft_training_targets(dataset)
     return [(f, 1, windows * dataset.seq_len + 1) for f, windows in enumerate(dataset.file_train) if windows]
+
+
+def _sft_training_targets(dataset: TokenDataset) -> list[tuple[int, int, int]]:
+    """Each file's tokens up to its first held-out window's targets (or past its last training
+    window): their trained tokens are the training targets, as the windows left out hold none."""
+    ranges = []
+    trains = np.cumsum(dataset.file_train)
+    vals = np.cumsum([0, *dataset.file_val])
+    for f, windows in enumerate(dataset.file_train):
+        if not windows:
+            continue
+        if dataset.file_val[f]:
+            end = int(dataset.window_starts([vals[f]], validation=True)[1][0]) + 1
+        else:
+            end = int(dataset.window_starts([trains[f] - 1])[1][0]) + dataset.seq_len + 1
+        ranges.append((f, 1, end))
+    return ranges
 
 
 def _spread_blocks(ranges: list[tuple[int, int, int]], budget: int, block: int) -> Iterator[tuple[int, int, int]]:
@@ -205,7 +224,7 @@ def unigram_loss(dataset: TokenDataset, max_tokens: int = UNIGRAM_MAX_TOKENS,
     ranges = _training_targets(dataset)
     total = sum(end - start for _, start, end in ranges)
     trained = (sum(int(np.count_nonzero(dataset.file_mask(f)[start:end])) for f, start, end in ranges)
-               if is_sft(dataset) else total)
+               if dataset.sft else total)
     pieces = ranges if total <= max_tokens else list(_spread_blocks(ranges, max_tokens, block))
     counts = np.zeros(dataset.vocab_size, dtype=np.int64)
     counted = 0
@@ -213,7 +232,7 @@ def unigram_loss(dataset: TokenDataset, max_tokens: int = UNIGRAM_MAX_TOKENS,
         tokens = dataset.file_tokens(f)
         for chunk_start in range(start, end, UNIGRAM_CHUNK_TOKENS):
             chunk = tokens[chunk_start : min(end, chunk_start + UNIGRAM_CHUNK_TOKENS)]
-            if is_sft(dataset):
+            if dataset.sft:
                 chunk = chunk[dataset.file_mask(f)[chunk_start : chunk_start + chunk.size] != 0]
             counts += np.bincount(chunk, minlength=dataset.vocab_size)[: dataset.vocab_size]
             counted += chunk.size
@@ -353,7 +372,13 @@ def measure_cpu_peak(threads: int) -> Peak:
             np.matmul(a, b, out=out)
             best = min(best, time.perf_counter() - start)
     on = f"{used} threads" if used is not None else "numpy's default threads"
-    return Peak(2 * CPU_MATMUL_SIZE**3 / best, f"measured: float32 matmul on {on}")
+    return Peak(2 * CPU_MATMUL_SIZE**3 / best, f"{MEASURED} float32 matmul on {on}")
+
+
+def cpu_peak_threads(cpu_threads: int, world_size: int) -> int:
+    """The threads the run's workers use on this host's cores, which its CPU peak is measured on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, cpu_threads * world_size))
 
 
 def device_peak(device: str, dtype: str, world_size: int, cpu_threads: int,
@@ -371,8 +396,7 @@ def device_peak(device: str, dtype: str, world_size: int, cpu_threads: int,
         if tflops > 0:
             return Peak(tflops * 1e12 * world_size, f"{PEAK_ENV}={given} x {world_size}")
     if device == "CPU":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return measure_cpu_peak(max(1, min(cores, cpu_threads * world_size)))
+        return measure_cpu_peak(cpu_peak_threads(cpu_threads, world_size))
     if accelerator_names is None:
         from babyllama.devices import read_accelerators
 
@@ -402,6 +426,7 @@ class RunMeasures:
     val_bytes_per_token: float | None  # exactly the validation windows scored at each evaluation
     flops_per_token: int
     peak: Peak
+    peak_threads: int | None = None  # the threads a CPU peak was measured on; None: not measured
 
     def row(self, step: int) -> dict:
         return {"kind": "baselines", "step": step, "uniform_loss": self.uniform_loss,
@@ -420,6 +445,19 @@ class RunMeasures:
 
     def val_bpb(self, val_loss: float) -> float | None:
         return bits_per_byte(val_loss, self.val_bytes_per_token)
+
+    def peak_remeasured(self, achieved_flops: float | None) -> RunMeasures | None:
+        """These measures with the CPU's peak measured again, when the run went faster than the
+        peak measured at its start (other programs had slowed that matmul) and the new measure is
+        higher; None otherwise, and where the peak did not come from a measure."""
+        peak = self.peak
+        if not self.peak_threads or not peak.flops or not achieved_flops or achieved_flops <= peak.flops:
+            return None
+        again = measure_cpu_peak(self.peak_threads)
+        if again.flops <= peak.flops:
+            return None
+        return replace(self, peak=Peak(again.flops, f"{again.source}, again after the run went faster than "
+                                                     f"the {peak.flops / 1e12:,.3g} TFLOP/s measured at its start"))
 
     def describe(self) -> str:
         """The log lines at start."""
@@ -450,11 +488,13 @@ def run_measures(run_path: Path, model: ModelConfig, dataset: TokenDataset, toke
     text_bytes = TextBytes(tokenizer, dataset.eos_id)
     train = dataset.spread_train_indices(math.ceil(TRAIN_SAMPLE_TOKENS / dataset.seq_len))
     val = dataset.val_indices(batch_size, eval_iters) if dataset.val_windows else []
+    peak = device_peak(device, dtype, world_size, cpu_threads)
     return RunMeasures(
         uniform_loss=uniform_loss(model.vocab_size),
         unigram=unigram,
         bytes_per_token=_bytes_per_token(text_bytes, dataset, train, validation=False),
         val_bytes_per_token=_bytes_per_token(text_bytes, dataset, val, validation=True),
         flops_per_token=flops_per_token(model),
-        peak=device_peak(device, dtype, world_size, cpu_threads),
+        peak=peak,
+        peak_threads=cpu_peak_threads(cpu_threads, world_size) if peak.source.startswith(MEASURED) else None,
     )

@@ -143,7 +143,8 @@ class MemoryWatch:
 
         def sample() -> None:
             while not stop.wait(interval):
-                self.check_host()
+                with contextlib.suppress(OSError, psutil.Error):  # a reading that cannot be taken is skipped
+                    self.check_host()
 
         thread = threading.Thread(target=sample, name="memory-watch", daemon=True)
         thread.start()
@@ -205,10 +206,9 @@ class MemoryWatch:
     def _end_now(self, reading: Reading, processes: list[psutil.Process]) -> None:
         """At the limit, from the watch's thread: record the end, end the run's other processes on
         this host, then this one, before the kernel's OOM killer picks one."""
-        latest = self.run.latest_checkpoint()
-        kept = (f"resume continues from {latest.path.name}" if latest else "no checkpoint had been saved")
-        message = f"{self._what(reading)}; ended at once, before the machine ran out of memory; {kept}; {self.advice()}"
         try:
+            message = (f"{self._what(reading)}; ended at once, before the machine ran out of memory; "
+                       f"{self._kept()}; {self.advice()}")
             self._record(reading, message)
         finally:
             for process in processes:
@@ -217,9 +217,15 @@ class MemoryWatch:
                         process.kill()
             os._exit(1)
 
+    def _kept(self) -> str:
+        try:
+            latest = self.run.latest_checkpoint()
+        except OSError as e:
+            return f"its checkpoints could not be read ({e.strerror})"
+        return f"resume continues from {latest.path.name}" if latest else "no checkpoint had been saved"
+
     def _record(self, reading: Reading, message: str) -> None:
         step = self.step()
-        print(f"alert: {message}", flush=True)
         try:
             self.run.append_alert(step=step, alert="memory", action="stopped", message=message,
                                   used_mb=round(reading.used_mb, 1), limit_mb=round(reading.limit_mb, 1),

@@ -39,17 +39,18 @@ from babyllama.config import (
 )
 from babyllama.data import (
     BatchSampler,
+    SftDataset,
     TokenDataset,
     TokenFile,
     check_same_tokenizer,
     check_token_ids,
     check_window_fits,
+    is_sft_data,
 )
 from babyllama.devices import MIB, AcceleratorReading, host_memory_mb
 from babyllama.errors import UserError
 from babyllama.msrun_env import expected_rank, expected_world_size
 from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, RunDir, effective_state, stop_it_first
-from babyllama.sft_windows import is_sft, open_dataset
 from babyllama.tokenizer import Tokenizer, load_tokenizer, tokenizer_location
 
 # Model fields that may change on resume: they shape no parameter.
@@ -149,7 +150,9 @@ def _check_bench(train: TrainConfig) -> TrainConfig:
 
 def _open_dataset(paths, model: ModelConfig, train: TrainConfig) -> TokenDataset:
     # Absolute: token files are opened when first read, after the trainer moves to its kernel workspace.
-    return open_dataset([Path(p).absolute() for p in paths], model.max_seq_len, train.val_fraction)
+    paths = [Path(p).absolute() for p in paths]
+    reader = SftDataset if is_sft_data(paths) else TokenDataset
+    return reader(paths, seq_len=model.max_seq_len, val_fraction=train.val_fraction)
 
 
 def _choose_tokenizer(given: Path | None, dataset: TokenDataset) -> Tokenizer:
@@ -180,7 +183,7 @@ def _check_tokenizer_fits(tokenizer: Tokenizer, dataset: TokenDataset, model: Mo
                 "the files were prepared with, or re-run `babyllama prepare` with this one", field="tokenizer"
             )
     check_vocabulary(dataset.files, model)
-    if is_sft(dataset):
+    if dataset.sft:
         from babyllama.chat_template import check_template
 
         for token_file in dataset.files:

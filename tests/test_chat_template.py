@@ -47,7 +47,7 @@ def test_our_template_masks_the_answers_and_their_ends(sp_tokenizer):
     ([], "no turns"),
     ([ASK, ASK2], "turn 2 is user where assistant was expected"),
     ([SYSTEM, ANSWER], "turn 2 is assistant where user was expected"),
-    ([ASK], "must end with a assistant turn"),
+    ([ASK], "must end with an assistant turn"),
     ([{"role": "bot", "content": "x"}], "role must be one of"),
     ([{"role": "user", "content": 3}], "content must be a string"),
 ])

@@ -86,6 +86,8 @@ def test_model_validation_names_the_field(changes, message):
         ({"spike_window": -1}, r"train.spike_window must not be negative"),
         ({"spike_threshold": 0.0}, r"train.spike_threshold must be positive"),
         ({"rollback_after": 0}, r"train.rollback_after must be positive"),
+        ({"rollback_after": 30, "rollback_window": 20},
+         r"train.rollback_after must not exceed train.rollback_window \(20\), got 30"),
         ({"rollback_lr_scale": 1.5}, r"train.rollback_lr_scale must be in \(0, 1\], got 1.5"),
     ],
 )

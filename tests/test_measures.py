@@ -209,3 +209,18 @@ def test_train_rows_get_bits_per_byte_flops_and_mfu_from_the_run_measures():
     assert unknown_peak.train_fields(4.0, 1000.0)["mfu"] is None
     assert set(measures.row(7)) == {"kind", "step", "uniform_loss", "unigram_loss", "bytes_per_token",
                                     "val_bytes_per_token", "flops_per_token", "peak_flops", "peak_source"}
+
+
+def test_a_run_faster_than_its_measured_cpu_peak_measures_the_peak_again_and_keeps_the_higher():
+    # A peak measured at start while other programs held the cores: far below what the run then reached.
+    slowed = RunMeasures(uniform_loss=math.log(2000), unigram=UnigramCount(6.0, 10, 10, 0.0), bytes_per_token=3.0,
+                         val_bytes_per_token=2.5, flops_per_token=1_000_000,
+                         peak=Peak(1e6, "measured: float32 matmul on 1 threads"), peak_threads=1)
+    again = slowed.peak_remeasured(achieved_flops=2e6)
+    assert again.peak.flops > 1e8 and again.peak.source == (
+        "measured: float32 matmul on 1 threads, again after the run went faster than the 1e-06 TFLOP/s measured "
+        "at its start")
+    assert again.row(5)["peak_flops"] == again.peak.flops
+    assert slowed.peak_remeasured(achieved_flops=5e5) is None, "slower than the peak: nothing to measure"
+    from_table = RunMeasures(**{**vars(slowed), "peak": Peak(1e6, "table: A100"), "peak_threads": None})
+    assert from_table.peak_remeasured(achieved_flops=2e6) is None, "a datasheet's peak is not measured again"

@@ -139,3 +139,24 @@ def test_at_the_limit_a_detached_run_ends_at_once_and_says_why(tmp_path, token_f
              "the run's processes to be gone", timeout=WAIT_S)
     assert status["error"] in runs_table(run.parent)
     assert json.loads((run / "status.json").read_text())["alerts"] == 1
+
+
+def test_at_the_limit_a_run_whose_checkpoints_cannot_be_read_still_ends_saying_why(tmp_path):
+    # `latest` a folder: reading it fails. The watch must still record the end and exit, not die
+    # on the error and leave the run to the kernel's OOM killer.
+    run = tmp_path / "runs" / "odd"
+    script = textwrap.dedent(f"""
+        from babyllama.config import TrainConfig
+        from babyllama.memory_watch import MemoryWatch
+        from babyllama.runs import RunDir
+        run = RunDir({str(run)!r})
+        run.create({{}})
+        (run.checkpoints_dir / "latest").mkdir(parents=True)
+        MemoryWatch(TrainConfig(memory_limit_mb=1), run, lambda: 3).check_host()
+        print("the watch let the run go on")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    status = RunDir(run).read_status()
+    assert status["state"] == "failed" and "its checkpoints could not be read (Is a directory)" in status["error"]
+    assert done.stderr.strip() == f"babyllama train: {status['error']}"

@@ -920,6 +920,30 @@ def test_cli_runs_counts_a_runs_alerts_and_names_the_last(tmp_path):
     assert listed["alerts"] == 2 and listed["last_alert"]["alert"] == "rollback"
 
 
+def test_cli_runs_shows_the_loss_of_the_last_step_applied_not_of_a_skipped_spike(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "spiky")
+    run.create({})
+    run.write_status(state="finished", step=410, max_steps=410, started=time.time() - 100)
+    for step in range(10, 410, 10):
+        run.append_metrics({"kind": "train", "step": step, "loss": 3.0, "bpb": 1.0, "tokens": step * 64,
+                            "tokens_per_s": 5000.0})
+    run.append_metrics({"kind": "train", "step": 410, "loss": 9.5, "bpb": 3.2, "tokens": 410 * 64,
+                        "tokens_per_s": 4000.0, "skipped": True})
+    run.append_alert(step=410, alert="spike", action="skipped", message="loss 9.5 at step 410, far above 3.0")
+    line = babyllama("runs", cwd=tmp_path).stdout.splitlines()[1]
+    assert line.split()[:6] == ["spiky", "finished", "410/410", "3.0000", "-", "1.000"], line
+    assert line.endswith("1 alert, the last at step 410: loss 9.5 at step 410, far above 3.0"), line
+    (listed,) = json.loads(babyllama("runs", "--json", cwd=tmp_path).stdout)
+    assert (listed["loss"], listed["bpb"]) == (3.0, 1.0)
+    assert (listed["tokens"], listed["tokens_per_s"]) == (410 * 64, 4000.0), "the skipped step was still taken"
+    assert "bits per byte 1.000 train" in babyllama("runs", "show", "spiky", cwd=tmp_path).stdout
+    # Nothing but skipped steps yet: no loss rather than the spike's.
+    lone = RunDir(tmp_path / "lone")
+    lone.create({})
+    lone.append_metrics({"kind": "train", "step": 1, "loss": 12.0, "bpb": 4.0, "skipped": True})
+    assert (run_info(lone).loss, run_info(lone).bpb, run_info(lone).step) == (None, None, 1)
+
+
 def test_cli_runs_note_rename_and_delete(tmp_path):
     ended(tmp_path, "first", error="process 1 is gone")
     note = babyllama("runs", "note", "first", "the baseline", cwd=tmp_path)

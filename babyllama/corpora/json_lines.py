@@ -1,4 +1,5 @@
-"""The JSON lines reader: a record a line (baike, c4, medical, medical-sft, jsonl:FIELD).
+"""The JSON lines reader: a record a line (baike, c4, medical, medical-sft, jsonl:FIELD, and the
+conversations of sft-alpaca and sft-conversations).
 See docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from babyllama.corpora.shapes import (
     NOT_UNICODE,
     SURROGATE_ESCAPE_BYTES,
     Malformed,
+    Turns,
     is_valid_unicode,
     parse_failure,
 )
@@ -44,6 +46,9 @@ def read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
                 end = position if raw_tell is None else raw_tell()
                 try:
                     segments = shape(loads(line.decode()))
+                    roles = ()
+                    if type(segments) is Turns:
+                        roles, segments = segments
                 except Malformed as e:
                     yield BadRecord(path, line_no, e.reason, end)
                     continue
@@ -58,7 +63,7 @@ def read_json_lines(path: Path, shape, skip: int) -> Iterator[Record]:
                 if SURROGATE_ESCAPE_BYTES.search(line) is not None and not is_valid_unicode(segments):
                     yield BadRecord(path, line_no, NOT_UNICODE, end)
                     continue
-                yield Document(segments, path, line_no, end)
+                yield Document(segments, path, line_no, end, roles)
             source.raise_error()
         except READ_ERRORS as e:
             if not to_skip:

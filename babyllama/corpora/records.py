@@ -9,12 +9,15 @@ from pathlib import Path
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One document: its segments are encoded one by one, concatenated, then end-of-text."""
+    """One document: its segments are encoded one by one, concatenated, then end-of-text. A
+    conversation (the sft-* formats) has a role for each segment, its turn's content; the chat
+    template encodes it."""
 
     segments: tuple[str, ...]
     path: Path
     line: int  # 1-based line where the record starts
     end: int = 0  # byte position in the raw (for .gz: compressed) file after this record
+    roles: tuple[str, ...] = ()  # a conversation's: "system", "user" or "assistant" for each segment
 
 
 @dataclass(frozen=True, slots=True)

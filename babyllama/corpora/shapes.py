@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 # An escaped UTF-16 surrogate: either half of a pair (fine once json joins them) or a lone half,
 # which is no character at all and cannot be encoded for a tokenizer.
@@ -89,11 +90,99 @@ def _medical_sft_segments(record) -> tuple[str, ...]:
     return (question, _string_field(record, "output"))
 
 
+class Turns(NamedTuple):
+    """A conversation from an sft-* record: its turns' roles and contents, in order. Whether the
+    turns make a conversation (who speaks when) is the chat template's to say, at encoding."""
+
+    roles: tuple[str, ...]
+    contents: tuple[str, ...]
+
+
+CONVERSATION_ROLES = ("system", "user", "assistant")
+# The ShareGPT spelling: {"from": "human" | "gpt" | "system", "value"}.
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+
+
+def _object(record) -> dict:
+    if not isinstance(record, dict):
+        raise Malformed(f"expected a JSON object, found {json_type(record)}")
+    return record
+
+
+def _optional_string(record: dict, name: str, where: str = "") -> str:
+    value = record.get(name)
+    if value is None:
+        return ""
+    if type(value) is not str:
+        raise Malformed(f"{where}field {name!r} is {json_type(value)}, expected a string")
+    return value
+
+
+def _alpaca_turns(record) -> Turns:
+    # The user turn is the instruction, then its input on a line of its own when there is one; an
+    # optional "system" comes first and an optional "history" of [question, answer] pairs before it
+    # (the layout LLaMA-Factory and most Chinese instruction sets use).
+    record = _object(record)
+    roles: list[str] = []
+    contents: list[str] = []
+    if system := _optional_string(record, "system"):
+        roles.append("system")
+        contents.append(system)
+    history = record.get("history")
+    if history is not None and type(history) is not list:
+        raise Malformed(f"field 'history' is {json_type(history)}, expected a list of [question, answer] pairs")
+    for number, pair in enumerate(history or []):
+        if type(pair) is not list or len(pair) != 2 or not all(type(text) is str for text in pair):
+            raise Malformed(f"history[{number}]: expected a [question, answer] pair of strings")
+        roles += ("user", "assistant")
+        contents += pair
+    instruction = _string_field(record, "instruction")
+    extra = _optional_string(record, "input")
+    roles += ("user", "assistant")
+    contents += (instruction + "\n" + extra if extra else instruction, _string_field(record, "output"))
+    return Turns(tuple(roles), tuple(contents))
+
+
+def _conversation_turns(record) -> Turns:
+    # minimind's {"role", "content"} turns, or ShareGPT's {"from", "value"} with an optional
+    # top-level "system".
+    record = _object(record)
+    if "conversations" not in record:
+        raise Malformed("missing field 'conversations'")
+    turns = record["conversations"]
+    if type(turns) is not list:
+        raise Malformed(f"field 'conversations' is {json_type(turns)}, expected a list")
+    system = _optional_string(record, "system")
+    roles: list[str] = ["system"] if system else []
+    contents: list[str] = [system] if system else []
+    for number, turn in enumerate(turns):
+        where = f"conversations[{number}]: "
+        if not isinstance(turn, dict):
+            raise Malformed(f"{where}expected a JSON object, found {json_type(turn)}")
+        if "role" in turn:
+            role = turn["role"]
+            if role not in CONVERSATION_ROLES:
+                raise Malformed(f"{where}role {role!r} is not one of {', '.join(CONVERSATION_ROLES)}")
+            contents.append(_string_field(turn, "content", where))
+        elif "from" in turn:
+            speaker = turn["from"]
+            role = SHAREGPT_ROLES.get(speaker) if type(speaker) is str else None
+            if role is None:
+                raise Malformed(f"{where}'from' {speaker!r} is not one of {', '.join(SHAREGPT_ROLES)}")
+            contents.append(_string_field(turn, "value", where))
+        else:
+            raise Malformed(f"{where}a turn needs 'role' and 'content', or 'from' and 'value'")
+        roles.append(role)
+    return Turns(tuple(roles), tuple(contents))
+
+
 LINE_SHAPES = {
     "baike": _baike_segments,
     "c4": single_field("text"),
     "medical": single_field("text"),
     "medical-sft": _medical_sft_segments,
+    "sft-alpaca": _alpaca_turns,
+    "sft-conversations": _conversation_turns,
 }
 ARRAY_SHAPES = {
     "wiki": single_field("completion"),

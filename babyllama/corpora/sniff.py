@@ -101,7 +101,9 @@ def _sniff_json_lines(path: Path) -> str:
         if "sections" in value:
             return "baike"
         if "instruction" in value and "output" in value:
-            return "medical-sft"
+            return "medical-sft"  # pretraining text; fine-tuning on such a file asks for --format sft-alpaca
+        if "conversations" in value:
+            return "sft-conversations"
         # c4 and medical records have the same shape and are read the same way.
         if "text" in value:
             return "c4"
@@ -147,9 +149,10 @@ def _cannot_be_read(path: Path, error: BaseException) -> UnrecognisedFile:
 def sniff_format(path: str | Path) -> str:
     """The format of one file, from its first record; UnrecognisedFile if it cannot tell.
 
-    A JSON array is wiki or wudao, JSON lines are baike, medical-sft or c4 (medical files
-    have the same shape as c4 and read the same), and a .txt file of UTF-8 text is text;
-    anything else is not recognised. An empty file is text (it holds no documents in any
+    A JSON array is wiki or wudao, JSON lines are baike, medical-sft, sft-conversations or c4
+    (medical files have the same shape as c4 and read the same; instruction sets read as
+    medical-sft, pretraining text, unless --format sft-alpaca is given), and a .txt file of
+    UTF-8 text is text; anything else is not recognised. An empty file is text (it holds no documents in any
     format).
     """
     path = Path(path)

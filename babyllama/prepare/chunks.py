@@ -1,6 +1,7 @@
 """The inputs read in chunks of about `chunk_bytes` of raw input, and the chunks encoded in
 input order: in this thread, on worker threads (SentencePiece encodes without the GIL) or on
-worker processes (other tokenizers). See docs/ARCHITECTURE.md."""
+worker processes (other tokenizers, and conversations, whose chat template runs in Python).
+See docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from babyllama.corpora import BadRecord, iter_records
+from babyllama.chat_template import BadConversation, template_for
+from babyllama.corpora import BadRecord, is_sft_format, iter_records
 from babyllama.errors import UserError
 from babyllama.prepare.sources import Source
 from babyllama.tokenizer import SentencePieceTokenizer, load_tokenizer
@@ -54,6 +56,8 @@ class EncodedChunk:
     ids: np.ndarray
     documents: int
     too_short: int
+    mask: np.ndarray | None = None  # conversations: uint8, 1 where the loss is counted
+    malformed: list[str] = field(default_factory=list)  # conversations the chat template refused
 
 
 class ChunkEncoder:
@@ -64,6 +68,11 @@ class ChunkEncoder:
         self.eos_id = tokenizer.eos_id
         self.min_tokens = min_tokens
         self.dtype = np.dtype(dtype)
+
+    @property
+    def on_threads(self) -> bool:
+        """Whether workers may be threads: the encoding must run without the GIL."""
+        return isinstance(self.tokenizer, SentencePieceTokenizer)
 
     def __call__(self, documents: Sequence[tuple[str, ...]]) -> EncodedChunk:
         # Every segment of the chunk in one call, as arrays: no Python int is made per token,
@@ -83,17 +92,54 @@ class ChunkEncoder:
         return EncodedChunk(with_eos.astype(self.dtype), int(kept.sum()), int(len(kept) - kept.sum()))
 
 
+class ConversationEncoder(ChunkEncoder):
+    """Turns a chunk's conversations, (roles, contents, "file:line") each, into ids and the loss
+    mask through the tokenizer's chat template (`template_for`, which refuses a tokenizer without
+    one); a conversation the template cannot encode comes back in `malformed`, named."""
+
+    def __init__(self, tokenizer, min_tokens: int, dtype: str):
+        super().__init__(tokenizer, min_tokens, dtype)
+        self.template = template_for(tokenizer)
+
+    @property
+    def on_threads(self) -> bool:
+        # The template builds each conversation in Python, holding the GIL: processes use every core.
+        return False
+
+    def __call__(self, conversations: Sequence[tuple[tuple[str, ...], tuple[str, ...], str]]) -> EncodedChunk:
+        ids: list[int] = []
+        mask: list[int] = []
+        malformed: list[str] = []
+        documents = too_short = 0
+        for roles, contents, where in conversations:
+            try:
+                encoded, trained = self.template.encode(
+                    [{"role": role, "content": content} for role, content in zip(roles, contents)]
+                )
+            except BadConversation as e:
+                malformed.append(f"{where}: {e}")
+                continue
+            if len(encoded) < self.min_tokens:
+                too_short += 1
+                continue
+            ids += encoded
+            mask += trained
+            documents += 1
+        return EncodedChunk(np.array(ids, self.dtype), documents, too_short, np.array(mask, np.uint8), malformed)
+
+
 _worker_encoder: ChunkEncoder | None = None
 
 
-def _start_worker(tokenizer_path: str, min_tokens: int, dtype: str, parent_pid: int) -> None:
+def _start_worker(encoder_class: type[ChunkEncoder], tokenizer_path: str, min_tokens: int, dtype: str,
+                  parent_pid: int) -> None:
     global _worker_encoder
     # What the fork inherited stays shared: the collector no longer visits (and so copies) it.
     gc.freeze()
     # Ctrl-C reaches the whole process group; only the main process decides what to keep.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
-    _worker_encoder = ChunkEncoder(load_tokenizer(tokenizer_path), min_tokens, dtype)
+    _worker_encoder = encoder_class(load_tokenizer(tokenizer_path), min_tokens, dtype)
 
 
 def _exit_when_orphaned(parent_pid: int) -> None:
@@ -103,7 +149,7 @@ def _exit_when_orphaned(parent_pid: int) -> None:
     os._exit(1)
 
 
-def _encode_in_worker(documents: list[tuple[str, ...]]) -> EncodedChunk:
+def _encode_in_worker(documents: list) -> EncodedChunk:
     return _worker_encoder(documents)
 
 
@@ -113,21 +159,26 @@ def default_workers() -> int:
 
 def read_chunks(
     sources: Sequence[Source], start: Position, chunk_bytes: int
-) -> Iterator[tuple[list[tuple[str, ...]], ChunkInfo]]:
-    """The documents from `start` on, cut into chunks of about `chunk_bytes` of raw input."""
-    documents: list[tuple[str, ...]] = []
+) -> Iterator[tuple[list, ChunkInfo]]:
+    """The documents from `start` on, cut into chunks of about `chunk_bytes` of raw input: each
+    document's segments, or a conversation's (roles, contents, "file:line")."""
+    documents: list = []
     malformed: list[str] = []
     cut_short: list[str] = []
     raw_bytes = 0
     for index in range(start.file, len(sources)):
         source = sources[index]
         records, previous_end = (start.records, start.end) if index == start.file else (0, 0)
+        conversations = is_sft_format(source.format)
         for record in iter_records(source.path, source.format, skip=records):
             records += 1
             if isinstance(record, BadRecord):
                 (cut_short if record.rest_skipped else malformed).append(str(record))
             else:
-                documents.append(record.segments)
+                documents.append(
+                    (record.roles, record.segments, f"{record.path}:{record.line}") if conversations
+                    else record.segments
+                )
             raw_bytes += record.end - previous_end
             previous_end = record.end
             if raw_bytes >= chunk_bytes:
@@ -138,7 +189,7 @@ def read_chunks(
 
 
 def encode_in_order(
-    chunks: Iterable[tuple[list[tuple[str, ...]], ChunkInfo]],
+    chunks: Iterable[tuple[list, ChunkInfo]],
     encoder: ChunkEncoder,
     tokenizer_path: str | Path,
     workers: int,
@@ -153,7 +204,7 @@ def encode_in_order(
 
     from concurrent.futures.process import BrokenProcessPool
 
-    if isinstance(encoder.tokenizer, SentencePieceTokenizer):
+    if encoder.on_threads:
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encode")
@@ -168,7 +219,7 @@ def encode_in_order(
             max_workers=workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_start_worker,
-            initargs=(str(tokenizer_path), encoder.min_tokens, encoder.dtype.name, os.getpid()),
+            initargs=(type(encoder), str(tokenizer_path), encoder.min_tokens, encoder.dtype.name, os.getpid()),
         )
         encode = _encode_in_worker
     pending: deque = deque()

@@ -1,5 +1,6 @@
-"""Resuming: NAME.bin.partial grows chunk by chunk, and its journal says how many of its bytes
-are good and where in the inputs reading continues. See docs/ARCHITECTURE.md."""
+"""Resuming: NAME.bin.partial (and for conversations NAME.bin.mask.partial, a byte per token)
+grows chunk by chunk, and its journal says how many of its bytes are good and where in the
+inputs reading continues. See docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
@@ -45,6 +46,10 @@ def why_not_resumable(journal: dict, options: dict, paths: OutputPaths) -> str |
             return f"the interrupted run had {what}"
     if not paths.partial.exists() or paths.partial.stat().st_size < journal["bytes"]:
         return f"{paths.partial} is missing or shorter than its journal says"
+    if options.get("sft") and (
+        not paths.mask_partial.exists() or paths.mask_partial.stat().st_size < journal["counts"]["tokens"]
+    ):
+        return f"{paths.mask_partial} is missing or shorter than its journal says"
     return None
 
 
@@ -75,7 +80,9 @@ def utc_now() -> str:
 
 class PartialTokenFile:
     """NAME.bin.partial with its journal: chunks are appended, and after each the journal
-    records how many bytes are good, where reading continues and the counts so far.
+    records how many bytes are good, where reading continues and the counts so far. For
+    conversations (the journal's options say "sft") NAME.bin.mask.partial grows beside it, as
+    many bytes as there are tokens.
 
     A write that fails (a full disk) leaves the journal as it was and the partial file cut
     back to the bytes it counts, so running the command again resumes after the last chunk
@@ -88,6 +95,7 @@ class PartialTokenFile:
         self.position = Position(**journal["position"])
         self.chunks_this_run = 0
         self.file = None
+        self.mask_file = None
 
     @classmethod
     def start(cls, paths: OutputPaths, options: dict, tokenizer: dict) -> "PartialTokenFile":
@@ -120,14 +128,26 @@ class PartialTokenFile:
         partial = cls(paths, journal)
         with writing(paths.partial):
             partial.open("r+b")
-            partial.file.truncate(journal["bytes"])
-            partial.file.seek(journal["bytes"])
+            partial.cut_back()
         return partial
+
+    @property
+    def sft(self) -> bool:
+        return bool(self.journal["options"].get("sft"))
 
     def open(self, mode: str) -> None:
         # Unbuffered: bytes the disk refused are not kept in a buffer that close() would try,
         # and fail, to write again.
         self.file = open(self.paths.partial, mode, buffering=0)
+        if self.sft:
+            self.mask_file = open(self.paths.mask_partial, mode, buffering=0)
+
+    def cut_back(self) -> None:
+        """Cut the partial files back to what the journal counts, and continue writing there."""
+        for file, size in ((self.file, self.journal["bytes"]), (self.mask_file, self.journal["counts"]["tokens"])):
+            if file is not None:
+                file.truncate(size)
+                file.seek(size)
 
     @property
     def finished(self) -> str | None:
@@ -139,9 +159,10 @@ class PartialTokenFile:
             documents=before.documents + encoded.documents,
             tokens=before.tokens + len(encoded.ids),
             too_short=before.too_short + encoded.too_short,
-            malformed=before.malformed + len(info.malformed),
-            examples=before.examples + info.malformed[: MAX_EXAMPLES - len(before.examples)],
+            malformed=before.malformed + len(info.malformed) + len(encoded.malformed),
+            examples=before.examples + (info.malformed + encoded.malformed)[: MAX_EXAMPLES - len(before.examples)],
             cut_short=before.cut_short + info.cut_short,
+            trained_tokens=before.trained_tokens + (0 if encoded.mask is None else int(encoded.mask.sum())),
         )
         journal = dict(
             self.journal,
@@ -152,23 +173,23 @@ class PartialTokenFile:
         )
         try:
             with writing(self.paths.partial):
-                data = memoryview(encoded.ids).cast("B")
-                while data:
-                    data = data[self.file.write(data) :]
-                os.fsync(self.file.fileno())
+                write_all(self.file, encoded.ids)
+            if self.mask_file is not None:
+                with writing(self.paths.mask_partial):
+                    write_all(self.mask_file, encoded.mask)
             self.write_journal(journal)
         except UserError:
             # The journal on disk still ends before this chunk: give back the space it took.
-            # Should that fail too, resuming cuts the file back all the same.
+            # Should that fail too, resuming cuts the files back all the same.
             with suppress(OSError):
-                self.file.truncate(self.journal["bytes"])
+                self.cut_back()
             raise
         self.counts = counts
         self.position = info.next_position
         self.chunks_this_run += 1
 
     def finish(self) -> None:
-        self.file.close()
+        self.close()
         if not self.finished:
             self.write_journal(dict(self.journal, finished=utc_now()))
 
@@ -177,8 +198,21 @@ class PartialTokenFile:
             atomic_write_json(self.paths.journal, journal)
         self.journal = journal
 
+    def close(self) -> None:
+        for file in (self.file, self.mask_file):
+            if file:
+                file.close()
+
     def discard(self) -> None:
-        if self.file:
-            self.file.close()
+        self.close()
         self.paths.partial.unlink(missing_ok=True)
+        self.paths.mask_partial.unlink(missing_ok=True)
         self.paths.journal.unlink(missing_ok=True)
+
+
+def write_all(file, array) -> None:
+    """Every byte of `array` into an unbuffered file, then to the disk."""
+    data = memoryview(array).cast("B")
+    while data:
+        data = data[file.write(data) :]
+    os.fsync(file.fileno())

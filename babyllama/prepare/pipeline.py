@@ -1,5 +1,5 @@
-"""`prepare`: corpora through chunks and workers into NAME.bin and its manifest, resuming an
-interrupted run. See docs/ARCHITECTURE.md."""
+"""`prepare`: corpora through chunks and workers into NAME.bin and its manifest (conversations
+with their loss mask, NAME.bin.mask), resuming an interrupted run. See docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from babyllama.chat_template import template_for
 from babyllama.errors import UserError
 from babyllama.files import atomic_write_json
 from babyllama.prepare.chunks import (
@@ -17,6 +18,7 @@ from babyllama.prepare.chunks import (
     IN_FLIGHT_BYTES,
     WINDOW_PER_WORKER,
     ChunkEncoder,
+    ConversationEncoder,
     Position,
     default_workers,
     encode_in_order,
@@ -24,7 +26,13 @@ from babyllama.prepare.chunks import (
 )
 from babyllama.prepare.journal import PartialTokenFile, journal_to_resume
 from babyllama.prepare.progress import ProgressCallback, ProgressTracker
-from babyllama.prepare.sources import describe_left_out, nothing_to_write, resolve_sources, what_was_found
+from babyllama.prepare.sources import (
+    describe_left_out,
+    holds_conversations,
+    nothing_to_write,
+    resolve_sources,
+    what_was_found,
+)
 from babyllama.prepare.token_file import UINT16_VOCAB_LIMIT, OutputPaths, build_manifest, writing
 from babyllama.tokenizer import load_tokenizer
 
@@ -44,6 +52,10 @@ def prepare(
 ) -> dict:
     """Tokenize `inputs` into `out` (NAME.bin) and its manifest; returns the manifest.
 
+    Conversations (the sft-* formats) are encoded with the tokenizer's chat template, and their
+    loss mask written beside as NAME.bin.mask; a tokenizer without a template is refused before
+    anything is written, and so are inputs that mix conversations with pretraining text.
+
     `workers`: encoding threads, or processes for tokenizers other than SentencePiece
     (None: one per core; 0 or 1: encode in the calling thread).
     `resume`: continue an interrupted run of the same command; False starts over.
@@ -57,9 +69,11 @@ def prepare(
     not_recognised = [f"{e.where}: {e.reason} ({e.hint})" for e in left_out]
     if not sources:
         raise nothing_to_write(not_recognised)
+    sft = holds_conversations(sources)
     if left_out:
         emit({"event": "note", "message": describe_left_out(left_out)})
     tokenizer = load_tokenizer(tokenizer_path)
+    template = template_for(tokenizer) if sft else None
     dtype = "uint16" if tokenizer.vocab_size <= UINT16_VOCAB_LIMIT else "uint32"
     workers = default_workers() if workers is None else workers
     options = {
@@ -71,6 +85,7 @@ def prepare(
         "tokenizer": tokenizer.fingerprint,
         "min_tokens": min_tokens,
         "dtype": dtype,
+        "sft": sft,
     }
 
     journal = journal_to_resume(paths, options, resume, force, emit)
@@ -101,7 +116,7 @@ def prepare(
             }
         )
         if not partial.finished:
-            encoder = ChunkEncoder(tokenizer, min_tokens, dtype)
+            encoder = (ConversationEncoder if sft else ChunkEncoder)(tokenizer, min_tokens, dtype)
             window = max(2, min(WINDOW_PER_WORKER * workers, IN_FLIGHT_BYTES // max(chunk_bytes, 1)))
             # Closed explicitly: an exception's traceback would otherwise keep the pool and
             # the open input alive for as long as someone holds on to it.
@@ -118,20 +133,25 @@ def prepare(
     counts = partial.counts
     if counts.documents == 0:
         partial.discard()
-        raise nothing_to_write(not_recognised + [what_was_found(source, min_tokens) for source in sources])
+        raise nothing_to_write(not_recognised + [what_was_found(source, min_tokens, template) for source in sources])
     partial.finish()
     tracker.update(offsets[-1], counts, final=True)
     for entry in counts.cut_short:
         emit({"event": "warning", "message": f"{entry}; the records before it are kept"})
 
-    manifest = build_manifest(tokenizer, dtype, counts, min_tokens, sources, partial.finished)
-    # In this order, so that NAME.bin never exists without its manifest, nor beside another's.
+    manifest = build_manifest(tokenizer, dtype, counts, min_tokens, sources, partial.finished,
+                              (paths.mask.name, template.describe()) if sft else None)
+    # In this order, so that NAME.bin never exists without its manifest (and mask), nor beside another's.
     if force and paths.out.exists():
         with writing(paths.out):
             paths.manifest.unlink(missing_ok=True)
+            paths.mask.unlink(missing_ok=True)
             paths.out.unlink()
     with writing(paths.manifest):
         atomic_write_json(paths.manifest, manifest)
+    if sft:
+        with writing(paths.mask):
+            os.replace(paths.mask_partial, paths.mask)
     with writing(paths.out):
         os.replace(paths.partial, paths.out)
     with writing(paths.journal):
@@ -144,6 +164,7 @@ def prepare(
             "documents": counts.documents,
             "tokens": counts.tokens,
             "skipped": counts.skipped(),
+            **({"trained_tokens": counts.trained_tokens} if sft else {}),
             "examples": counts.examples,
             "cut_short": counts.cut_short,
             "elapsed_s": round(tracker.elapsed(), 3),

@@ -80,9 +80,12 @@ def describe_done(event: dict) -> str:
     """The summary line, then a line for each of the first malformed records."""
     skipped = event["skipped"]
     cut_short = len(event["cut_short"])
+    written = f"{event['documents']:,} documents, {event['tokens']:,} tokens"
+    if "trained_tokens" in event:
+        written = (f"{event['documents']:,} conversations, {event['tokens']:,} tokens of which "
+                   f"{event['trained_tokens']:,} are trained on (the loss mask {event['out']}.mask)")
     lines = [
-        f"wrote {event['out']} and {event['manifest']}: {event['documents']:,} documents, "
-        f"{event['tokens']:,} tokens; skipped {skipped['too_short']:,} too short, "
+        f"wrote {event['out']} and {event['manifest']}: {written}; skipped {skipped['too_short']:,} too short, "
         f"{skipped['malformed']:,} malformed"
         + (f", and the rest of {cut_short:,} file{'s' if cut_short > 1 else ''} (warned above)" if cut_short else "")
         + f"; {event['elapsed_s']:.1f} s at {event['mb_per_s']:.1f} MB/s"

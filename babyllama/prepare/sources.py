@@ -7,12 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from babyllama.chat_template import BadConversation, ChatTemplate
 from babyllama.corpora import (
+    BadRecord,
     Document,
     UnrecognisedFile,
     check_format,
     describe_format,
     expand_inputs,
+    is_sft_format,
     iter_records,
     sniff_format,
 )
@@ -37,7 +40,7 @@ def resolve_sources(
     """The files to read, each with its format, and under --format auto the files left out
     because their format cannot be told."""
     check_format(fmt)
-    own_files = {p.resolve() for p in (paths.out, paths.manifest, paths.partial, paths.journal)}
+    own_files = {p.resolve() for p in paths.all()}
     sources = []
     left_out = []
     for path in expand_inputs(inputs):
@@ -58,6 +61,20 @@ def resolve_sources(
     return sources, left_out
 
 
+def holds_conversations(sources: list[Source]) -> bool:
+    """Whether the sources are conversations (the sft-* formats) or pretraining text; one token
+    file holds one or the other, so a mix is refused, naming a file of each."""
+    conversations = [s for s in sources if is_sft_format(s.format)]
+    if conversations and len(conversations) < len(sources):
+        text = next(s for s in sources if not is_sft_format(s.format))
+        raise UserError(
+            f"the inputs mix conversations for fine-tuning ({conversations[0].path}: {conversations[0].format}) "
+            f"with pretraining text ({text.path}: {text.format}); a token file holds one or the other, so "
+            "prepare each with its own command"
+        )
+    return bool(conversations)
+
+
 def describe_left_out(left_out: list[UnrecognisedFile]) -> str:
     shown = ", ".join(f"{e.where} ({e.reason})" for e in left_out[:MAX_FILES_NAMED])
     more = len(left_out) - MAX_FILES_NAMED
@@ -67,12 +84,18 @@ def describe_left_out(left_out: list[UnrecognisedFile]) -> str:
     )
 
 
-def what_was_found(source: Source, min_tokens: int) -> str:
+def what_was_found(source: Source, min_tokens: int, template: ChatTemplate | None = None) -> str:
     """What a file that gave no document holds, in a few words, and the format to try if it
-    looks like another."""
+    looks like another. With a chat `template`, the file's conversations are checked by it, and
+    those it refuses count as malformed, as prepare counts them."""
     documents = bad = 0
     first_bad = cut = None
     for record in iter_records(source.path, source.format):
+        if type(record) is Document and template is not None:
+            try:
+                template.encode([{"role": r, "content": c} for r, c in zip(record.roles, record.segments)])
+            except BadConversation as e:
+                record = BadRecord(record.path, record.line, str(e))
         if type(record) is Document:
             documents += 1
         elif record.rest_skipped:
@@ -82,7 +105,8 @@ def what_was_found(source: Source, min_tokens: int) -> str:
             first_bad = first_bad or record
     parts = []
     if documents:
-        parts.append(f"{documents:,} documents, all shorter than --min-tokens {min_tokens} (ids, eos included)")
+        kind = "conversations" if template is not None else "documents"
+        parts.append(f"{documents:,} {kind}, all shorter than --min-tokens {min_tokens} (ids, eos included)")
     if first_bad:
         parts.append(f"{bad:,} malformed records, the first on line {first_bad.line}: {first_bad.reason}")
     if cut:

@@ -1,5 +1,6 @@
-"""The files prepare writes: NAME.bin, its manifest, and the partial file and journal beside
-them while it runs; the counts a manifest records; and what a failed write says.
+"""The files prepare writes: NAME.bin, its manifest (and for conversations the loss mask
+NAME.bin.mask), and the partial files and journal beside them while it runs; the counts a
+manifest records; and what a failed write says.
 See docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from babyllama import __version__
 from babyllama.errors import UserError
 
 UINT16_VOCAB_LIMIT = 65536
+SFT_KIND = "sft"
 
 
 @dataclass
@@ -22,6 +24,7 @@ class Counts:
     tokens: int = 0
     too_short: int = 0
     malformed: int = 0
+    trained_tokens: int = 0  # conversations: the ids the loss mask trains on
     examples: list[str] = field(default_factory=list)
     cut_short: list[str] = field(default_factory=list)  # the last record of each file read only in part
 
@@ -45,9 +48,26 @@ class OutputPaths:
     def journal(self) -> Path:
         return self.out.with_name(self.out.name + ".partial.json")
 
+    @property
+    def mask(self) -> Path:
+        """An SFT token file's loss mask: a byte per token, 1 where the loss is counted."""
+        return self.out.with_name(self.out.name + ".mask")
 
-def build_manifest(tokenizer, dtype: str, counts: Counts, min_tokens: int, sources, created: str) -> dict:
-    return {
+    @property
+    def mask_partial(self) -> Path:
+        return self.out.with_name(self.out.name + ".mask.partial")
+
+    def all(self) -> tuple[Path, ...]:
+        return (self.out, self.manifest, self.partial, self.journal, self.mask, self.mask_partial)
+
+
+def build_manifest(
+    tokenizer, dtype: str, counts: Counts, min_tokens: int, sources, created: str, sft: tuple[str, dict] | None = None
+) -> dict:
+    """The manifest of NAME.bin; with `sft`, (the mask file's name, the chat template's
+    `describe()`), that of an SFT token file: "kind": "sft", its mask, the template, and how many
+    conversations and trained tokens it holds."""
+    manifest = {
         "kind": "babyllama-token-file",
         "version": 1,
         "dtype": dtype,
@@ -66,6 +86,17 @@ def build_manifest(tokenizer, dtype: str, counts: Counts, min_tokens: int, sourc
         "sources": [{"path": str(s.path), "size": s.size, "format": s.format} for s in sources],
         "created": created,
         "babyllama_version": __version__,
+    }
+    if sft is None:
+        return manifest
+    mask, template = sft
+    return {
+        **manifest,
+        "kind": SFT_KIND,
+        "mask": mask,
+        "chat_template": template,
+        "conversations": counts.documents,
+        "trained_tokens": counts.trained_tokens,
     }
 
 

@@ -37,7 +37,7 @@ from babyllama.runs.manage import (
     trash_dir,
     trash_run,
 )
-from babyllama.runs.readers import LineFollower, MetricsReader, latest_rows, tail_lines
+from babyllama.runs.readers import LineFollower, MetricsReader, counts_in_loss, latest_rows, tail_lines
 from babyllama.runs.rundir import ALERT_KINDS, RunDir
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "RunState",
     "StopReport",
     "checkpoint_problem",
+    "counts_in_loss",
     "effective_state",
     "format_duration",
     "kill_run",

@@ -12,7 +12,7 @@ from pathlib import Path
 from babyllama.checkpoint import Checkpoint, checkpoint_problem
 from babyllama.errors import UserError
 from babyllama.runs.liveness import RunState, effective_state, state_words, stop_overdue
-from babyllama.runs.readers import METRICS_TAIL_BYTES, first_row_time, latest_rows
+from babyllama.runs.readers import METRICS_TAIL_BYTES, counts_in_loss, first_row_time, newest_of_each_kind, tail_rows
 from babyllama.runs.rundir import RunDir, as_run
 
 DEFAULT_ROOT = Path("out/runs")
@@ -84,8 +84,11 @@ def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_
         current = effective_state(status)
     except (UserError, OSError) as e:
         status, current = {}, RunState("failed", str(e))
-    rows = latest_rows(run.metrics_path, max_bytes=tail_bytes)
+    tail = tail_rows(run.metrics_path, max_bytes=tail_bytes)
+    rows = newest_of_each_kind(tail)
     train, evaluation = rows.get("train", {}), rows.get("eval", {})
+    # The last loss is that of the newest step the trainer applied: a skipped spike's is not the run's.
+    counted = next((row for row in tail if row.get("kind") == "train" and counts_in_loss(row)), {})
     latest = run.latest_checkpoint()
     step = status.get("step")
     if step is None:
@@ -98,12 +101,12 @@ def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_
         reason=current.reason,
         step=step,
         max_steps=status.get("max_steps"),
-        loss=train.get("loss"),
+        loss=counted.get("loss"),
         val_loss=evaluation.get("val_loss"),
         tokens=train.get("tokens"),
         tokens_per_s=train.get("tokens_per_s"),
         val_bpb=evaluation.get("val_bpb"),
-        bpb=train.get("bpb"),
+        bpb=counted.get("bpb"),
         mfu=train.get("mfu"),
         started=status.get("started"),
         created=min(begun) if begun else None,

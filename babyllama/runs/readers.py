@@ -1,5 +1,6 @@
 """Reading a run's growing files cheaply: `LineFollower` and `MetricsReader` poll what was appended,
-`tail_lines` and `latest_rows` read back from the end. See docs/ARCHITECTURE.md, "The run directory".
+`tail_lines`, `tail_rows` and `latest_rows` read back from the end; `counts_in_loss` says which train
+rows' losses count. See docs/ARCHITECTURE.md, "The run directory".
 """
 
 from __future__ import annotations
@@ -192,24 +193,42 @@ def tail_lines(path: str | os.PathLike, n: int, *, max_bytes: int = 8 * 1024 * 1
     return [line.rstrip(b"\r").rsplit(b"\r", 1)[-1].decode("utf-8", errors="replace") for line in lines[-n:]]
 
 
-def latest_rows(metrics_path: str | os.PathLike, *, max_bytes: int = METRICS_TAIL_BYTES) -> dict[str, dict]:
-    """The newest row of each kind ("train", "eval", "sample") within the file's last `max_bytes`."""
+def counts_in_loss(row: dict) -> bool:
+    """Whether a train row's `loss` and `bpb` belong to the run's loss: not those of a step the trainer
+    did not apply (`"skipped": true`, a spike or a non-finite loss), though its step, tokens and speed
+    happened. The one rule for every reader of the last loss, the curve and its smoothing."""
+    return row.get("skipped") is not True
+
+
+def tail_rows(metrics_path: str | os.PathLike, *, max_bytes: int = METRICS_TAIL_BYTES) -> list[dict]:
+    """The rows within the file's last `max_bytes`, newest first (a line cut by the limit, or that is
+    not a JSON object, left out)."""
     try:
         with open(metrics_path, "rb") as f:
             start = max(0, f.seek(0, os.SEEK_END) - max_bytes)
             f.seek(start)
             data = f.read()
     except FileNotFoundError:
-        return {}
+        return []
     lines = data.split(b"\n")
     if start > 0:
         lines = lines[1:]
+    rows = (_parse_row(line.decode("utf-8", errors="replace")) for line in reversed(lines) if line.strip())
+    return [row for row in rows if row is not None]
+
+
+def newest_of_each_kind(rows: list[dict]) -> dict[str, dict]:
+    """The first row of each kind ("train", "eval", "sample", ...) among `rows` given newest first."""
     newest: dict[str, dict] = {}
-    for line in reversed(lines):
-        row = _parse_row(line.decode("utf-8", errors="replace")) if line.strip() else None
-        if row is not None and isinstance(row.get("kind"), str):
+    for row in rows:
+        if isinstance(row.get("kind"), str):
             newest.setdefault(row["kind"], row)
     return newest
+
+
+def latest_rows(metrics_path: str | os.PathLike, *, max_bytes: int = METRICS_TAIL_BYTES) -> dict[str, dict]:
+    """The newest row of each kind ("train", "eval", "sample") within the file's last `max_bytes`."""
+    return newest_of_each_kind(tail_rows(metrics_path, max_bytes=max_bytes))
 
 
 def first_row_time(metrics_path: Path) -> float | None:

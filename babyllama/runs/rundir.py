@@ -263,8 +263,9 @@ class RunDir:
             f.write(line.encode("utf-8"))
 
     def append_alert(self, *, step: int, alert: str, message: str, action: str, **fields) -> dict:
-        """Record a health event: a metrics row `{"kind": "alert", ...}` and, in status.json, the
-        count of alerts and the last one (what `babyllama runs` and the app mark a run by).
+        """Record a health event: the line `alert: MESSAGE` on stdout (the trainer's log), a metrics
+        row `{"kind": "alert", ...}` and, in status.json, the count of alerts and the last one (what
+        `babyllama runs` and the app mark a run by).
 
         `alert` names what happened (ALERT_KINDS), `action` what the trainer did about it, `message`
         is the line a user reads. Returns the row.
@@ -272,6 +273,7 @@ class RunDir:
         if alert not in ALERT_KINDS:
             raise ValueError(f"unknown alert {alert!r}; expected one of {', '.join(ALERT_KINDS)}")
         row = {"kind": "alert", "step": step, "alert": alert, "action": action, "message": message, **fields}
+        print(f"alert: {message}", flush=True)
         self.append_metrics(row)
         self.update_status(lambda status: {
             "alerts": (status.get("alerts") if isinstance(status.get("alerts"), int) else 0) + 1,

@@ -366,9 +366,10 @@ class MonitorScreen(AppScreen):
             note=note,
             state_words=state_words(state, asked, now),
             stop_overdue=overdue,
-            bpb=_number(last.get("bpb")),
+            bpb=_number((history.last_counted or {}).get("bpb")),
             val_bpb=_number(evaluation.get("val_bpb")),
             bench=format_bench(bench) if bench else None,
+            bench_short=format_bench(bench, short=True) if bench else None,
             health=health,
         ))
 

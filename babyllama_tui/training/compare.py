@@ -17,7 +17,7 @@ from babyllama_tui.training.run_follower import RunFollower
 
 @dataclass(frozen=True)
 class LastLoss:
-    """A run's newest train row's step and loss, and its newest validation loss."""
+    """A run's newest train row whose loss counts (its step and loss), and its newest validation loss."""
 
     step: int
     loss: float | None
@@ -25,8 +25,8 @@ class LastLoss:
 
 
 def last_loss(history: MetricsHistory) -> LastLoss | None:
-    """None before the run's first train row."""
-    last = history.last_train
+    """None before the run's first train row whose loss counts."""
+    last = history.last_counted
     if last is None:
         return None
     loss = last.get("loss")
@@ -81,14 +81,16 @@ def data_key(run_path: Path) -> tuple | None:
 
 def same_data_runs(followed: Path, rows: Sequence[RunInfo]) -> list[RunInfo]:
     """The runs that trained on the followed run's data with its tokenizer, the most recent one that
-    began before it first (the previous run), then the others newest first."""
+    was created before it first (the previous run), then the others newest first. By `created`, not
+    `started`: a resume rewrites a run's start, not the order in which the runs were made."""
     key = data_key(followed)
     if key is None:
         return []
     mine = next((row for row in rows if row.path == followed), None)
-    began = mine.started if mine is not None and mine.started is not None else float("inf")
-    same = [row for row in rows if row.path != followed and data_key(row.path) == key]
-    earlier = [row for row in same if row.started is not None and row.started < began]
+    began = mine.created if mine is not None and mine.created is not None else float("inf")
+    same = sorted((row for row in rows if row.path != followed and data_key(row.path) == key),
+                  key=lambda row: float("-inf") if row.created is None else row.created, reverse=True)
+    earlier = [row for row in same if row.created is not None and row.created < began]
     return earlier + [row for row in same if row.path not in {r.path for r in earlier}]
 
 

@@ -89,11 +89,11 @@ def format_mfu(value) -> str:
 BENCH_NAMES = {"ceval": "C-Eval", "cmmlu": "CMMLU"}
 
 
-def format_bench(row: dict) -> str:
-    """A `bench` row: "C-Eval 5-shot 27.1% (chance 25%) @600"."""
+def format_bench(row: dict, short: bool = False) -> str:
+    """A `bench` row: "C-Eval 5-shot 27.1% (chance 25%) @600", or short: "C-Eval 27.1% @600"."""
     task = str(row.get("task"))
     shots = row.get("shots")
-    shot = f" {shots}-shot" if isinstance(shots, int) else ""
+    shot = f" {shots}-shot" if isinstance(shots, int) and not short else ""
     chance = row.get("chance")
-    against = f" (chance {chance:.0%})" if isinstance(chance, (int, float)) else ""
+    against = f" (chance {chance:.0%})" if isinstance(chance, (int, float)) and not short else ""
     return f"{BENCH_NAMES.get(task, task)}{shot} {row['accuracy']:.1%}{against} @{row['step']:,}"

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from babyllama.runs import counts_in_loss
+
 NAN = float("nan")
 # Weight of the past in the smoothed loss after EMA_STEPS steps. Smoothing by steps rather than
 # rows lets two runs logged every 2 and every 10 steps draw the same curve from the same losses.
@@ -77,6 +79,9 @@ class MetricsHistory:
         self.val_steps = Column(np.int64)
         self.val_loss = Column(np.float32)
         self.last_train: dict | None = None
+        # The newest train row whose loss counts (`counts_in_loss`): a skipped step's loss is neither
+        # on the curve nor in the smoothed loss, nor the last loss or bits per byte shown.
+        self.last_counted: dict | None = None
         self.last_eval: dict | None = None
         self.samples: deque[dict] = deque(maxlen=SAMPLES_KEPT)
         self.recent: deque[tuple[int, float]] = deque(maxlen=RATE_POINTS)
@@ -176,6 +181,7 @@ class MetricsHistory:
         while self.benches and self.benches[-1]["step"] > step:
             self.benches.pop()
         self.last_train = _row_at(self.last_train, step)
+        self.last_counted = _row_at(self.last_counted, step)
         self.last_eval = _row_at(self.last_eval, step)
         self.process_start = len(self.steps)
         return (len(self.steps), len(self.val_steps), len(self.samples)) != before
@@ -204,8 +210,9 @@ class MetricsHistory:
         first = rows[0]["step"]
         if self.steps.size and first <= self.steps.last():
             self._truncate_train(int(np.searchsorted(self.steps.values, first)))
+            self.last_counted = _row_at(self.last_counted, first - 1)
         steps = [row["step"] for row in rows]
-        losses = [_number(row.get("loss")) for row in rows]
+        losses = [_number(row.get("loss")) if counts_in_loss(row) else NAN for row in rows]
         memories = [row.get("mem") if isinstance(row.get("mem"), dict) else {} for row in rows]
         self.series["ema"].extend(self._smooth(steps, losses))
         self.steps.extend(steps)
@@ -218,6 +225,7 @@ class MetricsHistory:
         self.series["step_ms"].extend([_number(row.get("step_ms")) for row in rows])
         self.recent.extend((row["step"], row["time"]) for row in rows[-RATE_POINTS:] if _is_time(row.get("time")))
         self.last_train = rows[-1]
+        self.last_counted = next((row for row in reversed(rows) if counts_in_loss(row)), self.last_counted)
 
     def _smooth(self, steps: list[int], losses: list[float]) -> list[float]:
         """The smoothed loss at each row: a mean of the loss over the steps so far, in which a step
@@ -225,12 +233,16 @@ class MetricsHistory:
         straight line (a row holds one step's loss), so the rows' interval hardly matters.
 
         Dividing by the total weight (1 - decay ** step) keeps the start from lagging behind: the
-        first row's loss is taken as it is, whatever step it was logged at."""
+        first row's loss is taken as it is, whatever step it was logged at. A row without a loss (a
+        skipped step, NaN) keeps the smoothed loss as it was, and the next loss moves it as if that
+        row had not been logged."""
         smoothed = []
         current = _finite_or_none(self.series["ema"].last())
-        previous_loss = _finite_or_none(self.series["loss"].last())
+        previous_step, previous_loss = self._last_loss()
         at = np.asarray(steps, dtype=np.float64)
-        gaps = np.diff(at, prepend=float(self.steps.last() or 0))
+        counted_at = np.where(np.isfinite(np.asarray(losses, dtype=np.float64)), at, -np.inf)
+        # Each row's distance from the row with a loss before it.
+        gaps = at - np.maximum.accumulate(np.concatenate(([previous_step], counted_at[:-1])))
         with np.errstate(divide="ignore", invalid="ignore"):
             shares = np.where(at > 0, (1 - EMA_STEP_DECAY**gaps) / (1 - EMA_STEP_DECAY**at), 1.0)
         for share, loss in zip(shares.tolist(), losses):
@@ -243,6 +255,14 @@ class MetricsHistory:
                 previous_loss = loss
             smoothed.append(NAN if current is None else current)
         return smoothed
+
+    def _last_loss(self) -> tuple[float, float | None]:
+        """(step, loss) of the newest row with a loss; (0, None) before one."""
+        losses = self.series["loss"].values
+        i = len(losses) - 1
+        while i >= 0 and not math.isfinite(losses[i]):
+            i -= 1
+        return (float(self.steps.values[i]), float(losses[i])) if i >= 0 else (0.0, None)
 
     def _truncate_train(self, size: int) -> None:
         self.steps.truncate(size)

@@ -249,11 +249,11 @@ class LossChart(PlotextPlot):
         """The followed run's legend: its last raw, smoothed and validation losses."""
         title = Text()
         history = self.main.history if self.main else None
-        last_train = history.last_train if history else None
+        last_counted = history.last_counted if history else None
         last_eval = history.last_eval if history else None
         if self.show_raw:
             title.append("━ ", style=_hex(RAW_COLOR))
-            title.append(f"loss {format_loss(last_train.get('loss') if last_train else None)}  ")
+            title.append(f"loss {format_loss(last_counted.get('loss') if last_counted else None)}  ")
         title.append("━ ", style=_hex(EMA_COLOR))
         ema = history.series["ema"].last() if history and len(history) else None
         title.append(f"ema {format_loss(ema)}  ")

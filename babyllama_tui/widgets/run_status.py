@@ -8,7 +8,7 @@ longer one whole).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rich.console import Console
 from rich.text import Text
@@ -40,8 +40,10 @@ class RunStatus:
     # Bits per byte of the newest train row (an estimate) and evaluation, comparable across tokenizers.
     bpb: float | None = None
     val_bpb: float | None = None
-    # The newest benchmark score, in words (formatting.format_bench).
+    # The newest benchmark score, in words (formatting.format_bench), and without its shots and
+    # chance, shown instead where that saves a line.
     bench: str | None = None
+    bench_short: str | None = None
     # A running run that stalled or slowed: said in place of a reason.
     health: Health | None = None
 
@@ -149,6 +151,9 @@ class RunStatusBar(Widget):
             return Text("")
         width = max(20, width)
         lines = pack(status_items(self.status), width)
+        if self.status.bench_short:
+            shorter = pack(status_items(replace(self.status, bench=self.status.bench_short)), width)
+            lines = shorter if len(shorter) < len(lines) else lines
         if self.status.reason:
             lines = with_reason(lines, reason_text(self.status.state, self.status.reason), width, self.app.console)
         elif self.status.health:

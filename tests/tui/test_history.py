@@ -75,6 +75,25 @@ def test_a_rollback_draws_only_the_curve_the_run_went_on_from():
     assert history.series["ema"].values[-1] < 5.0 and history.last_train["step"] == 2
 
 
+def test_a_skipped_step_is_out_of_the_loss_and_its_smoothing_but_keeps_its_speed():
+    """A step the trainer did not apply: the smoothed loss goes on as if its row had not been logged."""
+    skipping, without = MetricsHistory(), MetricsHistory()
+    rows = [train_row(s, 4.0 - s / 100, bpb=1.0) for s in range(10, 410, 10)]
+    spike = train_row(405, 9.5, speed=7.0, bpb=3.2, skipped=True)
+    after = [train_row(s, 3.0) for s in (410, 420)]
+    skipping.add(rows + [spike])
+    assert skipping.series["ema"].values[-1] == skipping.series["ema"].values[-2]
+    assert math.isnan(skipping.series["loss"].values[-1]) and skipping.series["tokens_per_s"].last() == 7.0
+    assert skipping.last_train["step"] == 405 and skipping.last_counted["bpb"] == 1.0
+    skipping.add(after)
+    without.add(rows + after)
+    np.testing.assert_allclose(skipping.series["ema"].values[-2:], without.series["ema"].values[-2:], rtol=1e-6)
+    skipping.add([{"kind": "resume", "step": 400, "checkpoint": "step_0000400"}, spike])
+    assert skipping.last_counted is None, "the losses after step 400 were undone, and a skipped one is no loss"
+    skipping.add([train_row(410, 2.5)])
+    assert skipping.last_counted["loss"] == 2.5
+
+
 def test_a_repeat_inside_one_batch_is_handled_like_one_across_polls():
     history = MetricsHistory()
     history.add([train_row(10, 5.0), train_row(20, 4.0), train_row(30, 3.0), train_row(20, 2.0), train_row(30, 1.0)])

@@ -9,6 +9,8 @@ import os
 import re
 import time
 
+from rich.text import Text
+
 from babyllama.runs import RunDir
 from babyllama_tui.app import BabyLlamaApp
 from babyllama_tui.screens.monitor import MonitorScreen
@@ -68,6 +70,23 @@ async def test_bits_per_byte_and_the_latest_benchmark_score_are_on_the_status_li
         await wait_until(pilot, lambda: "CMMLU 0-shot 25.0% (chance 25%) @320" in status_text(screen),
                          "the newer score")
         assert "C-Eval" not in status_text(screen)
+
+
+async def test_the_benchmark_score_drops_its_shots_and_chance_where_that_saves_a_line(tmp_path):
+    run = finished(tmp_path, name="sanguo-tiny-lr3e-4-batch16-long")
+    now = time.time()
+    run.append_metrics(train_row(310, loss=2.9, time=now, bpb=1.0213))
+    run.append_metrics({"kind": "eval", "step": 310, "val_loss": 3.1, "val_bpb": 1.0918, "time": now})
+    run.append_metrics({"kind": "bench", "step": 310, "task": "ceval", "shots": 5, "accuracy": 0.2712,
+                        "questions": 260, "subjects": 52, "chance": 0.25, "time": now})
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await follow(pilot, run, 31)
+        await wait_until(pilot, lambda: "C-Eval 27.1% @310" in status_text(screen), "the short score")
+        assert len(status_text(screen).splitlines()) == 2
+        await pilot.resize_terminal(200, 50)
+        await wait_until(pilot, lambda: "C-Eval 5-shot 27.1% (chance 25%) @310" in status_text(screen),
+                         "the whole score where there is room")
 
 
 async def test_mfu_and_the_achieved_flops_are_with_the_throughput(tmp_path):
@@ -174,6 +193,32 @@ async def test_a_rollback_is_an_alert_and_the_chart_shows_the_steps_redone_not_t
         assert max(y_tick_labels(screen)) < 10, "the undone attempt's climb to 13 is not drawn"
 
 
+async def test_a_skipped_spike_is_marked_but_kept_out_of_the_loss_its_smoothing_and_bits_per_byte(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "spiky")
+    run.create({"model": {"dim": 256}, "train": {"max_steps": 500}})
+    start = time.time() - 3000
+    for step in range(10, 410, 10):
+        run.append_metrics(train_row(step, loss=3.0, time=start + step, bpb=1.0))
+    # As the trainer writes a step it did not apply: its row, marked, and its alert.
+    run.append_metrics(train_row(410, loss=9.5, time=start + 410, bpb=3.2, skipped=True))
+    run.append_alert(step=410, alert="spike", action="skipped", message="loss 9.5 at step 410, far above its recent 3.0")
+    run.write_status(state="finished", step=410, max_steps=500, started=start, host="trainer-01", pid=4242)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await follow(pilot, run, 41)
+        await wait_until(pilot, lambda: "▼" in chart_text(screen) and "bpb 1.000" in status_text(screen),
+                         "the alert's marker and the bits per byte")
+        legend = Text.from_markup(screen.chart.border_title).plain
+        assert "loss 3.000" in legend and "ema 3.000" in legend, \
+            "the last loss and its smoothing are those of the last step applied, not " + legend
+        assert chart_text(screen).count("▼") == 1
+        assert max(y_tick_labels(screen)) < 5, "the skipped 9.5 is not drawn"
+        run.append_metrics(train_row(420, loss=3.0, time=start + 420, bpb=1.0))
+        await wait_until(pilot, lambda: len(screen.follower.history) == 42, "the next step")
+        assert screen.follower.history.series["ema"].last() == 3.0
+        assert "▼" in chart_text(screen) and "ema 3.000" in Text.from_markup(screen.chart.border_title).plain
+
+
 async def test_a_stalled_run_is_marked_on_the_monitor_with_why_until_a_row_comes(tmp_path):
     run = RunDir(tmp_path / "out" / "runs" / "stuck")
     fill_run(run, steps=100, max_steps=1000, started=time.time() - 3600, state="running")
@@ -234,3 +279,20 @@ async def test_p_draws_the_previous_run_of_the_same_data_and_compare_lists_such_
         await wait_until(pilot, lambda: any("No other run of the same data" in n.message for n in app._notifications),
                          "the note that there is none")
         assert screen.compared.paths == []
+
+
+
+async def test_p_takes_the_run_created_last_before_the_followed_one_however_later_it_was_resumed(tmp_path):
+    runs = {}
+    for name, ago in (("first", 9000), ("resumed", 8000), ("followed", 6000)):
+        runs[name] = RunDir(tmp_path / "out" / "runs" / name)
+        fill_run(runs[name], steps=100, max_steps=100, started=time.time() - ago)
+        same_data(runs[name])
+    # Resumed after the followed run began: its status's `started` is now the newest of the three.
+    runs["resumed"].write_status(started=time.time() - 1000)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await follow(pilot, runs["followed"], 10)
+        await pilot.press("p")
+        await wait_until(pilot, lambda: screen.compared.paths != [], "a previous run drawn")
+        assert screen.compared.paths == [runs["resumed"].path], "the previous run by creation, not by the last start"

@@ -81,6 +81,33 @@ def corpus_tokens(tmp_path_factory, sample_jsonl, sp_tokenizer_dir) -> Path:
     return out
 
 
+def test_the_validation_loss_is_the_mean_over_all_trained_targets_of_its_batches():
+    from babyllama.evaluate import mean_loss
+
+    def batch_loss(x, y):  # a batch's mean over its trained targets, each target's loss its id
+        return float(y[y != IGNORE_ID].mean())
+
+    batches = [(np.zeros((1, 3)), np.array([[5, IGNORE_ID, IGNORE_ID]])), (np.zeros((1, 3)), np.array([[1, 1, 1]]))]
+    result = mean_loss(batch_loss, batches)
+    assert (result.loss, result.tokens, result.windows) == (2.0, 4, 2)
+
+
+def test_bits_per_byte_and_the_unigram_baseline_count_answer_tokens_only(sft_file, sp_tokenizer):
+    from babyllama.measures import TextBytes, scored_targets, unigram_loss, windows_bytes
+
+    dataset = SftDataset([sft_file], seq_len=64, val_fraction=0.05)
+    every = np.arange(dataset.train_windows)
+    answers = [sp_tokenizer.encode(answer) for _, answer in PAIRS]
+    # Each answer's tokens and its end marker are trained; the marker is no text.
+    by_hand = sum(len(a.encode("utf-8")) for _, a in PAIRS) / sum(len(ids) + 1 for ids in answers)
+    measured = windows_bytes(TextBytes(sp_tokenizer, dataset.eos_id), dataset, every) / scored_targets(dataset, every)
+    assert measured == pytest.approx(by_hand, rel=0.05)
+    # The unigram baseline's frequencies are those of the answers' tokens and end markers alone.
+    ids = [i for a in answers for i in a] + [template_for(sp_tokenizer).describe()["special_ids"]["<|end|>"]] * 4
+    p = np.unique(ids, return_counts=True)[1] / len(ids)
+    assert unigram_loss(dataset).loss == pytest.approx(float(-(p * np.log(p)).sum()), rel=0.05)
+
+
 # ---------------------------------------------------------------------------------------
 # Planning a fine-tuning run: refusals in one line (no MindSpore)
 

@@ -913,7 +913,7 @@ def test_cli_runs_counts_a_runs_alerts_and_names_the_last(tmp_path):
     run.create({})
     run.write_status(state="finished", step=400, max_steps=400, started=time.time() - 100)
     run.append_alert(step=120, alert="spike", action="skipped", message="loss 9.1 at step 120, far above 5.2")
-    run.append_alert(step=130, alert="rollback", action="rolled_back", message="rolled back to step 100")
+    run.append_alert(step=130, alert="rollback", action="rolled_back", message="step 130: rolled back to step 100")
     line = babyllama("runs", cwd=tmp_path).stdout.splitlines()[1]
     assert line.endswith("2 alerts, the last at step 130: rolled back to step 100"), line
     (listed,) = json.loads(babyllama("runs", "--json", cwd=tmp_path).stdout)

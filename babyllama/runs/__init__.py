@@ -38,11 +38,12 @@ from babyllama.runs.manage import (
     trash_run,
 )
 from babyllama.runs.readers import LineFollower, MetricsReader, counts_in_loss, latest_rows, tail_lines
-from babyllama.runs.rundir import ALERT_KINDS, RunDir
+from babyllama.runs.rundir import ALERT_KINDS, RunDir, alert_words
 
 __all__ = [
     "ACTIVE_STATES",
     "ALERT_KINDS",
+    "alert_words",
     "CREATED",
     "ENDED_STATES",
     "LAUNCH_ID_ENV",

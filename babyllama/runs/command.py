@@ -17,7 +17,7 @@ from babyllama.runs.listing import DEFAULT_ROOT, RunInfo, list_runs, resolve_run
 from babyllama.runs.liveness import ACTIVE_STATES, format_duration
 from babyllama.runs.manage import NOTE_MAX_CHARS, rename_run, set_note, trash_run
 from babyllama.runs.readers import latest_rows, tail_lines
-from babyllama.runs.rundir import RunDir
+from babyllama.runs.rundir import RunDir, alert_words
 from babyllama.runs.settings import format_settings, run_parent, run_settings
 
 
@@ -212,7 +212,7 @@ def _alerts_note(info: RunInfo) -> str | None:
     last = info.last_alert or {}
     if not isinstance(last.get("step"), int) or not isinstance(last.get("message"), str):
         return count
-    return f"{count}, the last at step {last['step']:,}: {last['message']}"
+    return f"{count}, the last at step {last['step']:,}: {alert_words(last['step'], last['message'])}"
 
 
 def _or_dash(value) -> str:

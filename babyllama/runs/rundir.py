@@ -43,6 +43,12 @@ from babyllama.runs.liveness import (
 ALERT_KINDS = ("nonfinite", "spike", "rollback", "diverged", "memory", "overfitting")
 
 
+def alert_words(step, message: str) -> str:
+    """An alert's message without the "step N: " it starts with (the log's line needs it), for
+    where its step is shown beside it."""
+    return message.removeprefix(f"step {step}: ")
+
+
 class RunDir:
     """One run directory. Creating the object touches nothing on disk."""
 

@@ -22,7 +22,7 @@ from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Static, Tab, Tabs
 
 from babyllama.errors import UserError
-from babyllama.runs import ACTIVE_STATES, ENDED_STATES, launch_detached
+from babyllama.runs import ACTIVE_STATES, ENDED_STATES, alert_words, launch_detached
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.screens.confirm import ConfirmScreen
@@ -81,7 +81,7 @@ def run_detail(row: RunRow, now: float) -> Text:
         text.append(f"{row.alerts:,} alert{'s' if row.alerts != 1 else ''}", style=ALERTS_STYLE)
         last = row.last_alert or {}
         if isinstance(last.get("step"), int) and isinstance(last.get("message"), str):
-            text.append(f", the last at step {last['step']:,}: {last['message']}")
+            text.append(f", the last at step {last['step']:,}: {alert_words(last['step'], last['message'])}")
     return text
 
 

@@ -12,6 +12,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from babyllama.runs import alert_words
 from babyllama_tui.widgets.loss_chart import ALERT_COLOR, ALERT_COLORS, ALERT_MARKER
 
 # What the trainer did, in words (`action` in an alert row).
@@ -32,7 +33,7 @@ def alert_lines(alerts: list[dict], width: int, console: Console) -> Text:
         entry.append(f", {ACTION_WORDS.get(action, str(action))}")
         message = row.get("message")
         if isinstance(message, str) and message:
-            entry.append(f": {message}", style="dim")
+            entry.append(f": {alert_words(row['step'], message)}", style="dim")
         for i, piece in enumerate(entry.wrap(console, max(10, width - LABEL_CELLS))):
             line = Text(f"{row['step']:>7,}  " if i == 0 else " " * LABEL_CELLS, style="dim")
             piece.rstrip()

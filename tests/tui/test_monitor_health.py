@@ -127,7 +127,9 @@ async def test_the_baselines_are_labelled_lines_and_never_crush_the_curve(tmp_pa
 
 async def test_alerts_are_marked_on_the_chart_and_listed_with_what_was_done(tmp_path):
     run = finished(tmp_path)
-    run.append_alert(step=120, alert="spike", action="skipped", message="loss 11.2 at step 120, far above its recent 4.1")
+    # The trainer's messages begin with their step, for the log; the list shows the step once.
+    run.append_alert(step=120, alert="spike", action="skipped",
+                     message="step 120: the loss jumped to 11.2, above 4.9; the step was skipped")
     run.append_alert(step=250, alert="overfitting", action="none",
                      message="validation loss rose for 3 evaluations while the training loss fell (epoch 4.2)")
     app = BabyLlamaApp(root=tmp_path)
@@ -140,7 +142,7 @@ async def test_alerts_are_marked_on_the_chart_and_listed_with_what_was_done(tmp_
         assert lines[0].startswith("    250  overfitting, warning: validation loss rose for 3 evaluations")
         assert lines[1].startswith(" " * 9) and lines[1].endswith("the training loss fell (epoch 4.2)"), \
             "the message wraps under its text, the step standing out"
-        assert lines[2].startswith("    120  spike, step skipped: loss 11.2 at step 120")
+        assert lines[2].startswith("    120  spike, step skipped: the loss jumped to 11.2, above 4.9")
         assert all(len(line) <= alerts.scrollable_content_region.width for line in lines), "wrapped, not cut"
         assert chart_text(screen).count("▼") == 2
         frame = next(line for line in chart_text(screen).splitlines() if "┌" in line)

@@ -46,7 +46,7 @@ async def test_the_table_marks_a_runs_alerts_and_a_stall_with_the_reason_in_the_
     bumpy = RunDir(tmp_path / "out" / "runs" / "bumpy")
     fill_run(bumpy, steps=300, max_steps=300, started=time.time() - 7200)
     bumpy.append_alert(step=120, alert="spike", action="skipped", message="loss 9.1 far above its recent 5.2")
-    bumpy.append_alert(step=130, alert="rollback", action="rolled_back", message="rolled back to step 100")
+    bumpy.append_alert(step=130, alert="rollback", action="rolled_back", message="step 130: rolled back to step 100")
     stuck = RunDir(tmp_path / "out" / "runs" / "stuck")
     fill_run(stuck, steps=100, max_steps=1000, started=time.time() - 3600, state="running")
     # Its heartbeat is fresh (fill_run's status), but its last metrics row was written 15 minutes ago.

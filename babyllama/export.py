@@ -240,7 +240,7 @@ def llama2c_tokenizer_bytes(tokenizer, vocab_size: int) -> bytes:
     from babyllama.tokenizer import SPACE_SYMBOL
 
     processor = spm.SentencePieceProcessor(model_file=str(_sentencepiece_model_file(tokenizer)))
-    named = {token_id: token for token, token_id in getattr(tokenizer, "special_ids", {}).items()}
+    named = {token_id: token for token, token_id in tokenizer.special_ids().items()}
     entries = []
     for i in range(vocab_size):
         if i < processor.get_piece_size():

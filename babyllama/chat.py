@@ -20,10 +20,10 @@ from babyllama.generate import (
     load_for_generation,
     prompt_room,
     sampling_params_from_args,
-    stop_reason,
 )
 
-COMMANDS = "/system TEXT sets the system prompt (/system alone clears it), /reset starts over, /quit (or ctrl-d) ends"
+# The commands in one line of 80 columns, as the chat shows them.
+COMMANDS = "/system TEXT: the system prompt (alone: none)  /reset: start over  /quit: end"
 
 
 def fit_conversation(template, messages: Sequence[dict], max_seq_len: int,
@@ -52,8 +52,17 @@ def fit_conversation(template, messages: Sequence[dict], max_seq_len: int,
 
 
 def dropped_notice(dropped: int, max_seq_len: int, system: bool) -> str:
-    kept = "; the system prompt is kept" if system else ""
-    return f"dropped the oldest {dropped} turns to fit the model's {max_seq_len}-token context{kept}"
+    kept = "; system prompt kept" if system else ""
+    return f"dropped the oldest {dropped} turns to fit the {max_seq_len}-token context{kept}"
+
+
+def stop_words(result, params: SamplingParams, max_seq_len: int) -> str:
+    """Why an answer ended, short enough for one line of 80 columns with the counts before it."""
+    return {
+        "eos": "eos",
+        "length": f"length (--max-new-tokens {params.max_new_tokens})",
+        "context": f"context (the model's {max_seq_len} tokens are full)",
+    }[result.stopped]
 
 
 class Chat:
@@ -88,7 +97,7 @@ class Chat:
             self.system = rest.strip() or None
             self.note(f"system prompt: {self.system}" if self.system else "no system prompt")
         elif command.startswith("/"):
-            self.note(f"unknown command {command}; {COMMANDS}")
+            self.note(f"unknown command {command}; the commands: /system TEXT, /reset, /quit")
         elif line.strip():
             self.answer(line)
         return True
@@ -118,10 +127,10 @@ class Chat:
                 self.out.flush()
         except KeyboardInterrupt:
             pieces.close()
-            stopped = "cancelled"
+            stopped = "stopped: cancelled"
         else:
             stopped = f"{len(result.token_ids)} tokens, {result.tokens_per_s:.1f} tokens/s, stopped: " \
-                      f"{stop_reason(result, self.decoder.max_seq_len)}"
+                      f"{stop_words(result, self.params, self.decoder.max_seq_len)}"
         self.out.write("\n")
         self.out.flush()
         self.note(stopped)
@@ -131,7 +140,8 @@ class Chat:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Chat with a checkpoint in its chat template, answers streamed. Type a message and Enter; "
-        f"{COMMANDS}. The oldest turns are dropped when the conversation outgrows the model's context. "
+        "/system TEXT sets the system prompt (/system alone clears it), /reset starts over, /quit or "
+        "ctrl-d ends, ctrl-c stops an answer. The oldest turns are dropped when the conversation outgrows the model's context. "
         "Reads one message a line from a pipe too."
     )
     add_model_arguments(parser)
@@ -168,10 +178,10 @@ def run(args: argparse.Namespace) -> int:
     except UserError as e:
         raise UserError(f"{loaded.checkpoint} cannot chat: {e}") from None
     interactive = sys.stdin.isatty()
-    print(f"babyllama chat: {loaded.checkpoint} ({args.backend} backend), tokenizer {tokenizer.name}, "
+    print(f"babyllama chat: {loaded.checkpoint}\n{args.backend} backend, tokenizer {tokenizer.name}, "
           f"template {template.name}, context {decoder.max_seq_len} tokens", file=sys.stderr, flush=True)
     if interactive:
-        print(f"Type a message and Enter; {COMMANDS}.", file=sys.stderr, flush=True)
+        print(f"Type a message and Enter.\n{COMMANDS}", file=sys.stderr, flush=True)
     chat = Chat(template, tokenizer, decoder, params, args.system, sys.stdout, sys.stderr)
     for line in _lines(interactive):
         if not chat.handle(line):

@@ -34,19 +34,22 @@ def assistant(text: str) -> dict:
     return {"role": "assistant", "content": text}
 
 
-def write_talking_checkpoint(folder, tokenizer, cfg=TINY, **config):
+def write_talking_checkpoint(folder, tokenizer, cfg=TINY, ends=True, **config):
     """A checkpoint of a random model whose greedy answers differ from question to question and
     end with <|end|>: weights far larger than training's initialisation, so the layers decide
     rather than the tied embedding's echo of the last token, and <|end|>'s embedding three
-    times as long. `config` goes into its config.json (a recorded "chat_template")."""
+    times as long (zero with `ends` False, and end-of-text's too, so greedy answers never end).
+    `config` goes into its config.json (a recorded "chat_template")."""
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(0)
     weights = {name: (np.ones(shape) if len(shape) == 1 else rng.normal(0, 0.3, shape)).astype(np.float32)
                for name, shape in weight_shapes(cfg).items()}
     end = tokenizer.special_ids().get("<|end|>")
-    if end is not None:
+    if end is not None and ends:
         weights["tok_embeddings.weight"][end] *= 3
+    elif end is not None:
+        weights["tok_embeddings.weight"][[end, tokenizer.eos_id]] = 0
     folder.mkdir(parents=True)
     save_file(weights, str(folder / "model.safetensors"))
     record = {"model": dataclasses.asdict(cfg), "train": {}, "tokenizer": tokenizer.describe(), "preset": None,
@@ -148,7 +151,7 @@ def test_chat_streams_answers_to_each_turn_with_reset_and_system(talking):
     notes = [line for line in stderr.splitlines() if line.startswith("[")]
     assert notes[2] == "[system prompt: 你是说书人。]"
     assert notes[4] == "[the conversation starts over; the system prompt is kept]"
-    assert [note.rpartition("stopped: ")[2].split()[0] for i, note in enumerate(notes) if i not in (2, 4)] == \
+    assert [note.rpartition("stopped: ")[2].rstrip("]").split()[0] for i, note in enumerate(notes) if i not in (2, 4)] == \
         [a.stopped for a in answers]
 
 
@@ -171,7 +174,7 @@ def test_chat_drops_the_oldest_turns_when_the_context_fills_and_says_so(short, s
     assert status == 0, stderr
     assert stdout == "".join(f"{text}\n" for text in expected)
     notices = [line for line in stderr.splitlines() if line.startswith("[dropped")]
-    assert notices == [f"[dropped the oldest {n} turns to fit the model's 64-token context; the system prompt is kept]"
+    assert notices == [f"[dropped the oldest {n} turns to fit the 64-token context; system prompt kept]"
                        for n in drops if n]
 
 
@@ -186,7 +189,7 @@ def test_unknown_commands_and_lines_that_are_not_utf8_are_said_and_skipped(talki
     status, stdout, stderr = chat(talking, [], "--max-new-tokens", 8, stdin="/help\n".encode() + b"\xff\n\n" +
                                   "曹操呢？\n".encode())
     assert status == 0, stderr
-    assert "[unknown command /help; /system TEXT sets the system prompt" in stderr
+    assert "[unknown command /help; the commands: /system TEXT, /reset, /quit]" in stderr
     assert "[line 2 is not UTF-8 text (invalid start byte at byte 0); skipped]" in stderr
     assert stdout == f"{answer(talking, [user('曹操呢？')], 8).text}\n"
 
@@ -212,3 +215,29 @@ def test_a_checkpoint_whose_tokenizer_has_no_chat_tokens_is_refused_in_one_line(
     assert stderr == (f"babyllama chat: error: {folder} cannot chat: {older.path}: the tokenizer has no chat tokens "
                       "(<|system|>, <|user|>, <|assistant|>, <|end|>), so it cannot encode conversations; train one "
                       "with `babyllama tokenizer train` (which reserves them), or use ChatGLM2-6B's tokenizer\n")
+
+
+def test_ctrl_c_stops_an_answer_and_the_chat_goes_on(tmp_path, sp_tokenizer):
+    import signal
+
+    endless = write_talking_checkpoint(tmp_path / "step_0000001", sp_tokenizer,
+                                       dataclasses.replace(TINY, max_seq_len=16384), ends=False)
+    process = subprocess.Popen([sys.executable, "-m", "babyllama", "chat", "--ckpt", str(endless), "--temperature",
+                                "0", "--max-new-tokens", "8000"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        process.stdin.write("桃园结义的是谁？\n".encode())
+        process.stdin.flush()
+        assert process.stdout.read(1)  # the answer has begun: 8,000 tokens take seconds, a signal far less
+        process.send_signal(signal.SIGINT)
+        process.stdin.write("/quit\n".encode())
+        process.stdin.close()
+        assert process.wait(timeout=WAIT_S) == 0
+        notes = process.stderr.read().decode().splitlines()
+        assert notes[2:] == ["[stopped: cancelled]"]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=WAIT_S)
+        process.stdout.close()
+        process.stderr.close()

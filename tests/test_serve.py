@@ -271,8 +271,8 @@ def test_a_conversation_past_the_context_loses_its_oldest_turns_with_a_warning(s
              user("曹操呢？")]
     server.send({"op": "generate", "id": "w", "messages": [SYSTEM, *turns], "temperature": 0, "max_new_tokens": 40})
     warning = server.next_event()
-    assert warning == {"event": "warning", "id": "w", "message": "dropped the oldest 2 turns to fit the model's "
-                       "64-token context; the system prompt is kept"}
+    assert warning == {"event": "warning", "id": "w", "message": "dropped the oldest 2 turns to fit the "
+                       "64-token context; system prompt kept"}
     texts, done = server.until_done("w")
     assert "".join(texts) == answer(short, [SYSTEM, *turns[2:]], 40).text
     server.send({"op": "generate", "id": "long", "messages": [user("话说天下大势，分久必合，合久必分。" * 4)]})

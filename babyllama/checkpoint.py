@@ -1,7 +1,8 @@
 """Checkpoints: the folder `babyllama train` writes, and everything that reads one.
 
 File names and format, save and load for training, `checkpoint_problem`, finding checkpoints,
-and `load_model_for_inference` (a checkpoint or, through babyllama.hf, a Hugging Face folder).
+and `load_model_for_inference` (a checkpoint or, through babyllama.hf, a Hugging Face folder) with
+the chat template a loaded model answers in.
 Format: docs/ARCHITECTURE.md, "Checkpoints".
 """
 
@@ -182,6 +183,17 @@ class LoadedModel:
     @property
     def tokenizer_path(self) -> str | None:
         return (self.config.get("tokenizer") or {}).get("path")
+
+    def chat_template(self, tokenizer):
+        """The chat template of this model with `tokenizer`: the one its config.json records, checked
+        against the tokenizer, else the tokenizer's own. A UserError says why there is none (the
+        tokenizer has no chat tokens, or is not the one the record names): chat, serve and export ask here."""
+        from babyllama.chat_template import check_template, template_for  # the app lists runs without tokenizers
+
+        recorded = self.config.get("chat_template")
+        if recorded is not None:
+            return check_template(recorded, tokenizer, str(self.checkpoint / CONFIG_FILE))
+        return template_for(tokenizer)
 
     def describe(self) -> dict:
         return {

@@ -25,6 +25,7 @@ COMMANDS = {
     "train": ("babyllama.train_command", "train a model on token files, keeping a run directory (out/runs/NAME)"),
     "runs": ("babyllama.runs.command", "list, inspect and stop training runs"),
     "generate": ("babyllama.generate", "continue prompts with a checkpoint, streaming the text"),
+    "chat": ("babyllama.chat", "chat with a checkpoint in the terminal, in its chat template, streaming the answers"),
     "serve": ("babyllama.serve", "load a checkpoint once and answer JSON-line generation requests (--stdio)"),
     "eval": ("babyllama.evaluate", "mean loss and perplexity of a checkpoint over token files"),
     "export": ("babyllama.export", "export a checkpoint as a Hugging Face Llama folder or a llama2.c model.bin"),

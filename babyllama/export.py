@@ -20,7 +20,7 @@ from babyllama.config import ModelConfig
 from babyllama.errors import UserError
 from babyllama.events import add_progress_argument, event_printer
 from babyllama.files import atomic_write_bytes, atomic_write_json, temp_path
-from babyllama.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE, hf_config, hf_weights
+from babyllama.hf import HF_CHAT_TEMPLATES, HF_CONFIG_FILE, HF_WEIGHTS_FILE, hf_config, hf_weights
 from babyllama.rotary import rotary_tables
 
 FORMATS = ("hf", "llama2c")
@@ -30,6 +30,13 @@ LLAMA2C_NORM_EPS = 1e-5
 LLAMA2C_TOKENIZER_KINDS = ("sentencepiece", "chatglm")
 # What the exported tokenizer must encode exactly as ours does: Chinese, digits, spaces, bytes.
 TOKENIZER_PROBE = "话说天下大势，分久必合，合久必分。 Two  spaces, 2024年\n第二行\t☃ 𝄞"
+# A conversation the exported chat template must turn into the ids our chat template gives.
+CHAT_PROBE = (
+    {"role": "system", "content": " 你是说书人。\n"},
+    {"role": "user", "content": "桃园结义的是谁？"},
+    {"role": "assistant", "content": "刘备、关羽、张飞。 "},
+    {"role": "user", "content": "Two  spaces\n第二行 "},
+)
 
 LLAMA2C_LAYER_ORDER = ("attention_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
                        "ffn_norm", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
@@ -39,15 +46,19 @@ LLAMA2C_LAYER_ORDER = ("attention_norm", "attention.wq", "attention.wk", "attent
 # Hugging Face: writing
 
 
-def _generation_config(tokenizer: dict | None) -> dict:
+def _generation_config(tokenizer: dict | None, template) -> dict:
     """No max_length: transformers warns on every generate(max_new_tokens=...) call when the
-    config sets it, and the context length is in config.json already."""
+    config sets it, and the context length is in config.json already. With a chat template,
+    generation stops at the ids that end an answer (`<|end|>`) as well as at end-of-text."""
     from babyllama.generate import SamplingParams
 
     tokenizer = tokenizer or {}
+    eos = tokenizer.get("eos_id")
+    if template is not None and template.stop_ids - {eos}:
+        eos = [eos, *sorted(template.stop_ids - {eos})]
     return {
         "bos_token_id": tokenizer.get("bos_id"),
-        "eos_token_id": tokenizer.get("eos_id"),
+        "eos_token_id": eos,
         "do_sample": True,
         "temperature": SamplingParams().temperature,
     }
@@ -79,8 +90,9 @@ def _sentencepiece_model_file(tokenizer) -> Path:
     return tokenizer.path / SENTENCEPIECE_FILE if tokenizer.path.is_dir() else tokenizer.path
 
 
-def _write_sentencepiece_tokenizer(folder: Path, tokenizer, warn) -> str:
-    """tokenizer.model, our config, and transformers' conversion of it when that encodes as we do."""
+def _write_sentencepiece_tokenizer(folder: Path, tokenizer, template, warn) -> str:
+    """tokenizer.model, our config, and transformers' conversion of it when that encodes as we do,
+    with the chat template when transformers' `apply_chat_template` gives our template's ids."""
     from transformers import AutoTokenizer
 
     from babyllama.tokenizer import BABYLLAMA_CONFIG_FILE, SENTENCEPIECE_FILE
@@ -101,22 +113,44 @@ def _write_sentencepiece_tokenizer(folder: Path, tokenizer, warn) -> str:
              "keeps tokenizer.model for babyllama and gets no tokenizer.json")
         (folder / "tokenizer_config.json").unlink()
         return "SentencePiece tokenizer.model (babyllama reads it; transformers' conversion differed)"
-    converted.save_pretrained(str(folder))
-    return "SentencePiece tokenizer.model, with tokenizer.json for AutoTokenizer"
+    chat = ""
+    if template is not None:
+        # The conversion makes the control pieces, the chat markers among them, added special tokens.
+        converted.chat_template = HF_CHAT_TEMPLATES[template.name]
+        theirs = converted.apply_chat_template(list(CHAT_PROBE), add_generation_prompt=True, return_dict=False)
+        if theirs == template.prompt(CHAT_PROBE):
+            chat = (f" Its chat_template is babyllama's {template.name}: "
+                    "`tokenizer.apply_chat_template(messages, add_generation_prompt=True)` gives the ids "
+                    "`babyllama chat` feeds the model, and generation_config.json stops at `<|end|>`.")
+        else:
+            warn("transformers' apply_chat_template gives other ids than the chat template; the folder's "
+                 "tokenizer gets no chat_template")
+            converted.chat_template = None
+    # In tokenizer_config.json rather than chat_template.jinja, where every transformers version reads it.
+    converted.save_pretrained(str(folder), save_jinja_files=False)
+    return "SentencePiece tokenizer.model, with tokenizer.json for AutoTokenizer." + chat
 
 
-def _write_tokenizer(folder: Path, tokenizer, warn) -> str:
+def _write_tokenizer(folder: Path, tokenizer, template, warn) -> str:
     """The tokenizer's files in `folder`; returns a line for the README."""
     from babyllama.tokenizer import HF_TOKENIZER_FILE_PATTERNS, SENTENCEPIECE_FILE
 
     if tokenizer.kind == "sentencepiece":
-        return _write_sentencepiece_tokenizer(folder, tokenizer, warn)
+        return _write_sentencepiece_tokenizer(folder, tokenizer, template, warn)
     if tokenizer.kind == "chatglm":
         shutil.copyfile(_sentencepiece_model_file(tokenizer), folder / SENTENCEPIECE_FILE)
-        atomic_write_json(folder / "tokenizer_config.json", {"tokenizer_class": "ChatGLMTokenizer"})
+        config = {"tokenizer_class": "ChatGLMTokenizer"}
+        chat = ""
+        if template is not None:
+            config["chat_template"] = HF_CHAT_TEMPLATES[template.name]
+            chat = (" Its chat_template writes ChatGLM2's conversation text; ChatGLM2's tokenizer puts [gMASK]sop "
+                    "in front when it encodes with special tokens, so `tokenizer(tokenizer.apply_chat_template("
+                    "messages, add_generation_prompt=True, tokenize=False))` gives the ids `babyllama chat` feeds "
+                    "the model.")
+        atomic_write_json(folder / "tokenizer_config.json", config)
         return ("ChatGLM2-6B's tokenizer.model. babyllama reads it as it is; to load it with transformers, "
                 "add ChatGLM2-6B's tokenization_chatglm.py (THUDM/chatglm2-6b) and load with "
-                "trust_remote_code=True. Ids 64789-64793 are its special tokens.")
+                "trust_remote_code=True. Ids 64789-64793 are its special tokens." + chat)
     for path in sorted(tokenizer.path.iterdir()):
         if path.is_file() and any(fnmatch.fnmatch(path.name, pattern) for pattern in HF_TOKENIZER_FILE_PATTERNS):
             shutil.copyfile(path, folder / path.name)
@@ -160,6 +194,19 @@ def _tokenizer_for(loaded, given: Path | None, warn):
     return tokenizer
 
 
+def _chat_template_for(loaded, tokenizer, warn):
+    """The model's chat template (None without a tokenizer, or with one that has no chat tokens);
+    a checkpoint whose recorded template cannot be used is warned about."""
+    if tokenizer is None:
+        return None
+    try:
+        return loaded.chat_template(tokenizer)
+    except UserError as e:
+        if loaded.config.get("chat_template") is not None:
+            warn(f"{e}; the export has no chat template")
+        return None
+
+
 def _no_stage(message: str) -> None:
     pass
 
@@ -170,6 +217,7 @@ def export_hf(loaded, out: Path, tokenizer=None, warn=_warn, stage=_no_stage) ->
     from safetensors.numpy import save_file
 
     description = tokenizer.describe() if tokenizer is not None else None
+    template = _chat_template_for(loaded, tokenizer, warn)
     temp = temp_path(out)
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
@@ -177,10 +225,11 @@ def export_hf(loaded, out: Path, tokenizer=None, warn=_warn, stage=_no_stage) ->
         stage(f"writing {HF_WEIGHTS_FILE}")
         atomic_write_json(temp / HF_CONFIG_FILE, hf_config(loaded.cfg, description))
         save_file(hf_weights(loaded.cfg, loaded.weights), str(temp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
-        atomic_write_json(temp / HF_GENERATION_CONFIG_FILE, _generation_config(description))
+        atomic_write_json(temp / HF_GENERATION_CONFIG_FILE, _generation_config(description, template))
         if tokenizer is not None:
             stage(f"writing the tokenizer {tokenizer.name}")
-        tokenizer_line = _write_tokenizer(temp, tokenizer, warn) if tokenizer is not None else "none was exported."
+        tokenizer_line = (_write_tokenizer(temp, tokenizer, template, warn) if tokenizer is not None
+                          else "none was exported.")
         (temp / "README.md").write_text(_readme(loaded, tokenizer_line), encoding="utf-8")
         _replace(temp, out)
     except BaseException:
@@ -240,7 +289,7 @@ def llama2c_tokenizer_bytes(tokenizer, vocab_size: int) -> bytes:
     from babyllama.tokenizer import SPACE_SYMBOL
 
     processor = spm.SentencePieceProcessor(model_file=str(_sentencepiece_model_file(tokenizer)))
-    named = {token_id: token for token, token_id in getattr(tokenizer, "special_ids", {}).items()}
+    named = {token_id: token for token, token_id in tokenizer.special_ids().items()}
     entries = []
     for i in range(vocab_size):
         if i < processor.get_piece_size():

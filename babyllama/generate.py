@@ -1,7 +1,7 @@
 """`babyllama generate`: continue prompts with a checkpoint, streaming the text as it comes.
 
 Sampling (`SamplingParams`, `choose_token`), the generation loop (`generate_pieces`, also used
-by serve and the trainer's samples) and the command. See docs/ARCHITECTURE.md, "Generating text".
+by serve, chat and the trainer's samples) and the command. See docs/ARCHITECTURE.md, "Generating text".
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -140,11 +140,16 @@ class Generation:
         return len(self.token_ids) / self.seconds if self.seconds > 0 else 0.0
 
 
+def prompt_room(max_seq_len: int, max_new_tokens: int) -> int:
+    """How many ids a prompt may have: the context less room for new tokens (at most half of it)."""
+    return max_seq_len - min(max_new_tokens, max_seq_len // 2)
+
+
 def prompt_ids(tokenizer, prompt: str, max_seq_len: int, max_new_tokens: int,
                warn: Callable[[str], None] | None = None) -> list[int]:
     """The prompt's ids, cut from the left to leave room for new tokens (see the module docstring)."""
     ids = tokenizer.encode(prompt) or [tokenizer.eos_id]
-    keep = max_seq_len - min(max_new_tokens, max_seq_len // 2)
+    keep = prompt_room(max_seq_len, max_new_tokens)
     if len(ids) > keep:
         if warn is not None:
             warn(f"the prompt has {len(ids)} tokens; the context holds {max_seq_len}: "
@@ -153,17 +158,26 @@ def prompt_ids(tokenizer, prompt: str, max_seq_len: int, max_new_tokens: int,
     return ids
 
 
-def generate_pieces(decoder, tokenizer, prompt: str, params: SamplingParams, rng: np.random.Generator | None = None,
-                    should_stop: Callable[[], bool] | None = None,
-                    warn: Callable[[str], None] | None = None) -> Generator[Piece, None, Generation]:
+def generate_pieces(decoder, tokenizer, prompt: str | Sequence[int], params: SamplingParams,
+                    rng: np.random.Generator | None = None, should_stop: Callable[[], bool] | None = None,
+                    warn: Callable[[str], None] | None = None,
+                    stop_ids: Collection[int] = ()) -> Generator[Piece, None, Generation]:
     """Yield Pieces as they are generated; the generator's return value is the Generation.
 
-    `should_stop` is checked before each token: True stops with "cancelled".
+    `prompt` is text, or ids that already leave room in the context (a chat template's prompt).
+    `should_stop` is checked before each token: True stops with "cancelled". The end-of-text id
+    and any of `stop_ids` (a chat template's end of an answer) stop with "eos", unwritten.
     """
     began = time.perf_counter()
     rng = rng if rng is not None else np.random.default_rng(params.seed)
-    ids = prompt_ids(tokenizer, prompt, decoder.max_seq_len, params.max_new_tokens, warn)
+    if isinstance(prompt, str):
+        ids = prompt_ids(tokenizer, prompt, decoder.max_seq_len, params.max_new_tokens, warn)
+    else:
+        ids = list(prompt)
     room = decoder.max_seq_len - len(ids)
+    if not ids or room < 1:
+        raise ValueError(f"the prompt has {len(ids)} ids; it must have at least one and leave room in the "
+                         f"{decoder.max_seq_len}-token context")
     budget = min(params.max_new_tokens, room)
     stream = tokenizer.incremental_decoder()
     seen = list(ids)
@@ -179,7 +193,7 @@ def generate_pieces(decoder, tokenizer, prompt: str, params: SamplingParams, rng
         token = choose_token(logits, params, rng, seen if params.repetition_penalty != 1.0 else ())
         if ttft is None:
             ttft = time.perf_counter() - began
-        if token == tokenizer.eos_id:
+        if token == tokenizer.eos_id or token in stop_ids:
             stopped = "eos"
             break
         generated.append(token)
@@ -197,7 +211,7 @@ def generate_pieces(decoder, tokenizer, prompt: str, params: SamplingParams, rng
     return Generation("".join(pieces), generated, stopped, len(ids), time.perf_counter() - began, ttft)
 
 
-def generate(decoder, tokenizer, prompt: str, params: SamplingParams, **kwargs) -> Generation:
+def generate(decoder, tokenizer, prompt: str | Sequence[int], params: SamplingParams, **kwargs) -> Generation:
     """The whole continuation at once (generate_pieces without the streaming)."""
     pieces = generate_pieces(decoder, tokenizer, prompt, params, **kwargs)
     while True:

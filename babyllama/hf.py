@@ -104,6 +104,32 @@ def hf_config(cfg: ModelConfig, tokenizer: dict | None) -> dict:
     }
 
 
+# Chat templates (babyllama.chat_template) as the Jinja text of a tokenizer config's "chat_template",
+# by template name, rendering what each template's prompt encodes. Ours: its markers (special tokens
+# of the exported tokenizer) around each content, then `<|assistant|>` for a generation prompt or
+# end-of-text after a last answer. ChatGLM2's: its text without the `[gMASK]sop` prefix, which
+# ChatGLM2's tokenizer adds itself (docs/ARCHITECTURE.md, "Exports").
+HF_CHAT_TEMPLATES = {
+    "babyllama-chat-v1": (
+        "{%- for message in messages -%}"
+        "{{ {'system': '<|system|>', 'user': '<|user|>', 'assistant': '<|assistant|>'}[message['role']]"
+        " + message['content'] + '<|end|>' }}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ '<|assistant|>' }}"
+        "{%- elif messages and messages[-1]['role'] == 'assistant' -%}{{ eos_token }}{%- endif -%}"
+    ),
+    "chatglm2": (
+        r"{%- for message in messages if message['role'] == 'system' -%}{{ message['content'] + '\n\n' }}"
+        r"{%- endfor -%}"
+        r"{%- for message in messages if message['role'] != 'system' -%}"
+        r"{%- if loop.index0 % 2 == 0 -%}"
+        r"{{ '[Round ' + (loop.index0 // 2 + 1) | string + ']\n\n问：' + message['content'] + '\n\n答：' }}"
+        r"{%- else -%}{{ message['content'] + '\n\n' }}{%- endif -%}"
+        r"{%- endfor -%}"
+    ),
+}
+
+
 def hf_weights(cfg: ModelConfig, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for name, value in weights.items():

@@ -13,6 +13,8 @@ import queue
 import sys
 import threading
 
+from babyllama.chat import dropped_notice, fit_conversation
+from babyllama.chat_template import USER, BadConversation, check_conversation
 from babyllama.errors import UserError
 from babyllama.generate import (
     SamplingParams,
@@ -23,14 +25,17 @@ from babyllama.generate import (
     sampling_params_from_args,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 SAMPLING_FIELDS = tuple(SamplingParams.__dataclass_fields__)
 
 
 class Request:
-    def __init__(self, request_id, prompt: str, params: SamplingParams):
+    """A generation asked for: a text `prompt`, or `messages` that the chat template turns into one."""
+
+    def __init__(self, request_id, prompt: str | None, messages: list[dict] | None, params: SamplingParams):
         self.id = request_id
         self.prompt = prompt
+        self.messages = messages
         self.params = params
         self.cancelled = threading.Event()
 
@@ -43,11 +48,17 @@ class Server:
         self.decoder = decoder
         self.defaults = defaults
         self.out = out
+        try:
+            self.template, self.no_chat = loaded.chat_template(tokenizer), None
+        except UserError as e:
+            self.template, self.no_chat = None, str(e)  # what a messages request is told
         self.description = {
             "protocol": PROTOCOL_VERSION,
             **loaded.describe(),
             "backend": backend,
             "defaults": vars(defaults),
+            "chat": self.template is not None,
+            "chat_template": self.template.name if self.template is not None else None,
         }
         self.lock = threading.Lock()  # guards the fields below and writes to `out`
         self.queue: queue.Queue[Request | None] = queue.Queue()
@@ -136,20 +147,36 @@ class Server:
 
     def _accept(self, message: dict) -> None:
         request_id = self._check_id(message)
-        prompt = message.get("prompt")
-        if not isinstance(prompt, str):
+        prompt, messages = message.get("prompt"), message.get("messages")
+        if "prompt" in message and "messages" in message:
+            raise UserError("generate takes a \"prompt\" or \"messages\", not both")
+        if "prompt" not in message and "messages" not in message:
+            raise UserError("generate needs a \"prompt\" string or a \"messages\" list")
+        if "prompt" in message and not isinstance(prompt, str):
             raise UserError("generate needs a \"prompt\" string")
-        unknown = sorted(set(message) - {"op", "id", "prompt", *SAMPLING_FIELDS})
+        if "messages" in message:
+            self._check_messages(messages)
+        unknown = sorted(set(message) - {"op", "id", "prompt", "messages", *SAMPLING_FIELDS})
         if unknown:
             raise UserError(f"unknown field(s) {', '.join(unknown)}; sampling fields are {', '.join(SAMPLING_FIELDS)}")
         params = SamplingParams(**{**vars(self.defaults), **{k: message[k] for k in SAMPLING_FIELDS if k in message}})
         params.validate()
-        request = Request(request_id, prompt, params)
+        request = Request(request_id, prompt, messages, params)
         with self.lock:
             if request_id in self.waiting:
                 raise UserError(f"id {request_id!r} is already queued or running; use a new id")
             self.waiting[request_id] = request
         self.queue.put(request)
+
+    def _check_messages(self, messages) -> None:
+        if self.template is None:
+            raise UserError(f"this checkpoint cannot chat: {self.no_chat}")
+        if not isinstance(messages, list):
+            raise UserError("\"messages\" must be a list of {\"role\", \"content\"} objects")
+        try:
+            check_conversation(messages, ends_with=USER)
+        except BadConversation as e:
+            raise UserError(f"messages: {e}") from None
 
     def _cancel(self, message: dict) -> None:
         request_id = self._check_id(message)
@@ -184,8 +211,16 @@ class Server:
             self.emit("warning", id=request.id, message=message)
 
         try:
-            pieces = generate_pieces(self.decoder, self.tokenizer, request.prompt, request.params,
-                                     should_stop=should_stop, warn=warn)
+            if request.messages is None:
+                prompt, stop_ids = request.prompt, ()
+            else:
+                prompt, dropped = fit_conversation(self.template, request.messages, self.decoder.max_seq_len,
+                                                   request.params.max_new_tokens)
+                stop_ids = self.template.stop_ids
+                if dropped:
+                    warn(dropped_notice(dropped, self.decoder.max_seq_len, request.messages[0]["role"] == "system"))
+            pieces = generate_pieces(self.decoder, self.tokenizer, prompt, request.params,
+                                     should_stop=should_stop, warn=warn, stop_ids=stop_ids)
             while True:
                 try:
                     piece = next(pieces)
@@ -197,6 +232,8 @@ class Server:
                       tokens_per_s=round(result.tokens_per_s, 2),
                       ttft_ms=round(result.ttft_s * 1000, 2) if result.ttft_s is not None else None,
                       stopped=result.stopped)
+        except UserError as e:  # a conversation that does not fit
+            self.emit("error", id=request.id, message=str(e))
         except Exception as e:  # a failed generation must not take the server down
             self.emit("error", id=request.id, message=f"generation failed: {type(e).__name__}: {e}")
         finally:

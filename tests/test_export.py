@@ -81,7 +81,7 @@ def test_hf_export_writes_a_complete_folder_and_nothing_else(hf_folder):
         ("llama", True, TINY.hidden_dim)
     assert (config["num_key_value_heads"], config["rms_norm_eps"], config["max_position_embeddings"]) == \
         (TINY.n_kv_heads, TINY.norm_eps, TINY.max_seq_len)
-    assert json.loads((hf_folder / "generation_config.json").read_text())["eos_token_id"] == 2
+    assert json.loads((hf_folder / "generation_config.json").read_text())["eos_token_id"] == [2, 6]  # <|end|> too
 
 
 @pytest.mark.slow
@@ -137,6 +137,124 @@ def test_generate_on_the_export_gives_the_checkpoints_greedy_tokens(checkpoint, 
         outputs.append(done.stdout)
     assert outputs[0] == outputs[1]
     assert len(outputs[0]) > len("话说天下大势") + 2
+
+
+# Conversations ending with a question: a system turn, several turns, Chinese and English, contents
+# with spaces and newlines at either end and inside, a character made of byte tokens, an empty one.
+CONVERSATIONS = (
+    [{"role": "user", "content": "桃园结义的是谁？"}],
+    [{"role": "system", "content": "你是说书人。"}, {"role": "user", "content": "桃园结义的是谁？"},
+     {"role": "assistant", "content": "刘备、关羽、张飞。"}, {"role": "user", "content": "谁年纪最大？"}],
+    [{"role": "system", "content": " Tell  tales.\n"}, {"role": "user", "content": "  two  spaces\n\n第二行\t☃ 𝄞 "},
+     {"role": "assistant", "content": "\n答：\n 好 "}, {"role": "user", "content": ""},
+     {"role": "assistant", "content": " "}, {"role": "user", "content": "Who won at 赤壁 in 208?"}],
+)
+ANSWER = {"role": "assistant", "content": "曹操 败走 华容道。\n"}
+
+
+@pytest.mark.slow
+def test_the_exported_chat_template_gives_the_ids_of_ours(hf_folder, sp_tokenizer):
+    pytest.importorskip("torch", reason="transformers' tokenizer conversion is checked with the dev extra")
+    from transformers import AutoTokenizer
+
+    from babyllama.chat_template import template_for
+    from babyllama.hf import HF_CHAT_TEMPLATES
+    from babyllama.tokenizer import CHAT_TOKENS
+
+    config = json.loads((hf_folder / "tokenizer_config.json").read_text())
+    assert config["chat_template"] == HF_CHAT_TEMPLATES["babyllama-chat-v1"]
+    theirs = AutoTokenizer.from_pretrained(str(hf_folder))
+    specials = sp_tokenizer.special_ids()
+    for token in CHAT_TOKENS:
+        assert token in theirs.all_special_tokens
+        assert theirs.convert_tokens_to_ids(token) == specials[token]
+    template = template_for(sp_tokenizer)
+    for messages in CONVERSATIONS:
+        assert theirs.apply_chat_template(messages, add_generation_prompt=True)["input_ids"] == \
+            template.prompt(messages)
+        # A whole conversation: what fine-tuning trains on, end-of-text included.
+        assert theirs.apply_chat_template([*messages, ANSWER])["input_ids"] == template.encode([*messages, ANSWER])[0]
+    generation = json.loads((hf_folder / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == [sp_tokenizer.eos_id, specials["<|end|>"]]
+
+
+@pytest.mark.slow
+def test_transformers_greedy_generate_on_the_export_answers_as_babyllama_chat(tmp_path, sp_tokenizer):
+    torch = pytest.importorskip("torch", reason="torch (the dev extra) runs transformers' Llama")
+    from test_chat import ROOMY, answer, chat, write_talking_checkpoint
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    talking = write_talking_checkpoint(tmp_path / "step_0000003", sp_tokenizer, ROOMY)
+    out = tmp_path / "hf"
+    done = babyllama("export", "--ckpt", talking, "--format", "hf", "--out", out)
+    assert done.returncode == 0, done.stderr
+    model = LlamaForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    questions = ["桃园结义的是谁？", "曹操呢？", "Who won at 赤壁?"]
+    messages, answers = [{"role": "system", "content": "你是说书人。"}], []
+    for question in questions:
+        messages.append({"role": "user", "content": question})
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
+        with torch.no_grad():
+            generated = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                       max_new_tokens=24, do_sample=False)[0, len(ids):].tolist()
+        ours = answer(talking, messages, 24)
+        stop = [tokenizer.convert_tokens_to_ids("<|end|>")] if ours.stopped == "eos" else []
+        assert generated == ours.token_ids + stop
+        answers.append(tokenizer.decode(ours.token_ids, skip_special_tokens=True))
+        messages.append({"role": "assistant", "content": answers[-1]})
+    assert "eos" in {answer(talking, messages[:i], 24).stopped for i in (2, 4, 6)}
+    for ckpt in (talking, out):
+        status, stdout, stderr = chat(ckpt, questions, "--max-new-tokens", 24, "--system", "你是说书人。")
+        assert status == 0, stderr
+        assert stdout == "".join(f"{text}\n" for text in answers)
+
+
+@pytest.mark.slow
+def test_a_chatglm2_export_writes_its_conversation_text_as_the_chat_template(tmp_path, chatglm_shaped):
+    import dataclasses
+
+    from numpy_checkpoints import SMALL, write_numpy_checkpoint
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from babyllama.chat_template import template_for
+    from babyllama.export import export_hf
+
+    cfg = dataclasses.replace(SMALL, vocab_size=chatglm_shaped.vocab_size)
+    loaded = load_model_for_inference(write_numpy_checkpoint(tmp_path / "step_0000001", cfg,
+                                                             chatglm_shaped.describe()))
+    export_hf(loaded, tmp_path / "hf", chatglm_shaped)
+    config = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "ChatGLMTokenizer"
+    template = template_for(chatglm_shaped)
+    specials = chatglm_shaped.special_ids()
+    for messages in CONVERSATIONS:
+        (text,), _ = render_jinja_template([messages], chat_template=config["chat_template"],
+                                           add_generation_prompt=True)
+        # ChatGLM2's tokenizer puts [gMASK]sop in front of the text it encodes with special tokens.
+        assert [specials["[gMASK]"], specials["sop"], *chatglm_shaped.encode(text)] == template.prompt(messages)
+    assert json.loads((tmp_path / "hf" / "generation_config.json").read_text())["eos_token_id"] == 2
+
+
+def test_an_export_whose_recorded_chat_template_is_not_its_tokenizers_warns_and_has_none(tmp_path, chatglm_shaped,
+                                                                                        sp_tokenizer):
+    import dataclasses
+
+    from numpy_checkpoints import SMALL, write_numpy_checkpoint
+
+    from babyllama.chat_template import template_for
+    from babyllama.export import export_hf
+
+    cfg = dataclasses.replace(SMALL, vocab_size=chatglm_shaped.vocab_size)
+    folder = write_numpy_checkpoint(tmp_path / "step_0000001", cfg, chatglm_shaped.describe())
+    loaded = load_model_for_inference(folder)
+    loaded.config["chat_template"] = template_for(sp_tokenizer).describe()
+    warnings = []
+    export_hf(loaded, tmp_path / "hf", chatglm_shaped, warn=warnings.append)
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"{folder / 'config.json'}: records the chat template 'babyllama-chat-v1'")
+    assert warnings[0].endswith("; the export has no chat template")
+    assert "chat_template" not in json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
 
 
 @pytest.mark.slow

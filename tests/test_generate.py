@@ -189,6 +189,16 @@ def test_generation_stops_at_eos_without_emitting_it(sp_tokenizer):
     assert result.text == "曹操"
 
 
+def test_generation_from_ids_stops_at_a_stop_id_without_emitting_it(sp_tokenizer):
+    words = sp_tokenizer.encode("曹操")
+    end = sp_tokenizer.special_ids()["<|end|>"]
+    params = SamplingParams(temperature=0.0, max_new_tokens=2 * len(words) + 1)
+    result = generate(ScriptedDecoder(words + [end] + words), sp_tokenizer, [4, 5], params, stop_ids={end})
+    assert (result.stopped, result.token_ids, result.text, result.prompt_tokens) == ("eos", words, "曹操", 2)
+    result = generate(ScriptedDecoder(words + [end] + words), sp_tokenizer, [4, 5], params)
+    assert (result.stopped, result.token_ids, result.text) == ("length", words + [end] + words, "曹操曹操")
+
+
 def test_generation_stops_at_the_token_budget_and_can_be_cancelled(sp_tokenizer):
     word = sp_tokenizer.encode("天下")[0]
     result = generate(ScriptedDecoder([word]), sp_tokenizer, "话说", SamplingParams(temperature=0.0, max_new_tokens=7))

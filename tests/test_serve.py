@@ -10,6 +10,7 @@ import sys
 import threading
 
 import pytest
+from test_chat import ROOMY, SYSTEM, answer, assistant, older_tokenizer, user, write_talking_checkpoint
 from test_generate import TINY, write_checkpoint
 
 # A long context, so a generation runs long enough to be cancelled in the middle.
@@ -87,11 +88,32 @@ def server(checkpoint):
     process.close()
 
 
+@pytest.fixture(scope="module")
+def talking(tmp_path_factory, sp_tokenizer):
+    """A model that says different things to different conversations and ends its answers itself."""
+    return write_talking_checkpoint(tmp_path_factory.mktemp("serve") / "step_0000002", sp_tokenizer, ROOMY)
+
+
+@pytest.fixture
+def start():
+    """Starts servers on checkpoints: start(checkpoint) -> (ServerProcess, its ready event)."""
+    started = []
+
+    def start(checkpoint):
+        started.append(ServerProcess(checkpoint))
+        return started[-1], started[-1].next_event()
+
+    yield start
+    for process in started:
+        process.close()
+
+
 def test_ready_and_info_describe_the_loaded_model(server, checkpoint):
     server.send({"op": "info"})
     info = server.next_event()
     assert info["event"] == "info"
-    assert info["protocol"] == 1
+    assert info["protocol"] == 2
+    assert (info["chat"], info["chat_template"]) == (True, "babyllama-chat-v1")
     assert info["checkpoint"] == str(checkpoint)
     assert info["model"]["max_seq_len"] == 1024 and info["model"]["n_kv_heads"] == 2
     assert (info["running"], info["queued"]) == (None, 0)
@@ -204,3 +226,69 @@ def test_a_checkpoint_that_does_not_load_gives_an_error_event_and_exit_2(tmp_pat
     assert done.returncode == 2
     event = json.loads(done.stdout)
     assert event["event"] == "error" and "no such file or folder" in event["message"]
+
+
+# ---------------------------------------------------------------------------------------
+# Conversations (protocol 2)
+
+
+def test_a_messages_request_is_answered_in_the_chat_template_up_to_the_end_of_the_answer(start, talking):
+    server, ready = start(talking)
+    assert (ready["protocol"], ready["chat"], ready["chat_template"]) == (2, True, "babyllama-chat-v1")
+    conversations = [[user("桃园结义的是谁？")],
+                     [SYSTEM, user("桃园结义的是谁？"), assistant("刘备、关羽、张飞。"), user("曹操呢？")]]
+    for number, messages in enumerate(conversations):
+        server.send({"op": "generate", "id": number, "messages": messages, "temperature": 0, "max_new_tokens": 24})
+        texts, done = server.until_done(number)
+        expected = answer(talking, messages, 24)
+        assert ("".join(texts), done["tokens"], done["stopped"]) == \
+            (expected.text, len(expected.token_ids), expected.stopped)
+        assert done["prompt_tokens"] == expected.prompt_tokens
+    assert expected.stopped == "eos"
+
+
+def test_a_request_with_both_prompt_and_messages_or_neither_or_a_bad_conversation_is_an_error(start, talking):
+    server, _ = start(talking)
+    server.send({"op": "generate", "id": "both", "prompt": "话说", "messages": [user("曹操呢？")]},
+                {"op": "generate", "id": "neither", "temperature": 0},
+                {"op": "generate", "id": "order", "messages": [assistant("刘备。")]},
+                {"op": "generate", "id": "list", "messages": "曹操呢？"})
+    errors = [server.next_event() for _ in range(4)]
+    assert [(e["event"], e["id"]) for e in errors] == [("error", "both"), ("error", "neither"), ("error", "order"),
+                                                        ("error", "list")]
+    assert errors[0]["message"] == 'generate takes a "prompt" or "messages", not both'
+    assert errors[1]["message"] == 'generate needs a "prompt" string or a "messages" list'
+    assert errors[2]["message"].startswith("messages: turn 1 is assistant where user was expected")
+    assert errors[3]["message"] == '"messages" must be a list of {"role", "content"} objects'
+    server.send({"op": "generate", "id": "ok", "messages": [user("曹操呢？")], "temperature": 0, "max_new_tokens": 4})
+    assert server.until_done("ok")[1]["stopped"] in ("eos", "length")
+
+
+def test_a_conversation_past_the_context_loses_its_oldest_turns_with_a_warning(start, tmp_path, sp_tokenizer):
+    short = write_talking_checkpoint(tmp_path / "step_0000005", sp_tokenizer)
+    server, _ = start(short)
+    turns = [user("桃园结义的是谁？"), assistant("刘备、关羽、张飞。"), user("谁年纪最大？"), assistant("刘备。"),
+             user("曹操呢？")]
+    server.send({"op": "generate", "id": "w", "messages": [SYSTEM, *turns], "temperature": 0, "max_new_tokens": 40})
+    warning = server.next_event()
+    assert warning == {"event": "warning", "id": "w", "message": "dropped the oldest 2 turns to fit the model's "
+                       "64-token context; the system prompt is kept"}
+    texts, done = server.until_done("w")
+    assert "".join(texts) == answer(short, [SYSTEM, *turns[2:]], 40).text
+    server.send({"op": "generate", "id": "long", "messages": [user("话说天下大势，分久必合，合久必分。" * 4)]})
+    error = server.next_event()
+    assert (error["event"], error["id"]) == ("error", "long")
+    assert error["message"].startswith("the message does not fit: it takes ")
+
+
+def test_a_server_without_a_chat_template_says_so_and_refuses_messages_but_continues_prompts(
+        start, tmp_path, sp_tokenizer_dir):
+    older = older_tokenizer(tmp_path, sp_tokenizer_dir)
+    server, ready = start(write_talking_checkpoint(tmp_path / "step_0000001", older))
+    assert (ready["chat"], ready["chat_template"]) == (False, None)
+    server.send({"op": "generate", "id": "m", "messages": [user("曹操呢？")]})
+    error = server.next_event()
+    assert (error["event"], error["id"]) == ("error", "m")
+    assert error["message"].startswith(f"this checkpoint cannot chat: {older.path}: the tokenizer has no chat tokens")
+    server.send({"op": "generate", "id": "p", "prompt": "话说", "temperature": 0, "max_new_tokens": 3})
+    assert server.until_done("p")[1]["tokens"] == 3

@@ -1,0 +1,179 @@
+"""`babyllama chat`: a conversation with a checkpoint in the terminal, answers streamed.
+
+A conversation goes to the model through the checkpoint's chat template (`LoadedModel.chat_template`);
+`fit_conversation`, which serve uses too, keeps it inside the model's context by dropping the oldest
+turns. The commands and what the screen shows: the README, "babyllama chat".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from babyllama.errors import UserError
+from babyllama.generate import (
+    SamplingParams,
+    add_model_arguments,
+    add_sampling_arguments,
+    generate_pieces,
+    load_for_generation,
+    prompt_room,
+    sampling_params_from_args,
+    stop_reason,
+)
+
+COMMANDS = "/system TEXT sets the system prompt (/system alone clears it), /reset starts over, /quit (or ctrl-d) ends"
+
+
+def fit_conversation(template, messages: Sequence[dict], max_seq_len: int,
+                     max_new_tokens: int) -> tuple[list[int], int]:
+    """The ids asking for the next answer to `messages` (ending with a user turn), leaving the room
+    for new tokens that a prompt leaves (`generate.prompt_room`), and how many of the oldest turns
+    were dropped for that. A system turn is always kept; a question and its answer go together.
+    When the last question alone does not fit, a UserError says so."""
+    system = list(messages[:1]) if messages and messages[0]["role"] == "system" else []
+    turns = list(messages[len(system):])
+    room = prompt_room(max_seq_len, max_new_tokens)
+    dropped = 0
+    while True:
+        ids = template.prompt(system + turns)
+        if len(ids) <= room:
+            return ids, dropped
+        if len(turns) == 1:
+            with_system = " with the system prompt" if system else ""
+            raise UserError(
+                f"the message does not fit: it takes {len(ids)} tokens{with_system}, and the model's "
+                f"{max_seq_len}-token context keeps {max_seq_len - room} for the answer, leaving {room}; "
+                f"write a shorter one{' or shorten the system prompt' if system else ''}"
+            )
+        turns = turns[2:]
+        dropped += 2
+
+
+def dropped_notice(dropped: int, max_seq_len: int, system: bool) -> str:
+    kept = "; the system prompt is kept" if system else ""
+    return f"dropped the oldest {dropped} turns to fit the model's {max_seq_len}-token context{kept}"
+
+
+class Chat:
+    """One conversation: the system prompt, the turns so far, and answering the next message."""
+
+    def __init__(self, template, tokenizer, decoder, params: SamplingParams, system: str | None, out, notes):
+        self.template = template
+        self.tokenizer = tokenizer
+        self.decoder = decoder
+        self.params = params
+        self.system = system
+        self.turns: list[dict] = []
+        self.out = out  # the answers
+        self.notes = notes  # everything else: notices, stop reasons
+
+    def note(self, text: str) -> None:
+        self.notes.write(f"[{text}]\n")
+        self.notes.flush()
+
+    def messages(self, turns: list[dict]) -> list[dict]:
+        return ([{"role": "system", "content": self.system}] if self.system else []) + turns
+
+    def handle(self, line: str) -> bool:
+        """One line typed: a command or a message. False once the chat should end."""
+        command, _, rest = line.strip().partition(" ")
+        if command == "/quit":
+            return False
+        if command == "/reset":
+            self.turns = []
+            self.note("the conversation starts over" + ("; the system prompt is kept" if self.system else ""))
+        elif command == "/system":
+            self.system = rest.strip() or None
+            self.note(f"system prompt: {self.system}" if self.system else "no system prompt")
+        elif command.startswith("/"):
+            self.note(f"unknown command {command}; {COMMANDS}")
+        elif line.strip():
+            self.answer(line)
+        return True
+
+    def answer(self, text: str) -> None:
+        asked = self.turns + [{"role": "user", "content": text}]
+        try:
+            ids, dropped = fit_conversation(self.template, self.messages(asked), self.decoder.max_seq_len,
+                                            self.params.max_new_tokens)
+        except UserError as e:
+            self.note(str(e))
+            return
+        if dropped:
+            asked = asked[dropped:]
+            self.note(dropped_notice(dropped, self.decoder.max_seq_len, bool(self.system)))
+        pieces = generate_pieces(self.decoder, self.tokenizer, ids, self.params, stop_ids=self.template.stop_ids)
+        written = []
+        try:
+            while True:
+                try:
+                    piece = next(pieces)
+                except StopIteration as done:
+                    result = done.value
+                    break
+                written.append(piece.text)
+                self.out.write(piece.text)
+                self.out.flush()
+        except KeyboardInterrupt:
+            pieces.close()
+            stopped = "cancelled"
+        else:
+            stopped = f"{len(result.token_ids)} tokens, {result.tokens_per_s:.1f} tokens/s, stopped: " \
+                      f"{stop_reason(result, self.decoder.max_seq_len)}"
+        self.out.write("\n")
+        self.out.flush()
+        self.note(stopped)
+        self.turns = asked + [{"role": "assistant", "content": "".join(written)}]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Chat with a checkpoint in its chat template, answers streamed. Type a message and Enter; "
+        f"{COMMANDS}. The oldest turns are dropped when the conversation outgrows the model's context. "
+        "Reads one message a line from a pipe too."
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--system", metavar="TEXT", help="the system prompt to start with (/system changes it)")
+    add_sampling_arguments(parser)
+
+
+def _lines(interactive: bool):
+    """What the user types, a line at a time, until ctrl-d or the end of the input."""
+    if interactive:
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
+        while True:
+            try:
+                yield input("> ")
+            except EOFError:
+                print(file=sys.stderr)
+                return
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            print(f"[line {number} is not UTF-8 text ({e.reason} at byte {e.start}); skipped]", file=sys.stderr,
+                  flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = sampling_params_from_args(args)
+    loaded, tokenizer, decoder = load_for_generation(args)
+    try:
+        template = loaded.chat_template(tokenizer)
+    except UserError as e:
+        raise UserError(f"{loaded.checkpoint} cannot chat: {e}") from None
+    interactive = sys.stdin.isatty()
+    print(f"babyllama chat: {loaded.checkpoint} ({args.backend} backend), tokenizer {tokenizer.name}, "
+          f"template {template.name}, context {decoder.max_seq_len} tokens", file=sys.stderr, flush=True)
+    if interactive:
+        print(f"Type a message and Enter; {COMMANDS}.", file=sys.stderr, flush=True)
+    chat = Chat(template, tokenizer, decoder, params, args.system, sys.stdout, sys.stderr)
+    for line in _lines(interactive):
+        if not chat.handle(line):
+            break
+    return 0

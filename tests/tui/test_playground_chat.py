@@ -339,12 +339,14 @@ async def test_real_servers_each_answer_from_the_conversation_with_their_own_ans
         await wait_until(pilot, lambda: state_of(screen, "B") == "ready", "B", limit=120)
         assert screen.engines["A"].chat_problem is None and screen.engines["B"].chat_problem is None
         await pilot.press("ctrl+t")
-        screen.form.inputs["max_new_tokens"].value = "8"
-        screen.form.inputs["temperature"].value = "0"
+        screen.form.inputs["max_new_tokens"].value = "24"
+        screen.form.inputs["temperature"].value = "1"
         screen.system_input.value = "你是助手。"
         await pilot.pause()
         await say(pilot, screen, "曹操是谁")
         await say(pilot, screen, "刘备呢")
+        first = screen.conversation.exchanges[0].answers
+        assert first["A"].text != first["B"].text, "two different models, so a panel sending the other's answer shows"
         for slot in "AB":
             sent = screen.conversation.messages(slot)
             own = screen.conversation.exchanges[0].answers[slot].text

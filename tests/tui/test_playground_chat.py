@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -194,6 +196,31 @@ async def test_esc_stops_an_answer_which_is_kept_as_far_as_it_got_and_a_message_
             {"role": "user", "content": "hold"}, {"role": "assistant", "content": "半"},
             {"role": "user", "content": "next"}]
         assert "(stopped)" in screen.chat_panels["A"].render().plain
+
+
+async def test_a_continuation_started_during_an_answer_ends_it_and_a_server_that_dies_fails_it(tmp_path):
+    app = chat_app(tmp_path, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await wait_until(pilot, lambda: state_of(screen, "A") == "ready", "A")
+        await pilot.press("ctrl+t")
+        assert screen.ask("hold")
+        first = screen.conversation.exchanges[-1].answers["A"]
+        await wait_until(pilot, lambda: first.text == "半", "the first piece")
+        await pilot.press("ctrl+t")
+        assert screen.continue_prompt("话说")
+        assert first.outcome == "1 tokens · stopped" and first.notes == [("stopped", "(stopped)")]
+        await wait_until(pilot, lambda: screen.panels["A"].text == "续写", "the continuation")
+
+        await pilot.press("ctrl+t")
+        assert screen.ask("hold")
+        second = screen.conversation.exchanges[-1].answers["A"]
+        await wait_until(pilot, lambda: second.text == "半", "the first piece")
+        os.kill(screen.engines["A"].client.pid, signal.SIGKILL)
+        await wait_until(pilot, lambda: state_of(screen, "A") == "exited", "the exit")
+        assert second.failed and second.notes == [("error", "error: the server exited before the answer ended")]
+        assert screen.chat_panels["A"].notice == "serve exited with status -9; ctrl+o loads a checkpoint again"
+        assert screen.engines["A"].answer is None
 
 
 async def test_the_server_s_notice_of_dropped_turns_is_shown_under_the_answer(tmp_path):

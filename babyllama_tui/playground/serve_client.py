@@ -119,6 +119,12 @@ class ServeClient:
         self._send({"op": "generate", "id": request_id, "prompt": prompt, **params})
         return request_id
 
+    def chat(self, messages: list[dict], params: dict) -> int:
+        """Queue the next assistant turn of a conversation (protocol 2's `messages` request); its events carry the id returned."""
+        request_id = next(self._ids)
+        self._send({"op": "generate", "id": request_id, "messages": messages, **params})
+        return request_id
+
     def cancel(self, request_id: int) -> None:
         self._send({"op": "cancel", "id": request_id})
 

@@ -1,4 +1,5 @@
-"""A Playground session as Markdown (`session_markdown`), saved under out/playground/ (`save_session`).
+"""A Playground session as Markdown (`session_markdown`): continuations and conversations, saved
+under out/playground/ (`save_session`).
 
 Markdown rather than JSON lines: the file is for people, to keep beside their notes, read in a
 terminal, diff between checkpoints, paste into a report or an issue; nothing reads it back. The
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from babyllama.files import atomic_write_bytes
+from babyllama_tui.playground.conversation import Answer, Exchange
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,15 @@ class PanelRecord:
     settings: dict  # the sampling settings of its generation, by the protocol's names
     continuation: str
     outcome: str  # how the generation went: "42 tokens · 58.2 tok/s · end of text"
+
+
+@dataclass(frozen=True)
+class ChatRecord:
+    """One panel's conversation as saved."""
+
+    title: str
+    checkpoint: str
+    turns: list[tuple[Exchange, Answer]]  # Conversation.answered(slot)
 
 
 def settings_flags(settings: dict) -> str:
@@ -45,8 +56,31 @@ def prompt_and_settings(record: PanelRecord) -> list[str]:
             "Prompt:", "", fenced(record.prompt), ""]
 
 
-def session_markdown(records: list[PanelRecord], saved_at: str) -> str:
-    """The panels as one Markdown document; a prompt and settings that all panels share are written once, first."""
+def chat_lines(record: ChatRecord) -> list[str]:
+    """A panel's conversation: its turns in order, each answer with how it ended and the server's notes;
+    the settings once when every answer had the same."""
+    settings = {settings_flags(answer.settings) for _, answer in record.turns}
+    lines = [f"## Chat: {record.title}", "", f"- checkpoint: `{record.checkpoint}`"]
+    if len(settings) == 1:
+        lines.append(f"- settings (as `babyllama generate` takes them): `{settings.pop()}`")
+    lines.append("")
+    system = ""
+    for exchange, answer in record.turns:
+        if exchange.system and exchange.system != system:
+            lines += ["System prompt:", "", fenced(exchange.system), ""]
+        system = exchange.system
+        how = answer.outcome or ("failed" if answer.failed else "still answering when saved")
+        if len(settings) > 1:
+            how += f" · `{settings_flags(answer.settings)}`"
+        lines += ["User:", "", fenced(exchange.user), "", f"Assistant ({how}):", "", fenced(answer.text), ""]
+        lines += [f"> {message}" for _, message in answer.notes]
+        lines += [""] if answer.notes else []
+    return lines
+
+
+def session_markdown(records: list[PanelRecord], saved_at: str, chats: list[ChatRecord] = ()) -> str:
+    """The panels' continuations, then their conversations, as one Markdown document; a prompt and
+    settings that all continuations share are written once, first."""
     lines = [f"# Playground session, {saved_at}", ""]
     shared = len({(record.prompt, settings_flags(record.settings)) for record in records}) == 1
     if shared:
@@ -56,6 +90,8 @@ def session_markdown(records: list[PanelRecord], saved_at: str) -> str:
         if not shared:
             lines += prompt_and_settings(record)
         lines += [fenced(record.continuation), ""]
+    for chat in chats:
+        lines += chat_lines(chat)
     return "\n".join(lines)
 
 

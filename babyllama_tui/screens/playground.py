@@ -1,7 +1,8 @@
-"""Playground screen: continue prompts with any saved checkpoint, or with two side by side.
+"""Playground screen: continue prompts, or chat, with any saved checkpoint, or with two side by side.
 
 Each loaded checkpoint is a `babyllama serve --stdio` child (`ServeClient`) whose pieces stream
-into a ContinuationPanel. See docs/ARCHITECTURE.md.
+into a ContinuationPanel, or in chat mode (ctrl+t) into a ConversationPanel, each panel answering
+the shared user turns with its own earlier answers (`playground.conversation`). See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +23,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
+from babyllama_tui.playground.conversation import Answer, Conversation, why_no_chat
 from babyllama_tui.playground.serve_client import SERVE_PROGRAM, ServeClient, ServeError
-from babyllama_tui.playground.session import PanelRecord, save_session, session_markdown
+from babyllama_tui.playground.session import ChatRecord, PanelRecord, save_session, session_markdown
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import PlaygroundCommands, ScreenKeysProvider
 from babyllama_tui.textual_fixes import KeyFooter
@@ -34,6 +37,7 @@ from babyllama_tui.widgets.checkpoint_picker import (
     moved_choice,
 )
 from babyllama_tui.widgets.continuation_panel import ContinuationPanel
+from babyllama_tui.widgets.conversation_panel import ConversationPanel
 from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.prompt_input import PromptInput
 from babyllama_tui.widgets.sampling_form import SamplingForm
@@ -44,6 +48,10 @@ NO_CHECKPOINT_HINT = (
     "No checkpoint is loaded. ctrl+o picks one: any saved step of a run, or an exported folder by its path."
 )
 READY_HINT = "Type a prompt and press enter, or F1, F2, F3 for the seed's prompts."
+CHAT_HINT = ("Type a message and press enter; the system prompt, if any, goes first. "
+             "ctrl+r starts a new chat, ctrl+t goes back to continuing text.")
+PROMPT_PLACEHOLDER = "text for the model to continue, then enter"
+MESSAGE_PLACEHOLDER = "your message, then enter"
 
 
 @dataclass
@@ -61,6 +69,9 @@ class Engine:
     params: dict | None = None  # the sampling settings of the generation shown
     parameters: int | None = None
     context: int | None = None  # the model's max_seq_len: prompt and continuation together
+    chat_problem: str | None = None  # why its server cannot chat, in one line (None: it can), once ready
+    answer: Answer | None = None  # the chat answer the generation shown writes (None: a continuation)
+    continued: str | None = None  # how its last continuation ended, for the saved session
 
     @property
     def generating(self) -> bool:
@@ -136,10 +147,16 @@ class PlaygroundScreen(AppScreen):
     BINDINGS = [
         Binding("ctrl+o", "pick_checkpoint", "Checkpoint"),
         Binding("ctrl+b", "pick_compare", "Compare"),
-        Binding("f1", "seed_prompt(0)", "Seeds", key_display="F1-3"),
+        # The ready hint names F1-3: the footer at 80 columns keeps its room for the modes.
+        Binding("f1", "seed_prompt(0)", "Seed prompt 1", show=False),
         Binding("f2", "seed_prompt(1)", "Seed prompt 2", show=False),
         Binding("f3", "seed_prompt(2)", "Seed prompt 3", show=False),
         Binding("escape", "stop", "Stop"),
+        # Two modes, text (continue a prompt) and chat; the footer offers the other one. The chat
+        # hint names ctrl+r: at 80 columns the footer has no room for it while esc stops answers.
+        Binding("ctrl+t", "chat_mode(True)", "Chat"),
+        Binding("ctrl+t", "chat_mode(False)", "Text"),
+        Binding("ctrl+r", "new_chat", "New chat: start the conversation over", show=False),
         # In the palette only: the footer has no room left at 80 columns, and ctrl+c is where users look for copy.
         Binding("ctrl+c", "copy", "Copy the focused panel (else every panel)", show=False),
         Binding("ctrl+y", "copy_all", "Copy every panel's text", show=False),
@@ -155,31 +172,53 @@ class PlaygroundScreen(AppScreen):
         self.serve_program = tuple(serve_program)
         self.engines: dict[str, Engine | None] = dict.fromkeys(SLOTS)
         self.closing: set[ServeClient] = set()
-        self.prompt_input = PromptInput(placeholder="text for the model to continue, then enter", id="prompt",
-                                        compact=True, select_on_focus=False)
+        self.prompt_input = PromptInput(placeholder=PROMPT_PLACEHOLDER, id="prompt", compact=True,
+                                        select_on_focus=False)
+        self.prompt_label = Label("prompt", id="prompt-label")
+        self.system_input = Input(placeholder="the system prompt (optional), sent before the conversation",
+                                  id="system-prompt", compact=True, select_on_focus=False)
         self.form = SamplingForm(id="sampling")
         self.history_list = OptionList(id="history")
         self.panels = {slot: ContinuationPanel(id=f"panel-{slot.lower()}") for slot in SLOTS}
+        self.chatting = False
+        self.conversation = Conversation()
+        self.chat_panels = {slot: ConversationPanel(self.conversation, slot, id=f"chat-{slot.lower()}")
+                            for slot in SLOTS}
         self.statuses: dict[str, Text] = {}  # the subtitle each panel shows
 
     def compose(self) -> ComposeResult:
         yield ModeHeader("playground")
         with Vertical(id="playground-body"):
             with Horizontal(id="prompt-row"):
-                yield Label("prompt", id="prompt-label")
+                yield self.prompt_label
                 yield self.prompt_input
+            with Horizontal(id="system-row"):
+                yield Label("system", id="system-label")
+                yield self.system_input
             with Vertical(id="playground-side"):
                 yield self.form
                 yield Label("prompts this session (enter recalls)", id="history-title")
                 yield self.history_list
             with Horizontal(id="continuations"):
                 yield from self.panels.values()
+            with Horizontal(id="conversations"):
+                yield from self.chat_panels.values()
         yield KeyFooter()
 
+    def panels_of(self, slot: str) -> tuple[ContinuationPanel, ConversationPanel]:
+        """Panel `slot` in both modes: they show the same checkpoint."""
+        return self.panels[slot], self.chat_panels[slot]
+
+    @property
+    def shown_panels(self) -> dict[str, ContinuationPanel]:
+        return self.chat_panels if self.chatting else self.panels
+
     def on_mount(self) -> None:
-        self.panels["B"].display = False
-        self.panels["A"].border_title = "no checkpoint"
-        self.panels["A"].show_hint(NO_CHECKPOINT_HINT)
+        for panel in self.panels_of("B"):
+            panel.display = False
+        for panel in self.panels_of("A"):
+            panel.border_title = "no checkpoint"
+            panel.show_hint(NO_CHECKPOINT_HINT)
         self.set_interval(STATUS_S, self._show_rates)
         # Not the prompt: outside a text field the number keys switch screens, and typing goes to the prompt anyway.
         self.panels["A"].focus()
@@ -194,7 +233,8 @@ class PlaygroundScreen(AppScreen):
         for slot, engine in self.engines.items():
             if new is not None and engine is not None and engine.choice.path.is_relative_to(old):
                 engine.choice = moved_choice(engine.choice, old, new)
-                self.panels[slot].border_title = f"{slot} · {engine.choice.label}"
+                for panel in self.panels_of(slot):
+                    panel.border_title = f"{slot} · {engine.choice.label}"
 
     async def on_unmount(self) -> None:
         clients = [engine.client for engine in self.engines.values() if engine is not None] + list(self.closing)
@@ -221,10 +261,11 @@ class PlaygroundScreen(AppScreen):
         client = ServeClient(choice.path, program=self.serve_program, cwd=self.app.root)
         engine = Engine(slot, choice, client)
         self.engines[slot] = engine
-        panel = self.panels[slot]
-        panel.display = True
-        panel.border_title = f"{slot} · {choice.label}"
-        panel.show_hint(f"Loading {choice.path}…")
+        for panel in self.panels_of(slot):
+            panel.display = True
+            panel.border_title = f"{slot} · {choice.label}"
+            panel.show_hint(f"Loading {choice.path}…")
+        self.chat_panels[slot].show_notice("")
         self._show_engine(engine)
         self.run_worker(self._serve(engine), group=f"serve-{slot}")
 
@@ -233,6 +274,10 @@ class PlaygroundScreen(AppScreen):
         if engine is None:
             return
         self.engines[slot] = None
+        # Its answers were the old checkpoint's: the next one answers from its own first turn.
+        self.conversation.forget(slot)
+        for panel in self.chat_panels.values():
+            panel.changed(now=True)
         self.closing.add(engine.client)
         self.run_worker(self._close(engine.client), group="serve-close")
         self._show_contexts()
@@ -257,31 +302,40 @@ class PlaygroundScreen(AppScreen):
     def _on_event(self, engine: Engine, event: dict) -> None:
         if self.engines[engine.slot] is not engine:
             return  # a server being shut down after its checkpoint was replaced
-        panel = self.panels[engine.slot]
+        panel, chat_panel = self.panels_of(engine.slot)
         kind = event.get("event")
         current = engine.request is not None and event.get("id") == engine.request
+        answer = engine.answer if current else None
         if kind == "token" and current:
             engine.tokens = token_count(event, engine.tokens)
-            panel.add(str(event.get("text", "")))
+            if answer is not None:
+                answer.text += str(event.get("text", ""))
+                chat_panel.changed()
+            else:
+                panel.add(str(event.get("text", "")))
             return
         if kind == "ready":
             engine.state = "ready"
             engine.parameters = event.get("parameters")
             context = (event.get("model") or {}).get("max_seq_len")
             engine.context = context if isinstance(context, int) else None
+            engine.chat_problem = why_no_chat(event)
             if not engine.generating:
                 panel.show_hint(READY_HINT)
+            chat_panel.show_hint(CHAT_HINT)
+            chat_panel.show_notice(engine.chat_problem or "")
+        elif kind == "warning" and answer is not None:
+            answer.note("warning", f"note: {event.get('message')}")
+            chat_panel.changed(now=True)
         elif kind == "warning" and current:
             panel.add_note(f"note: {event.get('message')}", "yellow")
         elif kind == "done" and current:
             engine.request = None
             engine.last_done = event
-            if event.get("stopped") == "cancelled":
-                panel.add_note("(stopped)", "italic yellow")
-            elif event.get("stopped") == "context":
-                size = f"{engine.context}-token " if engine.context else ""
-                panel.add_note(f"(stopped: the prompt and the continuation fill the model's {size}context)",
-                               "italic yellow")
+            if answer is not None:
+                self._answered(engine, event)
+            else:
+                self._continued(engine, event)
         elif kind == "error" and ("id" not in event or current):
             message = str(event.get("message"))
             if engine.state == "loading":
@@ -289,24 +343,56 @@ class PlaygroundScreen(AppScreen):
                 engine.request = None
                 panel.show_hint("")
                 panel.add_note(f"did not load: {message}", "bold red")
+                chat_panel.show_notice(f"did not load: {message}")
+            elif answer is not None:
+                engine.request, engine.answer = None, None
+                answer.fail(message)
+                chat_panel.changed(now=True)
             else:
                 if current:
-                    engine.request = None
+                    engine.request, engine.continued = None, f"error: {message}"
                 panel.add_note(f"error: {message}", "bold red")
         elif kind == "exit":
             self._on_exit(engine, event)
         self._show_engine(engine)
 
-    def _on_exit(self, engine: Engine, event: dict) -> None:
+    def _continued(self, engine: Engine, event: dict) -> None:
+        """A continuation has ended: how, in its panel."""
         panel = self.panels[engine.slot]
+        engine.continued = engine_status(engine, time.monotonic()).plain
+        if event.get("stopped") == "cancelled":
+            panel.add_note("(stopped)", "italic yellow")
+        elif event.get("stopped") == "context":
+            size = f"{engine.context}-token " if engine.context else ""
+            panel.add_note(f"(stopped: the prompt and the continuation fill the model's {size}context)",
+                           "italic yellow")
+
+    def _answered(self, engine: Engine, event: dict) -> None:
+        """A chat answer has ended: how, under it."""
+        answer, engine.answer = engine.answer, None
+        answer.outcome = engine_status(engine, time.monotonic()).plain
+        if event.get("stopped") == "cancelled":
+            answer.note("stopped", "(stopped)")
+        elif event.get("stopped") == "context":
+            size = f"{engine.context}-token " if engine.context else ""
+            answer.note("stopped", f"(stopped: the conversation and the answer fill the model's {size}context)")
+        self.chat_panels[engine.slot].changed(now=True)
+
+    def _on_exit(self, engine: Engine, event: dict) -> None:
+        panel, chat_panel = self.panels_of(engine.slot)
         was_loading = engine.state == "loading"
         engine.request = None
+        if engine.answer is not None:
+            engine.answer.fail("the server exited before the answer ended")
+            engine.answer = None
         if engine.state != "failed":
             engine.state = "exited"
             during = " while loading" if was_loading else ""
             panel.add_note(f"serve exited{during} with status {event.get('returncode')}", "bold red")
             if event.get("stderr"):
                 panel.add_note(str(event["stderr"]).splitlines()[-1], "red")
+            chat_panel.show_notice(f"serve exited{during} with status {event.get('returncode')}; "
+                                   "ctrl+o loads a checkpoint again")
 
     def _show_contexts(self) -> None:
         self.form.show_contexts([e.context for e in self.engines.values()
@@ -325,7 +411,8 @@ class PlaygroundScreen(AppScreen):
         # Setting a subtitle repaints the panel: twice a second, unchanged, would be wasted on an SSH link.
         if self.statuses.get(engine.slot) != status:
             self.statuses[engine.slot] = status
-            panel.border_subtitle = status
+            for shown in self.panels_of(engine.slot):
+                shown.border_subtitle = status
 
     def _show_rates(self) -> None:
         """The live rates; and every subtitle again, fitted to its panel's width after a resize."""
@@ -353,22 +440,41 @@ class PlaygroundScreen(AppScreen):
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
-        if event.input is self.prompt_input or event.input in self.form.inputs.values():
-            self.continue_prompt(self.prompt_input.value)
+        if event.input is self.system_input:
+            self.prompt_input.focus()
+        elif event.input is self.prompt_input or event.input in self.form.inputs.values():
+            self.send(self.prompt_input.value)
 
-    def continue_prompt(self, prompt: str) -> bool:
-        """Start `prompt` on every loaded checkpoint (stopping what runs); False, with a message, when it cannot."""
+    @on(Input.Changed, "#system-prompt")
+    def _system_changed(self, event: Input.Changed) -> None:
+        self.conversation.system = event.value
+
+    def send(self, text: str) -> bool:
+        """What the prompt line is for in the mode shown: a prompt to continue, or a message to answer."""
+        return self.ask(text) if self.chatting else self.continue_prompt(text)
+
+    def checked_params(self) -> dict | None:
+        """The sampling settings; None, with a message and the wrong field focused, when one is wrong."""
         params = self.form.params()
         if params is None:
             key, message = self.form.first_error()
             self.notify(f"Not started: {message}", severity="error")
             self.form.focus_field(key)
+        return params
+
+    def _no_engine(self) -> None:
+        loaded = any(engine is not None for engine in self.engines.values())
+        problem = "The checkpoint's server has ended; load it again" if loaded else "Load a checkpoint first"
+        self.notify(f"{problem}: ctrl+o", severity="warning")
+
+    def continue_prompt(self, prompt: str) -> bool:
+        """Start `prompt` on every loaded checkpoint (stopping what runs); False, with a message, when it cannot."""
+        params = self.checked_params()
+        if params is None:
             return False
         engines = self.live_engines()
         if not engines:
-            loaded = any(engine is not None for engine in self.engines.values())
-            problem = "The checkpoint's server has ended; load it again" if loaded else "Load a checkpoint first"
-            self.notify(f"{problem}: ctrl+o", severity="warning")
+            self._no_engine()
             return False
         self.prompt_input.remember(prompt)
         self._show_history()
@@ -377,15 +483,69 @@ class PlaygroundScreen(AppScreen):
             try:
                 if engine.request is not None:
                     engine.client.cancel(engine.request)
+                    self._interrupt_answer(engine)
                 engine.request = engine.client.generate(prompt, params)
             except ServeError as e:
                 engine.request = None
                 panel.add_note(str(e), "bold red")
                 continue
             engine.tokens, engine.began, engine.last_done, engine.params = 0, time.monotonic(), None, params
+            engine.continued = None
             panel.start(prompt)
             self._show_engine(engine)
         return True
+
+    def ask(self, message: str) -> bool:
+        """Send `message` as the next user turn to every checkpoint that can chat, each with its own
+        earlier answers; False, with a message, when it cannot be sent."""
+        params = self.checked_params()
+        if params is None:
+            return False
+        live = self.live_engines()
+        if not live:
+            self._no_engine()
+            return False
+        if any(engine.answer is not None for engine in live):
+            self.notify("An answer is still coming: esc stops it, then send again", severity="warning")
+            return False
+        if not message.strip():
+            self.notify("Type a message first", severity="warning")
+            return False
+        engines = [engine for engine in live if engine.state == "ready" and engine.chat_problem is None]
+        if not engines:
+            loading = [engine.slot for engine in live if engine.state == "loading"]
+            problem = (f"{' and '.join(loading)} is still loading" if loading
+                       else "No loaded checkpoint can chat: its panel says why")
+            self.notify(f"Not sent: {problem}", severity="warning")
+            return False
+        self.prompt_input.remember(message)
+        self._show_history()
+        exchange = self.conversation.ask(message, [engine.slot for engine in engines], params)
+        for engine in engines:
+            answer = exchange.answers[engine.slot]
+            try:
+                if engine.request is not None:
+                    engine.client.cancel(engine.request)
+                    self.panels[engine.slot].add_note("(stopped)", "italic yellow")
+                engine.request = engine.client.chat(self.conversation.messages(engine.slot), params)
+            except ServeError as e:
+                engine.request = None
+                answer.fail(str(e))
+                continue
+            engine.answer, engine.tokens, engine.began, engine.last_done = answer, 0, time.monotonic(), None
+            self._show_engine(engine)
+        self.prompt_input.value = ""
+        for panel in self.chat_panels.values():
+            panel.changed(now=True)
+        return True
+
+    def _interrupt_answer(self, engine: Engine) -> None:
+        """The chat answer `engine` writes, if any, ends where it is: a continuation took its place."""
+        answer, engine.answer = engine.answer, None
+        if answer is not None:
+            answer.outcome = f"{engine.tokens} tokens · stopped"
+            answer.note("stopped", "(stopped)")
+            self.chat_panels[engine.slot].changed(now=True)
 
     def _show_history(self) -> None:
         self.history_list.clear_options()
@@ -405,6 +565,10 @@ class PlaygroundScreen(AppScreen):
     # Actions
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "chat_mode":
+            return parameters[0] != self.chatting
+        if action == "new_chat":
+            return self.chatting
         if action == "stop":
             return self.generating
         if action == "leave_input":
@@ -421,15 +585,42 @@ class PlaygroundScreen(AppScreen):
 
     def action_leave_input(self) -> None:
         """Out of the text fields, where the number keys switch screens again."""
-        self.panels["A"].focus()
+        self.shown_panels["A"].focus()
 
     def action_focus_prompt(self) -> None:
         self.prompt_input.focus()
 
+    def action_chat_mode(self, chatting: bool) -> None:
+        """Chat (a conversation, with a system prompt) or continue text; each mode keeps what it showed."""
+        focused = next((slot for slot, panel in self.shown_panels.items() if panel is self.focused), None)
+        self.chatting = chatting
+        self.set_class(chatting, "-chat")
+        self.prompt_label.update("you" if chatting else "prompt")
+        self.prompt_input.placeholder = MESSAGE_PLACEHOLDER if chatting else PROMPT_PLACEHOLDER
+        if focused is not None:
+            self.shown_panels[focused].focus()
+        self.refresh_bindings()
+
+    def action_new_chat(self) -> None:
+        """Start the conversation over (the system prompt stays), stopping answers on their way."""
+        for engine in self.live_engines():
+            if engine.answer is not None:
+                with suppress(ServeError):
+                    engine.client.cancel(engine.request)
+                engine.request, engine.answer = None, None
+                self._show_engine(engine)
+        self.conversation.reset()
+        for panel in self.chat_panels.values():
+            panel.changed(now=True)
+
     def shown_text(self, slot: str) -> str:
-        """What panel `slot` shows of a generation: the prompt and its continuation, without notes."""
+        """What panel `slot` shows: the prompt and its continuation, without notes; or in chat mode its conversation."""
+        if self.engines[slot] is None:
+            return ""
+        if self.chatting:
+            return self.conversation.transcript(slot)
         panel = self.panels[slot]
-        return panel.prompt + panel.text if self.engines[slot] is not None else ""
+        return panel.prompt + panel.text
 
     def panel_title(self, slot: str) -> str:
         return f"{slot} · {self.engines[slot].choice.label}"
@@ -438,7 +629,7 @@ class PlaygroundScreen(AppScreen):
         if self.get_selected_text():
             self.action_copy_text()
             return
-        focused = [slot for slot, panel in self.panels.items() if panel is self.focused]
+        focused = [slot for slot, panel in self.shown_panels.items() if panel is self.focused]
         self.copy_panels(focused or list(SLOTS))
 
     def action_copy_all(self) -> None:
@@ -450,7 +641,8 @@ class PlaygroundScreen(AppScreen):
         shown = [slot for slot in slots if self.shown_text(slot)]
         if not shown:
             where = slots[0] if len(slots) == 1 else "any panel"
-            self.notify(f"Nothing to copy yet: {where} holds no continuation", severity="warning")
+            what = "conversation" if self.chatting else "continuation"
+            self.notify(f"Nothing to copy yet: {where} holds no {what}", severity="warning")
             return
         if len(shown) == 1:
             text = self.shown_text(shown[0])
@@ -460,22 +652,28 @@ class PlaygroundScreen(AppScreen):
         self.notify(f"Copied {len(text):,} characters from {' and '.join(map(self.panel_title, shown))}")
 
     def action_save_session(self) -> None:
-        """Write each panel's checkpoint, prompt, settings and continuation to a new file under out/playground/."""
-        records = []
+        """Write each panel's checkpoint, prompt, settings and continuation, then each panel's
+        conversation, to a new file under out/playground/."""
+        records, chats = [], []
         for slot, engine in self.engines.items():
-            if engine is None or engine.params is None:
+            if engine is None:
                 continue
-            if engine.generating:
-                outcome = f"still generating when saved ({engine.tokens} tokens so far)"
-            else:
-                outcome = engine_status(engine, time.monotonic()).plain
-            records.append(PanelRecord(self.panel_title(slot), project_path(engine.choice.path, self.app.root),
-                                       self.panels[slot].prompt, engine.params, self.panels[slot].text, outcome))
-        if not records:
-            self.notify("Nothing to save yet: continue a prompt first", severity="warning")
+            checkpoint = project_path(engine.choice.path, self.app.root)
+            if engine.params is not None:
+                if engine.generating and engine.answer is None:
+                    outcome = f"still generating when saved ({engine.tokens} tokens so far)"
+                else:
+                    outcome = engine.continued or "stopped before it ended"
+                records.append(PanelRecord(self.panel_title(slot), checkpoint, self.panels[slot].prompt,
+                                           engine.params, self.panels[slot].text, outcome))
+            turns = self.conversation.answered(slot)
+            if turns:
+                chats.append(ChatRecord(self.panel_title(slot), checkpoint, turns))
+        if not records and not chats:
+            self.notify("Nothing to save yet: continue a prompt or chat first", severity="warning")
             return
         now = self.app.clock()
-        text = session_markdown(records, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)))
+        text = session_markdown(records, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)), chats)
         try:
             path = save_session(self.app.root / "out" / "playground", text, now)
         except OSError as e:
@@ -487,7 +685,7 @@ class PlaygroundScreen(AppScreen):
         from babyllama.generate import SEED_PROMPTS
 
         self.prompt_input.value = SEED_PROMPTS[index]
-        self.continue_prompt(SEED_PROMPTS[index])
+        self.send(SEED_PROMPTS[index])
 
     def action_pick_checkpoint(self) -> None:
         current = self.engines["A"]

@@ -56,6 +56,10 @@ class ContinuationPanel(Widget, can_focus=True):
 
     def add(self, piece: str) -> None:
         self.text += printable(piece)
+        self.repaint_soon()
+
+    def repaint_soon(self) -> None:
+        """Repaint within REPAINT_S: for text that streams in."""
         if not self._repaint_due:
             self._repaint_due = True
             self.set_timer(REPAINT_S, self._repaint)
@@ -69,10 +73,12 @@ class ContinuationPanel(Widget, can_focus=True):
         self.notes.append(Text(note, style=style))
         self.refresh()
 
-    def _lines(self, width: int) -> list[Text]:
-        key = (width, self.prompt, len(self.text), self.hint, len(self.notes))
-        if self._wrapped is not None and self._wrapped[0] == key:
-            return self._wrapped[1]
+    def content_key(self) -> tuple:
+        """Changes whenever `body` would."""
+        return self.prompt, len(self.text), self.hint, len(self.notes)
+
+    def body(self) -> Text:
+        """Everything the panel holds, before wrapping."""
         body = Text()
         if self.hint:
             body.append(self.hint, style="dim italic")
@@ -83,7 +89,17 @@ class ContinuationPanel(Widget, can_focus=True):
             if body:
                 body.append("\n")
             body.append_text(note)
-        lines = list(body.wrap(self.app.console, width, no_wrap=False, overflow="fold"))
+        return body
+
+    def wrap(self, width: int) -> list[Text]:
+        """Everything the panel holds, as lines of `width` cells."""
+        return list(self.body().wrap(self.app.console, width, no_wrap=False, overflow="fold"))
+
+    def _lines(self, width: int) -> list[Text]:
+        key = (width, *self.content_key())
+        if self._wrapped is not None and self._wrapped[0] == key:
+            return self._wrapped[1]
+        lines = self.wrap(width)
         self._wrapped = (key, lines)
         return lines
 

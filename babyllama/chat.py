@@ -16,6 +16,7 @@ from babyllama.generate import (
     SamplingParams,
     add_model_arguments,
     add_sampling_arguments,
+    each_piece,
     generate_pieces,
     load_for_generation,
     prompt_room,
@@ -115,16 +116,14 @@ class Chat:
             self.note(dropped_notice(dropped, self.decoder.max_seq_len, bool(self.system)))
         pieces = generate_pieces(self.decoder, self.tokenizer, ids, self.params, stop_ids=self.template.stop_ids)
         written = []
+
+        def show(piece) -> None:
+            written.append(piece.text)
+            self.out.write(piece.text)
+            self.out.flush()
+
         try:
-            while True:
-                try:
-                    piece = next(pieces)
-                except StopIteration as done:
-                    result = done.value
-                    break
-                written.append(piece.text)
-                self.out.write(piece.text)
-                self.out.flush()
+            result = each_piece(pieces, show)
         except KeyboardInterrupt:
             pieces.close()
             stopped = "stopped: cancelled"

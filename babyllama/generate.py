@@ -211,18 +211,28 @@ def generate_pieces(decoder, tokenizer, prompt: str | Sequence[int], params: Sam
     return Generation("".join(pieces), generated, stopped, len(ids), time.perf_counter() - began, ttft)
 
 
-def generate(decoder, tokenizer, prompt: str | Sequence[int], params: SamplingParams, **kwargs) -> Generation:
-    """The whole continuation at once (generate_pieces without the streaming)."""
-    pieces = generate_pieces(decoder, tokenizer, prompt, params, **kwargs)
+def each_piece(pieces, use) -> Generation:
+    """Hand every piece `generate_pieces` streams to `use`; the Generation it ends with."""
     while True:
         try:
-            next(pieces)
+            piece = next(pieces)
         except StopIteration as done:
             return done.value
+        use(piece)
+
+
+def generate(decoder, tokenizer, prompt: str | Sequence[int], params: SamplingParams, **kwargs) -> Generation:
+    """The whole continuation at once (generate_pieces without the streaming)."""
+    return each_piece(generate_pieces(decoder, tokenizer, prompt, params, **kwargs), lambda piece: None)
 
 
 # ---------------------------------------------------------------------------------------
 # Command line
+
+
+def _write_out(piece: Piece) -> None:
+    sys.stdout.write(piece.text)
+    sys.stdout.flush()
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -370,14 +380,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 sys.stdout.write(prompt)
                 sys.stdout.flush()
-                pieces = generate_pieces(decoder, tokenizer, prompt, sample_params, warn=_warn)
-                while True:
-                    try:
-                        sys.stdout.write(next(pieces).text)
-                        sys.stdout.flush()
-                    except StopIteration as done:
-                        result = done.value
-                        break
+                result = each_piece(generate_pieces(decoder, tokenizer, prompt, sample_params, warn=_warn),
+                                    _write_out)
                 sys.stdout.write("\n\n")
                 sys.stdout.flush()
             _report(result, decoder.max_seq_len)

@@ -20,6 +20,7 @@ from babyllama.generate import (
     SamplingParams,
     add_model_arguments,
     add_sampling_arguments,
+    each_piece,
     generate_pieces,
     load_for_generation,
     sampling_params_from_args,
@@ -221,13 +222,8 @@ class Server:
                     warn(dropped_notice(dropped, self.decoder.max_seq_len, request.messages[0]["role"] == "system"))
             pieces = generate_pieces(self.decoder, self.tokenizer, prompt, request.params,
                                      should_stop=should_stop, warn=warn, stop_ids=stop_ids)
-            while True:
-                try:
-                    piece = next(pieces)
-                except StopIteration as done:
-                    result = done.value
-                    break
-                self.emit("token", id=request.id, text=piece.text, tokens=piece.tokens)
+            result = each_piece(pieces, lambda piece: self.emit("token", id=request.id, text=piece.text,
+                                                                 tokens=piece.tokens))
             self.emit("done", id=request.id, tokens=len(result.token_ids), prompt_tokens=result.prompt_tokens,
                       tokens_per_s=round(result.tokens_per_s, 2),
                       ttft_ms=round(result.ttft_s * 1000, 2) if result.ttft_s is not None else None,

@@ -164,6 +164,44 @@ def test_eval_on_the_validation_split_gives_the_trainers_validation_loss(tmp_pat
     assert logged[3] < logged[0] - 0.05
 
 
+@pytest.mark.slow
+def test_eval_on_the_validation_split_of_a_fine_tuning_run_gives_its_validation_loss(tmp_path, sample_jsonl,
+                                                                                     sp_tokenizer_dir, sft_tokens):
+    """A real fine-tuning run: `eval --split val` on its checkpoint and SFT file reproduces the val_loss
+    (over answer tokens) the trainer logged for that step."""
+    from babyllama.measures import scored_targets
+
+    data = tmp_path / "sanguo.bin"
+    parent, run = tmp_path / "base", tmp_path / "chat"
+    shape = ["--dim", 64, "--n_layers", 2, "--n_heads", 4, "--n_kv_heads", 2, "--max_seq_len", 32]
+    commands = [
+        ["prepare", "--tokenizer", sp_tokenizer_dir, "--out", data, "--progress", "none", sample_jsonl],
+        ["train", "--run", parent, "--data", data, "--preset", "tiny", *shape, "--batch_size", 4, "--max_steps", 2,
+         "--decay_lr", "false", "--eval_interval", 1000, "--sample_tokens", 0],
+        ["train", "--run", run, "--init-from", parent, "--data", sft_tokens, "--batch_size", 2, "--eval_iters", 2,
+         "--max_steps", 3, "--eval_interval", 3, "--val_fraction", 0.5, "--learning_rate", 0.01,
+         "--decay_lr", "false", "--sample_tokens", 0],
+    ]
+    for command in commands:
+        done = subprocess.run([sys.executable, "-m", "babyllama", *map(str, command)], capture_output=True,
+                              text=True, timeout=600, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = {row["step"]: row["val_loss"] for row in rows if row["kind"] == "eval"}
+    logged_bpb = {row["step"]: row["val_bpb"] for row in rows if row["kind"] == "eval"}
+    done = babyllama_eval("--ckpt", run, "--data", sft_tokens, "--split", "val", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["checkpoint"].endswith("step_0000003") and report["sft"] is True
+    # Two batches of two windows, each batch weighed by its answer tokens.
+    assert report["windows"] == 2 * 2 and 0 < report["tokens"] < 2 * 2 * 32
+    held_out = SftDataset(sft_tokens, seq_len=32, val_fraction=0.5)
+    assert report["tokens"] == scored_targets(held_out, held_out.val_indices(2, 2), validation=True)
+    assert report["loss"] == pytest.approx(logged[3], rel=1e-5)
+    assert report["bpb"] == pytest.approx(logged_bpb[3], rel=1e-5)
+    assert logged[3] != pytest.approx(logged[0], rel=1e-3), "training moved the loss"
+
+
 # ---------------------------------------------------------------------------------------
 # --progress jsonl and --batches, on a checkpoint written with numpy
 

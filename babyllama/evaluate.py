@@ -304,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, ensure_ascii=False), flush=True)
         return 0
     print(f"{report['checkpoint']} on {', '.join(report['data'])} ({report['split']} windows of {report['seq_len']})")
-    scored = "answer tokens (the trained ones; questions and template not scored)" if report["sft"] else "tokens"
+    scored = "answer tokens (questions not scored)" if report["sft"] else "tokens"
     print(f"loss {report['loss']:.4f}  perplexity {report['perplexity']:.2f}  over {report['tokens']:,} {scored} "
           f"in {report['windows']:,} windows  [{report['seconds']:.1f} s]")
     if report["bpb"] is None:

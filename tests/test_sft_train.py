@@ -193,10 +193,10 @@ def test_fine_tuning_refuses_data_of_another_tokenizer(tmp_path, sp_tokenizer, s
     assert "\n" not in str(refused.value)
 
 
-def sft_copy(sft_file: Path, folder: Path, mask: bytes | None) -> Path:
-    """The SFT file and its manifest copied into `folder`, with `mask` for its loss mask (None: none)."""
+def sft_copy(sft_file: Path, folder: Path, mask: bytes | None, manifest: bool = True) -> Path:
+    """The SFT file (and its manifest) copied into `folder`, with `mask` for its loss mask (None: none)."""
     folder.mkdir()
-    for name in (sft_file.name, sft_file.name + ".json"):
+    for name in (sft_file.name, sft_file.name + ".json")[:2 if manifest else 1]:
         (folder / name).write_bytes((sft_file.parent / name).read_bytes())
     if mask is not None:
         (folder / (sft_file.name + ".mask")).write_bytes(mask)
@@ -209,6 +209,7 @@ def sft_copy(sft_file: Path, folder: Path, mask: bytes | None) -> Path:
     ("a mask missing", "its loss mask pairs.bin.mask is missing"),
     ("a mask cut short", "pairs.bin.mask: 100 bytes, but the token file holds"),
     ("no answer token", "no window of seq_len + 1 = 33 tokens holds a trained token"),
+    ("a manifest missing", "pairs.bin: its manifest pairs.bin.json is missing, but a loss mask lies beside it"),
 ])
 def test_fine_tuning_mistakes_end_in_one_line_before_a_run_is_made(tmp_path, sp_tokenizer, sft_file, case, expected):
     """As a user gives them to the CLI."""
@@ -221,8 +222,9 @@ def test_fine_tuning_mistakes_end_in_one_line_before_a_run_is_made(tmp_path, sp_
         parent = tmp_path / "notes"
         parent.mkdir()
     else:
-        damaged = {"a mask missing": None, "a mask cut short": mask[:100], "no answer token": bytes(len(mask))}
-        data = sft_copy(sft_file, tmp_path / "damaged", damaged[case])
+        damaged = {"a mask missing": None, "a mask cut short": mask[:100], "no answer token": bytes(len(mask)),
+                   "a manifest missing": mask}
+        data = sft_copy(sft_file, tmp_path / "damaged", damaged[case], manifest=case != "a manifest missing")
     run = tmp_path / "runs" / "sft"
     done = babyllama_train(run, "--init-from", str(parent), "--data", str(data), "--max_steps", "4",
                            "--warmup_iters", "1", cwd=tmp_path)

@@ -186,6 +186,9 @@ def open_token_file(path: str | Path, sft: bool = False) -> TokenFile:
         raise UserError(f"{path}: is a folder, not a token file")
 
     manifest = read_manifest(path, sft)
+    if manifest is None and path.with_name(path.name + ".mask").is_file():
+        raise UserError(f"{path}: its manifest {manifest_path(path).name} is missing, but a loss mask lies beside "
+                        f"it: an SFT token file that lost its manifest; {REPREPARE}")
     if manifest is None and sft:
         raise pretraining_file_refused(path)
     if manifest is None:

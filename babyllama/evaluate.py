@@ -68,11 +68,11 @@ def validation_loss(batch_loss: BatchLoss, dataset, batch_size: int, n_batches: 
 
 
 def spread_batches(dataset, batch_size: int, n_windows: int):
-    """`n_windows` of the dataset's training windows, evenly spread over all of them, in batches."""
+    """`n_windows` of the dataset's training windows, evenly spread over all of them, in batches
+    (an SFT dataset's with IGNORE_ID where the loss mask is 0)."""
     picks = dataset.spread_train_indices(n_windows)
     for start in range(0, len(picks), batch_size):
-        rows = dataset.train_rows(picks[start:start + batch_size])
-        yield np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
+        yield dataset.train_batch(picks[start:start + batch_size])
 
 
 def token_losses(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -83,7 +83,8 @@ def token_losses(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 class NumpyScorer:
-    """batch_loss(x, y) on the numpy decoder: each window run from position 0, all positions scored."""
+    """batch_loss(x, y) on the numpy decoder: each window run from position 0, every position scored
+    but those whose target is IGNORE_ID (an SFT batch's questions and template)."""
 
     def __init__(self, cfg, weights):
         from babyllama.decode import NumpyDecoder
@@ -91,8 +92,13 @@ class NumpyScorer:
         self.decoder = NumpyDecoder(cfg, weights)
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> float:
-        losses = [token_losses(self.decoder.score(row), targets).mean() for row, targets in zip(x, y)]
-        return float(np.mean(losses))
+        total, scored = 0.0, 0
+        for row, targets in zip(x, y):
+            keep = targets != IGNORE_ID
+            if keep.any():
+                total += float(token_losses(self.decoder.score(row)[keep], targets[keep]).sum())
+                scored += int(keep.sum())
+        return total / scored if scored else 0.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -102,7 +108,8 @@ class NumpyScorer:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Mean loss and perplexity of a checkpoint over token files, on a deterministic set of windows "
-        "(the trainer's validation loss is the same computation); or, with --task, its C-Eval or CMMLU accuracy."
+        "(the trainer's validation loss is the same computation); on SFT token files, over the answer tokens "
+        "only; or, with --task, its C-Eval or CMMLU accuracy."
     )
     parser.add_argument("--ckpt", required=True, type=Path, metavar="PATH",
                         help="a run directory (its latest checkpoint), a checkpoint folder or an exported "
@@ -154,10 +161,36 @@ def _check_tokenizer(loaded, dataset) -> None:
         )
 
 
+def _check_chat_template(loaded, dataset) -> None:
+    """An SFT file's conversations must be in the chat template the model reads: the one its
+    checkpoint records, else its tokenizer's (unknown when that does not load: nothing to compare)."""
+    from babyllama.tokenizer import load_tokenizer
+
+    model_template = loaded.config.get("chat_template")
+    if model_template is None and loaded.tokenizer_path:
+        try:
+            tokenizer = load_tokenizer(loaded.tokenizer_path)
+        except UserError:
+            return
+        model_template = loaded.chat_template(tokenizer).describe()  # a tokenizer without one is refused
+    if model_template is None:
+        return
+    for token_file in dataset.files:
+        theirs = token_file.manifest["chat_template"]
+        if theirs != model_template:
+            raise UserError(
+                f"{token_file.path}: conversations in the chat template {theirs.get('name')!r} (ids "
+                f"{theirs.get('special_ids')}), but the model at {loaded.checkpoint} reads "
+                f"{model_template.get('name')!r} (ids {model_template.get('special_ids')}); evaluate on "
+                "conversations prepared with the model's tokenizer"
+            )
+
+
 def evaluate_checkpoint(args: argparse.Namespace, emit: Emit | None = None) -> dict:
-    """What `babyllama eval` reports, as plain data; `emit` gets the start and progress events."""
+    """What `babyllama eval` reports, as plain data; `emit` gets the start and progress events.
+    On SFT token files only the answer tokens (mask 1) are scored, as the trainer's validation loss."""
     from babyllama.checkpoint import load_model_for_inference
-    from babyllama.data import TokenDataset
+    from babyllama.data import SftDataset, TokenDataset, is_sft_data
     from babyllama.measures import bits_per_byte
 
     given = [name for name in ("shots", "subjects", "questions") if getattr(args, name) not in (None, 0)]
@@ -177,8 +210,12 @@ def evaluate_checkpoint(args: argparse.Namespace, emit: Emit | None = None) -> d
     train = {**vars(TrainConfig()), **(loaded.config.get("train") or {})}
     batch_size = args.batch_size or train["batch_size"]
     val_fraction = train["val_fraction"] if args.split == "val" else 0.0
-    dataset = TokenDataset(args.data, seq_len=seq_len, val_fraction=val_fraction, vocab_size=cfg.vocab_size)
+    sft = is_sft_data(args.data)
+    reader = SftDataset if sft else TokenDataset
+    dataset = reader(args.data, seq_len=seq_len, val_fraction=val_fraction, vocab_size=cfg.vocab_size)
     _check_tokenizer(loaded, dataset)
+    if sft:
+        _check_chat_template(loaded, dataset)
     scorer = NumpyScorer(cfg, loaded.weights)
     if args.split == "val":
         if args.batches is not None:
@@ -198,7 +235,8 @@ def evaluate_checkpoint(args: argparse.Namespace, emit: Emit | None = None) -> d
     progress = None
     if emit is not None:
         emit({"event": "start", "checkpoint": str(loaded.checkpoint), "data": [str(f.path) for f in dataset.files],
-              "split": args.split, "seq_len": seq_len, "batch_size": batch_size, "total_windows": total_windows})
+              "split": args.split, "sft": sft, "seq_len": seq_len, "batch_size": batch_size,
+              "total_windows": total_windows})
         progress = _progress_events(emit, total_windows)
     began = time.perf_counter()
     if args.split == "val":
@@ -212,6 +250,7 @@ def evaluate_checkpoint(args: argparse.Namespace, emit: Emit | None = None) -> d
         "checkpoint": str(loaded.checkpoint),
         "data": [str(f.path) for f in dataset.files],
         "split": args.split,
+        "sft": sft,  # then only answer tokens are scored: "tokens" counts them
         "seq_len": seq_len,
         "batch_size": batch_size,
         "loss": result.loss,
@@ -265,11 +304,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, ensure_ascii=False), flush=True)
         return 0
     print(f"{report['checkpoint']} on {', '.join(report['data'])} ({report['split']} windows of {report['seq_len']})")
-    print(f"loss {report['loss']:.4f}  perplexity {report['perplexity']:.2f}  over {report['tokens']:,} tokens "
+    scored = "answer tokens (questions not scored)" if report["sft"] else "tokens"
+    print(f"loss {report['loss']:.4f}  perplexity {report['perplexity']:.2f}  over {report['tokens']:,} {scored} "
           f"in {report['windows']:,} windows  [{report['seconds']:.1f} s]")
     if report["bpb"] is None:
         print("bits per byte unknown: neither the token files nor the checkpoint name a tokenizer that loads")
     else:
-        print(f"bits per byte {report['bpb']:.4f}  ({report['bytes']:,} bytes of text)")
+        text = "answer text" if report["sft"] else "text"
+        print(f"bits per byte {report['bpb']:.4f}  ({report['bytes']:,} bytes of {text})")
     sys.stdout.flush()
     return 0

@@ -449,6 +449,11 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
                 "checkpoint first); a resumed run keeps its model's shape: drop those flags, or start a new run"
             )
     elif isinstance(config.get("init_from"), dict):
+        parent = Path(str(config["init_from"].get("checkpoint")))
+        problem = checkpoint_problem(parent) if parent.is_dir() else f"{parent} is gone"
+        if problem:
+            raise UserError(f"{run.path} has no checkpoint yet, so it would start again from its parent, but "
+                            f"{problem}; start a new fine-tuning run with --init-from another checkpoint")
         notes.append(f"{run.path} has no checkpoint yet: fine-tuning starts again at step 0 from "
                      f"{config['init_from'].get('checkpoint')}")
     else:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_generate import TINY, write_checkpoint
 
-from babyllama.data import MANIFEST_KIND, MANIFEST_VERSION, TokenDataset
+from babyllama.data import MANIFEST_KIND, MANIFEST_VERSION, SftDataset, TokenDataset
 from babyllama.evaluate import LossResult, mean_loss, spread_batches
 
 SEQ_LEN = 16
@@ -164,6 +164,44 @@ def test_eval_on_the_validation_split_gives_the_trainers_validation_loss(tmp_pat
     assert logged[3] < logged[0] - 0.05
 
 
+@pytest.mark.slow
+def test_eval_on_the_validation_split_of_a_fine_tuning_run_gives_its_validation_loss(tmp_path, sample_jsonl,
+                                                                                     sp_tokenizer_dir, sft_tokens):
+    """A real fine-tuning run: `eval --split val` on its checkpoint and SFT file reproduces the val_loss
+    (over answer tokens) the trainer logged for that step."""
+    from babyllama.measures import scored_targets
+
+    data = tmp_path / "sanguo.bin"
+    parent, run = tmp_path / "base", tmp_path / "chat"
+    shape = ["--dim", 64, "--n_layers", 2, "--n_heads", 4, "--n_kv_heads", 2, "--max_seq_len", 32]
+    commands = [
+        ["prepare", "--tokenizer", sp_tokenizer_dir, "--out", data, "--progress", "none", sample_jsonl],
+        ["train", "--run", parent, "--data", data, "--preset", "tiny", *shape, "--batch_size", 4, "--max_steps", 2,
+         "--decay_lr", "false", "--eval_interval", 1000, "--sample_tokens", 0],
+        ["train", "--run", run, "--init-from", parent, "--data", sft_tokens, "--batch_size", 2, "--eval_iters", 2,
+         "--max_steps", 3, "--eval_interval", 3, "--val_fraction", 0.5, "--learning_rate", 0.01,
+         "--decay_lr", "false", "--sample_tokens", 0],
+    ]
+    for command in commands:
+        done = subprocess.run([sys.executable, "-m", "babyllama", *map(str, command)], capture_output=True,
+                              text=True, timeout=600, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = {row["step"]: row["val_loss"] for row in rows if row["kind"] == "eval"}
+    logged_bpb = {row["step"]: row["val_bpb"] for row in rows if row["kind"] == "eval"}
+    done = babyllama_eval("--ckpt", run, "--data", sft_tokens, "--split", "val", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["checkpoint"].endswith("step_0000003") and report["sft"] is True
+    # Two batches of two windows, each batch weighed by its answer tokens.
+    assert report["windows"] == 2 * 2 and 0 < report["tokens"] < 2 * 2 * 32
+    held_out = SftDataset(sft_tokens, seq_len=32, val_fraction=0.5)
+    assert report["tokens"] == scored_targets(held_out, held_out.val_indices(2, 2), validation=True)
+    assert report["loss"] == pytest.approx(logged[3], rel=1e-5)
+    assert report["bpb"] == pytest.approx(logged_bpb[3], rel=1e-5)
+    assert logged[3] != pytest.approx(logged[0], rel=1e-3), "training moved the loss"
+
+
 # ---------------------------------------------------------------------------------------
 # --progress jsonl and --batches, on a checkpoint written with numpy
 
@@ -220,3 +258,99 @@ def test_batches_and_tokens_cannot_both_be_given(small_checkpoint):
     folder, data, _ = small_checkpoint
     done = babyllama_eval("--ckpt", folder, "--data", data, "--batches", 2, "--tokens", 100)
     assert done.returncode == 2 and "not allowed with argument" in done.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# SFT token files: answer tokens only
+
+
+SFT_PAIRS = [("刘备的两个结义兄弟是谁？", "关羽和张飞。"), ("诸葛亮字什么？", "字孔明，号卧龙。"),
+             ("赤壁之战谁胜了？", "孙刘联军大胜曹操。")]
+
+
+@pytest.fixture(scope="module")
+def sft_tokens(tmp_path_factory, sp_tokenizer_dir):
+    """The pairs a few times over, prepared as an SFT token file by `babyllama prepare`."""
+    from babyllama.prepare import prepare
+
+    folder = tmp_path_factory.mktemp("sft")
+    source = folder / "pairs.jsonl"
+    source.write_text("".join(json.dumps({"conversations": [{"role": "user", "content": q},
+                                                            {"role": "assistant", "content": a}]},
+                                         ensure_ascii=False) + "\n" for q, a in SFT_PAIRS * 4), encoding="utf-8")
+    prepare([source], "sft-conversations", sp_tokenizer_dir, folder / "pairs.bin", workers=1)
+    return folder / "pairs.bin"
+
+
+def hand_computed_answer_loss(model, tokens: np.ndarray, mask: np.ndarray, seq_len: int) -> tuple[float, int, int]:
+    """Mean -log softmax[target] over the targets whose mask is 1, in every window holding one
+    (MindSpore's logits); the number of such targets and of windows."""
+    import mindspore as ms
+
+    model.set_train(False)
+    losses = []
+    windows = 0
+    for w in range((len(tokens) - 1) // seq_len):
+        window = tokens[w * seq_len: w * seq_len + seq_len + 1].astype(np.int32)
+        trained = mask[w * seq_len + 1: w * seq_len + seq_len + 1] == 1
+        if not trained.any():
+            continue
+        windows += 1
+        logits = model(ms.Tensor(window[None, :-1])).asnumpy()[0].astype(np.float64)
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        losses.extend(-log_probs[np.arange(seq_len), window[1:]][trained])
+    return float(np.mean(losses)), len(losses), windows
+
+
+def test_eval_of_an_sft_file_scores_the_answer_tokens_alone(checkpoint, sft_tokens, sp_tokenizer):
+    from babyllama.measures import TextBytes, windows_bytes
+
+    folder, model = checkpoint
+    done = babyllama_eval("--ckpt", folder, "--data", sft_tokens, "--seq-len", SEQ_LEN, "--tokens", 0, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    tokens, mask = np.fromfile(sft_tokens, np.uint16), np.fromfile(str(sft_tokens) + ".mask", np.uint8)
+    expected, answer_tokens, windows = hand_computed_answer_loss(model, tokens, mask, SEQ_LEN)
+    assert 0 < answer_tokens < windows * SEQ_LEN
+    assert report["sft"] is True and (report["tokens"], report["windows"]) == (answer_tokens, windows)
+    assert report["loss"] == pytest.approx(expected, rel=1e-5)
+    assert report["perplexity"] == pytest.approx(np.exp(expected), rel=1e-5)
+    # Bits per byte over the text of the scored answer tokens (measures' count, as the trainer's val_bpb).
+    dataset = SftDataset(sft_tokens, seq_len=SEQ_LEN, val_fraction=0.0)
+    every = np.arange(dataset.train_windows)
+    assert report["bytes"] == windows_bytes(TextBytes(sp_tokenizer, dataset.eos_id), dataset, every) > 0
+    assert report["bpb"] == pytest.approx(report["loss"] * report["tokens"] / (report["bytes"] * np.log(2)))
+
+
+def test_the_text_report_of_an_sft_file_says_it_counts_answer_tokens(checkpoint, sft_tokens):
+    done = babyllama_eval("--ckpt", checkpoint[0], "--data", sft_tokens, "--seq-len", SEQ_LEN, "--tokens", 0)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(babyllama_eval("--ckpt", checkpoint[0], "--data", sft_tokens, "--seq-len", SEQ_LEN,
+                                       "--tokens", 0, "--json").stdout)
+    assert f"over {report['tokens']:,} answer tokens (questions not scored)" \
+        in done.stdout
+    assert "bytes of answer text)" in done.stdout
+
+
+def test_an_sft_file_in_another_chat_template_is_refused(tmp_path, sft_tokens, sp_tokenizer):
+    from numpy_checkpoints import write_numpy_checkpoint
+
+    from babyllama.chat_template import template_for
+
+    ours = template_for(sp_tokenizer).describe()
+    other = {**ours, "special_ids": {piece: i + 1 for piece, i in ours["special_ids"].items()}}
+    folder = write_numpy_checkpoint(tmp_path / "step_0000001", TINY, sp_tokenizer.describe())
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "chat_template": other}))
+    done = babyllama_eval("--ckpt", folder, "--data", sft_tokens, "--seq-len", SEQ_LEN)
+    assert done.returncode == 2
+    line = done.stderr.strip()
+    assert "\n" not in line and line.startswith(f"babyllama eval: error: {sft_tokens}: conversations in the chat "
+                                                "template 'babyllama-chat-v1'")
+    assert line.endswith("evaluate on conversations prepared with the model's tokenizer")
+    # Recording the file's template, the same checkpoint evaluates it.
+    (folder / "config.json").write_text(json.dumps({**config, "chat_template": ours}))
+    done = babyllama_eval("--ckpt", folder, "--data", sft_tokens, "--seq-len", SEQ_LEN, "--batches", 1)
+    assert done.returncode == 0, done.stderr
+

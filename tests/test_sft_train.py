@@ -8,6 +8,7 @@ Slow tests share one pretrained parent and one uninterrupted fine-tuning run of 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,6 +191,63 @@ def test_fine_tuning_refuses_data_of_another_tokenizer(tmp_path, sp_tokenizer, s
         planning.plan_training(parse("--run", str(tmp_path / "runs" / "sft"), "--init-from", str(parent),
                                      "--data", str(sft_file)), world_size=1)
     assert "\n" not in str(refused.value)
+
+
+def sft_copy(sft_file: Path, folder: Path, mask: bytes | None, manifest: bool = True) -> Path:
+    """The SFT file (and its manifest) copied into `folder`, with `mask` for its loss mask (None: none)."""
+    folder.mkdir()
+    for name in (sft_file.name, sft_file.name + ".json")[:2 if manifest else 1]:
+        (folder / name).write_bytes((sft_file.parent / name).read_bytes())
+    if mask is not None:
+        (folder / (sft_file.name + ".mask")).write_bytes(mask)
+    return folder / sft_file.name
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("a run without a checkpoint", "runs/bare: the run has no complete checkpoint yet"),
+    ("a folder that is not a run", "notes: neither a checkpoint folder"),
+    ("a mask missing", "its loss mask pairs.bin.mask is missing"),
+    ("a mask cut short", "pairs.bin.mask: 100 bytes, but the token file holds"),
+    ("no answer token", "no window of seq_len + 1 = 33 tokens holds a trained token"),
+    ("a manifest missing", "pairs.bin: its manifest pairs.bin.json is missing, but a loss mask lies beside it"),
+])
+def test_fine_tuning_mistakes_end_in_one_line_before_a_run_is_made(tmp_path, sp_tokenizer, sft_file, case, expected):
+    """As a user gives them to the CLI."""
+    parent, data = numpy_parent(tmp_path / "runs" / "base", sp_tokenizer, PARENT_MODEL), sft_file
+    mask = (sft_file.parent / (sft_file.name + ".mask")).read_bytes()
+    if case == "a run without a checkpoint":
+        parent = tmp_path / "runs" / "bare"
+        RunDir(parent).create({"model": {}, "train": {}})
+    elif case == "a folder that is not a run":
+        parent = tmp_path / "notes"
+        parent.mkdir()
+    else:
+        damaged = {"a mask missing": None, "a mask cut short": mask[:100], "no answer token": bytes(len(mask)),
+                   "a manifest missing": mask}
+        data = sft_copy(sft_file, tmp_path / "damaged", damaged[case], manifest=case != "a manifest missing")
+    run = tmp_path / "runs" / "sft"
+    done = babyllama_train(run, "--init-from", str(parent), "--data", str(data), "--max_steps", "4",
+                           "--warmup_iters", "1", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("babyllama train: error: ") and expected in line
+    assert not run.exists()
+
+
+def test_resuming_a_fine_tuning_run_without_a_checkpoint_whose_parent_is_gone_says_so(tmp_path, sp_tokenizer,
+                                                                                      sft_file):
+    parent = numpy_parent(tmp_path / "runs" / "base", sp_tokenizer, PARENT_MODEL)
+    run = tmp_path / "runs" / "sft"
+    plan = planning.plan_training(parse("--run", str(run), "--init-from", str(parent), "--data", str(sft_file),
+                                        "--max_steps", "4", "--warmup_iters", "1"), world_size=1)
+    RunDir(run).create(plan.config())  # as a trainer stopped before its first save leaves it
+    shutil.rmtree(parent)
+    done = babyllama_train(run, "--resume", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        f"babyllama train: error: {run} has no checkpoint yet, so it would start again from its parent, but "
+        f"{(parent / 'checkpoints' / 'step_0000005').resolve()} is gone; start a new fine-tuning run with "
+        "--init-from another checkpoint")
 
 
 def test_init_from_is_repeated_for_a_launched_trainer(tmp_path, sft_file):

@@ -34,6 +34,7 @@ from babyllama_tui.training.run_jobs import (
     default_export_path,
     describe_job,
     eval_split,
+    eval_token_files,
     export_problem,
     job_title,
     resolve,
@@ -298,13 +299,11 @@ def request_export(screen: Screen, run_path: Path) -> None:
 
 
 def request_eval(screen: Screen, run_path: Path) -> None:
-    from babyllama_tui.training.new_run import find_token_files
-
     checkpoints = _checkpoints_or_say(screen, run_path, "evaluate")
     if checkpoints is None:
         return
     app = screen.app
-    token_files = [entry.path for entry in find_token_files(app.data_dir) if entry.token_file is not None]
+    token_files = eval_token_files(app.data_dir)
 
     def chosen(request: EvalRequest | None) -> None:
         if request is not None:

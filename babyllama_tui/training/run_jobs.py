@@ -144,6 +144,26 @@ def run_data_files(run_path: Path) -> set[Path]:
     return {Path(f["path"]) for f in files or [] if isinstance(f, dict) and isinstance(f.get("path"), str)}
 
 
+def eval_token_files(data_dir: Path) -> list[Path]:
+    """The token files in data/ that eval reads: pretraining text, and SFT files (scored on their answers)."""
+    from babyllama_tui.training.new_run import find_token_files
+
+    return [entry.path for entry in find_token_files(data_dir)
+            if entry.token_file is not None or _readable_sft_file(entry.path)]
+
+
+def _readable_sft_file(path: Path) -> bool:
+    from babyllama.data import is_sft_data, open_token_file
+
+    if not is_sft_data(path):
+        return False
+    try:
+        open_token_file(path, sft=True)
+    except UserError:
+        return False
+    return True
+
+
 def eval_split(data: Path, run_data: set[Path]) -> str:
     """val (the held-out windows) for a file the run trained on, else all (spread over the file)."""
     return "val" if data.resolve() in run_data else "all"
@@ -214,8 +234,9 @@ def describe_job(job: JobInfo, root: Path) -> str:
     else:
         if job.state == "finished":
             result = job.result or {}
+            tokens = "answer tokens" if result.get("sft") else "tokens"
             return (f"{what}: loss {_number(result.get('loss'), '.4f')}, perplexity "
-                    f"{_number(result.get('perplexity'), ',.2f')} over {_number(result.get('tokens'), ',')} tokens")
+                    f"{_number(result.get('perplexity'), ',.2f')} over {_number(result.get('tokens'), ',')} {tokens}")
         if job.state in ACTIVE_STATES:
             return _counted(what, job, "windows")
     return f"{what}: {job.state}: {job.reason or 'no reason recorded'}"

@@ -323,3 +323,30 @@ def test_a_running_benchmark_says_how_many_questions_it_has_scored(tmp_path):
               "progress": {"event": "progress", "questions": 120, "total_questions": 11528}}
     job = JobInfo(tmp_path, "bench", "running", None, status)
     assert describe_job(job, tmp_path) == "CMMLU step 400, 5-shot: 120/11,528 questions (1%)"
+
+
+async def test_eval_of_a_fine_tuning_run_on_its_sft_file_scores_the_answers(tmp_path, sp_tokenizer_dir, sp_tokenizer):
+    """An SFT token file in data/ is offered, and the job's line says it counted answer tokens."""
+    import dataclasses
+    import json
+
+    from babyllama.prepare import prepare
+
+    run = run_path(tmp_path)
+    write_run_with_checkpoint(run, STEP, dataclasses.replace(SMALL, vocab_size=sp_tokenizer.vocab_size),
+                              sp_tokenizer.describe())
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("".join(json.dumps({"conversations": [{"role": "user", "content": "诸葛亮字什么？"},
+                                                            {"role": "assistant", "content": "字孔明。"}]},
+                                         ensure_ascii=False) + "\n" for _ in range(20)), encoding="utf-8")
+    prepare([source], "sft-conversations", sp_tokenizer_dir, tmp_path / "data" / "pairs.bin", workers=1)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await on_monitor(pilot, tmp_path)
+        dialog = await open_dialog(pilot, "v", "EvalScreen")
+        assert str(dialog.data_select.value) == str(tmp_path / "data" / "pairs.bin")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "perplexity" in strip_text(monitor), "the loss")
+        (job,) = jobs(tmp_path)
+        assert job.result["sft"] is True
+        assert strip_text(monitor).endswith(f"over {job.result['tokens']:,} answer tokens")

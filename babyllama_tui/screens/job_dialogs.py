@@ -304,7 +304,9 @@ def request_eval(screen: Screen, run_path: Path) -> None:
     if checkpoints is None:
         return
     app = screen.app
-    token_files = [entry.path for entry in find_token_files(app.data_dir) if entry.token_file is not None]
+    # `babyllama eval` reads pretraining token files only.
+    token_files = [entry.path for entry in find_token_files(app.data_dir)
+                   if entry.token_file is not None and not entry.is_sft]
 
     def chosen(request: EvalRequest | None) -> None:
         if request is not None:

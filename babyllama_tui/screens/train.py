@@ -107,7 +107,7 @@ class TrainScreen(AppScreen):
         Binding("x", "export", "Export a checkpoint (hf, llama2.c)", show=False),
         Binding("v", "evaluate", "Evaluate a checkpoint on a token file", show=False),
         Binding("b", "benchmark", "Benchmark a checkpoint (ceval, cmmlu)", show=False),
-        Binding("f", "fine_tune", "Fine-tune from this run (the new-run form, filled in)", show=False),
+        Binding("f", "fine_tune", "Fine-tune from this run (a new run)", show=False),
     ]
 
     pane: reactive[str] = reactive("runs", init=False)

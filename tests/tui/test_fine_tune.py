@@ -27,7 +27,7 @@ from babyllama_tui.widgets.runs_table import RunsTable
 from babyllama_tui.widgets.token_file_table import TokenFileTable
 
 from pilot_wait import wait_until
-from run_fixtures import fill_run, read_argv, wait_for, write_standin
+from run_fixtures import fill_run, read_argv, write_standin
 
 PAIRS = [("刘备的两个结义兄弟是谁？", "关羽和张飞。"), ("诸葛亮字什么？", "字孔明，号卧龙。")]
 PARENT_MODEL = ModelConfig(vocab_size=2000, dim=32, n_layers=2, n_heads=4, max_seq_len=32)

@@ -21,8 +21,7 @@ from babyllama.runs import RunDir, run_name_problem
 # Folders under data/ searched for token files: data/*.bin and data/*/*.bin.
 TOKEN_FILE_DEPTH = 2
 NO_TOKEN_FILES = "no token files in data/ yet: make one on the Corpora screen (key 1), then come back"
-NO_PARENT = ("fine-tuning starts from a pretrained run: give its folder (or f on the runs table), else these "
-             "conversations train a model from random weights")
+NO_PARENT = "no parent: the model starts from random weights (f on a run in the runs table fills this in)"
 
 
 @dataclass(frozen=True)
@@ -283,9 +282,9 @@ def shown_path(path: Path, root: Path) -> str:
         return str(path)
 
 
-def default_run_name(preset: str, now: float, runs_dir: Path) -> str:
-    """preset-YYYYmmdd-HHMM, with -2, -3 ... when a run of that name exists."""
-    stem = f"{preset}-{time.strftime('%Y%m%d-%H%M', time.localtime(now))}"
+def default_run_name(preset: str, now: float, runs_dir: Path, dated: bool = True) -> str:
+    """preset-YYYYmmdd-HHMM (`preset` alone when not `dated`), with -2, -3 ... when a run of that name exists."""
+    stem = f"{preset}-{time.strftime('%Y%m%d-%H%M', time.localtime(now))}" if dated else preset
     name, n = stem, 1
     while RunDir(runs_dir / name).exists():
         n += 1

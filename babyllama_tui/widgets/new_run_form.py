@@ -99,6 +99,8 @@ class NewRunForm(VerticalScroll):
         self.token_file_list = TokenFileList(data_dir, entries, {e.path for e in chosen}, id="token-files")
         self.token_file_list.border_title = "space chooses"
         self._default_tokenizer = suggested_tokenizer(chosen, root)
+        # What the default run name starts with: the preset and the time, or the run fine-tuned from ("base-sft").
+        self._name_stem, self._name_dated = DEFAULT_PRESET, True
         self._default_name = default_run_name(DEFAULT_PRESET, now, runs_dir)
         values = preset_values(DEFAULT_PRESET)
         values["model.vocab_size"] = files_vocab(chosen) or values["model.vocab_size"]
@@ -206,8 +208,12 @@ class NewRunForm(VerticalScroll):
 
     def fine_tune_from(self, text: str) -> None:
         """Name the run to fine-tune from, and when the chosen data is not conversations choose the
-        project's only SFT token file."""
+        project's only SFT token file. A default run name becomes the parent's, "base-sft": in the
+        runs table, "tiny-..." said nothing of what the run learns."""
         self.init_from.value = text
+        if self.name_input.value == self._default_name:
+            self._name_stem, self._name_dated = f"{Path(text).name}-sft", False
+            self.renew_default_name(self._now)
         sft = [path for path, e in self.token_file_list.entries.items() if e.is_sft]
         if not any(e.is_sft for e in self.token_file_list.chosen) and len(sft) == 1:
             self.token_file_list.deselect_all()
@@ -230,7 +236,7 @@ class NewRunForm(VerticalScroll):
     def renew_default_name(self, now: float) -> None:
         """A fresh default run name (after a launch took the last one)."""
         self._now = now
-        self._default_name = default_run_name(str(self.preset.value), now, self.runs_dir)
+        self._default_name = default_run_name(self._name_stem, now, self.runs_dir, self._name_dated)
         self.name_input.value = self._default_name
 
     def follow_clock(self, now: float) -> None:
@@ -288,6 +294,7 @@ class NewRunForm(VerticalScroll):
                 continue  # a fine-tuning run keeps its parent's shape
             self.set_value(key, vocab if key == "model.vocab_size" and vocab else value)
         if self.name_input.value == self._default_name:
+            self._name_stem, self._name_dated = name, True
             self._default_name = default_run_name(name, self._now, self.runs_dir)
             self.name_input.value = self._default_name
 

@@ -126,6 +126,7 @@ async def test_f_on_a_run_fills_the_form_to_fine_tune_from_it_and_launches_with_
         await pilot.pause()
         assert screen.form_check.errors == {} and screen.form_check.warnings == {}
         name = form.name_input.value
+        assert name == "base-sft", "named after its parent"
         await pilot.press("ctrl+l")
         run = project / "out" / "runs" / name
         stop_afterwards.append(run)
@@ -198,4 +199,4 @@ async def test_sft_data_without_a_parent_warns_and_the_detail_names_a_fine_tunin
         await wait_until(pilot, lambda: "init_from" in screen.form_check.warnings, "the warning")
         assert form.rows["init_from"].display
         assert screen.form_check.plan is not None, "a warning, not a refusal: the engine trains SFT data from scratch"
-        assert form.rows["init_from"].warning.startswith("fine-tuning starts from a pretrained run")
+        assert form.rows["init_from"].warning.startswith("no parent: the model starts from random weights")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from numpy_checkpoints import write_run_with_checkpoint
 from textual.widgets import Static
+from textual.widgets.data_table import ColumnKey
 
 from babyllama.config import ModelConfig
 from babyllama.planning import read_parent
@@ -65,6 +66,7 @@ def project(tmp_path, made_files, sp_tokenizer) -> Path:
     for made in made_files:
         for path in made.parent.glob(made.name + "*"):
             shutil.copy(path, data / path.name)
+    shutil.copy(made_files[0].with_name("qa.jsonl"), data / "qa.jsonl")
     parent_run(tmp_path / "out" / "runs" / "base", sp_tokenizer.describe())
     return tmp_path
 
@@ -93,7 +95,11 @@ async def test_an_sft_token_file_is_listed_as_one_and_its_mask_is_not_a_corpus(p
         assert sft.trained_tokens == int(mask.sum()) and 0 < sft.trained_tokens < sft.tokens
         assert str(table.get_cell(str(sft.path), "state")) == "ready SFT"
         assert str(table.get_cell(str(project / "data" / "sanguo.bin"), "state")) == "ready"
-        assert not any(name.endswith(".mask") for name in screen.query_one(CorpusList).entries), "the mask is no corpus"
+        corpora = screen.query_one(CorpusList)
+        await wait_until(pilot, lambda: corpora.entries.get(str(project / "data" / "qa.jsonl")), "the corpus read")
+        assert list(corpora.entries) == [str(project / "data" / "qa.jsonl")], "the mask is no corpus"
+        assert str(corpora.get_cell(str(project / "data" / "qa.jsonl"), "format")) == "sft-conversations"
+        assert corpora.columns[ColumnKey("format")].width >= len("sft-conversations"), "its format whole at 80 columns"
         table.focus()
         await pilot.pause()
         detail = str(screen.query_one("#corpora-detail", Static).render())

@@ -237,6 +237,15 @@ def is_sft_data(paths: str | Path | Sequence[str | Path]) -> bool:
     return isinstance(manifest, dict) and manifest.get("kind") == SFT_KIND
 
 
+def check_one_kind(files: Sequence[TokenFile]) -> None:
+    """Refuse SFT and pretraining files together, opened each with its own reader (the new-run
+    form's); a dataset refuses the same file when it opens it with the first file's kind."""
+    sft = files[0].mask_path is not None
+    for token_file in files[1:]:
+        if (token_file.mask_path is not None) != sft:
+            raise pretraining_file_refused(token_file.path) if sft else sft_file_refused(token_file.path)
+
+
 def _tokenizer_kind_vocab_eos(token_file: TokenFile) -> tuple:
     kind = SEED_TOKENIZER_KIND if token_file.tokenizer is None else token_file.tokenizer.get("kind")
     return (kind, token_file.vocab_size, token_file.eos_id)

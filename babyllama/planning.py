@@ -42,6 +42,7 @@ from babyllama.data import (
     SftDataset,
     TokenDataset,
     TokenFile,
+    check_one_kind,
     check_same_tokenizer,
     check_token_ids,
     check_window_fits,
@@ -203,13 +204,20 @@ def check_vocabulary(files: Sequence[TokenFile], model: ModelConfig) -> None:
         )
 
 
-def new_run_problems(files: Sequence[TokenFile], model: ModelConfig | None, tokenizer: Path | None) -> list[UserError]:
-    """What keeps these token files, model and tokenizer from making a new run, each problem naming
-    its field, found without reading the tokens or loading the tokenizer: the new-run form's checks.
-    The same checks refuse the run in plan_new_run. `model` None (not valid) skips those about it."""
+def new_run_problems(files: Sequence[TokenFile], model: ModelConfig | None, tokenizer: Path | None,
+                     parent: Parent | None = None) -> list[UserError]:
+    """What keeps these token files, model, tokenizer and fine-tuning parent from making a new run,
+    each problem naming its field, found without reading the tokens or loading the tokenizer: the
+    new-run form's checks. The same checks refuse the run in plan_new_run. `model` None (not valid)
+    skips those about it."""
     problems = []
     if files:
+        problems += _problem("data", check_one_kind, files)
         problems += _problem("data", check_same_tokenizer, files)
+    if parent is not None and model is not None:
+        problems += _problem("init_from", check_parent_shape, parent, model)
+    if parent is not None and files:
+        problems += _problem("init_from", check_parent_data, parent, files)
     if files and model is not None:
         problems += _problem("model.vocab_size", check_vocabulary, files, model)
         problems += _problem("model.max_seq_len", check_window_fits, files, model.max_seq_len)
@@ -360,19 +368,38 @@ def read_parent(given: Path) -> Parent:
 
 def check_parent_fits(parent: Parent, model: ModelConfig, tokenizer: Tokenizer) -> None:
     """Refuse a fine-tuning run whose model shape or tokenizer differs from its parent's, in one line."""
-    where = parent.checkpoint.path
+    check_parent_shape(parent, model)
+    _check_parent_tokenizer(parent, tokenizer.fingerprint, f"{tokenizer.name} at {tokenizer.path}", "tokenizer")
+
+
+def check_parent_shape(parent: Parent, model: ModelConfig) -> None:
+    """Refuse a model whose shape differs from the parent's (dropout may change)."""
     differences = [d for d in model_differences(parent.model, model) if d.split(":")[0] not in RESUMABLE_MODEL_FIELDS]
     if differences:
         raise UserError(
-            f"--init-from {where}: the model's shape differs from the parent's ({'; '.join(differences)}, parent "
-            "first); a fine-tuning run keeps its parent's shape: drop those flags", field="init_from"
+            f"--init-from {parent.checkpoint.path}: the model's shape differs from the parent's ({'; '.join(differences)}, "
+            "parent first); a fine-tuning run keeps its parent's shape: drop those flags", field="init_from"
         )
+
+
+def check_parent_data(parent: Parent, files: Sequence[TokenFile]) -> None:
+    """Refuse token files whose manifest names another tokenizer than the parent's, found without
+    loading the tokenizer (the new-run form's check; a run checks the tokenizer itself, which the
+    files' must be)."""
+    for token_file in files:
+        sha = (token_file.tokenizer or {}).get("sha256")
+        if sha is not None:
+            name = token_file.tokenizer.get("name")
+            _check_parent_tokenizer(parent, sha, f"{name} ({token_file.path.name})", "data")
+
+
+def _check_parent_tokenizer(parent: Parent, fingerprint: str, data_tokenizer: str, field: str) -> None:
     recorded = parent.config.get("tokenizer") or {}
-    if recorded.get("sha256") != tokenizer.fingerprint:
+    if recorded.get("sha256") != fingerprint:
         raise UserError(
-            f"--init-from {where}: the parent was trained with tokenizer {recorded.get('name')} "
-            f"({str(recorded.get('sha256'))[:19]}…), the data's is {tokenizer.name} at {tokenizer.path} "
-            f"({tokenizer.fingerprint[:19]}…); prepare the data with the parent's tokenizer", field="tokenizer"
+            f"--init-from {parent.checkpoint.path}: the parent was trained with tokenizer {recorded.get('name')} "
+            f"({str(recorded.get('sha256'))[:19]}…), the data's is {data_tokenizer} ({fingerprint[:19]}…); prepare "
+            "the data with the parent's tokenizer", field=field
         )
 
 

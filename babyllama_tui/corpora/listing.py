@@ -19,8 +19,8 @@ from babyllama.errors import UserError
 
 TOKEN_FILE_SUFFIX = ".bin"
 PARTIAL_SUFFIX = ".bin.partial"
-# Manifests, journals and our own outputs are listed with their token file, never as corpora.
-NOT_CORPUS_SUFFIXES = (".bin", ".bin.json", ".partial", ".partial.json")
+# Manifests, journals, loss masks and our own outputs are listed with their token file, never as corpora.
+NOT_CORPUS_SUFFIXES = (".bin", ".bin.json", ".bin.mask", ".partial", ".partial.json")
 ESTIMATE_SAMPLE_BYTES = 1 << 20
 MAX_FILES_WALKED = 20_000
 OWN_TOKENIZER_CONFIG = "babyllama_tokenizer.json"
@@ -91,6 +91,10 @@ class TokenFileEntry:
     pid: int | None = None  # the prepare process writing it
     done_fraction: float | None = None
     resume: ResumePlan | None = None
+    # An SFT token file (conversations with a loss mask, for fine-tuning): its manifest's counts.
+    sft: bool = False
+    conversations: int | None = None
+    trained_tokens: int | None = None
 
     @property
     def out(self) -> Path:
@@ -335,11 +339,12 @@ def running_prepares() -> dict[Path, int]:
 
 def describe_token_file(path: Path) -> TokenFileEntry:
     # babyllama.data imports numpy: paid here, in a worker, instead of at the app's start.
-    from babyllama.data import open_token_file
+    from babyllama.data import is_sft_data, open_token_file
 
     try:
         size = path.stat().st_size
-        token_file = open_token_file(path)
+        # Each file with the reader of its kind: an SFT file is not a broken pretraining one.
+        token_file = open_token_file(path, sft=is_sft_data(path))
     except (UserError, OSError) as e:
         return TokenFileEntry(path, TokenFileState.BROKEN, size=0, problem=str(e))
     manifest = token_file.manifest
@@ -370,6 +375,9 @@ def describe_token_file(path: Path) -> TokenFileEntry:
         tokenizer_fingerprint=tokenizer.get("sha256"),
         skipped=skipped,
         sources=tuple(source for source in manifest.get("sources") or () if isinstance(source, dict)),
+        sft=token_file.mask_path is not None,
+        conversations=manifest.get("conversations"),
+        trained_tokens=manifest.get("trained_tokens"),
     )
 
 

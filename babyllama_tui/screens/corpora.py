@@ -438,21 +438,34 @@ class CorporaScreen(AppScreen):
                 f"  {describe_state(entry)}, {format_count(entry.tokens)} tokens kept — r resumes", "yellow"
             )
         skipped = entry.skipped or {}
+        if entry.sft:
+            trained = f"{entry.trained_tokens:,}" if isinstance(entry.trained_tokens, int) else "?"
+            conversations = f"{entry.conversations:,}" if isinstance(entry.conversations, int) else "?"
+            # What it is first, as at 80 columns the line is cut at its end.
+            text.append("  SFT: ", "bold")
+            text.append(f"{conversations} conversations, {trained} of {entry.tokens:,} tokens trained on · for "
+                        f"fine-tuning (Train screen) · {entry.dtype}, vocab {entry.vocab_size:,}, {entry.tokenizer_name}")
+            if skipped.get("too_short") or skipped.get("malformed"):
+                text.append(f"; skipped {skipped.get('too_short', 0):,} short, {skipped.get('malformed', 0):,} bad")
+            return text.append_text(self.describe_sources(entry))
         text.append(f"  {entry.tokens:,} tokens")
         if entry.documents is not None:
             text.append(f", {entry.documents:,} docs")
         text.append(f", {entry.dtype}, vocab {entry.vocab_size:,}, {entry.tokenizer_name}")
         if skipped.get("too_short") or skipped.get("malformed"):
             text.append(f"; skipped {skipped.get('too_short', 0):,} short, {skipped.get('malformed', 0):,} bad")
-        if entry.sources:
-            # A second line, seen where the detail has room (wide terminals).
-            shown = ", ".join(
-                f"{source.get('path')} ({source.get('format')}, {format_bytes(source.get('size'))})"
-                for source in entry.sources[:3]
-            )
-            more = f" and {len(entry.sources) - 3} more" if len(entry.sources) > 3 else ""
-            text.append(f"\nmade from {shown}{more}", "dim")
-        return text
+        return text.append_text(self.describe_sources(entry))
+
+    def describe_sources(self, entry: TokenFileEntry) -> Text:
+        """A second line, seen where the detail has room (wide terminals)."""
+        if not entry.sources:
+            return Text()
+        shown = ", ".join(
+            f"{source.get('path')} ({source.get('format')}, {format_bytes(source.get('size'))})"
+            for source in entry.sources[:3]
+        )
+        more = f" and {len(entry.sources) - 3} more" if len(entry.sources) > 3 else ""
+        return Text(f"\nmade from {shown}{more}", "dim")
 
     # --- actions -------------------------------------------------------------------------
 

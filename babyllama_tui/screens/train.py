@@ -49,7 +49,7 @@ WIDE_FROM = 120
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
 RUN_ACTIONS = {
     "open_run", "stop_run", "resume_run", "kill_run", "delete_run", "rename_run", "note_run", "show_config", "export",
-    "evaluate", "benchmark",
+    "evaluate", "benchmark", "fine_tune",
 }
 SECTION_NAMES = {"model": "the model section", "train": "the training section"}
 # Delete, rename and note share one place in the footer: named one by one they did not fit in 80 columns.
@@ -62,6 +62,8 @@ def run_detail(row: RunRow, now: float) -> Text:
     text = Text(str(row.path), style="dim")
     if row.world_size and row.world_size > 1:
         text.append(f"  {row.world_size} workers", style="dim")
+    if row.parent:
+        text.append(f"  fine-tuned from {row.parent}")
     if row.note:
         text.append(f"\n{row.note}", style="italic")
     if row.stop_overdue(now):
@@ -105,6 +107,7 @@ class TrainScreen(AppScreen):
         Binding("x", "export", "Export a checkpoint (hf, llama2.c)", show=False),
         Binding("v", "evaluate", "Evaluate a checkpoint on a token file", show=False),
         Binding("b", "benchmark", "Benchmark a checkpoint (ceval, cmmlu)", show=False),
+        Binding("f", "fine_tune", "Fine-tune from this run (a new run)", show=False),
     ]
 
     pane: reactive[str] = reactive("runs", init=False)
@@ -276,7 +279,7 @@ class TrainScreen(AppScreen):
                 return row.state in ENDED_STATES and row.latest_checkpoint is not None
             if action == "delete_run" or action == "rename_run":
                 return row.state not in ACTIVE_STATES
-            if action in ("export", "evaluate", "benchmark"):
+            if action in ("export", "evaluate", "benchmark", "fine_tune"):
                 return has_checkpoint(row.path)
         if action == "launch":
             # Shown and live even while the form has errors: ctrl+l then says what to fix.
@@ -327,6 +330,19 @@ class TrainScreen(AppScreen):
 
     def action_benchmark(self) -> None:
         self._on_highlighted(partial(request_bench, self))
+
+    async def action_fine_tune(self) -> None:
+        """The new-run form, to fine-tune from the highlighted run."""
+        row = self._highlighted()
+        if row is None:
+            return
+        from babyllama_tui.training.new_run import shown_path
+
+        self.pane = "new"
+        await self.build_form()
+        if self.form is not None:
+            self.form.fine_tune_from(shown_path(row.path, self.app.root))
+            self.form.focus_first()
 
     # Panes
 

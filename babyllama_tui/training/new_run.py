@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from babyllama import config as cfg
-from babyllama.data import TokenFile, open_token_file
+from babyllama.data import TokenFile, is_sft_data, open_token_file
 from babyllama.errors import UserError
-from babyllama.planning import new_run_problems, train_arguments
+from babyllama.planning import Parent, fresh_schedule, new_run_problems, read_parent, train_arguments
 from babyllama.runs import RunDir, run_name_problem
 
 # Folders under data/ searched for token files: data/*.bin and data/*/*.bin.
 TOKEN_FILE_DEPTH = 2
 NO_TOKEN_FILES = "no token files in data/ yet: make one on the Corpora screen (key 1), then come back"
+NO_PARENT = "no parent: the model starts from random weights (f on a run in the runs table fills this in)"
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,12 @@ def preset_values(name: str) -> dict[str, object]:
     return field_values(*cfg.preset(name))
 
 
+def parent_values(parent: Parent) -> dict[str, object]:
+    """Every field's value of a run fine-tuned from `parent`, as `babyllama train --init-from` takes
+    them without flags: the parent's model and training settings, a schedule of its own."""
+    return field_values(parent.model, fresh_schedule(parent.train))
+
+
 # Token files
 
 
@@ -105,6 +112,11 @@ class TokenFileEntry:
         path = tokenizer.get("path") if tokenizer else None
         return path if isinstance(path, str) else None
 
+    @property
+    def is_sft(self) -> bool:
+        """An SFT token file (conversations with a loss mask), for fine-tuning."""
+        return self.token_file is not None and self.token_file.mask_path is not None
+
 
 def find_token_files(data_dir: Path) -> list[TokenFileEntry]:
     """Token files in data/ and its subfolders (hidden ones skipped), sorted by path."""
@@ -116,7 +128,8 @@ def find_token_files(data_dir: Path) -> list[TokenFileEntry]:
     entries = []
     for path in sorted(found):
         try:
-            entries.append(TokenFileEntry(path, open_token_file(path), None))
+            # Each file with the reader of its kind: an SFT file is not a broken pretraining one.
+            entries.append(TokenFileEntry(path, open_token_file(path, sft=is_sft_data(path)), None))
         except UserError as e:
             entries.append(TokenFileEntry(path, None, str(e)))
     return entries
@@ -137,6 +150,8 @@ class RunForm:
     workers: str
     # Readable token files the form lists; 0 means the project has none yet.
     token_files_found: int | None = None
+    # The run or checkpoint a fine-tuning run starts from (`--init-from`); empty for none.
+    init_from: str = ""
 
 
 @dataclass
@@ -160,6 +175,8 @@ class FormCheck:
     model: cfg.ModelConfig | None = None
     train: cfg.TrainConfig | None = None
     workers: int = 1
+    # The fine-tuning parent `init_from` names, when it reads as a complete checkpoint.
+    parent: Parent | None = None
 
 
 def _build(section: str, form: RunForm, errors: dict[str, str]):
@@ -201,8 +218,17 @@ def check_form(form: RunForm, runs_dir: Path, root: Path) -> FormCheck:
     # Until files are chosen there is no tokenizer to ask for: choosing them suggests it.
     if not tokenizer and files:
         errors["tokenizer"] = "give the tokenizer the token files were made with (a file or folder)"
-    for problem in new_run_problems(files, model, tokenizer_path):
-        errors[problem.field] = str(problem)
+    init_from = form.init_from.strip()
+    init_from_path = (root / init_from) if init_from else None
+    if init_from_path is not None:
+        try:
+            check.parent = read_parent(init_from_path)
+        except UserError as e:
+            errors["init_from"] = str(e)
+    elif files and all(f.mask_path is not None for f in files):
+        check.warnings["init_from"] = NO_PARENT
+    for problem in new_run_problems(files, model, tokenizer_path, check.parent):
+        errors.setdefault(problem.field, str(problem))
 
     name = form.name.strip()
     name_problem = run_name_problem(name)
@@ -219,13 +245,14 @@ def check_form(form: RunForm, runs_dir: Path, root: Path) -> FormCheck:
         errors["workers"] = "workers must be a whole number, at least 1 (1 runs without msrun)"
 
     if train is not None:
-        check.warnings = interval_warnings(train)
+        check.warnings.update(interval_warnings(train))
     if errors:
         return check
     assert model is not None and train is not None and tokenizer_path is not None
     base = preset_values(form.preset)
     changed = {FIELDS[key].name: value for key, value in field_values(model, train).items() if value != base[key]}
-    args = train_arguments(data=[f.path for f in files], tokenizer=tokenizer_path, preset=form.preset, fields=changed)
+    args = train_arguments(data=[f.path for f in files], tokenizer=tokenizer_path, preset=form.preset, fields=changed,
+                           init_from=init_from_path)
     check.plan = RunPlan(RunDir(runs_dir / name), args, check.workers, model, train)
     return check
 
@@ -255,9 +282,9 @@ def shown_path(path: Path, root: Path) -> str:
         return str(path)
 
 
-def default_run_name(preset: str, now: float, runs_dir: Path) -> str:
-    """preset-YYYYmmdd-HHMM, with -2, -3 ... when a run of that name exists."""
-    stem = f"{preset}-{time.strftime('%Y%m%d-%H%M', time.localtime(now))}"
+def default_run_name(preset: str, now: float, runs_dir: Path, dated: bool = True) -> str:
+    """preset-YYYYmmdd-HHMM (`preset` alone when not `dated`), with -2, -3 ... when a run of that name exists."""
+    stem = f"{preset}-{time.strftime('%Y%m%d-%H%M', time.localtime(now))}" if dated else preset
     name, n = stem, 1
     while RunDir(runs_dir / name).exists():
         n += 1

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from babyllama.runs import ACTIVE_STATES, RunDir, RunInfo, run_info, sort_newest_first, tail_lines
+from babyllama.runs.settings import run_parent
 from babyllama_tui.training.eta import eta_seconds
 from babyllama_tui.training.run_health import STALL_AFTER_S, Health, check_health
 
@@ -39,6 +40,8 @@ class RunRow(RunInfo):
 
     eta_s: float | None = None
     health: Health | None = None
+    # A fine-tuning run's parent in a few words ("base@1200"), from its config.json.
+    parent: str | None = None
 
 
 def train_points(metrics_path: Path) -> list[tuple[int, float, float | None]]:
@@ -65,6 +68,7 @@ class _Watched:
         # read; () is never read.
         self.stamps: tuple = ((), (), (), (), ())
         self.info: RunInfo | None = None
+        self.parent: str | None = None
         self.points: list[tuple[int, float, float | None]] = []
 
     @property
@@ -80,6 +84,8 @@ class _Watched:
         if stamps != self.stamps or self.info is None or self.info.state in ACTIVE_STATES:
             if stamps[1] != self.stamps[1]:
                 self.points = train_points(run.metrics_path)
+            if stamps[2] != self.stamps[2]:
+                self.parent = run_parent(run)
             self.stamps = stamps
             if self.exists:
                 self.info = run_info(run, tail_bytes=TABLE_TAIL_BYTES, checkpoints=False)
@@ -100,7 +106,7 @@ class _Watched:
         if health is not None and health.mark == "stalled":
             # A run that does not move has no time to finish.
             eta = None
-        return RunRow(**vars(info), eta_s=eta, health=health)
+        return RunRow(**vars(info), eta_s=eta, health=health, parent=self.parent)
 
 
 class RunsWatcher:

@@ -17,7 +17,9 @@ MARK = "✓"
 NAME_MIN_WIDTH = 12
 # Widths of the columns after the name, cell padding included, and a column for the vertical
 # scrollbar, which comes with more rows than fit without a resize to make room for it.
-OTHER_COLUMNS_WIDTH = 3 + 14 + 11 + 10 + 8 + 1
+OTHER_COLUMNS_WIDTH = 3 + 19 + 11 + 10 + 8 + 1
+# The longest --format name, sft-conversations (cut to "sft-conversa", it no longer said what the corpus holds).
+FORMAT_WIDTH = 17
 
 
 class CorpusList(DataTable):
@@ -39,7 +41,7 @@ class CorpusList(DataTable):
     def on_mount(self) -> None:
         self.add_column("", width=1, key="mark")
         self.add_column("Corpus", width=NAME_MIN_WIDTH, key="name")
-        self.add_column("Format", width=12, key="format")
+        self.add_column("Format", width=FORMAT_WIDTH, key="format")
         self.add_column("Size", width=9, key="size")
         self.add_column("Docs", width=8, key="docs")
         self.add_column("Files", width=6, key="files")

@@ -1,4 +1,5 @@
-"""NewRunForm: token files, tokenizer, preset, name, workers and every ModelConfig/TrainConfig field.
+"""NewRunForm: token files, the run to fine-tune from, tokenizer, preset, name, workers and every
+ModelConfig/TrainConfig field.
 
 Fields are generated from the dataclasses; the form only collects text, which
 `babyllama_tui.training.new_run.check_form` judges. See docs/ARCHITECTURE.md.
@@ -23,6 +24,7 @@ from babyllama_tui.training.new_run import (
     RunForm,
     TokenFileEntry,
     default_run_name,
+    parent_values,
     preset_values,
     shown_path,
 )
@@ -33,7 +35,7 @@ from babyllama_tui.widgets.token_file_list import TokenFileList
 DEFAULT_PRESET = "tiny"
 SECTION_TITLES = {"model": "Model", "train": "Training"}
 # The rows above the model and training sections, in the order shown.
-RUN_ROWS = ("data", "tokenizer", "preset", "name", "workers")
+RUN_ROWS = ("data", "init_from", "tokenizer", "preset", "name", "workers")
 
 
 class Switch(Checkbox):
@@ -97,12 +99,18 @@ class NewRunForm(VerticalScroll):
         self.token_file_list = TokenFileList(data_dir, entries, {e.path for e in chosen}, id="token-files")
         self.token_file_list.border_title = "space chooses"
         self._default_tokenizer = suggested_tokenizer(chosen, root)
+        # What the default run name starts with: the preset and the time, or the run fine-tuned from ("base-sft").
+        self._name_stem, self._name_dated = DEFAULT_PRESET, True
         self._default_name = default_run_name(DEFAULT_PRESET, now, runs_dir)
         values = preset_values(DEFAULT_PRESET)
         values["model.vocab_size"] = files_vocab(chosen) or values["model.vocab_size"]
         # FieldInputs rather than Inputs: they apply keys in the order typed (see field_input.py).
         self.tokenizer = FieldInput(self._default_tokenizer, id="tokenizer", classes="field-editor",
                                     placeholder="path of the tokenizer the token files were made with")
+        self.init_from = FieldInput("", id="init-from", classes="field-editor",
+                                    placeholder="a pretrained run, out/runs/NAME (f on the runs table)")
+        # The checkpoint whose settings the form took last (parent_values), so each parent fills it once.
+        self._parent_applied: Path | None = None
         self.preset = Select([(name, name) for name in cfg.PRESETS], value=DEFAULT_PRESET, allow_blank=False,
                              compact=True, id="preset", classes="field-editor")
         self.name_input = FieldInput(self._default_name, id="run-name", classes="field-editor")
@@ -111,6 +119,7 @@ class NewRunForm(VerticalScroll):
             row.key: row
             for row in (
                 FieldRow("data", "token files", self.token_file_list, "", classes="-stacked"),
+                FieldRow("init_from", "fine-tune from", self.init_from, ""),
                 FieldRow("tokenizer", "tokenizer", self.tokenizer, ""),
                 FieldRow("preset", "preset", self.preset, cfg.PRESETS[DEFAULT_PRESET].description),
                 FieldRow("name", "run name", self.name_input, f"its folder under {runs_dir.name}/"),
@@ -120,6 +129,7 @@ class NewRunForm(VerticalScroll):
         }
         self.section_errors = {section: Static("", classes="section-error") for section in cfg.SECTIONS}
         self._show_list_if_any(entries)
+        self.rows["init_from"].display = any(e.is_sft for e in chosen)
 
     def compose(self) -> ComposeResult:
         yield Static("Data and run", classes="form-section")
@@ -149,6 +159,7 @@ class NewRunForm(VerticalScroll):
             name=self.name_input.value,
             workers=self.workers_input.value,
             token_files_found=sum(e.token_file is not None for e in self.token_file_list.entries.values()),
+            init_from=self.init_from.value if self.rows["init_from"].display else "",
         )
 
     # Showing
@@ -167,6 +178,7 @@ class NewRunForm(VerticalScroll):
         self._files_changed()
 
     def show_check(self, check: FormCheck) -> None:
+        self._take_parent(check)
         for key, row in self.rows.items():
             row.show_error(check.errors.get(key))
             row.show_warning(check.warnings.get(key))
@@ -174,6 +186,39 @@ class NewRunForm(VerticalScroll):
             message = check.errors.get(section)
             error.update(message or "")
             error.display = message is not None
+
+    def _take_parent(self, check: FormCheck) -> None:
+        """A parent newly named takes the model and training fields, as `babyllama train --init-from`
+        takes them without flags: its shape, which a fine-tuning run must keep, and its settings
+        with a fresh schedule; the user's edits after that stay."""
+        parent = check.parent
+        path = parent.checkpoint.path if parent is not None else None
+        if path is None or path == self._parent_applied:
+            self._parent_applied = path
+            return
+        self._parent_applied = path
+        for key, value in parent_values(parent).items():
+            self.set_value(key, value)
+
+    def _show_init_from(self) -> None:
+        """The fine-tuning row is there when the chosen data is conversations, or once it holds a
+        run (it is sent whatever the data, so it is never sent unseen)."""
+        sft = any(e.is_sft for e in self.token_file_list.chosen)
+        self.rows["init_from"].display = sft or bool(self.init_from.value.strip())
+
+    def fine_tune_from(self, text: str) -> None:
+        """Name the run to fine-tune from, and when the chosen data is not conversations choose the
+        project's only SFT token file. A default run name becomes the parent's, "base-sft": in the
+        runs table, "tiny-..." said nothing of what the run learns."""
+        self.init_from.value = text
+        if self.name_input.value == self._default_name:
+            self._name_stem, self._name_dated = f"{Path(text).name}-sft", False
+            self.renew_default_name(self._now)
+        sft = [path for path, e in self.token_file_list.entries.items() if e.is_sft]
+        if not any(e.is_sft for e in self.token_file_list.chosen) and len(sft) == 1:
+            self.token_file_list.deselect_all()
+            self.token_file_list.select(sft[0])
+        self._show_init_from()
 
     def _show_list_if_any(self, entries: list[TokenFileEntry]) -> None:
         """An empty list is hidden; its row's message then takes the list's place beside the label."""
@@ -191,7 +236,7 @@ class NewRunForm(VerticalScroll):
     def renew_default_name(self, now: float) -> None:
         """A fresh default run name (after a launch took the last one)."""
         self._now = now
-        self._default_name = default_run_name(str(self.preset.value), now, self.runs_dir)
+        self._default_name = default_run_name(self._name_stem, now, self.runs_dir, self._name_dated)
         self.name_input.value = self._default_name
 
     def follow_clock(self, now: float) -> None:
@@ -235,14 +280,21 @@ class NewRunForm(VerticalScroll):
         event.stop()
         self._changed_soon()
 
+    @on(FieldInput.Changed, "#init-from")
+    def _init_from_edited(self) -> None:
+        self._show_init_from()
+
     @on(Select.Changed, "#preset")
     def _preset_chosen(self, event: Select.Changed) -> None:
         name = str(event.value)
         self.rows["preset"].show_help(cfg.PRESETS[name].description)
         vocab = files_vocab(self.token_file_list.chosen)
         for key, value in preset_values(name).items():
+            if key.startswith("model.") and self._parent_applied is not None:
+                continue  # a fine-tuning run keeps its parent's shape
             self.set_value(key, vocab if key == "model.vocab_size" and vocab else value)
         if self.name_input.value == self._default_name:
+            self._name_stem, self._name_dated = name, True
             self._default_name = default_run_name(name, self._now, self.runs_dir)
             self.name_input.value = self._default_name
 
@@ -254,8 +306,9 @@ class NewRunForm(VerticalScroll):
     def _files_changed(self) -> None:
         chosen = self.token_file_list.chosen
         vocab = files_vocab(chosen)
-        if vocab is not None:
+        if vocab is not None and self._parent_applied is None:
             self.set_value("model.vocab_size", vocab)
+        self._show_init_from()
         suggested = suggested_tokenizer(chosen, self.root)
         if self.tokenizer.value in ("", self._default_tokenizer) and suggested:
             self.tokenizer.value = suggested

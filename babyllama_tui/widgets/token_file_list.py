@@ -1,4 +1,5 @@
-"""TokenFileList: the token files under data/ to train on, each with its size and tokenizer."""
+"""TokenFileList: the token files under data/ to train on, each with its size (an SFT file's conversations
+and trained tokens) and tokenizer."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ def describe_entry(entry: TokenFileEntry, data_dir: Path) -> Text:
     token_file = entry.token_file
     tokenizer = token_file.tokenizer or {}
     name = tokenizer.get("name") or ("ChatGLM2 (no manifest)" if not tokenizer else "unnamed tokenizer")
+    if entry.is_sft:
+        # What fine-tuning learns from: the conversations and their answer tokens (the vocabulary
+        # left out, so the line fits 80 columns).
+        manifest = token_file.manifest or {}
+        text.append("  SFT", style="bold")
+        text.append(f" · {format_count(manifest.get('conversations'))} conversations, "
+                    f"{format_count(manifest.get('trained_tokens'))} trained · {name}", style="dim")
+        return text
     text.append(f"  {format_count(token_file.n_tokens)} tokens · {name}, vocab {token_file.vocab_size:,}", style="dim")
     return text
 

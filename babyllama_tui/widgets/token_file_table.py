@@ -31,6 +31,8 @@ def describe_state(entry: TokenFileEntry) -> str:
         return f"interrupted{percent}"
     if entry.state == TokenFileState.PREPARING:
         return f"preparing{percent}"
+    if entry.state == TokenFileState.READY and entry.sft:
+        return "ready SFT"
     return entry.state
 
 

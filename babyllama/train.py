@@ -147,20 +147,14 @@ class ChatSampler:
     def __call__(self) -> str | None:
         """The answer; None when the question fills the context."""
         from babyllama.decode import NumpyDecoder
+        from babyllama.generate import SamplingParams, generate
 
         if not self.max_new_tokens:
             return None
         decoder = NumpyDecoder(self.model.cfg, numpy_weights(self.model))
-        logits = decoder.prefill(self.prompt_ids)
-        answer: list[int] = []
-        while len(answer) < self.max_new_tokens:
-            token = int(np.argmax(logits))
-            if token in self.stop_ids:
-                break
-            answer.append(token)
-            if len(answer) < self.max_new_tokens:
-                logits = decoder.decode(token)
-        return self.tokenizer.decode(answer)
+        return generate(decoder, self.tokenizer, self.prompt_ids,
+                        SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0),
+                        stop_ids=self.stop_ids).text
 
 
 # ---------------------------------------------------------------------------------------

@@ -104,13 +104,16 @@ class HuggingFaceTokenizer(Tokenizer):
             sorted(p for p in folder.iterdir() if p.is_file() and is_hf_tokenizer_file(p.name))
         )
 
+    # split_special_tokens: text spelling a special token ("<|end|>", "</s>") is encoded as text, as
+    # SentencePiece encodes it, so no text makes a special id (a chat template's markers among them).
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False, verbose=False)
+        return self._tok.encode(text, add_special_tokens=False, split_special_tokens=True, verbose=False)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         if not texts:
             return []
-        batch = self._tok(list(texts), add_special_tokens=False, return_attention_mask=False, verbose=False)
+        batch = self._tok(list(texts), add_special_tokens=False, split_special_tokens=True,
+                          return_attention_mask=False, verbose=False)
         return batch["input_ids"]
 
     def special_ids(self) -> dict[str, int]:

@@ -166,11 +166,19 @@ def template_for(tokenizer: Tokenizer) -> ChatTemplate:
     return BabyllamaTemplate(tokenizer, specials)
 
 
+def check_recorded(recorded, where: str) -> None:
+    """Refuse a recorded template that is not the object `describe()` gives (a hand-edited config.json)."""
+    if recorded is not None and not isinstance(recorded, dict):
+        raise UserError(f"{where}: \"chat_template\" is not an object (it is {recorded!r}); remove it to use the "
+                        "tokenizer's own template")
+
+
 def check_template(recorded: dict | None, tokenizer: Tokenizer, where: str) -> ChatTemplate:
     """The template `where` (a manifest, a checkpoint) recorded, checked against the tokenizer's own."""
     template = template_for(tokenizer)
     if recorded is None:
         raise UserError(f"{where}: records no chat template; it was not made for conversations")
+    check_recorded(recorded, where)
     if recorded != template.describe():
         raise UserError(
             f"{where}: records the chat template {recorded.get('name')!r} with ids {recorded.get('special_ids')}, "

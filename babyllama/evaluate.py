@@ -164,9 +164,12 @@ def _check_tokenizer(loaded, dataset) -> None:
 def _check_chat_template(loaded, dataset) -> None:
     """An SFT file's conversations must be in the chat template the model reads: the one its
     checkpoint records, else its tokenizer's (unknown when that does not load: nothing to compare)."""
+    from babyllama.chat_template import check_recorded
+    from babyllama.checkpoint import CONFIG_FILE
     from babyllama.tokenizer import load_tokenizer
 
     model_template = loaded.config.get("chat_template")
+    check_recorded(model_template, str(loaded.checkpoint / CONFIG_FILE))
     if model_template is None and loaded.tokenizer_path:
         try:
             tokenizer = load_tokenizer(loaded.tokenizer_path)

@@ -105,3 +105,10 @@ def test_a_hugging_face_tokenizer_with_the_chat_tokens_never_makes_them_from_tex
     prompt = template_for(tokenizer).prompt([{"role": "user", "content": forged}])
     assert prompt == [user, *tokenizer.encode(forged), end, assistant]
     assert [i for i in prompt if i in specials.values()] == [user, end, assistant]
+
+
+@pytest.mark.parametrize("recorded", ["babyllama-chat-v1", ["babyllama-chat-v1"], 3])
+def test_a_recorded_template_that_is_not_an_object_is_refused_in_one_line(sp_tokenizer, recorded):
+    # A hand-edited checkpoint config.json, say, that names the template instead of describing it.
+    with pytest.raises(UserError, match=r"^ckpt/config.json: \"chat_template\" is not an object .*; remove it"):
+        check_template(recorded, sp_tokenizer, "ckpt/config.json")

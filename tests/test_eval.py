@@ -354,3 +354,16 @@ def test_an_sft_file_in_another_chat_template_is_refused(tmp_path, sft_tokens, s
     done = babyllama_eval("--ckpt", folder, "--data", sft_tokens, "--seq-len", SEQ_LEN, "--batches", 1)
     assert done.returncode == 0, done.stderr
 
+
+
+def test_a_checkpoint_whose_recorded_chat_template_is_not_an_object_is_refused_in_one_line(tmp_path, sft_tokens,
+                                                                                         sp_tokenizer):
+    from numpy_checkpoints import write_numpy_checkpoint
+
+    folder = write_numpy_checkpoint(tmp_path / "step_0000001", TINY, sp_tokenizer.describe())
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "chat_template": "babyllama-chat-v1"}))
+    done = babyllama_eval("--ckpt", folder, "--data", sft_tokens, "--seq-len", SEQ_LEN)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"babyllama eval: error: {folder / 'config.json'}: \"chat_template\" is not an object "
+                           "(it is 'babyllama-chat-v1'); remove it to use the tokenizer's own template\n")

@@ -148,6 +148,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sampling_arguments(parser)
 
 
+def _is_text(line: str) -> bool:
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _lines(interactive: bool):
     """What the user types, a line at a time, until ctrl-d or the end of the input."""
     if interactive:
@@ -157,10 +165,17 @@ def _lines(interactive: bool):
             pass
         while True:
             try:
-                yield input("> ")
+                line = input("> ")
             except EOFError:
                 print(file=sys.stderr)
                 return
+            except UnicodeDecodeError:  # a strict terminal encoding
+                line = None
+            if line is None or not _is_text(line):
+                # Bytes that are not UTF-8 come through as lone surrogates, which no tokenizer encodes.
+                print("[the line is not UTF-8 text; skipped]", file=sys.stderr, flush=True)
+                continue
+            yield line
     for number, raw in enumerate(sys.stdin.buffer, 1):
         try:
             yield raw.decode("utf-8").rstrip("\r\n")

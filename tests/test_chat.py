@@ -241,3 +241,23 @@ def test_ctrl_c_stops_an_answer_and_the_chat_goes_on(tmp_path, sp_tokenizer):
             process.wait(timeout=WAIT_S)
         process.stdout.close()
         process.stderr.close()
+
+
+def test_a_typed_line_that_is_not_utf8_is_said_and_skipped_and_the_chat_goes_on(talking):
+    import os
+    import pty
+
+    main, terminal = pty.openpty()  # stdin a terminal: the interactive chat, lines read by input()
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "babyllama", "chat", "--ckpt", str(talking), "--temperature",
+                                    "0", "--max-new-tokens", "8"], stdin=terminal, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        os.write(main, b"\xff\xfe bad\n" + "曹操呢？\n".encode() + b"/quit\n")
+        stdout, stderr = process.communicate(timeout=WAIT_S)
+    finally:
+        os.close(main)
+        os.close(terminal)
+    assert process.returncode == 0, stderr.decode()
+    assert "[the line is not UTF-8 text; skipped]" in stderr.decode()
+    # input() writes its prompt to stdout: one before each line read.
+    assert stdout.decode() == f"> > {answer(talking, [user('曹操呢？')], 8).text}\n> "

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from babyllama.config import utf8_text
 from babyllama.errors import UserError
 from babyllama.generate import (
     SamplingParams,
@@ -144,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Reads one message a line from a pipe too."
     )
     add_model_arguments(parser)
-    parser.add_argument("--system", metavar="TEXT", help="the system prompt to start with (/system changes it)")
+    parser.add_argument("--system", type=utf8_text, metavar="TEXT", help="the system prompt to start with (/system changes it)")
     add_sampling_arguments(parser)
 
 

@@ -494,6 +494,17 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def utf8_text(text: str) -> str:
+    """A text argument, refused when its bytes are not UTF-8 (Python hands them over as lone
+    surrogates, which no tokenizer encodes and no file can be written with)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        raise argparse.ArgumentTypeError(f"not UTF-8 text ({raw!r}); check the terminal's encoding") from None
+    return text
+
+
 def _optional(kind):
     def parse(text: str):
         return None if text.lower() == "none" else kind(text)
@@ -509,7 +520,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         defaults = cls()
         for f in dataclasses.fields(cls):
             kind, optional = field_type(f)
-            parse = _parse_bool if kind is bool else kind
+            parse = {bool: _parse_bool, str: utf8_text}.get(kind, kind)
             names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
             group.add_argument(
                 *names,

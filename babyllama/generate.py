@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from babyllama.checkpoint import CONFIG_FILE, load_model_for_inference
+from babyllama.config import utf8_text
 from babyllama.decode import BACKENDS, make_decoder
 from babyllama.errors import UserError
 
@@ -265,7 +266,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     given = parser.add_mutually_exclusive_group()
-    given.add_argument("--prompt", metavar="TEXT", help="the text to continue (default: the seed's three prompts)")
+    given.add_argument("--prompt", type=utf8_text, metavar="TEXT",
+                       help="the text to continue (default: the seed's three prompts)")
     given.add_argument("--prompt-file", type=Path, metavar="F",
                        help="one prompt a line, or JSON lines with a \"question\" field; answers are written "
                        "as JSON lines {\"prompt\", \"answer\"}")

@@ -261,3 +261,17 @@ def test_a_typed_line_that_is_not_utf8_is_said_and_skipped_and_the_chat_goes_on(
     assert "[the line is not UTF-8 text; skipped]" in stderr.decode()
     # input() writes its prompt to stdout: one before each line read.
     assert stdout.decode() == f"> > {answer(talking, [user('曹操呢？')], 8).text}\n> "
+
+
+@pytest.mark.parametrize("command, flag, named", [("chat", "--system", "--system"), ("generate", "--prompt", "--prompt"),
+                                                  ("train", "--sample_question", "--sample_question/--sample-question")])
+def test_a_text_argument_that_is_not_utf8_is_refused_in_one_line(talking, tmp_path, command, flag, named):
+    import os
+
+    args = [b"--ckpt", os.fsencode(talking)] if command != "train" else [b"--run", os.fsencode(tmp_path / "run")]
+    done = subprocess.run([sys.executable.encode(), b"-m", b"babyllama", command.encode(), *args, flag.encode(),
+                           b"\xff\xfe"], input=b"", capture_output=True, timeout=WAIT_S)
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines()[-1] == (f"babyllama {command}: error: argument {named}: not UTF-8 text "
+                                                     "(b'\\xff\\xfe'); check the terminal's encoding")
+    assert not (tmp_path / "run").exists()

@@ -121,6 +121,12 @@ class ChatGLM2Template(ChatTemplate):
 
     name = "chatglm2"
 
+    def __init__(self, tokenizer: Tokenizer):
+        super().__init__(tokenizer)
+        # Once: listing the special ids walks all 64,789 pieces, far longer than encoding a conversation.
+        specials = tokenizer.special_ids()
+        self.prefix = [specials["[gMASK]"], specials["sop"]]
+
     def _history_text(self, messages: Sequence[dict]) -> str:
         system = [m["content"] for m in messages if m["role"] == SYSTEM]
         turns = [m["content"] for m in messages if m["role"] != SYSTEM]
@@ -132,13 +138,9 @@ class ChatGLM2Template(ChatTemplate):
                 text += f"{pair[1]}\n\n"
         return text
 
-    def _prefix(self) -> list[int]:
-        specials = self.tokenizer.special_ids()
-        return [specials["[gMASK]"], specials["sop"]]
-
     def prompt(self, messages: Sequence[dict]) -> list[int]:
         check_conversation(messages, ends_with=USER)
-        return self._prefix() + self.tokenizer.encode(self._history_text(messages))
+        return self.prefix + self.tokenizer.encode(self._history_text(messages))
 
     def encode(self, messages: Sequence[dict]) -> tuple[list[int], list[int]]:
         check_conversation(messages, ends_with=ASSISTANT)

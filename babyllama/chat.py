@@ -37,20 +37,34 @@ def fit_conversation(template, messages: Sequence[dict], max_seq_len: int,
     system = list(messages[:1]) if messages and messages[0]["role"] == "system" else []
     turns = list(messages[len(system):])
     room = prompt_room(max_seq_len, max_new_tokens)
-    dropped = 0
-    while True:
-        ids = template.prompt(system + turns)
-        if len(ids) <= room:
-            return ids, dropped
-        if len(turns) == 1:
-            with_system = " with the system prompt" if system else ""
-            raise UserError(
-                f"the message does not fit: it takes {len(ids)} tokens{with_system}, and the model's "
-                f"{max_seq_len}-token context keeps {max_seq_len - room} for the answer, leaving {room}; "
-                f"write a shorter one{' or shorten the system prompt' if system else ''}"
-            )
-        turns = turns[2:]
-        dropped += 2
+
+    def asking(pairs: int) -> list[int]:
+        """The prompt without the oldest `pairs` questions and answers."""
+        return template.prompt(system + turns[2 * pairs:])
+
+    ids = asking(0)
+    if len(ids) <= room:
+        return ids, 0
+    most = (len(turns) - 1) // 2
+    fewest = asking(most)
+    if len(fewest) > room:
+        with_system = " with the system prompt" if system else ""
+        raise UserError(
+            f"the message does not fit: it takes {len(fewest)} tokens{with_system}, and the model's "
+            f"{max_seq_len}-token context keeps {max_seq_len - room} for the answer, leaving {room}; "
+            f"write a shorter one{' or shorten the system prompt' if system else ''}"
+        )
+    # The fewest pairs to drop, by bisection: a prompt only shortens as pairs go, and encoding the
+    # whole conversation again for each pair made a long one (the Playground sends it all) slow.
+    fits, too_long = most, 0
+    while fits - too_long > 1:
+        middle = (fits + too_long) // 2
+        candidate = asking(middle)
+        if len(candidate) <= room:
+            fits, fewest = middle, candidate
+        else:
+            too_long = middle
+    return fewest, 2 * fits
 
 
 def dropped_notice(dropped: int, max_seq_len: int, system: bool) -> str:

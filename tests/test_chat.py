@@ -108,6 +108,26 @@ def test_the_oldest_question_and_answer_go_first_and_the_system_turn_stays(sp_to
     assert fit_conversation(template, turns, 2 * len(later), len(later)) == (later, 2)
 
 
+def test_a_long_conversation_is_fitted_in_a_few_encodings_to_the_fewest_turns_dropped(sp_tokenizer):
+    # The Playground (and any serve client) sends the whole conversation at every turn: encoding it
+    # again for each pair dropped took seconds per answer after some hundreds of turns.
+    template = template_for(sp_tokenizer)
+    turns = [turn for i in range(300) for turn in (user(f"第{i}回的回目是什么？"), assistant(f"第{i}回。"))]
+    messages = [SYSTEM, *turns, user("曹操呢？")]
+    room = 64 - 32
+    fewest = next(k for k in range(0, len(turns) + 1, 2) if len(template.prompt([SYSTEM, *messages[1 + k:]])) <= room)
+    encoded = []
+
+    class Counting:
+        def prompt(self, asked):
+            encoded.append(len(asked))
+            return template.prompt(asked)
+
+    assert fit_conversation(Counting(), messages, 64, 40) == (template.prompt([SYSTEM, *messages[1 + fewest:]]),
+                                                              fewest)
+    assert len(encoded) <= 12
+
+
 def test_a_question_that_alone_does_not_fit_is_refused_saying_the_sizes(sp_tokenizer):
     template = template_for(sp_tokenizer)
     asked = [SYSTEM, user("话说天下大势，分久必合，合久必分。")]

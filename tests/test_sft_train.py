@@ -420,3 +420,52 @@ def test_two_msrun_workers_fine_tune_as_one_batch_weighted_by_their_trained_targ
     assert last["step"] == steps
     assert last["loss"] == pytest.approx((loss0 * c0 + loss1 * c1) / (c0 + c1), rel=1e-5)
     assert last["loss"] != pytest.approx((loss0 + loss1) / 2, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_the_fine_tuned_checkpoint_answers_its_pairs_through_chat_serve_and_its_hugging_face_export(sft_run,
+                                                                                                   tmp_path):
+    """The issue's end to end: the same checkpoint, asked each question in a conversation of its own,
+    answers it exactly (greedy) through `babyllama chat` from a pipe, `serve --stdio` and transformers."""
+    torch = pytest.importorskip("torch", reason="torch (the dev extra) runs transformers' Llama")
+    from test_serve import ServerProcess
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    run, _ = sft_run
+    checkpoint = run / "checkpoints" / f"step_{SFT_STEPS:07d}"
+    questions, answers = [q for q, _ in PAIRS], [a for _, a in PAIRS]
+
+    lines = [line for question in questions for line in (question, "/reset")]
+    chat = subprocess.run([sys.executable, "-m", "babyllama", "chat", "--ckpt", str(checkpoint), "--temperature", "0",
+                           "--max-new-tokens", "24"], input="".join(f"{line}\n" for line in lines),
+                          capture_output=True, text=True, encoding="utf-8", env=trainer_env(), timeout=WAIT_S)
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.splitlines() == answers
+    assert chat.stderr.count("stopped: eos") == len(PAIRS)
+
+    server = ServerProcess(checkpoint)
+    try:
+        assert server.next_event()["event"] == "ready"
+        for number, question in enumerate(questions):
+            server.send({"op": "generate", "id": number, "messages": [{"role": "user", "content": question}],
+                         "temperature": 0, "max_new_tokens": 24})
+            texts, done = server.until_done(number)
+            assert ("".join(texts), done["stopped"]) == (answers[number], "eos")
+    finally:
+        server.close()
+
+    out = tmp_path / "hf"
+    export = subprocess.run([sys.executable, "-m", "babyllama", "export", "--ckpt", str(checkpoint), "--format", "hf",
+                             "--out", str(out)], capture_output=True, text=True, env=trainer_env(), timeout=WAIT_S)
+    assert export.returncode == 0, export.stderr
+    model = LlamaForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    for question, expected in PAIRS:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                            add_generation_prompt=True)["input_ids"]
+        with torch.no_grad():
+            generated = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                       max_new_tokens=24, do_sample=False)[0, len(ids):].tolist()
+        assert generated[-1] == end
+        assert tokenizer.decode(generated[:-1]) == expected

@@ -127,6 +127,7 @@ def describe_data(dataset: TokenDataset) -> dict:
         })
     return {
         "files": files,
+        "sft": dataset.sft,
         "seq_len": dataset.seq_len,
         "val_fraction": dataset.val_fraction,
         "train_windows": dataset.train_windows,
@@ -490,6 +491,8 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
     if not data_paths:
         raise UserError(f"{run.config_path}: names no token files; give them with --data", field="data")
     dataset = _open_dataset(data_paths, model, train)
+    if args.data:
+        _check_same_kind(run, config, dataset)
     tokenizer_path = args.tokenizer or (config.get("tokenizer") or {}).get("path")
     tokenizer = _choose_tokenizer(Path(tokenizer_path) if tokenizer_path else None, dataset)
     if state is not None:
@@ -518,6 +521,27 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
     init_from = config.get("init_from") if isinstance(config.get("init_from"), dict) else None
     return Plan(run, model, train, tokenizer, dataset, world_size, config.get("preset"), True, checkpoint, state,
                 tuple(notes), init_from)
+
+
+def _check_same_kind(run: RunDir, config: dict, dataset: TokenDataset) -> None:
+    """Refuse to resume a run on data of the other kind than it trained on: a fine-tuning run on text
+    would train unmasked, a pretraining run on conversations would fine-tune without a parent."""
+    recorded = config.get("data") or {}
+    sft = recorded.get("sft")
+    if sft is None:  # a run made before config.json said its data's kind: its first file's, if still there
+        first = next((f.get("path") for f in recorded.get("files", [])), None)
+        if first is None or not Path(first).is_file():
+            return
+        sft = is_sft_data(first)
+    given = dataset.files[0].path
+    if sft and not dataset.sft:
+        raise UserError(f"{given}: a pretraining token file (text, no loss mask), but {run.path} fine-tunes on SFT "
+                        "token files (conversations with a loss mask); resume it with SFT files (or without --data), "
+                        "or pretrain on this file in a run of its own", field="data")
+    if dataset.sft and not sft:
+        raise UserError(f"{given}: an SFT token file (conversations with a loss mask), but {run.path} pretrains on "
+                        f"text; fine-tune on it in a run of its own: `babyllama train --run NEW --init-from {run.path} "
+                        f"--data {given}`", field="data")
 
 
 def train_arguments(

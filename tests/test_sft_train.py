@@ -250,6 +250,35 @@ def test_resuming_a_fine_tuning_run_without_a_checkpoint_whose_parent_is_gone_sa
         "--init-from another checkpoint")
 
 
+@pytest.mark.parametrize("kind", ["fine-tuning", "pretraining", "fine-tuning, recorded without its data's kind"])
+def test_resuming_with_data_of_the_other_kind_is_refused_in_one_line(tmp_path, sp_tokenizer, sft_file, corpus_tokens,
+                                                                   kind):
+    """A fine-tuning run resumed on pretraining text would train unmasked, and a pretraining run resumed on
+    conversations would become a fine-tuning run without a parent: both are refused before MindSpore starts."""
+    run = tmp_path / "runs" / "r"
+    if kind.startswith("fine-tuning"):
+        parent = numpy_parent(tmp_path / "runs" / "base", sp_tokenizer, PARENT_MODEL)
+        flags, other = ["--init-from", str(parent), "--data", str(sft_file)], corpus_tokens
+        expected = (f"babyllama train: error: {corpus_tokens}: a pretraining token file (text, no loss mask), but "
+                    f"{run} fine-tunes on SFT token files (conversations with a loss mask); resume it with SFT files "
+                    "(or without --data), or pretrain on this file in a run of its own")
+    else:
+        flags, other = ["--data", str(corpus_tokens), *SMALL_MODEL], sft_file
+        expected = (f"babyllama train: error: {sft_file}: an SFT token file (conversations with a loss mask), but "
+                    f"{run} pretrains on text; fine-tune on it in a run of its own: `babyllama train --run NEW "
+                    f"--init-from {run} --data {sft_file}`")
+    plan = planning.plan_training(parse("--run", str(run), *flags, "--max_steps", "4", "--warmup_iters", "1"),
+                                  world_size=1)
+    config = plan.config()
+    if "without" in kind:  # as runs made before config.json said it
+        del config["data"]["sft"]
+    RunDir(run).create(config)
+    done = babyllama_train(run, "--resume", "--data", str(other), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == expected
+    assert not (run / "status.json").exists()
+
+
 def test_init_from_is_repeated_for_a_launched_trainer(tmp_path, sft_file):
     from babyllama import train_command
 

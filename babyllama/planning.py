@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ from babyllama.data import (
 )
 from babyllama.devices import MIB, AcceleratorReading, host_memory_mb
 from babyllama.errors import UserError
+from babyllama.hf import HF_CONFIG_FILE, hf_weight_files, is_hf_folder, model_config_from_hf
 from babyllama.msrun_env import expected_rank, expected_world_size
 from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, RunDir, effective_state, stop_it_first
 from babyllama.tokenizer import Tokenizer, load_tokenizer, tokenizer_location
@@ -352,7 +354,10 @@ def fresh_schedule(train: TrainConfig) -> TrainConfig:
 
 
 def read_parent(given: Path) -> Parent:
-    """The checkpoint `--init-from` names (a run directory: its latest), complete and readable."""
+    """The checkpoint `--init-from` names (a run directory: its latest), complete and readable, or a
+    Hugging Face Llama folder (`babyllama export --format hf`'s) with its tokenizer."""
+    if is_hf_folder(given):
+        return _read_hf_parent(Path(given))
     folder = find_checkpoint(given)
     problem = checkpoint_problem(folder)
     if problem:
@@ -365,6 +370,31 @@ def read_parent(given: Path) -> Parent:
         raise UserError(f"{folder / CONFIG_FILE}: has no [model] and [train] sections; is this a babyllama "
                         "checkpoint?", field="init_from") from None
     return Parent(Checkpoint(state["step"], folder), model, train, config)
+
+
+def _read_hf_parent(folder: Path) -> Parent:
+    """A Hugging Face folder as a parent: its shape from config.json, its tokenizer from the files beside
+    the weights (the fingerprint the data's must have), default training settings; the weights are read
+    when the trainer starts."""
+    folder = folder.absolute()
+    config_path = folder / HF_CONFIG_FILE
+    try:
+        model = model_config_from_hf(json.loads(config_path.read_text(encoding="utf-8")), config_path)
+        hf_weight_files(folder)
+        tokenizer = load_tokenizer(folder)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--init-from {config_path}:{e.lineno}: not valid JSON ({e.msg})", field="init_from") from None
+    except UserError as e:
+        raise UserError(f"--init-from {folder}: {str(e).removeprefix(f'{folder}: ')}", field="init_from") from None
+    config = {"model": dataclasses.asdict(model), "tokenizer": tokenizer.describe(), "source": "huggingface"}
+    return Parent(Checkpoint(None, folder), model, TrainConfig(), config)
+
+
+def parent_problem(folder: Path) -> str | None:
+    """Why a fine-tuning run's recorded parent cannot start it again, or None."""
+    if not folder.is_dir():
+        return f"{folder} is gone"
+    return None if is_hf_folder(folder) else checkpoint_problem(folder)
 
 
 def check_parent_fits(parent: Parent, model: ModelConfig, tokenizer: Tokenizer) -> None:
@@ -477,8 +507,7 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
                 "checkpoint first); a resumed run keeps its model's shape: drop those flags, or start a new run"
             )
     elif isinstance(config.get("init_from"), dict):
-        parent = Path(str(config["init_from"].get("checkpoint")))
-        problem = checkpoint_problem(parent) if parent.is_dir() else f"{parent} is gone"
+        problem = parent_problem(Path(str(config["init_from"].get("checkpoint"))))
         if problem:
             raise UserError(f"{run.path} has no checkpoint yet, so it would start again from its parent, but "
                             f"{problem}; start a new fine-tuning run with --init-from another checkpoint")

@@ -7,6 +7,7 @@ Slow tests share one pretrained parent and one uninterrupted fine-tuning run of 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import signal
@@ -248,6 +249,65 @@ def test_resuming_a_fine_tuning_run_without_a_checkpoint_whose_parent_is_gone_sa
         f"babyllama train: error: {run} has no checkpoint yet, so it would start again from its parent, but "
         f"{(parent / 'checkpoints' / 'step_0000005').resolve()} is gone; start a new fine-tuning run with "
         "--init-from another checkpoint")
+
+
+def hf_parent(folder: Path, parent_run: Path, tokenizer_dir: Path | None) -> Path:
+    """The latest checkpoint of `parent_run` as a Hugging Face folder, written with babyllama.hf as export
+    writes one, with the files of the tokenizer folder `tokenizer_dir` (None: no tokenizer)."""
+    from safetensors.numpy import save_file
+
+    from babyllama.checkpoint import load_model_for_inference
+    from babyllama.hf import hf_config, hf_weights
+
+    loaded = load_model_for_inference(parent_run)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(hf_config(loaded.cfg, None)), encoding="utf-8")
+    save_file(hf_weights(loaded.cfg, loaded.weights), str(folder / "model.safetensors"))
+    for path in tokenizer_dir.iterdir() if tokenizer_dir else ():
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_a_fine_tuning_run_may_start_from_a_hugging_face_export(tmp_path, sp_tokenizer, sp_tokenizer_dir, sft_file):
+    parent = numpy_parent(tmp_path / "runs" / "base", sp_tokenizer, PARENT_MODEL)
+    hf = hf_parent(tmp_path / "exports" / "base-hf", parent, sp_tokenizer_dir)
+    plan = planning.plan_training(parse("--run", str(tmp_path / "runs" / "sft"), "--init-from", str(hf),
+                                        "--data", str(sft_file), "--max_steps", "10", "--warmup_iters", "2"),
+                                  world_size=1)
+    # The folder says the feed-forward width, for which the smallest multiple_of that gives it is taken.
+    assert plan.model.hidden_dim == PARENT_MODEL.hidden_dim
+    assert dataclasses.replace(plan.model, multiple_of=PARENT_MODEL.multiple_of) == PARENT_MODEL
+    assert plan.train.max_steps == 10
+    assert plan.init_from == {"run": None, "checkpoint": str(hf.resolve()), "step": None}
+    with pytest.raises(UserError, match=r"the model.s shape differs from the parent.s \(dim: 32 != 64"):
+        planning.plan_training(parse("--run", str(tmp_path / "runs" / "sft"), "--init-from", str(hf),
+                                     "--data", str(sft_file), "--dim", "64"), world_size=1)
+    # Resumed before its first checkpoint, the run starts again from the folder.
+    RunDir(tmp_path / "runs" / "sft").create(plan.config())
+    resumed = planning.plan_training(parse("--run", str(tmp_path / "runs" / "sft"), "--resume"), world_size=1)
+    assert resumed.init_from == plan.init_from and str(hf.resolve()) in resumed.notes[0]
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("no tokenizer", "base-hf: no tokenizer here"),
+    ("another tokenizer", "the parent was trained with tokenizer chatglm"),
+    ("no weights", "base-hf: has no model.safetensors"),
+])
+def test_a_hugging_face_parent_that_cannot_start_the_run_is_refused_in_one_line(tmp_path, sp_tokenizer,
+                                                                               sp_tokenizer_dir, sft_file,
+                                                                               chatglm_shaped_dir, case, expected):
+    parent = numpy_parent(tmp_path / "runs" / "base", sp_tokenizer, PARENT_MODEL)
+    tokenizer = {"no tokenizer": None, "another tokenizer": chatglm_shaped_dir}.get(case, sp_tokenizer_dir)
+    hf = hf_parent(tmp_path / "exports" / "base-hf", parent, tokenizer)
+    if case == "no weights":
+        (hf / "model.safetensors").unlink()
+    run = tmp_path / "runs" / "sft"
+    done = babyllama_train(run, "--init-from", str(hf), "--data", str(sft_file), "--max_steps", "4",
+                           "--warmup_iters", "1", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"babyllama train: error: --init-from {hf}") and expected in line, line
+    assert not run.exists()
 
 
 @pytest.mark.parametrize("kind", ["fine-tuning", "pretraining", "fine-tuning, recorded without its data's kind"])
@@ -498,3 +558,27 @@ def test_the_fine_tuned_checkpoint_answers_its_pairs_through_chat_serve_and_its_
                                        max_new_tokens=24, do_sample=False)[0, len(ids):].tolist()
         assert generated[-1] == end
         assert tokenizer.decode(generated[:-1]) == expected
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_the_parents_hugging_face_export_starts_from_the_same_weights(tmp_path, sft_run,
+                                                                                        parent_run, sft_file):
+    pytest.importorskip("torch", reason="the export's tokenizer conversion is checked with the dev extra")
+    export = tmp_path / "base-hf"
+    done = subprocess.run([sys.executable, "-m", "babyllama", "export", "--ckpt", str(parent_run), "--format", "hf",
+                           "--out", str(export)], capture_output=True, text=True, env=trainer_env(), timeout=WAIT_S)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "runs" / "from-hf"
+    done = babyllama_train(run, "--init-from", str(export), "--data", str(sft_file), *SFT_FLAGS, "--max_steps", "1",
+                           "--warmup_iters", "0", "--sample_tokens", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"fine-tuning from {export.resolve()} (a Hugging Face folder)" in done.stdout
+    # The evaluation at step 0 scores the parent's weights, read back from the export, as the run from the
+    # parent's own checkpoint scored them.
+    reference, _ = sft_run
+    step0 = [next(row["val_loss"] for row in rows_of(path) if row["kind"] == "eval" and row["step"] == 0)
+             for path in (run, reference)]
+    assert step0[0] == pytest.approx(step0[1], rel=1e-6)
+    shown = subprocess.run([sys.executable, "-m", "babyllama", "runs", "show", str(run)], capture_output=True,
+                           text=True, env=trainer_env(), check=True).stdout
+    assert "parent      the Hugging Face folder /" in shown

@@ -218,7 +218,7 @@ def new_run_problems(files: Sequence[TokenFile], model: ModelConfig | None, toke
         problems += _problem("data", check_one_kind, files)
         problems += _problem("data", check_same_tokenizer, files)
     if parent is not None and model is not None:
-        problems += _problem("init_from", check_parent_shape, parent, model)
+        problems += parent_shape_problems(parent, model)
     if parent is not None and files:
         problems += _problem("init_from", check_parent_data, parent, files)
     if files and model is not None:
@@ -411,6 +411,16 @@ def check_parent_shape(parent: Parent, model: ModelConfig) -> None:
             f"--init-from {parent.checkpoint.path}: the model's shape differs from the parent's ({'; '.join(differences)}, "
             "parent first); a fine-tuning run keeps its parent's shape: drop those flags", field="init_from"
         )
+
+
+def parent_shape_problems(parent: Parent, model: ModelConfig) -> list[UserError]:
+    """check_parent_shape's refusal as the new-run form shows it: on each field that differs, in one line."""
+    return [
+        UserError(f"the parent's is {format_value(getattr(parent.model, f.name))}: a fine-tuning run keeps its "
+                  "parent's shape", field=f"model.{f.name}")
+        for f in dataclasses.fields(ModelConfig)
+        if f.name not in RESUMABLE_MODEL_FIELDS and getattr(parent.model, f.name) != getattr(model, f.name)
+    ]
 
 
 def check_parent_data(parent: Parent, files: Sequence[TokenFile]) -> None:

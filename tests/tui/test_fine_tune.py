@@ -159,9 +159,10 @@ def test_the_form_shows_the_engines_refusals_of_a_fine_tuning_run(project, sp_to
     assert check.errors == {} and check.plan is not None
     assert check.plan.args[check.plan.args.index("--init-from") + 1] == str((runs / "base").resolve())
 
-    check = check_form(form_values(project, ["qa.bin"], "out/runs/base", **{"model.dim": "64"}), runs, project)
-    assert check.errors["init_from"].endswith("the model's shape differs from the parent's (dim: 32 != 64, parent "
-                                              "first); a fine-tuning run keeps its parent's shape: drop those flags")
+    check = check_form(form_values(project, ["qa.bin"], "out/runs/base", **{"model.dim": "64", "model.n_layers": "3"}),
+                       runs, project)
+    assert check.errors == {"model.dim": "the parent's is 32: a fine-tuning run keeps its parent's shape",
+                            "model.n_layers": "the parent's is 2: a fine-tuning run keeps its parent's shape"}
 
     check = check_form(form_values(project, ["qa.bin", "sanguo.bin"], "out/runs/base"), runs, project)
     assert check.errors["data"].startswith(f"{project / 'data' / 'sanguo.bin'}: a pretraining token file (text, no "
@@ -206,3 +207,19 @@ async def test_sft_data_without_a_parent_warns_and_the_detail_names_a_fine_tunin
         assert form.rows["init_from"].display
         assert screen.form_check.plan is not None, "a warning, not a refusal: the engine trains SFT data from scratch"
         assert form.rows["init_from"].warning.startswith("no parent: the model starts from random weights")
+
+
+async def test_the_forms_shape_refusal_of_a_fine_tuning_run_is_one_line_on_the_field_at_80_columns(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f")
+        screen = await open_form(pilot)
+        form = screen.form
+        await wait_until(pilot, lambda: form.rows["model.dim"].editor.value == "32", "the parent's shape")
+        form.set_value("model.dim", 64)
+        row = form.rows["model.dim"]
+        await wait_until(pilot, lambda: row.error is not None, "the refusal")
+        await pilot.pause()
+        shown = [line.rstrip() for line in (row.note.render_line(y).text for y in range(row.note.size.height))]
+        assert shown == ["the parent's is 32: a fine-tuning run keeps its parent's shape"]
+        assert form.rows["init_from"].error is None

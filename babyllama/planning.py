@@ -612,4 +612,13 @@ def train_arguments(
 
 def plan_training(args: argparse.Namespace, world_size: int | None = None) -> Plan:
     world_size = expected_world_size() if world_size is None else world_size
-    return plan_resume(args, world_size) if args.resume else plan_new_run(args, world_size)
+    plan = plan_resume(args, world_size) if args.resume else plan_new_run(args, world_size)
+    if plan.dataset.val_windows == 0:
+        if plan.train.eval_only:
+            raise UserError("train.eval_only: there is nothing to evaluate, val_fraction 0 holds no window out; "
+                            "give a val_fraction above 0, or score the data with `babyllama eval`",
+                            field="train.eval_only")
+        plan = dataclasses.replace(plan, notes=(*plan.notes, "val_fraction 0 holds no window out: the run trains "
+                                                             "without evaluating (samples still come every "
+                                                             "eval_interval steps)"))
+    return plan

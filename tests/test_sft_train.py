@@ -582,3 +582,31 @@ def test_fine_tuning_from_the_parents_hugging_face_export_starts_from_the_same_w
     shown = subprocess.run([sys.executable, "-m", "babyllama", "runs", "show", str(run)], capture_output=True,
                            text=True, env=trainer_env(), check=True).stdout
     assert "parent      the Hugging Face folder /" in shown
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["pretraining", "fine-tuning"])
+def test_val_fraction_0_trains_without_evaluating(tmp_path, sp_tokenizer, corpus_tokens, sft_file, stage):
+    """No held-out windows: no eval row, the run finishes, for a fine-tuning run as for pretraining."""
+    run = tmp_path / "runs" / stage
+    if stage == "pretraining":
+        flags = ["--data", str(corpus_tokens), *SMALL_MODEL]
+    else:
+        flags = ["--init-from", str(numpy_parent(tmp_path / "runs" / "base", sp_tokenizer, PARENT_MODEL)),
+                 "--data", str(sft_file)]
+    done = babyllama_train(run, *flags, "--val_fraction", "0", "--max_steps", "2", "--warmup_iters", "1",
+                           "--eval_interval", "1", "--log_interval", "1", "--sample_tokens", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "note: val_fraction 0 holds no window out: the run trains without evaluating" in done.stdout
+    assert RunDir(run).read_status()["state"] == "finished"
+    rows = rows_of(run)
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
+    assert not [r for r in rows if r["kind"] == "eval"]
+    assert [r["step"] for r in rows if r["kind"] == "sample"] == [0, 1, 2]
+    # Evaluating alone has nothing to score: refused before MindSpore starts.
+    done = babyllama_train(run.with_name("eval"), *flags, "--val_fraction", "0", "--eval_only", "true",
+                           "--max_steps", "2", "--warmup_iters", "1", cwd=tmp_path)
+    assert done.returncode == 2 and not run.with_name("eval").exists()
+    assert done.stderr.strip().splitlines() == [
+        "babyllama train: error: train.eval_only: there is nothing to evaluate, val_fraction 0 holds no window out; "
+        "give a val_fraction above 0, or score the data with `babyllama eval`"]

@@ -106,17 +106,21 @@ def load_checkpoint(trainer, checkpoint: Path) -> None:
 
 
 def load_weights(trainer, checkpoint: Path) -> None:
-    """Only the weights of a checkpoint into `trainer`: a fine-tuning run's start (`--init-from`), whose
-    optimizer state, step count and dropout counters stay new."""
+    """Only the weights of a checkpoint (or of a Hugging Face folder) into `trainer`: a fine-tuning run's
+    start (`--init-from`), whose optimizer state, step count and dropout counters stay new."""
     import mindspore as ms
 
     from babyllama.dropout import DRAWS_SUFFIX
 
-    path = checkpoint / WEIGHTS_FILE
-    try:
-        params = ms.load_checkpoint(str(path), format="safetensors")
-    except Exception as e:  # MindSpore reports unreadable files with several exception types
-        raise UserError(f"{path}: cannot be read ({describe_failure(e)})") from None
+    if is_hf_folder(checkpoint):
+        _, weights, _ = read_hf_folder(checkpoint)
+        params = {name: ms.Parameter(ms.Tensor(w), name=name) for name, w in weights.items()}
+    else:
+        path = checkpoint / WEIGHTS_FILE
+        try:
+            params = ms.load_checkpoint(str(path), format="safetensors")
+        except Exception as e:  # MindSpore reports unreadable files with several exception types
+            raise UserError(f"{path}: cannot be read ({describe_failure(e)})") from None
     not_loaded, _ = ms.load_param_into_net(trainer.model, params)
     missing = [n for n in not_loaded if not n.endswith(DRAWS_SUFFIX)]
     if missing:

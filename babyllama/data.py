@@ -566,6 +566,19 @@ def trained_windows(mask: np.ndarray, seq_len: int, chunk_tokens: int = 1 << 24)
     return np.concatenate(found)
 
 
+def counted_windows(token_file: TokenFile, seq_len: int) -> int:
+    """The windows a dataset counts in a file: all of them, or of an SFT file those whose targets hold a
+    trained token (the only ones drawn), as TokenDataset and SftDataset count them."""
+    if token_file.mask_path is None:
+        return max(0, (token_file.n_tokens - 1) // seq_len)
+    return len(trained_windows(token_file.open_mask(), seq_len))
+
+
+def training_windows(windows: Sequence[int], val_fraction: float) -> int:
+    """Of files giving `windows` windows each, those left for training once the held-out share is taken."""
+    return sum(windows) - sum(_allocate_validation(windows, val_fraction))
+
+
 def split_inputs_targets(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) from windows: y is x shifted by one token."""
     return np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])

@@ -227,7 +227,8 @@ def read_safetensors(path: Path, names: set[str] | None = None) -> dict[str, np.
     return out
 
 
-def _weight_files(folder: Path) -> list[Path]:
+def hf_weight_files(folder: Path) -> list[Path]:
+    """The folder's safetensors files (one, or those its index names); refused when it has none."""
     if (folder / HF_WEIGHTS_FILE).is_file():
         return [folder / HF_WEIGHTS_FILE]
     index = folder / HF_WEIGHTS_INDEX_FILE
@@ -253,7 +254,7 @@ def read_hf_folder(folder: str | Path) -> tuple[ModelConfig, dict[str, np.ndarra
     cfg = model_config_from_hf(config, config_path)
     names = {name: hf_name(name) for name in expected_weight_names(cfg)}
     stored = {}
-    for path in _weight_files(folder):
+    for path in hf_weight_files(folder):
         stored.update(read_safetensors(path, set(names.values()) | {HF_OUTPUT_NAME}))
     weights = {}
     for ours, theirs in names.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ from babyllama.data import (
 )
 from babyllama.devices import MIB, AcceleratorReading, host_memory_mb
 from babyllama.errors import UserError
+from babyllama.hf import HF_CONFIG_FILE, hf_weight_files, is_hf_folder, model_config_from_hf
 from babyllama.msrun_env import expected_rank, expected_world_size
 from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, RunDir, effective_state, stop_it_first
 from babyllama.tokenizer import Tokenizer, load_tokenizer, tokenizer_location
@@ -127,6 +129,7 @@ def describe_data(dataset: TokenDataset) -> dict:
         })
     return {
         "files": files,
+        "sft": dataset.sft,
         "seq_len": dataset.seq_len,
         "val_fraction": dataset.val_fraction,
         "train_windows": dataset.train_windows,
@@ -215,7 +218,7 @@ def new_run_problems(files: Sequence[TokenFile], model: ModelConfig | None, toke
         problems += _problem("data", check_one_kind, files)
         problems += _problem("data", check_same_tokenizer, files)
     if parent is not None and model is not None:
-        problems += _problem("init_from", check_parent_shape, parent, model)
+        problems += parent_shape_problems(parent, model)
     if parent is not None and files:
         problems += _problem("init_from", check_parent_data, parent, files)
     if files and model is not None:
@@ -351,7 +354,10 @@ def fresh_schedule(train: TrainConfig) -> TrainConfig:
 
 
 def read_parent(given: Path) -> Parent:
-    """The checkpoint `--init-from` names (a run directory: its latest), complete and readable."""
+    """The checkpoint `--init-from` names (a run directory: its latest), complete and readable, or a
+    Hugging Face Llama folder (`babyllama export --format hf`'s) with its tokenizer."""
+    if is_hf_folder(given):
+        return _read_hf_parent(Path(given))
     folder = find_checkpoint(given)
     problem = checkpoint_problem(folder)
     if problem:
@@ -364,6 +370,31 @@ def read_parent(given: Path) -> Parent:
         raise UserError(f"{folder / CONFIG_FILE}: has no [model] and [train] sections; is this a babyllama "
                         "checkpoint?", field="init_from") from None
     return Parent(Checkpoint(state["step"], folder), model, train, config)
+
+
+def _read_hf_parent(folder: Path) -> Parent:
+    """A Hugging Face folder as a parent: its shape from config.json, its tokenizer from the files beside
+    the weights (the fingerprint the data's must have), default training settings; the weights are read
+    when the trainer starts."""
+    folder = folder.absolute()
+    config_path = folder / HF_CONFIG_FILE
+    try:
+        model = model_config_from_hf(json.loads(config_path.read_text(encoding="utf-8")), config_path)
+        hf_weight_files(folder)
+        tokenizer = load_tokenizer(folder)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--init-from {config_path}:{e.lineno}: not valid JSON ({e.msg})", field="init_from") from None
+    except UserError as e:
+        raise UserError(f"--init-from {folder}: {str(e).removeprefix(f'{folder}: ')}", field="init_from") from None
+    config = {"model": dataclasses.asdict(model), "tokenizer": tokenizer.describe(), "source": "huggingface"}
+    return Parent(Checkpoint(None, folder), model, TrainConfig(), config)
+
+
+def parent_problem(folder: Path) -> str | None:
+    """Why a fine-tuning run's recorded parent cannot start it again, or None."""
+    if not folder.is_dir():
+        return f"{folder} is gone"
+    return None if is_hf_folder(folder) else checkpoint_problem(folder)
 
 
 def check_parent_fits(parent: Parent, model: ModelConfig, tokenizer: Tokenizer) -> None:
@@ -380,6 +411,16 @@ def check_parent_shape(parent: Parent, model: ModelConfig) -> None:
             f"--init-from {parent.checkpoint.path}: the model's shape differs from the parent's ({'; '.join(differences)}, "
             "parent first); a fine-tuning run keeps its parent's shape: drop those flags", field="init_from"
         )
+
+
+def parent_shape_problems(parent: Parent, model: ModelConfig) -> list[UserError]:
+    """check_parent_shape's refusal as the new-run form shows it: on each field that differs, in one line."""
+    return [
+        UserError(f"the parent's is {format_value(getattr(parent.model, f.name))}: a fine-tuning run keeps its "
+                  "parent's shape", field=f"model.{f.name}")
+        for f in dataclasses.fields(ModelConfig)
+        if f.name not in RESUMABLE_MODEL_FIELDS and getattr(parent.model, f.name) != getattr(model, f.name)
+    ]
 
 
 def check_parent_data(parent: Parent, files: Sequence[TokenFile]) -> None:
@@ -476,8 +517,7 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
                 "checkpoint first); a resumed run keeps its model's shape: drop those flags, or start a new run"
             )
     elif isinstance(config.get("init_from"), dict):
-        parent = Path(str(config["init_from"].get("checkpoint")))
-        problem = checkpoint_problem(parent) if parent.is_dir() else f"{parent} is gone"
+        problem = parent_problem(Path(str(config["init_from"].get("checkpoint"))))
         if problem:
             raise UserError(f"{run.path} has no checkpoint yet, so it would start again from its parent, but "
                             f"{problem}; start a new fine-tuning run with --init-from another checkpoint")
@@ -490,6 +530,8 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
     if not data_paths:
         raise UserError(f"{run.config_path}: names no token files; give them with --data", field="data")
     dataset = _open_dataset(data_paths, model, train)
+    if args.data:
+        _check_same_kind(run, config, dataset)
     tokenizer_path = args.tokenizer or (config.get("tokenizer") or {}).get("path")
     tokenizer = _choose_tokenizer(Path(tokenizer_path) if tokenizer_path else None, dataset)
     if state is not None:
@@ -518,6 +560,27 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
     init_from = config.get("init_from") if isinstance(config.get("init_from"), dict) else None
     return Plan(run, model, train, tokenizer, dataset, world_size, config.get("preset"), True, checkpoint, state,
                 tuple(notes), init_from)
+
+
+def _check_same_kind(run: RunDir, config: dict, dataset: TokenDataset) -> None:
+    """Refuse to resume a run on data of the other kind than it trained on: a fine-tuning run on text
+    would train unmasked, a pretraining run on conversations would fine-tune without a parent."""
+    recorded = config.get("data") or {}
+    sft = recorded.get("sft")
+    if sft is None:  # a run made before config.json said its data's kind: its first file's, if still there
+        first = next((f.get("path") for f in recorded.get("files", [])), None)
+        if first is None or not Path(first).is_file():
+            return
+        sft = is_sft_data(first)
+    given = dataset.files[0].path
+    if sft and not dataset.sft:
+        raise UserError(f"{given}: a pretraining token file (text, no loss mask), but {run.path} fine-tunes on SFT "
+                        "token files (conversations with a loss mask); resume it with SFT files (or without --data), "
+                        "or pretrain on this file in a run of its own", field="data")
+    if dataset.sft and not sft:
+        raise UserError(f"{given}: an SFT token file (conversations with a loss mask), but {run.path} pretrains on "
+                        f"text; fine-tune on it in a run of its own: `babyllama train --run NEW --init-from {run.path} "
+                        f"--data {given}`", field="data")
 
 
 def train_arguments(
@@ -549,4 +612,13 @@ def train_arguments(
 
 def plan_training(args: argparse.Namespace, world_size: int | None = None) -> Plan:
     world_size = expected_world_size() if world_size is None else world_size
-    return plan_resume(args, world_size) if args.resume else plan_new_run(args, world_size)
+    plan = plan_resume(args, world_size) if args.resume else plan_new_run(args, world_size)
+    if plan.dataset.val_windows == 0:
+        if plan.train.eval_only:
+            raise UserError("train.eval_only: there is nothing to evaluate, val_fraction 0 holds no window out; "
+                            "give a val_fraction above 0, or score the data with `babyllama eval`",
+                            field="train.eval_only")
+        plan = dataclasses.replace(plan, notes=(*plan.notes, "val_fraction 0 holds no window out: the run trains "
+                                                             "without evaluating (samples still come every "
+                                                             "eval_interval steps)"))
+    return plan

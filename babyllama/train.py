@@ -566,6 +566,12 @@ class Training:
               f"grad {grad_norm:.3f}  {speed}  rss {_format_mib(mem['rss_mb'])}", flush=True)
 
     def _evaluate(self) -> None:
+        """The validation loss (none without held-out windows: val_fraction 0), then the sample."""
+        if self.dataset.val_windows:
+            self._validate()
+        self._sample()
+
+    def _validate(self) -> None:
         cfg = self.train_cfg
         began = time.perf_counter()
         val_loss = validation_loss(self.trainer.eval_loss, self.dataset, cfg.batch_size, cfg.eval_iters).loss
@@ -584,6 +590,8 @@ class Training:
         alert = self.overfitting.add_eval(self.step, val_loss, epochs)
         if alert is not None:
             self.run.append_alert(step=self.step, alert="overfitting", action="none", **alert)
+
+    def _sample(self) -> None:
         if self.text_sampler is None:
             return
         began = time.perf_counter()

@@ -183,8 +183,10 @@ def run(args: argparse.Namespace) -> int:
               f"of {plan.model.max_seq_len} tokens from {len(plan.dataset.files)} file(s); tokenizer "
               f"{plan.tokenizer.name} ({plan.tokenizer.kind}, vocab {plan.tokenizer.vocab_size:,})", flush=True)
         if plan.init_from is not None:
-            print(f"fine-tuning from {plan.init_from['checkpoint']} (step {plan.init_from['step']:,}); the loss "
-                  "counts the trained (answer) tokens only", flush=True)
+            step = plan.init_from["step"]
+            at = "a Hugging Face folder" if step is None else f"step {step:,}"
+            print(f"fine-tuning from {plan.init_from['checkpoint']} ({at}); the loss counts the trained (answer) "
+                  "tokens only", flush=True)
     return Training(plan, stop)()
 
 

@@ -7,6 +7,7 @@ Slow tests share one pretrained parent and one uninterrupted fine-tuning run of 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import signal
@@ -250,6 +251,94 @@ def test_resuming_a_fine_tuning_run_without_a_checkpoint_whose_parent_is_gone_sa
         "--init-from another checkpoint")
 
 
+def hf_parent(folder: Path, parent_run: Path, tokenizer_dir: Path | None) -> Path:
+    """The latest checkpoint of `parent_run` as a Hugging Face folder, written with babyllama.hf as export
+    writes one, with the files of the tokenizer folder `tokenizer_dir` (None: no tokenizer)."""
+    from safetensors.numpy import save_file
+
+    from babyllama.checkpoint import load_model_for_inference
+    from babyllama.hf import hf_config, hf_weights
+
+    loaded = load_model_for_inference(parent_run)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(hf_config(loaded.cfg, None)), encoding="utf-8")
+    save_file(hf_weights(loaded.cfg, loaded.weights), str(folder / "model.safetensors"))
+    for path in tokenizer_dir.iterdir() if tokenizer_dir else ():
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_a_fine_tuning_run_may_start_from_a_hugging_face_export(tmp_path, sp_tokenizer, sp_tokenizer_dir, sft_file):
+    parent = numpy_parent(tmp_path / "runs" / "base", sp_tokenizer, PARENT_MODEL)
+    hf = hf_parent(tmp_path / "exports" / "base-hf", parent, sp_tokenizer_dir)
+    plan = planning.plan_training(parse("--run", str(tmp_path / "runs" / "sft"), "--init-from", str(hf),
+                                        "--data", str(sft_file), "--max_steps", "10", "--warmup_iters", "2"),
+                                  world_size=1)
+    # The folder says the feed-forward width, for which the smallest multiple_of that gives it is taken.
+    assert plan.model.hidden_dim == PARENT_MODEL.hidden_dim
+    assert dataclasses.replace(plan.model, multiple_of=PARENT_MODEL.multiple_of) == PARENT_MODEL
+    assert plan.train.max_steps == 10
+    assert plan.init_from == {"run": None, "checkpoint": str(hf.resolve()), "step": None}
+    with pytest.raises(UserError, match=r"the model.s shape differs from the parent.s \(dim: 32 != 64"):
+        planning.plan_training(parse("--run", str(tmp_path / "runs" / "sft"), "--init-from", str(hf),
+                                     "--data", str(sft_file), "--dim", "64"), world_size=1)
+    # Resumed before its first checkpoint, the run starts again from the folder.
+    RunDir(tmp_path / "runs" / "sft").create(plan.config())
+    resumed = planning.plan_training(parse("--run", str(tmp_path / "runs" / "sft"), "--resume"), world_size=1)
+    assert resumed.init_from == plan.init_from and str(hf.resolve()) in resumed.notes[0]
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("no tokenizer", "base-hf: no tokenizer here"),
+    ("another tokenizer", "the parent was trained with tokenizer chatglm"),
+    ("no weights", "base-hf: has no model.safetensors"),
+])
+def test_a_hugging_face_parent_that_cannot_start_the_run_is_refused_in_one_line(tmp_path, sp_tokenizer,
+                                                                               sp_tokenizer_dir, sft_file,
+                                                                               chatglm_shaped_dir, case, expected):
+    parent = numpy_parent(tmp_path / "runs" / "base", sp_tokenizer, PARENT_MODEL)
+    tokenizer = {"no tokenizer": None, "another tokenizer": chatglm_shaped_dir}.get(case, sp_tokenizer_dir)
+    hf = hf_parent(tmp_path / "exports" / "base-hf", parent, tokenizer)
+    if case == "no weights":
+        (hf / "model.safetensors").unlink()
+    run = tmp_path / "runs" / "sft"
+    done = babyllama_train(run, "--init-from", str(hf), "--data", str(sft_file), "--max_steps", "4",
+                           "--warmup_iters", "1", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"babyllama train: error: --init-from {hf}") and expected in line, line
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("kind", ["fine-tuning", "pretraining", "fine-tuning, recorded without its data's kind"])
+def test_resuming_with_data_of_the_other_kind_is_refused_in_one_line(tmp_path, sp_tokenizer, sft_file, corpus_tokens,
+                                                                   kind):
+    """A fine-tuning run resumed on pretraining text would train unmasked, and a pretraining run resumed on
+    conversations would become a fine-tuning run without a parent: both are refused before MindSpore starts."""
+    run = tmp_path / "runs" / "r"
+    if kind.startswith("fine-tuning"):
+        parent = numpy_parent(tmp_path / "runs" / "base", sp_tokenizer, PARENT_MODEL)
+        flags, other = ["--init-from", str(parent), "--data", str(sft_file)], corpus_tokens
+        expected = (f"babyllama train: error: {corpus_tokens}: a pretraining token file (text, no loss mask), but "
+                    f"{run} fine-tunes on SFT token files (conversations with a loss mask); resume it with SFT files "
+                    "(or without --data), or pretrain on this file in a run of its own")
+    else:
+        flags, other = ["--data", str(corpus_tokens), *SMALL_MODEL], sft_file
+        expected = (f"babyllama train: error: {sft_file}: an SFT token file (conversations with a loss mask), but "
+                    f"{run} pretrains on text; fine-tune on it in a run of its own: `babyllama train --run NEW "
+                    f"--init-from {run} --data {sft_file}`")
+    plan = planning.plan_training(parse("--run", str(run), *flags, "--max_steps", "4", "--warmup_iters", "1"),
+                                  world_size=1)
+    config = plan.config()
+    if "without" in kind:  # as runs made before config.json said it
+        del config["data"]["sft"]
+    RunDir(run).create(config)
+    done = babyllama_train(run, "--resume", "--data", str(other), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == expected
+    assert not (run / "status.json").exists()
+
+
 def test_init_from_is_repeated_for_a_launched_trainer(tmp_path, sft_file):
     from babyllama import train_command
 
@@ -420,3 +509,104 @@ def test_two_msrun_workers_fine_tune_as_one_batch_weighted_by_their_trained_targ
     assert last["step"] == steps
     assert last["loss"] == pytest.approx((loss0 * c0 + loss1 * c1) / (c0 + c1), rel=1e-5)
     assert last["loss"] != pytest.approx((loss0 + loss1) / 2, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_the_fine_tuned_checkpoint_answers_its_pairs_through_chat_serve_and_its_hugging_face_export(sft_run,
+                                                                                                   tmp_path):
+    """The issue's end to end: the same checkpoint, asked each question in a conversation of its own,
+    answers it exactly (greedy) through `babyllama chat` from a pipe, `serve --stdio` and transformers."""
+    torch = pytest.importorskip("torch", reason="torch (the dev extra) runs transformers' Llama")
+    from test_serve import ServerProcess
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    run, _ = sft_run
+    checkpoint = run / "checkpoints" / f"step_{SFT_STEPS:07d}"
+    questions, answers = [q for q, _ in PAIRS], [a for _, a in PAIRS]
+
+    lines = [line for question in questions for line in (question, "/reset")]
+    chat = subprocess.run([sys.executable, "-m", "babyllama", "chat", "--ckpt", str(checkpoint), "--temperature", "0",
+                           "--max-new-tokens", "24"], input="".join(f"{line}\n" for line in lines),
+                          capture_output=True, text=True, encoding="utf-8", env=trainer_env(), timeout=WAIT_S)
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.splitlines() == answers
+    assert chat.stderr.count("stopped: eos") == len(PAIRS)
+
+    server = ServerProcess(checkpoint)
+    try:
+        assert server.next_event()["event"] == "ready"
+        for number, question in enumerate(questions):
+            server.send({"op": "generate", "id": number, "messages": [{"role": "user", "content": question}],
+                         "temperature": 0, "max_new_tokens": 24})
+            texts, done = server.until_done(number)
+            assert ("".join(texts), done["stopped"]) == (answers[number], "eos")
+    finally:
+        server.close()
+
+    out = tmp_path / "hf"
+    export = subprocess.run([sys.executable, "-m", "babyllama", "export", "--ckpt", str(checkpoint), "--format", "hf",
+                             "--out", str(out)], capture_output=True, text=True, env=trainer_env(), timeout=WAIT_S)
+    assert export.returncode == 0, export.stderr
+    model = LlamaForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    for question, expected in PAIRS:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                            add_generation_prompt=True)["input_ids"]
+        with torch.no_grad():
+            generated = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                       max_new_tokens=24, do_sample=False)[0, len(ids):].tolist()
+        assert generated[-1] == end
+        assert tokenizer.decode(generated[:-1]) == expected
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_the_parents_hugging_face_export_starts_from_the_same_weights(tmp_path, sft_run,
+                                                                                        parent_run, sft_file):
+    pytest.importorskip("torch", reason="the export's tokenizer conversion is checked with the dev extra")
+    export = tmp_path / "base-hf"
+    done = subprocess.run([sys.executable, "-m", "babyllama", "export", "--ckpt", str(parent_run), "--format", "hf",
+                           "--out", str(export)], capture_output=True, text=True, env=trainer_env(), timeout=WAIT_S)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "runs" / "from-hf"
+    done = babyllama_train(run, "--init-from", str(export), "--data", str(sft_file), *SFT_FLAGS, "--max_steps", "1",
+                           "--warmup_iters", "0", "--sample_tokens", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"fine-tuning from {export.resolve()} (a Hugging Face folder)" in done.stdout
+    # The evaluation at step 0 scores the parent's weights, read back from the export, as the run from the
+    # parent's own checkpoint scored them.
+    reference, _ = sft_run
+    step0 = [next(row["val_loss"] for row in rows_of(path) if row["kind"] == "eval" and row["step"] == 0)
+             for path in (run, reference)]
+    assert step0[0] == pytest.approx(step0[1], rel=1e-6)
+    shown = subprocess.run([sys.executable, "-m", "babyllama", "runs", "show", str(run)], capture_output=True,
+                           text=True, env=trainer_env(), check=True).stdout
+    assert "parent      the Hugging Face folder /" in shown
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["pretraining", "fine-tuning"])
+def test_val_fraction_0_trains_without_evaluating(tmp_path, sp_tokenizer, corpus_tokens, sft_file, stage):
+    """No held-out windows: no eval row, the run finishes, for a fine-tuning run as for pretraining."""
+    run = tmp_path / "runs" / stage
+    if stage == "pretraining":
+        flags = ["--data", str(corpus_tokens), *SMALL_MODEL]
+    else:
+        flags = ["--init-from", str(numpy_parent(tmp_path / "runs" / "base", sp_tokenizer, PARENT_MODEL)),
+                 "--data", str(sft_file)]
+    done = babyllama_train(run, *flags, "--val_fraction", "0", "--max_steps", "2", "--warmup_iters", "1",
+                           "--eval_interval", "1", "--log_interval", "1", "--sample_tokens", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "note: val_fraction 0 holds no window out: the run trains without evaluating" in done.stdout
+    assert RunDir(run).read_status()["state"] == "finished"
+    rows = rows_of(run)
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
+    assert not [r for r in rows if r["kind"] == "eval"]
+    assert [r["step"] for r in rows if r["kind"] == "sample"] == [0, 1, 2]
+    # Evaluating alone has nothing to score: refused before MindSpore starts.
+    done = babyllama_train(run.with_name("eval"), *flags, "--val_fraction", "0", "--eval_only", "true",
+                           "--max_steps", "2", "--warmup_iters", "1", cwd=tmp_path)
+    assert done.returncode == 2 and not run.with_name("eval").exists()
+    assert done.stderr.strip().splitlines() == [
+        "babyllama train: error: train.eval_only: there is nothing to evaluate, val_fraction 0 holds no window out; "
+        "give a val_fraction above 0, or score the data with `babyllama eval`"]

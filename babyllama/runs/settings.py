@@ -91,13 +91,16 @@ def _tokenizer_settings(tokenizer: dict) -> str:
 
 def parent_words(config: dict, short: bool = False) -> str | None:
     """A fine-tuning run's parent (config.json's `init_from`): "base at step 1,200 (CHECKPOINT)", or
-    short, "base@1200"; None for a run without one."""
+    short, "base@1200"; a Hugging Face folder (no step) by its name, "the Hugging Face folder FOLDER";
+    None for a run without one."""
     parent = config.get("init_from") if isinstance(config, dict) else None
     if not isinstance(parent, dict):
         return None
     checkpoint = str(parent.get("checkpoint") or "?")
-    name = Path(parent["run"]).name if parent.get("run") else checkpoint
     step = parent.get("step")
+    if step is None:
+        return Path(checkpoint).name if short else f"the Hugging Face folder {checkpoint}"
+    name = Path(parent["run"]).name if parent.get("run") else checkpoint
     if short:
         return f"{name}@{step}"
     return f"{name} at step {_count(step)} ({checkpoint})"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from babyllama import config as cfg
-from babyllama.data import TokenFile, is_sft_data, open_token_file
+from babyllama.data import TokenFile, counted_windows, is_sft_data, open_token_file, training_windows
 from babyllama.errors import UserError
 from babyllama.planning import Parent, fresh_schedule, new_run_problems, read_parent, train_arguments
 from babyllama.runs import RunDir, run_name_problem
@@ -296,8 +296,31 @@ def default_run_name(preset: str, now: float, runs_dir: Path, dated: bool = True
 
 
 def epochs_of(model: cfg.ModelConfig, train: cfg.TrainConfig, files: list[TokenFile], workers: int) -> float | None:
-    """How many passes over the training share of `files` max_steps makes."""
-    tokens = sum(f.n_tokens for f in files) * (1 - train.val_fraction)
-    if tokens <= 0 or not train.max_steps:
+    """How many passes over the training windows of `files` max_steps makes: of SFT files, over the
+    windows that hold an answer token, the only ones a fine-tuning run draws."""
+    if not train.max_steps:
         return None
-    return train.max_steps * cfg.tokens_per_step(model, train, workers) / tokens
+    try:
+        windows = training_windows([_counted_windows(f, model.max_seq_len) for f in files], train.val_fraction)
+    except UserError:  # a mask gone since the file was listed: the listing will say so
+        return None
+    if windows <= 0:
+        return None
+    return train.max_steps * train.batch_size * train.grad_accum * workers / windows
+
+
+# SFT files' counted windows by (mask, tokens, seq_len): each is a pass over the mask.
+_SFT_WINDOWS: dict[tuple[Path, int, int], int] = {}
+SFT_WINDOWS_KEPT = 64
+
+
+def _counted_windows(token_file: TokenFile, seq_len: int) -> int:
+    """counted_windows, an SFT file's kept while the form is edited."""
+    if token_file.mask_path is None:
+        return counted_windows(token_file, seq_len)
+    key = (token_file.mask_path, token_file.n_tokens, seq_len)
+    if key not in _SFT_WINDOWS:
+        if len(_SFT_WINDOWS) >= SFT_WINDOWS_KEPT:
+            _SFT_WINDOWS.clear()
+        _SFT_WINDOWS[key] = counted_windows(token_file, seq_len)
+    return _SFT_WINDOWS[key]

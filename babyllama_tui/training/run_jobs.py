@@ -212,8 +212,9 @@ def job_title(job: JobInfo) -> str:
     return f"{job.kind} {step} on {details.get('data', '?')}"
 
 
-def describe_job(job: JobInfo, root: Path) -> str:
-    """The job in a line: what, on which checkpoint, and how far it got or how it ended."""
+def describe_job(job: JobInfo, root: Path, width: int | None = None) -> str:
+    """The job in a line: what, on which checkpoint, and how far it got or how it ended. A finished
+    evaluation longer than `width` leaves its perplexity out (the loss says it: e to the loss)."""
     what = job_title(job)
     if job.kind == "export":
         target = shown_path(job.output, root) if job.output else ""
@@ -234,9 +235,10 @@ def describe_job(job: JobInfo, root: Path) -> str:
     else:
         if job.state == "finished":
             result = job.result or {}
-            tokens = "answer tokens" if result.get("sft") else "tokens"
-            return (f"{what}: loss {_number(result.get('loss'), '.4f')}, perplexity "
-                    f"{_number(result.get('perplexity'), ',.2f')} over {_number(result.get('tokens'), ',')} {tokens}")
+            loss = f"{what}: loss {_number(result.get('loss'), '.4f')}"
+            tokens = f"{_number(result.get('tokens'), ',')} {'answer tokens' if result.get('sft') else 'tokens'}"
+            line = f"{loss}, perplexity {_number(result.get('perplexity'), ',.2f')} over {tokens}"
+            return line if width is None or len(line) <= width else f"{loss} over {tokens}"
         if job.state in ACTIVE_STATES:
             return _counted(what, job, "windows")
     return f"{what}: {job.state}: {job.reason or 'no reason recorded'}"

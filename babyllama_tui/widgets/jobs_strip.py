@@ -27,14 +27,19 @@ class JobsStrip(Static):
             self.run_path = run_path
             self.refresh_jobs()
 
+    def on_resize(self) -> None:
+        self.refresh_jobs()
+
     def refresh_jobs(self) -> None:
         job, more = shown_job(self.run_path) if self.run_path is not None else (None, 0)
         text = Text()
         if job is not None:
+            more_text = f"  (+{more} more running)" if more else ""
+            # The line's room once shown (none is known while hidden: the resize on showing tells it).
+            width = self.size.width - len("● ") - len(more_text) if self.size.width else None
             text.append("● ", style=STATE_STYLES.get(job.state, ""))
-            text.append(describe_job(job, self.root))
-            if more:
-                text.append(f"  (+{more} more running)", style="dim")
+            text.append(describe_job(job, self.root, width))
+            text.append(more_text, style="dim")
         self.display = job is not None
         if text != self._shown:
             self._shown = text

@@ -47,7 +47,8 @@ def summary_text(check: FormCheck, files: list[TokenFile], fit: MemoryFit | None
         epochs = epochs_of(model, train, files, workers)
         if epochs is not None:
             tokens = sum(f.n_tokens for f in files)
-            text.append(f"\n{train.max_steps:,} steps ≈ {epochs:.2g} epochs of {format_count(tokens)} tokens")
+            what = "the windows with answers" if any(f.mask_path for f in files) else f"{format_count(tokens)} tokens"
+            text.append(f"\n{train.max_steps:,} steps ≈ {epochs:.2g} epochs of {what}")
     if not problems and check.warnings:
         text.append("\n")
         text.append(next(iter(check.warnings.values())), style="yellow")

@@ -159,9 +159,10 @@ def test_the_form_shows_the_engines_refusals_of_a_fine_tuning_run(project, sp_to
     assert check.errors == {} and check.plan is not None
     assert check.plan.args[check.plan.args.index("--init-from") + 1] == str((runs / "base").resolve())
 
-    check = check_form(form_values(project, ["qa.bin"], "out/runs/base", **{"model.dim": "64"}), runs, project)
-    assert check.errors["init_from"].endswith("the model's shape differs from the parent's (dim: 32 != 64, parent "
-                                              "first); a fine-tuning run keeps its parent's shape: drop those flags")
+    check = check_form(form_values(project, ["qa.bin"], "out/runs/base", **{"model.dim": "64", "model.n_layers": "3"}),
+                       runs, project)
+    assert check.errors == {"model.dim": "the parent's is 32: a fine-tuning run keeps its parent's shape",
+                            "model.n_layers": "the parent's is 2: a fine-tuning run keeps its parent's shape"}
 
     check = check_form(form_values(project, ["qa.bin", "sanguo.bin"], "out/runs/base"), runs, project)
     assert check.errors["data"].startswith(f"{project / 'data' / 'sanguo.bin'}: a pretraining token file (text, no "
@@ -206,3 +207,48 @@ async def test_sft_data_without_a_parent_warns_and_the_detail_names_a_fine_tunin
         assert form.rows["init_from"].display
         assert screen.form_check.plan is not None, "a warning, not a refusal: the engine trains SFT data from scratch"
         assert form.rows["init_from"].warning.startswith("no parent: the model starts from random weights")
+
+
+async def test_the_forms_shape_refusal_of_a_fine_tuning_run_is_one_line_on_the_field_at_80_columns(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f")
+        screen = await open_form(pilot)
+        form = screen.form
+        await wait_until(pilot, lambda: form.rows["model.dim"].editor.value == "32", "the parent's shape")
+        form.set_value("model.dim", 64)
+        row = form.rows["model.dim"]
+        await wait_until(pilot, lambda: row.error is not None, "the refusal")
+        await pilot.pause()
+        shown = [line.rstrip() for line in (row.note.render_line(y).text for y in range(row.note.size.height))]
+        assert shown == ["the parent's is 32: a fine-tuning run keeps its parent's shape"]
+        assert form.rows["init_from"].error is None
+
+
+def test_the_forms_epochs_of_an_sft_run_count_the_windows_that_hold_answers(project, sample_jsonl, sp_tokenizer_dir):
+    """An SFT run draws only the windows whose targets hold a trained token: an epoch is those, not every token.
+    Here long questions with short answers leave most windows without one."""
+    from babyllama.data import SftDataset
+    from babyllama_tui.training.new_run import epochs_of
+    from babyllama_tui.widgets.run_summary import summary_text
+
+    text = json.loads(sample_jsonl.read_text(encoding="utf-8").splitlines()[0])["text"]
+    source = project / "long-questions.jsonl"
+    source.write_text("".join(json.dumps({"conversations": [{"role": "user", "content": text[i:i + 300]},
+                                                            {"role": "assistant", "content": "是。"}]},
+                                         ensure_ascii=False) + "\n" for i in range(0, 6000, 300)), encoding="utf-8")
+    prepare([source], "sft-conversations", sp_tokenizer_dir, project / "data" / "long.bin", workers=1)
+    form = form_values(project, ["long.bin"], "out/runs/base")
+    check = check_form(form, project / "out" / "runs", project)
+    model, train = check.model, check.train
+    assert check.errors == {}
+    dataset = SftDataset([project / "data" / "long.bin"], seq_len=model.max_seq_len, val_fraction=train.val_fraction)
+    all_windows = (form.token_files[0].n_tokens - 1) // model.max_seq_len
+    assert dataset.train_windows < all_windows / 3
+    rows_per_step = train.batch_size * train.grad_accum
+    for workers in (1, 2):
+        assert epochs_of(model, train, form.token_files, workers) == pytest.approx(
+            train.max_steps * rows_per_step * workers / dataset.train_windows)
+    assert str(summary_text(check, form.token_files, None)).endswith(
+        f"{train.max_steps:,} steps ≈ {epochs_of(model, train, form.token_files, 1):.2g} epochs of the windows with "
+        "answers")

@@ -148,7 +148,10 @@ async def test_the_output_follows_the_format_and_a_folder_with_files_is_refused(
     assert jobs(project) == [] and [p.name for p in taken.iterdir()] == ["notes.txt"]
 
 
-async def test_eval_from_the_runs_table_shows_the_loss_and_perplexity(project):
+async def test_eval_from_the_runs_table_shows_the_loss_and_perplexity_where_they_fit(project):
+    from babyllama_tui.training.run_jobs import describe_job
+    from babyllama_tui.widgets.jobs_strip import JobsStrip
+
     app = BabyLlamaApp(root=project)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: type(app.screen).__name__ == "TrainScreen", "the Train screen")
@@ -157,11 +160,15 @@ async def test_eval_from_the_runs_table_shows_the_loss_and_perplexity(project):
         dialog = await open_dialog(pilot, "v", "EvalScreen")
         assert str(dialog.data_select.value) == str(project / "data" / "held.bin")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: "perplexity" in strip_text(train), "the loss")
+        await wait_until(pilot, lambda: " loss " in strip_text(train), "the loss")
         (job,) = jobs(project)
-        loss, perplexity = job.result["loss"], job.result["perplexity"]
-        assert strip_text(train) == (f"● eval step {STEP} on data/held.bin: loss {loss:.4f}, perplexity "
-                                     f"{perplexity:,.2f} over {job.result['tokens']:,} tokens")
+        loss, perplexity, tokens = job.result["loss"], job.result["perplexity"], job.result["tokens"]
+        full = f"eval step {STEP} on data/held.bin: loss {loss:.4f}, perplexity {perplexity:,.2f} over {tokens:,} tokens"
+        assert describe_job(job, project) == full
+        # At 80 columns the perplexity (e to the loss) gives way, so the line does not wrap.
+        assert strip_text(train) == f"● eval step {STEP} on data/held.bin: loss {loss:.4f} over {tokens:,} tokens"
+        assert len(strip_text(train)) <= train.query_one(JobsStrip).size.width
+        assert describe_job(job, project, len(full)) == full
 
 
 async def test_eval_on_the_run_s_own_data_scores_its_held_out_windows(project):
@@ -177,7 +184,7 @@ async def test_eval_on_the_run_s_own_data_scores_its_held_out_windows(project):
         assert str(dialog.data_select.value) == str(held), "the run's own data first, though another.bin sorts before it"
         assert "held-out windows" in str(dialog.split_note.render())
         await pilot.press("enter")
-        await wait_until(pilot, lambda: "perplexity" in strip_text(monitor), "the loss")
+        await wait_until(pilot, lambda: " loss " in strip_text(monitor), "the loss")
     (job,) = jobs(project)
     assert job.result["split"] == "val" and job.status["command"][-4:-2] == ["--split", "val"]
 
@@ -346,7 +353,11 @@ async def test_eval_of_a_fine_tuning_run_on_its_sft_file_scores_the_answers(tmp_
         dialog = await open_dialog(pilot, "v", "EvalScreen")
         assert str(dialog.data_select.value) == str(tmp_path / "data" / "pairs.bin")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: "perplexity" in strip_text(monitor), "the loss")
+        await wait_until(pilot, lambda: "loss" in strip_text(monitor), "the loss")
         (job,) = jobs(tmp_path)
         assert job.result["sft"] is True
         assert strip_text(monitor).endswith(f"over {job.result['tokens']:,} answer tokens")
+        from babyllama_tui.widgets.jobs_strip import JobsStrip
+
+        strip = monitor.query_one(JobsStrip)
+        assert len(strip_text(monitor)) <= strip.size.width, "one line at 80 columns"

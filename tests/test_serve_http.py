@@ -23,6 +23,8 @@ from test_generate import TINY
 from babyllama.checkpoint import load_model_for_inference
 from babyllama.decode import NumpyDecoder
 from babyllama.generate import SamplingParams, generate
+from babyllama.serve.openai_api import StopText
+from babyllama.tokenizer import load_tokenizer
 
 WAIT_S = 60
 KEY = "test-key"
@@ -119,13 +121,25 @@ def endless(tmp_path_factory, sp_tokenizer_dir):
 def expected(checkpoint, prompt, **params):
     """What generate gives for `prompt` (text, or a conversation's ids) here in the test."""
     loaded = load_model_for_inference(checkpoint)
-    from babyllama.tokenizer import load_tokenizer
-
     tokenizer = load_tokenizer(loaded.tokenizer_path)
     return generate(NumpyDecoder(loaded.cfg, loaded.weights), tokenizer, prompt, SamplingParams(**params))
 
 
 FINISH = {"eos": "stop", "length": "length"}
+
+
+# ---------------------------------------------------------------------------------------
+# Stop strings
+
+
+def test_stop_text_holds_back_what_may_begin_a_stop_string_and_cuts_at_the_first_one():
+    stop = StopText(("</s>", "。\n"))
+    assert [stop.push(piece) for piece in ("话说", "天下<", "/", "x大势。", "\n分久")] == \
+        ["话说", "天下", "", "</x大势", ""]
+    assert stop.hit and stop.push("必合") == "" and stop.flush() == ""
+    unfinished = StopText(("</s>",))
+    assert (unfinished.push("大势</"), unfinished.hit, unfinished.flush()) == ("大势", False, "</")
+    assert StopText(()).push("</s>") == "</s>"
 
 
 # ---------------------------------------------------------------------------------------

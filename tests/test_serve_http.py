@@ -294,6 +294,11 @@ def test_malformed_json_unknown_paths_and_huge_bodies_get_errors_in_the_apis_sha
     assert body["error"]["message"].startswith("the request body is not JSON")
     status, body, _ = api.raw("/v1/completions", b'["talk"]', auth)
     assert (status, body["error"]["message"]) == (400, "the request body must be a JSON object")
+    status, body, _ = api.raw("/v1/completions", '{"model": "talk", "prompt": "话说"}'.encode("utf-16"), auth)
+    assert (status, body["error"]["message"]) == (400, "the request body is not UTF-8 text (invalid start byte at "
+                                                  "byte 0)")
+    status, body, _ = api.raw("/v1/completions", b'{"model": "talk", "prompt": "\\ud800"}', auth)
+    assert status == 400 and body["error"]["message"].startswith("the request holds the escape \\ud800, half of")
     status, body, _ = api.raw("/v1/embeddings", b"{}", auth)
     assert (status, body["error"]["code"]) == (404, "unknown_url")
     status, body, _ = api.raw("/v1/completions", None, auth)

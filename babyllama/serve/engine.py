@@ -4,6 +4,7 @@ requests in order, one at a time, a bounded queue, cancellation)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
@@ -13,6 +14,18 @@ from babyllama.chat import dropped_notice, fit_conversation
 from babyllama.chat_template import USER, BadConversation, check_conversation
 from babyllama.errors import UserError
 from babyllama.generate import Generation, Piece, SamplingParams, each_piece, generate_pieces
+
+
+def lone_surrogate(value) -> str | None:
+    """What is wrong with a parsed JSON request holding a lone UTF-16 surrogate (from an escape such
+    as "\\ud800") in one of its strings, which no tokenizer and no UTF-8 can carry; None if it holds none."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"the request holds the escape \\u{ord(e.object[e.start]):04x}, half of a UTF-16 surrogate pair "
+                "without its other half, which is no character; write a character beyond U+FFFF as both halves "
+                "(\\ud83d\\ude00) or as itself in UTF-8")
+    return None
 
 
 class Model:

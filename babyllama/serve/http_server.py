@@ -24,7 +24,7 @@ from aiohttp import web
 
 from babyllama.errors import UserError
 from babyllama.generate import prompt_room
-from babyllama.serve.engine import Job, Model, QueueFull, Scheduler
+from babyllama.serve.engine import Job, Model, QueueFull, Scheduler, lone_surrogate
 from babyllama.serve.openai_api import (
     CHAT,
     COMPLETION,
@@ -234,9 +234,15 @@ class HttpServer:
 
     async def _generate(self, http: web.Request, kind: str) -> web.StreamResponse:
         try:
-            body = json.loads(await http.read())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            # Decoded here rather than by json.loads, which guesses UTF-16 or UTF-32 from the first bytes.
+            body = json.loads((await http.read()).decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ApiError(400, f"the request body is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except json.JSONDecodeError as e:
             raise ApiError(400, f"the request body is not JSON ({e}); send a JSON object") from None
+        problem = lone_surrogate(body)
+        if problem is not None:
+            raise ApiError(400, problem)
         request = parse_request(kind, body, self.model_id, self.model.defaults, self.model.tokenizer.vocab_size)
         prompts, notice = await asyncio.to_thread(self._prompt_ids, request)
         events = Events(asyncio.get_running_loop())

@@ -11,7 +11,7 @@ import threading
 
 from babyllama.errors import UserError
 from babyllama.generate import SamplingParams
-from babyllama.serve.engine import Job, Model, Scheduler
+from babyllama.serve.engine import Job, Model, Scheduler, lone_surrogate
 
 PROTOCOL_VERSION = 2
 SAMPLING_FIELDS = tuple(SamplingParams.__dataclass_fields__)
@@ -83,16 +83,13 @@ class Server:
         except json.JSONDecodeError as e:
             self.emit("error", message=f"not a JSON line ({e}); send one JSON object a line")
             return
-        surrogate = _lone_surrogate(message)
-        if surrogate is not None:
+        problem = lone_surrogate(message)
+        if problem is not None:
             # Neither the tokenizer nor the UTF-8 we write can carry it, so an id holding one is not echoed.
             request_id = self._id_of(message) if isinstance(message, dict) else {}
-            if _lone_surrogate(request_id) is not None:
+            if lone_surrogate(request_id) is not None:
                 request_id = {}
-            self.emit("error", **request_id,
-                      message=f"the request holds the escape \\u{ord(surrogate):04x}, half of a UTF-16 surrogate "
-                      "pair without its other half, which is no character; write a character beyond U+FFFF as "
-                      "both halves (\\ud83d\\ude00) or as itself in UTF-8")
+            self.emit("error", **request_id, message=problem)
             return
         if not isinstance(message, dict):
             self.emit("error", message="a request must be a JSON object with an \"op\" field")
@@ -195,13 +192,3 @@ class Server:
         finally:
             with self.lock:
                 self.waiting.pop(request.id, None)
-
-
-def _lone_surrogate(value) -> str | None:
-    """The first lone UTF-16 surrogate (from a JSON escape such as "\\ud800") in the strings of a
-    parsed JSON value, or None."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as e:
-        return e.object[e.start]
-    return None

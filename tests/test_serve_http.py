@@ -22,7 +22,9 @@ from test_generate import TINY
 
 from babyllama.checkpoint import load_model_for_inference
 from babyllama.decode import NumpyDecoder
+from babyllama.errors import UserError
 from babyllama.generate import SamplingParams, generate
+from babyllama.serve.http_server import parse_address
 from babyllama.serve.openai_api import StopText
 from babyllama.tokenizer import load_tokenizer
 
@@ -393,6 +395,16 @@ def test_a_port_in_use_or_a_bad_address_is_one_line_and_exit_2(tmp_path):
                                    str(tmp_path)], capture_output=True, text=True, timeout=WAIT_S)
             assert (done.returncode, done.stdout) == (2, "")
             assert done.stderr.startswith(f"babyllama serve: error: {message}") and done.stderr.count("\n") == 1
+
+
+def test_the_address_is_this_machine_only_unless_a_host_is_given():
+    assert parse_address("8000") == ("127.0.0.1", 8000)
+    assert parse_address(":0") == ("127.0.0.1", 0)
+    assert parse_address("0.0.0.0:8000") == ("0.0.0.0", 8000)
+    assert parse_address("[::1]:8000") == ("::1", 8000)
+    for bad in ("::1:8000", "localhost:", "8000000", "host:-1"):
+        with pytest.raises(UserError, match=f"--http {bad}: expected"):
+            parse_address(bad)
 
 
 def test_the_sampling_defaults_come_from_the_command_line(talking):

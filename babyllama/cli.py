@@ -26,7 +26,8 @@ COMMANDS = {
     "runs": ("babyllama.runs.command", "list, inspect and stop training runs"),
     "generate": ("babyllama.generate", "continue prompts with a checkpoint, streaming the text"),
     "chat": ("babyllama.chat", "chat with a checkpoint in the terminal, in its chat template, streaming the answers"),
-    "serve": ("babyllama.serve", "load a checkpoint once and answer JSON-line generation requests (--stdio)"),
+    "serve": ("babyllama.serve.command", "load a checkpoint once and answer requests: JSON lines (--stdio) or the "
+              "OpenAI API over HTTP (--http)"),
     "eval": ("babyllama.evaluate", "mean loss and perplexity of a checkpoint over token files"),
     "export": ("babyllama.export", "export a checkpoint as a Hugging Face Llama folder or a llama2.c model.bin"),
 }

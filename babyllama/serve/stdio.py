@@ -6,65 +6,43 @@ events, stop reasons, token counts): docs/ARCHITECTURE.md, "babyllama serve --st
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import queue
-import sys
 import threading
 
-from babyllama.chat import dropped_notice, fit_conversation
-from babyllama.chat_template import USER, BadConversation, check_conversation
 from babyllama.errors import UserError
-from babyllama.generate import (
-    SamplingParams,
-    add_model_arguments,
-    add_sampling_arguments,
-    each_piece,
-    generate_pieces,
-    load_for_generation,
-    sampling_params_from_args,
-)
+from babyllama.generate import SamplingParams
+from babyllama.serve.engine import Job, Model, Scheduler, lone_surrogate
 
 PROTOCOL_VERSION = 2
 SAMPLING_FIELDS = tuple(SamplingParams.__dataclass_fields__)
 
 
-class Request:
+class Request(Job):
     """A generation asked for: a text `prompt`, or `messages` that the chat template turns into one."""
 
-    def __init__(self, request_id, prompt: str | None, messages: list[dict] | None, params: SamplingParams):
+    def __init__(self, server: Server, request_id, prompt: str | None, messages: list[dict] | None,
+                 params: SamplingParams):
+        super().__init__()
+        self.server = server
         self.id = request_id
         self.prompt = prompt
         self.messages = messages
         self.params = params
-        self.cancelled = threading.Event()
+
+    def run(self) -> None:
+        self.server.run_request(self)
 
 
 class Server:
     """Reads requests on a thread; generates on the calling thread, one request at a time."""
 
-    def __init__(self, loaded, tokenizer, decoder, backend: str, defaults: SamplingParams, out):
-        self.tokenizer = tokenizer
-        self.decoder = decoder
-        self.defaults = defaults
+    def __init__(self, model: Model, out):
+        self.model = model
         self.out = out
-        try:
-            self.template, self.no_chat = loaded.chat_template(tokenizer), None
-        except UserError as e:
-            self.template, self.no_chat = None, str(e)  # what a messages request is told
-        self.description = {
-            "protocol": PROTOCOL_VERSION,
-            **loaded.describe(),
-            "backend": backend,
-            "defaults": vars(defaults),
-            "chat": self.template is not None,
-            "chat_template": self.template.name if self.template is not None else None,
-        }
-        self.lock = threading.Lock()  # guards the fields below and writes to `out`
-        self.queue: queue.Queue[Request | None] = queue.Queue()
+        self.description = {"protocol": PROTOCOL_VERSION, **model.description}
+        self.lock = threading.Lock()  # guards `waiting` and writes to `out`
+        self.scheduler = Scheduler()
         self.waiting: dict = {}  # id -> Request, queued or running
-        self.running: Request | None = None
         self.shutting_down = threading.Event()
 
     def emit(self, event: str, **fields) -> None:
@@ -77,11 +55,8 @@ class Server:
         self.emit("ready", **self.description)
         reader = threading.Thread(target=self._read, args=(requests,), name="requests", daemon=True)
         reader.start()
-        while True:
-            request = self.queue.get()
-            if request is None:
-                return 0
-            self._run(request)
+        self.scheduler.run()
+        return 0
 
     # -- the reading thread
 
@@ -93,8 +68,7 @@ class Server:
                 if self.shutting_down.is_set():
                     return
         finally:
-            if not self.shutting_down.is_set():
-                self.queue.put(None)  # after everything queued: those still run, then the server stops
+            self.scheduler.close(cancel=False)  # after everything queued: those still run, then the server stops
 
     def _handle(self, raw: bytes) -> None:
         # Decoded here rather than by json.loads, which guesses UTF-16 or UTF-32 from the first bytes.
@@ -109,16 +83,13 @@ class Server:
         except json.JSONDecodeError as e:
             self.emit("error", message=f"not a JSON line ({e}); send one JSON object a line")
             return
-        surrogate = _lone_surrogate(message)
-        if surrogate is not None:
+        problem = lone_surrogate(message)
+        if problem is not None:
             # Neither the tokenizer nor the UTF-8 we write can carry it, so an id holding one is not echoed.
             request_id = self._id_of(message) if isinstance(message, dict) else {}
-            if _lone_surrogate(request_id) is not None:
+            if lone_surrogate(request_id) is not None:
                 request_id = {}
-            self.emit("error", **request_id,
-                      message=f"the request holds the escape \\u{ord(surrogate):04x}, half of a UTF-16 surrogate "
-                      "pair without its other half, which is no character; write a character beyond U+FFFF as "
-                      "both halves (\\ud83d\\ude00) or as itself in UTF-8")
+            self.emit("error", **request_id, message=problem)
             return
         if not isinstance(message, dict):
             self.emit("error", message="a request must be a JSON object with an \"op\" field")
@@ -156,28 +127,24 @@ class Server:
         if "prompt" in message and not isinstance(prompt, str):
             raise UserError("generate needs a \"prompt\" string")
         if "messages" in message:
-            self._check_messages(messages)
+            self.model.check_messages(messages)
         unknown = sorted(set(message) - {"op", "id", "prompt", "messages", *SAMPLING_FIELDS})
         if unknown:
             raise UserError(f"unknown field(s) {', '.join(unknown)}; sampling fields are {', '.join(SAMPLING_FIELDS)}")
-        params = SamplingParams(**{**vars(self.defaults), **{k: message[k] for k in SAMPLING_FIELDS if k in message}})
+        params = SamplingParams(**{**vars(self.model.defaults),
+                                   **{k: message[k] for k in SAMPLING_FIELDS if k in message}})
         params.validate()
-        request = Request(request_id, prompt, messages, params)
+        request = Request(self, request_id, prompt, messages, params)
         with self.lock:
             if request_id in self.waiting:
                 raise UserError(f"id {request_id!r} is already queued or running; use a new id")
             self.waiting[request_id] = request
-        self.queue.put(request)
-
-    def _check_messages(self, messages) -> None:
-        if self.template is None:
-            raise UserError(f"this checkpoint cannot chat: {self.no_chat}")
-        if not isinstance(messages, list):
-            raise UserError("\"messages\" must be a list of {\"role\", \"content\"} objects")
         try:
-            check_conversation(messages, ends_with=USER)
-        except BadConversation as e:
-            raise UserError(f"messages: {e}") from None
+            self.scheduler.submit(request)
+        except RuntimeError:  # shut down while this request was read
+            with self.lock:
+                self.waiting.pop(request_id)
+            raise UserError("the server is shutting down") from None
 
     def _cancel(self, message: dict) -> None:
         request_id = self._check_id(message)
@@ -188,42 +155,32 @@ class Server:
         request.cancelled.set()
 
     def _info(self, message: dict) -> None:
+        running = self.scheduler.running
         with self.lock:
-            running = self.running.id if self.running is not None else None
             queued = len(self.waiting) - (running is not None)
-        self.emit("info", **self.description, running=running, queued=queued)
+        self.emit("info", **self.description, running=running.id if running is not None else None, queued=queued)
 
     def _shut_down(self) -> None:
-        if self.shutting_down.is_set():
-            return
         self.shutting_down.set()
-        self.queue.put(None)
+        self.scheduler.close(cancel=True)
 
     # -- the generating thread
 
-    def _run(self, request: Request) -> None:
-        with self.lock:
-            self.running = request
-
-        def should_stop() -> bool:
-            return request.cancelled.is_set() or self.shutting_down.is_set()
-
+    def run_request(self, request: Request) -> None:
         def warn(message: str) -> None:
             self.emit("warning", id=request.id, message=message)
 
         try:
             if request.messages is None:
-                prompt, stop_ids = request.prompt, ()
+                prompt = request.prompt
             else:
-                prompt, dropped = fit_conversation(self.template, request.messages, self.decoder.max_seq_len,
-                                                   request.params.max_new_tokens)
-                stop_ids = self.template.stop_ids
-                if dropped:
-                    warn(dropped_notice(dropped, self.decoder.max_seq_len, request.messages[0]["role"] == "system"))
-            pieces = generate_pieces(self.decoder, self.tokenizer, prompt, request.params,
-                                     should_stop=should_stop, warn=warn, stop_ids=stop_ids)
-            result = each_piece(pieces, lambda piece: self.emit("token", id=request.id, text=piece.text,
-                                                                 tokens=piece.tokens))
+                prompt, notice = self.model.conversation_prompt(request.messages, request.params.max_new_tokens)
+                if notice:
+                    warn(notice)
+            result = self.model.generate(
+                prompt, request.params,
+                lambda piece: self.emit("token", id=request.id, text=piece.text, tokens=piece.tokens),
+                should_stop=request.cancelled.is_set, warn=warn, chat=request.messages is not None)
             self.emit("done", id=request.id, tokens=len(result.token_ids), prompt_tokens=result.prompt_tokens,
                       tokens_per_s=round(result.tokens_per_s, 2),
                       ttft_ms=round(result.ttft_s * 1000, 2) if result.ttft_s is not None else None,
@@ -234,38 +191,4 @@ class Server:
             self.emit("error", id=request.id, message=f"generation failed: {type(e).__name__}: {e}")
         finally:
             with self.lock:
-                self.running = None
                 self.waiting.pop(request.id, None)
-
-
-def _lone_surrogate(value) -> str | None:
-    """The first lone UTF-16 surrogate (from a JSON escape such as "\\ud800") in the strings of a
-    parsed JSON value, or None."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as e:
-        return e.object[e.start]
-    return None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stdio", action="store_true", required=True,
-                        help="speak the JSON-line protocol on stdin/stdout (the only transport)")
-    add_model_arguments(parser)
-    add_sampling_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    defaults = sampling_params_from_args(args)
-    # The protocol owns the real stdout; whatever else prints (libraries, warnings) goes to stderr.
-    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
-    sys.stdout.flush()
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    try:
-        loaded, tokenizer, decoder = load_for_generation(args)
-    except UserError as e:
-        protocol_out.write(json.dumps({"event": "error", "message": str(e)}, ensure_ascii=False) + "\n")
-        protocol_out.flush()
-        raise
-    server = Server(loaded, tokenizer, decoder, args.backend, defaults, protocol_out)
-    return server.serve(sys.stdin.buffer)

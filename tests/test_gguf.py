@@ -315,6 +315,14 @@ def test_progress_jsonl_names_each_stage_then_the_file_and_its_modelfile(checkpo
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.Modelfile", "m.gguf"]
 
 
+def test_the_app_offers_the_engines_types_with_its_default_first():
+    from babyllama.export_gguf import DEFAULT_GGUF_TYPE
+    from babyllama.export_gguf import GGUF_TYPES as ENGINE_TYPES
+    from babyllama_tui.training.run_jobs import GGUF_TYPES
+
+    assert sorted(GGUF_TYPES) == sorted(ENGINE_TYPES) and next(iter(GGUF_TYPES)) == DEFAULT_GGUF_TYPE
+
+
 # ---------------------------------------------------------------------------------------
 # llama.cpp itself
 

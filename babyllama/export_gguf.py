@@ -310,7 +310,11 @@ def export_gguf(loaded, out: Path, tokenizer, template, type_name: str, warn, st
                    GGUF_CHAT_TEMPLATES[template.name] if chat else None, end_id)
         stage(f"writing {modelfile.name}")
         atomic_write_bytes(modelfile, modelfile_text(out.name, cfg, vocabulary, template, chat).encode("utf-8"))
-        os.replace(temp, out)
+        try:
+            os.replace(temp, out)
+        except BaseException:
+            modelfile.unlink(missing_ok=True)
+            raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

@@ -405,7 +405,9 @@ def _export(args: argparse.Namespace, warn, stage, say) -> dict:
                               stage)
         say(f"wrote {out} ({type_name}, {written['bytes']:,} bytes) from {loaded.checkpoint}: {parameters:,} "
             f"parameters, and its Ollama Modelfile {written['modelfile']}")
-        say(f"run it with llama.cpp: llama-cli -m {out}; with Ollama: ollama create NAME -f {written['modelfile']}")
+        llama_cpp = (f"llama-cli -m {out} --jinja" if written["chat_template"] else
+                     f"llama-completion -m {out} -no-cnv -p TEXT")
+        say(f"run it with llama.cpp: {llama_cpp}; with Ollama: ollama create NAME -f {written['modelfile']}")
         return {**done, "tokenizer": str(out), **written}
     if tokenizer is not None and tokenizer.kind not in LLAMA2C_TOKENIZER_KINDS:
         warn(f"{tokenizer.path}: llama2.c reads SentencePiece tokenizers only; no tokenizer.bin written")

@@ -296,8 +296,11 @@ def test_an_existing_modelfile_is_replaced_only_with_force(checkpoint, tmp_path)
     assert done.returncode == 2
     assert done.stderr == (f"babyllama export: error: {tmp_path / 'm.Modelfile'} exists (the Ollama Modelfile of "
                            "m.gguf); give --force to replace it, or another --out\n")
-    export(checkpoint, tmp_path / "m.gguf", "--force")
+    done = export(checkpoint, tmp_path / "m.gguf", "--force")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.Modelfile", "m.gguf"]
+    # A pretrained model continues text: llama.cpp's completion tool, not its chat.
+    assert done.stdout.splitlines()[-1] == (f"run it with llama.cpp: llama-completion -m {tmp_path / 'm.gguf'} -no-cnv "
+                                            f"-p TEXT; with Ollama: ollama create NAME -f {tmp_path / 'm.Modelfile'}")
     assert (tmp_path / "m.Modelfile").read_text().startswith("# Ollama")
 
 

@@ -1,4 +1,5 @@
-"""`babyllama export`: a checkpoint as a Hugging Face Llama folder or as llama2.c's model.bin.
+"""`babyllama export`: a checkpoint as a Hugging Face Llama folder, as llama2.c's model.bin, or as a
+GGUF file for llama.cpp and Ollama (babyllama.export_gguf).
 
 The Hugging Face format itself is babyllama.hf's; this module writes the files. What each file
 holds: docs/ARCHITECTURE.md, "Exports".
@@ -19,11 +20,12 @@ from babyllama.checkpoint import load_model_for_inference
 from babyllama.config import ModelConfig
 from babyllama.errors import UserError
 from babyllama.events import add_progress_argument, event_printer
+from babyllama.export_gguf import DEFAULT_GGUF_TYPE, GGUF_TYPES, export_gguf, modelfile_path, sentencepiece_model_file
 from babyllama.files import atomic_write_bytes, atomic_write_json, temp_path
 from babyllama.hf import HF_CHAT_TEMPLATES, HF_CONFIG_FILE, HF_WEIGHTS_FILE, hf_config, hf_weights
 from babyllama.rotary import rotary_tables
 
-FORMATS = ("hf", "llama2c")
+FORMATS = ("hf", "llama2c", "gguf")
 HF_GENERATION_CONFIG_FILE = "generation_config.json"
 LLAMA2C_ROPE_THETA = 10000.0
 LLAMA2C_NORM_EPS = 1e-5
@@ -83,13 +85,6 @@ SENTENCEPIECE_AS_LLAMA = {
 }
 
 
-def _sentencepiece_model_file(tokenizer) -> Path:
-    """The .model file of a SentencePiece-based tokenizer, which is its path or lies in its folder."""
-    from babyllama.tokenizer import SENTENCEPIECE_FILE
-
-    return tokenizer.path / SENTENCEPIECE_FILE if tokenizer.path.is_dir() else tokenizer.path
-
-
 def _write_sentencepiece_tokenizer(folder: Path, tokenizer, template, warn) -> str:
     """tokenizer.model, our config, and transformers' conversion of it when that encodes as we do,
     with the chat template when transformers' `apply_chat_template` gives our template's ids."""
@@ -97,7 +92,7 @@ def _write_sentencepiece_tokenizer(folder: Path, tokenizer, template, warn) -> s
 
     from babyllama.tokenizer import BABYLLAMA_CONFIG_FILE, SENTENCEPIECE_FILE
 
-    shutil.copyfile(_sentencepiece_model_file(tokenizer), folder / SENTENCEPIECE_FILE)
+    shutil.copyfile(sentencepiece_model_file(tokenizer), folder / SENTENCEPIECE_FILE)
     if (tokenizer.path / BABYLLAMA_CONFIG_FILE).is_file():
         shutil.copyfile(tokenizer.path / BABYLLAMA_CONFIG_FILE, folder / BABYLLAMA_CONFIG_FILE)
     else:
@@ -138,7 +133,7 @@ def _write_tokenizer(folder: Path, tokenizer, template, warn) -> str:
     if tokenizer.kind == "sentencepiece":
         return _write_sentencepiece_tokenizer(folder, tokenizer, template, warn)
     if tokenizer.kind == "chatglm":
-        shutil.copyfile(_sentencepiece_model_file(tokenizer), folder / SENTENCEPIECE_FILE)
+        shutil.copyfile(sentencepiece_model_file(tokenizer), folder / SENTENCEPIECE_FILE)
         config = {"tokenizer_class": "ChatGLMTokenizer"}
         chat = ""
         if template is not None:
@@ -288,7 +283,7 @@ def llama2c_tokenizer_bytes(tokenizer, vocab_size: int) -> bytes:
 
     from babyllama.tokenizer import SPACE_SYMBOL
 
-    processor = spm.SentencePieceProcessor(model_file=str(_sentencepiece_model_file(tokenizer)))
+    processor = spm.SentencePieceProcessor(model_file=str(sentencepiece_model_file(tokenizer)))
     named = {token_id: token for token, token_id in tokenizer.special_ids().items()}
     entries = []
     for i in range(vocab_size):
@@ -337,15 +332,20 @@ def export_llama2c(loaded, out: Path, tokenizer=None, stage=_no_stage) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Export a checkpoint as a Hugging Face Llama folder (transformers, then llama.cpp) or as llama2.c's "
-        "model.bin. `--ckpt` on an exported folder reads it back."
+        "Export a checkpoint as a Hugging Face Llama folder (transformers), as llama2.c's model.bin, or as a GGUF "
+        "file for llama.cpp and Ollama (with an Ollama Modelfile beside it). `--ckpt` on an exported Hugging Face "
+        "folder reads it back."
     )
     parser.add_argument("--ckpt", required=True, type=Path, metavar="PATH",
                         help="a run directory (its latest checkpoint), a checkpoint folder or a Hugging Face folder")
     parser.add_argument("--format", required=True, choices=FORMATS,
-                        help="hf: a folder for transformers' LlamaForCausalLM; llama2c: llama2.c's model.bin")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR|FILE.bin",
-                        help="the folder (hf) or file (llama2c) to write")
+                        help="hf: a folder for transformers' LlamaForCausalLM; llama2c: llama2.c's model.bin; "
+                        "gguf: one file for llama.cpp, Ollama and LM Studio")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR|FILE",
+                        help="the folder (hf) or file (llama2c: NAME.bin, gguf: NAME.gguf) to write")
+    parser.add_argument("--type", choices=GGUF_TYPES, metavar="|".join(GGUF_TYPES),
+                        help=f"gguf only: the matrices' type (default {DEFAULT_GGUF_TYPE}); q8_0 keeps in f16 a "
+                        "matrix whose rows are not a whole number of its 32-value blocks, and the norms stay f32")
     parser.add_argument("--tokenizer", type=Path, metavar="PATH",
                         help="the tokenizer to put beside the weights (default: the checkpoint's)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -378,10 +378,16 @@ def run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace, warn, stage, say) -> dict:
     """The export `args` ask for; `say` gets the lines of the text report. Returns what a done event holds."""
     out = args.out
+    if args.type is not None and args.format != "gguf":
+        raise UserError(f"--type goes with --format gguf (the {args.format} export is float32)")
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; give --force to replace it, or another --out")
-    if args.format == "llama2c" and out.is_dir():
-        raise UserError(f"{out} is a folder; --format llama2c writes one file, e.g. --out model.bin")
+    if args.format in ("llama2c", "gguf") and out.is_dir():
+        example = "model.bin" if args.format == "llama2c" else "model.gguf"
+        raise UserError(f"{out} is a folder; --format {args.format} writes one file, e.g. --out {example}")
+    if args.format == "gguf" and modelfile_path(out).exists() and not args.force:
+        raise UserError(f"{modelfile_path(out)} exists (the Ollama Modelfile of {out.name}); give --force to "
+                        "replace it, or another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     stage("loading the checkpoint")
     loaded = load_model_for_inference(args.ckpt)
@@ -393,6 +399,16 @@ def _export(args: argparse.Namespace, warn, stage, say) -> dict:
         export_hf(loaded, out, tokenizer, warn, stage)
         say(f"wrote {out} from {loaded.checkpoint}: {parameters:,} parameters")
         return {**done, "tokenizer": str(out) if tokenizer is not None else None}
+    if args.format == "gguf":
+        type_name = args.type or DEFAULT_GGUF_TYPE
+        written = export_gguf(loaded, out, tokenizer, _chat_template_for(loaded, tokenizer, warn), type_name, warn,
+                              stage)
+        say(f"wrote {out} ({type_name}, {written['bytes']:,} bytes) from {loaded.checkpoint}: {parameters:,} "
+            f"parameters, and its Ollama Modelfile {written['modelfile']}")
+        llama_cpp = (f"llama-cli -m {out} --jinja" if written["chat_template"] else
+                     f"llama-completion -m {out} -no-cnv -p TEXT")
+        say(f"run it with llama.cpp: {llama_cpp}; with Ollama: ollama create NAME -f {written['modelfile']}")
+        return {**done, "tokenizer": str(out), **written}
     if tokenizer is not None and tokenizer.kind not in LLAMA2C_TOKENIZER_KINDS:
         warn(f"{tokenizer.path}: llama2.c reads SentencePiece tokenizers only; no tokenizer.bin written")
         tokenizer = None

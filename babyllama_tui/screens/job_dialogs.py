@@ -23,6 +23,7 @@ from babyllama.runs import ACTIVE_STATES
 from babyllama.runs.jobs import JobInfo, read_job
 from babyllama_tui.training.run_jobs import (
     EXPORT_FORMATS,
+    GGUF_TYPES,
     SPLIT_NOTES,
     BenchRequest,
     EvalRequest,
@@ -112,7 +113,8 @@ class JobDialog(ModalScreen):
 
 
 class ExportScreen(JobDialog):
-    """Format and output of an export; the output follows the checkpoint and format until edited."""
+    """Format (and a GGUF's type) and output of an export; the output follows the checkpoint, the format
+    and the type until edited."""
 
     TITLE_TEXT = "Export"
     START = "Export"
@@ -122,6 +124,11 @@ class ExportScreen(JobDialog):
         self.format = "hf"
         self.format_select = Select([(label, name) for name, label in EXPORT_FORMATS.items()], value=self.format,
                                     allow_blank=False, compact=True, id="export-format")
+        self.gguf_type = next(iter(GGUF_TYPES))
+        self.type_select = Select([(label, name) for name, label in GGUF_TYPES.items()], value=self.gguf_type,
+                                  allow_blank=False, compact=True, id="export-type")
+        self.type_row = Horizontal(classes="dialog-field", id="export-type-row")
+        self.type_row.display = False
         self._default_out = self._default()
         self.out_input = FieldInput(self._default_out, id="export-out")
 
@@ -133,17 +140,26 @@ class ExportScreen(JobDialog):
         with Horizontal(classes="dialog-field"):
             yield Label("format", classes="field-label")
             yield self.format_select
+        with self.type_row:
+            yield Label("type", classes="field-label")
+            yield self.type_select
         with Horizontal(classes="dialog-field"):
             yield Label("output", classes="field-label")
             yield self.out_input
 
     def _default(self) -> str:
-        path = default_export_path(self.root, self.run_name, self.checkpoint.step, self.format)
+        path = default_export_path(self.root, self.run_name, self.checkpoint.step, self.format, self.gguf_type)
         return shown_path(path, self.root)
 
     @on(Select.Changed, "#export-format")
     def _format_chosen(self, event: Select.Changed) -> None:
         self.format = str(event.value)
+        self.type_row.display = self.format == "gguf"
+        self.choices_changed()
+
+    @on(Select.Changed, "#export-type")
+    def _type_chosen(self, event: Select.Changed) -> None:
+        self.gguf_type = str(event.value)
         self.choices_changed()
 
     def choices_changed(self) -> None:
@@ -159,7 +175,8 @@ class ExportScreen(JobDialog):
         if problem:
             self.show_error(problem)
             return
-        self.dismiss(ExportRequest(self.checkpoint, self.format, out))
+        self.dismiss(ExportRequest(self.checkpoint, self.format, out,
+                                   self.gguf_type if self.format == "gguf" else None))
 
 
 class EvalScreen(JobDialog):

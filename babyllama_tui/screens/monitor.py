@@ -125,7 +125,7 @@ class MonitorScreen(AppScreen):
         Binding("i", "show_config", "How the run was started", show=False),
         Binding("L", "full_log", "Whole log from its first line", show=False),
         # In the palette (ctrl+p) only, as Raw: the footer is full at 80 columns.
-        Binding("x", "export", "Export a checkpoint (hf, llama2.c)", show=False),
+        Binding("x", "export", "Export a checkpoint (hf, llama2.c, gguf)", show=False),
         Binding("v", "evaluate", "Evaluate a checkpoint on a token file", show=False),
         Binding("b", "benchmark", "Benchmark a checkpoint (ceval, cmmlu)", show=False),
     ]

@@ -104,7 +104,7 @@ class TrainScreen(AppScreen):
         Binding("N", "note_run", "Note", group=MANAGE_KEYS),
         Binding("ctrl+l", "launch", "Launch"),
         Binding("i", "show_config", "How the run was started", show=False),
-        Binding("x", "export", "Export a checkpoint (hf, llama2.c)", show=False),
+        Binding("x", "export", "Export a checkpoint (hf, llama2.c, gguf)", show=False),
         Binding("v", "evaluate", "Evaluate a checkpoint on a token file", show=False),
         Binding("b", "benchmark", "Benchmark a checkpoint (ceval, cmmlu)", show=False),
         Binding("f", "fine_tune", "Fine-tune from this run (a new run)", show=False),

@@ -17,8 +17,16 @@ from babyllama.runs.jobs import JobInfo, launch_job, list_jobs
 
 EXPORTS_DIR = Path("out") / "exports"
 EXPORT_FORMATS = {
-    "hf": "hf: a Hugging Face folder (transformers, llama.cpp)",
+    "hf": "hf: a Hugging Face folder (transformers)",
     "llama2c": "llama2c: llama2.c's model.bin",
+    "gguf": "gguf: one file for llama.cpp, Ollama, LM Studio",
+}
+# babyllama.export_gguf.GGUF_TYPES, described; the first is the default (the engine's, as llama.cpp's
+# converter's). Named here, not imported: that module brings numpy, which the app does not load to start.
+GGUF_TYPES = {
+    "f16": "f16: half of f32's bytes",
+    "q8_0": "q8_0: a quarter of f32's bytes",
+    "f32": "f32: the weights exactly",
 }
 
 
@@ -27,6 +35,7 @@ class ExportRequest:
     checkpoint: Checkpoint
     format: str
     out: Path  # absolute
+    gguf_type: str | None = None  # a key of GGUF_TYPES, for the gguf format
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,11 @@ def shown_path(path: Path | str, root: Path) -> str:
         return str(path)
 
 
-def default_export_path(root: Path, run_name: str, step: int, fmt: str) -> Path:
-    """out/exports/RUN-STEP-hf/ (a folder), or out/exports/RUN-STEP-llama2c.bin (its tokenizer beside it)."""
+def default_export_path(root: Path, run_name: str, step: int, fmt: str, gguf_type: str = "f16") -> Path:
+    """out/exports/RUN-STEP-hf/ (a folder), out/exports/RUN-STEP-llama2c.bin (its tokenizer beside it), or
+    out/exports/RUN-STEP-TYPE.gguf (its Modelfile beside it)."""
+    if fmt == "gguf":
+        return root / EXPORTS_DIR / f"{run_name}-{step}-{gguf_type}.gguf"
     name = f"{run_name}-{step}-{fmt}"
     return root / EXPORTS_DIR / (f"{name}.bin" if fmt == "llama2c" else name)
 
@@ -83,8 +95,12 @@ def export_problem(out: Path, fmt: str) -> str | None:
     """Why the export cannot be written at `out`, or None. An empty folder may be written into."""
     if not str(out).strip() or out == out.parent:
         return "give the output"
-    if fmt == "llama2c" and out.is_dir():
-        return f"{out} is a folder; llama2c writes one file, e.g. {out / 'model.bin'}"
+    if fmt in ("llama2c", "gguf") and out.is_dir():
+        example = "model.bin" if fmt == "llama2c" else "model.gguf"
+        return f"{out} is a folder; {fmt} writes one file, e.g. {out / example}"
+    modelfile = out.with_name(out.stem + ".Modelfile")
+    if fmt == "gguf" and modelfile.exists():
+        return f"{modelfile} exists (the Ollama Modelfile beside the file); choose another output"
     if out.is_dir():
         with os.scandir(out) as entries:
             if next(entries, None) is not None:
@@ -174,6 +190,9 @@ def start_export(run_path: Path, request: ExportRequest, root: Path) -> JobInfo:
     if request.out.is_dir():  # empty: export_problem refuses any other
         args.append("--force")
     details = {"step": request.checkpoint.step, "format": request.format}
+    if request.format == "gguf":
+        args += ["--type", request.gguf_type or next(iter(GGUF_TYPES))]
+        details["type"] = request.gguf_type or next(iter(GGUF_TYPES))
     return launch_job(run_path, "export", args, output=str(request.out), details=details, cwd=root)
 
 
@@ -205,7 +224,8 @@ def job_title(job: JobInfo) -> str:
     details = job.details
     step = f"step {details['step']:,}" if isinstance(details.get("step"), int) else "a checkpoint"
     if job.kind == "export":
-        return f"export {step} as {details.get('format', '?')}"
+        kind = " ".join(str(details[key]) for key in ("format", "type") if details.get(key))
+        return f"export {step} as {kind or '?'}"
     if job.kind == "bench":
         task = TASKS.get(str(details.get("task")))
         return f"{task.title if task else 'benchmark'} {step}, {details.get('shots', 0)}-shot"

@@ -99,7 +99,7 @@ async def test_the_palette_finds_export_and_evaluate_for_a_run_with_a_checkpoint
     app = BabyLlamaApp(root=project)
     async with app.run_test(size=(80, 24)) as pilot:
         monitor = await on_monitor(pilot, project)
-        await palette_finds(pilot, "exp", "Export a checkpoint (hf, llama2.c)")
+        await palette_finds(pilot, "exp", "Export a checkpoint (hf, llama2.c, gguf)")
         await palette_finds(pilot, "eval", "Evaluate a checkpoint on a token file")
         await on_monitor(pilot, project, "bare-run")
         assert not offered(monitor, "export") and not offered(monitor, "evaluate"), "the bare run has no checkpoint"
@@ -109,7 +109,7 @@ async def test_the_palette_finds_export_and_evaluate_for_a_run_with_a_checkpoint
         await wait_until(pilot, lambda: table.highlighted_run is not None, "the runs")
         table.move_cursor(row=[row.name for row in table.runs.values()].index(RUN))
         await wait_until(pilot, lambda: offered(app.screen, "export"), "the run's keys")
-        await palette_finds(pilot, "exp", "Export a checkpoint (hf, llama2.c)")
+        await palette_finds(pilot, "exp", "Export a checkpoint (hf, llama2.c, gguf)")
         await palette_finds(pilot, "eval", "Evaluate a checkpoint on a token file")
 
 
@@ -361,3 +361,53 @@ async def test_eval_of_a_fine_tuning_run_on_its_sft_file_scores_the_answers(tmp_
 
         strip = monitor.query_one(JobsStrip)
         assert len(strip_text(monitor)) <= strip.size.width, "one line at 80 columns"
+
+
+async def test_a_gguf_export_asks_its_type_and_writes_the_file_and_its_modelfile(tmp_path, sp_tokenizer):
+    import dataclasses
+
+    import gguf
+
+    cfg = dataclasses.replace(SMALL, vocab_size=sp_tokenizer.vocab_size)
+    write_run_with_checkpoint(run_path(tmp_path), STEP, cfg, sp_tokenizer.describe())
+    out = tmp_path / "out" / "exports" / f"{RUN}-{STEP}-q8_0.gguf"
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await on_monitor(pilot, tmp_path)
+        dialog = await open_dialog(pilot, "x", "ExportScreen")
+        assert not dialog.type_row.display, "the type is a GGUF's only"
+        dialog.format_select.value = "gguf"
+        await wait_until(pilot, lambda: dialog.out_input.value == f"out/exports/{RUN}-{STEP}-f16.gguf", "the output")
+        assert dialog.type_row.display
+        dialog.type_select.value = "q8_0"
+        await wait_until(pilot, lambda: dialog.out_input.value == f"out/exports/{RUN}-{STEP}-q8_0.gguf", "the type")
+        dialog.out_input.focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: ": done," in strip_text(monitor), "the export to be done")
+        assert strip_text(monitor).startswith(
+            f"● export step {STEP} as gguf q8_0: done, out/exports/{RUN}-{STEP}-q8_0.gguf (")
+    (job,) = jobs(tmp_path)
+    assert job.status["command"][-4:-2] == ["--type", "q8_0"]
+    assert (job.result["out"], job.result["type"]) == (str(out), "q8_0")
+    assert gguf.GGUFReader(str(out)).fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q8_0
+    assert out.with_name(f"{RUN}-{STEP}-q8_0.Modelfile").read_text().startswith("# Ollama")
+
+
+async def test_a_gguf_export_beside_a_modelfile_is_refused(project):
+    exports = project / "out" / "exports"
+    exports.mkdir(parents=True)
+    (exports / f"{RUN}-{STEP}-f16.Modelfile").write_text("mine\n")
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await on_monitor(pilot, project)
+        dialog = await open_dialog(pilot, "x", "ExportScreen")
+        dialog.format_select.value = "gguf"
+        await wait_until(pilot, lambda: dialog.out_input.value.endswith("-f16.gguf"), "the output to follow")
+        dialog.out_input.focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "Modelfile" in str(dialog.query_one("#job-error").render()), "the refusal")
+        assert str(dialog.query_one("#job-error").render()) == (
+            f"{exports / f'{RUN}-{STEP}-f16.Modelfile'} exists (the Ollama Modelfile beside the file); "
+            "choose another output")
+        await pilot.press("escape")
+    assert jobs(project) == []

@@ -186,6 +186,7 @@ class MonitorScreen(AppScreen):
         self.watch(self.app, "current_run", self._chosen, init=False)
         self.set_interval(POLL_S, self._tick)
         self.set_interval(ACCELERATOR_POLL_S, self._poll_accelerators)
+        self.app.runs_moved.subscribe(self, self._run_moved)
         self._chosen(self.app.current_run)
 
     def on_screen_resume(self) -> None:
@@ -214,6 +215,13 @@ class MonitorScreen(AppScreen):
         self.refresh_bindings()
         self._tick()
 
+    def _run_moved(self, moved: tuple[Path, Path | None]) -> None:
+        """A run renamed or trashed from the app: a compared one is drawn under its new name, or taken away."""
+        old, new = moved
+        if old in self.compared.paths:
+            self.compared.move(old, new)
+            self.chart.follow(self.follower, self.compared.runs)
+
     def _chosen(self, path: Path | None) -> None:
         self._follow(path if path is not None else self._default_run())
 
@@ -233,6 +241,10 @@ class MonitorScreen(AppScreen):
             # Renamed or deleted outside the app (`babyllama runs`): show the run shown when none is chosen.
             self.app.current_run = None
             return
+        if gone := [path for path in self.compared.paths if not path.is_dir()]:
+            # The same for a compared run: its new name is not known here.
+            self.compared.choose(path for path in self.compared.paths if path not in gone)
+            self.chart.follow(self.follower, self.compared.runs)
         if self.app.current_run is None:
             default = self._default_run()
             if default != (self.follower.path if self.follower else None):

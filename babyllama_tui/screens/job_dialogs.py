@@ -13,7 +13,7 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Button, Label, Select, Static
 
 from babyllama.checkpoint import Checkpoint
@@ -46,6 +46,7 @@ from babyllama_tui.training.run_jobs import (
     start_eval,
     start_export,
 )
+from babyllama_tui.widgets.dialog import Dialog
 from babyllama_tui.widgets.field_input import FieldInput
 
 JOB_POLL_S = 0.5
@@ -57,7 +58,7 @@ def checkpoint_options(checkpoints: list[Checkpoint]) -> list[tuple[str, int]]:
     return [(f"step {c.step:,}" + (" (latest)" if i == 0 else ""), c.step) for i, c in enumerate(checkpoints)]
 
 
-class JobDialog(ModalScreen):
+class JobDialog(Dialog):
     """What the export and eval dialogs share: a checkpoint to choose, an error line, two buttons."""
 
     BINDINGS = [

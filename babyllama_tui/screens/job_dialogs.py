@@ -20,7 +20,8 @@ from babyllama.checkpoint import Checkpoint
 from babyllama.errors import UserError
 from babyllama.mcq import TASKS
 from babyllama.runs import ACTIVE_STATES
-from babyllama.runs.jobs import JobInfo, read_job
+from babyllama.runs.jobs import JobInfo, cancel_job, read_job
+from babyllama_tui.screens.confirm import ConfirmScreen
 from babyllama_tui.training.run_jobs import (
     EXPORT_FORMATS,
     SPLIT_NOTES,
@@ -41,6 +42,7 @@ from babyllama_tui.training.run_jobs import (
     run_checkpoints,
     run_data_files,
     shots_problem,
+    shown_job,
     shown_path,
     start_bench,
     start_eval,
@@ -328,6 +330,28 @@ def request_bench(screen: Screen, run_path: Path) -> None:
     app.push_screen(BenchScreen(run_path.name, checkpoints, app.root, app.data_dir), chosen)
 
 
+def request_cancel(screen: Screen, run_path: Path) -> None:
+    """Stop the run's job the strip shows, after asking, while it is at work: it ends cancelled."""
+    job, _ = shown_job(run_path)
+    if job is None or job.state not in ACTIVE_STATES:
+        screen.notify(f"{run_path.name} has no export, evaluation or benchmark at work to cancel.", severity="warning")
+        return
+    title = job_title(job)
+
+    def answered(yes: bool | None) -> None:
+        if not yes:
+            return
+        try:
+            cancel_job(job.path)
+        except UserError as e:
+            screen.notify(str(e), severity="error")
+            return
+        screen.notify(f"cancelling: {title}", timeout=4)
+
+    message = "It stops where it is and what it was writing is removed; x, v or b starts one again."
+    screen.app.push_screen(ConfirmScreen(f"Cancel {title}?", message, "Stop it", cancel_first=True), answered)
+
+
 def _start(screen: Screen, start) -> None:
     try:
         job = start()
@@ -350,7 +374,7 @@ def announce_when_ended(app: App, job: JobInfo) -> None:
             return
         if current.state not in ACTIVE_STATES:
             timer.stop()
-            severity = "information" if current.state == "finished" else "error"
+            severity = {"finished": "information", "cancelled": "warning"}.get(current.state, "error")
             app.notify(describe_job(current, app.root), severity=severity, timeout=10)
 
     timer = app.set_interval(JOB_POLL_S, check)

@@ -26,7 +26,7 @@ from babyllama.runs import ACTIVE_STATES, ENDED_STATES, alert_words, launch_deta
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.screens.confirm import ConfirmScreen
-from babyllama_tui.screens.job_dialogs import request_bench, request_eval, request_export
+from babyllama_tui.screens.job_dialogs import request_bench, request_cancel, request_eval, request_export
 from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_resume, request_stop
 from babyllama_tui.screens.run_manage import request_delete, request_note, request_rename
 from babyllama_tui.textual_fixes import KeyFooter
@@ -49,7 +49,7 @@ WIDE_FROM = 120
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
 RUN_ACTIONS = {
     "open_run", "stop_run", "resume_run", "kill_run", "delete_run", "rename_run", "note_run", "show_config", "export",
-    "evaluate", "benchmark", "fine_tune",
+    "evaluate", "benchmark", "fine_tune", "cancel_job",
 }
 SECTION_NAMES = {"model": "the model section", "train": "the training section"}
 # Delete, rename and note share one place in the footer: named one by one they did not fit in 80 columns.
@@ -107,6 +107,7 @@ class TrainScreen(AppScreen):
         Binding("x", "export", "Export a checkpoint (hf, llama2.c)", show=False),
         Binding("v", "evaluate", "Evaluate a checkpoint on a token file", show=False),
         Binding("b", "benchmark", "Benchmark a checkpoint (ceval, cmmlu)", show=False),
+        Binding("X", "cancel_job", "Cancel the run's export, evaluation or benchmark at work", show=False),
         Binding("f", "fine_tune", "Fine-tune from this run (a new run)", show=False),
     ]
 
@@ -330,6 +331,9 @@ class TrainScreen(AppScreen):
 
     def action_benchmark(self) -> None:
         self._on_highlighted(partial(request_bench, self))
+
+    def action_cancel_job(self) -> None:
+        self._on_highlighted(partial(request_cancel, self))
 
     async def action_fine_tune(self) -> None:
         """The new-run form, to fine-tune from the highlighted run."""

@@ -215,6 +215,8 @@ def job_title(job: JobInfo) -> str:
 def describe_job(job: JobInfo, root: Path) -> str:
     """The job in a line: what, on which checkpoint, and how far it got or how it ended."""
     what = job_title(job)
+    if job.state == "cancelled":
+        return f"{what}: cancelled"
     if job.kind == "export":
         target = shown_path(job.output, root) if job.output else ""
         if job.state == "finished":

@@ -1,4 +1,4 @@
-"""JobsStrip: a run's export or eval job: the newest running (and how many more run), else the newest.
+"""JobsStrip: a run's export or eval job: the newest running (and how many more run; X cancels it), else the newest.
 
 Hidden while the run has no jobs. The screen that holds it calls `refresh_jobs` as it polls.
 """
@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.text import Text
 from textual.widgets import Static
 
+from babyllama.runs import ACTIVE_STATES
 from babyllama_tui.training.run_jobs import describe_job, shown_job
 from babyllama_tui.widgets.runs_table import STATE_STYLES
 
@@ -35,6 +36,8 @@ class JobsStrip(Static):
             text.append(describe_job(job, self.root))
             if more:
                 text.append(f"  (+{more} more running)", style="dim")
+            if job.state in ACTIVE_STATES:
+                text.append("  X cancels", style="dim")
         self.display = job is not None
         if text != self._shown:
             self._shown = text

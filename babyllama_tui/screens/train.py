@@ -148,7 +148,7 @@ class TrainScreen(AppScreen):
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        self._show_runs(self._rows)
+        self._show_runs(self._rows, self.app.clock())
         self._show_pane()
         if self.pane == "runs":
             self.query_one(RunsTable).focus()
@@ -207,38 +207,38 @@ class TrainScreen(AppScreen):
 
     def _refresh_runs(self) -> None:
         """Twice a second while this screen is shown: nobody reads a table on a hidden screen."""
+        now = self.app.clock()
         if self.is_current:
-            now = self.app.clock()
-            self._show_runs(self._watcher.poll(now))
-            self.query_one(JobsStrip).refresh_jobs()
+            self._show_runs(self._watcher.poll(now), now, poll_jobs=True)
         if self.form is not None and not self._form_in_sight():
-            self.form.follow_clock(self.app.clock())
+            self.form.follow_clock(now)
 
     def _form_in_sight(self) -> bool:
         """Whether the form is on the terminal, maybe under a dialog. Its default run name follows
         the clock only while it is not: a launch takes the name the user saw."""
         return self in self.app.screen_stack and self.query_one("#new-run-pane").display
 
-    def _show_runs(self, rows: list[RunRow]) -> None:
+    def _show_runs(self, rows: list[RunRow], now: float, *, poll_jobs: bool = False) -> None:
+        """`poll_jobs`: read the highlighted run's jobs again even if it is the same run."""
         self._rows = rows
         table = self.query_one(RunsTable)
-        table.show(rows, self.app.clock())
+        table.show(rows, now)
         self.query_one("#no-runs").display = not rows
         table.display = bool(rows)
-        self._show_detail()
+        self._show_detail(now, poll_jobs=poll_jobs)
         paths = tuple(row.path for row in rows)
         if paths != self._known_runs:
             # A run name the form holds may have just been taken.
             self._known_runs = paths
             self._recheck()
 
-    def _show_detail(self) -> None:
-        """The highlighted run's folder and why it ended; the footer's keys follow its state."""
+    def _show_detail(self, now: float | None = None, *, poll_jobs: bool = False) -> None:
+        """The highlighted run's folder and why it ended, and its jobs; the footer's keys follow its state."""
         row = self.query_one(RunsTable).highlighted_run
         detail = self.query_one("#run-detail", Static)
         detail.display = row is not None
-        shown = run_detail(row, self.app.clock()) if row is not None else None
-        self.query_one(JobsStrip).show_run(row.path if row is not None else None)
+        shown = run_detail(row, self.app.clock() if now is None else now) if row is not None else None
+        self.query_one(JobsStrip).show_run(row.path if row is not None else None, poll=poll_jobs)
         if shown != self._detail:
             self._detail = shown
             if shown is not None:

@@ -23,8 +23,9 @@ class JobsStrip(Static):
         self._shown: Text | None = None
         self.display = False
 
-    def show_run(self, run_path: Path | None) -> None:
-        if run_path != self.run_path:
+    def show_run(self, run_path: Path | None, *, poll: bool = False) -> None:
+        """Show `run_path`'s jobs: read when the run changes, or with `poll` (the screen's poll) anyway."""
+        if run_path != self.run_path or poll:
             self.run_path = run_path
             self.refresh_jobs()
 

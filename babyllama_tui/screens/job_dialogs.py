@@ -348,8 +348,8 @@ def request_cancel(screen: Screen, run_path: Path) -> None:
             return
         screen.notify(f"cancelling: {title}", timeout=4)
 
-    message = "It stops where it is and what it was writing is removed; x, v or b starts one again."
-    screen.app.push_screen(ConfirmScreen(f"Cancel {title}?", message, "Stop it", cancel_first=True), answered)
+    message = "It ends where it is, cancelled, and what it was writing is removed; x, v or b starts one again."
+    screen.app.push_screen(ConfirmScreen(f"Stop {title}?", message, "Stop it", cancel_first=True), answered)
 
 
 def _start(screen: Screen, start) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import getpass
 import ipaddress
-import os
 import shlex
 import socket
 import sys
@@ -56,10 +55,10 @@ def forward_hint(host: str, port: int) -> str:
 
 
 class AppServer(Server):
-    """textual-serve's server with three changes: the page's addresses follow the address the browser
-    used (so a forward to another local port works), a websocket from a page of another site is
-    refused (any site the user visits could otherwise drive the app), and the socket is bound
-    before anything starts, so a port in use is one line."""
+    """textual-serve's server, changed: the page's addresses follow the address the browser used (so a
+    forward to another local port works); on loopback, a name that is not a loopback name is refused
+    (another site's name pointed at 127.0.0.1), and so is a websocket from another site's page (any
+    site the user visits could otherwise drive the app); its own lines on startup."""
 
     def __init__(self, command: str, host: str, port: int) -> None:
         super().__init__(command, host=host, port=port, title="babyllama")
@@ -95,8 +94,16 @@ class AppServer(Server):
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on (host, port), or OSError."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host.strip("[]"), port), family=family, reuse_port=False)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # As servers do: a port whose last connections are still closing can be had again at once.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def serve_app(command: str, host: str, port: int) -> int:
@@ -110,7 +117,8 @@ def serve_app(command: str, host: str, port: int) -> int:
         if error.errno == errno.EADDRINUSE:
             reason = f"port {port} is in use on {host}; choose another with --port"
         else:
-            reason = f"cannot listen on {host}:{port} ({os.strerror(error.errno) if error.errno else error}); check --host and --port"
+            why = error.strerror or str(error)
+            reason = f"cannot listen on {host}:{port} ({why}); check --host and --port"
         print(f"babyllama-tui: error: {reason}", file=sys.stderr)
         return 2
     server = AppServer(command, host, sock.getsockname()[1])

@@ -160,9 +160,25 @@ def main(argv: list[str] | None = None) -> int:
         help=f"mark a running run stalled after this long without a metrics row (default {STALL_AFTER_S / 60:g}; "
         "a run's first step and slow logging are given longer)",
     )
+    parser.add_argument(
+        "--web", action="store_true",
+        help="serve the app to a browser instead (each tab runs its own app); reach it over an SSH port forward",
+    )
+    parser.add_argument("--host", default=None, help="with --web: the address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="with --web: the port to listen on (default 8000)")
     parser.add_argument("--version", action="version", version=f"babyllama-tui {__version__}")
     args = parser.parse_args(argv)
     if args.stall_after <= 0:
         parser.error("--stall-after must be a positive number of minutes")
-    BabyLlamaApp(root=args.root.resolve(), stall_after_s=args.stall_after * 60).run()
+    if not args.web and (args.host is not None or args.port is not None):
+        parser.error("--host and --port go with --web")
+    if args.port is not None and not 0 <= args.port <= 65535:
+        parser.error("--port must be a port number, 0 to 65535 (0: any free port)")
+    root = args.root.resolve()
+    if args.web:
+        from babyllama_tui.web import DEFAULT_HOST, DEFAULT_PORT, app_command, serve_app
+
+        command = app_command(root, args.stall_after)
+        return serve_app(command, args.host or DEFAULT_HOST, DEFAULT_PORT if args.port is None else args.port)
+    BabyLlamaApp(root=root, stall_after_s=args.stall_after * 60).run()
     return 0

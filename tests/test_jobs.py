@@ -17,9 +17,10 @@ import pytest
 from numpy_checkpoints import SMALL, write_run_with_checkpoint
 
 from babyllama.data import MANIFEST_KIND, MANIFEST_VERSION
+from babyllama.errors import UserError
 from babyllama.files import temp_path
 from babyllama.runs import ACTIVE_STATES
-from babyllama.runs.jobs import launch_job, list_jobs, read_job
+from babyllama.runs.jobs import cancel_job, launch_job, list_jobs, read_job
 
 WAIT_S = 60.0
 # Enough windows that a job scoring all of them is still at work when a test stops it.
@@ -156,6 +157,31 @@ def test_a_runner_asked_to_stop_interrupts_its_command(run, tmp_path):
     job = ended(job.path)
     assert (job.state, job.reason) == ("failed", "stopped by SIGTERM")
     wait_for(lambda: gone(child) and gone(runner), "the command and the runner to end")
+
+
+def test_a_cancelled_job_ends_cancelled_with_its_command_and_no_output_left(run, tmp_path):
+    output = tmp_path / "out" / "exports" / "half"
+    job = long_eval(run, tmp_path, output=str(output))
+    runner, child = job.status["pid"], job.status["child_pid"]
+    cancel_job(job.path)
+    job = ended(job.path)
+    assert (job.state, job.reason) == ("cancelled", None)
+    assert isinstance(job.status["cancel_requested"], float)
+    wait_for(lambda: gone(child) and gone(runner), "the command and the runner to end")
+    assert not output.exists() and not temp_path(output, child).exists()
+    with pytest.raises(UserError, match="is cancelled: there is nothing to cancel"):
+        cancel_job(job.path)
+
+
+def test_a_job_cancelled_as_soon_as_it_is_launched_ends_cancelled(run, tmp_path):
+    """Its runner may still be starting: it finds the request when it records itself running."""
+    run_path, checkpoint = run
+    job = launch_job(run_path, "export", ["export", "--ckpt", str(checkpoint), "--out", str(tmp_path / "x")],
+                     output=str(tmp_path / "x"))
+    cancel_job(job.path)
+    job = ended(job.path)
+    assert job.state == "cancelled", job.reason
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_runner_killed_outright_reads_as_failed_and_its_command_ends(run, tmp_path):

@@ -23,7 +23,14 @@ from typing import Sequence
 from babyllama.errors import UserError
 from babyllama.files import temp_path
 from babyllama.runs.launch import start_detached
-from babyllama.runs.liveness import RunState, effective_state, process_identity
+from babyllama.runs.liveness import (
+    ACTIVE_STATES,
+    RunState,
+    effective_state,
+    live_process,
+    process_identity,
+    this_host,
+)
 from babyllama.runs.rundir import RunDir
 
 JOBS_DIR = "jobs"
@@ -129,6 +136,27 @@ def list_jobs(run_path: str | os.PathLike) -> list[JobInfo]:
     return jobs
 
 
+def cancel_job(folder: str | os.PathLike) -> None:
+    """Ask an active job on this host to stop: `cancel_requested` in its status, then SIGTERM to its
+    runner, which passes it on as SIGINT (the command removes what it was writing) and ends the job
+    `cancelled` (a job that finished first stays finished). A UserError when there is nothing to cancel."""
+    job = read_job(folder)
+    if job.state not in ACTIVE_STATES:
+        raise UserError(f"{job.path.name} is {job.state}: there is nothing to cancel")
+    runner = live_process(job.status.get("pid"), job.status.get("pid_create_time"))
+    if runner is None or job.status.get("host") != this_host():
+        raise UserError(f"{job.path.name}: its runner is not a process of this host (pid {job.status.get('pid')} on "
+                        f"{job.status.get('host')}); cancel it there")
+    # Under the status lock, as the runner's own `running`: a runner still starting finds the request
+    # when it writes `running` (and has its handlers by then), a running one gets the signal.
+    status = RunDir(job.path).write_status(cancel_requested=time.time())
+    if status.get("state") == "running":
+        try:
+            os.kill(runner.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
 # ---------------------------------------------------------------------------------------
 # The runner
 
@@ -165,25 +193,32 @@ def _remove_unfinished_output(output: str | None, pid: int) -> None:
 def run_job(folder: Path) -> int:
     """Run the job in `folder` to its end, recording it in status.json; 0 when it finished."""
     job = RunDir(folder)
-    status = job.read_status()
-    job.update_status(lambda current: {"state": "running", **process_identity(), "error": None})
     signalled: list[str] = []
+    children: list[subprocess.Popen] = []
+
+    def forward(signum, frame) -> None:
+        signalled.append(signal.Signals(signum).name)
+        for started in children:
+            try:
+                started.send_signal(signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    # Before anything else: a cancel right after the launch must find the runner listening.
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+    status = job.update_status(lambda current: {"state": "running", **process_identity(), "error": None})
+    if signalled or status.get("cancel_requested") is not None:
+        return _end_unstarted(job, signalled[0] if signalled else None)
     try:
         child = subprocess.Popen(status["command"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT)
     except OSError as e:
         job.write_status(state="failed", error=f"could not start {status['command'][0]}: {e}")
         return 1
-
-    def forward(signum, frame) -> None:
-        signalled.append(signal.Signals(signum).name)
-        try:
-            child.send_signal(signal.SIGINT)
-        except ProcessLookupError:
-            pass
-
-    for signum in FORWARDED_SIGNALS:
-        signal.signal(signum, forward)
+    children.append(child)
+    if signalled:
+        child.send_signal(signal.SIGINT)
     job.write_status(child_pid=child.pid)
     result = error = error_line = None
     with open(folder / OUTPUT_LOG, "ab") as log:
@@ -207,8 +242,20 @@ def run_job(folder: Path) -> int:
         return 0
     if code < 0:
         _remove_unfinished_output(status.get("output"), child.pid)
+    if signalled and job.read_status().get("cancel_requested") is not None:
+        job.write_status(state="cancelled", error=None)
+        return 1
     reason = error or error_line or _ended_without_saying(code, signalled[0] if signalled else None)
     job.write_status(state="failed", error=reason)
+    return 1
+
+
+def _end_unstarted(job: RunDir, signalled: str | None) -> int:
+    """A cancel or a signal came before the command was started: it never will be."""
+    if job.read_status().get("cancel_requested") is not None:
+        job.write_status(state="cancelled", error=None)
+    else:
+        job.write_status(state="failed", error=_ended_without_saying(0, signalled))
     return 1
 
 

@@ -17,7 +17,8 @@ import psutil
 from babyllama.devices import process_rss_mb
 
 ACTIVE_STATES = ("starting", "running", "stopping")
-ENDED_STATES = ("finished", "failed", "stopped")
+# cancelled: only a job ends so, when asked to (`runs.jobs.cancel_job`); a run asked to stop ends stopped.
+ENDED_STATES = ("finished", "failed", "stopped", "cancelled")
 STATES = ACTIVE_STATES + ENDED_STATES
 # Shown for a run directory that has a config but has never been launched; never written.
 CREATED = "created"

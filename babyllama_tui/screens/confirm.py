@@ -5,11 +5,12 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
+from babyllama_tui.widgets.dialog import Dialog
 
-class ConfirmScreen(ModalScreen[bool]):
+
+class ConfirmScreen(Dialog[bool]):
     """Dismissed with True on y or the confirm button, False on n/Escape or the cancel button.
     Enter presses the focused button: the confirm one, or with `cancel_first` the cancel one,
     for a question whose safe answer is no."""

@@ -11,17 +11,17 @@ from pathlib import Path
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import ModalScreen
 from textual.worker import get_current_worker
 
 from babyllama_tui.training.log_index import LogIndex
+from babyllama_tui.widgets.dialog import Dialog
 from babyllama_tui.widgets.log_view import LogView
 
 # How often a log that is still written to is looked at again.
 POLL_S = 1.0
 
 
-class FullLogScreen(ModalScreen[None]):
+class FullLogScreen(Dialog[None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
 
     def __init__(self, run: Path) -> None:

@@ -16,11 +16,12 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Label, Static
 
 from babyllama_tui.screens.commands import BoundKey, bound_keys
 from babyllama_tui.textual_fixes import takes_text
+from babyllama_tui.widgets.dialog import Dialog
 from babyllama_tui.widgets.mode_header import SCREENS, ModeHeader
 
 KEYS = "↑↓ pgup pgdn home end · esc or ? closes"
@@ -179,7 +180,7 @@ def help_text(screen: Screen) -> Group:
     return Group(*parts)
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(Dialog[None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
 
     def __init__(self, screen: Screen) -> None:

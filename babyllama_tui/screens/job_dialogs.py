@@ -13,14 +13,15 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Button, Label, Select, Static
 
 from babyllama.checkpoint import Checkpoint
 from babyllama.errors import UserError
 from babyllama.mcq import TASKS
 from babyllama.runs import ACTIVE_STATES
-from babyllama.runs.jobs import JobInfo, read_job
+from babyllama.runs.jobs import JobInfo, cancel_job, read_job
+from babyllama_tui.screens.confirm import ConfirmScreen
 from babyllama_tui.training.run_jobs import (
     EXPORT_FORMATS,
     GGUF_TYPES,
@@ -42,11 +43,13 @@ from babyllama_tui.training.run_jobs import (
     run_checkpoints,
     run_data_files,
     shots_problem,
+    shown_job,
     shown_path,
     start_bench,
     start_eval,
     start_export,
 )
+from babyllama_tui.widgets.dialog import Dialog
 from babyllama_tui.widgets.field_input import FieldInput
 
 JOB_POLL_S = 0.5
@@ -58,7 +61,7 @@ def checkpoint_options(checkpoints: list[Checkpoint]) -> list[tuple[str, int]]:
     return [(f"step {c.step:,}" + (" (latest)" if i == 0 else ""), c.step) for i, c in enumerate(checkpoints)]
 
 
-class JobDialog(ModalScreen):
+class JobDialog(Dialog):
     """What the export and eval dialogs share: a checkpoint to choose, an error line, two buttons."""
 
     BINDINGS = [
@@ -344,6 +347,28 @@ def request_bench(screen: Screen, run_path: Path) -> None:
     app.push_screen(BenchScreen(run_path.name, checkpoints, app.root, app.data_dir), chosen)
 
 
+def request_cancel(screen: Screen, run_path: Path) -> None:
+    """Stop the run's job the strip shows, after asking, while it is at work: it ends cancelled."""
+    job, _ = shown_job(run_path)
+    if job is None or job.state not in ACTIVE_STATES:
+        screen.notify(f"{run_path.name} has no export, evaluation or benchmark at work to cancel.", severity="warning")
+        return
+    title = job_title(job)
+
+    def answered(yes: bool | None) -> None:
+        if not yes:
+            return
+        try:
+            cancel_job(job.path)
+        except UserError as e:
+            screen.notify(str(e), severity="error")
+            return
+        screen.notify(f"cancelling: {title}", timeout=4)
+
+    message = "It ends where it is, cancelled, and what it was writing is removed; x, v or b starts one again."
+    screen.app.push_screen(ConfirmScreen(f"Stop {title}?", message, "Stop it", cancel_first=True), answered)
+
+
 def _start(screen: Screen, start) -> None:
     try:
         job = start()
@@ -366,7 +391,7 @@ def announce_when_ended(app: App, job: JobInfo) -> None:
             return
         if current.state not in ACTIVE_STATES:
             timer.stop()
-            severity = "information" if current.state == "finished" else "error"
+            severity = {"finished": "information", "cancelled": "warning"}.get(current.state, "error")
             app.notify(describe_job(current, app.root), severity=severity, timeout=10)
 
     timer = app.set_interval(JOB_POLL_S, check)

@@ -23,7 +23,7 @@ from babyllama.devices import AcceleratorReading, read_accelerators
 from babyllama.runs import ACTIVE_STATES, RunDir, state_words, stop_overdue
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
-from babyllama_tui.screens.job_dialogs import request_bench, request_eval, request_export
+from babyllama_tui.screens.job_dialogs import request_bench, request_cancel, request_eval, request_export
 from babyllama_tui.screens.pick_run import PickRunScreen, PickRunsScreen
 from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_stop
 from babyllama_tui.textual_fixes import KeyFooter
@@ -60,7 +60,9 @@ ACCELERATOR_POLL_S = 2.0
 SPARK_POINTS = 120
 # From this width the screen is -wide (app.tcss): the metric cards have room for longer notes.
 WIDE_FROM = 120
-FOLLOWING_ACTIONS = {"compare", "compare_previous", "log_scale", "window", "raw", "show_config", "full_log"}
+FOLLOWING_ACTIONS = {
+    "compare", "compare_previous", "log_scale", "window", "raw", "show_config", "full_log", "cancel_job",
+}
 
 NO_RUN_HINT = (
     "No run yet.\n\n"
@@ -128,6 +130,7 @@ class MonitorScreen(AppScreen):
         Binding("x", "export", "Export a checkpoint (hf, llama2.c, gguf)", show=False),
         Binding("v", "evaluate", "Evaluate a checkpoint on a token file", show=False),
         Binding("b", "benchmark", "Benchmark a checkpoint (ceval, cmmlu)", show=False),
+        Binding("X", "cancel_job", "Cancel the run's export, evaluation or benchmark at work", show=False),
     ]
 
     def __init__(self) -> None:
@@ -186,6 +189,7 @@ class MonitorScreen(AppScreen):
         self.watch(self.app, "current_run", self._chosen, init=False)
         self.set_interval(POLL_S, self._tick)
         self.set_interval(ACCELERATOR_POLL_S, self._poll_accelerators)
+        self.app.runs_moved.subscribe(self, self._run_moved)
         self._chosen(self.app.current_run)
 
     def on_screen_resume(self) -> None:
@@ -214,6 +218,13 @@ class MonitorScreen(AppScreen):
         self.refresh_bindings()
         self._tick()
 
+    def _run_moved(self, moved: tuple[Path, Path | None]) -> None:
+        """A run renamed or trashed from the app: a compared one is drawn under its new name, or taken away."""
+        old, new = moved
+        if old in self.compared.paths:
+            self.compared.move(old, new)
+            self.chart.follow(self.follower, self.compared.runs)
+
     def _chosen(self, path: Path | None) -> None:
         self._follow(path if path is not None else self._default_run())
 
@@ -233,6 +244,10 @@ class MonitorScreen(AppScreen):
             # Renamed or deleted outside the app (`babyllama runs`): show the run shown when none is chosen.
             self.app.current_run = None
             return
+        if gone := [path for path in self.compared.paths if not path.is_dir()]:
+            # The same for a compared run: its new name is not known here.
+            self.compared.choose(path for path in self.compared.paths if path not in gone)
+            self.chart.follow(self.follower, self.compared.runs)
         if self.app.current_run is None:
             default = self._default_run()
             if default != (self.follower.path if self.follower else None):
@@ -543,3 +558,6 @@ class MonitorScreen(AppScreen):
 
     def action_benchmark(self) -> None:
         self._on_followed(partial(request_bench, self))
+
+    def action_cancel_job(self) -> None:
+        self._on_followed(partial(request_cancel, self))

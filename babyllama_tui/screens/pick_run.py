@@ -9,7 +9,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 from textual.widgets.selection_list import Selection
@@ -17,6 +16,7 @@ from textual.widgets.selection_list import Selection
 from babyllama_tui.training.formatting import format_loss, format_steps
 from babyllama_tui.training.runs_watcher import RunRow
 from babyllama_tui.widgets.check_list import CheckList
+from babyllama_tui.widgets.dialog import Dialog
 from babyllama_tui.widgets.runs_table import STATE_STYLES
 
 SAME_DATA = "same data"
@@ -31,7 +31,7 @@ def run_prompt(row: RunRow, same_data: bool = False) -> Text:
     return text
 
 
-class PickRunScreen(ModalScreen[Path | None]):
+class PickRunScreen(Dialog[Path | None]):
     """The run chosen; cancelling dismisses with None."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
@@ -78,7 +78,7 @@ class RunChoiceList(CheckList[Path]):
             self.toggle(self.get_option_at_index(self.highlighted))
 
 
-class PickRunsScreen(ModalScreen[list[Path] | None]):
+class PickRunsScreen(Dialog[list[Path] | None]):
     """The runs chosen, in the list's order (none: no comparison); cancelling dismisses with None."""
 
     BINDINGS = [

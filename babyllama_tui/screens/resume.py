@@ -8,9 +8,9 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
+from babyllama_tui.widgets.dialog import Dialog
 from babyllama_tui.widgets.field_input import FieldInput
 
 
@@ -46,7 +46,7 @@ def resume_errors(max_steps: str, workers: str, checkpoint_step: int) -> list[st
     return errors
 
 
-class ResumeScreen(ModalScreen[ResumeChoice | None]):
+class ResumeScreen(Dialog[ResumeChoice | None]):
     """Asks how far to train (max_steps may grow) and with how many workers."""
 
     BINDINGS = [

@@ -14,13 +14,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from babyllama.runs import RunDir
-from babyllama.runs.settings import run_settings
+from babyllama.runs.settings import format_settings, run_settings
+from babyllama_tui.widgets.dialog import Dialog
 
-KEYS = "↑↓ pgup pgdn home end · esc closes"
+KEYS = "↑↓ pgup pgdn home end · ctrl+c copies · esc closes"
 
 
 def settings_table(run: Path) -> Table:
@@ -33,7 +33,7 @@ def settings_table(run: Path) -> Table:
     return table
 
 
-class RunConfigScreen(ModalScreen[None]):
+class RunConfigScreen(Dialog[None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
 
     def __init__(self, run: Path) -> None:
@@ -48,3 +48,9 @@ class RunConfigScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#run-config").focus()
+
+    async def interrupt(self) -> None:
+        """ctrl+c copies what is shown, each value on one line (a command line pastes whole)."""
+        lines = format_settings([("folder", str(self.run)), *run_settings(RunDir(self.run))], width=1_000_000)
+        self.app.copy_to_clipboard("\n".join(lines) + "\n")
+        self.notify(f"How {self.run.name} was started: copied")

@@ -8,13 +8,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
+from babyllama_tui.widgets.dialog import Dialog
 from babyllama_tui.widgets.field_input import FieldInput
 
 
-class RunTextScreen(ModalScreen[str | None]):
+class RunTextScreen(Dialog[str | None]):
     """Dismissed with the text on enter once `check` finds nothing wrong with it, None on escape.
 
     `check(text)` says what is wrong, or None; after the first enter it is asked again at each change,

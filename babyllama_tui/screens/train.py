@@ -26,7 +26,7 @@ from babyllama.runs import ACTIVE_STATES, ENDED_STATES, alert_words, launch_deta
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.screens.confirm import ConfirmScreen
-from babyllama_tui.screens.job_dialogs import request_bench, request_eval, request_export
+from babyllama_tui.screens.job_dialogs import request_bench, request_cancel, request_eval, request_export
 from babyllama_tui.screens.run_control import STOPPABLE_STATES, request_kill, request_resume, request_stop
 from babyllama_tui.screens.run_manage import request_delete, request_note, request_rename
 from babyllama_tui.textual_fixes import KeyFooter
@@ -49,7 +49,7 @@ WIDE_FROM = 120
 PANES = {"runs": "#runs-pane", "new": "#new-run-pane"}
 RUN_ACTIONS = {
     "open_run", "stop_run", "resume_run", "kill_run", "delete_run", "rename_run", "note_run", "show_config", "export",
-    "evaluate", "benchmark", "fine_tune",
+    "evaluate", "benchmark", "fine_tune", "cancel_job",
 }
 SECTION_NAMES = {"model": "the model section", "train": "the training section"}
 # Delete, rename and note share one place in the footer: named one by one they did not fit in 80 columns.
@@ -107,6 +107,7 @@ class TrainScreen(AppScreen):
         Binding("x", "export", "Export a checkpoint (hf, llama2.c, gguf)", show=False),
         Binding("v", "evaluate", "Evaluate a checkpoint on a token file", show=False),
         Binding("b", "benchmark", "Benchmark a checkpoint (ceval, cmmlu)", show=False),
+        Binding("X", "cancel_job", "Cancel the run's export, evaluation or benchmark at work", show=False),
         Binding("f", "fine_tune", "Fine-tune from this run (a new run)", show=False),
     ]
 
@@ -147,7 +148,7 @@ class TrainScreen(AppScreen):
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        self._show_runs(self._rows)
+        self._show_runs(self._rows, self.app.clock())
         self._show_pane()
         if self.pane == "runs":
             self.query_one(RunsTable).focus()
@@ -206,38 +207,38 @@ class TrainScreen(AppScreen):
 
     def _refresh_runs(self) -> None:
         """Twice a second while this screen is shown: nobody reads a table on a hidden screen."""
+        now = self.app.clock()
         if self.is_current:
-            now = self.app.clock()
-            self._show_runs(self._watcher.poll(now))
-            self.query_one(JobsStrip).refresh_jobs()
+            self._show_runs(self._watcher.poll(now), now, poll_jobs=True)
         if self.form is not None and not self._form_in_sight():
-            self.form.follow_clock(self.app.clock())
+            self.form.follow_clock(now)
 
     def _form_in_sight(self) -> bool:
         """Whether the form is on the terminal, maybe under a dialog. Its default run name follows
         the clock only while it is not: a launch takes the name the user saw."""
         return self in self.app.screen_stack and self.query_one("#new-run-pane").display
 
-    def _show_runs(self, rows: list[RunRow]) -> None:
+    def _show_runs(self, rows: list[RunRow], now: float, *, poll_jobs: bool = False) -> None:
+        """`poll_jobs`: read the highlighted run's jobs again even if it is the same run."""
         self._rows = rows
         table = self.query_one(RunsTable)
-        table.show(rows, self.app.clock())
+        table.show(rows, now)
         self.query_one("#no-runs").display = not rows
         table.display = bool(rows)
-        self._show_detail()
+        self._show_detail(now, poll_jobs=poll_jobs)
         paths = tuple(row.path for row in rows)
         if paths != self._known_runs:
             # A run name the form holds may have just been taken.
             self._known_runs = paths
             self._recheck()
 
-    def _show_detail(self) -> None:
-        """The highlighted run's folder and why it ended; the footer's keys follow its state."""
+    def _show_detail(self, now: float | None = None, *, poll_jobs: bool = False) -> None:
+        """The highlighted run's folder and why it ended, and its jobs; the footer's keys follow its state."""
         row = self.query_one(RunsTable).highlighted_run
         detail = self.query_one("#run-detail", Static)
         detail.display = row is not None
-        shown = run_detail(row, self.app.clock()) if row is not None else None
-        self.query_one(JobsStrip).show_run(row.path if row is not None else None)
+        shown = run_detail(row, self.app.clock() if now is None else now) if row is not None else None
+        self.query_one(JobsStrip).show_run(row.path if row is not None else None, poll=poll_jobs)
         if shown != self._detail:
             self._detail = shown
             if shown is not None:
@@ -330,6 +331,9 @@ class TrainScreen(AppScreen):
 
     def action_benchmark(self) -> None:
         self._on_highlighted(partial(request_bench, self))
+
+    def action_cancel_job(self) -> None:
+        self._on_highlighted(partial(request_cancel, self))
 
     async def action_fine_tune(self) -> None:
         """The new-run form, to fine-tune from the highlighted run."""

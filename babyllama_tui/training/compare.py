@@ -154,3 +154,8 @@ class CompareSet:
 
     def drop(self, path: Path) -> None:
         self.choose(p for p in self.paths if p != path)
+
+    def move(self, old: Path, new: Path | None) -> None:
+        """The run at `old` was renamed to `new` (read again there, in its slot), or trashed (None)."""
+        self.runs = [run if run.path != old else ComparedRun(new, run.slot) for run in self.runs
+                     if run.path != old or new is not None]

@@ -236,6 +236,8 @@ def describe_job(job: JobInfo, root: Path, width: int | None = None) -> str:
     """The job in a line: what, on which checkpoint, and how far it got or how it ended. A finished
     evaluation longer than `width` leaves its perplexity out (the loss says it: e to the loss)."""
     what = job_title(job)
+    if job.state == "cancelled":
+        return f"{what}: cancelled"
     if job.kind == "export":
         target = shown_path(job.output, root) if job.output else ""
         if job.state == "finished":

@@ -19,11 +19,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from babyllama.runs import RunDir
+from babyllama_tui.widgets.dialog import Dialog
 
 NO_CHECKPOINT = "-"
 TYPED_PATH = "path"
@@ -156,7 +156,7 @@ class FilterInput(Input):
     ]
 
 
-class CheckpointPicker(ModalScreen[PickedCheckpoint | None]):
+class CheckpointPicker(Dialog[PickedCheckpoint | None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, title: str, root: Path, *, none_label: str | None = None, current: Path | None = None,

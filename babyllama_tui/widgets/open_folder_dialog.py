@@ -9,11 +9,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from babyllama_tui.widgets.dialog import Dialog
 
-class OpenFolderDialog(ModalScreen[Path | None]):
+
+class OpenFolderDialog(Dialog[Path | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, root: Path) -> None:

@@ -11,19 +11,19 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
 from babyllama.corpora import FORMATS, check_format
 from babyllama.errors import UserError
 from babyllama_tui.corpora.jobs import PrepareRequest, TokenizerChoice, prepare_steps
+from babyllama_tui.widgets.dialog import Dialog
 
 TOKEN_FILE_NAME = re.compile(r"[\w][\w.+-]*")
 DEFAULT_MIN_TOKENS = 6
 
 
-class PrepareDialog(ModalScreen[PrepareRequest | None]):
+class PrepareDialog(Dialog[PrepareRequest | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+s", "start", "Start"),

@@ -21,6 +21,7 @@ STATE_STYLES = {
     "stopped": "yellow",
     "finished": "blue",
     "failed": "bold red",
+    "cancelled": "yellow",
     "created": "dim",
 }
 

@@ -16,12 +16,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from babyllama_tui.corpora.jobs import ChildProcess, TokenizerChoice, error_line, shown_path, tokenizer_info_args
 from babyllama_tui.corpora.listing import TokenizerEntry
+from babyllama_tui.widgets.dialog import Dialog
 
 TRAIN_OPTION = "train"
 DEFAULT_VOCAB_SIZE = 8000
@@ -34,7 +34,7 @@ def choice_from_entry(entry: TokenizerEntry, root: Path) -> TokenizerChoice:
     return TokenizerChoice(Path(shown_path(entry.path, root)), entry.name, entry.kind, entry.vocab_size, entry.fingerprint)
 
 
-class TokenizerPicker(ModalScreen[TokenizerChoice | None]):
+class TokenizerPicker(Dialog[TokenizerChoice | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(

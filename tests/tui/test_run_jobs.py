@@ -236,6 +236,31 @@ async def test_a_job_killed_says_so_in_one_line(project):
                          "the strip to say so")
 
 
+async def test_X_cancels_the_job_at_work_after_asking_and_it_ends_cancelled(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await on_monitor(pilot, project)
+        job = await start_long_eval(pilot, project, monitor)
+        assert strip_text(monitor).endswith("X cancels")
+        dialog = await open_dialog(pilot, "X", "ConfirmScreen")
+        await pilot.press("n")  # no: it goes on
+        assert app.screen is monitor and jobs(project)[0].state == "running"
+        await open_dialog(pilot, "X", "ConfirmScreen")
+        assert dialog is not app.screen
+        await pilot.press("y")
+        await wait_until(pilot, lambda: strip_text(monitor).endswith("long.bin: cancelled"), "the strip to say so")
+        await wait_until(pilot, lambda: any(n.endswith("long.bin: cancelled") for n in notes(app)), "the job's end")
+        (done,) = jobs(project)
+        assert done.state == "cancelled"
+        await wait_until(pilot, lambda: not psutil.pid_exists(job.status["child_pid"])
+                         or psutil.Process(job.status["child_pid"]).status() == psutil.STATUS_ZOMBIE, "the command")
+
+        # Nothing at work: X says so.
+        await pilot.press("X")
+        assert app.screen is monitor
+        assert notes(app)[-1] == f"{RUN} has no export, evaluation or benchmark at work to cancel."
+
+
 async def test_a_job_outlives_the_app_and_a_second_app_shows_it(project):
     app = BabyLlamaApp(root=project)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -20,6 +20,7 @@ from babyllama_tui.widgets.field_input import FieldInput
 from babyllama_tui.widgets.runs_table import RunsTable
 
 from pilot_wait import footer_settled, wait_until
+from run_fixtures import fill_run
 
 
 def ended(
@@ -164,6 +165,49 @@ async def test_R_renames_a_run_and_the_monitor_follows_the_new_name(tmp_path):
             lambda: monitor.follower is not None and monitor.follower.path == renamed,
             "the monitor on the renamed run",
         )
+
+
+async def test_a_run_compared_on_the_monitor_follows_its_new_name_and_leaves_when_trashed(tmp_path):
+    now = time.time()
+    main = RunDir(tmp_path / "out" / "runs" / "main")
+    fill_run(main, steps=400, max_steps=400, started=now - 600)
+    fill_run(RunDir(tmp_path / "out" / "runs" / "third"), steps=200, max_steps=200, started=now - 20000)
+    other = RunDir(tmp_path / "out" / "runs" / "baseline")
+    fill_run(other, steps=300, max_steps=300, started=now - 9000)
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.monitor_run(main.path)
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the monitor")
+        monitor = app.screen
+        await pilot.press("c")
+        await pilot.press("space", "enter")
+        chart = monitor.chart
+        await wait_until(pilot, lambda: chart.compared and len(chart.compared[0].follower.history) == 30, "baseline")
+        slot = chart.compared[0].slot
+
+        await pilot.press("2")
+        await choose(pilot, "baseline")
+        await pilot.press("R")
+        await type_over(pilot, "baseline-v2")
+        await pilot.press("enter", "3")
+        renamed = tmp_path / "out" / "runs" / "baseline-v2"
+        assert monitor.follower.path == main.path
+        assert [(run.path, run.slot) for run in chart.compared] == [(renamed, slot)]
+        await wait_until(pilot, lambda: len(chart.compared[0].follower.history) == 30, "the renamed run read")
+        assert "baseline-v2" in chart.render().plain
+
+        await pilot.press("2")
+        await choose(pilot, "baseline-v2")
+        await pilot.press("d", "y", "3")
+        await wait_until(pilot, lambda: not renamed.exists(), "the run in the trash")
+        assert chart.compared == [] and monitor.compared.paths == []
+
+        # Renamed outside the app (`babyllama runs rename`), whose new name the app does not learn: let go.
+        await pilot.press("c", "space", "enter")
+        await wait_until(pilot, lambda: chart.compared, "the second compared run")
+        assert monitor.compared.paths == [tmp_path / "out" / "runs" / "third"]
+        rename_run(RunDir(monitor.compared.paths[0]), "elsewhere")
+        await wait_until(pilot, lambda: chart.compared == [], "the monitor to let go of the compared run", limit=10)
 
 
 async def test_the_monitor_lets_go_of_a_run_renamed_outside_the_app(tmp_path):

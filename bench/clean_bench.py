@@ -259,7 +259,7 @@ def main() -> int:
     parser.add_argument("--exact-rate", type=float, default=0.05)
     parser.add_argument("--near-rate", type=float, default=0.05)
     parser.add_argument("--bait-rate", type=float, default=0.02)
-    parser.add_argument("--small-memory-mb", type=float, default=4.0)
+    parser.add_argument("--small-memory-mb", type=float, default=1.0)
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "bench" / "clean")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -254,6 +254,9 @@ def test_jsonl_progress_and_explain(tmp_path, chapters):
     text = explained.stdout
     assert "low_cjk: 1 removed" in text and f"{corpus}:2: CJK share 0.00 < 0.3" in text
     assert "digits: 1 removed" in text and "exact_duplicate: 1 removed" in text and f"{corpus}:1" in text
+    # Other inputs are another cleaning: it is not explained from this output's report.
+    other = write_jsonl(tmp_path / "other.jsonl", [chapters[1]])
+    assert_one_line_error(run_clean("--format", "c4", "--out", out, "--explain", "3", corpus, other), "already exists")
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:

@@ -12,7 +12,7 @@ from babyllama.clean.report import describe_examples, make_report
 from babyllama.clean.scan import DEFAULT_CHUNK_BYTES
 from babyllama.clean.settings import CleanSettings, flag
 from babyllama.clean.work import CleanPaths
-from babyllama.corpora import FORMAT_HELP
+from babyllama.corpora import FORMAT_HELP, expand_inputs
 from babyllama.errors import UserError
 
 SETTING_HELP = {
@@ -66,13 +66,15 @@ def settings_from(args: argparse.Namespace) -> CleanSettings:
     return CleanSettings(**values, dedup=not args.no_dedup).validate()
 
 
-def existing_manifest(out: Path, settings: CleanSettings) -> dict | None:
-    """The manifest of an existing --out made with the same settings, or None."""
+def existing_manifest(out: Path, inputs: list[str], settings: CleanSettings) -> dict | None:
+    """The manifest of an existing --out made from the same input files with the same settings, or None."""
     try:
         manifest = json.loads(CleanPaths(out).manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        files = [str(path) for path in expand_inputs(inputs)]
+    except (OSError, ValueError, UserError):
         return None
-    return manifest if out.exists() and manifest.get("settings") == settings.as_dict() else None
+    same = manifest.get("settings") == settings.as_dict() and [i["path"] for i in manifest.get("inputs", [])] == files
+    return manifest if out.exists() and same else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.explain < 0:
         raise UserError("--explain N needs N of 0 or more")
     settings = settings_from(args)
-    if args.explain and not args.force and (manifest := existing_manifest(args.out, settings)):
+    if args.explain and not args.force and (manifest := existing_manifest(args.out, args.inputs, settings)):
         print(describe_examples(manifest, args.explain))
         return 0
     report = make_report(args.progress)

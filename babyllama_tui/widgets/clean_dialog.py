@@ -24,8 +24,8 @@ from babyllama_tui.widgets.prepare_dialog import TOKEN_FILE_NAME
 OUT_SUFFIX = ".clean.jsonl"
 # The settings the dialog offers: (field of CleanSettings, label, input type); the rest keep their defaults.
 OFFERED = (
-    ("threshold", "near-duplicate similarity", "number"),
-    ("min_chars", "min characters", "integer"),
+    ("threshold", "near-dup similarity", "number"),
+    ("min_chars", "min chars", "integer"),
     ("min_cjk", "min CJK share", "number"),
 )
 
@@ -61,7 +61,8 @@ class CleanDialog(ModalScreen[CleanRequest | None]):
             with Horizontal(classes="corpora-dialog-row"):
                 for field, label, kind in OFFERED:
                     yield Label(label)
-                    yield Input(f"{getattr(defaults, field):g}", type=kind, id=f"clean-{field}", compact=True)
+                    yield Input(f"{getattr(defaults, field):g}", type=kind, id=f"clean-{field}", compact=True,
+                                tooltip=f"--{field.replace('_', '-')}")
             yield Checkbox("replace the existing cleaned corpus", id="clean-force", compact=True)
             yield Static(id="clean-command", classes="corpora-dialog-command")
             yield Static(id="clean-message")

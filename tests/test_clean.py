@@ -87,6 +87,16 @@ def test_each_filter_removes_its_example_and_keeps_prose(tmp_path):
     assert manifest["removed"]["exact_duplicate"] == manifest["removed"]["near_duplicate"] == 0
 
 
+def test_repeated_ngrams_from_shingle_hashes_measure_what_direct_hashes_do(chapters):
+    from babyllama.clean.quality import code_points, gram_hashes, normal_form, repeated_ngram_share
+
+    for text in chapters[:20] + [REMOVED["repeated_ngrams"], REMOVED["repeated_lines"]]:
+        points = code_points(normal_form(text)[1].replace(" ", ""))
+        direct = repeated_ngram_share(points, 10)
+        assert repeated_ngram_share(points, 10, (5, gram_hashes(points, 5))) == direct
+    assert direct > 0.3
+
+
 @pytest.mark.parametrize("rule, setting", [
     ("too_short", {"min_chars": 0}),
     ("low_cjk", {"min_cjk": 0.0}),

@@ -91,9 +91,24 @@ def repeated_line_share(normalised: str) -> float:
     return (len(lines) - len(set(lines))) / len(lines)
 
 
-def repeated_ngram_share(points: np.ndarray, n: int) -> float:
+def ngram_hashes(points: np.ndarray, n: int, shorter: tuple[int, np.ndarray] | None = None) -> np.ndarray:
+    """`gram_hashes(points, n)`, or as fast from the hashes of k-grams, `shorter` = (k, hashes)
+    with n/2 <= k < n: each n-gram's from its first and its last k-gram (they cover it)."""
+    if shorter is None or not n / 2 <= shorter[0] < n:
+        return gram_hashes(points, n)
+    k, hashes = shorter
+    count = len(points) - n + 1
+    if count <= 0:
+        return np.empty(0, np.uint64)
+    with np.errstate(over="ignore"):
+        combined = hashes[:count] * MIX + hashes[n - k:n - k + count]
+        combined ^= combined >> np.uint64(31)
+    return combined
+
+
+def repeated_ngram_share(points: np.ndarray, n: int, shorter: tuple[int, np.ndarray] | None = None) -> float:
     """The share of characters covered by n-grams that occurred earlier in the document."""
-    hashes = gram_hashes(points, n)
+    hashes = ngram_hashes(points, n, shorter)
     if len(hashes) < 2:
         return 0.0
     _, first = np.unique(hashes, return_index=True)
@@ -118,9 +133,11 @@ def repeated_char_share(points: np.ndarray) -> float:
     return float(runs[runs >= RUN_CHARS].sum() / len(points))
 
 
-def first_failed_rule(normalised: str, dense: str, points: np.ndarray, settings: CleanSettings) -> tuple[str, str] | None:
+def first_failed_rule(normalised: str, dense: str, points: np.ndarray, settings: CleanSettings,
+                      shingles: np.ndarray | None = None) -> tuple[str, str] | None:
     """The first filter the document fails, as (rule, what was measured), or None. `normalised`:
-    its NFKC text; `dense`, the same without whitespace, and `points`, dense's code points."""
+    its NFKC text; `dense`, the same without whitespace, and `points`, dense's code points;
+    `shingles`, its `gram_hashes` of `settings.shingle_chars`, if known."""
     size = len(dense)
     if size < settings.min_chars:
         return "too_short", f"{size:,} characters < {settings.min_chars:,}"
@@ -136,7 +153,8 @@ def first_failed_rule(normalised: str, dense: str, points: np.ndarray, settings:
          "characters in repeated runs", False),
         ("repeated_lines", lambda: repeated_line_share(normalised), settings.max_repeated_lines, "repeated lines",
          False),
-        ("repeated_ngrams", lambda: repeated_ngram_share(points, settings.ngram_chars), settings.max_repeated_ngrams,
+        ("repeated_ngrams", lambda: repeated_ngram_share(
+            points, settings.ngram_chars, None if shingles is None else (settings.shingle_chars, shingles)), settings.max_repeated_ngrams,
          f"characters in repeated {settings.ngram_chars}-grams", False),
         ("low_cjk", lambda: float(is_cjk(points).mean()), settings.min_cjk, "CJK share", True),
     )

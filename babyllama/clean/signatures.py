@@ -33,12 +33,14 @@ def excerpt(text: str) -> str:
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…"
 
 
-def shingle_hashes(points: np.ndarray, shingle_chars: int) -> np.ndarray:
+def shingle_hashes(points: np.ndarray, shingle_chars: int, grams: np.ndarray | None = None) -> np.ndarray:
     """The distinct hashes of a document's shingles: its runs of `shingle_chars` characters,
-    whitespace left out (`points`: the code points of its NFKC text without whitespace)."""
+    whitespace left out (`points`: the code points of its NFKC text without whitespace; `grams`,
+    their `gram_hashes` if known). A shorter document is one shingle, padded."""
     if len(points) < shingle_chars:
         points = np.concatenate((points, np.zeros(shingle_chars - len(points), np.uint32)))
-    return np.unique(gram_hashes(points, shingle_chars))
+        grams = None
+    return np.unique(gram_hashes(points, shingle_chars) if grams is None else grams)
 
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -67,7 +69,8 @@ def analyse_chunk(texts: list[str], settings: CleanSettings, examples_wanted: di
         normalised, normal = normal_form(text)
         dense = normal.replace(" ", "")
         points = code_points(dense)
-        failed = first_failed_rule(normalised, dense, points, settings)
+        grams = gram_hashes(points, settings.shingle_chars)
+        failed = first_failed_rule(normalised, dense, points, settings, grams)
         if failed is not None:
             rule, measured = failed
             status[index] = 1 + FILTER_RULES.index(rule)
@@ -78,7 +81,7 @@ def analyse_chunk(texts: list[str], settings: CleanSettings, examples_wanted: di
         digest = xxhash.xxh3_128_digest(normal.encode("utf-8", "surrogatepass"))
         exact.append(np.frombuffer(digest, dtype=np.uint64))
         if settings.dedup:
-            shingles.append(shingle_hashes(points, settings.shingle_chars))
+            shingles.append(shingle_hashes(points, settings.shingle_chars, grams))
     bands, rows = settings.bands
     kept = len(exact)
     if kept and settings.dedup:

@@ -182,8 +182,10 @@ def clean(
                 raise nothing_to_write([what_was_found(source, 0) for source in sources])
         store.open(journal["chunks"])
         if journal["phase"] == "dedup":
+            # Past the whole input: the bar stays full while the passes run.
+            tracker.phase(total)
             journal = dedup(journal, paths, store, settings, memory_bytes, examples,
-                            lambda done, steps: tracker.update("dedup", 0, journal, final=done == steps,
+                            lambda done, steps: tracker.update("dedup", total, journal, final=done == steps,
                                                                passes=done, total_passes=steps))
         if journal["phase"] == "write":
             tracker.phase(done_bytes(journal["write"]["position"]))

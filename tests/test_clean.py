@@ -243,6 +243,9 @@ def test_killed_with_sigkill_resumes_to_the_same_output(tmp_path, dup_corpus, du
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert events[0]["event"] == "note" and f"resuming in the {phase} phase" in events[0]["message"]
+    start = events[1]
+    assert start["event"] == "start" and 0 < start["resumed_bytes"] <= start["total_bytes"]
+    assert (start["resumed_bytes"] == start["total_bytes"]) == (phase == "write")
     assert out.read_bytes() == dup_corpus_clean.read_bytes()
     assert {**manifest_of(out), "created": None} == {**manifest_of(dup_corpus_clean), "created": None}
     assert not paths.work.exists() and not paths.partial.exists()

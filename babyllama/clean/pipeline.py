@@ -167,8 +167,9 @@ def clean(
         return offsets[position["file"]] + position["end"]
 
     tracker = Tracker(emit, total)
+    resumed = done_bytes(journal["position"]) if journal["phase"] == "scan" else total
     emit({"event": "start", "out": str(paths.out), "files": len(sources), "total_bytes": total,
-          "resumed_bytes": done_bytes(journal["position"]) if journal["phase"] == "scan" else total,
+          "resumed_bytes": resumed,
           "workers": workers, "settings": settings.as_dict(), "bands": list(settings.bands)})
     store = ChunkStore(paths.work)
     with writing(paths.work):
@@ -203,7 +204,8 @@ def clean(
           **{key: manifest[key] for key in ("documents_in", "documents_out", "removed", "malformed",
                                             "malformed_examples", "cut_short", "examples", "duplicate_clusters")},
           "elapsed_s": round(tracker.elapsed(), 3),
-          "mb_per_s": round(total / max(tracker.elapsed(), 1e-9) / 1e6, 3)})
+          # The input this run scanned (not what a run before it did), over this run's time.
+          "mb_per_s": round((total - resumed) / max(tracker.elapsed(), 1e-9) / 1e6, 3)})
     return manifest
 
 

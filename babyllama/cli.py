@@ -21,6 +21,7 @@ from babyllama.files import out_of_space
 COMMANDS = {
     "sample": ("babyllama.sample", "download the sample corpus (三国演义) into data/sample/"),
     "tokenizer": ("babyllama.tokenizer.command", "train or inspect a tokenizer"),
+    "clean": ("babyllama.clean.command", "filter low-quality documents and remove duplicates (exact and near) from corpora"),
     "prepare": ("babyllama.prepare.command", "tokenize corpora into a token file (.bin + manifest)"),
     "train": ("babyllama.train_command", "train a model on token files, keeping a run directory (out/runs/NAME)"),
     "runs": ("babyllama.runs.command", "list, inspect and stop training runs"),

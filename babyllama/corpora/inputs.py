@@ -11,7 +11,7 @@ from pathlib import Path
 
 from babyllama.errors import UserError
 
-_OUTPUT_SUFFIXES = (".bin", ".bin.json", ".partial", ".partial.json")
+_OUTPUT_SUFFIXES = (".bin", ".bin.json", ".partial", ".partial.json", ".jsonl.json")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -51,7 +51,8 @@ def _expand_one(given: str | Path) -> list[Path]:
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Files named, files below folders (sorted by path; hidden files and our own outputs
-    *.bin, *.bin.json, *.partial, *.partial.json left out) and glob matches (sorted); each file once."""
+    *.bin, *.bin.json, *.partial, *.partial.json and
+    clean's manifests *.jsonl.json left out) and glob matches (sorted); each file once."""
     files: list[Path] = []
     seen: set[Path] = set()
     for given in inputs:

@@ -54,8 +54,18 @@ class PrepareRequest:
 
 
 @dataclass(frozen=True)
+class CleanRequest:
+    inputs: tuple[str, ...]
+    out: str  # data/NAME.clean.jsonl
+    format: str = "auto"
+    settings: tuple[tuple[str, str], ...] = ()  # (flag, value) of the settings given, e.g. ("--threshold", "0.7")
+    workers: int | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
 class JobStep:
-    kind: str  # "sample", "tokenizer" or "prepare"
+    kind: str  # "sample", "tokenizer", "prepare" or "clean"
     args: tuple[str, ...]  # after `babyllama`
     title: str
     out: str
@@ -93,6 +103,23 @@ def prepare_steps(request: PrepareRequest) -> list[JobStep]:
     args += ["--progress", "jsonl", *request.inputs]
     steps.append(JobStep("prepare", tuple(args), f"Preparing {request.out}", request.out))
     return steps
+
+
+def clean_steps(request: CleanRequest) -> list[JobStep]:
+    args = ["clean", "--format", request.format, "--out", request.out]
+    for flag, value in request.settings:
+        args += [flag, value]
+    if request.force:
+        args.append("--force")
+    if request.workers is not None:
+        args += ["--workers", str(request.workers)]
+    args += ["--progress", "jsonl", *request.inputs]
+    return [JobStep("clean", tuple(args), f"Cleaning into {request.out}", request.out)]
+
+
+def clean_work_folder(out: Path) -> Path:
+    """Where `babyllama clean --out OUT` keeps an unfinished run's progress."""
+    return out.with_name(f".{out.name}.work")
 
 
 def tokenizer_info_args(path: str | Path) -> tuple[str, ...]:

@@ -20,7 +20,8 @@ from babyllama.errors import UserError
 TOKEN_FILE_SUFFIX = ".bin"
 PARTIAL_SUFFIX = ".bin.partial"
 # Manifests, journals, loss masks and our own outputs are listed with their token file, never as corpora.
-NOT_CORPUS_SUFFIXES = (".bin", ".bin.json", ".bin.mask", ".partial", ".partial.json")
+# Token files and their manifests, partial files, and `babyllama clean`'s reports (NAME.jsonl.json).
+NOT_CORPUS_SUFFIXES = (".bin", ".bin.json", ".bin.mask", ".partial", ".partial.json", ".jsonl.json")
 ESTIMATE_SAMPLE_BYTES = 1 << 20
 MAX_FILES_WALKED = 20_000
 OWN_TOKENIZER_CONFIG = "babyllama_tokenizer.json"

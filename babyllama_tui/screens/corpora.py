@@ -1,4 +1,5 @@
-"""Corpora screen: corpus and token files, and running `babyllama prepare` with live progress.
+"""Corpora screen: corpus and token files, and running `babyllama clean` and `babyllama prepare`
+with live progress.
 
 Listing runs in worker threads and is refreshed by stat alone; a prepare outlives the app and
 resumes from its journal. See docs/ARCHITECTURE.md.
@@ -24,9 +25,12 @@ from textual.worker import get_current_worker
 from babyllama_tui.corpora.jobs import (
     INTERRUPTED_EXIT,
     ChildProcess,
+    CleanRequest,
     JobStep,
     PrepareRequest,
     TokenizerChoice,
+    clean_steps,
+    clean_work_folder,
     error_line,
     interrupt_process,
     prepare_steps,
@@ -51,11 +55,13 @@ from babyllama_tui.corpora.listing import (
 from babyllama_tui.screens.app_screen import AppScreen
 from babyllama_tui.screens.commands import ScreenKeysProvider
 from babyllama_tui.textual_fixes import KeyFooter
+from babyllama_tui.widgets.clean_dialog import CleanDialog
+from babyllama_tui.widgets.clean_report import CleanReportScreen, read_clean_manifest
 from babyllama_tui.widgets.corpus_list import CorpusList
 from babyllama_tui.widgets.mode_header import ModeHeader
 from babyllama_tui.widgets.open_folder_dialog import OpenFolderDialog
 from babyllama_tui.widgets.prepare_dialog import PrepareDialog
-from babyllama_tui.widgets.prepare_progress import PrepareProgress, describe_prepare_event
+from babyllama_tui.widgets.prepare_progress import PrepareProgress, describe_clean_event, describe_prepare_event
 from babyllama_tui.widgets.token_file_table import TokenFileTable, describe_state
 from babyllama_tui.widgets.tokenizer_picker import TokenizerPicker, choice_from_entry
 
@@ -90,6 +96,8 @@ class CorporaScreen(AppScreen):
         Binding("r", "resume", "Resume"),
         # In the palette and the hint only: every key shown must fit 80 columns in every state.
         Binding("s", "sample", "Sample corpus", show=False),
+        Binding("k", "clean", "Clean"),
+        Binding("e", "clean_report", "Clean report", show=False),
         Binding("o", "open_folder", "Open"),
         # The listing follows the files by itself; f5 also reads every corpus's first MB again.
         Binding("f5", "refresh_listing", "Refresh", show=False),
@@ -152,6 +160,7 @@ class CorporaScreen(AppScreen):
         self.shown_corpora_generation = 0
         self.following_foreign_prepare = False
         self.mark_after_listing: Path | None = None
+        self.last_cleaned: Path | None = None
 
     @property
     def root(self) -> Path:
@@ -335,8 +344,11 @@ class CorporaScreen(AppScreen):
 
     def show_corpora(self, paths: list[Path]) -> None:
         corpus_list = self.query_one(CorpusList)
-        corpus_list.show_paths([(path, self.label(path)) for path in paths])
         mark = self.mark_after_listing
+        if mark is not None and mark == self.last_cleaned and any(str(mark) == str(path) for path in paths):
+            # A corpus just cleaned is what prepare takes next, in place of the sources it came from.
+            corpus_list.marked.clear()
+        corpus_list.show_paths([(path, self.label(path)) for path in paths])
         if mark is not None and str(mark) in corpus_list.entries:
             self.mark_after_listing = None
             corpus_list.move_cursor(row=corpus_list.get_row_index(str(mark)))
@@ -470,7 +482,7 @@ class CorporaScreen(AppScreen):
     # --- actions -------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("choose_tokenizer", "prepare", "sample"):
+        if action in ("choose_tokenizer", "prepare", "sample", "clean"):
             return not self.job_running
         if action == "cancel_job":
             return self.job_running or self.highlighted_foreign_prepare() is not None
@@ -536,6 +548,34 @@ class CorporaScreen(AppScreen):
     def start_prepare(self, request: PrepareRequest | None) -> None:
         if request is not None:
             self.start_job(prepare_steps(request))
+
+    def action_clean(self) -> None:
+        if self.refuse_while_busy():
+            return
+        sources = self.sources()
+        if not sources:
+            self.notify("Mark corpora with space first, then k cleans them.", severity="warning")
+            return
+        inputs = [shown_path(path, self.root) for path in sources]
+        base = self.default_name(inputs)
+        name = next((n for n in [base] + [f"{base}-{i}" for i in range(2, 100)]
+                     if not (self.data_dir / f"{n}.clean.jsonl").exists()), base)
+        self.app.push_screen(CleanDialog(self.root, inputs, name), self.start_clean)
+
+    def start_clean(self, request: CleanRequest | None) -> None:
+        if request is not None:
+            self.start_job(clean_steps(request))
+
+    def action_clean_report(self) -> None:
+        """The report of the highlighted corpus if clean wrote it, else of the last clean."""
+        highlighted = self.query_one(CorpusList).highlighted()
+        for path in ([highlighted[0]] if highlighted else []) + ([self.last_cleaned] if self.last_cleaned else []):
+            manifest = read_clean_manifest(path)
+            if manifest is not None:
+                self.app.push_screen(CleanReportScreen(manifest, self.label(path)))
+                return
+        self.notify("No report here: k cleans the marked corpora, and e then shows what it removed.",
+                    severity="warning")
 
     def action_resume(self) -> None:
         entry = self.query_one(TokenFileTable).highlighted()
@@ -622,7 +662,7 @@ class CorporaScreen(AppScreen):
             try:
                 async for stream, line in child.lines():
                     event = None
-                    if stream == "stdout" and step.kind == "prepare":
+                    if stream == "stdout" and step.kind in ("prepare", "clean"):
                         try:
                             event = json.loads(line)
                         except ValueError:
@@ -633,9 +673,10 @@ class CorporaScreen(AppScreen):
                     self.post_message(self.JobOutput(step, line, event))
                 code = await child.wait()
             except asyncio.CancelledError:
-                # The app is closing. A prepare goes on and is found again through its journal;
-                # the short jobs stop rather than write to a reader that is gone.
-                if step.kind != "prepare":
+                # The app is closing. A prepare or clean goes on (a prepare is found again through
+                # its journal, and the same clean resumes); the short jobs stop rather than write
+                # to a reader that is gone.
+                if step.kind not in ("prepare", "clean"):
                     child.interrupt()
                 raise
             finally:
@@ -671,6 +712,8 @@ class CorporaScreen(AppScreen):
         self.job_running = False
         stats = None
         partial = self.root / (step.out + ".partial")
+        if step.kind == "clean":
+            partial = clean_work_folder(self.root / step.out)
         if message.code == 0:
             ok, text = True, self.success_text(step, message.last_event)
             if step.kind == "sample":
@@ -678,9 +721,12 @@ class CorporaScreen(AppScreen):
             if step.kind == "prepare" and message.last_event:
                 stats = describe_prepare_event(message.last_event)
                 self.select_after_listing = str(self.root / step.out)
+            if step.kind == "clean" and message.last_event:
+                stats = describe_clean_event(message.last_event)
+                self.last_cleaned = self.mark_after_listing = self.root / step.out
         elif message.code == INTERRUPTED_EXIT:
             ok, text = False, self.cancelled_text(step, partial.exists())
-            if partial.exists():
+            if partial.exists() and step.kind == "prepare":
                 self.select_after_listing = str(partial)
         else:
             ok, text = False, f"Failed: {message.error or f'exit status {message.code}'}"
@@ -701,9 +747,18 @@ class CorporaScreen(AppScreen):
                 f"Wrote {step.out}: {event['documents']:,} documents, {event['tokens']:,} tokens "
                 f"in {event['elapsed_s']:.1f} s.{read_in_part}"
             )
+        if step.kind == "clean" and event and event.get("event") == "done":
+            return (
+                f"Cleaned into {step.out}: {event['documents_out']:,} of {event['documents_in']:,} documents kept, "
+                f"in {event['elapsed_s']:.1f} s. Marked it: e shows what was removed, p prepares it."
+            )
         return f"Done: {step.out}"
 
     def cancelled_text(self, step: JobStep, partial_kept: bool) -> str:
+        if step.kind == "clean":
+            if partial_kept:
+                return "Cancelled: its progress is kept; k with the same sources, name and settings resumes it."
+            return "Cancelled before anything was kept."
         if step.kind != "prepare":
             return f"Cancelled: {step.title.lower()} stopped, nothing was written."
         if partial_kept:

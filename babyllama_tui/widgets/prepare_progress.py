@@ -38,6 +38,38 @@ def describe_prepare_event(event: dict) -> Text:
     return text
 
 
+def describe_clean_event(event: dict) -> Text:
+    """A `babyllama clean --progress jsonl` progress or done event, in a line."""
+    removed = event.get("removed") or {}
+    text = Text()
+    if event.get("event") == "done":
+        text.append(f"{event['documents_out']:,}", "bold")
+        text.append(f" of {event['documents_in']:,} docs kept  ")
+    else:
+        phase = event.get("phase", "")
+        text.append(f"{phase}  ", "bold")
+        if phase == "dedup":
+            text.append(f"pass {event.get('passes', 0)}/{event.get('total_passes', 0)}  ")
+        text.append(f"{event.get('documents', 0):,}", "bold")
+        text.append(" docs  ")
+    text.append(f"{sum(removed.values()):,}", "bold")
+    text.append(" removed  ")
+    text.append(f"{event.get('mb_per_s', 0):.1f}", "bold")
+    if event.get("event") == "done":
+        text.append(" MB/s  took ")
+        text.append(format_clock(event.get("elapsed_s")), "bold")
+    else:
+        text.append(" MB/s  ETA ")
+        text.append(format_clock(event.get("eta_s")), "bold")
+    largest = sorted(((n, rule) for rule, n in removed.items() if n), reverse=True)[:3]
+    if largest:
+        text.append("  " + ", ".join(f"{rule} {n:,}" for n, rule in largest), "dim")
+    bad = event.get("malformed", 0)
+    if bad:
+        text.append(f"  {bad:,} bad", "bold red")
+    return text
+
+
 class PrepareProgress(Vertical):
     """The bottom panel of the corpora screen."""
 
@@ -80,7 +112,7 @@ class PrepareProgress(Vertical):
         self.pending_line = None
         bar = self.query_one(ProgressBar)
         bar.update(total=1, progress=0)
-        bar.display = step.kind == "prepare"
+        bar.display = step.kind in ("prepare", "clean")
         self.query_one("#prepare-stats", Static).update(Text("starting…", "dim"))
         note = self.query_one("#prepare-note", Static)
         note.remove_class("-outcome")
@@ -88,7 +120,7 @@ class PrepareProgress(Vertical):
         self.redraw_timer.resume()
 
     def show_event(self, event: dict) -> None:
-        """A `babyllama prepare --progress jsonl` event; drawn at the next redraw tick."""
+        """A `babyllama prepare` or `clean --progress jsonl` event; drawn at the next redraw tick."""
         kind = event.get("event")
         if kind == "progress":
             self.pending_event = event
@@ -114,7 +146,8 @@ class PrepareProgress(Vertical):
         if self.pending_event is not None:
             event, self.pending_event = self.pending_event, None
             self.query_one(ProgressBar).update(total=max(event.get("total_bytes") or 0, 1), progress=event.get("bytes", 0))
-            self.query_one("#prepare-stats", Static).update(describe_prepare_event(event))
+            describe = describe_clean_event if self.step is not None and self.step.kind == "clean" else describe_prepare_event
+            self.query_one("#prepare-stats", Static).update(describe(event))
         if self.pending_line is not None:
             line, self.pending_line = self.pending_line, None
             self.query_one("#prepare-stats", Static).update(Text(line))
@@ -122,7 +155,7 @@ class PrepareProgress(Vertical):
     def show_stopping(self) -> None:
         if self.step is not None:
             self.border_title = f"Stopping: {self.step.title}"
-            what = "chunks in flight are finished and kept" if self.step.kind == "prepare" else "nothing is kept"
+            what = "chunks in flight are finished and kept" if self.step.kind in ("prepare", "clean") else "nothing is kept"
             self.query_one("#prepare-note", Static).update(Text(f"Ctrl-C sent; {what}…", "yellow"))
 
     def finish(self, message: str, ok: bool, stats: Text | None = None) -> None:

@@ -10,11 +10,28 @@ def expected_world_size() -> int:
     return int(os.environ.get("MS_WORKER_NUM", "1"))
 
 
+def is_scheduler() -> bool:
+    """msrun's scheduler, which runs the workers' command but is no worker."""
+    return os.environ.get("MS_ROLE") == "MS_SCHED"
+
+
 def expected_rank() -> int:
     """This worker's rank as msrun announces it, for choosing who writes before MindSpore is up.
 
     msrun's scheduler runs the same command with rank 0 announced; it is no worker: -1.
     """
-    if os.environ.get("MS_ROLE") == "MS_SCHED":
+    if is_scheduler():
         return -1
     return int(os.environ.get("RANK_ID", "0"))
+
+
+def serve_as_scheduler() -> int:
+    """The scheduler's whole part: MindSpore's cluster service, until every worker has left.
+
+    Nothing else: a scheduler that had compiled a fused kernel (as a trainer does at its start)
+    ended with "terminate called without an active exception", so msrun reported every run failed.
+    """
+    from mindspore.communication import init
+
+    init()
+    return 0

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def expected_world_size() -> int:
@@ -35,3 +40,19 @@ def serve_as_scheduler() -> int:
 
     init()
     return 0
+
+
+def stop_with_launcher() -> None:
+    """Under msrun, a worker whose msrun ends (SIGTERM to it, its terminal closed) is sent SIGTERM,
+    which stops the run after the step with a checkpoint on every host, as a stop does.
+
+    msrun starts each worker in a session of its own and dies of a SIGTERM without passing it on, so
+    without this its workers trained on. Call after the SIGTERM handler is installed.
+    """
+    if os.environ.get("MS_ROLE") != "MS_WORKER" or not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # msrun ended before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)

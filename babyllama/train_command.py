@@ -15,7 +15,7 @@ from pathlib import Path
 from babyllama.config import PRESETS, ModelConfig, TrainConfig, add_config_arguments, given_fields, summary
 from babyllama.devices import read_accelerators
 from babyllama.errors import UserError
-from babyllama.msrun_env import expected_rank, is_scheduler, serve_as_scheduler
+from babyllama.msrun_env import expected_rank, is_scheduler, serve_as_scheduler, stop_with_launcher
 from babyllama.planning import Plan, memory_fit, plan_training, train_arguments
 from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, LineFollower, RunDir, launch_detached, stop_run
 from babyllama.train import MINDSPORE_ENVIRONMENT, StopRequest, Training
@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
 
     stop = StopRequest()
     stop.install()
+    stop_with_launcher()
     main = expected_rank() == 0
     try:
         plan = plan_training(args)

@@ -202,17 +202,37 @@ def parameter_digest(model) -> str:
 
 
 class RankAgreement:
-    """One all-reduce per step: whether any rank must stop (the step's loss is already global)."""
+    """One all-reduce per step: whether any rank must stop (the step's loss is already global), and each
+    rank's memory (its process with children, its host's used and total, MiB), for the train rows."""
 
-    def __init__(self):
+    def __init__(self, rank: int, world_size: int):
         from mindspore import ops
 
         self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
+        self.rank = rank
+        self.world_size = world_size
+        self.memory = np.zeros((world_size, 3), np.float32)
 
     def __call__(self, stop: bool) -> bool:
         from mindspore import Tensor
 
-        return bool(self.all_reduce(Tensor(np.array([1.0 if stop else 0.0], np.float32))).asnumpy()[0] > 0)
+        from babyllama.devices import host_memory_mb, process_rss_mb
+
+        rows = np.zeros((self.world_size, 4), np.float32)
+        rows[self.rank] = [1.0 if stop else 0.0, process_rss_mb(), *host_memory_mb()]
+        summed = self.all_reduce(Tensor(rows)).asnumpy()
+        self.memory = summed[:, 1:]
+        return bool((summed[:, 0] > 0).any())
+
+    def hosts_memory(self, peers: Peers) -> list[dict]:
+        """The `mem` field's `hosts`: each host's ranks' resident memory and the host's own use, as last agreed."""
+        hosts: dict[str, dict] = {}
+        for peer in peers.all:
+            rss, used, total = (round(float(v), 1) for v in self.memory[peer.rank])
+            entry = hosts.setdefault(peer.host, {"host": peer.host, "rss_mb": 0.0, "host_used_mb": used,
+                                                 "host_total_mb": total})
+            entry["rss_mb"] = round(entry["rss_mb"] + rss, 1)
+        return list(hosts.values())
 
 
 @dataclass
@@ -389,7 +409,7 @@ class Training:
         else:
             self._load_parent()
         if self.world_size > 1:
-            self.agreement = RankAgreement()
+            self.agreement = RankAgreement(self.rank, self.world_size)
         self.guard = DivergenceGuard(self.train_cfg, plan.model.vocab_size, (plan.resume_state or {}).get("divergence"),
                                      loss_scaling=self.trainer.update.loss_scaling)
         if self.main and self.train_cfg.sample_tokens > 0 and sft:
@@ -562,6 +582,8 @@ class Training:
 
         seconds = interval.mean_seconds()
         mem = memory_row()
+        if self.agreement is not None and self.peers is not None:
+            mem["hosts"] = self.agreement.hosts_memory(self.peers)
         tokens_per_s = None if seconds is None else self.tokens_per_step / seconds
         row = {
             "kind": "train", "step": self.step, "tokens": self.tokens,

@@ -149,8 +149,6 @@ def _print_show(target: RunDir, as_json: bool, log_lines: int) -> int:
     if info.note:
         print(f"note        {info.note}")
     print(f"process     pid {_or_dash(info.pid)} on {_or_dash(info.host)}, world size {_or_dash(info.world_size)}")
-    for number, host in enumerate(info.hosts or []):
-        print(f"{'hosts' if number == 0 else '':12}{_host_words(host)}")
     print(f"step        {_or_dash(info.step)}/{_or_dash(info.max_steps)}")
     print(f"created     {_clock(info.created)} ({format_duration(info.age_s(now))} ago)")
     print(f"started     {_clock(info.started)}")
@@ -215,15 +213,6 @@ def _alerts_note(info: RunInfo) -> str | None:
     if not isinstance(last.get("step"), int) or not isinstance(last.get("message"), str):
         return count
     return f"{count}, the last at step {last['step']:,}: {alert_words(last['step'], last['message'])}"
-
-
-def _host_words(host: dict) -> str:
-    """One host of a run under msrun: "node-b (10.0.0.2): rank 1, pid 4242, lost"."""
-    ranks = host.get("ranks") or []
-    pids = host.get("pids") or []
-    where = f"{host.get('host')} ({host.get('address')})" if host.get("address") else str(host.get("host"))
-    return (f"{where}: rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}, "
-            f"pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))}, {host.get('state')}")
 
 
 def _or_dash(value) -> str:

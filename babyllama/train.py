@@ -38,6 +38,7 @@ from babyllama.measures import MINDSPORE_CPU_THREADS, RunMeasures, run_measures
 from babyllama.memory_watch import MemoryWatch
 from babyllama.msrun_env import expected_rank
 from babyllama.overfitting import OverfittingWatch
+from babyllama.peers import Peers, lost_reason
 from babyllama.planning import Plan
 from babyllama.runs import RunDir
 from babyllama.stop_guard import start_guard
@@ -201,17 +202,37 @@ def parameter_digest(model) -> str:
 
 
 class RankAgreement:
-    """One all-reduce per step: whether any rank must stop (the step's loss is already global)."""
+    """One all-reduce per step: whether any rank must stop (the step's loss is already global), and each
+    rank's memory (its process with children, its host's used and total, MiB), for the train rows."""
 
-    def __init__(self):
+    def __init__(self, rank: int, world_size: int):
         from mindspore import ops
 
         self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
+        self.rank = rank
+        self.world_size = world_size
+        self.memory = np.zeros((world_size, 3), np.float32)
 
     def __call__(self, stop: bool) -> bool:
         from mindspore import Tensor
 
-        return bool(self.all_reduce(Tensor(np.array([1.0 if stop else 0.0], np.float32))).asnumpy()[0] > 0)
+        from babyllama.devices import host_memory_mb, process_rss_mb
+
+        rows = np.zeros((self.world_size, 4), np.float32)
+        rows[self.rank] = [1.0 if stop else 0.0, process_rss_mb(), *host_memory_mb()]
+        summed = self.all_reduce(Tensor(rows)).asnumpy()
+        self.memory = summed[:, 1:]
+        return bool((summed[:, 0] > 0).any())
+
+    def hosts_memory(self, peers: Peers) -> list[dict]:
+        """The `mem` field's `hosts`: each host's ranks' resident memory and the host's own use, as last agreed."""
+        hosts: dict[str, dict] = {}
+        for peer in peers.all:
+            rss, used, total = (round(float(v), 1) for v in self.memory[peer.rank])
+            entry = hosts.setdefault(peer.host, {"host": peer.host, "rss_mb": 0.0, "host_used_mb": used,
+                                                 "host_total_mb": total})
+            entry["rss_mb"] = round(entry["rss_mb"] + rss, 1)
+        return list(hosts.values())
 
 
 @dataclass
@@ -276,6 +297,7 @@ class Training:
         self.measures: RunMeasures | None = None
         self.peak_remeasures = 0  # times the CPU's peak was measured again (at most PEAK_REMEASURES)
         self.guard: DivergenceGuard | None = None
+        self.peers: Peers | None = None  # every rank and its host, under msrun (set by _start)
 
     def __call__(self) -> int:
         if not self.main:
@@ -301,6 +323,12 @@ class Training:
                 self._record_end("failed", str(e))
                 raise
             except BaseException as e:
+                lost = self._lost_peers(e)
+                if lost:
+                    said = self._lost_message(lost)
+                    self._record_end("failed", said, hosts=self.peers.hosts("failed", lost))
+                    print(f"babyllama train: failed: {said}", file=sys.stderr, flush=True)
+                    return 1
                 said = describe_failure(e)
                 if out_of_space(e):
                     error = UserError(f"{said}; free some space, then `babyllama train --run {self.run.path} "
@@ -312,10 +340,26 @@ class Training:
                 print(f"babyllama train: failed: {said}", file=sys.stderr, flush=True)
                 return 1
 
-    def _record_end(self, state: str, error: str) -> None:
+    def _lost_peers(self, error: BaseException) -> list:
+        """The other ranks that no longer answer, after a failure that may be theirs."""
+        if self.peers is None or isinstance(error, (KeyboardInterrupt, UserError)):
+            return []
+        return self.peers.unresponsive()
+
+    def _lost_message(self, lost: list) -> str:
+        latest = self.run.latest_checkpoint()
+        kept = f"{latest.path.name} is kept" if latest else "no checkpoint was saved"
+        return (f"{lost_reason(lost, self.step)}; {kept}: start every host's command again with --resume "
+                f"(or `babyllama train --run {self.run.path} --resume --workers {self.world_size}` on one host)")
+
+    def _hosts(self, state: str) -> dict:
+        """status.json's `hosts` field for a run under msrun, else nothing."""
+        return {} if self.peers is None else {"hosts": self.peers.hosts(state)}
+
+    def _record_end(self, state: str, error: str, **fields) -> None:
         """The end in status.json, when it can still be written (a full disk may refuse even that)."""
         try:
-            self.run.write_status(state=state, error=error, step=self.step)
+            self.run.write_status(state=state, error=error, step=self.step, **fields)
         except OSError as e:
             print(f"babyllama train: could not record '{state}' in {self.run.status_path}: {e.strerror}",
                   file=sys.stderr, flush=True)
@@ -335,6 +379,13 @@ class Training:
                             f"{runtime.world_size}")
         self.rank, self.world_size = runtime.rank, runtime.world_size
         self.device, self.dtype = runtime.device, runtime.dtype
+        if self.world_size > 1:
+            from mindspore import ops
+
+            self.peers = Peers(self.rank, self.world_size)
+            self.peers.exchange(ops.AllReduce(ops.ReduceOp.SUM))
+            if self.main:
+                self.run.write_status(**self._hosts("running"))
 
     # -- setup
 
@@ -358,7 +409,7 @@ class Training:
         else:
             self._load_parent()
         if self.world_size > 1:
-            self.agreement = RankAgreement()
+            self.agreement = RankAgreement(self.rank, self.world_size)
         self.guard = DivergenceGuard(self.train_cfg, plan.model.vocab_size, (plan.resume_state or {}).get("divergence"),
                                      loss_scaling=self.trainer.update.loss_scaling)
         if self.main and self.train_cfg.sample_tokens > 0 and sft:
@@ -464,14 +515,14 @@ class Training:
             return self.memory.record_stop()
         if self.step < cfg.max_steps:
             self.run.write_status(
-                state="stopped", step=self.step,
+                state="stopped", step=self.step, **self._hosts("stopped"),
                 error=f"stopped on {self.stop.signal_name or 'request'} at step {self.step}; "
                       f"`babyllama train --run {self.run.path} --resume` continues",
             )
             print(f"stopped at step {self.step:,}; resume with: babyllama train --run {self.run.path} --resume",
                   flush=True)
         else:
-            self.run.write_status(state="finished", step=self.step, error=None)
+            self.run.write_status(state="finished", step=self.step, error=None, **self._hosts("finished"))
             print(f"finished {self.step:,} steps; best validation loss {self.best_val_loss:.4f}"
                   if self.best_val_loss is not None else f"finished {self.step:,} steps", flush=True)
         return 0
@@ -531,6 +582,8 @@ class Training:
 
         seconds = interval.mean_seconds()
         mem = memory_row()
+        if self.agreement is not None and self.peers is not None:
+            mem["hosts"] = self.agreement.hosts_memory(self.peers)
         tokens_per_s = None if seconds is None else self.tokens_per_step / seconds
         row = {
             "kind": "train", "step": self.step, "tokens": self.tokens,

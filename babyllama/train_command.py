@@ -15,7 +15,7 @@ from pathlib import Path
 from babyllama.config import PRESETS, ModelConfig, TrainConfig, add_config_arguments, given_fields, summary
 from babyllama.devices import read_accelerators
 from babyllama.errors import UserError
-from babyllama.msrun_env import expected_rank
+from babyllama.msrun_env import expected_rank, is_scheduler, serve_as_scheduler, stop_with_launcher
 from babyllama.planning import Plan, memory_fit, plan_training, train_arguments
 from babyllama.runs import ACTIVE_STATES, LAUNCH_ID_ENV, LineFollower, RunDir, launch_detached, stop_run
 from babyllama.train import MINDSPORE_ENVIRONMENT, StopRequest, Training
@@ -155,6 +155,8 @@ def _follow(run: RunDir) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_scheduler():
+        return serve_as_scheduler()
     for name, value in MINDSPORE_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     if args.workers < 1:
@@ -168,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
 
     stop = StopRequest()
     stop.install()
+    stop_with_launcher()
     main = expected_rank() == 0
     try:
         plan = plan_training(args)

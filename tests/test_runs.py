@@ -1103,3 +1103,18 @@ def test_append_alert_writes_a_row_and_counts_alerts_in_the_status(tmp_path):
     assert status["last_alert"] == {"step": 4, "alert": "rollback", "message": "back to step 2"}
     with pytest.raises(ValueError, match="unknown alert"):
         run.append_alert(step=5, alert="bad", action="none", message="")
+
+
+def test_runs_show_names_every_host_of_a_multi_host_run_and_its_state(tmp_path):
+    run = RunDir(tmp_path / "out" / "runs" / "pair")
+    run.create({})
+    run.write_status(state="failed", step=8, max_steps=100, host="node-a", pid=11, world_size=2,
+                     error="rank 1 on node-b (10.0.0.2) stopped responding at step 8",
+                     hosts=[{"host": "node-a", "address": "10.0.0.1", "ranks": [0], "pids": [11], "state": "failed"},
+                            {"host": "node-b", "address": "10.0.0.2", "ranks": [1], "pids": [12], "state": "lost"}])
+    show = babyllama("runs", "show", "pair", cwd=tmp_path)
+    assert show.returncode == 0, show.stderr
+    assert ("hosts       node-a (10.0.0.1): rank 0, pid 11, failed\n"
+            "            node-b (10.0.0.2): rank 1, pid 12, lost\n") in show.stdout
+    listed = json.loads(babyllama("runs", "--json", cwd=tmp_path).stdout)
+    assert [h["state"] for h in listed[0]["hosts"]] == ["failed", "lost"]

@@ -9,7 +9,7 @@ docs/ARCHITECTURE.md, "The run directory".
 
 from babyllama.checkpoint import checkpoint_problem
 from babyllama.runs.control import StopReport, kill_run, stop_run, wait_gone
-from babyllama.runs.launch import TRAIN_PROGRAM, launch_detached
+from babyllama.runs.launch import TRAIN_PROGRAM, host_commands, launch_detached, write_host_script
 from babyllama.runs.listing import RunInfo, list_runs, resolve_run, run_info, sort_newest_first
 from babyllama.runs.liveness import (
     ACTIVE_STATES,
@@ -63,6 +63,7 @@ __all__ = [
     "kill_run",
     "latest_rows",
     "note_problem",
+    "host_commands",
     "launch_detached",
     "list_runs",
     "process_identity",
@@ -73,6 +74,7 @@ __all__ = [
     "run_info",
     "run_name_problem",
     "set_note",
+    "write_host_script",
     "sort_newest_first",
     "state_words",
     "still_running",

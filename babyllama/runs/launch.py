@@ -148,3 +148,37 @@ def reap_launched() -> None:
     for launched in list(_launched):
         if launched.poll() is not None:
             _launched.remove(launched)
+
+
+def host_commands(run: RunDir | str | os.PathLike, args: Sequence[str], *, hosts: int, workers_per_host: int,
+                  master_addr: str, master_port: int = 8118) -> list[str]:
+    """The shell command that starts host `i` (node rank `i`) of a run across `hosts` machines, for each host.
+
+    The app can start processes only on its own host, so a multi-host launch is written out for the user
+    to run on each machine (README, "two machines"). The run directory must be on a folder every host sees.
+    """
+    run = as_run(run)
+    if hosts < 2:
+        raise UserError(f"a launch across hosts needs at least 2 hosts, got {hosts}")
+    if workers_per_host < 1:
+        raise UserError(f"workers per host must be at least 1, got {workers_per_host}")
+    if not master_addr.strip():
+        raise UserError("give the first host's address (msrun's --master_addr), e.g. 10.0.0.1")
+    path = run.path.resolve()
+    return [shlex.join(["msrun", f"--worker_num={hosts * workers_per_host}", f"--local_worker_num={workers_per_host}",
+                        f"--master_addr={master_addr.strip()}", f"--master_port={master_port}", f"--node_rank={node}",
+                        f"--log_dir={path / 'msrun'}", "--join=True",
+                        "python", *TRAIN_PROGRAM, "--run", str(path), *args])
+            for node in range(hosts)]
+
+
+def write_host_script(path: Path, commands: Sequence[str]) -> Path:
+    """A script that runs the command of the host whose node rank it is given (`sh SCRIPT 1` on the second)."""
+    cases = "\n".join(f"  {node}) exec {command} ;;" for node, command in enumerate(commands))
+    script = (f"#!/bin/sh\n# Run on each host with its node rank: sh {path.name} 0 on the first "
+              f"(the master address), sh {path.name} 1 on the next, ...\n"
+              f'case "$1" in\n{cases}\n  *) echo "usage: sh {path.name} NODE_RANK (0 to {len(commands) - 1})" >&2; '
+              "exit 2 ;;\nesac\n")
+    atomic_write_bytes(path, script.encode())
+    path.chmod(0o755)
+    return path

@@ -54,6 +54,7 @@ class RunInfo:
     # Health events recorded (status.json's `alerts`) and the newest one ({step, alert, message}).
     alerts: int = 0
     last_alert: dict | None = None
+    hosts: list | None = None  # a run under msrun: status.json's `hosts` (host, address, ranks, pids, state)
 
     def age_s(self, now: float | None = None) -> float | None:
         """Seconds since the run was created, however often it was resumed since."""
@@ -120,6 +121,7 @@ def run_info(run: RunDir | str | os.PathLike, *, tail_bytes: int = METRICS_TAIL_
         note=run.read_note(),
         alerts=status.get("alerts") if isinstance(status.get("alerts"), int) else 0,
         last_alert=status.get("last_alert") if isinstance(status.get("last_alert"), dict) else None,
+        hosts=status.get("hosts") if isinstance(status.get("hosts"), list) else None,
     )
 
 

@@ -114,6 +114,14 @@ def run_parent(run: RunDir) -> str | None:
         return None
 
 
+def host_words(host: dict) -> str:
+    """One host of a run under msrun (status.json's `hosts`): "node-b (10.0.0.2): rank 1, pid 4242, lost"."""
+    ranks, pids = host.get("ranks") or [], host.get("pids") or []
+    where = f"{host.get('host')} ({host.get('address')})" if host.get("address") else str(host.get("host"))
+    return (f"{where}: rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}, "
+            f"pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))}, {host.get('state')}")
+
+
 def run_settings(run: RunDir) -> list[tuple[str, str]]:
     """(label, value) pairs: preset, model shape, parameters, tokens per step, steps, learning-rate
     schedule, optimizer, data files, tokenizer, the command line of the latest start. A value may
@@ -147,6 +155,9 @@ def run_settings(run: RunDir) -> list[tuple[str, str]]:
         settings.append(("data", _data_settings(config["data"])))
     if isinstance(config.get("tokenizer"), dict):
         settings.append(("tokenizer", _tokenizer_settings(config["tokenizer"])))
+    hosts = [h for h in status.get("hosts") or [] if isinstance(h, dict)]
+    if hosts:
+        settings.append(("hosts", "\n".join(host_words(h) for h in hosts)))
     settings.append(("command", command_text))
     if config.get("babyllama_version"):
         settings.append(("version", f"babyllama {config['babyllama_version']}"))

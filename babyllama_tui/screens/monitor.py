@@ -434,6 +434,14 @@ class MonitorScreen(AppScreen):
         self.cards["tokens"].show(format_count(tokens), None, per_step)
 
     def _show_memory(self, mem: dict, series: list[float] | None) -> None:
+        hosts = [h for h in mem.get("hosts") or [] if isinstance(h, dict)]
+        if len(hosts) > 1:
+            # A run across hosts: each host's ranks' memory and the host's use, as its ranks reported them.
+            note = "  ".join(f"{h.get('host')} {format_mib_short(h.get('rss_mb'))} "
+                             f"({format_mib_short(h.get('host_used_mb'))}/{format_mib_short(h.get('host_total_mb'))})"
+                             for h in hosts)
+            self.cards["memory"].show(format_mib_short(mem.get("rss_mb")), series, note)
+            return
         used, total = mem.get("host_used_mb"), mem.get("host_total_mb")
         host = f"host {format_mib_short(used)}/{format_mib_short(total)}" if total else ""
         self.cards["memory"].show(format_mib_short(mem.get("rss_mb")), series, host)

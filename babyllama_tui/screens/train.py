@@ -109,6 +109,7 @@ class TrainScreen(AppScreen):
         Binding("b", "benchmark", "Benchmark a checkpoint (ceval, cmmlu)", show=False),
         Binding("X", "cancel_job", "Cancel the run's export, evaluation or benchmark at work", show=False),
         Binding("f", "fine_tune", "Fine-tune from this run (a new run)", show=False),
+        Binding("H", "host_commands", "Write the form's run as a launch across hosts (a script)", show=False),
     ]
 
     pane: reactive[str] = reactive("runs", init=False)
@@ -451,6 +452,16 @@ class TrainScreen(AppScreen):
             "Launch anyway", cancel_first=True,
         )
         self.app.push_screen(question, lambda anyway: self._launch(check, plan) if anyway else None)
+
+    def action_host_commands(self) -> None:
+        from babyllama_tui.screens.host_commands import request_host_commands
+
+        if self.form_check is None or self.form_check.plan is None:
+            if self.form is not None and self.form_check is not None:
+                self._show_what_to_fix(self.form, self.form_check.errors)
+            return
+        plan = self.form_check.plan
+        request_host_commands(self, plan.run.path, plan.args, plan.workers)
 
     def _launch(self, check: FormCheck, plan: RunPlan) -> None:
         assert self.form is not None

@@ -262,3 +262,16 @@ async def test_a_run_that_has_not_logged_a_step_shows_the_memory_of_its_process(
             assert screen.cards["speed"].value.text.plain == "tok/s -", "no step, no speed"
     finally:
         stop_run(run.path, wait=True, timeout=30)
+
+
+async def test_the_memory_card_shows_each_host_of_a_run_across_hosts(tmp_path):
+    run = running_run(tmp_path)
+    hosts = [{"host": "node-a", "rss_mb": 1100.0, "host_used_mb": 6000.0, "host_total_mb": 24000.0},
+             {"host": "node-b", "rss_mb": 900.0, "host_used_mb": 3000.0, "host_total_mb": 16000.0}]
+    row = train_row(110, loss=3.0, time=time.time(), rss_mb=1100.0)
+    run.append_metrics({**row, "mem": {**row["mem"], "hosts": hosts}})
+    app = BabyLlamaApp(root=tmp_path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await open_monitor(pilot, run)
+        await wait_until(pilot, lambda: "node-b" in screen.cards["memory"].value.text.plain, "the hosts' memory")
+        assert screen.cards["memory"].value.text.plain.endswith("node-a 1.1G (5.9G/23G)  node-b 900M (2.9G/16G)")

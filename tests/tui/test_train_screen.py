@@ -441,3 +441,38 @@ def fill(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+async def test_the_form_writes_each_hosts_msrun_command_into_a_script(project):
+    from babyllama_tui.screens.run_text import RunTextScreen
+
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(140, 45)) as pilot:
+        screen, form = await open_form(pilot)
+        await retype(pilot, form, "name", "pair")
+        await retype(pilot, form, "workers", "2")
+        await wait_until(pilot, lambda: screen.form_check.plan is not None
+                         and screen.form_check.plan.run.path.name == "pair"
+                         and screen.form_check.plan.workers == 2, "a valid form")
+        screen.set_focus(None)
+        await pilot.press("H")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunTextScreen), "the hosts question")
+        value = app.screen.query_one("#run-text-value")
+        value.value = "1 10.0.0.1"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen.problem is not None, "the refusal")
+        assert app.screen.problem == "a launch across hosts needs at least 2 hosts"
+        value.value = "3 10.0.0.1"
+        await pilot.press("enter")
+        script = project / "out" / "hosts" / "pair.sh"
+        await wait_until(pilot, lambda: script.exists(), "the script")
+        plan = screen.form_check.plan
+    text = script.read_text()
+    run = (project / "out" / "runs" / "pair").resolve()
+    for node in range(3):
+        assert (f"  {node}) exec msrun --worker_num=6 --local_worker_num=2 --master_addr=10.0.0.1 --master_port=8118 "
+                f"--node_rank={node} --log_dir={run / 'msrun'} --join=True python -m babyllama train --run {run} "
+                f"{' '.join(plan.args)} ;;") in text
+    assert not run.exists(), "nothing is launched on this host"
+    done = subprocess.run(["sh", str(script), "7"], capture_output=True, text=True)
+    assert done.returncode == 2 and "usage: sh pair.sh NODE_RANK (0 to 2)" in done.stderr

@@ -251,6 +251,22 @@ def test_killed_with_sigkill_resumes_to_the_same_output(tmp_path, dup_corpus, du
     assert not paths.work.exists() and not paths.partial.exists()
 
 
+@pytest.mark.slow
+def test_a_second_clean_of_the_same_out_is_refused_while_the_first_runs(tmp_path, dup_corpus, dup_corpus_clean):
+    out = tmp_path / "t.jsonl"
+    paths = CleanPaths(out)
+    process = subprocess.Popen([sys.executable, "-m", "babyllama", "clean", "--out", str(out), *CLEAN_ARGS,
+                                str(dup_corpus)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    wait_for(paths.journal, lambda j: j["chunks"] >= 5, process)
+    # Other settings: before the lock this one dropped the first run's work folder under it.
+    with pytest.raises(UserError, match="another clean is writing"):
+        clean([dup_corpus], "c4", out, CleanSettings(threshold=0.9), workers=1)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert out.read_bytes() == dup_corpus_clean.read_bytes()
+    assert not paths.lock.exists() and not paths.work.exists()
+
+
 def test_jsonl_progress_and_explain(tmp_path, chapters):
     corpus = write_jsonl(tmp_path / "in.jsonl", [chapters[0], REMOVED["low_cjk"], chapters[0], REMOVED["digits"]])
     out = tmp_path / "out.jsonl"

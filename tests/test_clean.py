@@ -87,6 +87,17 @@ def test_each_filter_removes_its_example_and_keeps_prose(tmp_path):
     assert manifest["removed"]["exact_duplicate"] == manifest["removed"]["near_duplicate"] == 0
 
 
+def test_a_url_in_prose_counts_only_its_own_characters(tmp_path, chapters):
+    # Whitespace-free text (and NFKC's ASCII commas) once let a URL run on through the prose after it.
+    clauses = "".join(chapters[1][:300].split()).replace("。", "，") + "。"
+    texts = ["参考资料：\n1. https://zh.wikipedia.org/wiki/%E4%B8%AD%E5%9B%BD\n" + clauses,
+             "详见https://example.com/news/2026/index.html，" + clauses]
+    corpus = write_jsonl(tmp_path / "in.jsonl", texts + [REMOVED["urls"]])
+    manifest = clean([corpus], "c4", tmp_path / "out.jsonl", workers=1)
+    assert read_texts(tmp_path / "out.jsonl") == texts
+    assert manifest["removed"]["urls"] == 1
+
+
 def test_repeated_ngrams_from_shingle_hashes_measure_what_direct_hashes_do(chapters):
     from babyllama.clean.quality import code_points, gram_hashes, normal_form, repeated_ngram_share
 

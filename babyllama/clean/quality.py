@@ -11,7 +11,9 @@ import numpy as np
 
 from babyllama.clean.settings import MAX_GRAM, CleanSettings
 
-URL = re.compile(r"(?:https?://|ftp://|www\.)[^\s\u3000-\u303f\uff00-\uffef]+", re.IGNORECASE)
+# Matched in the NFKC text with its whitespace, up to the first space or non-ASCII character (a URL
+# in Chinese text runs straight into the next sentence, and NFKC makes its full-width commas ASCII).
+URL = re.compile(r"(?:https?://|ftp://|www\.)[!-~]+", re.IGNORECASE)
 RUN_CHARS = 4  # a run of this many of one character counts as repeated characters
 MIX = np.uint64(0x9E3779B97F4A7C15)
 # Odd multipliers of a gram's code points, one per position (fixed: hashes must not change between runs).
@@ -144,7 +146,7 @@ def first_failed_rule(normalised: str, dense: str, points: np.ndarray, settings:
     if size > settings.max_chars:
         return "too_long", f"{size:,} characters > {settings.max_chars:,}"
     checks = (
-        ("urls", lambda: sum(len(m) for m in URL.findall(dense)) / size, settings.max_urls, "URL characters", False),
+        ("urls", lambda: sum(len(m) for m in URL.findall(normalised)) / size, settings.max_urls, "URL characters", False),
         ("digits", lambda: float(((points >= 0x30) & (points <= 0x39)).mean()), settings.max_digits, "digits",
          False),
         ("punctuation", lambda: float(PUNCTUATION[np.minimum(points, 0xFFFF)].mean()), settings.max_punctuation,

@@ -66,7 +66,7 @@ REMOVED = {
     "repeated_ngrams": PROSE + "欢迎光临本店欢迎光临本店欢迎光临本店欢迎光临本店欢迎光临本店欢迎光临本店",
     "repeated_chars": "好消息！" + "哈" * 40 + "啊" * 40,
     "urls": "详见网址 http://example.com/a/very/long/path/to/the/page/of/the/news/article/2026/index.html",
-    "digits": "联系电话和手机号码请拨打以下号码谢谢合作欢迎来电咨询 13800138000 13900139000",
+    "digits": "欢迎来电咨询 13800138000 13900139000 13700137000 13600136000",
     "punctuation": "注意……——！！？？【】《》「」『』~~~###@@@$$$%%%^^^&&&***",
 }
 
@@ -96,6 +96,19 @@ def test_a_url_in_prose_counts_only_its_own_characters(tmp_path, chapters):
     manifest = clean([corpus], "c4", tmp_path / "out.jsonl", workers=1)
     assert read_texts(tmp_path / "out.jsonl") == texts
     assert manifest["removed"]["urls"] == 1
+
+
+def test_dates_and_figures_in_chinese_prose_are_kept(tmp_path):
+    # A Chinese character says as much as an English word, so years and figures are a large share
+    # of the characters of good text: these measure 0.38 and 0.31 digits.
+    texts = ["1949年10月1日，中华人民共和国成立。1950年6月25日朝鲜战争爆发，1953年7月27日签订停战协定。"
+             "1954年9月20日通过第一部宪法。",
+             "2023年，全市实现地区生产总值12345.67亿元，同比增长5.2%；其中第一产业增加值234.5亿元，增长3.1%；"
+             "第二产业增加值4567.8亿元，增长4.6%；第三产业增加值7543.3亿元，增长5.9%。"]
+    corpus = write_jsonl(tmp_path / "in.jsonl", texts + [REMOVED["digits"]])
+    manifest = clean([corpus], "c4", tmp_path / "out.jsonl", workers=1)
+    assert read_texts(tmp_path / "out.jsonl") == texts
+    assert manifest["removed"]["digits"] == 1
 
 
 def test_repeated_ngrams_from_shingle_hashes_measure_what_direct_hashes_do(chapters):

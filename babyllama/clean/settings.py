@@ -54,7 +54,7 @@ class CleanSettings:
     max_repeated_ngrams: float = 0.3
     max_repeated_chars: float = 0.2
     max_urls: float = 0.3
-    max_digits: float = 0.3
+    max_digits: float = 0.5
     max_punctuation: float = 0.4
     dedup: bool = True
     threshold: float = 0.8  # estimated Jaccard similarity of character shingles

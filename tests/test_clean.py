@@ -111,6 +111,16 @@ def test_dates_and_figures_in_chinese_prose_are_kept(tmp_path):
     assert manifest["removed"]["digits"] == 1
 
 
+def test_chinese_with_english_terms_is_kept_and_english_is_not(tmp_path):
+    # 0.24 of its characters are CJK when every Latin letter counts as one.
+    texts = ["GPT-4是OpenAI发布的大型语言模型（Large Language Model, LLM），支持多模态输入（multimodal input），"
+             "在MMLU、HumanEval等benchmark上表现优异。"]
+    corpus = write_jsonl(tmp_path / "in.jsonl", texts + [REMOVED["low_cjk"]])
+    manifest = clean([corpus], "c4", tmp_path / "out.jsonl", workers=1)
+    assert read_texts(tmp_path / "out.jsonl") == texts
+    assert manifest["removed"]["low_cjk"] == 1
+
+
 def test_repeated_ngrams_from_shingle_hashes_measure_what_direct_hashes_do(chapters):
     from babyllama.clean.quality import code_points, gram_hashes, normal_form, repeated_ngram_share
 

@@ -18,7 +18,7 @@ from babyllama.errors import UserError
 SETTING_HELP = {
     "min_chars": "drop documents with fewer characters, whitespace left out",
     "max_chars": "drop documents with more characters",
-    "min_cjk": "drop documents whose share of CJK ideographs is lower (0: off)",
+    "min_cjk": "drop documents whose share of CJK ideographs (a Latin word counting as one character) is lower (0: off)",
     "max_repeated_lines": "drop documents whose share of lines repeating an earlier line is higher (1: off)",
     "ngram_chars": "the n of --max-repeated-ngrams, in characters",
     "max_repeated_ngrams": "drop documents whose share of characters inside repeated n-grams is higher (1: off)",

@@ -85,6 +85,14 @@ def is_cjk(points: np.ndarray) -> np.ndarray:
     )
 
 
+def cjk_share(points: np.ndarray) -> float:
+    """CJK ideographs among the characters, a run of Latin letters counting as one: an English
+    term in Chinese text says about what one or two ideographs would."""
+    letters = ((points | 0x20) >= 0x61) & ((points | 0x20) <= 0x7A)
+    word_starts = int(letters[0]) + int((letters[1:] & ~letters[:-1]).sum())
+    return float(is_cjk(points).sum() / (len(points) - int(letters.sum()) + word_starts))
+
+
 def repeated_line_share(normalised: str) -> float:
     lines = [line.strip() for line in normalised.splitlines()]
     lines = [line for line in lines if line]
@@ -158,7 +166,7 @@ def first_failed_rule(normalised: str, dense: str, points: np.ndarray, settings:
         ("repeated_ngrams", lambda: repeated_ngram_share(
             points, settings.ngram_chars, None if shingles is None else (settings.shingle_chars, shingles)), settings.max_repeated_ngrams,
          f"characters in repeated {settings.ngram_chars}-grams", False),
-        ("low_cjk", lambda: float(is_cjk(points).mean()), settings.min_cjk, "CJK share", True),
+        ("low_cjk", lambda: cjk_share(points), settings.min_cjk, "CJK share", True),
     )
     for rule, measure, limit, what, is_minimum in checks:
         if (limit <= 0.0) if is_minimum else (limit >= 1.0):

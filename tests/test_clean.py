@@ -66,7 +66,7 @@ REMOVED = {
     "repeated_ngrams": PROSE + "欢迎光临本店欢迎光临本店欢迎光临本店欢迎光临本店欢迎光临本店欢迎光临本店",
     "repeated_chars": "好消息！" + "哈" * 40 + "啊" * 40,
     "urls": "详见网址 http://example.com/a/very/long/path/to/the/page/of/the/news/article/2026/index.html",
-    "digits": "欢迎来电咨询 13800138000 13900139000 13700137000 13600136000",
+    "digits": "联系电话请拨打以下号码谢谢合作欢迎来电咨询 13800138000 13900139000 13700137000",
     "punctuation": "注意……——！！？？【】《》「」『』~~~###@@@$$$%%%^^^&&&***",
 }
 

@@ -319,7 +319,7 @@ def test_jsonl_progress_and_explain(tmp_path, chapters):
     assert "digits: 1 removed" in text and "exact_duplicate: 1 removed" in text and f"{corpus}:1" in text
     # Other inputs are another cleaning: it is not explained from this output's report.
     other = write_jsonl(tmp_path / "other.jsonl", [chapters[1]])
-    assert_one_line_error(run_clean("--format", "c4", "--out", out, "--explain", "3", corpus, other), "already exists")
+    assert_one_line_error(run_clean("--format", "c4", "--out", out, "--explain", "3", corpus, other), "other inputs", "--force")
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
@@ -328,6 +328,15 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     for word in words:
         assert word in result.stderr
+
+
+def test_explain_on_an_output_made_with_other_settings_names_them(tmp_path, chapters):
+    corpus = write_jsonl(tmp_path / "in.jsonl", chapters[:3] + [REMOVED["digits"]])
+    out = tmp_path / "out.jsonl"
+    assert run_clean("--format", "c4", "--out", out, "--progress", "none", corpus).returncode == 0
+    result = run_clean("--format", "c4", "--out", out, "--progress", "none", "--threshold", "0.9",
+                       "--explain", "3", corpus)
+    assert_one_line_error(result, "--threshold 0.8 (now 0.9)", "--force")
 
 
 def test_bad_input_is_one_line_or_named_by_file_and_line(tmp_path, chapters):

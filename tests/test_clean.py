@@ -121,6 +121,16 @@ def test_chinese_with_english_terms_is_kept_and_english_is_not(tmp_path):
     assert manifest["removed"]["low_cjk"] == 1
 
 
+def test_dialogue_with_chinese_ellipses_is_kept(tmp_path):
+    # NFKC makes "……" six ASCII dots: 0.48 punctuation and 0.33 repeated characters, were it applied.
+    texts = ["“你……你怎么来了？”她愣住了。\n“我……我只是路过……”他低下头，声音越来越小。\n"
+             "“路过？”她冷笑一声，“从北京路过到上海？”\n“嗯……”\n两人沉默了很久……窗外的雨一直下着……"]
+    corpus = write_jsonl(tmp_path / "in.jsonl", texts + [REMOVED["punctuation"], REMOVED["repeated_chars"]])
+    manifest = clean([corpus], "c4", tmp_path / "out.jsonl", workers=1)
+    assert read_texts(tmp_path / "out.jsonl") == texts
+    assert manifest["removed"]["punctuation"] == manifest["removed"]["repeated_chars"] == 1
+
+
 def test_repeated_ngrams_from_shingle_hashes_measure_what_direct_hashes_do(chapters):
     from babyllama.clean.quality import code_points, gram_hashes, normal_form, repeated_ngram_share
 

@@ -66,7 +66,7 @@ REMOVED = {
     "repeated_ngrams": PROSE + "欢迎光临本店欢迎光临本店欢迎光临本店欢迎光临本店欢迎光临本店欢迎光临本店",
     "repeated_chars": "好消息！" + "哈" * 40 + "啊" * 40,
     "urls": "详见网址 http://example.com/a/very/long/path/to/the/page/of/the/news/article/2026/index.html",
-    "digits": "联系电话和手机号码请拨打以下号码谢谢合作欢迎来电咨询 13800138000 13900139000",
+    "digits": "联系电话请拨打以下号码谢谢合作欢迎来电咨询 13800138000 13900139000 13700137000",
     "punctuation": "注意……——！！？？【】《》「」『』~~~###@@@$$$%%%^^^&&&***",
 }
 
@@ -85,6 +85,50 @@ def test_each_filter_removes_its_example_and_keeps_prose(tmp_path):
         assert example["where"] == f"{corpus}:{line}"
         assert example["measured"]  # what was measured against which limit
     assert manifest["removed"]["exact_duplicate"] == manifest["removed"]["near_duplicate"] == 0
+
+
+def test_a_url_in_prose_counts_only_its_own_characters(tmp_path, chapters):
+    # Whitespace-free text (and NFKC's ASCII commas) once let a URL run on through the prose after it.
+    clauses = "".join(chapters[1][:300].split()).replace("。", "，") + "。"
+    texts = ["参考资料：\n1. https://zh.wikipedia.org/wiki/%E4%B8%AD%E5%9B%BD\n" + clauses,
+             "详见https://example.com/news/2026/index.html，" + clauses]
+    corpus = write_jsonl(tmp_path / "in.jsonl", texts + [REMOVED["urls"]])
+    manifest = clean([corpus], "c4", tmp_path / "out.jsonl", workers=1)
+    assert read_texts(tmp_path / "out.jsonl") == texts
+    assert manifest["removed"]["urls"] == 1
+
+
+def test_dates_and_figures_in_chinese_prose_are_kept(tmp_path):
+    # A Chinese character says as much as an English word, so years and figures are a large share
+    # of the characters of good text: these measure 0.38 and 0.31 digits.
+    texts = ["1949年10月1日，中华人民共和国成立。1950年6月25日朝鲜战争爆发，1953年7月27日签订停战协定。"
+             "1954年9月20日通过第一部宪法。",
+             "2023年，全市实现地区生产总值12345.67亿元，同比增长5.2%；其中第一产业增加值234.5亿元，增长3.1%；"
+             "第二产业增加值4567.8亿元，增长4.6%；第三产业增加值7543.3亿元，增长5.9%。"]
+    corpus = write_jsonl(tmp_path / "in.jsonl", texts + [REMOVED["digits"]])
+    manifest = clean([corpus], "c4", tmp_path / "out.jsonl", workers=1)
+    assert read_texts(tmp_path / "out.jsonl") == texts
+    assert manifest["removed"]["digits"] == 1
+
+
+def test_chinese_with_english_terms_is_kept_and_english_is_not(tmp_path):
+    # 0.24 of its characters are CJK when every Latin letter counts as one.
+    texts = ["GPT-4是OpenAI发布的大型语言模型（Large Language Model, LLM），支持多模态输入（multimodal input），"
+             "在MMLU、HumanEval等benchmark上表现优异。"]
+    corpus = write_jsonl(tmp_path / "in.jsonl", texts + [REMOVED["low_cjk"]])
+    manifest = clean([corpus], "c4", tmp_path / "out.jsonl", workers=1)
+    assert read_texts(tmp_path / "out.jsonl") == texts
+    assert manifest["removed"]["low_cjk"] == 1
+
+
+def test_dialogue_with_chinese_ellipses_is_kept(tmp_path):
+    # NFKC makes "……" six ASCII dots: 0.48 punctuation and 0.33 repeated characters, were it applied.
+    texts = ["“你……你怎么来了？”她愣住了。\n“我……我只是路过……”他低下头，声音越来越小。\n"
+             "“路过？”她冷笑一声，“从北京路过到上海？”\n“嗯……”\n两人沉默了很久……窗外的雨一直下着……"]
+    corpus = write_jsonl(tmp_path / "in.jsonl", texts + [REMOVED["punctuation"], REMOVED["repeated_chars"]])
+    manifest = clean([corpus], "c4", tmp_path / "out.jsonl", workers=1)
+    assert read_texts(tmp_path / "out.jsonl") == texts
+    assert manifest["removed"]["punctuation"] == manifest["removed"]["repeated_chars"] == 1
 
 
 def test_repeated_ngrams_from_shingle_hashes_measure_what_direct_hashes_do(chapters):
@@ -251,6 +295,22 @@ def test_killed_with_sigkill_resumes_to_the_same_output(tmp_path, dup_corpus, du
     assert not paths.work.exists() and not paths.partial.exists()
 
 
+@pytest.mark.slow
+def test_a_second_clean_of_the_same_out_is_refused_while_the_first_runs(tmp_path, dup_corpus, dup_corpus_clean):
+    out = tmp_path / "t.jsonl"
+    paths = CleanPaths(out)
+    process = subprocess.Popen([sys.executable, "-m", "babyllama", "clean", "--out", str(out), *CLEAN_ARGS,
+                                str(dup_corpus)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    wait_for(paths.journal, lambda j: j["chunks"] >= 5, process)
+    # Other settings: before the lock this one dropped the first run's work folder under it.
+    with pytest.raises(UserError, match="another clean is writing"):
+        clean([dup_corpus], "c4", out, CleanSettings(threshold=0.9), workers=1)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert out.read_bytes() == dup_corpus_clean.read_bytes()
+    assert not paths.lock.exists() and not paths.work.exists()
+
+
 def test_jsonl_progress_and_explain(tmp_path, chapters):
     corpus = write_jsonl(tmp_path / "in.jsonl", [chapters[0], REMOVED["low_cjk"], chapters[0], REMOVED["digits"]])
     out = tmp_path / "out.jsonl"
@@ -269,7 +329,7 @@ def test_jsonl_progress_and_explain(tmp_path, chapters):
     assert "digits: 1 removed" in text and "exact_duplicate: 1 removed" in text and f"{corpus}:1" in text
     # Other inputs are another cleaning: it is not explained from this output's report.
     other = write_jsonl(tmp_path / "other.jsonl", [chapters[1]])
-    assert_one_line_error(run_clean("--format", "c4", "--out", out, "--explain", "3", corpus, other), "already exists")
+    assert_one_line_error(run_clean("--format", "c4", "--out", out, "--explain", "3", corpus, other), "other inputs", "--force")
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
@@ -278,6 +338,15 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     for word in words:
         assert word in result.stderr
+
+
+def test_explain_on_an_output_made_with_other_settings_names_them(tmp_path, chapters):
+    corpus = write_jsonl(tmp_path / "in.jsonl", chapters[:3] + [REMOVED["digits"]])
+    out = tmp_path / "out.jsonl"
+    assert run_clean("--format", "c4", "--out", out, "--progress", "none", corpus).returncode == 0
+    result = run_clean("--format", "c4", "--out", out, "--progress", "none", "--threshold", "0.9",
+                       "--explain", "3", corpus)
+    assert_one_line_error(result, "--threshold 0.8 (now 0.9)", "--force")
 
 
 def test_bad_input_is_one_line_or_named_by_file_and_line(tmp_path, chapters):

@@ -18,7 +18,7 @@ from babyllama.errors import UserError
 SETTING_HELP = {
     "min_chars": "drop documents with fewer characters, whitespace left out",
     "max_chars": "drop documents with more characters",
-    "min_cjk": "drop documents whose share of CJK ideographs is lower (0: off)",
+    "min_cjk": "drop documents whose share of CJK ideographs (a Latin word counting as one character) is lower (0: off)",
     "max_repeated_lines": "drop documents whose share of lines repeating an earlier line is higher (1: off)",
     "ngram_chars": "the n of --max-repeated-ngrams, in characters",
     "max_repeated_ngrams": "drop documents whose share of characters inside repeated n-grams is higher (1: off)",
@@ -67,14 +67,24 @@ def settings_from(args: argparse.Namespace) -> CleanSettings:
 
 
 def existing_manifest(out: Path, inputs: list[str], settings: CleanSettings) -> dict | None:
-    """The manifest of an existing --out made from the same input files with the same settings, or None."""
+    """The manifest of an existing --out made from the same input files with the same settings, or
+    None; an error naming what differs when it was made otherwise."""
     try:
         manifest = json.loads(CleanPaths(out).manifest.read_text(encoding="utf-8"))
         files = [str(path) for path in expand_inputs(inputs)]
     except (OSError, ValueError, UserError):
         return None
-    same = manifest.get("settings") == settings.as_dict() and [i["path"] for i in manifest.get("inputs", [])] == files
-    return manifest if out.exists() and same else None
+    if not out.exists() or not isinstance(manifest, dict) or not isinstance(manifest.get("settings"), dict):
+        return None
+    wanted = settings.as_dict()
+    differ = [f"--{flag(name)} {manifest['settings'].get(name)} (now {value})"
+              for name, value in wanted.items() if manifest["settings"].get(name) != value]
+    if [i.get("path") for i in manifest.get("inputs", [])] != files:
+        differ.append("other inputs")
+    if differ:
+        raise UserError(f"{out} was made with {', '.join(differ)}, so --explain cannot show what these settings "
+                        "remove; run with the same settings, or add --force to clean again with these")
+    return manifest
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,12 +5,13 @@ See docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -133,6 +134,36 @@ def clean(
     paths = CleanPaths(Path(out))
     if paths.out.suffix != ".jsonl":
         raise UserError(f"--out {paths.out} must name a .jsonl file, e.g. data/NAME.clean.jsonl")
+    with holding(paths):
+        return clean_locked(inputs, fmt, paths, settings, emit, workers, chunk_bytes, memory_bytes, examples,
+                            resume, force)
+
+
+@contextmanager
+def holding(paths: CleanPaths):
+    """The output's lock for the whole run: a second clean of the same --out (from the CLI or the
+    app) would discard or overwrite the first one's work folder under it."""
+    paths.out.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        lock = open(paths.lock, "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise UserError(f"another clean is writing {paths.out}; wait for it to finish, or choose another --out")
+        # A run that finished between our open and flock removed the name: lock the new file instead.
+        if paths.lock.exists() and os.stat(paths.lock).st_ino == os.fstat(lock.fileno()).st_ino:
+            break
+        lock.close()
+    try:
+        yield
+    finally:
+        paths.lock.unlink(missing_ok=True)
+        lock.close()
+
+
+def clean_locked(inputs, fmt, paths, settings, emit, workers, chunk_bytes, memory_bytes, examples, resume,
+                 force) -> dict:
     sources, left_out = resolve_sources(inputs, fmt, paths)
     if not sources:
         raise nothing_to_write([f"{e.where}: {e.reason} ({e.hint})" for e in left_out])

@@ -11,13 +11,16 @@ import numpy as np
 
 from babyllama.clean.settings import MAX_GRAM, CleanSettings
 
-URL = re.compile(r"(?:https?://|ftp://|www\.)[^\s\u3000-\u303f\uff00-\uffef]+", re.IGNORECASE)
+# Matched in the NFKC text with its whitespace, up to the first space or non-ASCII character (a URL
+# in Chinese text runs straight into the next sentence, and NFKC makes its full-width commas ASCII).
+URL = re.compile(r"(?:https?://|ftp://|www\.)[!-~]+", re.IGNORECASE)
 RUN_CHARS = 4  # a run of this many of one character counts as repeated characters
 MIX = np.uint64(0x9E3779B97F4A7C15)
 # Odd multipliers of a gram's code points, one per position (fixed: hashes must not change between runs).
 POSITION_MULTIPLIERS = np.random.default_rng(20261205).integers(1, 2**63, size=MAX_GRAM, dtype=np.uint64) | np.uint64(1)
 FULL_WIDTH_FIRST, FULL_WIDTH_LAST, FULL_WIDTH_SHIFT = 0xFF01, 0xFF5E, 0xFEE0
 IDEOGRAPHIC_SPACE = 0x3000
+ELLIPSIS = "\u2026"
 
 
 def _punctuation_table() -> np.ndarray:
@@ -32,9 +35,9 @@ PUNCTUATION = _punctuation_table()
 
 
 def nfkc(text: str) -> str:
-    """Unicode NFKC. Chinese text is NFKC but for its full-width ASCII forms (，！１Ａ) and
-    ideographic spaces, which are mapped here as NFKC maps them, in numpy: twice as fast as
-    unicodedata on such text, which then only checks the result."""
+    """Unicode NFKC, the ellipsis (…) left as it is. Chinese text is NFKC but for its full-width
+    ASCII forms (，！１Ａ) and ideographic spaces, which are mapped here as NFKC maps them, in
+    numpy: twice as fast as unicodedata on such text, which then only checks the result."""
     points = code_points(text)
     full_width = (points >= FULL_WIDTH_FIRST) & (points <= FULL_WIDTH_LAST)
     space = points == IDEOGRAPHIC_SPACE
@@ -43,7 +46,11 @@ def nfkc(text: str) -> str:
         points[full_width] -= FULL_WIDTH_SHIFT
         points[space] = 0x20
         text = points.tobytes().decode("utf-32-le", "surrogatepass")
-    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    # NFKC but for the ellipsis: it would make Chinese "……" six ASCII dots, a run of one character
+    # and three times the punctuation, which removed dialogue from fiction as symbol spam.
+    return ELLIPSIS.join(unicodedata.normalize("NFKC", part) for part in text.split(ELLIPSIS))
 
 
 def normal_form(text: str) -> tuple[str, str]:
@@ -81,6 +88,14 @@ def is_cjk(points: np.ndarray) -> np.ndarray:
         | ((points >= 0xF900) & (points <= 0xFAFF))
         | ((points >= 0x20000) & (points <= 0x3FFFF))
     )
+
+
+def cjk_share(points: np.ndarray) -> float:
+    """CJK ideographs among the characters, a run of Latin letters counting as one: an English
+    term in Chinese text says about what one or two ideographs would."""
+    letters = ((points | 0x20) >= 0x61) & ((points | 0x20) <= 0x7A)
+    word_starts = int(letters[0]) + int((letters[1:] & ~letters[:-1]).sum())
+    return float(is_cjk(points).sum() / (len(points) - int(letters.sum()) + word_starts))
 
 
 def repeated_line_share(normalised: str) -> float:
@@ -144,7 +159,7 @@ def first_failed_rule(normalised: str, dense: str, points: np.ndarray, settings:
     if size > settings.max_chars:
         return "too_long", f"{size:,} characters > {settings.max_chars:,}"
     checks = (
-        ("urls", lambda: sum(len(m) for m in URL.findall(dense)) / size, settings.max_urls, "URL characters", False),
+        ("urls", lambda: sum(len(m) for m in URL.findall(normalised)) / size, settings.max_urls, "URL characters", False),
         ("digits", lambda: float(((points >= 0x30) & (points <= 0x39)).mean()), settings.max_digits, "digits",
          False),
         ("punctuation", lambda: float(PUNCTUATION[np.minimum(points, 0xFFFF)].mean()), settings.max_punctuation,
@@ -156,7 +171,7 @@ def first_failed_rule(normalised: str, dense: str, points: np.ndarray, settings:
         ("repeated_ngrams", lambda: repeated_ngram_share(
             points, settings.ngram_chars, None if shingles is None else (settings.shingle_chars, shingles)), settings.max_repeated_ngrams,
          f"characters in repeated {settings.ngram_chars}-grams", False),
-        ("low_cjk", lambda: float(is_cjk(points).mean()), settings.min_cjk, "CJK share", True),
+        ("low_cjk", lambda: cjk_share(points), settings.min_cjk, "CJK share", True),
     )
     for rule, measure, limit, what, is_minimum in checks:
         if (limit <= 0.0) if is_minimum else (limit >= 1.0):

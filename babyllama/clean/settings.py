@@ -27,7 +27,7 @@ RULES = FILTER_RULES + DUPLICATE_RULES
 RULE_HELP = {
     "too_short": "fewer characters (whitespace left out) than --min-chars",
     "too_long": "more characters than --max-chars",
-    "low_cjk": "a share of CJK ideographs below --min-cjk",
+    "low_cjk": "a share of CJK ideographs (a Latin word counting as one character) below --min-cjk",
     "repeated_lines": "a share of lines repeating an earlier line above --max-repeated-lines",
     "repeated_ngrams": "a share of characters in repeated --ngram-chars n-grams above --max-repeated-ngrams",
     "repeated_chars": "a share of characters in runs of 4 or more of one character above --max-repeated-chars",
@@ -54,7 +54,7 @@ class CleanSettings:
     max_repeated_ngrams: float = 0.3
     max_repeated_chars: float = 0.2
     max_urls: float = 0.3
-    max_digits: float = 0.3
+    max_digits: float = 0.5
     max_punctuation: float = 0.4
     dedup: bool = True
     threshold: float = 0.8  # estimated Jaccard similarity of character shingles

@@ -37,6 +37,11 @@ class CleanPaths:
         return self.out.with_name(f".{self.out.name}.work")
 
     @property
+    def lock(self) -> Path:
+        """Held by the running clean (beside the work folder, which a run may remove and remake)."""
+        return self.out.with_name(f".{self.out.name}.lock")
+
+    @property
     def journal(self) -> Path:
         return self.work / "journal.json"
 

@@ -96,7 +96,7 @@ async def test_clean_shows_progress_and_the_report_then_prepares_the_result(tmp_
         report = await modal(pilot, CleanReportScreen)
         text = str(report.query_one("#clean-report-text Static").render())
         assert "120 of 163 documents kept" in text and "near_duplicate: 30 removed" in text
-        assert "planted.jsonl:163: digits 1.00 > 0.3" in text
+        assert "planted.jsonl:163: digits 1.00 > 0.5" in text
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is screen, "the report to close")
 

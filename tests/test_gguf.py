@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -302,6 +303,26 @@ def test_an_existing_modelfile_is_replaced_only_with_force(checkpoint, tmp_path)
     assert done.stdout.splitlines()[-1] == (f"run it with llama.cpp: llama-completion -m {tmp_path / 'm.gguf'} -no-cnv "
                                             f"-p TEXT; with Ollama: ollama create NAME -f {tmp_path / 'm.Modelfile'}")
     assert (tmp_path / "m.Modelfile").read_text().startswith("# Ollama")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KB tmpfs, too small for a tiny model's float32 GGUF (mounting one needs root)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_is_said_in_one_line_and_leaves_no_file(checkpoint, small_disk):
+    done = babyllama("export", "--ckpt", checkpoint, "--format", "gguf", "--type", "f32",
+                     "--out", small_disk / "m.gguf")
+    assert (done.returncode, done.stderr) == (2, f"babyllama export: error: No space left on device writing "
+                                                 f"{small_disk / 'm.gguf'}; free some space and run it again\n")
+    assert list(small_disk.iterdir()) == []
 
 
 def test_progress_jsonl_names_each_stage_then_the_file_and_its_modelfile(checkpoint, tmp_path):

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -323,6 +324,20 @@ def test_a_full_disk_is_said_in_one_line_and_leaves_no_file(checkpoint, small_di
     assert (done.returncode, done.stderr) == (2, f"babyllama export: error: No space left on device writing "
                                                  f"{small_disk / 'm.gguf'}; free some space and run it again\n")
     assert list(small_disk.iterdir()) == []
+
+
+def test_sigterm_while_writing_leaves_no_temporary_file(checkpoint, tmp_path):
+    """A stopped export (SIGTERM, as a service manager or `kill` sends) removes its temporary file."""
+    process = subprocess.Popen([sys.executable, "-m", "babyllama", "export", "--ckpt", str(checkpoint), "--format",
+                                "gguf", "--type", "f32", "--out", str(tmp_path / "m.gguf"), "--progress", "jsonl"],
+                               stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if json.loads(line).get("message") == "writing m.gguf":
+            process.send_signal(signal.SIGTERM)
+            break
+    status = process.wait(600)
+    assert list(tmp_path.iterdir()) == []
+    assert status == 128 + signal.SIGTERM
 
 
 def test_progress_jsonl_names_each_stage_then_the_file_and_its_modelfile(checkpoint, tmp_path):

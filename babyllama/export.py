@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import shutil
+import signal
 import struct
 import sys
 from pathlib import Path
@@ -352,7 +353,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_progress_argument(parser)
 
 
+def _terminated(number, frame) -> None:
+    # SIGTERM's default ends the process at once, leaving the temporary file being written; as an
+    # exit, the writers' cleanup runs first.
+    raise SystemExit(128 + number)
+
+
 def run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     emit = event_printer(args.progress)
     if emit is None:
         _export(args, _warn, _no_stage, print)

@@ -6,7 +6,9 @@ What the file holds, and why each choice: docs/ARCHITECTURE.md, "Exports".
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from babyllama.config import ModelConfig, expected_weight_names
 from babyllama.errors import UserError
-from babyllama.files import atomic_write_bytes, temp_path
+from babyllama.files import OUT_OF_SPACE, atomic_write_bytes, temp_path
 from babyllama.hf import HF_CHAT_TEMPLATES, hf_name
 
 GGUF_TYPES = ("f32", "f16", "q8_0")
@@ -306,8 +308,17 @@ def export_gguf(loaded, out: Path, tokenizer, template, type_name: str, warn, st
     temp = temp_path(out)
     modelfile = modelfile_path(out)
     try:
-        write_gguf(temp, _run_name(loaded.checkpoint), cfg, tensors, vocabulary, type_name,
-                   GGUF_CHAT_TEMPLATES[template.name] if chat else None, end_id)
+        try:
+            write_gguf(temp, _run_name(loaded.checkpoint), cfg, tensors, vocabulary, type_name,
+                       GGUF_CHAT_TEMPLATES[template.name] if chat else None, end_id)
+        except OSError as e:
+            # numpy's tofile reports a short write ("N requested and M written") with no errno: with
+            # less room left than the weights take, the file system is full (or over quota).
+            if e.errno is None and shutil.disk_usage(out.parent).free < sum(data.nbytes for _, data, _ in tensors):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out)) from e
+            if e.errno in OUT_OF_SPACE:
+                raise OSError(e.errno, e.strerror, str(out)) from e
+            raise
         stage(f"writing {modelfile.name}")
         atomic_write_bytes(modelfile, modelfile_text(out.name, cfg, vocabulary, template, chat).encode("utf-8"))
         try:

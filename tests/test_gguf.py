@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -302,6 +304,40 @@ def test_an_existing_modelfile_is_replaced_only_with_force(checkpoint, tmp_path)
     assert done.stdout.splitlines()[-1] == (f"run it with llama.cpp: llama-completion -m {tmp_path / 'm.gguf'} -no-cnv "
                                             f"-p TEXT; with Ollama: ollama create NAME -f {tmp_path / 'm.Modelfile'}")
     assert (tmp_path / "m.Modelfile").read_text().startswith("# Ollama")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KB tmpfs, too small for a tiny model's float32 GGUF (mounting one needs root)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_is_said_in_one_line_and_leaves_no_file(checkpoint, small_disk):
+    done = babyllama("export", "--ckpt", checkpoint, "--format", "gguf", "--type", "f32",
+                     "--out", small_disk / "m.gguf")
+    assert (done.returncode, done.stderr) == (2, f"babyllama export: error: No space left on device writing "
+                                                 f"{small_disk / 'm.gguf'}; free some space and run it again\n")
+    assert list(small_disk.iterdir()) == []
+
+
+def test_sigterm_while_writing_leaves_no_temporary_file(checkpoint, tmp_path):
+    """A stopped export (SIGTERM, as a service manager or `kill` sends) removes its temporary file."""
+    process = subprocess.Popen([sys.executable, "-m", "babyllama", "export", "--ckpt", str(checkpoint), "--format",
+                                "gguf", "--type", "f32", "--out", str(tmp_path / "m.gguf"), "--progress", "jsonl"],
+                               stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if json.loads(line).get("message") == "writing m.gguf":
+            process.send_signal(signal.SIGTERM)
+            break
+    status = process.wait(600)
+    assert list(tmp_path.iterdir()) == []
+    assert status == 128 + signal.SIGTERM
 
 
 def test_progress_jsonl_names_each_stage_then_the_file_and_its_modelfile(checkpoint, tmp_path):

@@ -318,6 +318,18 @@ def test_every_request_needs_the_api_key(api):
     assert error.value.body["message"] == "the API key is not this server's (--api-key)"
 
 
+def test_a_key_that_is_not_utf8_is_refused_with_401_not_a_server_failure(api):
+    """A header's bytes are the client's: a key in Latin-1 is a wrong key, not a crash."""
+    with socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1].split("/")[0])), WAIT_S) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\xe9st-key\r\n"
+                     b"Connection: close\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    assert reply.split(b"\r\n", 1)[0] == b"HTTP/1.1 401 Unauthorized"
+    assert b"the API key is not this server's" in reply
+
+
 # ---------------------------------------------------------------------------------------
 # The queue, clients that leave, stopping
 

@@ -198,7 +198,8 @@ class HttpServer:
                 raise ApiError(401, "no API key given; send the header Authorization: Bearer KEY",
                                code="invalid_api_key")
             scheme, _, key = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    key.strip().encode("utf-8", "surrogateescape"), self.api_key.encode()):
                 raise ApiError(401, "the API key is not this server's (--api-key)", code="invalid_api_key")
         return await handler(request)
 

@@ -51,7 +51,8 @@ class NumpyDecoder:
     complex numbers x0 + i x1, ..., the model's pair rotation by angle t is a product with
     cos t + i sin t, one numpy operation over every head of q and k at once. The attention
     scale is folded into wq's rows. decode() writes into buffers made once, so a token
-    allocates little beyond its logits.
+    allocates nothing: its logits too go into a buffer made once, so they hold until the next
+    decode() (prefill() and score() return fresh arrays).
     """
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):
@@ -85,6 +86,8 @@ class NumpyDecoder:
         self._qkv = np.empty(self.q_size + 2 * self.kv_size, np.float32)
         self._projected = np.empty(cfg.dim, np.float32)
         self._gate_up = np.empty(2 * cfg.hidden_dim, np.float32)
+        self._normed = np.empty(cfg.dim, np.float32)
+        self._next_logits = np.empty(cfg.vocab_size, np.float32)
 
     @property
     def max_seq_len(self) -> int:
@@ -96,8 +99,10 @@ class NumpyDecoder:
         return self._logits(self._advance(np.asarray(ids, np.int64).reshape(-1))[-1])
 
     def decode(self, token: int) -> np.ndarray:
-        """Feed one token after what the cache holds: logits (vocab,) for the next."""
-        return self._logits(self._step(int(token)))
+        """Feed one token after what the cache holds: logits (vocab,) for the next, in a buffer the
+        next decode() overwrites."""
+        hidden = self._step(int(token))
+        return np.dot(self.embedding, _rms_norm(hidden, self.final_norm, self.cfg.norm_eps), out=self._next_logits)
 
     def score(self, ids) -> np.ndarray:
         """Start over with `ids`: logits (len(ids), vocab) at every position, for measuring a text's loss."""

@@ -1,7 +1,15 @@
-"""Greedy generation speed: our decoders against transformers' `generate` on torch CPU.
+"""Greedy generation speed: our decoders against llama.cpp and transformers' `generate` on the CPU.
 
     python bench/generate_bench.py [--shapes tiny base] [--backends numpy mindspore]
-                                   [--new-tokens 256] [--repeats 3] [--threads 2]
+                                   [--gguf-types f32 f16 q8_0] [--new-tokens 256] [--repeats 3] [--threads 2]
+
+llama.cpp (llama-cpp-python) runs the same weights as GGUF files written by our own exporter
+(export_gguf.gguf_tensors and write_gguf) with a stand-in vocabulary of one piece per id, in each
+of `--gguf-types`; its greedy sampler (top_k 1) picks the tokens. Where llama_cpp cannot be
+imported, its rows say so and the rest runs. For every side the table gives tokens/s, time to
+first token, the resident memory loading it added, and the bandwidth it reached: the bytes of
+weights one token reads (every matrix once, the tied embedding once as the output layer) times
+tokens/s.
 
 Same weights on every side: a freshly initialised babyllama Transformer, written out by
 `babyllama export --format hf`'s own function (export.export_hf) and loaded back with
@@ -126,7 +134,56 @@ def runs(rates) -> str:
     return ", ".join(f"{r:.1f}" for r in rates)
 
 
-def bench_shape(name: str, backends, new_tokens: int, repeats: int) -> None:
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def stand_in_vocabulary(vocab_size: int):
+    """One plain piece per id: llama.cpp needs a vocabulary to load, the bench feeds it ids."""
+    from babyllama.export_gguf import Vocabulary
+
+    return Vocabulary(tokens=[f"<t{i}>" for i in range(vocab_size)], scores=[0.0] * vocab_size,
+                      types=[1] * vocab_size, bos_id=None, eos_id=2, unk_id=0, pad_id=None,
+                      add_space_prefix=False, remove_extra_whitespaces=False)
+
+
+def write_bench_gguf(loaded, path: Path, type_name: str) -> int:
+    """`loaded` as a GGUF of `type_name` at `path`; returns the bytes of weights a token reads."""
+    from babyllama.export_gguf import gguf_tensors, write_gguf
+
+    tensors, _ = gguf_tensors(loaded.cfg, loaded.weights, type_name)
+    write_gguf(path, "bench", loaded.cfg, tensors, stand_in_vocabulary(loaded.cfg.vocab_size), type_name, None, None)
+    return sum(data.nbytes for _, data, _ in tensors)
+
+
+class LlamaCpp:
+    """llama.cpp through llama-cpp-python on one GGUF: greedy, batch 1."""
+
+    def __init__(self, path: Path, cfg, threads: int):
+        import llama_cpp
+
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=cfg.max_seq_len, n_threads=threads,
+                                   n_threads_batch=threads, n_batch=TTFT_PROMPT_TOKENS, verbose=False)
+
+    def run(self, prompt_ids, new_tokens):
+        self.llm.reset()
+        tokens = []
+        began = time.perf_counter()
+        for token in self.llm.generate(prompt_ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, reset=True):
+            tokens.append(token)
+            if len(tokens) == new_tokens:
+                break
+        return new_tokens / (time.perf_counter() - began), tokens
+
+    def ttft(self, prompt_ids) -> float:
+        self.llm.reset()
+        began = time.perf_counter()
+        next(self.llm.generate(prompt_ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, reset=True))
+        return time.perf_counter() - began
+
+
+def bench_shape(name: str, backends, gguf_types, new_tokens: int, repeats: int, threads: int) -> None:
     import numpy as np
 
     from babyllama.checkpoint import LoadedModel
@@ -138,50 +195,67 @@ def bench_shape(name: str, backends, new_tokens: int, repeats: int) -> None:
     weights = {p.name: p.asnumpy() for p in model.trainable_params()}
     del model
     loaded = LoadedModel(cfg, weights, Path(f"bench_{name}"), {})
-    with tempfile.TemporaryDirectory() as temp:
-        hf = exported_to_transformers(loaded, Path(temp) / "hf")
-    decoders = {backend: make_decoder(loaded, backend) for backend in backends}
-    rng = np.random.default_rng(0)
-    prompt = rng.integers(3, cfg.vocab_size, PROMPT_TOKENS).tolist()
-    ttft_prompt = rng.integers(3, cfg.vocab_size, TTFT_PROMPT_TOKENS).tolist()
     params = sum(w.size for w in weights.values())
     print(f"{name}: dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads, vocab {cfg.vocab_size:,}, "
           f"{params / 1e6:.1f} M parameters; {PROMPT_TOKENS}-token prompt, {new_tokens} new tokens, greedy",
           flush=True)
-    for decoder in decoders.values():
-        ours(decoder, prompt, 8)
-    theirs(hf, prompt, 8)
-    our_rates = {backend: [] for backend in backends}
-    their_rates = []
+    # name -> (run(prompt, n) -> (rate, tokens), ttft(prompt) -> s, bytes a token reads, bytes loading added)
+    sides = {}
+    skipped = {}
+    with tempfile.TemporaryDirectory() as temp:
+        before = resident_bytes()
+        hf = exported_to_transformers(loaded, Path(temp) / "hf")
+        sides["transformers"] = (lambda p, n: theirs(hf, p, n), lambda p: their_ttft(hf, p), params * 4,
+                                 resident_bytes() - before)
+        for backend in backends:
+            before = resident_bytes()
+            decoder = make_decoder(loaded, backend)
+            sides[f"ours ({backend})"] = (lambda p, n, d=decoder: ours(d, p, n), lambda p, d=decoder: our_ttft(d, p),
+                                          params * 4, resident_bytes() - before)
+        for type_name in gguf_types:
+            try:
+                import llama_cpp  # noqa: F401
+            except ImportError as e:
+                skipped[f"llama.cpp {type_name}"] = f"llama_cpp cannot be imported ({e}); pip install -e '.[llamacpp]'"
+                continue
+            path = Path(temp) / f"{type_name}.gguf"
+            read = write_bench_gguf(loaded, path, type_name)
+            before = resident_bytes()
+            side = LlamaCpp(path, cfg, threads)
+            sides[f"llama.cpp {type_name}"] = (side.run, side.ttft, read, resident_bytes() - before)
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(3, cfg.vocab_size, PROMPT_TOKENS).tolist()
+    ttft_prompt = rng.integers(3, cfg.vocab_size, TTFT_PROMPT_TOKENS).tolist()
+    for run, *_ in sides.values():
+        run(prompt, 8)
+    rates = {side: [] for side in sides}
     continuations = {}
     for _ in range(repeats):
-        for backend, decoder in decoders.items():
-            rate, continuations[backend] = ours(decoder, prompt, new_tokens)
-            our_rates[backend].append(rate)
-        rate, continuations["transformers"] = theirs(hf, prompt, new_tokens)
-        their_rates.append(rate)
-    theirs_median = statistics.median(their_rates)
-    print(f"  transformers generate:  {theirs_median:8.1f} tokens/s  (runs: {runs(their_rates)})")
-    for backend in backends:
-        median = statistics.median(our_rates[backend])
-        print(f"  ours ({backend + '):':11} {median:8.1f} tokens/s  (runs: {runs(our_rates[backend])})  "
-              f"ratio ours / transformers: {median / theirs_median:.2f}x")
-    their_first = statistics.median(their_ttft(hf, ttft_prompt) for _ in range(5))
-    print(f"  time to first token, {TTFT_PROMPT_TOKENS}-token prompt (median of 5): "
-          f"transformers {their_first * 1000:.1f} ms", end="")
-    for backend, decoder in decoders.items():
-        print(f", ours ({backend}) {statistics.median(our_ttft(decoder, ttft_prompt) for _ in range(5)) * 1000:.1f} ms",
-              end="")
-    print()
-    for backend in backends:
-        print(f"  greedy continuations, ours ({backend}) and transformers, agree on the first "
-              f"{agreement(continuations[backend], continuations['transformers'])} of {new_tokens} tokens")
+        for side, (run, *_) in sides.items():
+            rate, continuations[side] = run(prompt, new_tokens)
+            rates[side].append(rate)
+    reference = "llama.cpp f32" if "llama.cpp f32" in sides else "transformers"
+    reference_median = statistics.median(rates[reference])
+    print(f"  {'':22} {'tokens/s':>9} {'best':>7} {'ttft ms':>8} {'GB/s':>6} {'MB/token':>9} {'RSS +MB':>8} "
+          f"{'vs ' + reference:>18}  agree")
+    for side, (run, ttft, read, memory) in sides.items():
+        median = statistics.median(rates[side])
+        first = statistics.median(ttft(ttft_prompt) for _ in range(5))
+        print(f"  {side:22} {median:9.1f} {max(rates[side]):7.1f} {first * 1000:8.1f} {read * median / 1e9:6.1f} "
+              f"{read / 1e6:9.1f} {memory / 1e6:8.0f} {median / reference_median:17.2f}x  "
+              f"{agreement(continuations[side], continuations['ours (numpy)']) if 'ours (numpy)' in sides else '-'}"
+              f"  (runs: {runs(rates[side])})")
+    for side, reason in skipped.items():
+        print(f"  {side:22} skipped: {reason}")
+    print(f"  tokens/s: median of {repeats} interleaved runs, end to end (prompt pass included); ttft: "
+          f"{TTFT_PROMPT_TOKENS}-token prompt, median of 5; agree: leading greedy tokens equal to ours (numpy)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
-    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=["numpy"])
+    parser.add_argument("--gguf-types", nargs="*", choices=("f32", "f16", "q8_0"), default=["f32", "f16", "q8_0"])
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch's threads and numpy's BLAS threads (default 2)")
@@ -200,7 +274,7 @@ def main() -> int:
           f"(OpenBLAS, {os.environ['OPENBLAS_NUM_THREADS']} threads); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     for name in args.shapes:
-        bench_shape(name, args.backends, args.new_tokens, args.repeats)
+        bench_shape(name, args.backends, args.gguf_types, args.new_tokens, args.repeats, args.threads)
         sys.stdout.flush()
     return 0
 

@@ -468,6 +468,20 @@ def test_a_stopped_and_resumed_fine_tuning_run_gives_the_uninterrupted_runs_loss
 
 
 @pytest.mark.slow
+def test_eval_only_on_a_finished_run_evaluates_its_latest_checkpoint(tmp_path, parent_run):
+    run = tmp_path / "runs" / "base"
+    shutil.copytree(parent_run, run)
+    evals = [r for r in rows_of(run) if r["kind"] == "eval"]
+    done = babyllama_train(run, "--resume", "--eval_only", "true", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    again = [r for r in rows_of(run) if r["kind"] == "eval"]
+    assert again[:-1] == evals and again[-1]["step"] == PARENT_STEPS
+    assert again[-1]["val_loss"] == pytest.approx(evals[-1]["val_loss"])
+    assert RunDir(run).read_status()["state"] == "finished"
+    assert RunDir(run).latest_checkpoint().step == PARENT_STEPS
+
+
+@pytest.mark.slow
 def test_runs_and_runs_show_name_the_parent(sft_run, parent_run):
     run, _ = sft_run
     root = run.parent

@@ -482,6 +482,17 @@ def test_eval_only_on_a_finished_run_evaluates_its_latest_checkpoint(tmp_path, p
 
 
 @pytest.mark.slow
+def test_init_from_on_pretraining_text_continues_pretraining_and_says_so(tmp_path, parent_run, corpus_tokens):
+    run = tmp_path / "runs" / "more"
+    done = babyllama_train(run, "--init-from", str(parent_run), "--data", str(corpus_tokens), "--max_steps", "2",
+                           "--warmup_iters", "1", "--eval_interval", "1000", "--sample_tokens", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (f"continuing pretraining from {RunDir(parent_run).latest_checkpoint().path} (step {PARENT_STEPS}) with a "
+            "fresh schedule; the loss counts every token") in done.stdout
+    assert "answer" not in done.stdout
+
+
+@pytest.mark.slow
 def test_runs_and_runs_show_name_the_parent(sft_run, parent_run):
     run, _ = sft_run
     root = run.parent

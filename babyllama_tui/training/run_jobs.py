@@ -151,11 +151,16 @@ def default_batches(run_path: Path) -> int:
 
 
 def run_data_files(run_path: Path) -> set[Path]:
-    """The token files the run trained on, as its config.json lists them."""
+    """The token files the run trained on and held windows out of, as its config.json lists them:
+    none when it held none out (val_fraction 0), so no --split val is offered on them."""
     try:
-        data = RunDir(run_path).read_config().get("data")
+        config = RunDir(run_path).read_config()
     except (UserError, OSError):
         return set()
+    train = config.get("train")
+    if isinstance(train, dict) and train.get("val_fraction") == 0:
+        return set()
+    data = config.get("data")
     files = data.get("files") if isinstance(data, dict) else None
     return {Path(f["path"]) for f in files or [] if isinstance(f, dict) and isinstance(f.get("path"), str)}
 

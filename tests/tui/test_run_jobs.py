@@ -189,6 +189,24 @@ async def test_eval_on_the_run_s_own_data_scores_its_held_out_windows(project):
     assert job.result["split"] == "val" and job.status["command"][-4:-2] == ["--split", "val"]
 
 
+async def test_eval_on_the_data_of_a_run_that_held_nothing_out_scores_the_whole_file(project):
+    run = RunDir(run_path(project))
+    held = project / "data" / "held.bin"
+    config = run.read_config()
+    atomic_write_json(run.config_path, {**config, "train": {**config.get("train", {}), "val_fraction": 0},
+                                        "data": {"files": [{"path": str(held.resolve())}]}})
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await on_monitor(pilot, project)
+        dialog = await open_dialog(pilot, "v", "EvalScreen")
+        assert str(dialog.data_select.value) == str(held)
+        assert "whole file" in str(dialog.split_note.render())
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: " loss " in strip_text(monitor), "the loss")
+    (job,) = jobs(project)
+    assert job.result["split"] == "all" and job.status["command"][-4:-2] == ["--split", "all"]
+
+
 async def test_a_token_file_gone_before_the_job_starts_ends_in_one_line(project):
     app = BabyLlamaApp(root=project)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -239,7 +239,8 @@ def job_title(job: JobInfo) -> str:
 
 def describe_job(job: JobInfo, root: Path, width: int | None = None) -> str:
     """The job in a line: what, on which checkpoint, and how far it got or how it ended. A finished
-    evaluation longer than `width` leaves its perplexity out (the loss says it: e to the loss)."""
+    evaluation longer than `width` leaves its perplexity out (the loss says it: e to the loss), then
+    how many tokens it scored."""
     what = job_title(job)
     if job.state == "cancelled":
         return f"{what}: cancelled"
@@ -264,8 +265,9 @@ def describe_job(job: JobInfo, root: Path, width: int | None = None) -> str:
             result = job.result or {}
             loss = f"{what}: loss {_number(result.get('loss'), '.4f')}"
             tokens = f"{_number(result.get('tokens'), ',')} {'answer tokens' if result.get('sft') else 'tokens'}"
-            line = f"{loss}, perplexity {_number(result.get('perplexity'), ',.2f')} over {tokens}"
-            return line if width is None or len(line) <= width else f"{loss} over {tokens}"
+            lines = (f"{loss}, perplexity {_number(result.get('perplexity'), ',.2f')} over {tokens}",
+                     f"{loss} over {tokens}", loss)
+            return next((line for line in lines if width is None or len(line) <= width), loss)
         if job.state in ACTIVE_STATES:
             return _counted(what, job, "windows")
     return f"{what}: {job.state}: {job.reason or 'no reason recorded'}"

@@ -490,6 +490,14 @@ def test_init_from_on_pretraining_text_continues_pretraining_and_says_so(tmp_pat
     assert (f"continuing pretraining from {RunDir(parent_run).latest_checkpoint().path} (step {PARENT_STEPS}) with a "
             "fresh schedule; the loss counts every token") in done.stdout
     assert "answer" not in done.stdout
+    config = RunDir(run).read_config()
+    assert config["data"]["sft"] is False and config["init_from"]["step"] == PARENT_STEPS
+    assert config["train"]["val_fraction"] > 0
+    listing = subprocess.run([sys.executable, "-m", "babyllama", "runs", "--root", str(run.parent)], capture_output=True,
+                             text=True, env=trainer_env(), check=True).stdout
+    assert f"from base@{PARENT_STEPS}" in listing
+    from babyllama.runs.settings import run_lineage
+    assert run_lineage(RunDir(run)) == f"continued pretraining from base@{PARENT_STEPS}"
 
 
 @pytest.mark.slow

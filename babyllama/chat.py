@@ -24,6 +24,8 @@ from babyllama.generate import (
     sampling_params_from_args,
 )
 
+# What ctrl-c at the prompt says.
+INTERRUPTED_AT_PROMPT = "ctrl-c drops the line typed; /quit or ctrl-d ends the chat"
 # The commands in one line of 80 columns, as the chat shows them.
 COMMANDS = "/system TEXT: the system prompt (alone: none)  /reset: start over  /quit: end"
 
@@ -155,7 +157,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Chat with a checkpoint in its chat template, answers streamed. Type a message and Enter; "
         "/system TEXT sets the system prompt (/system alone clears it), /reset starts over, /quit or "
-        "ctrl-d ends, ctrl-c stops an answer. The oldest turns are dropped when the conversation outgrows the model's context. "
+        "ctrl-d ends, ctrl-c stops an answer (at the prompt, drops the line typed). Prompts and notices go to stderr, "
+        "answers alone to stdout. The oldest turns are dropped when the conversation outgrows the model's context. "
         "Reads one message a line from a pipe too."
     )
     add_model_arguments(parser)
@@ -178,12 +181,20 @@ def _lines(interactive: bool):
             import readline  # noqa: F401  (line editing and history for input())
         except ImportError:
             pass
+        # The prompt is for the terminal, never part of the answers: input() writes it to stdout, so
+        # with stdout redirected it goes to stderr (readline needs it passed when stdout is the terminal).
+        prompt_to_stdout = sys.stdout.isatty()
         while True:
             try:
-                line = input("> ")
+                if not prompt_to_stdout:
+                    print("> ", end="", file=sys.stderr, flush=True)
+                line = input("> " if prompt_to_stdout else "")
             except EOFError:
                 print(file=sys.stderr)
                 return
+            except KeyboardInterrupt:  # at the prompt, as in a shell: the line is dropped, the chat goes on
+                print(f"\n[{INTERRUPTED_AT_PROMPT}]", file=sys.stderr, flush=True)
+                continue
             except UnicodeDecodeError:  # a strict terminal encoding
                 line = None
             if line is None or not _is_text(line):

@@ -545,7 +545,8 @@ def plan_resume(args: argparse.Namespace, world_size: int) -> Plan:
     _check_tokenizer_fits(tokenizer, dataset, model)
     train = _check_bench(_resolve(model, train, dataset, world_size) if train.max_steps == 0 else train)
     if state is not None:
-        if state["step"] >= train.max_steps:
+        # Evaluating alone trains no step: a finished run's latest checkpoint may be evaluated.
+        if state["step"] >= train.max_steps and not train.eval_only:
             raise UserError(
                 f"{run.path} has already trained {state['step']:,} of max_steps {train.max_steps:,} steps; "
                 f"to train further resume with a larger --max_steps (or --epochs)", field="train.max_steps"

@@ -188,8 +188,12 @@ def run(args: argparse.Namespace) -> int:
         if plan.init_from is not None:
             step = plan.init_from["step"]
             at = "a Hugging Face folder" if step is None else f"step {step:,}"
-            print(f"fine-tuning from {plan.init_from['checkpoint']} ({at}); the loss counts the trained (answer) "
-                  "tokens only", flush=True)
+            if plan.dataset.sft:
+                print(f"fine-tuning from {plan.init_from['checkpoint']} ({at}); the loss counts the trained (answer) "
+                      "tokens only", flush=True)
+            else:
+                print(f"continuing pretraining from {plan.init_from['checkpoint']} ({at}) with a fresh schedule; "
+                      "the loss counts every token", flush=True)
     return Training(plan, stop)()
 
 

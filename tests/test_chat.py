@@ -279,8 +279,42 @@ def test_a_typed_line_that_is_not_utf8_is_said_and_skipped_and_the_chat_goes_on(
         os.close(terminal)
     assert process.returncode == 0, stderr.decode()
     assert "[the line is not UTF-8 text; skipped]" in stderr.decode()
-    # input() writes its prompt to stdout: one before each line read.
-    assert stdout.decode() == f"> > {answer(talking, [user('曹操呢？')], 8).text}\n> "
+    # stdout redirected: the answers alone there, the prompts (one before each line read) on stderr.
+    assert stdout.decode() == f"{answer(talking, [user('曹操呢？')], 8).text}\n", stderr.decode()
+    assert stderr.decode().count("> ") == 3
+
+
+def test_ctrl_c_at_the_prompt_drops_the_line_says_how_to_leave_and_the_chat_goes_on(talking):
+    import os
+    import pty
+    import select
+    import signal
+
+    main, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "babyllama", "chat", "--ckpt", str(talking), "--temperature",
+                                "0", "--max-new-tokens", "8"], stdin=terminal, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        def until_prompt() -> str:
+            shown = b""
+            while not shown.endswith(b"> "):
+                assert select.select([process.stderr], [], [], WAIT_S)[0], shown
+                shown += os.read(process.stderr.fileno(), 1)
+            return shown.decode()
+
+        until_prompt()
+        process.send_signal(signal.SIGINT)
+        assert until_prompt() == "\n[ctrl-c drops the line typed; /quit or ctrl-d ends the chat]\n> "
+        os.write(main, "曹操呢？\n".encode() + b"/quit\n")
+        stdout, stderr = process.communicate(timeout=WAIT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=WAIT_S)
+        os.close(main)
+        os.close(terminal)
+    assert process.returncode == 0, stderr.decode()
+    assert stdout.decode() == f"{answer(talking, [user('曹操呢？')], 8).text}\n", stderr.decode()
 
 
 @pytest.mark.parametrize("command, flag, named", [("chat", "--system", "--system"), ("generate", "--prompt", "--prompt"),

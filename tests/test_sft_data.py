@@ -49,6 +49,7 @@ CONVERSATIONS = [
                        {"role": "assistant", "content": "张飞。"}]},
     {"system": "你是说书人。",
      "conversations": [{"from": "human", "value": "谁年纪最大？"}, {"from": "gpt", "value": "刘备。"}]},
+    {"messages": [{"role": "user", "content": "最小呢？"}, {"role": "assistant", "content": "张飞。"}]},
 ]
 # The same conversations as messages: what each record above means.
 ALPACA_MESSAGES = [
@@ -61,6 +62,7 @@ CONVERSATION_MESSAGES = [
     [("system", "你是说书人。"), ("user", "谁年纪最大？"), ("assistant", "刘备。"), ("user", "最小呢？"),
      ("assistant", "张飞。")],
     [("system", "你是说书人。"), ("user", "谁年纪最大？"), ("assistant", "刘备。")],
+    [("user", "最小呢？"), ("assistant", "张飞。")],
 ]
 
 
@@ -98,6 +100,7 @@ def test_each_format_reads_roles_and_contents(tmp_path):
 
 def test_a_conversations_file_is_sniffed_and_an_instruction_set_stays_pretraining_text(tmp_path):
     assert sniff_format(write_jsonl(tmp_path / "c.jsonl", CONVERSATIONS)) == "sft-conversations"
+    assert sniff_format(write_jsonl(tmp_path / "m.jsonl", CONVERSATIONS[3:])) == "sft-conversations"
     assert sniff_format(write_jsonl(tmp_path / "a.jsonl", ALPACA)) == "medical-sft"
 
 
@@ -106,7 +109,8 @@ def test_a_conversations_file_is_sniffed_and_an_instruction_set_stays_pretrainin
     ("sft-alpaca", {"instruction": "x", "output": 3}, "field 'output' is int, expected a string"),
     ("sft-alpaca", {"instruction": "x", "output": "y", "system": ["s"]}, "field 'system' is a list"),
     ("sft-alpaca", {"instruction": "x", "output": "y", "history": [["q"]]}, "history[0]: expected a [question, answer]"),
-    ("sft-conversations", {"messages": []}, "missing field 'conversations'"),
+    ("sft-conversations", {"turns": []}, "missing field 'conversations' (or 'messages')"),
+    ("sft-conversations", {"messages": [{"role": "bot", "content": "x"}]}, "messages[0]: role 'bot' is not"),
     ("sft-conversations", {"conversations": [{"role": "bot", "content": "x"}]}, "conversations[0]: role 'bot' is not"),
     ("sft-conversations", {"conversations": [{"from": "chatgpt", "value": "x"}]}, "'from' 'chatgpt' is not one of"),
     ("sft-conversations", {"conversations": [{"from": "human", "content": "x"}]}, "missing field 'value'"),
@@ -158,7 +162,7 @@ def test_the_manifest_says_sft_with_its_mask_template_and_counts(tmp_path, sp_to
     assert manifest["kind"] == "sft" and manifest["version"] == 1
     assert manifest["mask"] == "chat.bin.mask" and OutputPaths(out).mask.stat().st_size == len(ids)
     assert manifest["chat_template"] == template_for(sp_tokenizer).describe()
-    assert manifest["conversations"] == manifest["documents"] == 3
+    assert manifest["conversations"] == manifest["documents"] == len(CONVERSATIONS)
     assert manifest["tokens"] == len(ids) and manifest["trained_tokens"] == sum(mask) > 0
     assert manifest["sources"] == [{"path": str(corpus), "size": corpus.stat().st_size, "format": "sft-conversations"}]
     assert manifest["tokenizer"] == sp_tokenizer.describe() and manifest["eos_id"] == sp_tokenizer.eos_id

@@ -75,10 +75,29 @@ def test_the_loss_of_a_batch_is_the_mean_over_its_trained_targets_only(fresh):
     assert fresh.eval_loss(x, y) == pytest.approx(expected, rel=1e-6)
     # The step reports the same loss (before its update).
     assert fresh.step(x, y, LR).loss == pytest.approx(expected, rel=1e-6)
-    # Masked targets' ids do not matter: changing them changes nothing.
+    # IGNORE_ID is what masks: the same targets trained would give another loss.
     other = y.copy()
     other[other == IGNORE_ID] = 3
     assert hand_loss(fresh, x, other) != pytest.approx(expected, rel=1e-3)
+
+
+def test_the_ids_of_masked_targets_change_neither_the_loss_nor_the_gradients(fresh, initial):
+    # A row whose targets are all masked (a window of question and template only): its ids, those of
+    # the masked targets and the inputs before them, may be anything. The gradients are compared
+    # through the parameters one step from the same state takes them to.
+    x, y = masked_batch(5)
+    y[0] = IGNORE_ID
+    changed = x.copy()
+    changed[0] = (x[0] + 1 + np.arange(x.shape[1])) % MODEL.vocab_size
+    assert fresh.eval_loss(changed, y) == fresh.eval_loss(x, y)
+    loss = fresh.step(x, y, LR).loss
+    stepped = state_of(fresh)
+    restore(fresh, initial)
+    assert fresh.step(changed, y, LR).loss == loss
+    after = state_of(fresh)
+    assert any(not np.array_equal(stepped[name], initial[name]) for name in stepped)
+    for name, value in stepped.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
 
 
 def test_a_masked_step_lowers_the_masked_loss(fresh):

@@ -468,6 +468,39 @@ def test_a_stopped_and_resumed_fine_tuning_run_gives_the_uninterrupted_runs_loss
 
 
 @pytest.mark.slow
+def test_eval_only_on_a_finished_run_evaluates_its_latest_checkpoint(tmp_path, parent_run):
+    run = tmp_path / "runs" / "base"
+    shutil.copytree(parent_run, run)
+    evals = [r for r in rows_of(run) if r["kind"] == "eval"]
+    done = babyllama_train(run, "--resume", "--eval_only", "true", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    again = [r for r in rows_of(run) if r["kind"] == "eval"]
+    assert again[:-1] == evals and again[-1]["step"] == PARENT_STEPS
+    assert again[-1]["val_loss"] == pytest.approx(evals[-1]["val_loss"])
+    assert RunDir(run).read_status()["state"] == "finished"
+    assert RunDir(run).latest_checkpoint().step == PARENT_STEPS
+
+
+@pytest.mark.slow
+def test_init_from_on_pretraining_text_continues_pretraining_and_says_so(tmp_path, parent_run, corpus_tokens):
+    run = tmp_path / "runs" / "more"
+    done = babyllama_train(run, "--init-from", str(parent_run), "--data", str(corpus_tokens), "--max_steps", "2",
+                           "--warmup_iters", "1", "--eval_interval", "1000", "--sample_tokens", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (f"continuing pretraining from {RunDir(parent_run).latest_checkpoint().path} (step {PARENT_STEPS}) with a "
+            "fresh schedule; the loss counts every token") in done.stdout
+    assert "answer" not in done.stdout
+    config = RunDir(run).read_config()
+    assert config["data"]["sft"] is False and config["init_from"]["step"] == PARENT_STEPS
+    assert config["train"]["val_fraction"] > 0
+    listing = subprocess.run([sys.executable, "-m", "babyllama", "runs", "--root", str(run.parent)], capture_output=True,
+                             text=True, env=trainer_env(), check=True).stdout
+    assert f"from base@{PARENT_STEPS}" in listing
+    from babyllama.runs.settings import run_lineage
+    assert run_lineage(RunDir(run)) == f"continued pretraining from base@{PARENT_STEPS}"
+
+
+@pytest.mark.slow
 def test_runs_and_runs_show_name_the_parent(sft_run, parent_run):
     run, _ = sft_run
     root = run.parent

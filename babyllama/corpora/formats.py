@@ -35,7 +35,7 @@ _FORMAT_SHAPES = {
     "medical-sft": 'JSON lines of {"instruction", "input", "output"}',
     "text": "plain UTF-8 text",
     "sft-alpaca": 'JSON lines of {"instruction", "input", "output"}',
-    "sft-conversations": 'JSON lines of {"conversations": [{"role", "content"} or {"from", "value"}]}',
+    "sft-conversations": 'JSON lines of {"conversations" or "messages": [{"role", "content"} or {"from", "value"}]}',
 }
 
 

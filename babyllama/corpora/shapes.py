@@ -99,6 +99,8 @@ class Turns(NamedTuple):
 
 
 CONVERSATION_ROLES = ("system", "user", "assistant")
+# The field holding the turns: minimind's and ShareGPT's name, then OpenAI's and TRL's.
+CONVERSATION_FIELDS = ("conversations", "messages")
 # The ShareGPT spelling: {"from": "human" | "gpt" | "system", "value"}.
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
@@ -144,19 +146,20 @@ def _alpaca_turns(record) -> Turns:
 
 
 def _conversation_turns(record) -> Turns:
-    # minimind's {"role", "content"} turns, or ShareGPT's {"from", "value"} with an optional
-    # top-level "system".
+    # minimind's {"conversations": [{"role", "content"}]}, OpenAI's and TRL's {"messages": [...]} of the
+    # same turns, or ShareGPT's {"from", "value"} turns; an optional top-level "system" in each.
     record = _object(record)
-    if "conversations" not in record:
-        raise Malformed("missing field 'conversations'")
-    turns = record["conversations"]
+    field = next((name for name in CONVERSATION_FIELDS if name in record), None)
+    if field is None:
+        raise Malformed("missing field 'conversations' (or 'messages')")
+    turns = record[field]
     if type(turns) is not list:
-        raise Malformed(f"field 'conversations' is {json_type(turns)}, expected a list")
+        raise Malformed(f"field {field!r} is {json_type(turns)}, expected a list")
     system = _optional_string(record, "system")
     roles: list[str] = ["system"] if system else []
     contents: list[str] = [system] if system else []
     for number, turn in enumerate(turns):
-        where = f"conversations[{number}]: "
+        where = f"{field}[{number}]: "
         if not isinstance(turn, dict):
             raise Malformed(f"{where}expected a JSON object, found {json_type(turn)}")
         if "role" in turn:

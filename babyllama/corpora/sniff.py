@@ -102,7 +102,7 @@ def _sniff_json_lines(path: Path) -> str:
             return "baike"
         if "instruction" in value and "output" in value:
             return "medical-sft"  # pretraining text; fine-tuning on such a file asks for --format sft-alpaca
-        if "conversations" in value:
+        if "conversations" in value or isinstance(value.get("messages"), list):
             return "sft-conversations"
         # c4 and medical records have the same shape and are read the same way.
         if "text" in value:

@@ -122,6 +122,21 @@ def host_words(host: dict) -> str:
             f"pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))}, {host.get('state')}")
 
 
+def run_lineage(run: RunDir) -> str | None:
+    """What a run with a parent is: "fine-tuned from base@1200" on conversations, "continued pretraining
+    from base@1200" on text (--init-from with a fresh schedule); None without a parent."""
+    try:
+        config = run.read_config() if run.config_path.exists() else None
+    except UserError:
+        return None
+    parent = parent_words(config, short=True) if config is not None else None
+    if parent is None:
+        return None
+    data = config.get("data")
+    sft = isinstance(data, dict) and data.get("sft") is True
+    return f"{'fine-tuned' if sft else 'continued pretraining'} from {parent}"
+
+
 def run_settings(run: RunDir) -> list[tuple[str, str]]:
     """(label, value) pairs: preset, model shape, parameters, tokens per step, steps, learning-rate
     schedule, optimizer, data files, tokenizer, the command line of the latest start. A value may

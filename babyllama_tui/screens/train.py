@@ -63,7 +63,7 @@ def run_detail(row: RunRow, now: float) -> Text:
     if row.world_size and row.world_size > 1:
         text.append(f"  {row.world_size} workers", style="dim")
     if row.parent:
-        text.append(f"  fine-tuned from {row.parent}")
+        text.append(f"  {row.parent}")
     if row.note:
         text.append(f"\n{row.note}", style="italic")
     if row.stop_overdue(now):

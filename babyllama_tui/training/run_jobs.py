@@ -151,11 +151,16 @@ def default_batches(run_path: Path) -> int:
 
 
 def run_data_files(run_path: Path) -> set[Path]:
-    """The token files the run trained on, as its config.json lists them."""
+    """The token files the run trained on and held windows out of, as its config.json lists them:
+    none when it held none out (val_fraction 0), so no --split val is offered on them."""
     try:
-        data = RunDir(run_path).read_config().get("data")
+        config = RunDir(run_path).read_config()
     except (UserError, OSError):
         return set()
+    train = config.get("train")
+    if isinstance(train, dict) and train.get("val_fraction") == 0:
+        return set()
+    data = config.get("data")
     files = data.get("files") if isinstance(data, dict) else None
     return {Path(f["path"]) for f in files or [] if isinstance(f, dict) and isinstance(f.get("path"), str)}
 
@@ -234,7 +239,8 @@ def job_title(job: JobInfo) -> str:
 
 def describe_job(job: JobInfo, root: Path, width: int | None = None) -> str:
     """The job in a line: what, on which checkpoint, and how far it got or how it ended. A finished
-    evaluation longer than `width` leaves its perplexity out (the loss says it: e to the loss)."""
+    evaluation longer than `width` leaves its perplexity out (the loss says it: e to the loss), then
+    how many tokens it scored."""
     what = job_title(job)
     if job.state == "cancelled":
         return f"{what}: cancelled"
@@ -259,8 +265,9 @@ def describe_job(job: JobInfo, root: Path, width: int | None = None) -> str:
             result = job.result or {}
             loss = f"{what}: loss {_number(result.get('loss'), '.4f')}"
             tokens = f"{_number(result.get('tokens'), ',')} {'answer tokens' if result.get('sft') else 'tokens'}"
-            line = f"{loss}, perplexity {_number(result.get('perplexity'), ',.2f')} over {tokens}"
-            return line if width is None or len(line) <= width else f"{loss} over {tokens}"
+            lines = (f"{loss}, perplexity {_number(result.get('perplexity'), ',.2f')} over {tokens}",
+                     f"{loss} over {tokens}", loss)
+            return next((line for line in lines if width is None or len(line) <= width), loss)
         if job.state in ACTIVE_STATES:
             return _counted(what, job, "windows")
     return f"{what}: {job.state}: {job.reason or 'no reason recorded'}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from babyllama.runs import ACTIVE_STATES, RunDir, RunInfo, run_info, sort_newest_first, tail_lines
-from babyllama.runs.settings import run_parent
+from babyllama.runs.settings import run_lineage
 from babyllama_tui.training.eta import eta_seconds
 from babyllama_tui.training.run_health import STALL_AFTER_S, Health, check_health
 
@@ -40,7 +40,7 @@ class RunRow(RunInfo):
 
     eta_s: float | None = None
     health: Health | None = None
-    # A fine-tuning run's parent in a few words ("base@1200"), from its config.json.
+    # A run's parent and what it is in a few words ("fine-tuned from base@1200"), from its config.json.
     parent: str | None = None
 
 
@@ -85,7 +85,7 @@ class _Watched:
             if stamps[1] != self.stamps[1]:
                 self.points = train_points(run.metrics_path)
             if stamps[2] != self.stamps[2]:
-                self.parent = run_parent(run)
+                self.parent = run_lineage(run)
             self.stamps = stamps
             if self.exists:
                 self.info = run_info(run, tail_bytes=TABLE_TAIL_BYTES, checkpoints=False)

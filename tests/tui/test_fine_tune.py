@@ -187,7 +187,12 @@ async def test_sft_data_without_a_parent_warns_and_the_detail_names_a_fine_tunin
     config["init_from"] = {"run": str(project / "out" / "runs" / "base"),
                            "checkpoint": str(project / "out" / "runs" / "base" / "checkpoints" / "step_0000005"),
                            "step": 5}
-    run.create(config, overwrite=True)
+    run.create({**config, "data": {**config.get("data", {}), "sft": True}}, overwrite=True)
+    # --init-from on text: continued pretraining, not fine-tuning.
+    more = RunDir(project / "out" / "runs" / "more")
+    fill_run(more, steps=20, max_steps=20, started=time.time() - 60)
+    more.create({**more.read_config(), "init_from": config["init_from"],
+                 "data": {**config.get("data", {}), "sft": False}}, overwrite=True)
     app = BabyLlamaApp(root=project)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
@@ -197,6 +202,12 @@ async def test_sft_data_without_a_parent_warns_and_the_detail_names_a_fine_tunin
         await pilot.pause()
         detail = str(screen.query_one("#run-detail", Static).render())
         assert detail == f"{run.path}  fine-tuned from base@5", detail
+        table.highlight(more.path)
+        await pilot.pause()
+        detail = str(screen.query_one("#run-detail", Static).render())
+        assert detail == f"{more.path}  continued pretraining from base@5", detail
+        table.highlight(run.path)
+        await pilot.pause()
         await pilot.press("n")
         screen = await open_form(pilot)
         form = screen.form

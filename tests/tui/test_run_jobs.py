@@ -171,6 +171,26 @@ async def test_eval_from_the_runs_table_shows_the_loss_and_perplexity_where_they
         assert describe_job(job, project, len(full)) == full
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 50)])
+async def test_a_finished_eval_fits_the_train_screen_s_jobs_strip_in_one_line(project, size):
+    from babyllama_tui.widgets.jobs_strip import JobsStrip
+
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=size) as pilot:
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "TrainScreen", "the Train screen")
+        train = app.screen
+        await pilot.pause()
+        await open_dialog(pilot, "v", "EvalScreen")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: " loss " in strip_text(train), "the loss")
+        await pilot.pause()
+        strip = train.query_one(JobsStrip)
+        (job,) = jobs(project)
+        assert strip.size.height == 1, (size, strip.size, strip_text(train))
+        assert len(strip_text(train)) <= strip.size.width
+        assert strip_text(train).startswith(f"● eval step {STEP} on data/held.bin: loss {job.result['loss']:.4f}")
+
+
 async def test_eval_on_the_run_s_own_data_scores_its_held_out_windows(project):
     run = RunDir(run_path(project))
     held = project / "data" / "held.bin"
@@ -187,6 +207,24 @@ async def test_eval_on_the_run_s_own_data_scores_its_held_out_windows(project):
         await wait_until(pilot, lambda: " loss " in strip_text(monitor), "the loss")
     (job,) = jobs(project)
     assert job.result["split"] == "val" and job.status["command"][-4:-2] == ["--split", "val"]
+
+
+async def test_eval_on_the_data_of_a_run_that_held_nothing_out_scores_the_whole_file(project):
+    run = RunDir(run_path(project))
+    held = project / "data" / "held.bin"
+    config = run.read_config()
+    atomic_write_json(run.config_path, {**config, "train": {**config.get("train", {}), "val_fraction": 0},
+                                        "data": {"files": [{"path": str(held.resolve())}]}})
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await on_monitor(pilot, project)
+        dialog = await open_dialog(pilot, "v", "EvalScreen")
+        assert str(dialog.data_select.value) == str(held)
+        assert "whole file" in str(dialog.split_note.render())
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: " loss " in strip_text(monitor), "the loss")
+    (job,) = jobs(project)
+    assert job.result["split"] == "all" and job.status["command"][-4:-2] == ["--split", "all"]
 
 
 async def test_a_token_file_gone_before_the_job_starts_ends_in_one_line(project):

@@ -11,7 +11,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
@@ -19,6 +18,7 @@ from babyllama.clean import CleanSettings
 from babyllama.corpora import FORMATS, check_format
 from babyllama.errors import UserError
 from babyllama_tui.corpora.jobs import CleanRequest, clean_steps, clean_work_folder
+from babyllama_tui.widgets.dialog import Dialog
 from babyllama_tui.widgets.prepare_dialog import TOKEN_FILE_NAME
 
 OUT_SUFFIX = ".clean.jsonl"
@@ -30,7 +30,7 @@ OFFERED = (
 )
 
 
-class CleanDialog(ModalScreen[CleanRequest | None]):
+class CleanDialog(Dialog[CleanRequest | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+s", "start", "Start"),

@@ -10,10 +10,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from babyllama.clean.report import describe_examples, describe_removed
+from babyllama_tui.widgets.dialog import Dialog
 
 EXAMPLES_SHOWN = 5
 
@@ -46,7 +46,7 @@ def describe_report(manifest: dict, name: str) -> Text:
     return text
 
 
-class CleanReportScreen(ModalScreen[None]):
+class CleanReportScreen(Dialog[None]):
     BINDINGS = [Binding("escape,e,q", "close", "Close")]
 
     def __init__(self, manifest: dict, name: str) -> None:

@@ -40,3 +40,26 @@ async def test_ctrl_c_copies_how_a_run_was_started(tmp_path):
         assert app.clipboard.splitlines()[0].split() == ["folder", str(run.path)]
         await pilot.press("escape")
         assert isinstance(app.screen, TrainScreen)
+
+
+def test_every_modal_screen_of_the_app_is_a_dialog():
+    """ctrl+c means the same in every dialog: one written as a bare ModalScreen did nothing on it."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from textual.screen import ModalScreen
+
+    import babyllama_tui
+    from babyllama_tui.widgets.dialog import Dialog
+
+    bare = []
+    for module_info in pkgutil.walk_packages(babyllama_tui.__path__, "babyllama_tui."):
+        if module_info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(module_info.name)
+        for name, value in vars(module).items():
+            if (inspect.isclass(value) and value.__module__ == module.__name__ and issubclass(value, ModalScreen)
+                    and not issubclass(value, Dialog)):
+                bare.append(f"{module.__name__}.{name}")
+    assert bare == []

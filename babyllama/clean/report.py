@@ -1,14 +1,13 @@
-"""How a clean's events are shown: a live bar or a line every few seconds on stderr, JSON lines
-on stdout (`--progress jsonl`, prepare's `JsonlReport`), or warnings only; the summary, and the
+"""How a clean's events are shown: a live bar, or prepare's reports with clean's
+lines (a line every few seconds, JSON lines on stdout for `--progress jsonl`, warnings only); the summary, and the
 removed examples by rule (`--explain N`). See docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
 import sys
-import time
 
 from babyllama.clean.settings import RULE_HELP, RULES
-from babyllama.prepare.progress import JsonlReport
+from babyllama.prepare.progress import JsonlReport, LinesReport, WarningsReport
 from babyllama.units import format_clock
 
 PREFIX = "babyllama clean"
@@ -101,35 +100,11 @@ class BarReport:
         self.stream.flush()
 
 
-class LinesReport:
-    """A line every few seconds, for logs and pipes."""
-
-    def __init__(self, stream=sys.stderr, interval_s: float = 5.0):
-        self.stream = stream
-        self.interval_s = interval_s
-        self.last = time.monotonic()
-
-    def __call__(self, event: dict) -> None:
-        if event["event"] == "progress":
-            if time.monotonic() - self.last >= self.interval_s:
-                self.last = time.monotonic()
-                self.stream.write(f"{PREFIX}: {describe_progress(event)}\n")
-        elif (message := describe_message(event)) is not None:
-            self.stream.write(message + "\n")
-        self.stream.flush()
-
-
-class WarningsReport:
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-
-    def __call__(self, event: dict) -> None:
-        if event["event"] == "warning":
-            self.stream.write(describe_message(event) + "\n")
-            self.stream.flush()
-
-
 def make_report(kind: str):
     if kind == "auto":
         kind = "bar" if sys.stderr.isatty() else "lines"
-    return {"bar": BarReport, "lines": LinesReport, "jsonl": JsonlReport, "none": WarningsReport}[kind]()
+    if kind == "lines":
+        return LinesReport(prefix=PREFIX, progress=describe_progress, message=describe_message)
+    if kind == "none":
+        return WarningsReport(message=describe_message)
+    return {"bar": BarReport, "jsonl": JsonlReport}[kind]()

@@ -149,32 +149,38 @@ class BarReport:
 
 
 class LinesReport:
-    """A line every few seconds, for logs and pipes."""
+    """A line every few seconds, for logs and pipes. prepare's events by default; another command
+    (clean) gives its own prefix and lines for them."""
 
-    def __init__(self, stream=sys.stderr, interval_s: float = 5.0):
+    def __init__(self, stream=sys.stderr, interval_s: float = 5.0, *, prefix: str = "babyllama prepare",
+                 progress: Callable[[dict], str] = describe_progress,
+                 message: Callable[[dict], str | None] = describe_message):
         self.stream = stream
         self.interval_s = interval_s
         self.last = time.monotonic()
+        self.prefix, self.progress, self.message = prefix, progress, message
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
         if kind == "progress" and time.monotonic() - self.last >= self.interval_s:
             self.last = time.monotonic()
-            self.stream.write(f"babyllama prepare: {describe_progress(event)}\n")
-        elif (message := describe_message(event)) is not None:
+            self.stream.write(f"{self.prefix}: {self.progress(event)}\n")
+        elif (message := self.message(event)) is not None:
             self.stream.write(message + "\n")
         self.stream.flush()
 
 
 class WarningsReport:
-    """Nothing but warnings, for --progress none: a file read only in part is never silent."""
+    """Nothing but warnings, for --progress none: a file read only in part is never silent.
+    `message` gives a warning's line (prepare's by default)."""
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=sys.stderr, *, message: Callable[[dict], str | None] = describe_message):
         self.stream = stream
+        self.message = message
 
     def __call__(self, event: dict) -> None:
         if event["event"] == "warning":
-            self.stream.write(describe_warning(event) + "\n")
+            self.stream.write(self.message(event) + "\n")
             self.stream.flush()
 
 

@@ -21,8 +21,16 @@ from babyllama.rotary import rotary_tables
 BACKENDS = ("numpy", "mindspore")
 
 
-def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    return x * (1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)) * weight
+def _rms_normalized(x: np.ndarray, eps: float) -> np.ndarray:
+    """RMSNorm without its weight, over the last axis."""
+    return x * (1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps))
+
+
+def _inputs_first(matrix: np.ndarray, norm_weight: np.ndarray | None = None) -> np.ndarray:
+    """A (outputs, inputs) weight as a contiguous (inputs, outputs) array, times the weight of the
+    RMSNorm in front of it, if any: W (g * x) = (W diag(g)) x."""
+    transposed = matrix.T if norm_weight is None else matrix.T * norm_weight[:, None]
+    return np.ascontiguousarray(transposed)
 
 
 def _silu_times(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -36,28 +44,35 @@ def _silu_times(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Layer:
-    attention_norm: np.ndarray
-    wqkv: np.ndarray  # q rows (pre-scaled by 1/sqrt(head_dim)), then k rows, then v rows; (q + k + v, dim)
+    """One layer's matrices, (inputs, outputs) for x @ w, with the norm weights folded in: see NumpyDecoder."""
+
+    wqkv: np.ndarray  # q columns (pre-scaled by 1/sqrt(head_dim)), then k, then v; (dim, q + k + v)
     wo: np.ndarray
-    ffn_norm: np.ndarray
-    w13: np.ndarray  # gate rows then up rows, (2 * hidden, dim)
+    w13: np.ndarray  # gate columns then up columns, (dim, 2 * hidden)
     w2: np.ndarray
 
 
 class NumpyDecoder:
     """The model's forward pass in numpy float32 with a fixed-size key/value cache (batch 1).
 
+    A token reads every weight once, so its speed is memory bandwidth and how little else it
+    does. Each matrix is stored transposed, (inputs, outputs), and multiplied as x @ w: OpenBLAS's
+    matrix-vector product in that layout reads memory markedly faster than in the checkpoint's
+    (docs/MINDSPORE.md, "Against llama.cpp"); the tied embedding is stored once, as the output
+    layer, and a token's embedding is its column. q, k and v are one matrix, gate and up another;
+    the attention scale is folded into wq and each RMSNorm's weight into the matrix after it.
+
     Rotary embedding as complex multiplication: viewing a head's (x0, x1), (x2, x3), ... as
     complex numbers x0 + i x1, ..., the model's pair rotation by angle t is a product with
-    cos t + i sin t, one numpy operation over every head of q and k at once. The attention
-    scale is folded into wq's rows. decode() writes into buffers made once, so a token
-    allocates nothing: its logits too go into a buffer made once, so they hold until the next
-    decode() (prefill() and score() return fresh arrays).
+    cos t + i sin t, one numpy operation over every head of q and k at once. decode() writes into
+    buffers made once, so a token allocates little: its logits too go into a buffer made once, so
+    they hold until the next decode() (prefill() and score() return fresh arrays).
     """
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):
         self.cfg = cfg
-        self.embedding = weights["tok_embeddings.weight"]
+        # The tied embedding as the output layer, (dim, vocab); a token's embedding is its column.
+        self.output = _inputs_first(weights["tok_embeddings.weight"])
         self.final_norm = weights["norm.weight"]
         scale = np.float32(1.0 / math.sqrt(cfg.head_dim))
         self.layers = []
@@ -65,13 +80,12 @@ class NumpyDecoder:
             w = {name[len(f"layers.{i}."):]: value for name, value in weights.items()
                  if name.startswith(f"layers.{i}.")}
             self.layers.append(_Layer(
-                attention_norm=w["attention_norm.weight"],
-                wqkv=np.concatenate([w["attention.wq.weight"] * scale, w["attention.wk.weight"],
-                                     w["attention.wv.weight"]]),
-                wo=w["attention.wo.weight"],
-                ffn_norm=w["ffn_norm.weight"],
-                w13=np.concatenate([w["feed_forward.w1.weight"], w["feed_forward.w3.weight"]]),
-                w2=w["feed_forward.w2.weight"],
+                wqkv=_inputs_first(np.concatenate([w["attention.wq.weight"] * scale, w["attention.wk.weight"],
+                                                   w["attention.wv.weight"]]), w["attention_norm.weight"]),
+                wo=_inputs_first(w["attention.wo.weight"]),
+                w13=_inputs_first(np.concatenate([w["feed_forward.w1.weight"], w["feed_forward.w3.weight"]]),
+                                  w["ffn_norm.weight"]),
+                w2=_inputs_first(w["feed_forward.w2.weight"]),
             ))
         cos, sin = rotary_tables(cfg, cfg.max_seq_len)
         # cos t + i sin t, from the model's own float32 tables.
@@ -86,6 +100,15 @@ class NumpyDecoder:
         self._qkv = np.empty(self.q_size + 2 * self.kv_size, np.float32)
         self._projected = np.empty(cfg.dim, np.float32)
         self._gate_up = np.empty(2 * cfg.hidden_dim, np.float32)
+        self._gate_up_views = (self._gate_up[:cfg.hidden_dim], self._gate_up[cfg.hidden_dim:],
+                               np.empty(cfg.hidden_dim, np.float32))
+        n_heads, n_kv, head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self._qkv_views = (
+            self._qkv[:self.q_size + self.kv_size].view(np.complex64).reshape(n_heads + n_kv, head_dim // 2),
+            self._qkv[:self.q_size].reshape(n_kv, n_heads // n_kv, head_dim),
+            self._qkv[self.q_size:self.q_size + self.kv_size].reshape(n_kv, head_dim),
+            self._qkv[self.q_size + self.kv_size:].reshape(n_kv, head_dim),
+        )
         self._normed = np.empty(cfg.dim, np.float32)
         self._next_logits = np.empty(cfg.vocab_size, np.float32)
 
@@ -102,7 +125,9 @@ class NumpyDecoder:
         """Feed one token after what the cache holds: logits (vocab,) for the next, in a buffer the
         next decode() overwrites."""
         hidden = self._step(int(token))
-        return np.dot(self.embedding, _rms_norm(hidden, self.final_norm, self.cfg.norm_eps), out=self._next_logits)
+        normed = np.multiply(hidden, self.final_norm, out=self._normed)
+        normed *= 1.0 / math.sqrt(np.dot(hidden, hidden) / self.cfg.dim + self.cfg.norm_eps)
+        return np.dot(normed, self.output, out=self._next_logits)
 
     def score(self, ids) -> np.ndarray:
         """Start over with `ids`: logits (len(ids), vocab) at every position, for measuring a text's loss."""
@@ -118,7 +143,7 @@ class NumpyDecoder:
 
     def _logits(self, hidden: np.ndarray) -> np.ndarray:
         """The tied output layer over final hidden states (..., dim) -> (..., vocab)."""
-        return _rms_norm(hidden, self.final_norm, self.cfg.norm_eps) @ self.embedding.T
+        return _rms_normalized(hidden, self.cfg.norm_eps) * self.final_norm @ self.output
 
     def _check_room(self, n: int) -> None:
         if n == 0 or self.position + n > self.cfg.max_seq_len:
@@ -137,9 +162,9 @@ class NumpyDecoder:
         if n > 1:
             # Query i (at start + i) sees slots 0 .. start + i.
             mask = np.where(np.arange(end)[None, :] <= np.arange(start, end)[:, None], 0.0, -np.inf).astype(np.float32)
-        x = self.embedding[ids]
+        x = self.output[:, ids].T
         for layer, keys, values in zip(self.layers, self.keys, self.values):
-            qkv = _rms_norm(x, layer.attention_norm, cfg.norm_eps) @ layer.wqkv.T
+            qkv = _rms_normalized(x, cfg.norm_eps) @ layer.wqkv
             rotated = qkv[:, :q_size + kv_size].view(np.complex64).reshape(n, n_heads + n_kv, head_dim // 2)
             rotated *= rotation
             keys[:, start:end] = qkv[:, q_size:q_size + kv_size].reshape(n, n_kv, head_dim).transpose(1, 0, 2)
@@ -151,34 +176,46 @@ class NumpyDecoder:
                 scores += mask
             probs = _softmax_rows(scores)
             attended = (probs @ values[:, None, :end]).transpose(2, 0, 1, 3).reshape(n, q_size)
-            h = x + attended @ layer.wo.T
-            gate_up = _rms_norm(h, layer.ffn_norm, cfg.norm_eps) @ layer.w13.T
-            x = h + _silu_times(gate_up[:, :cfg.hidden_dim], gate_up[:, cfg.hidden_dim:]) @ layer.w2.T
+            h = x + attended @ layer.wo
+            gate_up = _rms_normalized(h, cfg.norm_eps) @ layer.w13
+            x = h + _silu_times(gate_up[:, :cfg.hidden_dim], gate_up[:, cfg.hidden_dim:]) @ layer.w2
         self.position = end
         return x
 
     def _step(self, token: int) -> np.ndarray:
-        """_advance for one token, into preallocated buffers: the hidden state (dim,)."""
+        """_advance for one token, into preallocated buffers: the hidden state (dim,). Each norm is a
+        dot product and one multiplication (its weight is in the next matrix), and every array
+        operation writes into a buffer: at 512 dims a layer's Python costs about as much as reading
+        its weights."""
         cfg = self.cfg
         self._check_room(1)
         position = self.position
         seen = position + 1
-        n_heads, n_kv, head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        q_size, kv_size = self.q_size, self.kv_size
-        qkv, projected, gate_up = self._qkv, self._projected, self._gate_up
-        rotated = qkv[:q_size + kv_size].view(np.complex64).reshape(n_heads + n_kv, head_dim // 2)
-        q = qkv[:q_size].reshape(n_kv, n_heads // n_kv, head_dim)
+        inverse_dim, eps = 1.0 / cfg.dim, cfg.norm_eps
+        qkv, normed, projected, gate, up, silu = self._qkv, self._normed, self._projected, *self._gate_up_views
+        rotated, q, new_key, new_value = self._qkv_views
+        rotation = self.rotation[position]
         x = self._x
-        x[:] = self.embedding[token]
+        x[:] = self.output[:, token]
         for layer, keys, values in zip(self.layers, self.keys, self.values):
-            np.dot(layer.wqkv, _rms_norm(x, layer.attention_norm, cfg.norm_eps), out=qkv)
-            rotated *= self.rotation[position]
-            keys[:, position] = qkv[q_size:q_size + kv_size].reshape(n_kv, head_dim)
-            values[:, position] = qkv[q_size + kv_size:].reshape(n_kv, head_dim)
-            probs = _softmax_rows(q @ keys[:, :seen].transpose(0, 2, 1))
-            x += np.dot(layer.wo, (probs @ values[:, :seen]).reshape(q_size), out=projected)
-            np.dot(layer.w13, _rms_norm(x, layer.ffn_norm, cfg.norm_eps), out=gate_up)
-            x += np.dot(layer.w2, _silu_times(gate_up[:cfg.hidden_dim], gate_up[cfg.hidden_dim:]), out=projected)
+            np.multiply(x, 1.0 / math.sqrt(np.dot(x, x) * inverse_dim + eps), out=normed)
+            np.dot(normed, layer.wqkv, out=qkv)
+            rotated *= rotation
+            keys[:, position] = new_key
+            values[:, position] = new_value
+            probs = _softmax_rows(np.matmul(q, keys[:, :seen].transpose(0, 2, 1)))
+            np.dot(np.matmul(probs, values[:, :seen]).reshape(-1), layer.wo, out=projected)
+            x += projected
+            np.multiply(x, 1.0 / math.sqrt(np.dot(x, x) * inverse_dim + eps), out=normed)
+            np.dot(normed, layer.w13, out=self._gate_up)
+            # silu(gate) * up = gate * up / (1 + exp(-gate))
+            np.negative(gate, out=silu)
+            np.exp(silu, out=silu)
+            silu += 1.0
+            np.multiply(gate, up, out=gate)
+            gate /= silu
+            np.dot(gate, layer.w2, out=projected)
+            x += projected
         self.position = seen
         return x
 

@@ -44,22 +44,23 @@ def _silu_times(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Layer:
-    """One layer's matrices, (inputs, outputs) for x @ w, with the norm weights folded in: see NumpyDecoder."""
+    """One layer's matrices, with the norm weights folded in: see NumpyDecoder."""
 
     wqkv: np.ndarray  # q columns (pre-scaled by 1/sqrt(head_dim)), then k, then v; (dim, q + k + v)
     wo: np.ndarray
     w13: np.ndarray  # gate columns then up columns, (dim, 2 * hidden)
-    w2: np.ndarray
+    w2: np.ndarray  # (dim, hidden), the checkpoint's layout
 
 
 class NumpyDecoder:
     """The model's forward pass in numpy float32 with a fixed-size key/value cache (batch 1).
 
     A token reads every weight once, so its speed is memory bandwidth and how little else it
-    does. Each matrix is stored transposed, (inputs, outputs), and multiplied as x @ w: OpenBLAS's
-    matrix-vector product in that layout reads memory markedly faster than in the checkpoint's
-    (docs/MINDSPORE.md, "Against llama.cpp"); the tied embedding is stored once, as the output
-    layer, and a token's embedding is its column. q, k and v are one matrix, gate and up another;
+    does. A matrix with more outputs than inputs is stored transposed, (inputs, outputs), and
+    multiplied as x @ w: OpenBLAS's matrix-vector product reads such a matrix markedly faster in
+    that layout, and one with fewer outputs (w2) in the checkpoint's (docs/MINDSPORE.md, "Against
+    llama.cpp"). The tied embedding is stored once, as the output layer, and a token's embedding
+    is its column. q, k and v are one matrix, gate and up another;
     the attention scale is folded into wq and each RMSNorm's weight into the matrix after it.
 
     Rotary embedding as complex multiplication: viewing a head's (x0, x1), (x2, x3), ... as
@@ -85,7 +86,7 @@ class NumpyDecoder:
                 wo=_inputs_first(w["attention.wo.weight"]),
                 w13=_inputs_first(np.concatenate([w["feed_forward.w1.weight"], w["feed_forward.w3.weight"]]),
                                   w["ffn_norm.weight"]),
-                w2=_inputs_first(w["feed_forward.w2.weight"]),
+                w2=w["feed_forward.w2.weight"],
             ))
         cos, sin = rotary_tables(cfg, cfg.max_seq_len)
         # cos t + i sin t, from the model's own float32 tables.
@@ -178,7 +179,7 @@ class NumpyDecoder:
             attended = (probs @ values[:, None, :end]).transpose(2, 0, 1, 3).reshape(n, q_size)
             h = x + attended @ layer.wo
             gate_up = _rms_normalized(h, cfg.norm_eps) @ layer.w13
-            x = h + _silu_times(gate_up[:, :cfg.hidden_dim], gate_up[:, cfg.hidden_dim:]) @ layer.w2
+            x = h + _silu_times(gate_up[:, :cfg.hidden_dim], gate_up[:, cfg.hidden_dim:]) @ layer.w2.T
         self.position = end
         return x
 
@@ -214,7 +215,7 @@ class NumpyDecoder:
             silu += 1.0
             np.multiply(gate, up, out=gate)
             gate /= silu
-            np.dot(gate, layer.w2, out=projected)
+            np.dot(layer.w2, gate, out=projected)
             x += projected
         self.position = seen
         return x

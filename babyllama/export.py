@@ -22,7 +22,7 @@ from babyllama.config import ModelConfig
 from babyllama.errors import UserError
 from babyllama.events import add_progress_argument, event_printer
 from babyllama.export_gguf import DEFAULT_GGUF_TYPE, GGUF_TYPES, export_gguf, modelfile_path, sentencepiece_model_file
-from babyllama.files import atomic_write_bytes, atomic_write_json, temp_path
+from babyllama.files import atomic_write_bytes, atomic_write_json, space_failures_naming, temp_path
 from babyllama.hf import HF_CHAT_TEMPLATES, HF_CONFIG_FILE, HF_WEIGHTS_FILE, hf_config, hf_weights
 from babyllama.rotary import rotary_tables
 
@@ -217,20 +217,21 @@ def export_hf(loaded, out: Path, tokenizer=None, warn=_warn, stage=_no_stage) ->
     temp = temp_path(out)
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
-    try:
-        stage(f"writing {HF_WEIGHTS_FILE}")
-        atomic_write_json(temp / HF_CONFIG_FILE, hf_config(loaded.cfg, description))
-        save_file(hf_weights(loaded.cfg, loaded.weights), str(temp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
-        atomic_write_json(temp / HF_GENERATION_CONFIG_FILE, _generation_config(description, template))
-        if tokenizer is not None:
-            stage(f"writing the tokenizer {tokenizer.name}")
-        tokenizer_line = (_write_tokenizer(temp, tokenizer, template, warn) if tokenizer is not None
-                          else "none was exported.")
-        (temp / "README.md").write_text(_readme(loaded, tokenizer_line), encoding="utf-8")
-        _replace(temp, out)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+    with space_failures_naming(out):
+        try:
+            stage(f"writing {HF_WEIGHTS_FILE}")
+            atomic_write_json(temp / HF_CONFIG_FILE, hf_config(loaded.cfg, description))
+            save_file(hf_weights(loaded.cfg, loaded.weights), str(temp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
+            atomic_write_json(temp / HF_GENERATION_CONFIG_FILE, _generation_config(description, template))
+            if tokenizer is not None:
+                stage(f"writing the tokenizer {tokenizer.name}")
+            tokenizer_line = (_write_tokenizer(temp, tokenizer, template, warn) if tokenizer is not None
+                              else "none was exported.")
+            (temp / "README.md").write_text(_readme(loaded, tokenizer_line), encoding="utf-8")
+            _replace(temp, out)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
     return out
 
 
@@ -312,18 +313,19 @@ def export_llama2c(loaded, out: Path, tokenizer=None, stage=_no_stage) -> Path:
                         "export this model with --format hf instead")
     temp = temp_path(out)
     stage(f"writing {out.name}")
-    try:
-        with open(temp, "wb") as f:
-            f.write(llama2c_header(cfg))
-            for tensor in llama2c_tensors(cfg, loaded.weights):
-                f.write(np.ascontiguousarray(tensor, dtype="<f4").tobytes())
-        if tokenizer is not None:
-            stage(f"writing {llama2c_tokenizer_path(out).name}")
-            atomic_write_bytes(llama2c_tokenizer_path(out), llama2c_tokenizer_bytes(tokenizer, cfg.vocab_size))
-        _replace(temp, out)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    with space_failures_naming(out):
+        try:
+            with open(temp, "wb") as f:
+                f.write(llama2c_header(cfg))
+                for tensor in llama2c_tensors(cfg, loaded.weights):
+                    f.write(np.ascontiguousarray(tensor, dtype="<f4").tobytes())
+            if tokenizer is not None:
+                stage(f"writing {llama2c_tokenizer_path(out).name}")
+                atomic_write_bytes(llama2c_tokenizer_path(out), llama2c_tokenizer_bytes(tokenizer, cfg.vocab_size))
+            _replace(temp, out)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -53,3 +54,17 @@ def out_of_space(error: BaseException) -> bool:
     if isinstance(error, OSError) and error.errno in OUT_OF_SPACE:
         return True
     return any(os.strerror(code) in str(error) for code in OUT_OF_SPACE)
+
+
+@contextmanager
+def space_failures_naming(path: Path):
+    """Inside: a write that fails for want of space is raised as an OSError naming `path`, whichever
+    writer failed and whatever temporary file it was writing (safetensors raises its own error type,
+    write() names no file), so the command's one line names what the user asked for."""
+    try:
+        yield
+    except BaseException as e:
+        if not out_of_space(e):
+            raise
+        code = e.errno if isinstance(e, OSError) and e.errno in OUT_OF_SPACE else errno.ENOSPC
+        raise OSError(code, os.strerror(code), str(path)) from e

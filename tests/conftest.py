@@ -5,6 +5,8 @@ Both are made once per test session; everything that needs a tokenizer uses this
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,15 @@ def chatglm_shaped(chatglm_shaped_dir):
     from babyllama.tokenizer import load_tokenizer
 
     return load_tokenizer(chatglm_shaped_dir / "tokenizer.model")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KB tmpfs, too small for a tiny model's weights (mounting one needs root)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)

@@ -385,6 +385,19 @@ def test_the_command_replaces_an_existing_output_only_with_force(checkpoint, tmp
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]
 
 
+@pytest.mark.parametrize("format_name, name", [("hf", "hf"), ("llama2c", "model.bin")])
+def test_a_full_disk_is_said_in_one_line_naming_the_export_and_leaves_nothing(checkpoint, small_disk,
+                                                                              format_name, name):
+    """safetensors raises its own error type on a full disk, and a plain write() names no file:
+    both end in the command's one line naming what was asked for."""
+    done = babyllama("export", "--ckpt", checkpoint[0], "--format", format_name, "--out", small_disk / name)
+    assert (done.returncode, done.stderr.splitlines()[-1]) == (
+        2, f"babyllama export: error: No space left on device writing {small_disk / name}; "
+        "free some space and run it again")
+    assert "Traceback" not in done.stderr
+    assert list(small_disk.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------------
 # llama2.c
 

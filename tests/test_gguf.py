@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import signal
 import subprocess
@@ -304,18 +303,6 @@ def test_an_existing_modelfile_is_replaced_only_with_force(checkpoint, tmp_path)
     assert done.stdout.splitlines()[-1] == (f"run it with llama.cpp: llama-completion -m {tmp_path / 'm.gguf'} -no-cnv "
                                             f"-p TEXT; with Ollama: ollama create NAME -f {tmp_path / 'm.Modelfile'}")
     assert (tmp_path / "m.Modelfile").read_text().startswith("# Ollama")
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 512 KB tmpfs, too small for a tiny model's float32 GGUF (mounting one needs root)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs to fill needs root")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], check=True)
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_a_full_disk_is_said_in_one_line_and_leaves_no_file(checkpoint, small_disk):

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from babyllama.config import ModelConfig, expected_weight_names, model_config_from_dict
+from babyllama.config import ModelConfig, expected_weight_names, model_config_from_dict, param_count
 from babyllama.errors import UserError, describe_failure
 from babyllama.files import atomic_write_json, fsync_dir
 from babyllama.hf import is_hf_folder, read_hf_folder
@@ -221,7 +221,7 @@ class LoadedModel:
         return {
             "checkpoint": str(self.checkpoint),
             "model": {**vars(self.cfg), "head_dim": self.cfg.head_dim, "hidden_dim": self.cfg.hidden_dim},
-            "parameters": int(sum(w.size for w in self.weights.values())),
+            "parameters": param_count(self.cfg),
             "preset": self.config.get("preset"),
             "tokenizer": self.config.get("tokenizer"),
         }

@@ -285,7 +285,8 @@ def sampling_params_from_args(args: argparse.Namespace) -> SamplingParams:
 
 
 def load_for_generation(args: argparse.Namespace):
-    """(LoadedModel, tokenizer, decoder) for --ckpt, --tokenizer and --backend."""
+    """(LoadedModel, tokenizer, decoder) for --ckpt, --tokenizer and --backend; the LoadedModel keeps no
+    weights (the decoder has them)."""
     from babyllama.tokenizer import load_tokenizer
 
     loaded = load_model_for_inference(args.ckpt)
@@ -302,7 +303,10 @@ def load_for_generation(args: argparse.Namespace):
     if tokenizer.vocab_size > loaded.cfg.vocab_size:
         raise UserError(f"{tokenizer.path}: vocabulary {tokenizer.vocab_size} is larger than the model's "
                         f"{loaded.cfg.vocab_size}; give the tokenizer the model was trained with")
-    return loaded, tokenizer, make_decoder(loaded, args.backend)
+    decoder = make_decoder(loaded, args.backend)
+    # The decoder holds the weights in its own layout: the checkpoint's arrays would double the memory.
+    loaded.weights.clear()
+    return loaded, tokenizer, decoder
 
 
 def read_prompt_file(path: Path) -> list[str]:

@@ -495,7 +495,7 @@ def test_init_from_on_pretraining_text_continues_pretraining_and_says_so(tmp_pat
     assert config["train"]["val_fraction"] > 0
     listing = subprocess.run([sys.executable, "-m", "babyllama", "runs", "--root", str(run.parent)], capture_output=True,
                              text=True, env=trainer_env(), check=True).stdout
-    assert f"from base@{PARENT_STEPS}" in listing
+    assert f"continued pretraining from base@{PARENT_STEPS}" in listing
     from babyllama.runs.settings import run_lineage
     assert run_lineage(RunDir(run)) == f"continued pretraining from base@{PARENT_STEPS}"
 
@@ -506,7 +506,7 @@ def test_runs_and_runs_show_name_the_parent(sft_run, parent_run):
     root = run.parent
     listing = subprocess.run([sys.executable, "-m", "babyllama", "runs", "--root", str(root)], capture_output=True,
                              text=True, env=trainer_env(), check=True).stdout
-    assert f"from base@{PARENT_STEPS}" in listing.splitlines()[1]
+    assert f"fine-tuned from base@{PARENT_STEPS}" in listing.splitlines()[1]
     shown = subprocess.run([sys.executable, "-m", "babyllama", "runs", "show", str(run)], capture_output=True,
                            text=True, env=trainer_env(), check=True).stdout
     assert f"parent      base at step {PARENT_STEPS}" in shown

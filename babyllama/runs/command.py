@@ -18,7 +18,7 @@ from babyllama.runs.liveness import ACTIVE_STATES, format_duration
 from babyllama.runs.manage import NOTE_MAX_CHARS, rename_run, set_note, trash_run
 from babyllama.runs.readers import latest_rows, tail_lines
 from babyllama.runs.rundir import RunDir, alert_words
-from babyllama.runs.settings import format_settings, run_parent, run_settings
+from babyllama.runs.settings import format_settings, run_lineage, run_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -188,8 +188,7 @@ def _measures_line(info: RunInfo, baselines: dict | None) -> str:
 
 
 def _parent_note(info: RunInfo) -> str | None:
-    parent = run_parent(RunDir(info.path))
-    return None if parent is None else f"from {parent}"
+    return run_lineage(RunDir(info.path))
 
 
 def _kill_note(info: RunInfo, now: float) -> str | None:

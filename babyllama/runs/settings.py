@@ -106,14 +106,6 @@ def parent_words(config: dict, short: bool = False) -> str | None:
     return f"{name} at step {_count(step)} ({checkpoint})"
 
 
-def run_parent(run: RunDir) -> str | None:
-    """`parent_words(short=True)` of a run's config.json; None when it has none or cannot be read."""
-    try:
-        return parent_words(run.read_config(), short=True) if run.config_path.exists() else None
-    except UserError:
-        return None
-
-
 def host_words(host: dict) -> str:
     """One host of a run under msrun (status.json's `hosts`): "node-b (10.0.0.2): rank 1, pid 4242, lost"."""
     ranks, pids = host.get("ranks") or [], host.get("pids") or []

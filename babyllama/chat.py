@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from babyllama.config import utf8_text
+from babyllama.decode import backend_words
 from babyllama.errors import UserError
 from babyllama.generate import (
     SamplingParams,
@@ -218,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     except UserError as e:
         raise UserError(f"{loaded.checkpoint} cannot chat: {e}") from None
     interactive = sys.stdin.isatty()
-    print(f"babyllama chat: {loaded.checkpoint}\n{args.backend} backend, tokenizer {tokenizer.name}, "
+    print(f"babyllama chat: {loaded.checkpoint}\n{backend_words(decoder)}, tokenizer {tokenizer.name}, "
           f"template {template.name}, context {decoder.max_seq_len} tokens", file=sys.stderr, flush=True)
     if interactive:
         print(f"Type a message and Enter.\n{COMMANDS}", file=sys.stderr, flush=True)

@@ -18,7 +18,8 @@ from babyllama.config import ModelConfig
 from babyllama.errors import UserError
 from babyllama.rotary import rotary_tables
 
-BACKENDS = ("numpy", "mindspore")
+BACKENDS = ("numpy", "mindspore", "llamacpp")
+BACKEND_NAMES = {"numpy": "numpy", "mindspore": "MindSpore", "llamacpp": "llama.cpp"}
 
 
 def _rms_normalized(x: np.ndarray, eps: float) -> np.ndarray:
@@ -69,6 +70,8 @@ class NumpyDecoder:
     buffers made once, so a token allocates little: its logits too go into a buffer made once, so
     they hold until the next decode() (prefill() and score() return fresh arrays).
     """
+
+    backend = "numpy"
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):
         self.cfg = cfg
@@ -237,6 +240,8 @@ class MindSporeDecoder:
     (docs/MINDSPORE.md, "Decoding").
     """
 
+    backend = "mindspore"
+
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):
         import mindspore as ms
 
@@ -258,9 +263,23 @@ class MindSporeDecoder:
         return self.decoder.decode([token])[0]
 
 
-def make_decoder(loaded: LoadedModel, backend: str = "numpy"):
+def make_decoder(loaded: LoadedModel, backend: str = "numpy", precision: str | None = None, say=print):
+    """The decoder of `backend` for `loaded`; `precision` (f32, f16 or q8_0) is llama.cpp's choice,
+    the others run float32. `say(message)` is told of slow preparations (a GGUF being made)."""
+    if backend == "llamacpp":
+        from babyllama.llamacpp import DEFAULT_PRECISION, llamacpp_decoder
+
+        return llamacpp_decoder(loaded, precision or DEFAULT_PRECISION, say)
+    if precision not in (None, "f32"):
+        raise UserError(f"--precision {precision} goes with --backend llamacpp; the {backend} backend runs float32")
     if backend == "numpy":
         return NumpyDecoder(loaded.cfg, loaded.weights)
     if backend == "mindspore":
         return MindSporeDecoder(loaded.cfg, loaded.weights)
     raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def backend_words(decoder) -> str:
+    """What runs the model, for people: "numpy, float32", "llama.cpp, q8_0"."""
+    precision = getattr(decoder, "precision", "f32")
+    return f"{BACKEND_NAMES[decoder.backend]}, {'float32' if precision == 'f32' else precision}"

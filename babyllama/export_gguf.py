@@ -16,7 +16,7 @@ import numpy as np
 
 from babyllama.config import ModelConfig, expected_weight_names
 from babyllama.errors import UserError
-from babyllama.files import OUT_OF_SPACE, atomic_write_bytes, temp_path
+from babyllama.files import atomic_write_bytes, space_failures_naming, temp_path
 from babyllama.hf import HF_CHAT_TEMPLATES, hf_name
 
 GGUF_TYPES = ("f32", "f16", "q8_0")
@@ -67,6 +67,14 @@ class Vocabulary:
     pad_id: int | None
     add_space_prefix: bool
     remove_extra_whitespaces: bool
+
+
+def ids_only_vocabulary(vocab_size: int) -> Vocabulary:
+    """One placeholder piece per id: what llama.cpp needs to load a model that is only ever given
+    ids (the llama.cpp backend, the bench)."""
+    return Vocabulary(tokens=[f"<t{i}>" for i in range(vocab_size)], scores=[0.0] * vocab_size,
+                      types=[1] * vocab_size, bos_id=None, eos_id=2, unk_id=0, pad_id=None,
+                      add_space_prefix=False, remove_extra_whitespaces=False)
 
 
 def gguf_vocabulary(tokenizer, vocab_size: int, warn) -> Vocabulary:
@@ -168,12 +176,15 @@ FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}
 
 
 def write_gguf(path: Path, name: str, cfg: ModelConfig, tensors, vocabulary: Vocabulary, type_name: str,
-               chat_template: str | None, eot_id: int | None) -> None:
-    """The GGUF file at `path` (written in place: the caller gives a temporary name), through gguf's writer."""
+               chat_template: str | None, eot_id: int | None, notes: dict[str, str] | None = None) -> None:
+    """The GGUF file at `path` (written in place: the caller gives a temporary name), through gguf's
+    writer; `notes` are string fields of our own, by key."""
     import gguf
 
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     writer.add_name(name)
+    for key, value in (notes or {}).items():
+        writer.add_string(key, value)
     writer.add_file_type(gguf.LlamaFileType[FILE_TYPES[type_name]])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     writer.add_vocab_size(cfg.vocab_size)
@@ -215,6 +226,12 @@ def write_gguf(path: Path, name: str, cfg: ModelConfig, tensors, vocabulary: Voc
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
+    except OSError as e:
+        # numpy's tofile reports a short write ("N requested and M written") with no errno: with
+        # less room left than the weights take, the file system is full (or over quota).
+        if e.errno is None and shutil.disk_usage(path.parent).free < sum(data.nbytes for _, data, _ in tensors):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     finally:
         writer.close()
     with open(path, "rb+") as f:
@@ -308,17 +325,9 @@ def export_gguf(loaded, out: Path, tokenizer, template, type_name: str, warn, st
     temp = temp_path(out)
     modelfile = modelfile_path(out)
     try:
-        try:
+        with space_failures_naming(out):
             write_gguf(temp, _run_name(loaded.checkpoint), cfg, tensors, vocabulary, type_name,
                        GGUF_CHAT_TEMPLATES[template.name] if chat else None, end_id)
-        except OSError as e:
-            # numpy's tofile reports a short write ("N requested and M written") with no errno: with
-            # less room left than the weights take, the file system is full (or over quota).
-            if e.errno is None and shutil.disk_usage(out.parent).free < sum(data.nbytes for _, data, _ in tensors):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out)) from e
-            if e.errno in OUT_OF_SPACE:
-                raise OSError(e.errno, e.strerror, str(out)) from e
-            raise
         stage(f"writing {modelfile.name}")
         atomic_write_bytes(modelfile, modelfile_text(out.name, cfg, vocabulary, template, chat).encode("utf-8"))
         try:

@@ -20,8 +20,9 @@ import numpy as np
 
 from babyllama.checkpoint import CONFIG_FILE, load_model_for_inference
 from babyllama.config import utf8_text
-from babyllama.decode import BACKENDS, make_decoder
+from babyllama.decode import BACKENDS, backend_words, make_decoder
 from babyllama.errors import UserError
+from babyllama.export_gguf import GGUF_TYPES
 
 SEED_PROMPTS = (
     "床前明月光，疑是地上霜。举头望明月，",
@@ -260,7 +261,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", type=Path, metavar="PATH",
                         help="tokenizer file or folder (default: the one the checkpoint's config names)")
     parser.add_argument("--backend", choices=BACKENDS, default="numpy",
-                        help="numpy (default; fastest on the CPU) or mindspore (model.CachedDecoder, for Ascend/GPU)")
+                        help="numpy (default: float32, exact, nothing to install), llamacpp (llama.cpp through "
+                        "llama-cpp-python, at --precision; fastest at f16 and q8_0) or mindspore "
+                        "(model.CachedDecoder, for Ascend/GPU)")
+    parser.add_argument("--precision", choices=GGUF_TYPES,
+                        help="llamacpp only: the weights' type in the GGUF made from the checkpoint and cached "
+                        "beside it (default f16; q8_0 is fastest, f32 gives numpy's greedy text)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -303,7 +309,7 @@ def load_for_generation(args: argparse.Namespace):
     if tokenizer.vocab_size > loaded.cfg.vocab_size:
         raise UserError(f"{tokenizer.path}: vocabulary {tokenizer.vocab_size} is larger than the model's "
                         f"{loaded.cfg.vocab_size}; give the tokenizer the model was trained with")
-    decoder = make_decoder(loaded, args.backend)
+    decoder = make_decoder(loaded, args.backend, args.precision, say=_say)
     # The decoder holds the weights in its own layout: the checkpoint's arrays would double the memory.
     loaded.weights.clear()
     return loaded, tokenizer, decoder
@@ -334,6 +340,10 @@ def read_prompt_file(path: Path) -> list[str]:
     if not prompts:
         raise UserError(f"{path}: holds no prompt")
     return prompts
+
+
+def _say(message: str) -> None:
+    print(f"babyllama: {message}", file=sys.stderr, flush=True)
 
 
 def _warn(message: str) -> None:
@@ -369,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         prompts = list(SEED_PROMPTS)
     loaded, tokenizer, decoder = load_for_generation(args)
-    print(f"babyllama generate: {loaded.checkpoint} ({args.backend} backend), tokenizer {tokenizer.name}",
+    print(f"babyllama generate: {loaded.checkpoint} ({backend_words(decoder)}), tokenizer {tokenizer.name}",
           file=sys.stderr, flush=True)
     records = []
     for prompt in prompts:

@@ -139,21 +139,12 @@ def resident_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def stand_in_vocabulary(vocab_size: int):
-    """One plain piece per id: llama.cpp needs a vocabulary to load, the bench feeds it ids."""
-    from babyllama.export_gguf import Vocabulary
-
-    return Vocabulary(tokens=[f"<t{i}>" for i in range(vocab_size)], scores=[0.0] * vocab_size,
-                      types=[1] * vocab_size, bos_id=None, eos_id=2, unk_id=0, pad_id=None,
-                      add_space_prefix=False, remove_extra_whitespaces=False)
-
-
 def write_bench_gguf(loaded, path: Path, type_name: str) -> int:
     """`loaded` as a GGUF of `type_name` at `path`; returns the bytes of weights a token reads."""
-    from babyllama.export_gguf import gguf_tensors, write_gguf
+    from babyllama.export_gguf import gguf_tensors, ids_only_vocabulary, write_gguf
 
     tensors, _ = gguf_tensors(loaded.cfg, loaded.weights, type_name)
-    write_gguf(path, "bench", loaded.cfg, tensors, stand_in_vocabulary(loaded.cfg.vocab_size), type_name, None, None)
+    write_gguf(path, "bench", loaded.cfg, tensors, ids_only_vocabulary(loaded.cfg.vocab_size), type_name, None, None)
     return sum(data.nbytes for _, data, _ in tensors)
 
 

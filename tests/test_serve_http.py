@@ -153,6 +153,7 @@ def test_models_lists_the_run_by_its_name(api):
     assert [m.id for m in client.models.list().data] == ["talk"]
     model = client.models.retrieve("talk")
     assert (model.owned_by, model.context_length, model.chat_template) == ("babyllama", 256, "babyllama-chat-v1")
+    assert (model.backend, model.precision) == ("numpy", "f32")
     with pytest.raises(openai.NotFoundError) as error:
         client.models.retrieve("gpt-4")
     assert error.value.code == "model_not_found"

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 
+from babyllama.decode import backend_words
 from babyllama.errors import UserError
 from babyllama.generate import (
     add_model_arguments,
@@ -63,7 +64,7 @@ def run_stdio(args: argparse.Namespace) -> int:
         protocol_out.write(json.dumps({"event": "error", "message": str(e)}, ensure_ascii=False) + "\n")
         protocol_out.flush()
         raise
-    return Server(Model(loaded, tokenizer, decoder, args.backend, defaults), protocol_out).serve(sys.stdin.buffer)
+    return Server(Model(loaded, tokenizer, decoder, defaults), protocol_out).serve(sys.stdin.buffer)
 
 
 def run_http(args: argparse.Namespace) -> int:
@@ -78,14 +79,15 @@ def run_http(args: argparse.Namespace) -> int:
     sock = bind(host, port)  # before loading: a port in use is said at once
     try:
         loaded, tokenizer, decoder = load_for_generation(args)
-        model = Model(loaded, tokenizer, decoder, args.backend, defaults)
+        model = Model(loaded, tokenizer, decoder, defaults)
         server = HttpServer(model, args.model_name or model_id_for(args.ckpt), args.api_key, args.queue)
         if host not in LOOPBACK and args.api_key is None:
             server.note(f"warning: listening on {host}, reachable from other machines, without --api-key")
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         chat = f"chat template {model.template.name}" if model.template else "no chat template"
-        announce = (f"babyllama serve: {server.model_id} ({chat}, context {model.max_seq_len}) at "
+        announce = (f"babyllama serve: {server.model_id} ({backend_words(decoder)}, {chat}, context "
+                    f"{model.max_seq_len}) at "
                     f"http://{shown}:{bound_port}/v1")
         return asyncio.run(serve(server, sock, announce))
     finally:

@@ -31,7 +31,7 @@ def lone_surrogate(value) -> str | None:
 class Model:
     """A checkpoint loaded once to answer requests: tokenizer, decoder and chat template."""
 
-    def __init__(self, loaded, tokenizer, decoder, backend: str, defaults: SamplingParams):
+    def __init__(self, loaded, tokenizer, decoder, defaults: SamplingParams):
         self.loaded = loaded
         self.tokenizer = tokenizer
         self.decoder = decoder
@@ -42,7 +42,8 @@ class Model:
             self.template, self.no_chat = None, str(e)  # what a conversation is told
         self.description = {
             **loaded.describe(),
-            "backend": backend,
+            "backend": decoder.backend,
+            "precision": getattr(decoder, "precision", "f32"),
             "defaults": vars(defaults),
             "chat": self.template is not None,
             "chat_template": self.template.name if self.template is not None else None,

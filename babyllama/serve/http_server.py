@@ -207,7 +207,8 @@ class HttpServer:
 
     def model_object(self) -> dict:
         return {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "babyllama",
-                "context_length": self.model.max_seq_len, "chat_template": self.model.description["chat_template"]}
+                "context_length": self.model.max_seq_len, "chat_template": self.model.description["chat_template"],
+                "backend": self.model.description["backend"], "precision": self.model.description["precision"]}
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [self.model_object()]})

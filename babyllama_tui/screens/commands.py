@@ -85,8 +85,8 @@ class ScreenKeysProvider(Provider):
 
 class PlaygroundCommands(Provider):
     """The playground's palette entries beyond its keys: each seed prompt by its text, each
-    sampling setting to change, each prompt of the session to recall, and each saved checkpoint
-    to load (or compare with) by name."""
+    sampling setting to change, each prompt of the session to recall, each other backend to run
+    the checkpoints on, and each saved checkpoint to load (or compare with) by name."""
 
     def _commands(self) -> list[tuple[str, object]]:
         from babyllama.generate import SEED_PROMPTS
@@ -100,6 +100,8 @@ class PlaygroundCommands(Provider):
                   for field in FIELDS]
         found += [(f"Recall the prompt {prompt}", partial(screen.recall, prompt))
                   for prompt in reversed(screen.prompt_input.history)]
+        found += [(f"Run the checkpoints on {backend.label}", partial(screen.use_backend, backend))
+                  for backend in screen.backends if backend != screen.backend]
         for choice in list_checkpoints(self.app.root):
             found.append((f"Load {choice.label}", partial(screen.load, "A", choice)))
             found.append((f"Compare with {choice.label}", partial(screen.load, "B", choice)))

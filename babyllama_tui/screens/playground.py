@@ -23,6 +23,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
+from babyllama_tui.playground.backends import BackendChoice, available_backends, served_label
 from babyllama_tui.playground.conversation import Answer, Conversation, why_no_chat
 from babyllama_tui.playground.serve_client import SERVE_PROGRAM, ServeClient, ServeError
 from babyllama_tui.playground.session import ChatRecord, PanelRecord, save_session, session_markdown
@@ -61,6 +62,8 @@ class Engine:
     slot: str
     choice: CheckpointChoice
     client: ServeClient
+    backend: BackendChoice  # what it was asked to run on
+    served: str | None = None  # what its server says it runs on, once ready: "llama.cpp q8_0"
     state: str = "loading"  # loading | ready | failed (to load) | exited
     request: int | None = None  # the generation shown, while it runs
     tokens: int = 0  # generated so far by that generation
@@ -161,15 +164,22 @@ class PlaygroundScreen(AppScreen):
         Binding("ctrl+c", "copy", "Copy the focused panel (else every panel)", show=False),
         Binding("ctrl+y", "copy_all", "Copy every panel's text", show=False),
         Binding("ctrl+s", "save_session", "Save the session to out/playground/", show=False),
+        # The panels' titles say which backend each runs on; the footer has no room at 80 columns.
+        Binding("ctrl+g", "next_backend", "Run the checkpoints on the next backend", show=False),
         # Shown while a field has focus, where the number keys are typed: esc gets them back.
         Binding("escape", "leave_input", "Leave field"),
         Binding("enter", "focus_prompt", "Prompt", show=False),
     ]
 
-    def __init__(self, serve_program: Sequence[str] = SERVE_PROGRAM) -> None:
-        """`serve_program` is what runs after the interpreter for each checkpoint (a stand-in server in tests)."""
+    def __init__(self, serve_program: Sequence[str] = SERVE_PROGRAM,
+                 backends: Sequence[BackendChoice] | None = None) -> None:
+        """`serve_program` is what runs after the interpreter for each checkpoint (a stand-in server in
+        tests); `backends` what ctrl+g cycles through, the first used at first (default: this machine's,
+        fastest first)."""
         super().__init__()
         self.serve_program = tuple(serve_program)
+        self.backends = tuple(backends or available_backends())
+        self.backend = self.backends[0]
         self.engines: dict[str, Engine | None] = dict.fromkeys(SLOTS)
         self.closing: set[ServeClient] = set()
         self.prompt_input = PromptInput(placeholder=PROMPT_PLACEHOLDER, id="prompt", compact=True,
@@ -233,8 +243,7 @@ class PlaygroundScreen(AppScreen):
         for slot, engine in self.engines.items():
             if new is not None and engine is not None and engine.choice.path.is_relative_to(old):
                 engine.choice = moved_choice(engine.choice, old, new)
-                for panel in self.panels_of(slot):
-                    panel.border_title = f"{slot} · {engine.choice.label}"
+                self._show_title(engine)
 
     async def on_unmount(self) -> None:
         clients = [engine.client for engine in self.engines.values() if engine is not None] + list(self.closing)
@@ -254,17 +263,20 @@ class PlaygroundScreen(AppScreen):
         """Serve `choice` in `slot`, shutting down what was there; a checkpoint that is already
         served (or loading) there stays, with its continuation."""
         engine = self.engines[slot]
-        if engine is not None and engine.choice.path == choice.path and engine.state in ("loading", "ready"):
+        if (engine is not None and engine.choice.path == choice.path and engine.backend == self.backend
+                and engine.state in ("loading", "ready")):
             self.notify(f"{slot} has {engine.choice.label} loaded already")
             return
         self.unload(slot)
-        client = ServeClient(choice.path, program=self.serve_program, cwd=self.app.root)
-        engine = Engine(slot, choice, client)
+        client = ServeClient(choice.path, program=self.serve_program, extra_args=self.backend.serve_args,
+                             cwd=self.app.root)
+        engine = Engine(slot, choice, client, self.backend)
         self.engines[slot] = engine
+        converting = " (the first time, it is converted to a GGUF file first)" if self.backend.backend == "llamacpp" else ""
         for panel in self.panels_of(slot):
             panel.display = True
-            panel.border_title = f"{slot} · {choice.label}"
-            panel.show_hint(f"Loading {choice.path}…")
+            panel.show_hint(f"Loading {choice.path} on {self.backend.label}{converting}…")
+        self._show_title(engine)
         self.chat_panels[slot].show_notice("")
         self._show_engine(engine)
         self.run_worker(self._serve(engine), group=f"serve-{slot}")
@@ -316,6 +328,8 @@ class PlaygroundScreen(AppScreen):
             return
         if kind == "ready":
             engine.state = "ready"
+            engine.served = served_label(event)
+            self._show_title(engine)
             engine.parameters = event.get("parameters")
             context = (event.get("model") or {}).get("max_seq_len")
             engine.context = context if isinstance(context, int) else None
@@ -623,7 +637,25 @@ class PlaygroundScreen(AppScreen):
         return panel.prompt + panel.text
 
     def panel_title(self, slot: str) -> str:
-        return f"{slot} · {self.engines[slot].choice.label}"
+        """"A · tiny step 5,000 · llama.cpp q8_0": the panel, its checkpoint and what runs it."""
+        engine = self.engines[slot]
+        return f"{slot} · {engine.choice.label} · {engine.served or engine.backend.label}"
+
+    def _show_title(self, engine: Engine) -> None:
+        for panel in self.panels_of(engine.slot):
+            panel.border_title = self.panel_title(engine.slot)
+
+    def action_next_backend(self) -> None:
+        """Run the loaded checkpoints, and those loaded next, on the next backend of `backends`."""
+        self.use_backend(self.backends[(self.backends.index(self.backend) + 1) % len(self.backends)])
+
+    def use_backend(self, backend: BackendChoice) -> None:
+        self.backend = backend
+        loaded = [engine for engine in self.engines.values() if engine is not None]
+        for engine in loaded:
+            self.load(engine.slot, engine.choice)
+        others = "" if len(self.backends) > 1 else " (the only backend here: pip install -e \".[llamacpp]\" adds llama.cpp)"
+        self.notify(f"Checkpoints run on {backend.label}{others}" + ("; reloading" if loaded else ""))
 
     def action_copy(self) -> None:
         if self.get_selected_text():

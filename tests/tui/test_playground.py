@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from babyllama.generate import SEED_PROMPTS
 from babyllama.runs import RunDir
 from babyllama_tui import app as app_module
 from babyllama_tui.app import BabyLlamaApp
+from babyllama_tui.playground.backends import NUMPY
 from babyllama_tui.playground.serve_client import ServeClient, ServeError
 from babyllama_tui.playground.session import PanelRecord, session_markdown
 from babyllama_tui.screens.playground import PlaygroundScreen, token_count
@@ -304,6 +306,40 @@ async def test_a_prompt_streams_from_the_newest_checkpoint_and_is_kept_in_the_hi
         assert screen.prompt_input.value == "曹操"
         await pilot.press("down", "down")
         assert screen.prompt_input.value == "draft"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+async def test_checkpoints_run_on_the_fastest_backend_and_ctrl_g_moves_them_to_the_next(project):
+    app = BabyLlamaApp(root=project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        assert [b.label for b in screen.backends] == ["llama.cpp q8_0", "llama.cpp f16", "llama.cpp f32", "numpy f32"]
+        for label in ("llama.cpp q8_0", "llama.cpp f16", "llama.cpp f32", "numpy f32"):
+            # What the title says once loaded is what the server reports it runs on.
+            await wait_until(pilot, lambda: state_of(screen, "A") == "ready" and screen.engines["A"].served == label,
+                             f"the checkpoint to load on {label}")
+            assert screen.panels["A"].border_title == f"A · tiny step 5,000 · {label}"
+            await set_field(pilot, screen, "max_new_tokens", "4")
+            await pilot.press("f1")
+            await wait_until(pilot, lambda: finished(screen, "A"), f"a continuation on {label}")
+            assert screen.engines["A"].last_done["tokens"] == 4
+            await pilot.press("escape", "ctrl+g")
+        assert screen.backend.label == "llama.cpp q8_0"
+        ckpt = checkpoint(project, 5000)
+        assert {"llamacpp-q8_0.gguf", "llamacpp-f16.gguf", "llamacpp-f32.gguf"} <= {p.name for p in ckpt.iterdir()}
+
+
+async def test_with_numpy_alone_ctrl_g_says_how_to_add_llamacpp(tmp_path):
+    app = stand_in_app(tmp_path, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await wait_until(pilot, lambda: state_of(screen, "A") == "ready", "the stand-in to load")
+        await pilot.press("ctrl+g")
+        assert messages(app)[-1] == ('Checkpoints run on numpy f32 (the only backend here: pip install -e ".[llamacpp]" '
+                                     "adds llama.cpp); reloading")
+        await wait_until(pilot, lambda: state_of(screen, "A") == "ready", "the stand-in to load again")
+        assert screen.panels["A"].border_title == "A · tiny step 5,000 · numpy f32"
 
 
 @pytest.mark.slow
@@ -596,7 +632,8 @@ def stand_in_app(root: Path, tmp_path: Path) -> BabyLlamaApp:
 
     class StandInApp(BabyLlamaApp):
         CSS_PATH = Path(app_module.__file__).with_name("app.tcss")
-        MODES = {**BabyLlamaApp.MODES, "playground": lambda: PlaygroundScreen(serve_program=server)}
+        MODES = {**BabyLlamaApp.MODES, "playground": lambda: PlaygroundScreen(serve_program=server,
+                                                                                    backends=(NUMPY,))}
 
     app = StandInApp(root=root)
     app.animation_level = "none"
@@ -649,13 +686,13 @@ async def test_ctrl_c_copies_the_focused_panel_and_ctrl_y_every_panel(tmp_path):
         screen.panels["B"].focus()
         await pilot.press("ctrl+c")
         assert app.clipboard == SEED_3 + OLDER
-        assert messages(app)[-1] == f"Copied {len(SEED_3 + OLDER)} characters from B · tiny step 1,000"
+        assert messages(app)[-1] == f"Copied {len(SEED_3 + OLDER)} characters from B · tiny step 1,000 · numpy f32"
         assert not any("quit" in message for message in messages(app))
 
         await pilot.press("ctrl+y")
-        both = f"[A · tiny step 5,000]\n{SEED_3}{NEWER}\n\n[B · tiny step 1,000]\n{SEED_3}{OLDER}"
+        both = f"[A · tiny step 5,000 · numpy f32]\n{SEED_3}{NEWER}\n\n[B · tiny step 1,000 · numpy f32]\n{SEED_3}{OLDER}"
         assert app.clipboard == both
-        assert messages(app)[-1] == f"Copied {len(both)} characters from A · tiny step 5,000 and B · tiny step 1,000"
+        assert messages(app)[-1] == f"Copied {len(both)} characters from A · tiny step 5,000 · numpy f32 and B · tiny step 1,000 · numpy f32"
 
         # In the prompt field, with nothing selected, ctrl+c copies the panels too.
         app.copy_to_clipboard("")
@@ -696,7 +733,7 @@ Prompt:
 {SEED_3}
 ```
 
-## A · tiny step 5,000
+## A · tiny step 5,000 · numpy f32
 
 - checkpoint: `out/runs/tiny/checkpoints/step_0005000`
 - {len(range(0, len(NEWER), 3))} tokens · 58.2 tok/s · end of text
@@ -705,7 +742,7 @@ Prompt:
 {NEWER}
 ```
 
-## B · tiny step 1,000
+## B · tiny step 1,000 · numpy f32
 
 - checkpoint: `out/runs/tiny/checkpoints/step_0001000`
 - 247 tokens · 61.5 tok/s · context full (256)

@@ -18,6 +18,7 @@ from babyllama import serve
 from babyllama.runs import RunDir
 from babyllama_tui import app as app_module
 from babyllama_tui.app import BabyLlamaApp
+from babyllama_tui.playground.backends import NUMPY
 from babyllama_tui.screens.playground import PlaygroundScreen
 from babyllama_tui.widgets.checkpoint_picker import list_checkpoints
 
@@ -81,7 +82,8 @@ def chat_app(root: Path, tmp_path: Path, nochat: bool = False) -> BabyLlamaApp:
 
     class ChatApp(BabyLlamaApp):
         CSS_PATH = Path(app_module.__file__).with_name("app.tcss")
-        MODES = {**BabyLlamaApp.MODES, "playground": lambda: PlaygroundScreen(serve_program=server)}
+        MODES = {**BabyLlamaApp.MODES, "playground": lambda: PlaygroundScreen(serve_program=server,
+                                                                                    backends=(NUMPY,))}
 
     app = ChatApp(root=root)
     app.animation_level = "none"
@@ -268,14 +270,14 @@ async def test_copy_and_save_hold_the_conversation(tmp_path):
         await pilot.press("ctrl+c")
         assert app.clipboard == "user: hi\n\nassistant: 1000 answers 1"
         await pilot.press("ctrl+y")
-        assert app.clipboard == ("[A · tiny step 5,000]\nuser: hi\n\nassistant: 5000 answers 1\n\n"
-                                 "[B · tiny step 1,000]\nuser: hi\n\nassistant: 1000 answers 1")
+        assert app.clipboard == ("[A · tiny step 5,000 · numpy f32]\nuser: hi\n\nassistant: 5000 answers 1\n\n"
+                                 "[B · tiny step 1,000 · numpy f32]\nuser: hi\n\nassistant: 1000 answers 1")
         await pilot.press("ctrl+s")
         saved = sorted((tmp_path / "out" / "playground").iterdir())
         assert len(saved) == 1 and messages(app)[-1] == f"Saved the session to out/playground/{saved[0].name}"
         text = saved[0].read_text(encoding="utf-8")
         settings = "--max-new-tokens 256 --temperature 0.8 --top-k 0 --top-p 1.0 --repetition-penalty 1.0 --seed 0"
-        assert text.split("\n", 2)[2] == f"""## Chat: A · tiny step 5,000
+        assert text.split("\n", 2)[2] == f"""## Chat: A · tiny step 5,000 · numpy f32
 
 - checkpoint: `out/runs/tiny/checkpoints/step_0005000`
 - settings (as `babyllama generate` takes them): `{settings}`
@@ -292,7 +294,7 @@ Assistant (3 tokens · 30.0 tok/s · end of text):
 5000 answers 1
 ```
 
-## Chat: B · tiny step 1,000
+## Chat: B · tiny step 1,000 · numpy f32
 
 - checkpoint: `out/runs/tiny/checkpoints/step_0001000`
 - settings (as `babyllama generate` takes them): `{settings}`

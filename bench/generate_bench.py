@@ -5,8 +5,9 @@
 
 llama.cpp (llama-cpp-python) runs the same weights as GGUF files written by our own exporter
 (export_gguf.gguf_tensors and write_gguf) with a stand-in vocabulary of one piece per id, in each
-of `--gguf-types`; its greedy sampler (top_k 1) picks the tokens. Where llama_cpp cannot be
-imported, its rows say so and the rest runs. For every side the table gives tokens/s, time to
+of `--gguf-types`; its greedy sampler (top_k 1) picks the tokens. The "ours (llamacpp TYPE)" rows
+run the same files through `--backend llamacpp` (`llamacpp.LlamaCppDecoder`: llama.cpp's logits,
+our sampler). Where llama_cpp cannot be imported, its rows say so and the rest runs. For every side the table gives tokens/s, time to
 first token, the resident memory loading it added, and the bandwidth it reached: the bytes of
 weights one token reads (every matrix once, the tied embedding once as the output layer) times
 tokens/s.
@@ -179,6 +180,7 @@ def bench_shape(name: str, backends, gguf_types, new_tokens: int, repeats: int, 
 
     from babyllama.checkpoint import LoadedModel
     from babyllama.decode import make_decoder
+    from babyllama.llamacpp import LlamaCppDecoder
     from babyllama.model import Transformer
 
     cfg = shape_config(name, new_tokens)
@@ -214,6 +216,12 @@ def bench_shape(name: str, backends, gguf_types, new_tokens: int, repeats: int, 
             before = resident_bytes()
             side = LlamaCpp(path, cfg, threads)
             sides[f"llama.cpp {type_name}"] = (side.run, side.ttft, read, resident_bytes() - before)
+            # The same file through `--backend llamacpp`: llama.cpp's logits, our sampler.
+            before = resident_bytes()
+            decoder = LlamaCppDecoder(path, cfg, type_name, threads)
+            sides[f"ours (llamacpp {type_name})"] = (lambda p, n, d=decoder: ours(d, p, n),
+                                                     lambda p, d=decoder: our_ttft(d, p), read,
+                                                     resident_bytes() - before)
     rng = np.random.default_rng(0)
     prompt = rng.integers(3, cfg.vocab_size, PROMPT_TOKENS).tolist()
     ttft_prompt = rng.integers(3, cfg.vocab_size, TTFT_PROMPT_TOKENS).tolist()

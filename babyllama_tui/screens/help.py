@@ -54,8 +54,10 @@ WHERE = {
     "playground": (
         "Top: the prompt, the sampling settings and this session's prompts. Below: a panel for each "
         "checkpoint loaded (two side by side when comparing), each a `babyllama serve` process the app "
-        "ends when it closes. Checkpoints are out/runs/NAME/checkpoints/step_NNNNNNN/, or an exported "
-        "folder picked by its path."
+        "ends when it closes; its title names the checkpoint and what runs it (llama.cpp q8_0, f16 or f32, "
+        "or numpy: the fastest this machine has at first). Checkpoints are "
+        "out/runs/NAME/checkpoints/step_NNNNNNN/, or an exported folder picked by its path; llama.cpp "
+        "keeps a GGUF copy of each in its folder."
     ),
 }
 DIALOG = "A dialog: only its own keys work while it is open; esc leaves it."

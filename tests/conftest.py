@@ -68,12 +68,26 @@ def chatglm_shaped(chatglm_shaped_dir):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 512 KB tmpfs, too small for a tiny model's weights (mounting one needs root)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
+def tmpfs(tmp_path):
+    """mount(name, size): a new tmpfs of `size` ("512k") at tmp_path / name, unmounted after the test.
+    Mounting needs root: the test is skipped without it."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs to fill needs root")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], check=True)
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    mounted = []
+
+    def mount(name: str, size: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmpfs):
+    """A 512 KB tmpfs, too small for a tiny model's weights."""
+    return tmpfs("disk", "512k")

@@ -65,45 +65,30 @@ def test_a_damaged_cache_file_is_made_again(talking):
     assert len(said) == 1 and recorded_fingerprint(path) is not None
 
 
-def test_a_checkpoint_folder_that_cannot_be_written_keeps_its_gguf_in_the_users_cache(tmp_path, sp_tokenizer):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only folder needs root")
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
-    try:
-        ckpt = write_talking_checkpoint(disk / "step_0000003", sp_tokenizer, ROOMY)
-        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-        env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-        done = subprocess.run([sys.executable, "-c", "from babyllama.checkpoint import load_model_for_inference as l;"
-                               "from babyllama.llamacpp import cached_gguf as c;"
-                               f"print(c(l({str(ckpt)!r}), 'q8_0', lambda m: None))"],
-                              capture_output=True, text=True, env=env, timeout=300)
-        assert done.returncode == 0, done.stderr
-        path = done.stdout.strip()
-        assert path.startswith(str(tmp_path / "cache" / "babyllama" / "gguf")) and path.endswith("llamacpp-q8_0.gguf")
-        assert os.path.getsize(path) > 0
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
+def test_a_checkpoint_folder_that_cannot_be_written_keeps_its_gguf_in_the_users_cache(tmp_path, tmpfs, sp_tokenizer):
+    disk = tmpfs("ro", "4m")
+    ckpt = write_talking_checkpoint(disk / "step_0000003", sp_tokenizer, ROOMY)
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", "from babyllama.checkpoint import load_model_for_inference as l;"
+                           "from babyllama.llamacpp import cached_gguf as c;"
+                           f"print(c(l({str(ckpt)!r}), 'q8_0', lambda m: None))"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    path = done.stdout.strip()
+    assert path.startswith(str(tmp_path / "cache" / "babyllama" / "gguf")) and path.endswith("llamacpp-q8_0.gguf")
+    assert os.path.getsize(path) > 0
 
 
-def test_a_full_disk_while_converting_is_said_in_one_line_and_leaves_no_file(tmp_path, sp_tokenizer):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs to fill needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
+def test_a_full_disk_while_converting_is_said_in_one_line_and_leaves_no_file(tmpfs, sp_tokenizer):
     # Room for the checkpoint (about 1 MB) and not for its float32 GGUF beside it.
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(disk)], check=True)
-    try:
-        ckpt = write_talking_checkpoint(disk / "step_0000003", sp_tokenizer, ROOMY)
-        done = greedy(ckpt, "--backend", "llamacpp", "--precision", "f32")
-        assert done.returncode == 2 and "Traceback" not in done.stderr
-        assert done.stderr.splitlines()[-1] == (
-            f"babyllama generate: error: cannot write the GGUF llama.cpp runs: No space left on device writing "
-            f"{ckpt / 'llamacpp-f32.gguf'}; free some space, or use --backend numpy")
-        assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors"]
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
+    ckpt = write_talking_checkpoint(tmpfs("disk", "1500k") / "step_0000003", sp_tokenizer, ROOMY)
+    done = greedy(ckpt, "--backend", "llamacpp", "--precision", "f32")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"babyllama generate: error: cannot write the GGUF llama.cpp runs: No space left on device writing "
+        f"{ckpt / 'llamacpp-f32.gguf'}; free some space, or use --backend numpy")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_a_precision_without_llamacpp_is_refused_in_one_line(talking):

@@ -53,7 +53,7 @@ def _generation_config(tokenizer: dict | None, template) -> dict:
     """No max_length: transformers warns on every generate(max_new_tokens=...) call when the
     config sets it, and the context length is in config.json already. With a chat template,
     generation stops at the ids that end an answer (`<|end|>`) as well as at end-of-text."""
-    from babyllama.generate import SamplingParams
+    from babyllama.sampling import SamplingParams
 
     tokenizer = tokenizer or {}
     eos = tokenizer.get("eos_id")

@@ -260,7 +260,7 @@ def _go_string(text: str) -> str:
 def modelfile_text(gguf_name: str, cfg: ModelConfig, vocabulary: Vocabulary, template, chat: bool) -> str:
     """The Modelfile: FROM the GGUF beside it, the template (the chat template for a chat model, the
     prompt as it is otherwise), the stop strings, and our sampling defaults."""
-    from babyllama.generate import SamplingParams
+    from babyllama.sampling import SamplingParams
 
     defaults = SamplingParams()
     lines = [f"# Ollama: ollama create NAME -f {modelfile_path(Path(gguf_name)).name}", f"FROM ./{gguf_name}", ""]

@@ -14,17 +14,8 @@ from babyllama.checkpoint import load_model_for_inference
 from babyllama.config import ModelConfig
 from babyllama.decode import NumpyDecoder
 from babyllama.errors import UserError
-from babyllama.generate import (
-    Piece,
-    SamplingParams,
-    apply_repetition_penalty,
-    choose_token,
-    filter_top_k,
-    filter_top_p,
-    generate,
-    generate_pieces,
-    read_prompt_file,
-)
+from babyllama.generate import Piece, generate, generate_pieces, read_prompt_file
+from babyllama.sampling import SamplingParams, apply_repetition_penalty, choose_token, filter_top_k, filter_top_p
 
 # Grouped-query attention (2 key/value heads for 4 query heads) so the decoder's head grouping is checked.
 TINY = ModelConfig(vocab_size=2000, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64)

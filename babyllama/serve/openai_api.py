@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from babyllama.generate import SamplingParams
+from babyllama.sampling import SamplingParams
 
 COMPLETION, CHAT = "completion", "chat"
 MAX_N = 16

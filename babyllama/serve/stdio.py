@@ -10,7 +10,7 @@ import json
 import threading
 
 from babyllama.errors import UserError
-from babyllama.generate import SamplingParams
+from babyllama.sampling import SamplingParams
 from babyllama.serve.engine import Job, Model, Scheduler, lone_surrogate
 
 PROTOCOL_VERSION = 2

@@ -42,14 +42,14 @@ FORM_HINT = "sampling: tab to a field to change it; each is checked as you type"
 
 
 def default_params() -> dict:
-    from babyllama.generate import SamplingParams
+    from babyllama.sampling import SamplingParams
 
     return vars(SamplingParams())
 
 
 def check_value(key: str, typed: str, defaults: dict) -> tuple[int | float | None, str | None]:
     """(value, None) when `typed` is a good value for the field `key`, else (None, what is wrong)."""
-    from babyllama.generate import SamplingParams
+    from babyllama.sampling import SamplingParams
 
     wanted = type(defaults[key])
     try:

@@ -18,6 +18,12 @@ class BackendChoice:
     label: str  # for people: "llama.cpp q8_0"
 
     @property
+    def generate_settings(self) -> dict[str, str]:
+        """What a saved session adds to a generation's settings so that `babyllama generate` makes it
+        again on this backend: nothing for numpy, generate's default."""
+        return {} if self.backend == "numpy" else {"backend": self.backend, "precision": self.precision}
+
+    @property
     def serve_args(self) -> tuple[str, ...]:
         if self.backend == "numpy":
             return ("--backend", "numpy")

@@ -503,7 +503,8 @@ class PlaygroundScreen(AppScreen):
                 engine.request = None
                 panel.add_note(str(e), "bold red")
                 continue
-            engine.tokens, engine.began, engine.last_done, engine.params = 0, time.monotonic(), None, params
+            engine.tokens, engine.began, engine.last_done = 0, time.monotonic(), None
+            engine.params = {**params, **engine.backend.generate_settings}
             engine.continued = None
             panel.start(prompt)
             self._show_engine(engine)
@@ -534,7 +535,8 @@ class PlaygroundScreen(AppScreen):
             return False
         self.prompt_input.remember(message)
         self._show_history()
-        exchange = self.conversation.ask(message, [engine.slot for engine in engines], params)
+        exchange = self.conversation.ask(message, [engine.slot for engine in engines],
+                                         {**params, **self.backend.generate_settings})
         for engine in engines:
             answer = exchange.answers[engine.slot]
             try:

@@ -23,7 +23,7 @@ from babyllama.generate import SEED_PROMPTS
 from babyllama.runs import RunDir
 from babyllama_tui import app as app_module
 from babyllama_tui.app import BabyLlamaApp
-from babyllama_tui.playground.backends import NUMPY
+from babyllama_tui.playground.backends import LLAMACPP, NUMPY
 from babyllama_tui.playground.serve_client import ServeClient, ServeError
 from babyllama_tui.playground.session import PanelRecord, session_markdown
 from babyllama_tui.screens.playground import PlaygroundScreen, token_count
@@ -622,8 +622,9 @@ for line in sys.stdin:
 ''' % {"hold": HOLD, "held": HELD_PIECES}
 
 
-def stand_in_app(root: Path, tmp_path: Path) -> BabyLlamaApp:
-    """The app, its playground serving with STANDIN_SERVER, over a run that saved STEPS (empty folders)."""
+def stand_in_app(root: Path, tmp_path: Path, backends=(NUMPY,)) -> BabyLlamaApp:
+    """The app, its playground serving with STANDIN_SERVER, over a run that saved STEPS (empty folders);
+    the stand-in takes `backends`' flags and ignores them."""
     server = stand_in(tmp_path, "standin_server", STANDIN_SERVER)
     run = RunDir(root / "out" / "runs" / "tiny")
     for step in STEPS:
@@ -633,7 +634,7 @@ def stand_in_app(root: Path, tmp_path: Path) -> BabyLlamaApp:
     class StandInApp(BabyLlamaApp):
         CSS_PATH = Path(app_module.__file__).with_name("app.tcss")
         MODES = {**BabyLlamaApp.MODES, "playground": lambda: PlaygroundScreen(serve_program=server,
-                                                                                    backends=(NUMPY,))}
+                                                                                    backends=backends)}
 
     app = StandInApp(root=root)
     app.animation_level = "none"
@@ -753,6 +754,19 @@ Prompt:
 """
         await pilot.press("ctrl+s")
         assert len(list((tmp_path / "out" / "playground").iterdir())) == 2, "a second save never overwrites the first"
+
+
+async def test_a_saved_session_names_the_backend_in_its_title_and_in_generates_flags(tmp_path):
+    app = stand_in_app(tmp_path, tmp_path, backends=LLAMACPP)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_playground(pilot)
+        await wait_until(pilot, lambda: state_of(screen, "A") == "ready", "A")
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: finished(screen, "A"), "the continuation")
+        await pilot.press("ctrl+s")
+        text = next((tmp_path / "out" / "playground").iterdir()).read_text(encoding="utf-8")
+        assert "--seed 0 --backend llamacpp --precision q8_0`" in text
+        assert "## A · tiny step 5,000 · llama.cpp q8_0" in text
 
 
 async def test_a_session_that_cannot_be_written_is_said_in_one_line(tmp_path):

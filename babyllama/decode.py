@@ -263,15 +263,20 @@ class MindSporeDecoder:
         return self.decoder.decode([token])[0]
 
 
-def make_decoder(loaded: LoadedModel, backend: str = "numpy", precision: str | None = None, say=print):
-    """The decoder of `backend` for `loaded`; `precision` (f32, f16 or q8_0) is llama.cpp's choice,
-    the others run float32. `say(message)` is told of slow preparations (a GGUF being made)."""
+def make_decoder(loaded: LoadedModel, backend: str = "numpy", precision: str | None = None, say=print,
+                 threads: int | None = None):
+    """The decoder of `backend` for `loaded`; `precision` (f32, f16 or q8_0) and `threads` are
+    llama.cpp's choices, the others run float32 on their libraries' threads. `say(message)` is told
+    of slow preparations (a GGUF being made)."""
     if backend == "llamacpp":
         from babyllama.llamacpp import DEFAULT_PRECISION, llamacpp_decoder
 
-        return llamacpp_decoder(loaded, precision or DEFAULT_PRECISION, say)
+        return llamacpp_decoder(loaded, precision or DEFAULT_PRECISION, say, threads)
     if precision not in (None, "f32"):
         raise UserError(f"--precision {precision} goes with --backend llamacpp; the {backend} backend runs float32")
+    if threads is not None:
+        raise UserError(f"--threads goes with --backend llamacpp; the {backend} backend's BLAS takes "
+                        "OPENBLAS_NUM_THREADS from the environment")
     if backend == "numpy":
         return NumpyDecoder(loaded.cfg, loaded.weights)
     if backend == "mindspore":

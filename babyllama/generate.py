@@ -184,6 +184,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=GGUF_TYPES,
                         help="llamacpp only: the weights' type in the GGUF made from the checkpoint and cached "
                         "beside it (default f16; q8_0 is fastest, f32 gives numpy's greedy text)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="llamacpp only: llama.cpp's threads (default: half the CPUs, at least 1; its threads "
+                        "spin while waiting for each other, so more threads than idle cores is much slower)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -226,7 +229,7 @@ def load_for_generation(args: argparse.Namespace):
     if tokenizer.vocab_size > loaded.cfg.vocab_size:
         raise UserError(f"{tokenizer.path}: vocabulary {tokenizer.vocab_size} is larger than the model's "
                         f"{loaded.cfg.vocab_size}; give the tokenizer the model was trained with")
-    decoder = make_decoder(loaded, args.backend, args.precision, say=_say)
+    decoder = make_decoder(loaded, args.backend, args.precision, say=_say, threads=args.threads)
     # The decoder holds the weights in its own layout: the checkpoint's arrays would double the memory.
     loaded.weights.clear()
     return loaded, tokenizer, decoder

@@ -83,7 +83,7 @@ def cached_gguf(loaded, precision: str, say) -> Path:
     path = cache_path(loaded.checkpoint, precision)
     if recorded_fingerprint(path) == wanted:
         return path
-    say(f"converting {loaded.checkpoint} to a {precision} GGUF for llama.cpp: {path}")
+    say(f"converting {loaded.checkpoint} to a GGUF file ({precision}) for llama.cpp: {path}")
     tensors, _ = gguf_tensors(loaded.cfg, loaded.weights, precision)
     temp = temp_path(path)
     try:
@@ -102,6 +102,15 @@ def cached_gguf(loaded, precision: str, say) -> Path:
         raise UserError(f"cannot write the GGUF llama.cpp runs: {reason}; free some space, or use "
                         "--backend numpy") from None
     return path
+
+
+def default_threads() -> int:
+    """Half the CPUs this process may use, at least one. llama.cpp's threads spin while they wait
+    for each other at every operation, so one that loses its core (to its SMT sibling, to the
+    Playground's other panel, to any busy program) stalls them all: on a 2-CPU machine with other
+    work running, 2 threads ran the tiny preset at q8_0 at about 10 tokens/s and 1 thread at about
+    850. Half leaves a core per thread on machines with SMT, and room for a second server."""
+    return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 def _quiet(llama_cpp) -> None:
@@ -127,7 +136,7 @@ class LlamaCppDecoder:
         import llama_cpp
 
         _quiet(llama_cpp)
-        threads = threads or len(os.sched_getaffinity(0))
+        threads = threads or default_threads()
         cache_types = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32} if precision == "f32" else {}
         try:
             self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=cfg.max_seq_len, n_batch=min(cfg.max_seq_len, 512),
@@ -156,9 +165,12 @@ class LlamaCppDecoder:
         return self._logits
 
 
-def llamacpp_decoder(loaded, precision: str, say) -> LlamaCppDecoder:
-    """A LlamaCppDecoder of `loaded`, converting its GGUF first if needed."""
+def llamacpp_decoder(loaded, precision: str, say, threads: int | None = None) -> LlamaCppDecoder:
+    """A LlamaCppDecoder of `loaded` on `threads` (default: default_threads()), converting its GGUF
+    first if needed."""
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: give at least 1")
     reason = unavailable()
     if reason is not None:
         raise UserError(f"--backend llamacpp: {reason}")
-    return LlamaCppDecoder(cached_gguf(loaded, precision, say), loaded.cfg, precision)
+    return LlamaCppDecoder(cached_gguf(loaded, precision, say), loaded.cfg, precision, threads)

@@ -97,6 +97,15 @@ def test_a_precision_without_llamacpp_is_refused_in_one_line(talking):
         2, "babyllama generate: error: --precision q8_0 goes with --backend llamacpp; the numpy backend runs float32\n")
 
 
+def test_threads_without_llamacpp_or_below_one_are_refused_in_one_line(talking):
+    done = greedy(talking, "--threads", 2)
+    assert (done.returncode, done.stderr) == (
+        2, "babyllama generate: error: --threads goes with --backend llamacpp; the numpy backend's BLAS takes "
+        "OPENBLAS_NUM_THREADS from the environment\n")
+    done = greedy(talking, "--backend", "llamacpp", "--threads", 0)
+    assert (done.returncode, done.stderr) == (2, "babyllama generate: error: --threads 0: give at least 1\n")
+
+
 def test_llamacpp_missing_is_said_in_one_line_with_how_to_install_it(talking, tmp_path):
     # A llama_cpp module that cannot be imported, ahead of the installed one on the path.
     (tmp_path / "llama_cpp.py").write_text("raise ImportError('llama.cpp was not built')\n")
@@ -129,6 +138,8 @@ def test_greedy_f32_through_llamacpp_is_the_numpy_decoders_text_token_for_token(
     numpy_done, llamacpp_done = greedy(talking), greedy(talking, "--backend", "llamacpp", "--precision", "f32")
     assert llamacpp_done.returncode == 0, llamacpp_done.stderr
     assert llamacpp_done.stdout == numpy_done.stdout and len(numpy_done.stdout) > len(PROMPT) + 10
+    two_threads = greedy(talking, "--backend", "llamacpp", "--precision", "f32", "--threads", 2)
+    assert (two_threads.returncode, two_threads.stdout) == (0, numpy_done.stdout), two_threads.stderr
     assert f"babyllama generate: {talking} (llama.cpp, float32)" in llamacpp_done.stderr
     assert "llama_" not in llamacpp_done.stderr and "ggml" not in llamacpp_done.stderr  # llama.cpp's own log is quiet
 

@@ -35,6 +35,8 @@ def unavailable() -> str | None:
         import llama_cpp  # noqa: F401
     except ImportError as e:
         return f"llama-cpp-python is not installed ({e}); {INSTALL_HINT}"
+    except (OSError, RuntimeError) as e:  # how llama_cpp says its shared library is missing or will not load
+        return f"llama-cpp-python is installed but its llama.cpp library does not load ({e}); reinstall it: {INSTALL_HINT}"
     return None
 
 

@@ -114,6 +114,14 @@ def test_llamacpp_missing_is_said_in_one_line_with_how_to_install_it(talking, tm
     assert done.stderr.splitlines()[-1] == (
         "babyllama generate: error: --backend llamacpp: llama-cpp-python is not installed (llama.cpp was not built); "
         'pip install -e ".[llamacpp]" (it builds llama.cpp from source: minutes)')
+    # Installed, but its library does not load: llama_cpp raises RuntimeError.
+    (tmp_path / "llama_cpp.py").write_text("raise RuntimeError(\"Failed to load shared library 'libllama.so'\")\n")
+    done = greedy(talking, "--backend", "llamacpp", env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "babyllama generate: error: --backend llamacpp: llama-cpp-python is installed but its llama.cpp library "
+        "does not load (Failed to load shared library 'libllama.so'); reinstall it: "
+        'pip install -e ".[llamacpp]" (it builds llama.cpp from source: minutes)')
 
 
 @needs_llamacpp

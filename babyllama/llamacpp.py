@@ -76,6 +76,25 @@ def recorded_fingerprint(path: Path) -> str | None:
         return None
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_abandoned_temps(path: Path) -> None:
+    """Delete what conversions to `path` killed midway left under their temporary names (a GGUF's
+    worth of bytes each, in the checkpoint folder); a file whose writing process still runs stays."""
+    for temp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = temp.name.rpartition("-")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            temp.unlink(missing_ok=True)
+
+
 def cached_gguf(loaded, precision: str, say) -> Path:
     """The GGUF of `loaded` (a checkpoint.LoadedModel) in `precision`, converted now when there is
     none for its files as they are; `say(message)` is told when it is."""
@@ -90,6 +109,7 @@ def cached_gguf(loaded, precision: str, say) -> Path:
     temp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_temps(path)
         with space_failures_naming(path):
             try:
                 write_gguf(temp, loaded.checkpoint.name, loaded.cfg, tensors,

@@ -56,6 +56,19 @@ def test_the_gguf_is_made_once_and_again_when_the_checkpoint_changes(talking, sp
                                                         "model.safetensors"]
 
 
+def test_a_conversion_killed_midway_leaves_a_file_the_next_conversion_deletes(talking):
+    with subprocess.Popen(["true"]) as ended:
+        ended.wait()
+    abandoned = talking / f".llamacpp-q8_0.gguf.tmp-{ended.pid}"
+    with subprocess.Popen(["sleep", "30"]) as writing:
+        still_written = talking / f".llamacpp-q8_0.gguf.tmp-{writing.pid}"
+        abandoned.write_bytes(b"GGUF, half written")
+        still_written.write_bytes(b"GGUF, being written")
+        cached_gguf(load_model_for_inference(talking), "q8_0", lambda m: None)
+        writing.kill()
+    assert not abandoned.exists() and still_written.exists()
+
+
 def test_a_damaged_cache_file_is_made_again(talking):
     loaded = load_model_for_inference(talking)
     path = cache_path(talking, "f16")

@@ -238,7 +238,7 @@ async def test_a_checkpoint_loaded_in_the_playground_follows_its_run_s_new_name(
     async with app.run_test(size=(80, 24)) as pilot:
         playground = await open_playground(pilot)
         await wait_until(pilot, lambda: state_of(playground, "A") == "ready", "the checkpoint to load")
-        assert playground.panels["A"].border_title == "A · tiny step 5,000"
+        assert playground.panels["A"].border_title == "A · tiny step 5,000 · numpy f32"
         await pilot.press("2")
         await choose(pilot, "tiny")
         await pilot.press("R")
@@ -246,4 +246,4 @@ async def test_a_checkpoint_loaded_in_the_playground_follows_its_run_s_new_name(
         await pilot.press("enter", "4")
         engine = playground.engines["A"]
         assert engine.choice.path == tmp_path / "out" / "runs" / "tiny-v2" / "checkpoints" / "step_0005000"
-        assert playground.panels["A"].border_title == "A · tiny-v2 step 5,000"
+        assert playground.panels["A"].border_title == "A · tiny-v2 step 5,000 · numpy f32"

@@ -72,6 +72,7 @@ class NumpyDecoder:
     """
 
     backend = "numpy"
+    precision = "f32"
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):
         self.cfg = cfg
@@ -241,6 +242,7 @@ class MindSporeDecoder:
     """
 
     backend = "mindspore"
+    precision = "f32"
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]):
         import mindspore as ms
@@ -286,5 +288,5 @@ def make_decoder(loaded: LoadedModel, backend: str = "numpy", precision: str | N
 
 def backend_words(decoder) -> str:
     """What runs the model, for people: "numpy, float32", "llama.cpp, q8_0"."""
-    precision = getattr(decoder, "precision", "f32")
-    return f"{BACKEND_NAMES[decoder.backend]}, {'float32' if precision == 'f32' else precision}"
+    precision = "float32" if decoder.precision == "f32" else decoder.precision
+    return f"{BACKEND_NAMES[decoder.backend]}, {precision}"

@@ -43,7 +43,7 @@ class Model:
         self.description = {
             **loaded.describe(),
             "backend": decoder.backend,
-            "precision": getattr(decoder, "precision", "f32"),
+            "precision": decoder.precision,
             "defaults": vars(defaults),
             "chat": self.template is not None,
             "chat_template": self.template.name if self.template is not None else None,

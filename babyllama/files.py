@@ -11,9 +11,23 @@ from pathlib import Path
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
+def user_cache_dir() -> Path:
+    """babyllama's folder in the user's cache: $XDG_CACHE_HOME/babyllama, else ~/.cache/babyllama."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "babyllama"
+
+
 def temp_path(path: Path, pid: int | None = None) -> Path:
     """The name a file is written under before it is renamed into place, by this process or by `pid`."""
     return path.with_name(f".{path.name}.tmp-{os.getpid() if pid is None else pid}")
+
+
+def abandoned_temp(path: Path) -> bool:
+    """Whether `path` is a name `temp_path` gave, of a process that is gone: what a writer killed
+    midway left, never to be renamed into place."""
+    import psutil
+
+    _, marker, pid = path.name.rpartition(".tmp-")
+    return path.name.startswith(".") and bool(marker) and pid.isdigit() and not psutil.pid_exists(int(pid))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

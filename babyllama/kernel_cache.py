@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from babyllama.errors import UserError
+from babyllama.files import abandoned_temp, temp_path, user_cache_dir
 
 SHARED = "akg_kernel_meta"
 WORKSPACES = "processes"
@@ -28,8 +29,7 @@ DESCRIPTION, LIBRARY = ".json", ".so"
 
 def kernel_cache_dir() -> Path:
     """Where generated kernels are kept across runs, per MindSpore version."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "babyllama" / f"mindspore-{version('mindspore')}-kernels"
+    return user_cache_dir() / f"mindspore-{version('mindspore')}-kernels"
 
 
 # What MindSpore's kernel-build server imports to compile a kernel on the CPU (akg_process.py).
@@ -123,12 +123,12 @@ class KernelWorkspace:
                 continue
             try:
                 for path in _description_last(paths):
-                    temp = self.shared / f".{path.name}.tmp-{os.getpid()}"
+                    temp = temp_path(self.shared / path.name)
                     shutil.copy2(path, temp)
                     os.replace(temp, self.shared / path.name)
             except OSError:  # a full disk: the kernels are compiled again next time
                 for path in paths:
-                    (self.shared / f".{path.name}.tmp-{os.getpid()}").unlink(missing_ok=True)
+                    temp_path(self.shared / path.name).unlink(missing_ok=True)
                 continue
             self._known.add(name)
             published += 1
@@ -148,8 +148,7 @@ class KernelWorkspace:
             if owner == host and pid.isdigit() and not psutil.pid_exists(int(pid)):
                 shutil.rmtree(entry, ignore_errors=True)
         for entry in _entries(self.shared):
-            pid = entry.name.rpartition(".tmp-")[2]
-            if entry.name.startswith(".") and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            if abandoned_temp(entry):
                 entry.unlink(missing_ok=True)
         _remove_abandoned_pools()
 

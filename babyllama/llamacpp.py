@@ -19,7 +19,7 @@ import numpy as np
 
 from babyllama.errors import UserError
 from babyllama.export_gguf import GGUF_TYPES, gguf_tensors, ids_only_vocabulary, write_gguf
-from babyllama.files import out_of_space, space_failures_naming, temp_path
+from babyllama.files import abandoned_temp, out_of_space, space_failures_naming, temp_path, user_cache_dir
 
 DEFAULT_PRECISION = "f16"
 INSTALL_HINT = 'pip install -e ".[llamacpp]" (it builds llama.cpp from source: minutes)'
@@ -57,9 +57,8 @@ def cache_path(checkpoint: Path, precision: str) -> Path:
     name = f"{CACHE_PREFIX}{precision}.gguf"
     if os.access(checkpoint, os.W_OK):
         return checkpoint / name
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     key = hashlib.sha256(str(checkpoint.resolve()).encode()).hexdigest()[:16]
-    return cache_home / "babyllama" / "gguf" / key / name
+    return user_cache_dir() / "gguf" / key / name
 
 
 def recorded_fingerprint(path: Path) -> str | None:
@@ -76,22 +75,11 @@ def recorded_fingerprint(path: Path) -> str | None:
         return None
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def remove_abandoned_temps(path: Path) -> None:
     """Delete what conversions to `path` killed midway left under their temporary names (a GGUF's
     worth of bytes each, in the checkpoint folder); a file whose writing process still runs stays."""
     for temp in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = temp.name.rpartition("-")[2]
-        if pid.isdigit() and not _running(int(pid)):
+        if abandoned_temp(temp):
             temp.unlink(missing_ok=True)
 
 

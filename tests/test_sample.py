@@ -14,6 +14,7 @@ import pytest
 from babyllama import sample
 from babyllama.corpora import iter_records, sniff_format
 from babyllama.errors import UserError
+from babyllama.files import user_cache_dir
 
 
 def test_sample_holds_all_120_chapters_of_the_novel(sample_jsonl):
@@ -57,7 +58,7 @@ def run_sample(out: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_a_second_fetch_uses_the_cached_wheel_without_pip(sample_jsonl, tmp_path):
     cache = tmp_path / "cache"
     (cache / "babyllama").mkdir(parents=True)
-    shutil.copy(sample.cache_dir() / sample.WHEEL_NAME, cache / "babyllama" / sample.WHEEL_NAME)
+    shutil.copy(user_cache_dir() / sample.WHEEL_NAME, cache / "babyllama" / sample.WHEEL_NAME)
     result = run_sample(tmp_path / "out", offline_env(cache, tmp_path))
     assert result.returncode == 0, result.stderr
     written = tmp_path / "out" / "sanguo.jsonl"
@@ -93,7 +94,7 @@ def test_a_wheel_with_the_wrong_checksum_is_refused(tmp_path):
 def test_sample_sft_writes_a_labelled_demonstration_set_beside_the_corpus(sample_jsonl, tmp_path, sp_tokenizer_dir):
     cache = tmp_path / "cache"
     (cache / "babyllama").mkdir(parents=True)
-    shutil.copy(sample.cache_dir() / sample.WHEEL_NAME, cache / "babyllama" / sample.WHEEL_NAME)
+    shutil.copy(user_cache_dir() / sample.WHEEL_NAME, cache / "babyllama" / sample.WHEEL_NAME)
     result = subprocess.run([sys.executable, "-m", "babyllama", "sample", "--out", str(tmp_path / "sample"), "--sft",
                              "--sft-out", str(tmp_path / "sample-sft")],
                             capture_output=True, text=True, env=offline_env(cache, tmp_path), timeout=300)
